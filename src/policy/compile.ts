@@ -1,0 +1,251 @@
+/**
+ * The compiled snapshot: an immutable, content-addressed index over a policy set. Candidate
+ * policies are found by target (SPIFFE ID, service, namespace) and candidate rules by source
+ * principal through hash maps and length-bucketed prefix/suffix tables, so a decision touches
+ * only the rules that could match, however many rules the snapshot holds.
+ */
+import { createHash } from 'node:crypto';
+import type { Policy, Rule, StringMatcher } from './model.js';
+import type { PathOptions } from './path.js';
+
+/**
+ * A string-keyed index for exact/prefix/suffix/presence patterns. Prefix and suffix patterns are
+ * hashed by their length, so a lookup costs one hash probe per distinct pattern length (a flat
+ * trie): bounded by key length, independent of the number of patterns.
+ */
+export class PatternIndex<T> {
+  private readonly exact = new Map<string, T[]>();
+  private readonly prefix = new Map<number, Map<string, T[]>>();
+  private readonly suffix = new Map<number, Map<string, T[]>>();
+  private readonly presence: T[] = [];
+  private prefixLengths: number[] = [];
+  private suffixLengths: number[] = [];
+
+  add(m: StringMatcher, v: T): void {
+    if (m.kind === 'presence') {
+      this.presence.push(v);
+      return;
+    }
+    if (m.kind === 'exact') {
+      push(this.exact, m.value, v);
+      return;
+    }
+    const byLen = m.kind === 'prefix' ? this.prefix : this.suffix;
+    let map = byLen.get(m.value.length);
+    if (!map) {
+      map = new Map();
+      byLen.set(m.value.length, map);
+    }
+    push(map, m.value, v);
+  }
+
+  /** Call after the last `add`. */
+  seal(): void {
+    this.prefixLengths = [...this.prefix.keys()].sort((a, b) => a - b);
+    this.suffixLengths = [...this.suffix.keys()].sort((a, b) => a - b);
+  }
+
+  /** Appends to `out` every value whose pattern matches `s` (a value may come more than once). */
+  collect(s: string | undefined, out: T[]): void {
+    if (s === undefined) return;
+    const e = this.exact.get(s);
+    if (e) for (const v of e) out.push(v);
+    for (const len of this.prefixLengths) {
+      if (len > s.length) break;
+      const hit = this.prefix.get(len)?.get(s.slice(0, len));
+      if (hit) for (const v of hit) out.push(v);
+    }
+    for (const len of this.suffixLengths) {
+      if (len > s.length) break;
+      const hit = this.suffix.get(len)?.get(s.slice(s.length - len));
+      if (hit) for (const v of hit) out.push(v);
+    }
+    if (s !== '') for (const v of this.presence) out.push(v);
+  }
+
+  get size(): number {
+    return this.exact.size + this.prefixLengths.length + this.suffixLengths.length + this.presence.length;
+  }
+}
+
+function push<K, T>(m: Map<K, T[]>, k: K, v: T): void {
+  const a = m.get(k);
+  if (a) a.push(v);
+  else m.set(k, [v]);
+}
+
+/** A policy in a snapshot, with its position (evaluation order) and a scratch stamp for dedup. */
+export interface CompiledPolicy {
+  readonly policy: Policy;
+  readonly order: number;
+  readonly rules: CompiledRule[];
+  /** @internal lookup scratch: the generation in which this policy was last visited. */
+  stamp: number;
+  /** @internal lookup scratch: whether the target applied in that generation. */
+  applies: boolean;
+}
+
+export interface CompiledRule {
+  readonly policy: CompiledPolicy;
+  readonly rule: Rule;
+  /** Global evaluation order (policy order, then rule order). */
+  readonly seq: number;
+  /** @internal lookup scratch. */
+  stamp: number;
+}
+
+/** Rules of one target bucket, indexed by the source principal. */
+export class RuleIndex {
+  readonly byPrincipal = new PatternIndex<CompiledRule>();
+  /** Rules that can match without a principal (no `from`, or a `from` without `principals`). */
+  readonly always: CompiledRule[] = [];
+
+  add(cr: CompiledRule): void {
+    const from = cr.rule.from;
+    if (!from || from.some((s) => !s.principals)) {
+      this.always.push(cr);
+      return;
+    }
+    for (const s of from) for (const m of s.principals ?? []) this.byPrincipal.add(m, cr);
+  }
+}
+
+/** Policies sharing one target key, with their rules indexed. */
+export interface Bucket {
+  readonly policies: CompiledPolicy[];
+  readonly rules: RuleIndex;
+}
+
+function newBucket(): Bucket {
+  return { policies: [], rules: new RuleIndex() };
+}
+
+export interface CompileOptions {
+  /** Istio's default for a workload that no policy selects: allow. Off by default (zero trust). */
+  istioDefaultAllow?: boolean;
+  /** Path normalization applied to every request. */
+  path?: PathOptions;
+}
+
+/** An immutable compiled policy set. `version` is the SHA-256 of its content. */
+export interface PolicySnapshot {
+  readonly version: string;
+  readonly policies: readonly Policy[];
+  readonly options: Readonly<CompileOptions>;
+  readonly compiled: readonly CompiledPolicy[];
+  /** @internal */
+  readonly index: TargetIndex;
+  readonly ruleCount: number;
+}
+
+/** @internal */
+export interface TargetIndex {
+  bySpiffe: PatternIndex<Bucket>;
+  byService: PatternIndex<Bucket>;
+  byNamespace: Map<string, Bucket>;
+  global: Bucket;
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+/** Canonical JSON (sorted keys, no source locations) so that the version is a content hash. */
+function canonical(v: unknown): string {
+  if (typeof v === 'bigint') return `"${v.toString()}"`;
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v && typeof v === 'object') {
+    const keys = Object.keys(v)
+      .filter((k) => k !== 'loc' && (v as Record<string, unknown>)[k] !== undefined)
+      .sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
+}
+
+/**
+ * Compiles policies (in evaluation order) into an immutable snapshot.
+ * Throws if two policies share an id.
+ *
+ * @example
+ * const snap = compile(loadPolicyText(yamlText, 'payments.yaml'));
+ * decide(snap, { source: { spiffe_id: '…' }, target: { spiffe_id: '…' }, request: { method: 'POST', path: '/v1/charges' } });
+ */
+export function compile(policies: readonly Policy[], options: CompileOptions = {}): PolicySnapshot {
+  const ids = new Set<string>();
+  for (const p of policies) {
+    if (ids.has(p.id))
+      throw new Error(`${p.loc.file}:${p.loc.line}:${p.loc.column}: duplicate policy name ${JSON.stringify(p.id)}`);
+    ids.add(p.id);
+  }
+  const frozen = deepFreeze(policies.map((p) => p));
+  const index: TargetIndex = {
+    bySpiffe: new PatternIndex(),
+    byService: new PatternIndex(),
+    byNamespace: new Map(),
+    global: newBucket(),
+  };
+  // One bucket per distinct target pattern, so policies with the same target share a rule index.
+  const spiffeBuckets = new Map<string, Bucket>();
+  const serviceBuckets = new Map<string, Bucket>();
+  const bucketFor = (store: Map<string, Bucket>, idx: PatternIndex<Bucket>, m: StringMatcher): Bucket => {
+    const key = `${m.kind}:${m.kind === 'presence' ? '' : m.value}`;
+    let b = store.get(key);
+    if (!b) {
+      b = newBucket();
+      store.set(key, b);
+      idx.add(m, b);
+    }
+    return b;
+  };
+  let seq = 0;
+  let ruleCount = 0;
+  const compiled: CompiledPolicy[] = [];
+  frozen.forEach((policy, order) => {
+    const cp: CompiledPolicy = { policy, order, rules: [], stamp: 0, applies: false };
+    const rules = (policy.rules ?? []).map((rule) => ({ policy: cp, rule, seq: seq++, stamp: 0 }));
+    cp.rules.push(...rules);
+    ruleCount += rules.length;
+    compiled.push(cp);
+    const t = policy.target;
+    const buckets: Bucket[] = [];
+    if (t.spiffeIds) for (const m of t.spiffeIds) buckets.push(bucketFor(spiffeBuckets, index.bySpiffe, m));
+    else if (t.services) for (const m of t.services) buckets.push(bucketFor(serviceBuckets, index.byService, m));
+    else if (t.namespace !== undefined) {
+      let b = index.byNamespace.get(t.namespace);
+      if (!b) {
+        b = newBucket();
+        index.byNamespace.set(t.namespace, b);
+      }
+      buckets.push(b);
+    } else buckets.push(index.global);
+    for (const b of buckets) {
+      b.policies.push(cp);
+      for (const r of rules) b.rules.add(r);
+    }
+  });
+  index.bySpiffe.seal();
+  index.byService.seal();
+  const allBuckets = [
+    ...spiffeBuckets.values(),
+    ...serviceBuckets.values(),
+    ...index.byNamespace.values(),
+    index.global,
+  ];
+  for (const b of allBuckets) b.rules.byPrincipal.seal();
+  const version = `sha256:${createHash('sha256')
+    .update(canonical({ policies: frozen, options }))
+    .digest('hex')}`;
+  return Object.freeze({
+    version,
+    policies: frozen,
+    options: Object.freeze({ ...options }),
+    compiled,
+    index,
+    ruleCount,
+  });
+}

@@ -1,0 +1,290 @@
+/**
+ * The decision: candidate lookup through the compiled index, then Istio's order
+ * (CUSTOM → DENY → ALLOW) extended with STEP_UP, AUDIT records and dry-run records.
+ * Fails closed: a request that cannot be normalized, and any thrown error, deny with a reason.
+ */
+import type { Bucket, CompiledPolicy, CompiledRule, PolicySnapshot } from './compile.js';
+import type { Action } from './model.js';
+import {
+  type AccessRequest,
+  type FlatAccessRequest,
+  fromFlat,
+  type NormalizedRequest,
+  normalizeRequest,
+} from './request.js';
+import { matchRule, type RuleResult, targetApplies, unknownMatches } from './rules.js';
+
+export type DecisionKind = 'allow' | 'deny' | 'step_up';
+
+/** What a dry-run policy would have done had it been enforced. */
+export interface DryRunRecord {
+  policy: string;
+  action: Action;
+  /** The rule of that policy that matched, if any. */
+  rule: string | null;
+  /** The decision had this policy been enforced. */
+  wouldDecide: DecisionKind;
+  /** True when that differs from the actual decision. */
+  wouldChange: boolean;
+}
+
+export interface Decision {
+  decision: DecisionKind;
+  /** The policy that decided; `null` for default deny and request errors. */
+  policy: string | null;
+  rule: string | null;
+  reason: string;
+  /** Snapshot version that decided. */
+  version: string;
+  /** AUDIT rules that matched (they never change the decision). */
+  audit?: { policy: string; rule: string }[];
+  dryRun?: DryRunRecord[];
+}
+
+export interface DecideOptions {
+  /** Epoch ms used when the request has no `request.time` (default `Date.now()`). */
+  now?: number;
+}
+
+/** The result of candidate lookup, in evaluation order. */
+export interface Candidates {
+  applicable: CompiledPolicy[];
+  rules: CompiledRule[];
+}
+
+let generation = 0;
+const bucketScratch: Bucket[] = [];
+const ruleScratch: CompiledRule[] = [];
+
+/**
+ * Finds the policies whose target selects the request's workload and, among their rules, the
+ * ones that could match the source principal. Never scans the whole snapshot.
+ */
+export function lookupCandidates(snap: PolicySnapshot, r: NormalizedRequest): Candidates {
+  const gen = ++generation;
+  const idx = snap.index;
+  const buckets = bucketScratch;
+  buckets.length = 0;
+  idx.bySpiffe.collect(r.targetSpiffeId, buckets);
+  idx.byService.collect(r.targetService, buckets);
+  if (r.targetNamespace !== undefined) {
+    const b = idx.byNamespace.get(r.targetNamespace);
+    if (b) buckets.push(b);
+  }
+  buckets.push(idx.global);
+  const applicable: CompiledPolicy[] = [];
+  const rules: CompiledRule[] = [];
+  for (const b of buckets) {
+    for (const cp of b.policies) {
+      if (cp.stamp !== gen) {
+        cp.stamp = gen;
+        cp.applies = targetApplies(cp.policy, r);
+        if (cp.applies) applicable.push(cp);
+      }
+    }
+    const found = ruleScratch;
+    found.length = 0;
+    b.rules.byPrincipal.collect(r.sourcePrincipal, found);
+    for (const cr of b.rules.always) found.push(cr);
+    for (const cr of found) {
+      if (cr.stamp !== gen && cr.policy.applies) {
+        cr.stamp = gen;
+        rules.push(cr);
+      }
+    }
+  }
+  if (applicable.length > 1) applicable.sort((a, b) => a.order - b.order);
+  // Insertion sort: candidate lists are short and mostly sorted already.
+  for (let i = 1; i < rules.length; i++) {
+    const x = rules[i] as CompiledRule;
+    let j = i - 1;
+    while (j >= 0 && (rules[j] as CompiledRule).seq > x.seq) {
+      rules[j + 1] = rules[j] as CompiledRule;
+      j--;
+    }
+    rules[j + 1] = x;
+  }
+  return { applicable, rules };
+}
+
+type Verdict = { decision: DecisionKind; policy: string | null; rule: string | null; reason: string };
+
+function counts(cr: CompiledRule, res: RuleResult): boolean {
+  return res.kind === 'match' || (res.kind === 'unknown' && unknownMatches(cr.policy.policy));
+}
+
+function why(verb: string, cr: CompiledRule, res: RuleResult): string {
+  const p = cr.policy.policy;
+  const base = `${p.action} policy ${JSON.stringify(p.id)} rule ${JSON.stringify(cr.rule.id)}`;
+  if (res.kind === 'unknown')
+    return `${base} could not be evaluated (request lacks ${res.key}); failing closed: ${verb}`;
+  return `${base} matched: ${verb}`;
+}
+
+/**
+ * Combines rule results into a verdict. `extra` is a dry-run policy to treat as enforced.
+ * @internal exported for explain.
+ */
+export function combine(
+  c: Candidates,
+  results: readonly RuleResult[],
+  r: NormalizedRequest,
+  snap: PolicySnapshot,
+  extra: CompiledPolicy | null,
+): Verdict {
+  const rules = c.rules;
+  const enforced = (cp: CompiledPolicy) => !cp.policy.dryRun || cp === extra;
+  for (let pass = 0; pass < 2; pass++) {
+    const action: Action = pass === 0 ? 'CUSTOM' : 'DENY';
+    for (let i = 0; i < rules.length; i++) {
+      const cr = rules[i] as CompiledRule;
+      const p = cr.policy.policy;
+      if (p.action !== action || !enforced(cr.policy)) continue;
+      const res = results[i] as RuleResult;
+      if (!counts(cr, res)) continue;
+      const reason =
+        action === 'CUSTOM'
+          ? `${why('deny', cr, res)} (CUSTOM provider ${JSON.stringify(p.provider ?? '')} is not available to this engine; failing closed)`
+          : why('deny', cr, res);
+      return { decision: 'deny', policy: p.id, rule: cr.rule.id, reason };
+    }
+  }
+  let hasAllow = false;
+  let selected = false;
+  let nativeSelects = false;
+  for (const cp of c.applicable) {
+    if (!enforced(cp)) continue;
+    selected = true;
+    if (cp.policy.action === 'ALLOW') hasAllow = true;
+    if (cp.policy.origin === 'native') nativeSelects = true;
+  }
+  let allowed: Verdict | undefined;
+  if (hasAllow) {
+    for (let i = 0; i < rules.length; i++) {
+      const cr = rules[i] as CompiledRule;
+      if (cr.policy.policy.action !== 'ALLOW' || !enforced(cr.policy)) continue;
+      const res = results[i] as RuleResult;
+      if (res.kind === 'match') {
+        allowed = { decision: 'allow', policy: cr.policy.policy.id, rule: cr.rule.id, reason: why('allow', cr, res) };
+        break;
+      }
+    }
+    if (!allowed) return { decision: 'deny', policy: null, rule: null, reason: 'no ALLOW rule matched (default deny)' };
+  } else if (!selected) {
+    const target = r.targetSpiffeId ?? r.targetService ?? '(no target)';
+    if (!snap.options.istioDefaultAllow) {
+      return {
+        decision: 'deny',
+        policy: null,
+        rule: null,
+        reason: `no policy selects target ${target} (default deny)`,
+      };
+    }
+    allowed = {
+      decision: 'allow',
+      policy: null,
+      rule: null,
+      reason: `no policy selects target ${target}; Istio-compatible default allows`,
+    };
+  } else if (nativeSelects) {
+    return {
+      decision: 'deny',
+      policy: null,
+      rule: null,
+      reason: 'no ALLOW policy applies to the target (default deny)',
+    };
+  } else {
+    allowed = {
+      decision: 'allow',
+      policy: null,
+      rule: null,
+      reason:
+        'the workload is selected by Istio policies but none of them is ALLOW, and no DENY matched (Istio semantics)',
+    };
+  }
+  for (let i = 0; i < rules.length; i++) {
+    const cr = rules[i] as CompiledRule;
+    if (cr.policy.policy.action !== 'STEP_UP' || !enforced(cr.policy)) continue;
+    const res = results[i] as RuleResult;
+    if (counts(cr, res))
+      return { decision: 'step_up', policy: cr.policy.policy.id, rule: cr.rule.id, reason: why('step up', cr, res) };
+  }
+  return allowed;
+}
+
+/**
+ * Decides one request against a compiled snapshot. Never throws: any error denies with the
+ * error as reason.
+ *
+ * @example
+ * const d = decide(snapshot, {
+ *   source: { spiffe_id: 'spiffe://example.org/ns/payments/sa/api-gateway' },
+ *   target: { spiffe_id: 'spiffe://example.org/ns/payments/sa/payment-service' },
+ *   request: { method: 'POST', path: '/v1/charges' },
+ * });
+ * // { decision: 'allow', policy: 'payment-service-ingress', rule: 'gateway-charges', reason: '…', version: 'sha256:…' }
+ */
+export function decide(
+  snap: PolicySnapshot,
+  input: AccessRequest | FlatAccessRequest,
+  opts: DecideOptions = {},
+): Decision {
+  try {
+    const n = normalizeRequest(fromFlat(input), snap.options.path);
+    if (!n.ok)
+      return {
+        decision: 'deny',
+        policy: null,
+        rule: null,
+        reason: `invalid request: ${n.reason}`,
+        version: snap.version,
+      };
+    return decideNormalized(snap, n.req, opts);
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    return { decision: 'deny', policy: null, rule: null, reason: `evaluation error: ${msg}`, version: snap.version };
+  }
+}
+
+/** {@link decide} for an already normalized request. */
+export function decideNormalized(snap: PolicySnapshot, r: NormalizedRequest, opts: DecideOptions = {}): Decision {
+  const now = opts.now ?? Date.now();
+  const c = lookupCandidates(snap, r);
+  const results: RuleResult[] = new Array(c.rules.length);
+  for (let i = 0; i < c.rules.length; i++) results[i] = matchRule((c.rules[i] as CompiledRule).rule, r, now);
+  const v = combine(c, results, r, snap, null);
+  const d: Decision = { decision: v.decision, policy: v.policy, rule: v.rule, reason: v.reason, version: snap.version };
+  let audit: Decision['audit'];
+  let dry: CompiledPolicy[] | undefined;
+  for (let i = 0; i < c.rules.length; i++) {
+    const cr = c.rules[i] as CompiledRule;
+    const p = cr.policy.policy;
+    if (p.action === 'AUDIT' && !p.dryRun && (results[i] as RuleResult).kind === 'match') {
+      if (!audit) audit = [];
+      audit.push({ policy: p.id, rule: cr.rule.id });
+    }
+  }
+  for (const cp of c.applicable) if (cp.policy.dryRun) (dry ??= []).push(cp);
+  if (audit) d.audit = audit;
+  if (dry) {
+    d.dryRun = dry.map((cp) => {
+      const w = combine(c, results, r, snap, cp);
+      let rule: string | null = null;
+      for (let i = 0; i < c.rules.length; i++) {
+        const cr = c.rules[i] as CompiledRule;
+        if (cr.policy === cp && counts(cr, results[i] as RuleResult)) {
+          rule = cr.rule.id;
+          break;
+        }
+      }
+      return {
+        policy: cp.policy.id,
+        action: cp.policy.action,
+        rule,
+        wouldDecide: w.decision,
+        wouldChange: w.decision !== v.decision,
+      };
+    });
+  }
+  return d;
+}

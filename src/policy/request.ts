@@ -1,0 +1,259 @@
+/**
+ * The access request of design.md: one shape for every enforcement point, as a zod schema
+ * (for untrusted JSON), a TypeScript type, and the derivations that let short inputs work.
+ * `normalizeRequest` is on the hot path, so it is hand-written rather than zod-driven.
+ */
+import { z } from 'zod';
+import { istioPrincipal, spiffeParts } from './identity.js';
+import { parseIp } from './match.js';
+import { checkMethod, normalizePath, type PathOptions } from './path.js';
+
+const DeviceSchema = z
+  .object({
+    id: z.string().optional(),
+    managed: z.boolean().optional(),
+    encrypted: z.boolean().optional(),
+    os_patched: z.boolean().optional(),
+    edr_active: z.boolean().optional(),
+    posture_age_s: z.number().nonnegative().optional(),
+  })
+  .strict();
+
+const FullRequestSchema = z
+  .object({
+    source: z
+      .object({
+        spiffe_id: z.string().optional(),
+        service: z.string().optional(),
+        namespace: z.string().optional(),
+        ip: z.string().optional(),
+        remote_ip: z.string().optional(),
+        user: z.string().optional(),
+        claims: z.record(z.string(), z.unknown()).optional(),
+        mfa: z.boolean().optional(),
+        risk_score: z.number().min(0).max(1).optional(),
+        device: DeviceSchema.optional(),
+      })
+      .strict()
+      .optional(),
+    target: z
+      .object({
+        spiffe_id: z.string().optional(),
+        service: z.string().optional(),
+        namespace: z.string().optional(),
+        labels: z.record(z.string(), z.string()).optional(),
+        host: z.string().optional(),
+        port: z.number().int().min(0).max(65535).optional(),
+        ip: z.string().optional(),
+        sni: z.string().optional(),
+      })
+      .strict()
+      .optional(),
+    request: z
+      .object({
+        method: z.string().optional(),
+        path: z.string().optional(),
+        headers: z.record(z.string(), z.string()).optional(),
+        time: z.iso.datetime({ offset: true }).optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+/** The flat shape OPA clients send. */
+const FlatRequestSchema = z
+  .object({
+    source_service: z.string().optional(),
+    target_service: z.string().optional(),
+    method: z.string().optional(),
+    path: z.string().optional(),
+  })
+  .strict();
+
+/** zod schema of the access request: the full shape or OPA's flat shape. */
+export const AccessRequestSchema = z.union([FullRequestSchema, FlatRequestSchema]);
+
+/** The access request (full shape); every field optional. */
+export type AccessRequest = z.infer<typeof FullRequestSchema>;
+/** OPA's flat request shape. */
+export type FlatAccessRequest = z.infer<typeof FlatRequestSchema>;
+
+/**
+ * The JSON schema (draft 2020-12) of the access request, for clients and docs.
+ *
+ * @example
+ * writeFileSync('access-request.schema.json', JSON.stringify(accessRequestJsonSchema(), null, 2));
+ */
+export function accessRequestJsonSchema(): Record<string, unknown> {
+  return z.toJSONSchema(AccessRequestSchema) as Record<string, unknown>;
+}
+
+/** Maps the flat OPA shape to the full shape; full requests pass through. */
+export function fromFlat(input: AccessRequest | FlatAccessRequest): AccessRequest {
+  if (!('source_service' in input || 'target_service' in input || 'method' in input || 'path' in input)) {
+    return input as AccessRequest;
+  }
+  const f = input as FlatAccessRequest;
+  const out: AccessRequest = {};
+  if (f.source_service !== undefined) out.source = { service: f.source_service };
+  if (f.target_service !== undefined) out.target = { service: f.target_service };
+  if (f.method !== undefined || f.path !== undefined) out.request = { method: f.method, path: f.path };
+  return out;
+}
+
+/**
+ * Validates untrusted JSON as an access request (either shape). Throws an Error naming the field.
+ *
+ * @example
+ * parseAccessRequest({ source_service: 'api-gateway', target_service: 'payment-service', method: 'POST', path: '/v1/charges' })
+ */
+export function parseAccessRequest(input: unknown): AccessRequest {
+  const r = AccessRequestSchema.safeParse(input);
+  if (!r.success) {
+    // Report against the full shape unless the input clearly is the flat one.
+    const flat =
+      typeof input === 'object' &&
+      input !== null &&
+      ['source_service', 'target_service', 'method', 'path'].some((k) => k in input);
+    const again = (flat ? FlatRequestSchema : FullRequestSchema).safeParse(input);
+    const issue = again.success ? r.error.issues[0] : again.error.issues[0];
+    const field = issue ? issue.path.join('.') || '(root)' : '(root)';
+    throw new Error(`invalid access request: ${field}: ${issue?.message ?? 'invalid'}`);
+  }
+  return fromFlat(r.data);
+}
+
+/** The attributes rules read, derived once per decision. */
+export interface NormalizedRequest {
+  sourceSpiffeId?: string;
+  /** Istio principal form: the SPIFFE ID without `spiffe://`. */
+  sourcePrincipal?: string;
+  sourceNamespace?: string;
+  sourceService?: string;
+  sourceIp?: { family: 4 | 6; value: bigint };
+  remoteIp?: { family: 4 | 6; value: bigint };
+  user?: string;
+  claims?: Record<string, unknown>;
+  /** `<iss>/<sub>` from the claims. */
+  requestPrincipal?: string;
+  audiences?: string[];
+  presenter?: string;
+  mfa?: boolean;
+  riskScore?: number;
+  device?: z.infer<typeof DeviceSchema>;
+  targetSpiffeId?: string;
+  targetService?: string;
+  targetNamespace?: string;
+  targetLabels: Record<string, string>;
+  host?: string;
+  port?: number;
+  destinationIp?: { family: 4 | 6; value: bigint };
+  sni?: string;
+  method?: string;
+  /** Normalized path. */
+  path?: string;
+  /** Lower-case header names. */
+  headers: Record<string, string>;
+  /** Epoch milliseconds. */
+  time?: number;
+}
+
+export type NormalizeResult = { ok: true; req: NormalizedRequest } | { ok: false; reason: string };
+
+const EMPTY: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
+/**
+ * Derives the attributes rules read: namespace and service from SPIFFE IDs, the `app` label from
+ * the target service, the Istio principal, the request principal `<iss>/<sub>`; normalizes the
+ * path and checks the method. Returns a reason instead of attributes when the request must be denied.
+ *
+ * @example
+ * normalizeRequest({ source: { spiffe_id: 'spiffe://example.org/ns/payments/sa/api-gateway' },
+ *                    request: { method: 'POST', path: '/v1/charges' } })
+ * // { ok: true, req: { sourceNamespace: 'payments', sourceService: 'api-gateway', … } }
+ */
+export function normalizeRequest(input: AccessRequest, pathOptions?: PathOptions): NormalizeResult {
+  const out: NormalizedRequest = { targetLabels: EMPTY, headers: EMPTY };
+  const src = input.source;
+  if (src) {
+    if (src.spiffe_id !== undefined) {
+      const p = spiffeParts(src.spiffe_id);
+      if (!p) return { ok: false, reason: `source.spiffe_id is not a SPIFFE ID: ${JSON.stringify(src.spiffe_id)}` };
+      out.sourceSpiffeId = src.spiffe_id;
+      out.sourcePrincipal = istioPrincipal(src.spiffe_id);
+      out.sourceNamespace = p.namespace;
+      out.sourceService = p.service;
+    }
+    if (src.namespace !== undefined) out.sourceNamespace = src.namespace;
+    if (src.service !== undefined) out.sourceService = src.service;
+    if (src.ip !== undefined) {
+      out.sourceIp = parseIp(src.ip);
+      if (!out.sourceIp) return { ok: false, reason: `source.ip is not an IP address: ${JSON.stringify(src.ip)}` };
+    }
+    // Without a proxy in front, the remote address is the peer address.
+    if (src.remote_ip !== undefined) {
+      out.remoteIp = parseIp(src.remote_ip);
+      if (!out.remoteIp)
+        return { ok: false, reason: `source.remote_ip is not an IP address: ${JSON.stringify(src.remote_ip)}` };
+    } else out.remoteIp = out.sourceIp;
+    out.user = src.user;
+    if (src.claims) {
+      const c = src.claims;
+      out.claims = c;
+      if (typeof c.iss === 'string' && typeof c.sub === 'string') out.requestPrincipal = `${c.iss}/${c.sub}`;
+      if (typeof c.aud === 'string') out.audiences = [c.aud];
+      else if (Array.isArray(c.aud)) out.audiences = c.aud.filter((a): a is string => typeof a === 'string');
+      if (typeof c.azp === 'string') out.presenter = c.azp;
+    }
+    out.mfa = src.mfa;
+    out.riskScore = src.risk_score;
+    out.device = src.device;
+  }
+  const tgt = input.target;
+  if (tgt) {
+    if (tgt.spiffe_id !== undefined) {
+      const p = spiffeParts(tgt.spiffe_id);
+      if (!p) return { ok: false, reason: `target.spiffe_id is not a SPIFFE ID: ${JSON.stringify(tgt.spiffe_id)}` };
+      out.targetSpiffeId = tgt.spiffe_id;
+      out.targetNamespace = p.namespace;
+      out.targetService = p.service;
+    }
+    if (tgt.namespace !== undefined) out.targetNamespace = tgt.namespace;
+    if (tgt.service !== undefined) out.targetService = tgt.service;
+    if (tgt.labels) out.targetLabels = tgt.labels;
+    else if (out.targetService !== undefined) out.targetLabels = { app: out.targetService };
+    // Istio matches hosts case-insensitively; matchers are lower-cased at load time.
+    out.host = tgt.host?.toLowerCase();
+    out.port = tgt.port;
+    if (tgt.ip !== undefined) {
+      out.destinationIp = parseIp(tgt.ip);
+      if (!out.destinationIp) return { ok: false, reason: `target.ip is not an IP address: ${JSON.stringify(tgt.ip)}` };
+    }
+    out.sni = tgt.sni;
+  }
+  const rq = input.request;
+  if (rq) {
+    if (rq.method !== undefined) {
+      const bad = checkMethod(rq.method);
+      if (bad) return { ok: false, reason: bad };
+      out.method = rq.method;
+    }
+    if (rq.path !== undefined) {
+      const np = normalizePath(rq.path, pathOptions);
+      if (!np.ok) return { ok: false, reason: np.reason };
+      out.path = np.path;
+    }
+    if (rq.headers) {
+      const h: Record<string, string> = {};
+      for (const k of Object.keys(rq.headers)) h[k.toLowerCase()] = rq.headers[k] as string;
+      out.headers = h;
+    }
+    if (rq.time !== undefined) {
+      const t = Date.parse(rq.time);
+      if (Number.isNaN(t)) return { ok: false, reason: `request.time is not a date-time: ${JSON.stringify(rq.time)}` };
+      out.time = t;
+    }
+  }
+  return { ok: true, req: out };
+}
