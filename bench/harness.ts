@@ -38,8 +38,17 @@ function fmt(n: number): string {
 export function report(figures: Figure[]): void {
   const rows = figures.map((f) => {
     const adv = advantage(f);
-    const target = f.targetRatio === undefined ? '' : adv >= f.targetRatio ? `ok (≥${f.targetRatio}×)` : `MISS (<${f.targetRatio}×)`;
-    return [f.bench, f.metric, `${f.peerName}: ${fmt(f.peer)}`, `ours: ${fmt(f.ours)}`, f.unit, `${adv.toFixed(2)}×`, target];
+    const target =
+      f.targetRatio === undefined ? '' : adv >= f.targetRatio ? `ok (≥${f.targetRatio}×)` : `MISS (<${f.targetRatio}×)`;
+    return [
+      f.bench,
+      f.metric,
+      `${f.peerName}: ${fmt(f.peer)}`,
+      `ours: ${fmt(f.ours)}`,
+      f.unit,
+      `${adv.toFixed(2)}×`,
+      target,
+    ];
   });
   const header = ['bench', 'metric', 'peer', 'ours', 'unit', 'ours vs peer', 'target'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -71,7 +80,10 @@ export function percentile(sorted: Float64Array | number[], p: number): number {
  * (timer resolution makes single sub-microsecond calls unmeasurable).
  * Per-call latency = batch time / batch.
  */
-export function measureSync(fn: () => unknown, opts: { seconds?: number; batch?: number; warmup?: number } = {}): LatencyStats {
+export function measureSync(
+  fn: () => unknown,
+  opts: { seconds?: number; batch?: number; warmup?: number } = {},
+): LatencyStats {
   const seconds = opts.seconds ?? 2;
   const batch = opts.batch ?? 1;
   for (let i = 0; i < (opts.warmup ?? 1000); i++) fn();

@@ -264,7 +264,11 @@ export function decideNormalized(snap: PolicySnapshot, r: NormalizedRequest, opt
       audit.push({ policy: p.id, rule: cr.rule.id });
     }
   }
-  for (const cp of c.applicable) if (cp.policy.dryRun) (dry ??= []).push(cp);
+  for (const cp of c.applicable) {
+    if (!cp.policy.dryRun) continue;
+    if (!dry) dry = [];
+    dry.push(cp);
+  }
   if (audit) d.audit = audit;
   if (dry) {
     d.dryRun = dry.map((cp) => {

@@ -1,0 +1,41 @@
+/**
+ * The `nevertrust` command tree. Each area registers its own subcommands; this file only wires them.
+ */
+import { Command, Option } from 'commander';
+import type { Config } from '../config/index.js';
+import { logLevels } from '../config/index.js';
+import type { ServerPlugin } from '../server/index.js';
+import { registerServerCommands } from './commands/server.js';
+import { registerVersionCommand } from './commands/version.js';
+import { VERSION } from './version.js';
+
+/** The server's plugins for a given configuration (later issues add CA, policy, audit…). */
+export function serverPlugins(_config: Config): ServerPlugin[] {
+  return [];
+}
+
+export function buildProgram(): Command {
+  const program = new Command('nevertrust')
+    .description(
+      'nevertrust: zero-trust for services: SPIFFE identities, mTLS, least-privilege policy, tamper-evident audit',
+    )
+    .version(VERSION, '-V, --version', 'print the version')
+    .option('-c, --config <file>', 'config file (default ./nevertrust.yaml if present; env NEVERTRUST_CONFIG)')
+    .option('-d, --data-dir <dir>', 'where nevertrust keeps its data (default ./.nevertrust)')
+    .addOption(new Option('--log-level <level>', 'log level').choices([...logLevels]))
+    .showHelpAfterError(true)
+    .showSuggestionAfterError(true)
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ nevertrust up                         # run everything locally (what \`npm start\` runs)
+  $ nevertrust server --port 8181         # run the control plane
+  $ nevertrust <command> --help           # help for one command
+
+Config: flags > NEVERTRUST_* environment variables (e.g. NEVERTRUST_SERVER_PORT=9181) > nevertrust.yaml > defaults.`,
+    );
+  registerVersionCommand(program);
+  registerServerCommands(program, serverPlugins);
+  return program;
+}

@@ -1,0 +1,64 @@
+/**
+ * The one configuration file (`nevertrust.yaml`), as a zod schema. Every key has a default so that
+ * local use needs no file. Unknown keys are errors: a typo must not silently fall back to a default.
+ */
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+const port = z.number().int().min(0).max(65535);
+
+// Same rules as the SPIFFE trust-domain grammar; the full parser lives in src/spiffe.
+const trustDomain = z
+  .string()
+  .min(1)
+  .max(255)
+  .regex(/^[a-z0-9._-]+$/, 'a trust domain uses only lowercase letters, digits, ".", "-" and "_" (e.g. example.org)');
+
+export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof logLevels)[number];
+
+export const configSchema = z.strictObject({
+  trust_domain: trustDomain.default('example.org'),
+  data_dir: z.string().min(1).default('./.nevertrust'),
+  log_level: z.enum(logLevels).default('info'),
+  server: z
+    .strictObject({
+      host: z.string().min(1).default('127.0.0.1'),
+      port: port.default(8181),
+      agent_port: port.default(8081),
+      shutdown_timeout: duration.default(10),
+    })
+    .prefault({}),
+  database: z
+    .strictObject({
+      /** Empty: SQLite file in the data dir. `postgres://…`: PostgreSQL. `sqlite:PATH`: a SQLite file elsewhere. */
+      url: z.string().min(1).optional(),
+    })
+    .prefault({}),
+  /** A policy file or directory loaded at start and watched. */
+  policies: z.string().min(1).optional(),
+  ca: z
+    .strictObject({
+      key_type: z.enum(['ec-p256', 'ec-p384', 'rsa-2048']).default('ec-p256'),
+      ttl: duration.default(24 * 3600),
+      x509_svid_ttl: duration.default(3600),
+      jwt_svid_ttl: duration.default(300),
+      upstream_cert_file: z.string().min(1).optional(),
+      upstream_key_file: z.string().min(1).optional(),
+      /** Key-encryption key file (mode 0600). Default: `<data_dir>/kek`. `NEVERTRUST_KEK` overrides. */
+      kek_file: z.string().min(1).optional(),
+    })
+    .prefault({}),
+});
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;

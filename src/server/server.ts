@@ -1,0 +1,216 @@
+/**
+ * The control-plane process (NIST SP 800-207: the Policy Administrator). It binds its port first so
+ * that a port conflict fails before anything touches the data dir, then opens and migrates the store
+ * (`/readyz` turns 200 only after that), then registers plugins that add their routes.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Config } from '../config/index.js';
+import { openStore, type Store } from '../store/index.js';
+import type { Logger } from '../util/logger.js';
+import { ServerMetrics } from './metrics.js';
+import { BodyTooLargeError, Router, sendJson, sendText } from './router.js';
+
+export interface ServerContext {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly store: Store;
+  readonly router: Router;
+  readonly metrics: ServerMetrics;
+}
+
+/** A part of the server with its own routes and lifecycle, in the spirit of Fastify plugins. */
+export interface ServerPlugin {
+  readonly name: string;
+  register(ctx: ServerContext): void | Promise<void>;
+  close?(): void | Promise<void>;
+}
+
+export interface StartServerOptions {
+  config: Config;
+  logger: Logger;
+  plugins?: ServerPlugin[];
+}
+
+export interface RunningServer {
+  readonly url: string;
+  readonly host: string;
+  readonly port: number;
+  readonly store: Store;
+  readonly metrics: ServerMetrics;
+  /** Stops accepting, lets in-flight requests finish (up to shutdown_timeout), closes plugins and the store. */
+  close(): Promise<void>;
+}
+
+export class ServerStartError extends Error {
+  readonly code = 'ERR_SERVER_START';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ServerStartError';
+  }
+}
+
+function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
+  return new Promise((resolvePromise, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      server.off('listening', onListening);
+      if (err.code === 'EADDRINUSE') {
+        reject(
+          new ServerStartError(
+            `${host}:${port} is already in use (another nevertrust server?): stop it or pick another port with --port / server.port`,
+            { cause: err },
+          ),
+        );
+      } else if (err.code === 'EACCES') {
+        reject(new ServerStartError(`not allowed to listen on ${host}:${port}: use a port above 1023`, { cause: err }));
+      } else if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND') {
+        reject(
+          new ServerStartError(`cannot listen on ${host}: no such local address (check --host / server.host)`, {
+            cause: err,
+          }),
+        );
+      } else reject(new ServerStartError(`cannot listen on ${host}:${port}: ${err.message}`, { cause: err }));
+    };
+    const onListening = () => {
+      server.off('error', onError);
+      resolvePromise(server.address() as AddressInfo);
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    server.listen(port, host);
+  });
+}
+
+/**
+ * Starts the control plane.
+ *
+ * @example
+ * const server = await startServer({ config: loadConfig(), logger: createLogger('info') });
+ * // … later
+ * await server.close();
+ */
+export async function startServer(opts: StartServerOptions): Promise<RunningServer> {
+  const { config, logger } = opts;
+  const metrics = new ServerMetrics();
+  const router = new Router();
+  let store: Store | undefined;
+  let ready = false;
+  let inFlight = 0;
+  let draining: (() => void) | undefined;
+
+  router.on('GET', '/healthz', (_req, res) => sendJson(res, 200, { status: 'ok' }));
+  router.on('GET', '/readyz', async (_req, res) => {
+    if (!ready || !store) return sendJson(res, 503, { status: 'starting' });
+    try {
+      await store.ping();
+      sendJson(res, 200, { status: 'ready', store: store.engine });
+    } catch (e) {
+      sendJson(res, 503, { status: 'store unavailable', error: (e as Error).message });
+    }
+  });
+  router.on('GET', '/metrics', async (_req, res) => {
+    sendText(res, 200, await metrics.registry.metrics(), metrics.registry.contentType);
+  });
+
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    const started = process.hrtime.bigint();
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://local');
+    } catch {
+      sendJson(res, 400, { error: 'bad_request', message: 'malformed request target' });
+      return;
+    }
+    const route = router.match(req.method ?? 'GET', url.pathname);
+    const routeLabel = typeof route === 'function' ? url.pathname.split('/').slice(0, 3).join('/') : 'unmatched';
+    try {
+      if (route === undefined) sendJson(res, 404, { error: 'not_found', message: `no route for ${url.pathname}` });
+      else if (route === 405)
+        sendJson(res, 405, { error: 'method_not_allowed', message: `${req.method} not allowed on ${url.pathname}` });
+      else await route(req, res, url);
+    } catch (e) {
+      if (e instanceof BodyTooLargeError) {
+        if (!res.headersSent) sendJson(res, 413, { error: 'body_too_large', message: e.message });
+      } else {
+        logger.error({ err: e, path: url.pathname }, 'request failed');
+        // Internals stay in the log; the caller gets a reason code only.
+        if (!res.headersSent) sendJson(res, 500, { error: 'internal', message: 'internal error (see server log)' });
+        else res.destroy();
+      }
+    } finally {
+      metrics.httpRequests.inc({ route: routeLabel, code: String(res.statusCode) });
+      metrics.httpDuration.observe({ route: routeLabel }, Number(process.hrtime.bigint() - started) / 1e9);
+    }
+  };
+
+  const http = createServer({ keepAliveTimeout: 5000 }, (req, res) => {
+    inFlight++;
+    metrics.inFlight.inc();
+    res.on('close', () => {
+      inFlight--;
+      metrics.inFlight.dec();
+      if (inFlight === 0) draining?.();
+    });
+    void handle(req, res);
+  });
+
+  const address = await listen(http, config.server.host, config.server.port);
+  const closeHttp = () =>
+    new Promise<void>((r) => {
+      http.close(() => r());
+      http.closeIdleConnections();
+    });
+
+  const plugins = opts.plugins ?? [];
+  try {
+    store = await openStore({ url: config.database.url, dataDir: config.data_dir });
+    const ctx: ServerContext = { config, logger, store, router, metrics };
+    for (const p of plugins) await p.register(ctx);
+  } catch (e) {
+    await closeHttp();
+    for (const p of plugins) await Promise.resolve(p.close?.()).catch(() => {});
+    await store?.close().catch(() => {});
+    throw e;
+  }
+  ready = true;
+  metrics.ready.set(1);
+  const openedStore = store;
+  const host = address.address.includes(':') ? `[${address.address}]` : address.address;
+  const url = `http://${host}:${address.port}`;
+  logger.info({ url, store: openedStore.engine, location: openedStore.location }, 'server listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    host: address.address,
+    port: address.port,
+    store: openedStore,
+    metrics,
+    close() {
+      closing ??= (async () => {
+        ready = false;
+        metrics.ready.set(0);
+        const stopped = closeHttp();
+        // Let in-flight requests finish; after the timeout, cut what is left.
+        const timeoutMs = config.server.shutdown_timeout * 1000;
+        await new Promise<void>((r) => {
+          if (inFlight === 0) return r();
+          draining = r;
+          setTimeout(r, timeoutMs).unref();
+        });
+        http.closeAllConnections();
+        await stopped;
+        for (const p of [...plugins].reverse()) {
+          try {
+            await p.close?.();
+          } catch (e) {
+            logger.error({ err: e, plugin: p.name }, 'plugin failed to close');
+          }
+        }
+        await openedStore.close();
+        logger.info('server stopped');
+      })();
+      return closing;
+    },
+  };
+}

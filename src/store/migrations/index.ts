@@ -1,0 +1,10 @@
+/**
+ * Every migration, in order. Names sort lexically; a migration, once released, never changes:
+ * add a new one instead. Each must work on SQLite and PostgreSQL.
+ */
+import type { Migration } from 'kysely';
+import * as m0001 from './0001_kv.js';
+
+export const migrations: Record<string, Migration> = {
+  '0001_kv': m0001,
+};

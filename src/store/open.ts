@@ -1,0 +1,195 @@
+/**
+ * Opens the store: SQLite in the data dir by default, PostgreSQL when the URL says so. Migrations run
+ * on open, under kysely's migration lock, so several servers may start against one PostgreSQL at once.
+ */
+import { accessSync, constants, mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
+import { Kysely, type Migration, type MigrationProvider, Migrator, PostgresDialect, sql } from 'kysely';
+import pg from 'pg';
+import { StoreOpenError } from './errors.js';
+import { KvRepository } from './kv.js';
+import { migrations } from './migrations/index.js';
+import { LockingSqliteDialect } from './sqlite-migration-lock.js';
+import type { Database } from './schema.js';
+
+export type Engine = 'sqlite' | 'postgres';
+
+export interface OpenStoreOptions {
+  /** `postgres://…` / `postgresql://…`, `sqlite:PATH`, or undefined for `<dataDir>/nevertrust.db`. */
+  url?: string;
+  dataDir: string;
+  /** Run migrations (default true). */
+  migrate?: boolean;
+}
+
+export interface Store {
+  readonly engine: Engine;
+  /** Where the data lives, for people: a file path or a redacted URL. */
+  readonly location: string;
+  readonly db: Kysely<Database>;
+  readonly kv: KvRepository;
+  /** Resolves when the database answers; used by /readyz. */
+  ping(): Promise<void>;
+  /** Names of applied migrations, oldest first. */
+  appliedMigrations(): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+const MIGRATION_TABLE = 'nevertrust_migration';
+const MIGRATION_LOCK_TABLE = 'nevertrust_migration_lock';
+
+class StaticMigrations implements MigrationProvider {
+  async getMigrations(): Promise<Record<string, Migration>> {
+    return migrations;
+  }
+}
+
+/** `postgres://user:secret@host/db` → `postgres://user:***@host/db`: URLs end up in logs and errors. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return url.replace(/:[^:@/]*@/, ':***@');
+  }
+}
+
+export function isPostgresUrl(url: string | undefined): boolean {
+  return url !== undefined && /^postgres(ql)?:\/\//i.test(url);
+}
+
+function ensureDataDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    accessSync(dir, constants.W_OK | constants.R_OK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'error';
+    throw new StoreOpenError(
+      `data dir ${dir} is not writable (${code}): pick another with --data-dir DIR or fix its permissions`,
+      { cause: e },
+    );
+  }
+}
+
+function openSqlite(file: string): Kysely<Database> {
+  let native: SqliteDatabase.Database;
+  try {
+    native = new SqliteDatabase(file);
+    native.pragma('journal_mode = WAL');
+    // WAL + NORMAL survives a killed process (kill -9); FULL is only needed against power loss.
+    native.pragma('synchronous = NORMAL');
+    native.pragma('busy_timeout = 5000');
+    native.pragma('foreign_keys = ON');
+  } catch (e) {
+    throw new StoreOpenError(`cannot open SQLite database ${file}: ${(e as Error).message}`, { cause: e });
+  }
+  return new Kysely<Database>({ dialect: new LockingSqliteDialect({ database: native }) });
+}
+
+async function openPostgres(url: string): Promise<Kysely<Database>> {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 10,
+    connectionTimeoutMillis: 5000,
+    // int8 (bigint) columns hold millisecond times and counters, all below 2^53.
+    types: {
+      getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+        oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+    },
+  });
+  pool.on('error', () => {
+    // An idle client lost its connection; the pool replaces it. Queries surface their own errors.
+  });
+  try {
+    const client = await pool.connect();
+    client.release();
+  } catch (e) {
+    await pool.end().catch(() => {});
+    const err = e as NodeJS.ErrnoException;
+    let target = redactUrl(url);
+    try {
+      const u = new URL(url);
+      target = `${u.hostname}:${u.port || 5432}`;
+    } catch {}
+    throw new StoreOpenError(
+      `cannot reach PostgreSQL at ${target} (${err.code ?? err.message}): is it running and is database.url / --database right?`,
+      { cause: e },
+    );
+  }
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+}
+
+export async function migrateToLatest(db: Kysely<Database>): Promise<string[]> {
+  const migrator = new Migrator({
+    db,
+    provider: new StaticMigrations(),
+    migrationTableName: MIGRATION_TABLE,
+    migrationLockTableName: MIGRATION_LOCK_TABLE,
+  });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) {
+    const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
+    throw new StoreOpenError(`database migration ${failed} failed: ${(error as Error).message ?? String(error)}`, {
+      cause: error,
+    });
+  }
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+/**
+ * Opens (and by default migrates) the store.
+ *
+ * @example
+ * const store = await openStore({ dataDir: './.nevertrust' });           // SQLite
+ * const pgStore = await openStore({ dataDir: '.', url: 'postgres://nevertrust@localhost/nevertrust' });
+ */
+export async function openStore(opts: OpenStoreOptions): Promise<Store> {
+  const dataDir = resolve(opts.dataDir);
+  let engine: Engine;
+  let location: string;
+  let db: Kysely<Database>;
+  if (opts.url !== undefined && isPostgresUrl(opts.url)) {
+    engine = 'postgres';
+    location = redactUrl(opts.url);
+    db = await openPostgres(opts.url);
+  } else if (opts.url !== undefined && !opts.url.startsWith('sqlite:')) {
+    throw new StoreOpenError(
+      `unsupported database URL "${redactUrl(opts.url)}": use postgres://… or sqlite:PATH, or leave it empty for SQLite in the data dir`,
+    );
+  } else {
+    engine = 'sqlite';
+    ensureDataDir(dataDir);
+    const file = opts.url ? resolve(opts.url.slice('sqlite:'.length)) : join(dataDir, 'nevertrust.db');
+    location = file;
+    db = openSqlite(file);
+  }
+  try {
+    if (opts.migrate !== false) await migrateToLatest(db);
+  } catch (e) {
+    await db.destroy().catch(() => {});
+    throw e;
+  }
+  let closed = false;
+  return {
+    engine,
+    location,
+    db,
+    kv: new KvRepository(db),
+    async ping() {
+      await sql`select 1`.execute(db);
+    },
+    async appliedMigrations() {
+      const rows = await sql<{ name: string }>`select name from ${sql.table(MIGRATION_TABLE)} order by name`.execute(
+        db,
+      );
+      return rows.rows.map((r) => r.name);
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await db.destroy();
+    },
+  };
+}
