@@ -8,7 +8,6 @@ import { join } from 'node:path';
 
 export class OpenSslPki {
   readonly dir: string;
-  private n = 0;
 
   constructor() {
     this.dir = mkdtempSync(join(tmpdir(), 'nt-pki-'));
@@ -49,7 +48,8 @@ export class OpenSslPki {
   /** Generates a private key file and returns its path. */
   key(name: string, type: 'ec' | 'rsa' = 'ec'): string {
     const out = this.path(`${name}.key`);
-    if (type === 'ec') this.openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', out]);
+    if (type === 'ec')
+      this.openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', out]);
     else this.openssl(['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', out]);
     return out;
   }
@@ -58,7 +58,21 @@ export class OpenSslPki {
   selfSigned(name: string, subj: string, exts: string[], days = 2): string {
     const key = this.key(name);
     const out = this.path(`${name}.pem`);
-    const args = ['req', '-x509', '-new', '-config', this.path('req.cnf'), '-key', key, '-subj', subj, '-days', String(days), '-out', out];
+    const args = [
+      'req',
+      '-x509',
+      '-new',
+      '-config',
+      this.path('req.cnf'),
+      '-key',
+      key,
+      '-subj',
+      subj,
+      '-days',
+      String(days),
+      '-out',
+      out,
+    ];
     for (const e of exts) args.push('-addext', e);
     this.openssl(args);
     return readFileSync(out, 'utf8');
@@ -80,14 +94,30 @@ export class OpenSslPki {
     writeFileSync(ext, `[ext]\n${opts.exts.join('\n')}\n`);
     const out = this.path(`${name}.pem`);
     const args = [
-      'ca', '-batch', '-config', this.path('ca.cnf'), '-notext', '-rand_serial',
-      '-cert', this.path(`${issuer}.pem`), '-keyfile', this.path(`${issuer}.key`),
-      '-in', csr, '-out', out, '-extfile', ext, '-extensions', 'ext', '-subj', opts.subj,
+      'ca',
+      '-batch',
+      '-config',
+      this.path('ca.cnf'),
+      '-notext',
+      '-rand_serial',
+      '-cert',
+      this.path(`${issuer}.pem`),
+      '-keyfile',
+      this.path(`${issuer}.key`),
+      '-in',
+      csr,
+      '-out',
+      out,
+      '-extfile',
+      ext,
+      '-extensions',
+      'ext',
+      '-subj',
+      opts.subj,
     ];
     if (opts.startdate) args.push('-startdate', opts.startdate);
     if (opts.enddate) args.push('-enddate', opts.enddate);
     if (!opts.enddate) args.push('-days', String(opts.days ?? 1));
-    this.n++;
     this.openssl(args);
     return readFileSync(out, 'utf8');
   }

@@ -34,8 +34,12 @@ beforeAll(() => {
   pem.root = pki.selfSigned('root', '/O=example/CN=example.org root', CA_EXTS(TD), 3);
   pem.other = pki.selfSigned('other', '/O=other/CN=other.org root', CA_EXTS('other.org'), 3);
   bundle = TrustBundle.fromPem(TD, pem.root);
-  const leaf = (name: string, exts: string[], more: Partial<Parameters<OpenSslPki['issue']>[2]> = {}, issuer = 'root') =>
-    (pem[name] = pki.issue(name, issuer, { subj: `/O=example/CN=${name}`, exts, ...more }));
+  const leaf = (
+    name: string,
+    exts: string[],
+    more: Partial<Parameters<OpenSslPki['issue']>[2]> = {},
+    issuer = 'root',
+  ) => (pem[name] = pki.issue(name, issuer, { subj: `/O=example/CN=${name}`, exts, ...more }));
 
   leaf('good', LEAF_EXTS(ID));
   leaf('rsa', LEAF_EXTS(ID), { keyType: 'rsa' });
@@ -51,11 +55,21 @@ beforeAll(() => {
   leaf('noEku', withoutLine(LEAF_EXTS(ID), 'extendedKeyUsage'));
   leaf('badId', withoutLine(LEAF_EXTS(ID), 'subjectAltName', 'subjectAltName=URI:spiffe://Example.org/x'));
   const day = 86_400_000;
-  leaf('expired', LEAF_EXTS(ID), { startdate: osslDate(new Date(Date.now() - 3 * day)), enddate: osslDate(new Date(Date.now() - day)) });
-  leaf('future', LEAF_EXTS(ID), { startdate: osslDate(new Date(Date.now() + day)), enddate: osslDate(new Date(Date.now() + 2 * day)) });
+  leaf('expired', LEAF_EXTS(ID), {
+    startdate: osslDate(new Date(Date.now() - 3 * day)),
+    enddate: osslDate(new Date(Date.now() - day)),
+  });
+  leaf('future', LEAF_EXTS(ID), {
+    startdate: osslDate(new Date(Date.now() + day)),
+    enddate: osslDate(new Date(Date.now() + 2 * day)),
+  });
   leaf('otherTd', LEAF_EXTS(ID), {}, 'other');
   leaf('critPolicy', [...LEAF_EXTS(ID), 'certificatePolicies=critical,1.2.3.4']);
-  pem.selfSigned = pki.selfSigned('selfSigned', '/O=example/CN=self', LEAF_EXTS(ID).filter((e) => !e.startsWith('authorityKeyIdentifier')));
+  pem.selfSigned = pki.selfSigned(
+    'selfSigned',
+    '/O=example/CN=self',
+    LEAF_EXTS(ID).filter((e) => !e.startsWith('authorityKeyIdentifier')),
+  );
 
   // intermediates
   pem.inter = pki.issue('inter', 'root', { subj: '/O=example/CN=intermediate', exts: CA_EXTS(TD) });
@@ -76,7 +90,11 @@ beforeAll(() => {
   });
   leaf('viaInterPath', LEAF_EXTS(ID), {}, 'interPath');
   // pathLen: a root with pathlen:0 cannot have an intermediate below it
-  pem.root0 = pki.selfSigned('root0', '/O=example/CN=root pathlen0', withoutLine(CA_EXTS(TD), 'basicConstraints', 'basicConstraints=critical,CA:TRUE,pathlen:0'));
+  pem.root0 = pki.selfSigned(
+    'root0',
+    '/O=example/CN=root pathlen0',
+    withoutLine(CA_EXTS(TD), 'basicConstraints', 'basicConstraints=critical,CA:TRUE,pathlen:0'),
+  );
   pem.inter0 = pki.issue('inter0', 'root0', { subj: '/O=example/CN=intermediate under pathlen0', exts: CA_EXTS(TD) });
   leaf('viaInter0', LEAF_EXTS(ID), {}, 'inter0');
   leaf('direct0', LEAF_EXTS(ID), {}, 'root0');
@@ -103,7 +121,9 @@ describe('validateX509Svid accepts', () => {
     const v = verifyX509Svid(chain, bundle);
     expect(v.spiffeId.toString()).toBe(ID);
     expect(v.verifiedChain).toHaveLength(3);
-    expect(v.expiresAt.getTime()).toBeLessThanOrEqual(new X509Certificate(pem.viaInter as string).validToDate?.getTime() ?? Number.MAX_SAFE_INTEGER);
+    expect(v.expiresAt.getTime()).toBeLessThanOrEqual(
+      new Date(new X509Certificate(pem.viaInter as string).validTo).getTime(),
+    );
   });
 
   it('a leaf signed directly by a pathlen:0 root', () => {
