@@ -1,6 +1,7 @@
 export { ServerMetrics } from './metrics.js';
 export { BodyTooLargeError, type Handler, readBody, Router, sendJson, sendText } from './router.js';
 export {
+  adminRoute,
   type RunningServer,
   type ServerContext,
   type ServerPlugin,
@@ -8,3 +9,4 @@ export {
   type StartServerOptions,
   startServer,
 } from './server.js';
+export { ADMIN_TOKEN_FILE, AdminAuth, AdminAuthError, type AdminPrincipal, readAdminToken } from './admin-auth.js';

@@ -8,8 +8,9 @@ import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/index.js';
 import { openStore, type Store } from '../store/index.js';
 import type { Logger } from '../util/logger.js';
+import { AdminAuth, AdminAuthError, type AdminPrincipal } from './admin-auth.js';
 import { ServerMetrics } from './metrics.js';
-import { BodyTooLargeError, Router, sendJson, sendText } from './router.js';
+import { BodyTooLargeError, type Handler, Router, sendJson, sendText } from './router.js';
 
 export interface ServerContext {
   readonly config: Config;
@@ -17,6 +18,8 @@ export interface ServerContext {
   readonly store: Store;
   readonly router: Router;
   readonly metrics: ServerMetrics;
+  /** Authenticates admin callers; wrap admin routes with `adminRoute`. */
+  readonly admin: AdminAuth;
 }
 
 /** A part of the server with its own routes and lifecycle, in the spirit of Fastify plugins. */
@@ -164,7 +167,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const plugins = opts.plugins ?? [];
   try {
     store = await openStore({ url: config.database.url, dataDir: config.data_dir });
-    const ctx: ServerContext = { config, logger, store, router, metrics };
+    const admin = await AdminAuth.init(store, config.data_dir);
+    const ctx: ServerContext = { config, logger, store, router, metrics, admin };
     for (const p of plugins) await p.register(ctx);
   } catch (e) {
     await closeHttp();
@@ -212,5 +216,30 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       })();
       return closing;
     },
+  };
+}
+
+/**
+ * Wraps an admin handler: the caller must authenticate as an admin, or gets 401 with a reason.
+ *
+ * @example
+ * router.on('GET', '/v1/admin/entries', adminRoute(ctx, async (req, res, url, who) => sendJson(res, 200, [])));
+ */
+export function adminRoute(
+  ctx: Pick<ServerContext, 'admin' | 'logger'>,
+  handler: (...args: [...Parameters<Handler>, AdminPrincipal]) => void | Promise<void>,
+): Handler {
+  return async (req, res, url) => {
+    let who: AdminPrincipal;
+    try {
+      who = await ctx.admin.authenticate(req);
+    } catch (e) {
+      if (e instanceof AdminAuthError) {
+        ctx.logger.warn({ path: url.pathname, reason: e.message }, 'admin request refused');
+        return sendJson(res, e.status, { error: 'unauthenticated', message: e.message });
+      }
+      throw e;
+    }
+    return handler(req, res, url, who);
   };
 }

@@ -1,0 +1,67 @@
+/**
+ * How admin commands reach the running server: `--server URL` (default: the configured host and
+ * port) with the bootstrap token from `<data_dir>/admin.token` (or NEVERTRUST_ADMIN_TOKEN).
+ */
+import type { Command } from 'commander';
+import { request } from 'undici';
+import { readAdminToken } from '../server/admin-auth.js';
+import { resolveConfig } from './context.js';
+import { CliError } from './errors.js';
+
+export interface AdminClient {
+  readonly baseUrl: string;
+  /** Sends a JSON request; throws CliError with the server's message on a non-2xx answer. */
+  call<T>(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', path: string, body?: unknown): Promise<T>;
+  /** Opens a streaming GET (for `tail -f`); the caller reads the body. */
+  stream(path: string): Promise<AsyncIterable<Buffer>>;
+}
+
+export function adminClient(cmd: Command): AdminClient {
+  const config = resolveConfig(cmd);
+  const opts = cmd.optsWithGlobals<{ server?: string }>();
+  const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
+  const baseUrl = (opts.server ?? `http://${host}:${config.server.port}`).replace(/\/+$/, '');
+  const token = process.env.NEVERTRUST_ADMIN_TOKEN ?? readAdminToken(config.data_dir);
+  if (!token) {
+    throw new CliError(
+      `no admin credential: ${config.data_dir}/admin.token does not exist (start the server with this --data-dir, or set NEVERTRUST_ADMIN_TOKEN)`,
+    );
+  }
+  const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+  const send = async (method: string, path: string, body?: unknown) => {
+    try {
+      return await request(`${baseUrl}${path}`, {
+        method: method as 'GET',
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (e) {
+      throw new CliError(
+        `cannot reach the nevertrust server at ${baseUrl} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): is it running? (--server URL)`,
+      );
+    }
+  };
+  return {
+    baseUrl,
+    async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+      const res = await send(method, path, body);
+      const text = await res.body.text();
+      let parsed: unknown;
+      try {
+        parsed = text ? JSON.parse(text) : undefined;
+      } catch {
+        parsed = text;
+      }
+      if (res.statusCode >= 400) {
+        const msg = (parsed as { message?: string } | undefined)?.message ?? text;
+        throw new CliError(`server refused (${res.statusCode}): ${msg}`);
+      }
+      return parsed as T;
+    },
+    async stream(path: string) {
+      const res = await send('GET', path);
+      if (res.statusCode >= 400) throw new CliError(`server refused (${res.statusCode}): ${await res.body.text()}`);
+      return res.body as AsyncIterable<Buffer>;
+    },
+  };
+}
