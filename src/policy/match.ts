@@ -59,7 +59,7 @@ function parseIpv6(s: string): { family: 6; value: bigint } | undefined {
   const maybeV4 = str.slice(lastColon + 1);
   if (maybeV4.includes('.')) {
     const v4 = parseIp(maybeV4);
-    if (!v4 || v4.family !== 4) return undefined;
+    if (v4?.family !== 4) return undefined;
     str = `${str.slice(0, lastColon + 1)}${(v4.value >> 16n).toString(16)}:${(v4.value & 0xffffn).toString(16)}`;
   }
   const halves = str.split('::');
