@@ -1,0 +1,185 @@
+/**
+ * `nevertrust policy …`: eval, test, lint, graph, export. JSON (or YAML manifests) on stdout,
+ * one-line errors with file:line:col on stderr. Exit codes: 0 ok, 1 failure, 2 usage error.
+ */
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import YAML from 'yaml';
+import {
+  decide,
+  explain,
+  exportIstio,
+  exportNetworkPolicies,
+  formatIssue,
+  lintPolicies,
+  loadPolicies,
+  PolicyLoadError,
+  parseAccessRequest,
+  policyGraph,
+  readPolicyTree,
+  runPolicyTests,
+  toDot,
+  toMermaid,
+} from '../../policy/index.js';
+
+class UsageError extends Error {}
+
+function out(v: unknown): void {
+  process.stdout.write(typeof v === 'string' ? v : `${JSON.stringify(v, null, 2)}\n`);
+}
+
+/** Runs a command body, mapping errors to one stderr line and an exit code. */
+function run(body: () => number): void {
+  let code: number;
+  try {
+    code = body();
+  } catch (err) {
+    if (err instanceof PolicyLoadError) {
+      for (const i of err.issues) process.stderr.write(`error: ${formatIssue(i)}\n`);
+      code = 1;
+    } else if (err instanceof UsageError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      code = 2;
+    } else {
+      process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
+      code = 1;
+    }
+  }
+  process.exitCode = code;
+}
+
+function readInput(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`${file}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  try {
+    return file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+  } catch (err) {
+    throw new Error(`${file}:1:1: (input): ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+  }
+}
+
+/**
+ * Adds `policy eval|test|lint|graph|export` to the program.
+ *
+ * @example
+ * const program = new Command('nevertrust');
+ * registerPolicyCommands(program);
+ * await program.parseAsync(process.argv);
+ */
+export function registerPolicyCommands(program: Command): void {
+  const policy = program.command('policy').description('evaluate, test, lint, graph and export access policies');
+
+  policy
+    .command('eval')
+    .description('decide one access request against a policy file or directory; prints the decision as JSON')
+    .requiredOption('--policies <path>', 'policy file or directory')
+    .requiredOption('--input <file>', 'access request (JSON or YAML; full or OPA flat shape)')
+    .option('--explain', 'list every candidate policy and rule and why each matched or not')
+    .option('--istio-default-allow', 'allow workloads that no policy selects (Istio default; off = zero trust)')
+    .addHelpText(
+      'after',
+      '\nExample:\n  $ nevertrust policy eval --policies examples/policies/payments --input request.json --explain\n' +
+        '\nExit codes: 0 decided (allow, deny or step_up), 1 error, 2 usage error.\n',
+    )
+    .action((o: { policies: string; input: string; explain?: boolean; istioDefaultAllow?: boolean }) =>
+      run(() => {
+        const snap = loadPolicies(o.policies, { istioDefaultAllow: o.istioDefaultAllow === true });
+        const req = parseAccessRequest(readInput(o.input));
+        out(o.explain ? explain(snap, req) : decide(snap, req));
+        return 0;
+      }),
+    );
+
+  policy
+    .command('test')
+    .argument('<path>', 'test file or directory (documents of kind PolicyTest)')
+    .description('run policy tests: each case is a request and the decision it must get')
+    .addHelpText(
+      'after',
+      '\nExample:\n  $ nevertrust policy test examples/policies/payments\n\nExit codes: 0 all passed, 1 a case failed or a file is invalid.\n',
+    )
+    .action((path: string) =>
+      run(() => {
+        const r = runPolicyTests(path);
+        for (const c of r.results) {
+          const line = `${c.ok ? 'PASS' : 'FAIL'} ${c.suite}: ${c.name}${c.ok ? '' : ` (${c.file}:${c.line}: ${c.message})`}\n`;
+          process.stderr.write(line);
+        }
+        out({ passed: r.passed, failed: r.failed, results: r.results });
+        return r.failed > 0 ? 1 : 0;
+      }),
+    );
+
+  policy
+    .command('lint')
+    .argument('<path>', 'policy file or directory')
+    .description(
+      'find shadowed rules, ALLOWs a DENY overrides, foreign principals, allow-everyone on sensitive paths, stale dry-runs',
+    )
+    .option('--trust-domain <domain>', 'trust domain principals must belong to (default: inferred from targets)')
+    .addHelpText(
+      'after',
+      '\nExample:\n  $ nevertrust policy lint policies/ --trust-domain example.org\n\nExit codes: 0 no errors (warnings allowed), 1 errors found.\n',
+    )
+    .action((path: string, o: { trustDomain?: string }) =>
+      run(() => {
+        const tree = readPolicyTree(path);
+        if (tree.issues.length > 0) throw new PolicyLoadError(tree.issues);
+        const findings = lintPolicies(tree.policies, o.trustDomain ? { trustDomain: o.trustDomain } : {});
+        for (const f of findings)
+          process.stderr.write(`${f.severity}: ${f.file}:${f.line}:${f.column}: ${f.code}: ${f.message}\n`);
+        out({ findings });
+        return findings.some((f) => f.severity === 'error') ? 1 : 0;
+      }),
+    );
+
+  policy
+    .command('graph')
+    .argument('<path>', 'policy file or directory')
+    .description('who may call whom, from the enforced ALLOW rules')
+    .option('--format <format>', 'dot, mermaid or json', 'json')
+    .addHelpText(
+      'after',
+      '\nExample:\n  $ nevertrust policy graph examples/policies/payments --format dot | dot -Tsvg > calls.svg\n',
+    )
+    .action((path: string, o: { format: string }) =>
+      run(() => {
+        if (!['dot', 'mermaid', 'json'].includes(o.format))
+          throw new UsageError(`--format must be dot, mermaid or json (got ${JSON.stringify(o.format)})`);
+        const g = policyGraph(loadPolicies(path).policies);
+        out(o.format === 'dot' ? toDot(g) : o.format === 'mermaid' ? toMermaid(g) : g);
+        return 0;
+      }),
+    );
+
+  policy
+    .command('export')
+    .argument('<path>', 'policy file or directory')
+    .description('microsegmentation manifests (YAML, multi-document) from the same policies')
+    .requiredOption('--format <format>', 'k8s-networkpolicy or istio')
+    .option('--pod-label <key>', 'pod label that carries the service-account name', 'app')
+    .addHelpText(
+      'after',
+      '\nExample:\n  $ nevertrust policy export examples/policies/payments --format k8s-networkpolicy | kubectl apply -f -\n' +
+        '\nWhat the format cannot express is listed on stderr as a warning.\n',
+    )
+    .action((path: string, o: { format: string; podLabel: string }) =>
+      run(() => {
+        if (o.format !== 'k8s-networkpolicy' && o.format !== 'istio') {
+          throw new UsageError(`--format must be k8s-networkpolicy or istio (got ${JSON.stringify(o.format)})`);
+        }
+        const policies = loadPolicies(path).policies;
+        const r =
+          o.format === 'istio'
+            ? exportIstio(policies, { podLabel: o.podLabel })
+            : exportNetworkPolicies(policies, { podLabel: o.podLabel });
+        for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
+        out(r.manifests.map((m) => YAML.stringify(m)).join('---\n'));
+        return 0;
+      }),
+    );
+}
