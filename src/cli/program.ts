@@ -5,13 +5,15 @@ import { Command, Option } from 'commander';
 import type { Config } from '../config/index.js';
 import { logLevels } from '../config/index.js';
 import type { ServerPlugin } from '../server/index.js';
+import { registrationPlugin } from '../server/plugins/registration.js';
+import { registerEntryCommands, registerTokenCommands } from './commands/entry.js';
 import { registerServerCommands } from './commands/server.js';
 import { registerVersionCommand } from './commands/version.js';
 import { VERSION } from './version.js';
 
 /** The server's plugins for a given configuration (later issues add CA, policy, audit…). */
 export function serverPlugins(_config: Config): ServerPlugin[] {
-  return [];
+  return [registrationPlugin()];
 }
 
 export function buildProgram(): Command {
@@ -37,5 +39,7 @@ Config: flags > NEVERTRUST_* environment variables (e.g. NEVERTRUST_SERVER_PORT=
     );
   registerVersionCommand(program);
   registerServerCommands(program, serverPlugins);
+  registerEntryCommands(program);
+  registerTokenCommands(program);
   return program;
 }

@@ -1,5 +1,15 @@
+export { type ServerEvent, ServerEvents } from './events.js';
 export { ServerMetrics } from './metrics.js';
-export { BodyTooLargeError, type Handler, readBody, Router, sendJson, sendText } from './router.js';
+export {
+  BodyTooLargeError,
+  type Handler,
+  HttpError,
+  readBody,
+  readJson,
+  Router,
+  sendJson,
+  sendText,
+} from './router.js';
 export {
   adminRoute,
   type RunningServer,

@@ -63,6 +63,30 @@ export class BodyTooLargeError extends Error {
   readonly code = 'ERR_BODY_TOO_LARGE';
 }
 
+/** An error that is the caller's fault: answered with `status` and a JSON body `{error, message, …details}`. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly error: string,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+    this.name = 'HttpError';
+  }
+}
+
+/** Reads and parses a JSON body; malformed JSON is a 400 that says where it broke. */
+export async function readJson(req: IncomingMessage, limit = 1 << 20): Promise<unknown> {
+  const body = await readBody(req, limit);
+  if (body.length === 0) return undefined;
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch (e) {
+    throw new HttpError(400, 'malformed_json', `request body is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
 /** Reads a request body up to `limit` bytes; larger bodies are refused, never buffered whole. */
 export function readBody(req: IncomingMessage, limit = 1 << 20): Promise<Buffer> {
   return new Promise((resolvePromise, reject) => {

@@ -9,8 +9,9 @@ import type { Config } from '../config/index.js';
 import { openStore, type Store } from '../store/index.js';
 import type { Logger } from '../util/logger.js';
 import { AdminAuth, AdminAuthError, type AdminPrincipal } from './admin-auth.js';
+import { ServerEvents } from './events.js';
 import { ServerMetrics } from './metrics.js';
-import { BodyTooLargeError, type Handler, Router, sendJson, sendText } from './router.js';
+import { BodyTooLargeError, type Handler, HttpError, Router, sendJson, sendText } from './router.js';
 
 export interface ServerContext {
   readonly config: Config;
@@ -20,6 +21,8 @@ export interface ServerContext {
   readonly metrics: ServerMetrics;
   /** Authenticates admin callers; wrap admin routes with `adminRoute`. */
   readonly admin: AdminAuth;
+  /** Things to record (admin actions, issuance…); the audit plugin listens. */
+  readonly events: ServerEvents;
 }
 
 /** A part of the server with its own routes and lifecycle, in the spirit of Fastify plugins. */
@@ -96,6 +99,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const { config, logger } = opts;
   const metrics = new ServerMetrics();
   const router = new Router();
+  const events = new ServerEvents();
   let store: Store | undefined;
   let ready = false;
   let inFlight = 0;
@@ -134,6 +138,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     } catch (e) {
       if (e instanceof BodyTooLargeError) {
         if (!res.headersSent) sendJson(res, 413, { error: 'body_too_large', message: e.message });
+      } else if (e instanceof HttpError) {
+        if (!res.headersSent) sendJson(res, e.status, { error: e.error, message: e.message, ...e.details });
       } else {
         logger.error({ err: e, path: url.pathname }, 'request failed');
         // Internals stay in the log; the caller gets a reason code only.
@@ -168,7 +174,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   try {
     store = await openStore({ url: config.database.url, dataDir: config.data_dir });
     const admin = await AdminAuth.init(store, config.data_dir);
-    const ctx: ServerContext = { config, logger, store, router, metrics, admin };
+    const ctx: ServerContext = { config, logger, store, router, metrics, admin, events };
     for (const p of plugins) await p.register(ctx);
   } catch (e) {
     await closeHttp();
@@ -226,7 +232,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
  * router.on('GET', '/v1/admin/entries', adminRoute(ctx, async (req, res, url, who) => sendJson(res, 200, [])));
  */
 export function adminRoute(
-  ctx: Pick<ServerContext, 'admin' | 'logger'>,
+  ctx: Pick<ServerContext, 'admin' | 'logger' | 'events'>,
   handler: (...args: [...Parameters<Handler>, AdminPrincipal]) => void | Promise<void>,
 ): Handler {
   return async (req, res, url) => {
@@ -236,6 +242,13 @@ export function adminRoute(
     } catch (e) {
       if (e instanceof AdminAuthError) {
         ctx.logger.warn({ path: url.pathname, reason: e.message }, 'admin request refused');
+        ctx.events.record({
+          kind: 'admin.action',
+          outcome: 'deny',
+          source: { ip: req.socket.remoteAddress },
+          target: { resource: url.pathname, method: req.method },
+          reason: e.message,
+        });
         return sendJson(res, e.status, { error: 'unauthenticated', message: e.message });
       }
       throw e;

@@ -1,3 +1,7 @@
+export { type AgentRecord, AgentRepository } from './agents.js';
+export { DuplicateEntryError, EntryRepository, type NewEntry } from './entries.js';
+export { JoinTokenRepository, type TokenRedemption } from './join-tokens.js';
+export { type PolicySnapshotRecord, PolicySnapshotRepository } from './policy-snapshots.js';
 export { StoreConflictError, StoreOpenError } from './errors.js';
 export { type KvEntry, KvRepository } from './kv.js';
 export {

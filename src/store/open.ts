@@ -8,7 +8,11 @@ import SqliteDatabase from 'better-sqlite3';
 import { Kysely, type Migration, type MigrationProvider, Migrator, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { StoreOpenError } from './errors.js';
+import { AgentRepository } from './agents.js';
+import { EntryRepository } from './entries.js';
+import { JoinTokenRepository } from './join-tokens.js';
 import { KvRepository } from './kv.js';
+import { PolicySnapshotRepository } from './policy-snapshots.js';
 import { migrations } from './migrations/index.js';
 import { LockingSqliteDialect } from './sqlite-migration-lock.js';
 import type { Database } from './schema.js';
@@ -29,6 +33,10 @@ export interface Store {
   readonly location: string;
   readonly db: Kysely<Database>;
   readonly kv: KvRepository;
+  readonly entries: EntryRepository;
+  readonly joinTokens: JoinTokenRepository;
+  readonly agents: AgentRepository;
+  readonly policySnapshots: PolicySnapshotRepository;
   /** Resolves when the database answers; used by /readyz. */
   ping(): Promise<void>;
   /** Names of applied migrations, oldest first. */
@@ -177,6 +185,10 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     location,
     db,
     kv: new KvRepository(db),
+    entries: new EntryRepository(db),
+    joinTokens: new JoinTokenRepository(db),
+    agents: new AgentRepository(db),
+    policySnapshots: new PolicySnapshotRepository(db),
     async ping() {
       await sql`select 1`.execute(db);
     },

@@ -11,6 +11,106 @@ export interface KvTable {
   updated_at: number;
 }
 
+export interface RegistrationEntryTable {
+  id: string;
+  spiffe_id: string;
+  parent_id: string;
+  selectors: string;
+  x509_svid_ttl: number;
+  jwt_svid_ttl: number;
+  dns_names: string;
+  hint: string;
+  admin: number;
+  expires_at: number | null;
+  revision: number;
+  created_at: number;
+  updated_at: number;
+  deleted_at: number | null;
+}
+
+export interface JoinTokenTable {
+  token_hash: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+  agent_id: string | null;
+}
+
+export interface AgentTable {
+  spiffe_id: string;
+  attestation: string;
+  serial: string;
+  svid_expires_at: number;
+  attested_at: number;
+  renewed_at: number;
+  banned: number;
+  remote_addr: string;
+}
+
+export interface PolicySnapshotTable {
+  version: string;
+  created_at: number;
+  source: string;
+  documents: string;
+  rule_count: number;
+}
+
+export interface AuditEventTable {
+  /** Merkle leaf index. */
+  seq: number;
+  id: string;
+  time: number;
+  kind: string;
+  source: string;
+  target: string;
+  /** '' when the event has no outcome. */
+  outcome: string;
+  decision_id: string | null;
+  /** Canonical JSON of the event including `seq`: exactly the hashed bytes. */
+  body: string;
+  /** Hex SHA-256(0x00 ‖ body). */
+  leaf_hash: string;
+}
+
+export interface AuditNodeTable {
+  level: number;
+  idx: number;
+  hash: string;
+}
+
+export interface AuditCheckpointTable {
+  tree_size: number;
+  root_hash: string;
+  time: number;
+  key_id: string;
+  signature: string;
+}
+
+export interface AuditHeadTable {
+  id: number;
+  tree_size: number;
+  root_hash: string;
+  sealed_size: number;
+  updated_at: number;
+}
+
+export interface AuditSegmentTable {
+  from_seq: number;
+  to_seq: number;
+  file: string;
+  sha256: string;
+  created_at: number;
+}
+
 export interface Database {
   nevertrust_kv: KvTable;
+  registration_entries: RegistrationEntryTable;
+  join_tokens: JoinTokenTable;
+  agents: AgentTable;
+  policy_snapshots: PolicySnapshotTable;
+  audit_event: AuditEventTable;
+  audit_node: AuditNodeTable;
+  audit_checkpoint: AuditCheckpointTable;
+  audit_head: AuditHeadTable;
+  audit_segment: AuditSegmentTable;
 }

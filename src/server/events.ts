@@ -1,0 +1,31 @@
+/**
+ * Server-side happenings that must be recorded: every admin action, entry change, attestation and
+ * issuance. Parts emit here; the audit plugin turns them into audit events. Decoupled so that a part
+ * never waits on the audit log and never needs to know it exists.
+ */
+import { EventEmitter } from 'node:events';
+
+export interface ServerEvent {
+  kind:
+    | 'admin.action'
+    | 'entry.changed'
+    | 'agent.attested'
+    | 'svid.issued'
+    | 'jwt.issued'
+    | 'policy.changed'
+    | 'revocation';
+  outcome: 'allow' | 'deny' | 'error';
+  /** Who acted: admin principal, agent SPIFFE ID, remote address. */
+  source: { id?: string; ip?: string };
+  /** What was acted on: entry id, SPIFFE ID, API path. */
+  target: { id?: string; resource?: string; method?: string };
+  reason: string;
+  /** Extra context; never secrets, tokens or keys. */
+  details?: Record<string, unknown>;
+}
+
+export class ServerEvents extends EventEmitter<{ event: [ServerEvent] }> {
+  record(e: ServerEvent): void {
+    this.emit('event', e);
+  }
+}
