@@ -1,0 +1,57 @@
+/** Error kinds of the certificate authority. Messages never include key material. */
+
+export type CaErrorCode =
+  | 'ERR_CA_TRUST_DOMAIN_MISMATCH'
+  | 'ERR_CA_NO_ACTIVE_AUTHORITY'
+  | 'ERR_CA_AUTHORITY_EXPIRED'
+  | 'ERR_CA_INVALID_TTL'
+  | 'ERR_CA_INVALID_DNS_NAME'
+  | 'ERR_CA_INVALID_REQUEST'
+  | 'ERR_CA_STATE_CORRUPT'
+  | 'ERR_CA_STATE_MISMATCH'
+  | 'ERR_CA_UPSTREAM_INVALID';
+
+/** Thrown by {@link CertificateAuthority} operations; `code` names the broken rule. */
+export class CaError extends Error {
+  override readonly name = 'CaError';
+  constructor(
+    readonly code: CaErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export type KekErrorCode =
+  | 'ERR_KEK_FILE_PERMISSIONS'
+  | 'ERR_KEK_INVALID'
+  | 'ERR_KEK_MISMATCH'
+  | 'ERR_KEK_DECRYPT_FAILED';
+
+/** Thrown when the key-encryption key cannot be loaded or does not open a sealed key. */
+export class KekError extends Error {
+  override readonly name = 'KekError';
+  constructor(
+    readonly code: KekErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export type CsrErrorCode =
+  | 'ERR_CSR_MALFORMED'
+  | 'ERR_CSR_BAD_SIGNATURE'
+  | 'ERR_CSR_UNSUPPORTED_ALGORITHM'
+  | 'ERR_CSR_UNSUPPORTED_KEY';
+
+/** Thrown when a PKCS#10 request is malformed, unsupported or fails proof of possession. */
+export class CsrError extends Error {
+  override readonly name = 'CsrError';
+  constructor(
+    readonly code: CsrErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
