@@ -49,18 +49,23 @@ export class PatternIndex<T> {
   collect(s: string | undefined, out: T[]): void {
     if (s === undefined) return;
     const e = this.exact.get(s);
-    if (e) for (const v of e) out.push(v);
-    for (const len of this.prefixLengths) {
+    if (e !== undefined) for (let i = 0; i < e.length; i++) out.push(e[i] as T);
+    const pl = this.prefixLengths;
+    for (let j = 0; j < pl.length; j++) {
+      const len = pl[j] as number;
       if (len > s.length) break;
       const hit = this.prefix.get(len)?.get(s.slice(0, len));
-      if (hit) for (const v of hit) out.push(v);
+      if (hit !== undefined) for (let i = 0; i < hit.length; i++) out.push(hit[i] as T);
     }
-    for (const len of this.suffixLengths) {
+    const sl = this.suffixLengths;
+    for (let j = 0; j < sl.length; j++) {
+      const len = sl[j] as number;
       if (len > s.length) break;
       const hit = this.suffix.get(len)?.get(s.slice(s.length - len));
-      if (hit) for (const v of hit) out.push(v);
+      if (hit !== undefined) for (let i = 0; i < hit.length; i++) out.push(hit[i] as T);
     }
-    if (s !== '') for (const v of this.presence) out.push(v);
+    const pr = this.presence;
+    if (s !== '') for (let i = 0; i < pr.length; i++) out.push(pr[i] as T);
   }
 
   get size(): number {

@@ -71,11 +71,14 @@ export function lookupCandidates(snap: PolicySnapshot, r: NormalizedRequest): Ca
     const b = idx.byNamespace.get(r.targetNamespace);
     if (b) buckets.push(b);
   }
-  buckets.push(idx.global);
+  if (idx.global.policies.length > 0) buckets.push(idx.global);
   const applicable: CompiledPolicy[] = [];
   const rules: CompiledRule[] = [];
-  for (const b of buckets) {
-    for (const cp of b.policies) {
+  for (let bi = 0; bi < buckets.length; bi++) {
+    const b = buckets[bi] as Bucket;
+    const ps = b.policies;
+    for (let pi = 0; pi < ps.length; pi++) {
+      const cp = ps[pi] as CompiledPolicy;
       if (cp.stamp !== gen) {
         cp.stamp = gen;
         cp.applies = targetApplies(cp.policy, r);
@@ -85,8 +88,10 @@ export function lookupCandidates(snap: PolicySnapshot, r: NormalizedRequest): Ca
     const found = ruleScratch;
     found.length = 0;
     b.rules.byPrincipal.collect(r.sourcePrincipal, found);
-    for (const cr of b.rules.always) found.push(cr);
-    for (const cr of found) {
+    const always = b.rules.always;
+    for (let i = 0; i < always.length; i++) found.push(always[i] as CompiledRule);
+    for (let i = 0; i < found.length; i++) {
+      const cr = found[i] as CompiledRule;
       if (cr.stamp !== gen && cr.policy.applies) {
         cr.stamp = gen;
         rules.push(cr);
@@ -121,6 +126,10 @@ function why(verb: string, cr: CompiledRule, res: RuleResult): string {
   return `${base} matched: ${verb}`;
 }
 
+function isEnforced(cp: CompiledPolicy, extra: CompiledPolicy | null): boolean {
+  return !cp.policy.dryRun || cp === extra;
+}
+
 /**
  * Combines rule results into a verdict. `extra` is a dry-run policy to treat as enforced.
  * @internal exported for explain.
@@ -133,13 +142,12 @@ export function combine(
   extra: CompiledPolicy | null,
 ): Verdict {
   const rules = c.rules;
-  const enforced = (cp: CompiledPolicy) => !cp.policy.dryRun || cp === extra;
   for (let pass = 0; pass < 2; pass++) {
     const action: Action = pass === 0 ? 'CUSTOM' : 'DENY';
     for (let i = 0; i < rules.length; i++) {
       const cr = rules[i] as CompiledRule;
       const p = cr.policy.policy;
-      if (p.action !== action || !enforced(cr.policy)) continue;
+      if (p.action !== action || !isEnforced(cr.policy, extra)) continue;
       const res = results[i] as RuleResult;
       if (!counts(cr, res)) continue;
       const reason =
@@ -153,7 +161,7 @@ export function combine(
   let selected = false;
   let nativeSelects = false;
   for (const cp of c.applicable) {
-    if (!enforced(cp)) continue;
+    if (!isEnforced(cp, extra)) continue;
     selected = true;
     if (cp.policy.action === 'ALLOW') hasAllow = true;
     if (cp.policy.origin === 'native') nativeSelects = true;
@@ -162,7 +170,7 @@ export function combine(
   if (hasAllow) {
     for (let i = 0; i < rules.length; i++) {
       const cr = rules[i] as CompiledRule;
-      if (cr.policy.policy.action !== 'ALLOW' || !enforced(cr.policy)) continue;
+      if (cr.policy.policy.action !== 'ALLOW' || !isEnforced(cr.policy, extra)) continue;
       const res = results[i] as RuleResult;
       if (res.kind === 'match') {
         allowed = { decision: 'allow', policy: cr.policy.policy.id, rule: cr.rule.id, reason: why('allow', cr, res) };
@@ -204,7 +212,7 @@ export function combine(
   }
   for (let i = 0; i < rules.length; i++) {
     const cr = rules[i] as CompiledRule;
-    if (cr.policy.policy.action !== 'STEP_UP' || !enforced(cr.policy)) continue;
+    if (cr.policy.policy.action !== 'STEP_UP' || !isEnforced(cr.policy, extra)) continue;
     const res = results[i] as RuleResult;
     if (counts(cr, res))
       return { decision: 'step_up', policy: cr.policy.policy.id, rule: cr.rule.id, reason: why('step up', cr, res) };

@@ -5,6 +5,7 @@
  */
 
 const SCHEME = 'spiffe://';
+const TD = /^[a-z0-9._-]+$/;
 
 /** Parts of a SPIFFE ID that the policy engine derives request attributes from. */
 export interface SpiffeParts {
@@ -24,20 +25,23 @@ export interface SpiffeParts {
  * // { trustDomain: 'example.org', path: '/ns/payments/sa/api-gateway', namespace: 'payments', service: 'api-gateway' }
  */
 export function spiffeParts(id: string): SpiffeParts | undefined {
-  if (id.length > 2048 || id.slice(0, SCHEME.length).toLowerCase() !== SCHEME) return undefined;
-  const rest = id.slice(SCHEME.length);
-  const slash = rest.indexOf('/');
-  const trustDomain = (slash < 0 ? rest : rest.slice(0, slash)).toLowerCase();
-  if (trustDomain === '' || !/^[a-z0-9._-]+$/.test(trustDomain)) return undefined;
-  const path = slash < 0 ? '' : rest.slice(slash);
-  const segs = path.split('/').slice(1);
-  const out: SpiffeParts = { trustDomain, path };
-  if (segs.length === 4 && segs[0] === 'ns' && segs[2] === 'sa') {
-    out.namespace = segs[1];
-    out.service = segs[3];
-  } else if (segs.length > 0 && segs[segs.length - 1] !== '') {
-    out.service = segs[segs.length - 1];
+  if (id.length > 2048 || id.length <= SCHEME.length) return undefined;
+  if (!id.startsWith(SCHEME) && id.slice(0, SCHEME.length).toLowerCase() !== SCHEME) return undefined;
+  const slash = id.indexOf('/', SCHEME.length);
+  const trustDomain = (slash < 0 ? id.slice(SCHEME.length) : id.slice(SCHEME.length, slash)).toLowerCase();
+  if (trustDomain === '' || !TD.test(trustDomain)) return undefined;
+  const path = slash < 0 ? '' : id.slice(slash);
+  const out: SpiffeParts = { trustDomain, path, namespace: undefined, service: undefined };
+  if (path.startsWith('/ns/')) {
+    const sa = path.indexOf('/sa/', 4);
+    if (sa > 4 && path.indexOf('/', 4) === sa && path.indexOf('/', sa + 4) < 0 && sa + 4 < path.length) {
+      out.namespace = path.slice(4, sa);
+      out.service = path.slice(sa + 4);
+      return out;
+    }
   }
+  const last = path.slice(path.lastIndexOf('/') + 1);
+  if (last !== '') out.service = last;
   return out;
 }
 

@@ -217,6 +217,8 @@ export function parseNativeDocument(ctx: DocContext, raw: unknown): Policy | und
 
 /** Drops `undefined` fields so that the model (and its content hash) holds only what was written. */
 export function strip<T extends object>(o: T): T {
-  for (const k of Object.keys(o) as (keyof T)[]) if (o[k] === undefined) delete o[k];
-  return o;
+  // Copy rather than `delete`: deleting turns objects into slow dictionary mode on the hot path.
+  const out = {} as T;
+  for (const k of Object.keys(o) as (keyof T)[]) if (o[k] !== undefined) out[k] = o[k];
+  return out;
 }

@@ -163,6 +163,27 @@ export type NormalizeResult = { ok: true; req: NormalizedRequest } | { ok: false
 
 const EMPTY: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
+interface IdInfo {
+  principal: string;
+  namespace: string | undefined;
+  service: string | undefined;
+}
+
+// Workload IDs repeat endlessly on the hot path: remember their derivations (bounded, reset when full).
+const idCache = new Map<string, IdInfo | null>();
+const ID_CACHE_MAX = 65_536;
+
+function idInfo(id: string): IdInfo | null {
+  let v = idCache.get(id);
+  if (v === undefined) {
+    const p = spiffeParts(id);
+    v = p ? { principal: istioPrincipal(id), namespace: p.namespace, service: p.service } : null;
+    if (idCache.size >= ID_CACHE_MAX) idCache.clear();
+    idCache.set(id, v);
+  }
+  return v;
+}
+
 /**
  * Derives the attributes rules read: namespace and service from SPIFFE IDs, the `app` label from
  * the target service, the Istio principal, the request principal `<iss>/<sub>`; normalizes the
@@ -178,10 +199,10 @@ export function normalizeRequest(input: AccessRequest, pathOptions?: PathOptions
   const src = input.source;
   if (src) {
     if (src.spiffe_id !== undefined) {
-      const p = spiffeParts(src.spiffe_id);
+      const p = idInfo(src.spiffe_id);
       if (!p) return { ok: false, reason: `source.spiffe_id is not a SPIFFE ID: ${JSON.stringify(src.spiffe_id)}` };
       out.sourceSpiffeId = src.spiffe_id;
-      out.sourcePrincipal = istioPrincipal(src.spiffe_id);
+      out.sourcePrincipal = p.principal;
       out.sourceNamespace = p.namespace;
       out.sourceService = p.service;
     }
@@ -213,7 +234,7 @@ export function normalizeRequest(input: AccessRequest, pathOptions?: PathOptions
   const tgt = input.target;
   if (tgt) {
     if (tgt.spiffe_id !== undefined) {
-      const p = spiffeParts(tgt.spiffe_id);
+      const p = idInfo(tgt.spiffe_id);
       if (!p) return { ok: false, reason: `target.spiffe_id is not a SPIFFE ID: ${JSON.stringify(tgt.spiffe_id)}` };
       out.targetSpiffeId = tgt.spiffe_id;
       out.targetNamespace = p.namespace;
