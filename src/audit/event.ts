@@ -1,0 +1,272 @@
+/**
+ * The audit event: one versioned shape for every decision and administrative action, with field
+ * names in the spirit of OCSF and the Kubernetes audit log. Secrets never go in: known secret fields
+ * are dropped and secret-looking values (JWTs, PEM keys, bearer credentials) redacted before an event
+ * is hashed or stored, and the paths that were removed are listed in `redacted`.
+ */
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { AuditEventError, AuditEventTooLargeError } from './errors.js';
+
+/** Version of the stored event shape; bumped on any incompatible change. */
+export const AUDIT_SCHEMA_VERSION = 1;
+
+/** Largest canonical event accepted, in bytes. */
+export const DEFAULT_MAX_EVENT_BYTES = 16 * 1024;
+
+/** The kinds nevertrust itself writes; other dotted lowercase names are accepted for extensions. */
+export const AUDIT_KINDS = [
+  'access.decision',
+  'svid.issued',
+  'jwt.issued',
+  'agent.attested',
+  'entry.changed',
+  'policy.changed',
+  'admin.action',
+  'revocation',
+  'anomaly',
+] as const;
+
+export const OUTCOMES = ['allow', 'deny', 'step_up', 'error'] as const;
+export type Outcome = (typeof OUTCOMES)[number];
+
+const shortText = z.string().max(256);
+const text = z.string().max(2048);
+const idText = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9._:@/+=-]+$/, 'use letters, digits and . _ : @ / + = - only');
+
+const sourceSchema = z.strictObject({
+  spiffe_id: text.optional(),
+  user: shortText.optional(),
+  device_id: shortText.optional(),
+  ip: z.string().max(64).optional(),
+  service: shortText.optional(),
+  namespace: shortText.optional(),
+});
+
+const targetSchema = z.strictObject({
+  spiffe_id: text.optional(),
+  service: shortText.optional(),
+  namespace: shortText.optional(),
+  host: shortText.optional(),
+  port: z.number().int().min(0).max(65535).optional(),
+  method: z.string().max(32).optional(),
+  path: text.optional(),
+  resource: text.optional(),
+});
+
+const timeInput = z.union([
+  z.number().int().min(0).max(8.64e15),
+  z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)),
+]);
+
+/** What a caller passes to `record()` or POSTs to the ingestion endpoint. */
+export const auditEventInputSchema = z.strictObject({
+  schema_version: z.literal(AUDIT_SCHEMA_VERSION).optional(),
+  id: idText.optional(),
+  time: timeInput.optional(),
+  kind: z
+    .string()
+    .min(1)
+    .max(64)
+    .regex(/^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$/, 'a kind is dotted lowercase, e.g. access.decision'),
+  decision_id: idText.optional(),
+  request_id: idText.optional(),
+  trace_id: idText.optional(),
+  source: sourceSchema.optional(),
+  target: targetSchema.optional(),
+  outcome: z.enum(OUTCOMES).optional(),
+  reason: text.optional(),
+  policy: shortText.optional(),
+  rule: shortText.optional(),
+  enforcer: shortText.optional(),
+  latency_us: z.number().nonnegative().max(1e12).optional(),
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+
+export type AuditEventInput = z.input<typeof auditEventInputSchema>;
+export type AuditSource = z.output<typeof sourceSchema>;
+export type AuditTarget = z.output<typeof targetSchema>;
+
+/** A normalized event, as hashed and stored (before the log assigns `seq`). */
+export interface AuditEvent {
+  schema_version: typeof AUDIT_SCHEMA_VERSION;
+  id: string;
+  /** Epoch milliseconds. */
+  time: number;
+  kind: string;
+  decision_id?: string;
+  request_id?: string;
+  trace_id?: string;
+  source?: AuditSource;
+  target?: AuditTarget;
+  outcome?: Outcome;
+  reason?: string;
+  policy?: string;
+  rule?: string;
+  enforcer?: string;
+  latency_us?: number;
+  details?: Record<string, unknown>;
+  /** Paths of fields that were removed or redacted because they looked like secrets. */
+  redacted?: string[];
+}
+
+/** A stored event: the normalized event plus its leaf index in the Merkle tree. */
+export interface StoredAuditEvent extends AuditEvent {
+  /** Leaf index (0-based), part of the hashed bytes so that moving a row is evident. */
+  seq: number;
+}
+
+// Keys whose values are credentials by name; matched case-insensitively on the whole key or its suffix.
+const SECRET_KEY =
+  /(^|[_-])(authorization|proxy-authorization|cookie|set-cookie|password|passwd|passphrase|secret|token|jwt|svid_key|private_?key|api_?key|credentials?|bearer|kek|otp)$/i;
+const SECRET_VALUE = [
+  /^(Bearer|Basic|Negotiate)\s+\S+/i,
+  /\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/,
+  /-----BEGIN [A-Z ]*PRIVATE KEY-----/,
+];
+
+export const REDACTED = '[redacted]';
+
+function looksSecret(v: string): boolean {
+  for (const re of SECRET_VALUE) if (re.test(v)) return true;
+  return false;
+}
+
+/** Removes secret fields and values from `v` (a JSON-like value), recording what it removed. */
+function scrub(v: unknown, path: string, removed: string[], depth: number): unknown {
+  if (depth > 16) throw new AuditEventError('details are nested more than 16 levels deep', path);
+  if (typeof v === 'string') {
+    if (looksSecret(v)) {
+      removed.push(path);
+      return REDACTED;
+    }
+    return v;
+  }
+  if (v === null || typeof v === 'number' || typeof v === 'boolean') {
+    if (typeof v === 'number' && !Number.isFinite(v)) throw new AuditEventError('numbers must be finite', path);
+    return v;
+  }
+  if (Array.isArray(v)) return v.map((x, i) => scrub(x, `${path}[${i}]`, removed, depth + 1));
+  if (typeof v === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+      if (x === undefined) continue;
+      if (SECRET_KEY.test(k)) {
+        removed.push(path ? `${path}.${k}` : k);
+        continue;
+      }
+      out[k] = scrub(x, path ? `${path}.${k}` : k, removed, depth + 1);
+    }
+    return out;
+  }
+  throw new AuditEventError(`unsupported value of type ${typeof v}`, path);
+}
+
+function firstIssue(err: z.ZodError): AuditEventError {
+  const issue = err.issues[0];
+  const path = issue?.path.join('.') ?? '';
+  const what = issue?.code === 'unrecognized_keys' ? `unknown field(s) ${issue.keys.join(', ')}` : issue?.message;
+  return new AuditEventError(`invalid audit event${path ? ` at ${path}` : ''}: ${what ?? 'malformed'}`, path);
+}
+
+export interface NormalizeOptions {
+  /** Limit on the canonical size in bytes (default 16 KiB). */
+  maxBytes?: number;
+  /** Time for events without one (default now). */
+  now?: number;
+}
+
+/**
+ * Validates and normalizes an event: secrets removed, `id` and `time` filled in, size checked.
+ * Throws {@link AuditEventError} (malformed) or {@link AuditEventTooLargeError}.
+ *
+ * @example
+ * const e = normalizeEvent({ kind: 'access.decision', outcome: 'deny', source: { spiffe_id: 'spiffe://example.org/a' } });
+ * // e.id is a UUID, e.time is now, e.schema_version is 1
+ */
+export function normalizeEvent(input: unknown, opts: NormalizeOptions = {}): AuditEvent {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new AuditEventError('an audit event must be a JSON object');
+  }
+  const removed: string[] = [];
+  // Scrub first so that a secret field is dropped (and noted) rather than rejected as unknown.
+  const scrubbed = scrub(input, '', removed, 0) as Record<string, unknown>;
+  const parsed = auditEventInputSchema.safeParse(scrubbed);
+  if (!parsed.success) throw firstIssue(parsed.error);
+  const p = parsed.data;
+  const e: AuditEvent = {
+    schema_version: AUDIT_SCHEMA_VERSION,
+    id: p.id ?? randomUUID(),
+    time: p.time ?? opts.now ?? Date.now(),
+    kind: p.kind,
+  };
+  if (p.decision_id !== undefined) e.decision_id = p.decision_id;
+  if (p.request_id !== undefined) e.request_id = p.request_id;
+  if (p.trace_id !== undefined) e.trace_id = p.trace_id;
+  if (p.source !== undefined) e.source = p.source;
+  if (p.target !== undefined) e.target = p.target;
+  if (p.outcome !== undefined) e.outcome = p.outcome;
+  if (p.reason !== undefined) e.reason = p.reason;
+  if (p.policy !== undefined) e.policy = p.policy;
+  if (p.rule !== undefined) e.rule = p.rule;
+  if (p.enforcer !== undefined) e.enforcer = p.enforcer;
+  if (p.latency_us !== undefined) e.latency_us = p.latency_us;
+  if (p.details !== undefined) e.details = p.details;
+  const prior = (input as { redacted?: unknown }).redacted;
+  if (prior !== undefined) throw new AuditEventError('"redacted" is set by the log, not by callers', 'redacted');
+  if (removed.length > 0) e.redacted = removed;
+  const size = Buffer.byteLength(canonicalJson(e));
+  const limit = opts.maxBytes ?? DEFAULT_MAX_EVENT_BYTES;
+  if (size > limit) throw new AuditEventTooLargeError(size, limit);
+  return e;
+}
+
+/**
+ * Canonical JSON: object keys sorted by UTF-16 code units, no whitespace, `undefined` omitted.
+ * The same event always gives the same bytes, on every engine and in every process.
+ *
+ * @example
+ * canonicalJson({ b: 1, a: [true, null] }) // '{"a":[true,null],"b":1}'
+ */
+export function canonicalJson(v: unknown): string {
+  if (v === null) return 'null';
+  switch (typeof v) {
+    case 'string':
+      return JSON.stringify(v);
+    case 'number':
+      if (!Number.isFinite(v)) throw new AuditEventError('numbers must be finite');
+      return JSON.stringify(v);
+    case 'boolean':
+      return v ? 'true' : 'false';
+    case 'object': {
+      if (Array.isArray(v)) return `[${v.map((x) => (x === undefined ? 'null' : canonicalJson(x))).join(',')}]`;
+      const obj = v as Record<string, unknown>;
+      const keys = Object.keys(obj).sort();
+      let out = '{';
+      let first = true;
+      for (const k of keys) {
+        const x = obj[k];
+        if (x === undefined) continue;
+        out += `${first ? '' : ','}${JSON.stringify(k)}:${canonicalJson(x)}`;
+        first = false;
+      }
+      return `${out}}`;
+    }
+    default:
+      throw new AuditEventError(`cannot encode a ${typeof v}`);
+  }
+}
+
+/** The principal an event is about, for indexing: SPIFFE ID, else user, else IP. */
+export function sourceKey(e: Pick<AuditEvent, 'source'>): string {
+  return e.source?.spiffe_id ?? e.source?.user ?? e.source?.ip ?? '';
+}
+
+/** The target an event is about, for indexing: service name, else SPIFFE ID, else host. */
+export function targetKey(e: Pick<AuditEvent, 'target'>): string {
+  return e.target?.service ?? e.target?.spiffe_id ?? e.target?.host ?? '';
+}

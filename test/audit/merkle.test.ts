@@ -1,0 +1,144 @@
+/**
+ * Merkle proofs, checked by a small verifier written here from the RFC 6962 definitions (recursive
+ * MTH, PATH and SUBPROOF), independent of src/audit's iterative verifier.
+ */
+import { createHash } from 'node:crypto';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  consistencyProof,
+  inclusionProof,
+  leafHash,
+  MerkleFrontier,
+  memorySource,
+  merkleRoot,
+  verifyConsistency,
+  verifyInclusion,
+} from '../../src/audit/merkle.js';
+
+// ---- independent reference, straight from RFC 6962 §2.1 ----
+const H = (...parts: Buffer[]) => createHash('sha256').update(Buffer.concat(parts)).digest();
+const LEAF = (d: Buffer) => H(Buffer.from([0]), d);
+const NODE = (l: Buffer, r: Buffer) => H(Buffer.from([1]), l, r);
+const k = (n: number) => 2 ** Math.ceil(Math.log2(n) - 1);
+function mth(leaves: Buffer[]): Buffer {
+  if (leaves.length === 0) return H();
+  if (leaves.length === 1) return leaves[0] as Buffer;
+  const s = k(leaves.length);
+  return NODE(mth(leaves.slice(0, s)), mth(leaves.slice(s)));
+}
+/** Root implied by an inclusion proof, by the recursive structure of PATH. */
+function rootFromPath(m: number, n: number, leaf: Buffer, proof: Buffer[]): Buffer | undefined {
+  if (n === 1) return proof.length === 0 ? leaf : undefined;
+  if (proof.length === 0) return undefined;
+  const s = k(n);
+  const last = proof[proof.length - 1] as Buffer;
+  const rest = proof.slice(0, -1);
+  if (m < s) {
+    const l = rootFromPath(m, s, leaf, rest);
+    return l && NODE(l, last);
+  }
+  const r = rootFromPath(m - s, n - s, leaf, rest);
+  return r && NODE(last, r);
+}
+/** [old root, new root] implied by SUBPROOF(m, D[n], b). */
+function subproofRoots(
+  m: number,
+  n: number,
+  b: boolean,
+  proof: Buffer[],
+  oldRoot: Buffer,
+): [Buffer, Buffer] | undefined {
+  if (m === n) {
+    if (b) return proof.length === 0 ? [oldRoot, oldRoot] : undefined;
+    return proof.length === 1 ? [proof[0] as Buffer, proof[0] as Buffer] : undefined;
+  }
+  if (proof.length === 0) return undefined;
+  const s = k(n);
+  const last = proof[proof.length - 1] as Buffer;
+  const rest = proof.slice(0, -1);
+  if (m <= s) {
+    const r = subproofRoots(m, s, b, rest, oldRoot);
+    return r && [r[0], NODE(r[1], last)];
+  }
+  const r = subproofRoots(m - s, n - s, false, rest, oldRoot);
+  return r && [NODE(last, r[0]), NODE(last, r[1])];
+}
+// ---- end of reference ----
+
+const leavesOf = (n: number) => Array.from({ length: n }, (_, i) => LEAF(Buffer.from(`event-${i}`)));
+
+describe('merkle', () => {
+  it('hashes leaves and nodes as RFC 6962 says', () => {
+    expect(leafHash(Buffer.from('x'))).toEqual(LEAF(Buffer.from('x')));
+    expect(merkleRoot([])).toEqual(H());
+    // RFC 6962 test vector for the empty tree
+    expect(merkleRoot([]).toString('hex')).toBe('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+    for (const n of [1, 2, 3, 5, 7, 8, 9, 100, 257]) expect(merkleRoot(leavesOf(n))).toEqual(mth(leavesOf(n)));
+  });
+
+  it('the frontier gives MTH at every size and reports completed subtrees', () => {
+    const leaves = leavesOf(300);
+    const f = new MerkleFrontier();
+    const completed: string[] = [];
+    leaves.forEach((l, i) => {
+      f.push(l, (level, idx, hash) => {
+        const size = 2 ** level;
+        expect(hash).toEqual(mth(leaves.slice(idx * size, (idx + 1) * size)));
+        completed.push(`${level}:${idx}`);
+      });
+      expect(f.root()).toEqual(mth(leaves.slice(0, i + 1)));
+    });
+    expect(completed).toContain('8:0');
+    expect(new MerkleFrontier(f.snapshot()).root()).toEqual(f.root());
+  });
+
+  it('inclusion proofs verify with the independent verifier and ours, for every leaf of many sizes', async () => {
+    for (const n of [1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 33]) {
+      const leaves = leavesOf(n);
+      const root = mth(leaves);
+      for (let m = 0; m < n; m++) {
+        const proof = await inclusionProof(m, n, memorySource(leaves));
+        expect(rootFromPath(m, n, leaves[m] as Buffer, proof)).toEqual(root);
+        expect(verifyInclusion(m, n, leaves[m] as Buffer, proof, root)).toBe(true);
+        // a wrong leaf or a wrong index fails
+        expect(verifyInclusion(m, n, LEAF(Buffer.from('forged')), proof, root)).toBe(false);
+        if (n > 1) expect(verifyInclusion((m + 1) % n, n, leaves[m] as Buffer, proof, root)).toBe(false);
+      }
+    }
+  });
+
+  it('consistency proofs verify with the independent verifier and ours', async () => {
+    for (const n of [1, 2, 3, 5, 8, 9, 16, 17, 33]) {
+      const leaves = leavesOf(n);
+      const newRoot = mth(leaves);
+      for (let m = 1; m <= n; m++) {
+        const oldRoot = mth(leaves.slice(0, m));
+        const proof = await consistencyProof(m, n, memorySource(leaves));
+        if (m === n) expect(proof).toEqual([]);
+        else expect(subproofRoots(m, n, true, proof, oldRoot)).toEqual([oldRoot, newRoot]);
+        expect(verifyConsistency(m, n, oldRoot, newRoot, proof)).toBe(true);
+        if (m < n) expect(verifyConsistency(m, n, LEAF(Buffer.from('x')), newRoot, proof)).toBe(false);
+      }
+    }
+  });
+
+  it('property: proofs hold for random sizes', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 600 }), fc.nat(), fc.nat(), async (n, a, b) => {
+        const leaves = leavesOf(n);
+        const src = memorySource(leaves);
+        const m = a % n;
+        const root = mth(leaves);
+        const p = await inclusionProof(m, n, src);
+        expect(rootFromPath(m, n, leaves[m] as Buffer, p)).toEqual(root);
+        const old = (b % n) + 1;
+        const cp = await consistencyProof(old, n, src);
+        const oldRoot = mth(leaves.slice(0, old));
+        if (old < n) expect(subproofRoots(old, n, true, cp, oldRoot)).toEqual([oldRoot, root]);
+        expect(verifyConsistency(old, n, oldRoot, root, cp)).toBe(true);
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
