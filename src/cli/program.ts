@@ -5,15 +5,17 @@ import { Command, Option } from 'commander';
 import type { Config } from '../config/index.js';
 import { logLevels } from '../config/index.js';
 import type { ServerPlugin } from '../server/index.js';
+import { caPlugin } from '../server/plugins/ca.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
 import { registerEntryCommands, registerTokenCommands } from './commands/entry.js';
+import { registerIdentityCommands } from './commands/identity.js';
 import { registerServerCommands } from './commands/server.js';
 import { registerVersionCommand } from './commands/version.js';
 import { VERSION } from './version.js';
 
 /** The server's plugins for a given configuration (later issues add CA, policy, audit…). */
 export function serverPlugins(_config: Config): ServerPlugin[] {
-  return [registrationPlugin()];
+  return [caPlugin(), registrationPlugin()];
 }
 
 export function buildProgram(): Command {
@@ -41,5 +43,6 @@ Config: flags > NEVERTRUST_* environment variables (e.g. NEVERTRUST_SERVER_PORT=
   registerServerCommands(program, serverPlugins);
   registerEntryCommands(program);
   registerTokenCommands(program);
+  registerIdentityCommands(program);
   return program;
 }

@@ -1,0 +1,286 @@
+/**
+ * Identity commands: mint and validate X.509-SVIDs and JWT-SVIDs, show the trust bundle.
+ * Minting goes through the running server (admin credential from the data dir); when no server
+ * answers, it opens the data dir's CA directly. Keys for minted SVIDs are generated here, in this
+ * process, and only a CSR leaves it.
+ */
+import { X509Certificate } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { request } from 'undici';
+import { certificatesToPem, createCsr, csrToPem, generatePrivateKey, type KeyType } from '../../ca/index.js';
+import { parseDuration } from '../../config/index.js';
+import { caOpener } from '../../server/plugins/ca.js';
+import {
+  parseSpiffeId,
+  spiffeIdFromCertificate,
+  TrustBundle,
+  validateJwtSvid,
+  validateX509Svid,
+} from '../../spiffe/index.js';
+import { openStore } from '../../store/index.js';
+import { adminClient } from '../admin-client.js';
+import { resolveConfig } from '../context.js';
+import { CliError } from '../errors.js';
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+const SERVER_OPT = [
+  '--server <url>',
+  'server API URL (default: from the config); without a server, the data dir is used',
+] as const;
+
+function isUnreachable(e: unknown): boolean {
+  return e instanceof CliError && /cannot reach the nevertrust server/.test(e.message);
+}
+
+/** Runs `remote` against the server, or `local` against the data dir's CA when no server answers. */
+async function viaServerOrDataDir<T>(
+  cmd: Command,
+  remote: (client: ReturnType<typeof adminClient>) => Promise<T>,
+  local: (ca: Awaited<ReturnType<Awaited<ReturnType<typeof caOpener>>['open']>>) => Promise<T>,
+): Promise<T> {
+  try {
+    return await remote(adminClient(cmd));
+  } catch (e) {
+    const explicitServer = cmd.optsWithGlobals<{ server?: string }>().server !== undefined;
+    if (explicitServer || !(isUnreachable(e) || (e instanceof CliError && /no admin credential/.test(e.message))))
+      throw e;
+  }
+  const config = resolveConfig(cmd);
+  const store = await openStore({ url: config.database.url, dataDir: config.data_dir });
+  try {
+    const { open, kekGenerated, kekFile } = await caOpener(config, store);
+    if (kekGenerated) process.stderr.write(`warning: generated a new key-encryption key ${kekFile}: back it up\n`);
+    return await local(await open());
+  } finally {
+    await store.close();
+  }
+}
+
+function seconds(v: string | undefined, what: string): number | undefined {
+  if (v === undefined) return undefined;
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    throw new CliError(`${what}: ${(e as Error).message}`, 2);
+  }
+}
+
+function readText(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new CliError(`cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
+/** A bundle file is PEM (CA certificates) or SPIFFE JWKS JSON; its trust domain is the one being validated. */
+function bundleFromFile(file: string, trustDomain: string): TrustBundle {
+  const text = readText(file, 'bundle');
+  try {
+    return text.trimStart().startsWith('{')
+      ? TrustBundle.fromJwks(trustDomain, text)
+      : TrustBundle.fromPem(trustDomain, text);
+  } catch (e) {
+    throw new CliError(`bundle ${file}: ${(e as Error).message}`);
+  }
+}
+
+export function registerIdentityCommands(program: Command): void {
+  const x509 = program.command('x509').description('X.509-SVIDs: mint and validate');
+
+  x509
+    .command('mint')
+    .description(
+      'issue an X.509-SVID: writes svid.pem (leaf first, then chain), svid.key (PKCS#8, mode 0600) and bundle.pem',
+    )
+    .requiredOption('--spiffe-id <id>', 'SPIFFE ID of the SVID, in this trust domain')
+    .option('--ttl <duration>', 'lifetime (default ca.x509_svid_ttl, 1h; capped by the CA)')
+    .option('--dns <name>', 'DNS SAN (repeatable)', collect)
+    .option('--key-type <type>', 'ec-p256 (default), ec-p384 or rsa-2048', 'ec-p256')
+    .requiredOption('--out <dir>', 'directory to write svid.pem, svid.key and bundle.pem into')
+    .option(...SERVER_OPT)
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ nevertrust x509 mint --spiffe-id spiffe://example.org/ns/payments/sa/api-gateway --out ./certs
+  $ nevertrust x509 mint --spiffe-id spiffe://example.org/web --dns web.internal --ttl 30m --out /tmp/web`,
+    )
+    .action(
+      async (o: { spiffeId: string; ttl?: string; dns?: string[]; keyType: string; out: string }, cmd: Command) => {
+        if (!['ec-p256', 'ec-p384', 'rsa-2048'].includes(o.keyType))
+          throw new CliError(`--key-type: unknown key type ${o.keyType}`, 2);
+        try {
+          parseSpiffeId(o.spiffeId);
+        } catch (e) {
+          throw new CliError(`--spiffe-id: ${(e as Error).message}`, 2);
+        }
+        const ttl = seconds(o.ttl, '--ttl');
+        const key = generatePrivateKey(o.keyType as KeyType);
+        const csr = createCsr(key);
+        const out = await viaServerOrDataDir(
+          cmd,
+          (client) =>
+            client.call<{ chain_pem: string; bundle_pem: string; spiffe_id: string; not_after: string }>(
+              'POST',
+              '/v1/admin/x509/sign',
+              {
+                csr: csrToPem(csr),
+                spiffe_id: o.spiffeId,
+                dns_names: o.dns ?? [],
+                ...(ttl !== undefined && { ttl }),
+              },
+            ),
+          async (ca) => {
+            const svid = await ca.signX509SvidFromCsrAsync({
+              csr,
+              spiffeId: o.spiffeId,
+              dnsNames: o.dns ?? [],
+              ttlSeconds: ttl,
+            });
+            await ca.tick();
+            return {
+              chain_pem: certificatesToPem(svid.chain),
+              bundle_pem: ca.bundle().toPem(),
+              spiffe_id: svid.spiffeId.toString(),
+              not_after: svid.notAfter.toISOString(),
+            };
+          },
+        );
+        await mkdir(o.out, { recursive: true });
+        writeFileSync(join(o.out, 'svid.pem'), out.chain_pem);
+        writeFileSync(join(o.out, 'svid.key'), key.export({ format: 'pem', type: 'pkcs8' }) as string, { mode: 0o600 });
+        writeFileSync(join(o.out, 'bundle.pem'), out.bundle_pem);
+        process.stdout.write(
+          `${out.spiffe_id}\nwrote ${join(o.out, 'svid.pem')}, svid.key, bundle.pem (valid until ${out.not_after})\n`,
+        );
+      },
+    );
+
+  x509
+    .command('validate <cert>')
+    .description(
+      'validate an X.509-SVID (PEM, leaf first) against a bundle: prints the SPIFFE ID (exit 0) or the reason (exit 1)',
+    )
+    .requiredOption('--bundle <file>', "trust bundle: PEM CA certificates or SPIFFE JWKS of the SVID's trust domain")
+    .addHelpText('after', '\nExamples:\n  $ nevertrust x509 validate --bundle certs/bundle.pem certs/svid.pem')
+    .action((cert: string, o: { bundle: string }) => {
+      const pem = readText(cert, 'certificate');
+      let td: string;
+      try {
+        td = spiffeIdFromCertificate(new X509Certificate(pem)).trustDomain.name;
+      } catch (e) {
+        throw new CliError(`invalid: ${(e as Error).message}`);
+      }
+      try {
+        process.stdout.write(`${validateX509Svid(pem, bundleFromFile(o.bundle, td)).toString()}\n`);
+      } catch (e) {
+        if (e instanceof CliError) throw e;
+        throw new CliError(`invalid: ${(e as Error).message}`);
+      }
+    });
+
+  const jwt = program.command('jwt').description('JWT-SVIDs: mint and validate');
+
+  jwt
+    .command('mint')
+    .description('issue a JWT-SVID and print it')
+    .requiredOption('--spiffe-id <id>', "SPIFFE ID (the token's sub)")
+    .requiredOption('--audience <aud>', 'audience (repeatable)', collect)
+    .option('--ttl <duration>', 'lifetime (default ca.jwt_svid_ttl, 5m)')
+    .option(...SERVER_OPT)
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ nevertrust jwt mint --spiffe-id spiffe://example.org/ns/payments/sa/api-gateway --audience payment-service',
+    )
+    .action(async (o: { spiffeId: string; audience: string[]; ttl?: string }, cmd: Command) => {
+      const ttl = seconds(o.ttl, '--ttl');
+      const out = await viaServerOrDataDir(
+        cmd,
+        (client) =>
+          client.call<{ token: string }>('POST', '/v1/admin/jwt/mint', {
+            spiffe_id: o.spiffeId,
+            audience: o.audience,
+            ...(ttl !== undefined && { ttl }),
+          }),
+        async (ca) => {
+          const t = await ca.mintJwtSvid({ spiffeId: o.spiffeId, audience: o.audience, ttlSeconds: ttl });
+          await ca.tick();
+          return { token: t.token };
+        },
+      );
+      process.stdout.write(`${out.token}\n`);
+    });
+
+  jwt
+    .command('validate <token>')
+    .description('validate a JWT-SVID for an audience: prints the SPIFFE ID (exit 0) or the reason (exit 1)')
+    .requiredOption('--audience <aud>', "the audience this validator is (must be in the token's aud)")
+    .option('--bundle <file>', "SPIFFE JWKS bundle file; default: the server's /v1/bundle, else the data dir")
+    .option(...SERVER_OPT)
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ nevertrust jwt validate --audience payment-service eyJhbGciOiJFUzI1NiIs…\n  $ nevertrust jwt validate --audience payment-service --bundle bundle.json "$TOKEN"',
+    )
+    .action(async (token: string, o: { audience: string; bundle?: string }, cmd: Command) => {
+      let td: string;
+      try {
+        const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as {
+          sub?: unknown;
+        };
+        td = parseSpiffeId(String(payload.sub)).trustDomain.name;
+      } catch {
+        throw new CliError('invalid: the token is not a JWT whose sub is a SPIFFE ID');
+      }
+      const bundle = o.bundle ? bundleFromFile(o.bundle, td) : await fetchBundle(cmd, td);
+      try {
+        const svid = await validateJwtSvid(token, bundle, o.audience);
+        process.stdout.write(`${svid.spiffeId.toString()}\n`);
+      } catch (e) {
+        throw new CliError(`invalid: ${(e as Error).message}`);
+      }
+    });
+
+  program
+    .command('bundle')
+    .description('the trust bundle')
+    .command('show')
+    .description('print the trust bundle (PEM CA certificates, or SPIFFE JWKS with the JWT keys)')
+    .option('--format <format>', 'pem or spiffe', 'pem')
+    .option(...SERVER_OPT)
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ nevertrust bundle show > bundle.pem\n  $ nevertrust bundle show --format spiffe',
+    )
+    .action(async (o: { format: string }, cmd: Command) => {
+      if (o.format !== 'pem' && o.format !== 'spiffe') throw new CliError('--format must be pem or spiffe', 2);
+      const config = resolveConfig(cmd);
+      const bundle = await fetchBundle(cmd, config.trust_domain);
+      process.stdout.write(o.format === 'pem' ? bundle.toPem() : `${JSON.stringify(bundle.toJwks(), null, 2)}\n`);
+    });
+}
+
+/** The bundle from the server's public endpoint, or from the data dir's CA when no server answers. */
+async function fetchBundle(cmd: Command, trustDomain: string): Promise<TrustBundle> {
+  const config = resolveConfig(cmd);
+  const server = cmd.optsWithGlobals<{ server?: string }>().server;
+  const base = (server ?? `http://${config.server.host}:${config.server.port}`).replace(/\/+$/, '');
+  try {
+    const res = await request(`${base}/v1/bundle`);
+    if (res.statusCode !== 200) throw new CliError(`server refused (${res.statusCode}) the bundle request`);
+    return TrustBundle.fromJwks(trustDomain, await res.body.text());
+  } catch (e) {
+    if (e instanceof CliError || server !== undefined)
+      throw e instanceof CliError ? e : new CliError(`cannot reach ${base}: ${(e as Error).message}`);
+  }
+  const store = await openStore({ url: config.database.url, dataDir: config.data_dir });
+  try {
+    const { open } = await caOpener(config, store);
+    return (await open()).bundle();
+  } finally {
+    await store.close();
+  }
+}

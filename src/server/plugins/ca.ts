@@ -1,0 +1,274 @@
+/**
+ * The trust domain's certificate authority inside the server: CA state in the store (sealed under
+ * the KEK), a rotation timer, the public bundle endpoint, and admin signing endpoints.
+ *
+ * Several servers may share one PostgreSQL. Each save is a compare-and-set on the stored state; a
+ * server that loses the race, or notices that another server rotated, reloads the CA from the store
+ * rather than overwriting it, so every server signs with keys that are in the published bundle.
+ */
+import { join, resolve } from 'node:path';
+import {
+  CertificateAuthority,
+  type CaStateStore,
+  certificatesToPem,
+  loadOrCreateKek,
+  loadUpstreamAuthority,
+} from '../../ca/index.js';
+import type { Config } from '../../config/index.js';
+import { parseSpiffeId } from '../../spiffe/index.js';
+import { StoreConflictError, type Store } from '../../store/index.js';
+import { HttpError, readJson, sendJson, sendText } from '../router.js';
+import { adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
+
+const KV_NS = 'ca';
+
+/** CA state in the store's kv table, saved with compare-and-set against the version last seen. */
+export class KvCaStateStore implements CaStateStore {
+  private version = 0;
+  constructor(
+    private readonly store: Store,
+    private readonly key: string,
+  ) {}
+
+  async load(): Promise<string | null> {
+    const e = await this.store.kv.get(KV_NS, this.key);
+    this.version = e?.version ?? 0;
+    return e?.value ?? null;
+  }
+
+  async save(state: string): Promise<void> {
+    this.version = await this.store.kv.put(KV_NS, this.key, state, this.version);
+  }
+
+  /** True when another writer saved since we last loaded or saved. */
+  async changedElsewhere(): Promise<boolean> {
+    const e = await this.store.kv.get(KV_NS, this.key);
+    return (e?.version ?? 0) !== this.version;
+  }
+}
+
+/**
+ * Everything needed to open the trust domain's CA from a configuration and a store: the KEK (from
+ * NEVERTRUST_KEK or the KEK file, created on first use), the optional upstream CA, the state store.
+ * Used by the server and by CLI commands that work on a data dir directly.
+ */
+export async function caOpener(config: Config, store: Store, clock?: () => Date) {
+  const kekFile = resolve(config.ca.kek_file ?? join(config.data_dir, 'kek'));
+  const loaded = await loadOrCreateKek({ file: kekFile });
+  const upstream =
+    config.ca.upstream_cert_file && config.ca.upstream_key_file
+      ? await loadUpstreamAuthority(config.ca.upstream_cert_file, config.ca.upstream_key_file)
+      : undefined;
+  const stateStore = new KvCaStateStore(store, config.trust_domain);
+  const open = () =>
+    CertificateAuthority.open({
+      trustDomain: config.trust_domain,
+      store: stateStore,
+      kek: loaded.kek,
+      keyType: config.ca.key_type,
+      caTtlSeconds: config.ca.ttl,
+      x509SvidTtlSeconds: config.ca.x509_svid_ttl,
+      jwtSvidTtlSeconds: config.ca.jwt_svid_ttl,
+      upstream,
+      clock,
+    });
+  return { kekGenerated: loaded.generated, kekFile, stateStore, open };
+}
+
+/** A handle whose CA may be replaced (after a reload); callers always go through `current()`. */
+export interface CaHandle {
+  current(): CertificateAuthority;
+  /** Subscribe to bundle changes (rotation, reload). */
+  onBundleChange(fn: () => void): () => void;
+}
+
+export interface CaPluginOptions {
+  /** How often to advance rotation and look for other servers' changes (default 5 s). */
+  tickMs?: number;
+  clock?: () => Date;
+}
+
+export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: CaHandle } {
+  let ca: CertificateAuthority | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const listeners = new Set<() => void>();
+  const handle: CaHandle = {
+    current() {
+      if (!ca) throw new Error('the CA is not open yet');
+      return ca;
+    },
+    onBundleChange(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
+  };
+  const notify = () => {
+    for (const fn of listeners) fn();
+  };
+
+  return {
+    name: 'ca',
+    handle,
+    async register(ctx: ServerContext) {
+      const { config, store, logger, router, events } = ctx;
+      const { kekGenerated, kekFile, stateStore, open } = await caOpener(config, store, opts.clock);
+      if (kekGenerated) {
+        logger.warn(
+          { kekFile },
+          'generated a new key-encryption key for the CA keys: back it up (without it the CA cannot be restored)',
+        );
+      }
+      const reopen = async () => {
+        const before = ca?.sequence;
+        ca = await open();
+        if (ca.sequence !== before) notify();
+      };
+      for (let attempt = 0; ; attempt++) {
+        try {
+          ca = await open();
+          break;
+        } catch (e) {
+          // Another server created or rotated the CA at the same moment: read theirs.
+          if (!(e instanceof StoreConflictError) || attempt >= 4) throw e;
+        }
+      }
+      const tick = async () => {
+        try {
+          if (await stateStore.changedElsewhere()) return await reopen();
+          if (await handle.current().tick()) {
+            logger.info({ sequence: handle.current().sequence }, 'trust bundle changed (CA rotation)');
+            notify();
+          }
+        } catch (e) {
+          if (e instanceof StoreConflictError)
+            await reopen().catch((err: unknown) => logger.error({ err }, 'CA reload failed'));
+          else logger.error({ err: e }, 'CA rotation failed');
+        }
+      };
+      timer = setInterval(() => void tick(), opts.tickMs ?? 5000);
+      timer.unref();
+
+      // The bundle is public by design (SPIFFE bundle endpoint): it holds only public keys.
+      router.on('GET', '/v1/bundle', (_req, res, url) => {
+        const bundle = handle.current().bundle();
+        if (url.searchParams.get('format') === 'pem')
+          return sendText(res, 200, bundle.toPem(), 'application/x-pem-file');
+        sendJson(res, 200, bundle.toJwks());
+      });
+
+      router.on(
+        'POST',
+        '/v1/admin/x509/sign',
+        adminRoute(ctx, async (req, res, _url, who) => {
+          const body = ((await readJson(req)) ?? {}) as {
+            csr?: unknown;
+            spiffe_id?: unknown;
+            ttl?: unknown;
+            dns_names?: unknown;
+          };
+          const spiffeId = typeof body.spiffe_id === 'string' ? body.spiffe_id : '';
+          try {
+            if (typeof body.csr !== 'string') throw new HttpError(400, 'invalid_request', 'csr (PEM) is required');
+            const id = parseSpiffeId(spiffeId);
+            if (id.trustDomain.name !== config.trust_domain) {
+              throw new HttpError(
+                400,
+                'invalid_request',
+                `${spiffeId} is not in this server's trust domain ${config.trust_domain}`,
+              );
+            }
+            const dnsNames = Array.isArray(body.dns_names) ? body.dns_names.map(String) : [];
+            const ttl = typeof body.ttl === 'number' ? body.ttl : undefined;
+            const svid = await handle
+              .current()
+              .signX509SvidFromCsrAsync({ csr: body.csr, spiffeId: id, dnsNames, ttlSeconds: ttl });
+            events.record({
+              kind: 'svid.issued',
+              outcome: 'allow',
+              source: { id: who.id },
+              target: { id: svid.spiffeId.toString() },
+              reason: 'admin x509 mint',
+              details: { serial: svid.serialHex, not_after: svid.notAfter.toISOString(), dns_names: dnsNames },
+            });
+            sendJson(res, 200, {
+              spiffe_id: svid.spiffeId.toString(),
+              chain_pem: certificatesToPem(svid.chain),
+              bundle_pem: handle.current().bundle().toPem(),
+              serial: svid.serialHex,
+              not_after: svid.notAfter.toISOString(),
+            });
+          } catch (e) {
+            const reason = e instanceof HttpError ? e.message : (e as Error).message;
+            events.record({
+              kind: 'svid.issued',
+              outcome: 'deny',
+              source: { id: who.id },
+              target: { id: spiffeId },
+              reason,
+            });
+            if (e instanceof HttpError) throw e;
+            throw new HttpError(400, 'signing_refused', reason);
+          }
+        }),
+      );
+
+      router.on(
+        'POST',
+        '/v1/admin/jwt/mint',
+        adminRoute(ctx, async (req, res, _url, who) => {
+          const body = ((await readJson(req)) ?? {}) as { spiffe_id?: unknown; audience?: unknown; ttl?: unknown };
+          const spiffeId = typeof body.spiffe_id === 'string' ? body.spiffe_id : '';
+          try {
+            const audience = Array.isArray(body.audience) ? body.audience.map(String) : [];
+            if (audience.length === 0 || audience.some((a) => a.length === 0)) {
+              throw new HttpError(400, 'invalid_request', 'at least one non-empty audience is required');
+            }
+            const id = parseSpiffeId(spiffeId);
+            if (id.trustDomain.name !== config.trust_domain) {
+              throw new HttpError(
+                400,
+                'invalid_request',
+                `${spiffeId} is not in this server's trust domain ${config.trust_domain}`,
+              );
+            }
+            const ttl = typeof body.ttl === 'number' ? body.ttl : undefined;
+            const jwt = await handle.current().mintJwtSvid({ spiffeId: id, audience, ttlSeconds: ttl });
+            events.record({
+              kind: 'jwt.issued',
+              outcome: 'allow',
+              source: { id: who.id },
+              target: { id: jwt.spiffeId.toString() },
+              reason: 'admin jwt mint',
+              details: { audience, kid: jwt.kid, expires_at: jwt.expiresAt.toISOString() },
+            });
+            sendJson(res, 200, {
+              token: jwt.token,
+              spiffe_id: jwt.spiffeId.toString(),
+              expires_at: jwt.expiresAt.toISOString(),
+            });
+          } catch (e) {
+            const reason = (e as Error).message;
+            events.record({
+              kind: 'jwt.issued',
+              outcome: 'deny',
+              source: { id: who.id },
+              target: { id: spiffeId },
+              reason,
+            });
+            if (e instanceof HttpError) throw e;
+            throw new HttpError(400, 'minting_refused', reason);
+          }
+        }),
+      );
+
+      router.on(
+        'GET',
+        '/v1/admin/ca',
+        adminRoute(ctx, (_req, res) => sendJson(res, 200, handle.current().toJSON())),
+      );
+    },
+    close() {
+      if (timer) clearInterval(timer);
+    },
+  };
+}
