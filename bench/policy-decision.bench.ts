@@ -32,7 +32,8 @@ interface Edge {
 function edges(services: number, perService: number): Edge[] {
   const out: Edge[] = [];
   for (let i = 0; i < services; i++) {
-    for (let k = 0; k < perService; k++) out.push({ target: i, source: caller(i, k) % services, method: method(k), prefix: pathPrefix(k) });
+    for (let k = 0; k < perService; k++)
+      out.push({ target: i, source: caller(i, k) % services, method: method(k), prefix: pathPrefix(k) });
   }
   return out;
 }
@@ -43,9 +44,14 @@ function nativeYaml(es: Edge[]): string {
   const docs: string[] = [];
   for (const [t, list] of byTarget) {
     const rules = list
-      .map((e, k) => `    - name: r${k}\n      from: [{ principals: [${id(e.source)}] }]\n      to: [{ methods: [${e.method}], paths: ['${e.prefix}*'] }]`)
+      .map(
+        (e, k) =>
+          `    - name: r${k}\n      from: [{ principals: [${id(e.source)}] }]\n      to: [{ methods: [${e.method}], paths: ['${e.prefix}*'] }]`,
+      )
       .join('\n');
-    docs.push(`apiVersion: nevertrust.dev/v1\nkind: AccessPolicy\nmetadata: { name: ${svc(t)}-ingress }\nspec:\n  action: ALLOW\n  target: { spiffeIds: [${id(t)}] }\n  rules:\n${rules}\n`);
+    docs.push(
+      `apiVersion: nevertrust.dev/v1\nkind: AccessPolicy\nmetadata: { name: ${svc(t)}-ingress }\nspec:\n  action: ALLOW\n  target: { spiffeIds: [${id(t)}] }\n  rules:\n${rules}\n`,
+    );
   }
   return docs.join('---\n');
 }
@@ -66,7 +72,12 @@ function modelPolicies(es: Edge[]): Policy[] {
       id: `r${k}`,
       loc,
       from: [{ principals: [{ kind: 'exact' as const, value: id(e.source).slice('spiffe://'.length) }] }],
-      to: [{ methods: [{ kind: 'exact' as const, value: e.method }], paths: [{ kind: 'prefix' as const, value: e.prefix }] }],
+      to: [
+        {
+          methods: [{ kind: 'exact' as const, value: e.method }],
+          paths: [{ kind: 'prefix' as const, value: e.prefix }],
+        },
+      ],
       when: [],
     })),
   }));
@@ -109,8 +120,15 @@ function requests(n: number): Req[] {
   for (let j = 0; j < n; j++) {
     const target = Math.floor(rnd() * SERVICES);
     const k = Math.floor(rnd() * RULES_PER_SERVICE);
-    if (rnd() < 0.7) out.push({ source: caller(target, k), target, method: method(k), path: `${pathPrefix(k)}item-${j}` });
-    else out.push({ source: Math.floor(rnd() * SERVICES), target, method: rnd() < 0.5 ? 'DELETE' : 'POST', path: `/v1/r${k}/../admin/${j}` });
+    if (rnd() < 0.7)
+      out.push({ source: caller(target, k), target, method: method(k), path: `${pathPrefix(k)}item-${j}` });
+    else
+      out.push({
+        source: Math.floor(rnd() * SERVICES),
+        target,
+        method: rnd() < 0.5 ? 'DELETE' : 'POST',
+        path: `/v1/r${k}/../admin/${j}`,
+      });
   }
   return out;
 }
@@ -161,7 +179,8 @@ async function main(): Promise<void> {
   const enforcer = await newEnforcer(newModelFromString(CASBIN_MODEL));
   await enforcer.addPolicies(es.map((e) => [id(e.source), id(e.target), e.method, `${e.prefix}*`]));
   const casbinLoadMs = performance.now() - t0;
-  const casbinCall = (r: Req) => enforcer.enforceSync(id(r.source), id(r.target), r.method, r.path.replace(/\/[^/]+\/\.\.\//, '/'));
+  const casbinCall = (r: Req) =>
+    enforcer.enforceSync(id(r.source), id(r.target), r.method, r.path.replace(/\/[^/]+\/\.\.\//, '/'));
 
   // Same answers from all three on a sample (the peers get pre-normalized paths; they do not normalize).
   let allowed = 0;
@@ -171,34 +190,127 @@ async function main(): Promise<void> {
     const c = cedarCall(r);
     const ced = c.type === 'success' && c.response.decision === 'allow';
     const cas = casbinCall(r);
-    if (ours !== ced || ours !== cas) throw new Error(`engines disagree on ${JSON.stringify(r)}: ours ${ours} cedar ${ced} casbin ${cas}`);
+    if (ours !== ced || ours !== cas)
+      throw new Error(`engines disagree on ${JSON.stringify(r)}: ours ${ours} cedar ${ced} casbin ${cas}`);
     if (ours) allowed++;
   }
   process.stdout.write(`sanity: 300 requests, ${allowed} allowed, all three engines agree\n`);
 
   let i = 0;
-  const ours = measureSync(() => decide(snap, oursReqs[i++ % oursReqs.length] as (typeof oursReqs)[number]), { seconds: 5, batch: 50, warmup: 20000 });
+  const ours = measureSync(() => decide(snap, oursReqs[i++ % oursReqs.length] as (typeof oursReqs)[number]), {
+    seconds: 5,
+    batch: 50,
+    warmup: 20000,
+  });
   i = 0;
   const ced = measureSync(() => cedarCall(reqs[i++ % reqs.length] as Req), { seconds: 8, batch: 1, warmup: 20 });
   i = 0;
   const cas = measureSync(() => casbinCall(reqs[i++ % reqs.length] as Req), { seconds: 8, batch: 1, warmup: 20 });
   // Single-call latency for ours as well (batch 1: timer overhead included, so conservative).
   i = 0;
-  const ours1 = measureSync(() => decide(snap, oursReqs[i++ % oursReqs.length] as (typeof oursReqs)[number]), { seconds: 3, batch: 1, warmup: 1000 });
+  const ours1 = measureSync(() => decide(snap, oursReqs[i++ % oursReqs.length] as (typeof oursReqs)[number]), {
+    seconds: 3,
+    batch: 1,
+    warmup: 1000,
+  });
 
   const b = 'policy-decision';
   const rules = `${es.length.toLocaleString('en-US')} rules`;
   figures.push(
-    { bench: b, metric: `decisions/s, ${rules}`, unit: 'ops/s', peerName: 'cedar-wasm', peer: ced.opsPerSec, ours: ours.opsPerSec, higherIsBetter: true, targetRatio: 20 },
-    { bench: b, metric: `decisions/s, ${rules}`, unit: 'ops/s', peerName: 'casbin', peer: cas.opsPerSec, ours: ours.opsPerSec, higherIsBetter: true, targetRatio: 10 },
-    { bench: b, metric: 'p50 per decision', unit: 'µs', peerName: 'cedar-wasm', peer: ced.p50us, ours: ours.p50us, higherIsBetter: false, targetRatio: 20 },
-    { bench: b, metric: 'p99 per decision', unit: 'µs', peerName: 'cedar-wasm', peer: ced.p99us, ours: ours.p99us, higherIsBetter: false },
-    { bench: b, metric: 'p50 per decision', unit: 'µs', peerName: 'casbin', peer: cas.p50us, ours: ours.p50us, higherIsBetter: false, targetRatio: 10 },
-    { bench: b, metric: 'p99 per decision', unit: 'µs', peerName: 'casbin', peer: cas.p99us, ours: ours.p99us, higherIsBetter: false },
-    { bench: b, metric: 'p50 single call (batch 1)', unit: 'µs', peerName: 'casbin', peer: cas.p50us, ours: ours1.p50us, higherIsBetter: false },
-    { bench: b, metric: 'p99 single call (batch 1)', unit: 'µs', peerName: 'casbin', peer: cas.p99us, ours: ours1.p99us, higherIsBetter: false },
-    { bench: b, metric: `load/compile, ${rules}`, unit: 'ms', peerName: 'cedar-wasm preparse', peer: cedarPrepMs, ours: compileMs, higherIsBetter: false },
-    { bench: b, metric: `load/compile, ${rules}`, unit: 'ms', peerName: 'casbin addPolicies', peer: casbinLoadMs, ours: compileMs, higherIsBetter: false },
+    {
+      bench: b,
+      metric: `decisions/s, ${rules}`,
+      unit: 'ops/s',
+      peerName: 'cedar-wasm',
+      peer: ced.opsPerSec,
+      ours: ours.opsPerSec,
+      higherIsBetter: true,
+      targetRatio: 20,
+    },
+    {
+      bench: b,
+      metric: `decisions/s, ${rules}`,
+      unit: 'ops/s',
+      peerName: 'casbin',
+      peer: cas.opsPerSec,
+      ours: ours.opsPerSec,
+      higherIsBetter: true,
+      targetRatio: 10,
+    },
+    {
+      bench: b,
+      metric: 'p50 per decision',
+      unit: 'µs',
+      peerName: 'cedar-wasm',
+      peer: ced.p50us,
+      ours: ours.p50us,
+      higherIsBetter: false,
+      targetRatio: 20,
+    },
+    {
+      bench: b,
+      metric: 'p99 per decision',
+      unit: 'µs',
+      peerName: 'cedar-wasm',
+      peer: ced.p99us,
+      ours: ours.p99us,
+      higherIsBetter: false,
+    },
+    {
+      bench: b,
+      metric: 'p50 per decision',
+      unit: 'µs',
+      peerName: 'casbin',
+      peer: cas.p50us,
+      ours: ours.p50us,
+      higherIsBetter: false,
+      targetRatio: 10,
+    },
+    {
+      bench: b,
+      metric: 'p99 per decision',
+      unit: 'µs',
+      peerName: 'casbin',
+      peer: cas.p99us,
+      ours: ours.p99us,
+      higherIsBetter: false,
+    },
+    {
+      bench: b,
+      metric: 'p50 single call (batch 1)',
+      unit: 'µs',
+      peerName: 'casbin',
+      peer: cas.p50us,
+      ours: ours1.p50us,
+      higherIsBetter: false,
+    },
+    {
+      bench: b,
+      metric: 'p99 single call (batch 1)',
+      unit: 'µs',
+      peerName: 'casbin',
+      peer: cas.p99us,
+      ours: ours1.p99us,
+      higherIsBetter: false,
+    },
+    {
+      bench: b,
+      metric: `load/compile, ${rules}`,
+      unit: 'ms',
+      peerName: 'cedar-wasm preparse',
+      peer: cedarPrepMs,
+      ours: compileMs,
+      higherIsBetter: false,
+    },
+    {
+      bench: b,
+      metric: `load/compile, ${rules}`,
+      unit: 'ms',
+      peerName: 'casbin addPolicies',
+      peer: casbinLoadMs,
+      ours: compileMs,
+      higherIsBetter: false,
+    },
   );
 
   // ---- 100,000 rules: compile time and heap (ours), decision latency stays flat
@@ -211,7 +323,11 @@ async function main(): Promise<void> {
   const heap100k = heapMb() - h1;
   const reqs100 = oursReqs.map((r) => r);
   i = 0;
-  const ours100 = measureSync(() => decide(snap100, reqs100[i++ % reqs100.length] as (typeof reqs100)[number]), { seconds: 3, batch: 50, warmup: 20000 });
+  const ours100 = measureSync(() => decide(snap100, reqs100[i++ % reqs100.length] as (typeof reqs100)[number]), {
+    seconds: 3,
+    batch: 50,
+    warmup: 20000,
+  });
 
   report(figures);
   const lines = [

@@ -1,0 +1,144 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  type Action,
+  type Condition,
+  compile,
+  decide,
+  naiveDecide,
+  normalizeRequest,
+  type OperationMatch,
+  type Policy,
+  type Rule,
+  type SourceMatch,
+  type StringMatcher,
+  type Target,
+} from '../../src/policy/index.js';
+
+const loc = { file: 'gen', line: 1, column: 1 };
+const NS = ['a', 'b'];
+const SA = ['web', 'api', 'db'];
+const principal = (ns: string, sa: string) => `td/ns/${ns}/sa/${sa}`;
+const PRINCIPALS = NS.flatMap((n) => SA.map((s) => principal(n, s)));
+const PATHS = ['/', '/v1/x', '/v1/y', '/admin', '/admin/z'];
+
+const strMatcher = (values: string[]): fc.Arbitrary<StringMatcher> =>
+  fc.oneof(
+    fc.constantFrom(...values).map((value) => ({ kind: 'exact' as const, value })),
+    fc.constantFrom(...values).map((v) => ({ kind: 'prefix' as const, value: v.slice(0, Math.max(1, v.length - 2)) })),
+    fc.constantFrom(...values).map((v) => ({ kind: 'suffix' as const, value: v.slice(2) || v })),
+    fc.constant({ kind: 'presence' as const }),
+  );
+const list = <T>(a: fc.Arbitrary<T>) => fc.option(fc.array(a, { minLength: 1, maxLength: 2 }), { nil: undefined });
+
+const source: fc.Arbitrary<SourceMatch> = fc
+  .record({
+    principals: list(strMatcher(PRINCIPALS)),
+    notPrincipals: list(strMatcher(PRINCIPALS)),
+    namespaces: list(strMatcher(NS)),
+    services: list(strMatcher(SA)),
+  })
+  .map(strip);
+const operation: fc.Arbitrary<OperationMatch> = fc
+  .record({
+    methods: list(fc.constantFrom('GET', 'POST').map((value) => ({ kind: 'exact' as const, value }))),
+    paths: list(strMatcher(PATHS)),
+    notPaths: list(strMatcher(PATHS)),
+  })
+  .map(strip);
+const condition: fc.Arbitrary<Condition> = fc.oneof(
+  fc.boolean().map((value) => ({ kind: 'bool' as const, key: 'auth.mfa', attr: 'auth.mfa' as const, value })),
+  fc
+    .constantFrom(0.3, 0.8)
+    .map((value) => ({
+      kind: 'number' as const,
+      key: 'risk.score',
+      attr: 'risk.score' as const,
+      op: 'gt' as const,
+      value,
+    })),
+);
+const rule = (i: number): fc.Arbitrary<Rule> =>
+  fc
+    .record({
+      from: list(source),
+      to: list(operation),
+      when: fc.array(condition, { maxLength: 2 }),
+    })
+    .map((r) => strip({ id: `r${i}`, loc, ...r }));
+const target: fc.Arbitrary<Target> = fc.oneof(
+  fc.constant({}),
+  fc.constantFrom(...NS).map((namespace) => ({ namespace })),
+  fc.record({ namespace: fc.constantFrom(...NS), labels: fc.constantFrom(...SA).map((app) => ({ app })) }),
+  fc
+    .array(strMatcher(PRINCIPALS.map((p) => `spiffe://${p}`)), { minLength: 1, maxLength: 2 })
+    .map((spiffeIds) => ({ spiffeIds })),
+  fc.array(strMatcher(SA), { minLength: 1, maxLength: 2 }).map((services) => ({ services })),
+);
+const policy = (i: number): fc.Arbitrary<Policy> =>
+  fc
+    .record({
+      origin: fc.constantFrom('native' as const, 'istio' as const),
+      action: fc.constantFrom<Action>('ALLOW', 'ALLOW', 'DENY', 'STEP_UP', 'AUDIT', 'CUSTOM'),
+      dryRun: fc.constantFrom(false, false, false, true),
+      target,
+      rules: fc.option(
+        fc.integer({ min: 1, max: 3 }).chain((n) => fc.tuple(...Array.from({ length: n }, (_, k) => rule(k)))),
+        { nil: undefined, freq: 6 },
+      ),
+    })
+    .map((p) => strip({ id: `p${i}`, loc, ...p, rules: p.rules as Rule[] | undefined }));
+const policies = fc
+  .integer({ min: 0, max: 8 })
+  .chain((n) => fc.tuple(...Array.from({ length: n }, (_, i) => policy(i))));
+
+const request = fc.record({
+  src: fc.option(fc.tuple(fc.constantFrom(...NS), fc.constantFrom(...SA)), { nil: undefined }),
+  dst: fc.tuple(fc.constantFrom(...NS), fc.constantFrom(...SA)),
+  method: fc.constantFrom('GET', 'POST'),
+  path: fc.constantFrom(...PATHS, '/v1/../admin', '//v1/x'),
+  mfa: fc.option(fc.boolean(), { nil: undefined }),
+  risk: fc.option(fc.constantFrom(0.1, 0.5, 0.9), { nil: undefined }),
+  labels: fc.boolean(),
+});
+
+function strip<T extends object>(o: T): T {
+  const out = {} as T;
+  for (const k of Object.keys(o) as (keyof T)[]) if (o[k] !== undefined) out[k] = o[k];
+  return out;
+}
+
+describe('compiled index agrees with the naive evaluator', () => {
+  it('on random policies and requests', () => {
+    fc.assert(
+      fc.property(
+        policies,
+        fc.array(request, { minLength: 1, maxLength: 12 }),
+        fc.boolean(),
+        (ps, reqs, istioDefaultAllow) => {
+          const snap = compile(ps, { istioDefaultAllow });
+          for (const r of reqs) {
+            const input = {
+              source: {
+                ...(r.src ? { spiffe_id: `spiffe://${principal(...r.src)}` } : {}),
+                mfa: r.mfa,
+                risk_score: r.risk,
+              },
+              target: {
+                spiffe_id: `spiffe://${principal(...r.dst)}`,
+                ...(r.labels ? { labels: { app: r.dst[1], tier: 'x' } } : {}),
+              },
+              request: { method: r.method, path: r.path },
+            };
+            const n = normalizeRequest(input);
+            if (!n.ok) throw new Error(n.reason);
+            const fast = decide(snap, input, { now: 0 });
+            const slow = naiveDecide(ps, n.req, { istioDefaultAllow, now: 0 });
+            expect({ decision: fast.decision, policy: fast.policy, rule: fast.rule }).toEqual(slow);
+          }
+        },
+      ),
+      { numRuns: 400 },
+    );
+  });
+});
