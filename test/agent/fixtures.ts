@@ -61,7 +61,12 @@ export class TestResolver extends EventEmitter implements WorkloadResolver {
     this.emit('change');
   }
 
-  private issue(spiffeId: string, ttlSeconds: number, hint?: string, federatesWith?: readonly string[]): WorkloadIdentity {
+  private issue(
+    spiffeId: string,
+    ttlSeconds: number,
+    hint?: string,
+    federatesWith?: readonly string[],
+  ): WorkloadIdentity {
     const minted = this.ca.mintX509Svid({ spiffeId, ttlSeconds });
     const id: WorkloadIdentity = {
       spiffeId,
