@@ -2,7 +2,6 @@
  * Merkle proofs, checked by a small verifier written here from the RFC 6962 definitions (recursive
  * MTH, PATH and SUBPROOF), independent of src/audit's iterative verifier.
  */
-import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -16,55 +15,7 @@ import {
   verifyInclusion,
 } from '../../src/audit/merkle.js';
 
-// ---- independent reference, straight from RFC 6962 §2.1 ----
-const H = (...parts: Buffer[]) => createHash('sha256').update(Buffer.concat(parts)).digest();
-const LEAF = (d: Buffer) => H(Buffer.from([0]), d);
-const NODE = (l: Buffer, r: Buffer) => H(Buffer.from([1]), l, r);
-const k = (n: number) => 2 ** Math.ceil(Math.log2(n) - 1);
-function mth(leaves: Buffer[]): Buffer {
-  if (leaves.length === 0) return H();
-  if (leaves.length === 1) return leaves[0] as Buffer;
-  const s = k(leaves.length);
-  return NODE(mth(leaves.slice(0, s)), mth(leaves.slice(s)));
-}
-/** Root implied by an inclusion proof, by the recursive structure of PATH. */
-function rootFromPath(m: number, n: number, leaf: Buffer, proof: Buffer[]): Buffer | undefined {
-  if (n === 1) return proof.length === 0 ? leaf : undefined;
-  if (proof.length === 0) return undefined;
-  const s = k(n);
-  const last = proof[proof.length - 1] as Buffer;
-  const rest = proof.slice(0, -1);
-  if (m < s) {
-    const l = rootFromPath(m, s, leaf, rest);
-    return l && NODE(l, last);
-  }
-  const r = rootFromPath(m - s, n - s, leaf, rest);
-  return r && NODE(last, r);
-}
-/** [old root, new root] implied by SUBPROOF(m, D[n], b). */
-function subproofRoots(
-  m: number,
-  n: number,
-  b: boolean,
-  proof: Buffer[],
-  oldRoot: Buffer,
-): [Buffer, Buffer] | undefined {
-  if (m === n) {
-    if (b) return proof.length === 0 ? [oldRoot, oldRoot] : undefined;
-    return proof.length === 1 ? [proof[0] as Buffer, proof[0] as Buffer] : undefined;
-  }
-  if (proof.length === 0) return undefined;
-  const s = k(n);
-  const last = proof[proof.length - 1] as Buffer;
-  const rest = proof.slice(0, -1);
-  if (m <= s) {
-    const r = subproofRoots(m, s, b, rest, oldRoot);
-    return r && [r[0], NODE(r[1], last)];
-  }
-  const r = subproofRoots(m - s, n - s, false, rest, oldRoot);
-  return r && [NODE(last, r[0]), NODE(last, r[1])];
-}
-// ---- end of reference ----
+import { LEAF, mth, rootFromPath, subproofRoots, H } from './reference.js';
 
 const leavesOf = (n: number) => Array.from({ length: n }, (_, i) => LEAF(Buffer.from(`event-${i}`)));
 

@@ -1,0 +1,92 @@
+/**
+ * `nevertrust/audit`: every decision as a structured event in a tamper-evident, queryable log.
+ * See docs/audit.md.
+ */
+export {
+  AuditEventError,
+  AuditEventTooLargeError,
+  AuditKeyError,
+  AuditProofError,
+  AuditRecorderClosedError,
+} from './errors.js';
+export {
+  AUDIT_KINDS,
+  AUDIT_SCHEMA_VERSION,
+  type AuditEvent,
+  type AuditEventInput,
+  type AuditSource,
+  type AuditTarget,
+  auditEventInputSchema,
+  canonicalJson,
+  DEFAULT_MAX_EVENT_BYTES,
+  type NormalizeOptions,
+  normalizeEvent,
+  OUTCOMES,
+  type Outcome,
+  REDACTED,
+  type StoredAuditEvent,
+  sourceKey,
+  targetKey,
+} from './event.js';
+export {
+  type AppendResult,
+  AuditLog,
+  type AuditLogger,
+  type AuditLogOptions,
+  type ConsistencyProofResult,
+  dbSubtreeSource,
+  type ExternalCheckpoint,
+  type InclusionProofResult,
+  loadFrontier,
+  NODE_MIN_LEVEL,
+} from './log.js';
+export {
+  consistencyProof,
+  EMPTY_ROOT,
+  type FrontierEntry,
+  inclusionProof,
+  leafHash,
+  MerkleFrontier,
+  memorySource,
+  merkleRoot,
+  nodeHash,
+  rootFromInclusionProof,
+  type SubtreeSource,
+  verifyConsistency,
+  verifyInclusion,
+} from './merkle.js';
+export {
+  type AuditQuery,
+  type AuditQueryResult,
+  auditQuerySchema,
+  parseQueryParams,
+  queryAuditLog,
+  readAuditSince,
+} from './query.js';
+export {
+  type SealedSegment,
+  type SealOptions,
+  type SegmentHeader,
+  type SegmentVerifyResult,
+  sealSegments,
+  segmentPath,
+  verifySegmentFile,
+} from './retention.js';
+export {
+  AUDIT_KEY_FILE,
+  AuditSigner,
+  type Checkpoint,
+  checkpointMessage,
+  keyIdOf,
+  type SignerOptions,
+  verifyCheckpoint,
+} from './signer.js';
+export { type ExportSink, fileSink, stdoutSink, webhookSink } from './sinks.js';
+export {
+  type ProblemKind,
+  readCheckpointFile,
+  type VerifyOptions,
+  type VerifyProblem,
+  type VerifyReport,
+  verifyLog,
+} from './verify.js';

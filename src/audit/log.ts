@@ -1,0 +1,583 @@
+/**
+ * The tamper-evident audit log over the store. Appends are batched: one transaction per batch
+ * stores the events (canonical bytes + leaf hash), the interior nodes it completed, the new head and,
+ * when due, a signed checkpoint. The tree's right edge (frontier) stays in memory, so an append costs
+ * O(log n) hashing; at start it is rebuilt from the stored subtree roots in O(log n) reads.
+ */
+import { appendFile } from 'node:fs/promises';
+import { CompiledQuery, type Kysely, sql, type Transaction } from 'kysely';
+import { request } from 'undici';
+import type { Database, Store } from '../store/index.js';
+import { AuditEventError, AuditProofError } from './errors.js';
+import {
+  type AuditEvent,
+  canonicalJson,
+  type NormalizeOptions,
+  normalizeEvent,
+  type StoredAuditEvent,
+  sourceKey,
+  targetKey,
+} from './event.js';
+import {
+  consistencyProof,
+  EMPTY_ROOT,
+  type FrontierEntry,
+  inclusionProof,
+  leafHash,
+  MerkleFrontier,
+  merkleRoot,
+  nodeHash,
+  type SubtreeSource,
+  splitPoint,
+} from './merkle.js';
+import { type AuditSigner, AuditSigner as Signer, type Checkpoint } from './signer.js';
+import type { ExportSink } from './sinks.js';
+
+/** Interior nodes at this level and above are stored (subtrees of 256 leaves or more). */
+export const NODE_MIN_LEVEL = 8;
+const NODE_MIN_SIZE = 2 ** NODE_MIN_LEVEL;
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+/** The subset of a pino logger the log uses. */
+export interface AuditLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+const silent: AuditLogger = { info() {}, warn() {}, error() {} };
+
+export interface AuditLogOptions {
+  /** Where the signing key file lives when no KEK is given. */
+  dataDir: string;
+  /** 32-byte key-encryption key: seals the signing key into the store. */
+  kek?: Buffer;
+  /** Sign a checkpoint once this many events were appended since the last one (default 10,000). */
+  checkpointEvery?: number;
+  /** …or this often when anything was appended (ms, default 10,000; 0 turns the timer off). */
+  checkpointIntervalMs?: number;
+  /** Also append every checkpoint as a JSON line to this file (outside the database). */
+  checkpointFile?: string;
+  /** Also POST every checkpoint to this URL. */
+  checkpointWebhook?: string;
+  /** Copies of stored events (stdout, file, webhook). */
+  sinks?: ExportSink[];
+  logger?: AuditLogger;
+  /** Limit on one event's canonical size (default 16 KiB). */
+  maxEventBytes?: number;
+}
+
+export interface AppendResult {
+  /** Events stored by this call (duplicates of already stored ids are skipped). */
+  stored: number;
+  duplicates: number;
+  /** Seq of the first stored event (when stored > 0). */
+  firstSeq: number;
+  treeSize: number;
+  /** The checkpoint this append signed, if one was due. */
+  checkpoint?: Checkpoint;
+}
+
+/** A checkpoint line in an external checkpoint file: the checkpoint plus the public key that signed it. */
+export interface ExternalCheckpoint extends Checkpoint {
+  public_key: string;
+}
+
+export interface InclusionProofResult {
+  seq: number;
+  tree_size: number;
+  leaf_hash: string;
+  /** Sibling hashes (hex), leaf upwards, RFC 6962 §2.1.1. */
+  proof: string[];
+  checkpoint: Checkpoint;
+}
+
+export interface ConsistencyProofResult {
+  from: Checkpoint;
+  to: Checkpoint;
+  proof: string[];
+}
+
+const COLUMNS = 'seq, id, time, kind, source, target, outcome, decision_id, body, leaf_hash';
+const SQLITE_ROWS_PER_INSERT = 500;
+
+interface Row {
+  seq: number;
+  id: string;
+  time: number;
+  kind: string;
+  source: string;
+  target: string;
+  outcome: string;
+  decision_id: string | null;
+  body: string;
+  leaf_hash: string;
+}
+
+function toCheckpoint(r: {
+  tree_size: number | string;
+  root_hash: string;
+  time: number | string;
+  key_id: string;
+  signature: string;
+}): Checkpoint {
+  return {
+    tree_size: Number(r.tree_size),
+    root_hash: r.root_hash,
+    time: Number(r.time),
+    key_id: r.key_id,
+    signature: r.signature,
+  };
+}
+
+/** Subtree hashes from the database: stored nodes for aligned ranges of ≥256, leaf hashes below. */
+export function dbSubtreeSource(db: Db): SubtreeSource {
+  const subtree = async (start: number, end: number): Promise<Buffer> => {
+    const n = end - start;
+    if (n <= 0) return EMPTY_ROOT;
+    if (n >= NODE_MIN_SIZE && (n & (n - 1)) === 0 && start % n === 0) {
+      const level = Math.log2(n);
+      const row = await db
+        .selectFrom('audit_node')
+        .select('hash')
+        .where('level', '=', level)
+        .where('idx', '=', start / n)
+        .executeTakeFirst();
+      if (row) return Buffer.from(row.hash, 'hex');
+    }
+    if (n <= NODE_MIN_SIZE) {
+      const rows = await db
+        .selectFrom('audit_event')
+        .select(['seq', 'leaf_hash'])
+        .where('seq', '>=', start)
+        .where('seq', '<', end)
+        .orderBy('seq')
+        .execute();
+      if (rows.length !== n) {
+        throw new AuditProofError(`leaves ${start}..${end - 1} are not all in the database (sealed or removed)`);
+      }
+      return merkleRoot(rows.map((r) => Buffer.from(r.leaf_hash, 'hex')));
+    }
+    const k = splitPoint(n);
+    return nodeHash(await subtree(start, start + k), await subtree(start + k, end));
+  };
+  return { subtree };
+}
+
+/** Rebuilds the frontier of a tree of `size` leaves from the database. */
+export async function loadFrontier(db: Db, size: number): Promise<MerkleFrontier> {
+  const src = dbSubtreeSource(db);
+  const entries: FrontierEntry[] = [];
+  let start = 0;
+  for (let bit = 2 ** Math.floor(Math.log2(Math.max(size, 1))); bit >= 1; bit /= 2) {
+    if (Math.floor(size / bit) % 2 === 1) {
+      entries.push({ hash: await src.subtree(start, start + bit), size: bit });
+      start += bit;
+    }
+  }
+  return new MerkleFrontier(entries);
+}
+
+/**
+ * The store-backed, tamper-evident audit log.
+ *
+ * @example
+ * const log = await AuditLog.open(store, { dataDir: './.nevertrust' });
+ * await log.append([normalizeEvent({ kind: 'access.decision', outcome: 'allow' })]);
+ * const proof = await log.inclusionProof(0);
+ */
+export class AuditLog {
+  private frontier = new MerkleFrontier();
+  private lastCheckpointSize = 0;
+  private lastCheckpointAt = Date.now();
+  private chain: Promise<unknown> = Promise.resolve();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly listeners = new Set<(events: StoredAuditEvent[]) => void>();
+  private closed = false;
+  private readonly logger: AuditLogger;
+  private readonly every: number;
+  /** Counters for metrics. */
+  readonly counters = { stored: 0, duplicates: 0, batches: 0, checkpoints: 0, sinkErrors: 0 };
+
+  private constructor(
+    readonly store: Store,
+    readonly signer: AuditSigner,
+    private readonly opts: AuditLogOptions,
+  ) {
+    this.logger = opts.logger ?? silent;
+    this.every = Math.max(1, opts.checkpointEvery ?? 10_000);
+  }
+
+  /** Opens the log: loads (or creates) the signing key and rebuilds the frontier. */
+  static async open(store: Store, opts: AuditLogOptions): Promise<AuditLog> {
+    const signer = await Signer.load(store, { dataDir: opts.dataDir, kek: opts.kek });
+    const log = new AuditLog(store, signer, opts);
+    await log.resync(store.db);
+    const interval = opts.checkpointIntervalMs ?? 10_000;
+    if (interval > 0) {
+      log.timer = setInterval(
+        () => {
+          if (log.frontier.size > log.lastCheckpointSize && Date.now() - log.lastCheckpointAt >= interval) {
+            log.checkpoint().catch((e: unknown) => log.logger.error({ err: e }, 'audit checkpoint failed'));
+          }
+        },
+        Math.min(interval, 1000),
+      );
+      log.timer.unref();
+    }
+    return log;
+  }
+
+  /** Leaves appended so far (as this process knows). */
+  get treeSize(): number {
+    return this.frontier.size;
+  }
+
+  /** The root of the current tree, hex. */
+  rootHash(): string {
+    return this.frontier.root().toString('hex');
+  }
+
+  private async resync(db: Db): Promise<void> {
+    const head = await db.selectFrom('audit_head').selectAll().where('id', '=', 1).executeTakeFirstOrThrow();
+    const size = Number(head.tree_size);
+    if (size !== this.frontier.size) this.frontier = await loadFrontier(db, size);
+    const cp = await db
+      .selectFrom('audit_checkpoint')
+      .select(['tree_size', 'time'])
+      .orderBy('tree_size', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    this.lastCheckpointSize = cp ? Number(cp.tree_size) : 0;
+  }
+
+  private serialize<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(fn, fn);
+    this.chain = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Validates raw events (from an enforcement point) and appends them. Throws AuditEventError naming
+   * the first bad event; nothing is stored then.
+   */
+  async appendInputs(inputs: readonly unknown[], opts: NormalizeOptions = {}): Promise<AppendResult> {
+    const events: AuditEvent[] = [];
+    for (let i = 0; i < inputs.length; i++) {
+      try {
+        events.push(normalizeEvent(inputs[i], { maxBytes: this.opts.maxEventBytes, ...opts }));
+      } catch (e) {
+        if (e instanceof Error && 'code' in e) {
+          const err = new AuditEventError(`event ${i}: ${e.message}`, (e as AuditEventError).path);
+          throw err;
+        }
+        throw e;
+      }
+    }
+    return this.append(events);
+  }
+
+  /**
+   * Appends normalized events in one transaction. Resolves once it committed: then every event is
+   * durable and part of the tree. Events whose id is already stored are skipped (at-least-once shippers).
+   */
+  append(events: readonly AuditEvent[]): Promise<AppendResult> {
+    if (this.closed) return Promise.reject(new AuditEventError('audit log is closed'));
+    return this.serialize(() => this.appendNow(events));
+  }
+
+  private async appendNow(input: readonly AuditEvent[]): Promise<AppendResult> {
+    // Within a batch, the first event with an id wins.
+    const seen = new Set<string>();
+    let events: AuditEvent[] = [];
+    for (const e of input) {
+      if (seen.has(e.id)) continue;
+      seen.add(e.id);
+      events.push(e);
+    }
+    const pg = this.store.engine === 'postgres';
+    const before = this.frontier.clone();
+    let stored: StoredAuditEvent[] = [];
+    let checkpoint: Checkpoint | undefined;
+    let firstSeq = 0;
+    try {
+      await this.store.db.transaction().execute(async (trx) => {
+        // Locks the head row first: appends from several servers on one database serialize here.
+        const locked = await sql<{ tree_size: number | string }>`update audit_head set tree_size = tree_size
+          where id = 1 returning tree_size`.execute(trx);
+        const size = Number(locked.rows[0]?.tree_size ?? 0);
+        if (size !== this.frontier.size) {
+          this.frontier = await loadFrontier(trx, size);
+          const cp = await trx
+            .selectFrom('audit_checkpoint')
+            .select('tree_size')
+            .orderBy('tree_size', 'desc')
+            .limit(1)
+            .executeTakeFirst();
+          this.lastCheckpointSize = cp ? Number(cp.tree_size) : 0;
+        }
+        const existing = await this.existingIds(trx, events);
+        if (existing.size > 0) events = events.filter((e) => !existing.has(e.id));
+        firstSeq = size;
+        const rows: Row[] = new Array(events.length);
+        const nodes: { level: number; idx: number; hash: string }[] = [];
+        const onComplete = (level: number, idx: number, hash: Buffer) => {
+          if (level >= NODE_MIN_LEVEL) nodes.push({ level, idx, hash: hash.toString('hex') });
+        };
+        stored = new Array(events.length);
+        for (let i = 0; i < events.length; i++) {
+          const e = events[i] as AuditEvent;
+          const s: StoredAuditEvent = { ...e, seq: size + i };
+          const body = canonicalJson(s);
+          const leaf = leafHash(body);
+          this.frontier.push(leaf, onComplete);
+          stored[i] = s;
+          rows[i] = {
+            seq: s.seq,
+            id: e.id,
+            time: e.time,
+            kind: e.kind,
+            source: sourceKey(e),
+            target: targetKey(e),
+            outcome: e.outcome ?? '',
+            decision_id: e.decision_id ?? null,
+            body,
+            leaf_hash: leaf.toString('hex'),
+          };
+        }
+        if (rows.length > 0) {
+          if (pg) await this.insertPg(trx, rows);
+          else await this.insertSqlite(trx, rows);
+          if (nodes.length > 0) await trx.insertInto('audit_node').values(nodes).execute();
+          const root = this.frontier.root().toString('hex');
+          await trx
+            .updateTable('audit_head')
+            .set({ tree_size: this.frontier.size, root_hash: root, updated_at: Date.now() })
+            .where('id', '=', 1)
+            .execute();
+          if (this.frontier.size - this.lastCheckpointSize >= this.every) {
+            checkpoint = this.signer.sign(this.frontier.size, root, Date.now());
+            await trx.insertInto('audit_checkpoint').values(checkpoint).execute();
+          }
+        }
+      });
+    } catch (e) {
+      this.frontier = before;
+      throw e;
+    }
+    if (checkpoint) this.afterCheckpoint(checkpoint);
+    this.counters.stored += stored.length;
+    this.counters.duplicates += input.length - stored.length;
+    this.counters.batches++;
+    if (stored.length > 0) this.publish(stored);
+    return {
+      stored: stored.length,
+      duplicates: input.length - stored.length,
+      firstSeq,
+      treeSize: this.frontier.size,
+      checkpoint,
+    };
+  }
+
+  private async existingIds(trx: Db, events: readonly AuditEvent[]): Promise<Set<string>> {
+    const found = new Set<string>();
+    for (let i = 0; i < events.length; i += SQLITE_ROWS_PER_INSERT) {
+      const ids = events.slice(i, i + SQLITE_ROWS_PER_INSERT).map((e) => e.id);
+      const rows = await trx.selectFrom('audit_event').select('id').where('id', 'in', ids).execute();
+      for (const r of rows) found.add(r.id);
+    }
+    return found;
+  }
+
+  private async insertSqlite(trx: Db, rows: readonly Row[]): Promise<void> {
+    for (let i = 0; i < rows.length; i += SQLITE_ROWS_PER_INSERT) {
+      const chunk = rows.slice(i, i + SQLITE_ROWS_PER_INSERT);
+      const params: unknown[] = new Array(chunk.length * 10);
+      let p = 0;
+      for (const r of chunk) {
+        params[p++] = r.seq;
+        params[p++] = r.id;
+        params[p++] = r.time;
+        params[p++] = r.kind;
+        params[p++] = r.source;
+        params[p++] = r.target;
+        params[p++] = r.outcome;
+        params[p++] = r.decision_id;
+        params[p++] = r.body;
+        params[p++] = r.leaf_hash;
+      }
+      const text = `insert into audit_event (${COLUMNS}) values ${new Array(chunk.length).fill('(?,?,?,?,?,?,?,?,?,?)').join(',')}`;
+      await trx.executeQuery(CompiledQuery.raw(text, params));
+    }
+  }
+
+  private async insertPg(trx: Db, rows: readonly Row[]): Promise<void> {
+    // One statement with ten array parameters, whatever the batch size.
+    const cols: unknown[][] = Array.from({ length: 10 }, () => new Array(rows.length));
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i] as Row;
+      (cols[0] as unknown[])[i] = r.seq;
+      (cols[1] as unknown[])[i] = r.id;
+      (cols[2] as unknown[])[i] = r.time;
+      (cols[3] as unknown[])[i] = r.kind;
+      (cols[4] as unknown[])[i] = r.source;
+      (cols[5] as unknown[])[i] = r.target;
+      (cols[6] as unknown[])[i] = r.outcome;
+      (cols[7] as unknown[])[i] = r.decision_id;
+      (cols[8] as unknown[])[i] = r.body;
+      (cols[9] as unknown[])[i] = r.leaf_hash;
+    }
+    const text = `insert into audit_event (${COLUMNS}) select * from unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])`;
+    await trx.executeQuery(CompiledQuery.raw(text, cols));
+  }
+
+  private publish(events: StoredAuditEvent[]): void {
+    for (const l of this.listeners) {
+      try {
+        l(events);
+      } catch (e) {
+        this.logger.error({ err: e }, 'audit listener failed');
+      }
+    }
+    for (const s of this.opts.sinks ?? []) {
+      s.write(events).catch((e: unknown) => {
+        this.counters.sinkErrors++;
+        this.logger.warn({ err: e, sink: s.name }, 'audit export sink failed');
+      });
+    }
+  }
+
+  private afterCheckpoint(cp: Checkpoint): void {
+    this.lastCheckpointSize = cp.tree_size;
+    this.lastCheckpointAt = Date.now();
+    this.counters.checkpoints++;
+    const external: ExternalCheckpoint = { ...cp, public_key: this.signer.publicKeyPem };
+    if (this.opts.checkpointFile) {
+      appendFile(this.opts.checkpointFile, `${JSON.stringify(external)}\n`, { mode: 0o600 }).catch((e: unknown) =>
+        this.logger.error({ err: e, file: this.opts.checkpointFile }, 'cannot write the external checkpoint file'),
+      );
+    }
+    if (this.opts.checkpointWebhook) {
+      const url = this.opts.checkpointWebhook;
+      request(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(external),
+        headersTimeout: 5000,
+      })
+        .then((r) => r.body.dump())
+        .catch((e: unknown) => this.logger.warn({ err: e, url }, 'checkpoint webhook failed'));
+    }
+  }
+
+  /** Listens for committed events (in commit order); returns an unsubscribe function. */
+  onAppend(listener: (events: StoredAuditEvent[]) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * Signs a checkpoint of the current tree now (or returns the latest one when nothing changed).
+   *
+   * @example
+   * const cp = await log.checkpoint(); // { tree_size, root_hash, time, key_id, signature }
+   */
+  checkpoint(): Promise<Checkpoint> {
+    return this.serialize(async () => {
+      await this.resync(this.store.db);
+      const latest = await this.latestCheckpoint();
+      if (latest && latest.tree_size === this.frontier.size) return latest;
+      const cp = this.signer.sign(this.frontier.size, this.frontier.root().toString('hex'), Date.now());
+      await this.store.db
+        .insertInto('audit_checkpoint')
+        .values(cp)
+        .onConflict((oc) => oc.column('tree_size').doNothing())
+        .execute();
+      this.afterCheckpoint(cp);
+      return cp;
+    });
+  }
+
+  /** The newest stored checkpoint. */
+  async latestCheckpoint(): Promise<Checkpoint | undefined> {
+    const r = await this.store.db
+      .selectFrom('audit_checkpoint')
+      .selectAll()
+      .orderBy('tree_size', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    return r ? toCheckpoint(r) : undefined;
+  }
+
+  /** The checkpoint at exactly `size`, if one was signed. */
+  async checkpointAt(size: number): Promise<Checkpoint | undefined> {
+    const r = await this.store.db
+      .selectFrom('audit_checkpoint')
+      .selectAll()
+      .where('tree_size', '=', size)
+      .executeTakeFirst();
+    return r ? toCheckpoint(r) : undefined;
+  }
+
+  /** Checkpoints, oldest first. */
+  async checkpoints(limit = 1000): Promise<Checkpoint[]> {
+    const rows = await this.store.db
+      .selectFrom('audit_checkpoint')
+      .selectAll()
+      .orderBy('tree_size', 'desc')
+      .limit(limit)
+      .execute();
+    return rows.map(toCheckpoint).reverse();
+  }
+
+  /** One stored event by id or seq. */
+  async get(idOrSeq: string | number): Promise<StoredAuditEvent | undefined> {
+    const q = this.store.db.selectFrom('audit_event').select('body');
+    const row = await (typeof idOrSeq === 'number' ? q.where('seq', '=', idOrSeq) : q.where('id', '=', idOrSeq))
+      .limit(1)
+      .executeTakeFirst();
+    return row ? (JSON.parse(row.body) as StoredAuditEvent) : undefined;
+  }
+
+  /**
+   * Inclusion proof of the event at `seq` against the latest checkpoint (signing a fresh one when
+   * the event is newer than the latest).
+   */
+  async inclusionProof(seq: number): Promise<InclusionProofResult> {
+    let cp = await this.latestCheckpoint();
+    if (!cp || cp.tree_size <= seq) cp = await this.checkpoint();
+    if (cp.tree_size <= seq) throw new AuditProofError(`no event ${seq} in the log`);
+    const row = await this.store.db
+      .selectFrom('audit_event')
+      .select('leaf_hash')
+      .where('seq', '=', seq)
+      .executeTakeFirst();
+    if (!row) throw new AuditProofError(`event ${seq} is not in the database (sealed into a segment?)`);
+    const proof = await inclusionProof(seq, cp.tree_size, dbSubtreeSource(this.store.db));
+    return {
+      seq,
+      tree_size: cp.tree_size,
+      leaf_hash: row.leaf_hash,
+      proof: proof.map((b) => b.toString('hex')),
+      checkpoint: cp,
+    };
+  }
+
+  /** Consistency proof between two signed checkpoints (by tree size). */
+  async consistencyProof(fromSize: number, toSize: number): Promise<ConsistencyProofResult> {
+    const [from, to] = await Promise.all([this.checkpointAt(fromSize), this.checkpointAt(toSize)]);
+    if (!from || !to) throw new AuditProofError(`no signed checkpoint at size ${!from ? fromSize : toSize}`);
+    const proof = await consistencyProof(fromSize, toSize, dbSubtreeSource(this.store.db));
+    return { from, to, proof: proof.map((b) => b.toString('hex')) };
+  }
+
+  /** Stops the checkpoint timer and waits for appends in progress. Does not close the store. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.chain.catch(() => {});
+    for (const s of this.opts.sinks ?? []) await s.close?.().catch(() => {});
+  }
+}

@@ -1,0 +1,338 @@
+/**
+ * `audit verify`: recomputes the whole log from its stored bytes and checks it against everything
+ * that was written at append time: each row's leaf hash and seq, the stored subtree roots, the head,
+ * every signed checkpoint in the database and, optionally, checkpoints kept outside it. It stops at
+ * the first index that was changed, removed or inserted.
+ *
+ * What it can pin down exactly: a row edited, deleted or inserted with SQL (its bytes, leaf hash,
+ * seq or position disagree). An attacker who also rewrites leaf hashes and subtree roots is still
+ * caught by the signed checkpoints, which bound the change to the range since the last good one.
+ */
+import { readFileSync } from 'node:fs';
+import { createPublicKey } from 'node:crypto';
+import { z } from 'zod';
+import type { Store } from '../store/index.js';
+import type { StoredAuditEvent } from './event.js';
+import { sourceKey, targetKey } from './event.js';
+import { type ExternalCheckpoint, loadFrontier, NODE_MIN_LEVEL } from './log.js';
+import { leafHash, MerkleFrontier } from './merkle.js';
+import { segmentPath, verifySegmentFile } from './retention.js';
+import { AuditSigner, type Checkpoint, keyIdOf, verifyCheckpoint } from './signer.js';
+
+export type ProblemKind = 'changed' | 'removed' | 'inserted';
+
+export interface VerifyProblem {
+  /** The first leaf index that was changed, removed or inserted. */
+  index: number;
+  kind: ProblemKind;
+  message: string;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  /** Leaves the verifier accounted for. */
+  treeSize: number;
+  /** Tree size recorded in the head row. */
+  headSize: number;
+  root: string;
+  checkpointsChecked: number;
+  externalCheckpointsChecked: number;
+  segmentsChecked: number;
+  /** Sealed ranges whose files were not available, trusted from stored subtree roots. */
+  unverifiedRanges: [number, number][];
+  firstBad?: VerifyProblem;
+  /** Checkpoints whose signature or key is wrong (forged or tampered rows). */
+  badCheckpoints: { tree_size: number; source: 'database' | 'external'; message: string }[];
+}
+
+export interface VerifyOptions {
+  /** PEM public key to trust; default: the key in the store (and the external file's, which must agree). */
+  publicKey?: string;
+  /** Checkpoints kept outside the database (see {@link readCheckpointFile}). */
+  externalCheckpoints?: ExternalCheckpoint[];
+  /** Where sealed segment files are. */
+  segmentDir?: string;
+  pageSize?: number;
+}
+
+const externalSchema = z.object({
+  tree_size: z.number().int().min(0),
+  root_hash: z.string().regex(/^[0-9a-f]{64}$/),
+  time: z.number(),
+  key_id: z.string(),
+  signature: z.string(),
+  public_key: z.string(),
+});
+
+/**
+ * Reads an external checkpoint file (one JSON checkpoint per line, as the log appends them).
+ *
+ * @example
+ * const ext = readCheckpointFile('/secure/audit-checkpoints.ndjson');
+ */
+export function readCheckpointFile(path: string): ExternalCheckpoint[] {
+  const out: ExternalCheckpoint[] = [];
+  const lines = readFileSync(path, 'utf8').split('\n');
+  lines.forEach((line, i) => {
+    if (!line.trim()) return;
+    let v: unknown;
+    try {
+      v = JSON.parse(line);
+    } catch {
+      throw new Error(`${path}:${i + 1}: not JSON`);
+    }
+    const p = externalSchema.safeParse(v);
+    if (!p.success) throw new Error(`${path}:${i + 1}: not a checkpoint (${p.error.issues[0]?.message})`);
+    out.push(p.data);
+  });
+  return out;
+}
+
+interface CpCheck {
+  cp: Checkpoint;
+  source: 'database' | 'external';
+}
+
+/**
+ * Verifies the log in `store`. Needs only the public key: runs directly against the database,
+ * with or without a server.
+ *
+ * @example
+ * const report = await verifyLog(store, { externalCheckpoints: readCheckpointFile('cps.ndjson') });
+ * if (!report.ok) console.log(report.firstBad); // { index: 41, kind: 'changed', message: '…' }
+ */
+export async function verifyLog(store: Store, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  const db = store.db;
+  const pageSize = opts.pageSize ?? 5000;
+  const report: VerifyReport = {
+    ok: true,
+    treeSize: 0,
+    headSize: 0,
+    root: '',
+    checkpointsChecked: 0,
+    externalCheckpointsChecked: 0,
+    segmentsChecked: 0,
+    unverifiedRanges: [],
+    badCheckpoints: [],
+  };
+  const head = await db.selectFrom('audit_head').selectAll().where('id', '=', 1).executeTakeFirst();
+  const headSize = Number(head?.tree_size ?? 0);
+  const sealed = Number(head?.sealed_size ?? 0);
+  report.headSize = headSize;
+
+  // Which key to trust.
+  let publicKey = opts.publicKey;
+  const stored = await AuditSigner.loadPublic(store);
+  if (!publicKey) publicKey = stored?.publicKeyPem;
+  const trustedId = publicKey ? keyIdOf(createPublicKey(publicKey)) : undefined;
+
+  const checks: CpCheck[] = [];
+  const dbCps = await db.selectFrom('audit_checkpoint').selectAll().orderBy('tree_size').execute();
+  for (const r of dbCps) {
+    const cp: Checkpoint = {
+      tree_size: Number(r.tree_size),
+      root_hash: r.root_hash,
+      time: Number(r.time),
+      key_id: r.key_id,
+      signature: r.signature,
+    };
+    if (!publicKey || !verifyCheckpoint(cp, publicKey)) {
+      report.badCheckpoints.push({
+        tree_size: cp.tree_size,
+        source: 'database',
+        message: `checkpoint at ${cp.tree_size} is not signed by the audit key ${trustedId ?? '(none)'}`,
+      });
+      continue;
+    }
+    checks.push({ cp, source: 'database' });
+  }
+  for (const cp of opts.externalCheckpoints ?? []) {
+    const extId = keyIdOf(createPublicKey(cp.public_key));
+    if (trustedId && extId !== trustedId) {
+      report.badCheckpoints.push({
+        tree_size: cp.tree_size,
+        source: 'external',
+        message: `external checkpoint at ${cp.tree_size} is signed by key ${extId}, but the log's key is ${trustedId}: the key in the database was replaced?`,
+      });
+      continue;
+    }
+    if (!verifyCheckpoint(cp, cp.public_key)) {
+      report.badCheckpoints.push({
+        tree_size: cp.tree_size,
+        source: 'external',
+        message: `external checkpoint at ${cp.tree_size} has a bad signature`,
+      });
+      continue;
+    }
+    checks.push({ cp, source: 'external' });
+  }
+  checks.sort((a, b) => a.cp.tree_size - b.cp.tree_size);
+  let nextCheck = 0;
+  let lastGood = 0;
+
+  const fail = (index: number, kind: ProblemKind, message: string) => {
+    report.ok = false;
+    report.firstBad ??= { index, kind, message };
+  };
+
+  // Sealed segments first.
+  let frontier = new MerkleFrontier();
+  const segments = await db.selectFrom('audit_segment').selectAll().orderBy('from_seq').execute();
+  for (const s of segments) {
+    const from = Number(s.from_seq);
+    const to = Number(s.to_seq);
+    if (from !== frontier.size) {
+      fail(
+        frontier.size,
+        'removed',
+        `sealed segments are not contiguous: expected one from ${frontier.size}, found ${from}`,
+      );
+      break;
+    }
+    const path = segmentPath(opts.segmentDir, s.file);
+    if (!path) {
+      report.unverifiedRanges.push([from, to]);
+      frontier = await loadFrontier(db, to);
+      continue;
+    }
+    const r = verifySegmentFile(path, publicKey);
+    report.segmentsChecked++;
+    if (!r.ok || !r.frontierEnd || !r.header) {
+      fail(r.firstBadIndex ?? from, 'changed', `segment ${s.file}: ${r.message}`);
+      break;
+    }
+    const expected = frontier.snapshot().map((e) => e.hash.toString('hex'));
+    if (JSON.stringify(expected) !== JSON.stringify(r.header.frontier_from.map((e) => e.hash))) {
+      fail(from, 'changed', `segment ${s.file} does not continue the tree before it`);
+      break;
+    }
+    frontier = r.frontierEnd;
+  }
+  while (nextCheck < checks.length && (checks[nextCheck] as CpCheck).cp.tree_size <= frontier.size) {
+    const c = checks[nextCheck] as CpCheck;
+    // Checkpoints inside sealed ranges were checked by their segments (or cannot be).
+    if (c.cp.tree_size === frontier.size && c.cp.root_hash !== frontier.root().toString('hex')) {
+      fail(lastGood, 'changed', `the tree at ${c.cp.tree_size} does not match its signed ${c.source} checkpoint`);
+    }
+    nextCheck++;
+  }
+  lastGood = frontier.size;
+
+  // Stored interior nodes, compared as the recomputation completes each one.
+  const nodes = new Map<string, string>();
+  const nodeRows = await db.selectFrom('audit_node').selectAll().execute();
+  for (const n of nodeRows) nodes.set(`${n.level}:${Number(n.idx)}`, n.hash);
+  let nodeProblem: VerifyProblem | undefined;
+  const onComplete = (level: number, idx: number, hash: Buffer) => {
+    if (level < NODE_MIN_LEVEL || nodeProblem) return;
+    const want = nodes.get(`${level}:${idx}`);
+    if (want !== undefined && want !== hash.toString('hex')) {
+      const size = 2 ** level;
+      nodeProblem = {
+        index: idx * size,
+        kind: 'changed',
+        message: `leaves ${idx * size}..${(idx + 1) * size - 1} do not hash to the subtree root stored when they were appended: one of them was changed (leaf hashes rewritten to match)`,
+      };
+    }
+  };
+
+  let p = frontier.size;
+  if (!report.firstBad && sealed !== p) {
+    fail(p, 'removed', `head says ${sealed} events were sealed, segments account for ${p}`);
+  }
+  let cursor = p;
+  outer: while (!report.firstBad) {
+    const rows = await db
+      .selectFrom('audit_event')
+      .selectAll()
+      .where('seq', '>=', cursor)
+      .orderBy('seq')
+      .limit(pageSize)
+      .execute();
+    if (rows.length === 0) break;
+    for (const row of rows) {
+      const seq = Number(row.seq);
+      if (seq !== p) {
+        fail(p, 'removed', `event ${p} is missing (the next row is ${seq})`);
+        break outer;
+      }
+      if (leafHash(row.body).toString('hex') !== row.leaf_hash) {
+        fail(p, 'changed', `event ${p}: its bytes no longer match the leaf hash stored when it was appended`);
+        break outer;
+      }
+      let e: StoredAuditEvent;
+      try {
+        e = JSON.parse(row.body) as StoredAuditEvent;
+      } catch {
+        fail(p, 'changed', `event ${p} is not valid JSON`);
+        break outer;
+      }
+      if (e.seq !== p) {
+        if (typeof e.seq === 'number' && e.seq > p) {
+          fail(p, 'removed', `event ${p} was removed: the row at ${p} is event ${e.seq}, renumbered`);
+        } else if (typeof e.seq === 'number') {
+          fail(e.seq, 'inserted', `${p - e.seq} event(s) were inserted at ${e.seq}: event ${e.seq} now sits at ${p}`);
+        } else fail(p, 'changed', `event ${p} has no seq`);
+        break outer;
+      }
+      if (
+        e.id !== row.id ||
+        e.time !== Number(row.time) ||
+        e.kind !== row.kind ||
+        sourceKey(e) !== row.source ||
+        targetKey(e) !== row.target ||
+        (e.outcome ?? '') !== row.outcome ||
+        (e.decision_id ?? null) !== row.decision_id
+      ) {
+        fail(p, 'changed', `event ${p}: an indexed column was changed (it disagrees with the hashed event)`);
+        break outer;
+      }
+      frontier.push(Buffer.from(row.leaf_hash, 'hex'), onComplete);
+      if (nodeProblem) {
+        fail(nodeProblem.index, nodeProblem.kind, nodeProblem.message);
+        break outer;
+      }
+      p++;
+      while (nextCheck < checks.length && (checks[nextCheck] as CpCheck).cp.tree_size <= p) {
+        const c = checks[nextCheck] as CpCheck;
+        if (c.cp.tree_size === p) {
+          if (c.cp.root_hash !== frontier.root().toString('hex')) {
+            fail(
+              lastGood,
+              'changed',
+              `leaves ${lastGood}..${p - 1} do not hash to the signed ${c.source} checkpoint at ${p}: one of them was changed`,
+            );
+            break outer;
+          }
+          if (c.source === 'external') report.externalCheckpointsChecked++;
+          else report.checkpointsChecked++;
+          lastGood = p;
+        }
+        nextCheck++;
+      }
+    }
+    cursor = p;
+  }
+  report.treeSize = p;
+  report.root = frontier.root().toString('hex');
+  if (!report.firstBad) {
+    const beyond = checks.filter((c) => c.cp.tree_size > p);
+    const first = beyond[0];
+    if (first) {
+      fail(
+        p,
+        'removed',
+        `a signed ${first.source} checkpoint covers ${first.cp.tree_size} events but the log has only ${p}: events from ${p} were removed`,
+      );
+    }
+  }
+  if (!report.firstBad) {
+    if (p < headSize) fail(p, 'removed', `the log ends at ${p} but the head says ${headSize} events were appended`);
+    else if (p > headSize)
+      fail(headSize, 'inserted', `rows ${headSize}..${p - 1} were inserted after the last appended event`);
+    else if (head && head.root_hash !== report.root)
+      fail(lastGood, 'changed', 'the head root does not match the events');
+  }
+  if (report.badCheckpoints.length > 0) report.ok = false;
+  return report;
+}
