@@ -5,6 +5,7 @@ import { Command, Option } from 'commander';
 import type { Config } from '../config/index.js';
 import { logLevels } from '../config/index.js';
 import type { ServerPlugin } from '../server/index.js';
+import { agentEndpointPlugin } from '../server/plugins/agent-endpoint.js';
 import { caPlugin } from '../server/plugins/ca.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
 import { registerEntryCommands, registerTokenCommands } from './commands/entry.js';
@@ -15,7 +16,8 @@ import { VERSION } from './version.js';
 
 /** The server's plugins for a given configuration (later issues add CA, policy, audit…). */
 export function serverPlugins(_config: Config): ServerPlugin[] {
-  return [caPlugin(), registrationPlugin()];
+  const ca = caPlugin();
+  return [ca, registrationPlugin(), agentEndpointPlugin({ ca: ca.handle })];
 }
 
 export function buildProgram(): Command {

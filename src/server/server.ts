@@ -23,6 +23,8 @@ export interface ServerContext {
   readonly admin: AdminAuth;
   /** Things to record (admin actions, issuance…); the audit plugin listens. */
   readonly events: ServerEvents;
+  /** Tells people about an endpoint a plugin opened (printed in the start banner). */
+  announce(label: string, where: string): void;
 }
 
 /** A part of the server with its own routes and lifecycle, in the spirit of Fastify plugins. */
@@ -44,6 +46,8 @@ export interface RunningServer {
   readonly port: number;
   readonly store: Store;
   readonly metrics: ServerMetrics;
+  /** Endpoints plugins announced, for the start banner. */
+  readonly endpoints: readonly { label: string; where: string }[];
   /** Stops accepting, lets in-flight requests finish (up to shutdown_timeout), closes plugins and the store. */
   close(): Promise<void>;
 }
@@ -100,6 +104,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const metrics = new ServerMetrics();
   const router = new Router();
   const events = new ServerEvents();
+  const endpoints: { label: string; where: string }[] = [];
   let store: Store | undefined;
   let ready = false;
   let inFlight = 0;
@@ -174,7 +179,16 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   try {
     store = await openStore({ url: config.database.url, dataDir: config.data_dir });
     const admin = await AdminAuth.init(store, config.data_dir);
-    const ctx: ServerContext = { config, logger, store, router, metrics, admin, events };
+    const ctx: ServerContext = {
+      config,
+      logger,
+      store,
+      router,
+      metrics,
+      admin,
+      events,
+      announce: (label, where) => endpoints.push({ label, where }),
+    };
     for (const p of plugins) await p.register(ctx);
   } catch (e) {
     await closeHttp();
@@ -196,6 +210,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     port: address.port,
     store: openedStore,
     metrics,
+    endpoints,
     close() {
       closing ??= (async () => {
         ready = false;

@@ -104,7 +104,10 @@ describe('nevertrust CLI', () => {
   it('server: says where it listens and where data lives, serves health, ready and metrics, stops cleanly on SIGTERM', async () => {
     const dataDir = join(tempDir(), 'data');
     const port = await freePort();
-    const srv = await startCli(['server', '--port', String(port), '--data-dir', dataDir], /Ctrl-C to stop/);
+    const srv = await startCli(
+      ['server', '--agent-port', '0', '--port', String(port), '--data-dir', dataDir],
+      /Ctrl-C to stop/,
+    );
     expect(srv.output()).toContain(`http://127.0.0.1:${port}`);
     expect(srv.output()).toContain(dataDir);
     const base = `http://127.0.0.1:${port}`;
@@ -127,7 +130,7 @@ describe('nevertrust CLI', () => {
     const url = await createTestDatabase();
     const port = await freePort();
     const srv = await startCli(
-      ['server', '--port', String(port), '--data-dir', tempDir(), '--database', url],
+      ['server', '--agent-port', '0', '--port', String(port), '--data-dir', tempDir(), '--database', url],
       /Ctrl-C to stop/,
     );
     expect(await (await fetch(`http://127.0.0.1:${port}/readyz`)).json()).toMatchObject({ store: 'postgres' });
@@ -138,7 +141,7 @@ describe('nevertrust CLI', () => {
 
   it('NEVERTRUST_SERVER_PORT picks the port', async () => {
     const port = await freePort();
-    const srv = await startCli(['up', '--data-dir', tempDir()], /Ctrl-C to stop/, {
+    const srv = await startCli(['up', '--agent-port', '0', '--data-dir', tempDir()], /Ctrl-C to stop/, {
       env: { NEVERTRUST_SERVER_PORT: String(port) },
     });
     expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);

@@ -33,6 +33,7 @@ export function startBanner(title: string, config: Config, server: RunningServer
     `  API           ${server.url}   (GET /healthz, /readyz, /metrics)`,
     `  data dir      ${resolve(config.data_dir)}`,
     `  store         ${server.store.engine} ${server.store.location}`,
+    ...server.endpoints.map((e) => `  ${e.label.padEnd(13)} ${e.where}`),
   ];
   return `${lines.join('\n')}\n`;
 }
