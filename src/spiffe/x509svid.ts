@@ -7,7 +7,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { BundleSource } from './bundle.js';
 import { type ParsedCert, KU, OID, parseCert, splitDerChain } from './cert.js';
-import { pemBlocks } from './der.js';
+import { children, DerError, pemBlocks, readOne, TAG } from './der.js';
 import { parseSpiffeId, type SpiffeId, SpiffeIdError } from './id.js';
 
 export type X509SvidErrorCode =
@@ -33,7 +33,9 @@ export type X509SvidErrorCode =
   | 'ERR_X509SVID_SIGNER_NO_KEY_CERT_SIGN'
   | 'ERR_X509SVID_PATH_LEN_EXCEEDED'
   | 'ERR_X509SVID_SIGNER_ID_HAS_PATH'
-  | 'ERR_X509SVID_UNHANDLED_CRITICAL_EXTENSION';
+  | 'ERR_X509SVID_UNHANDLED_CRITICAL_EXTENSION'
+  | 'ERR_X509SVID_NAME_CONSTRAINT_VIOLATION'
+  | 'ERR_X509SVID_NAME_CONSTRAINTS_UNSUPPORTED';
 
 /** Thrown when an X.509-SVID chain fails validation; `code` names the failed rule. */
 export class X509SvidError extends Error {
@@ -71,7 +73,84 @@ const HANDLED_EXTENSIONS = new Set<string>([
   OID.subjectAltName,
   OID.subjectKeyIdentifier,
   OID.authorityKeyIdentifier,
+  OID.nameConstraints,
 ]);
+
+interface NameConstraints {
+  permittedUri: string[];
+  excludedUri: string[];
+  permittedDns: string[];
+  excludedDns: string[];
+}
+
+/** RFC 5280 §4.2.1.10, URI and DNS forms only; any other form fails closed. */
+function parseNameConstraints(value: Buffer, who: string): NameConstraints {
+  const nc: NameConstraints = { permittedUri: [], excludedUri: [], permittedDns: [], excludedDns: [] };
+  for (const subtrees of children(readOne(value, TAG.SEQUENCE).value)) {
+    const permitted = subtrees.tag === 0xa0;
+    if (!permitted && subtrees.tag !== 0xa1) throw new DerError('bad NameConstraints');
+    for (const st of children(subtrees.value)) {
+      const [base, ...rest] = children(readOne(st.raw, TAG.SEQUENCE).value);
+      if (!base || rest.length > 0) {
+        // minimum/maximum are not used by this profile (RFC 5280: MUST be absent)
+        throw new X509SvidError(
+          'ERR_X509SVID_NAME_CONSTRAINTS_UNSUPPORTED',
+          `RFC 5280 §4.2.1.10: ${who} uses minimum/maximum`,
+        );
+      }
+      const name = base.value.toString('latin1').toLowerCase();
+      if (base.tag === 0x86) (permitted ? nc.permittedUri : nc.excludedUri).push(name);
+      else if (base.tag === 0x82) (permitted ? nc.permittedDns : nc.excludedDns).push(name);
+      else {
+        throw new X509SvidError(
+          'ERR_X509SVID_NAME_CONSTRAINTS_UNSUPPORTED',
+          `RFC 5280 §4.2.1.10: ${who} has a name constraint form (tag 0x${base.tag.toString(16)}) this validator does not process`,
+        );
+      }
+    }
+  }
+  return nc;
+}
+
+/** URI constraint: "host" matches exactly; ".domain" matches any host below it. */
+function uriHostMatches(host: string, c: string): boolean {
+  return c.startsWith('.') ? host.endsWith(c) : host === c;
+}
+
+/** DNS constraint: the name itself or any name with labels added on the left. */
+function dnsMatches(name: string, c: string): boolean {
+  if (c === '') return true;
+  if (c.startsWith('.')) return name.endsWith(c);
+  return name === c || name.endsWith(`.${c}`);
+}
+
+function uriHost(uri: string): string {
+  const rest = uri.slice(uri.indexOf('://') + 3);
+  const end = rest.search(/[/?#]/);
+  const authority = end === -1 ? rest : rest.slice(0, end);
+  return authority
+    .slice(authority.lastIndexOf('@') + 1)
+    .replace(/:\d*$/, '')
+    .toLowerCase();
+}
+
+function checkNameConstraints(nc: NameConstraints, c: ParsedCert, who: string, subject: string): void {
+  const violation = (name: string) =>
+    new X509SvidError(
+      'ERR_X509SVID_NAME_CONSTRAINT_VIOLATION',
+      `RFC 5280 §4.2.1.10: ${subject} name ${name} is outside the name constraints of ${who}`,
+    );
+  for (const uri of c.uris) {
+    const host = uriHost(uri);
+    if (nc.permittedUri.length > 0 && !nc.permittedUri.some((p) => uriHostMatches(host, p))) throw violation(uri);
+    if (nc.excludedUri.some((x) => uriHostMatches(host, x))) throw violation(uri);
+  }
+  for (const dns of c.dnsNames) {
+    const d = dns.toLowerCase();
+    if (nc.permittedDns.length > 0 && !nc.permittedDns.some((p) => dnsMatches(d, p))) throw violation(dns);
+    if (nc.excludedDns.some((x) => dnsMatches(d, x))) throw violation(dns);
+  }
+}
 
 function toDerList(chain: CertificateChainInput): Buffer[] {
   if (typeof chain === 'string') return pemBlocks(chain, 'CERTIFICATE');
@@ -288,6 +367,22 @@ export function verifyX509Svid(
         'ERR_X509SVID_PATH_LEN_EXCEEDED',
         `RFC 5280 §4.2.1.9: ${who} allows ${pl} intermediate(s) below it, the path has ${below}`,
       );
+    }
+    const ncExt = c.extensions.get(OID.nameConstraints);
+    if (ncExt) {
+      let nc: NameConstraints;
+      try {
+        nc = parseNameConstraints(ncExt.value, who);
+      } catch (e) {
+        if (e instanceof X509SvidError) throw e;
+        throw new X509SvidError('ERR_X509SVID_MALFORMED', `${who} has malformed name constraints`);
+      }
+      // Applies to every certificate below this one, except self-issued intermediates (§6.1.3 (b)).
+      for (let j = 0; j < k; j++) {
+        const lower = path[j] as ParsedCert;
+        if (j > 0 && lower.issuer.equals(lower.subject)) continue;
+        checkNameConstraints(nc, lower, who, j === 0 ? 'the leaf' : `intermediate ${j}`);
+      }
     }
     for (const uri of c.uris) {
       if (!uri.toLowerCase().startsWith('spiffe://')) continue;

@@ -98,6 +98,28 @@ beforeAll(() => {
   pem.inter0 = pki.issue('inter0', 'root0', { subj: '/O=example/CN=intermediate under pathlen0', exts: CA_EXTS(TD) });
   leaf('viaInter0', LEAF_EXTS(ID), {}, 'inter0');
   leaf('direct0', LEAF_EXTS(ID), {}, 'root0');
+  // name constraints on the root (RFC 5280 requires them critical)
+  const ncRoot = (name: string, nc: string) => {
+    pem[name] = pki.selfSigned(name, `/O=example/CN=${name}`, [...CA_EXTS(TD), `nameConstraints=critical,${nc}`]);
+  };
+  ncRoot('ncOk', 'permitted;URI:example.org,permitted;DNS:internal');
+  leaf(
+    'viaNcOk',
+    [...withoutLine(LEAF_EXTS(ID), 'subjectAltName'), `subjectAltName=URI:${ID},DNS:api.internal`],
+    {},
+    'ncOk',
+  );
+  ncRoot('ncOther', 'permitted;URI:.other.org');
+  leaf('viaNcOther', LEAF_EXTS(ID), {}, 'ncOther');
+  ncRoot('ncExcludedDns', 'excluded;DNS:evil.example');
+  leaf(
+    'viaNcExcludedDns',
+    [...withoutLine(LEAF_EXTS(ID), 'subjectAltName'), `subjectAltName=URI:${ID},DNS:a.evil.example`],
+    {},
+    'ncExcludedDns',
+  );
+  ncRoot('ncIp', 'permitted;IP:10.0.0.0/255.0.0.0');
+  leaf('viaNcIp', LEAF_EXTS(ID), {}, 'ncIp');
 }, 120_000);
 
 afterAll(() => pki?.cleanup());
@@ -137,6 +159,26 @@ describe('validateX509Svid accepts', () => {
 
   it('spiffeIdFromCertificate reads the URI SAN', () => {
     expect(spiffeIdFromCertificate(new X509Certificate(pem.good as string)).toString()).toBe(ID);
+  });
+});
+
+describe('name constraints (URI and DNS forms)', () => {
+  const under = (root: string) => TrustBundle.fromPem(TD, pem[root] as string);
+  it('accepts names inside permitted subtrees', () => {
+    expect(validateX509Svid(pem.viaNcOk as string, under('ncOk')).toString()).toBe(ID);
+  });
+  it('rejects a URI outside the permitted subtree and a DNS name in an excluded one', () => {
+    expect(codeOf(() => validateX509Svid(pem.viaNcOther as string, under('ncOther')))).toBe(
+      'ERR_X509SVID_NAME_CONSTRAINT_VIOLATION',
+    );
+    expect(codeOf(() => validateX509Svid(pem.viaNcExcludedDns as string, under('ncExcludedDns')))).toBe(
+      'ERR_X509SVID_NAME_CONSTRAINT_VIOLATION',
+    );
+  });
+  it('fails closed on a constraint form it does not process', () => {
+    expect(codeOf(() => validateX509Svid(pem.viaNcIp as string, under('ncIp')))).toBe(
+      'ERR_X509SVID_NAME_CONSTRAINTS_UNSUPPORTED',
+    );
   });
 });
 
