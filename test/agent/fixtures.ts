@@ -28,6 +28,8 @@ export class TestResolver extends EventEmitter implements WorkloadResolver {
   readonly entries = new Map<string, Entry>();
   extraBundles: TrustBundle[] = [];
   jwtMints = 0;
+  /** JWT-SVID lifetime; undefined = the CA default (5 min). */
+  jwtTtlSeconds: number | undefined;
 
   constructor(readonly ca: CertificateAuthority) {
     super();
@@ -88,6 +90,8 @@ export class TestResolver extends EventEmitter implements WorkloadResolver {
 
   async mintJwtSvid(spiffeId: string, audience: readonly string[]): Promise<string> {
     this.jwtMints++;
-    return (await this.ca.mintJwtSvid({ spiffeId, audience })).token;
+    const req: Parameters<CertificateAuthority['mintJwtSvid']>[0] = { spiffeId, audience };
+    if (this.jwtTtlSeconds !== undefined) req.ttlSeconds = this.jwtTtlSeconds;
+    return (await this.ca.mintJwtSvid(req)).token;
   }
 }
