@@ -596,6 +596,12 @@ export class CertificateAuthority {
     let changed = false;
     let active = this.#gens.find((g) => g.status === 'active');
     let prepared = this.#gens.find((g) => g.status === 'prepared');
+    // After a long downtime the prepared generation may itself be due for replacement: never activate it.
+    if (prepared && t >= prepared.notAfter - (prepared.notAfter - prepared.notBefore) / 6) {
+      prepared.status = 'retired';
+      prepared = undefined;
+      changed = true;
+    }
     if (active && !prepared) {
       const half = active.notBefore + (active.notAfter - active.notBefore) / 2;
       if (t >= half || force) {

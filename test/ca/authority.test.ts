@@ -270,6 +270,21 @@ describe('rotation with short TTLs (injected clock)', () => {
   });
 });
 
+describe('downtime', () => {
+  it('one tick after days offline leaves a CA that signs valid SVIDs', async () => {
+    const clock = fakeClock();
+    const { ca, store, kek } = await newCa({ caTtlSeconds: 600, clock: clock.now });
+    await ca.tick(clock.advance(320)); // a prepared generation exists
+    expect(ca.authorities().map((a) => a.status)).toEqual(['active', 'prepared']);
+    clock.advance(3 * 86_400);
+    const again = await CertificateAuthority.open({ trustDomain: TD, store, kek, caTtlSeconds: 600, clock: clock.now });
+    expect(again.authorities().map((a) => a.status)).toEqual(['active']);
+    const svid = again.mintX509Svid({ spiffeId: ID });
+    expect(validateX509Svid(svid.chain, again.bundle(), { now: clock.now() }).toString()).toBe(ID);
+    expect(again.bundle().x509Authorities).toHaveLength(1);
+  });
+});
+
 describe('persistence', () => {
   it('a reload from the same store and KEK gives the same CA', async () => {
     const { ca, store, kek } = await newCa();
