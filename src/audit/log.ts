@@ -11,7 +11,7 @@ import type { Database, Store } from '../store/index.js';
 import { AuditEventError, AuditProofError } from './errors.js';
 import {
   type AuditEvent,
-  canonicalJson,
+  canonicalEvent,
   type NormalizeOptions,
   normalizeEvent,
   type StoredAuditEvent,
@@ -329,7 +329,7 @@ export class AuditLog {
         for (let i = 0; i < events.length; i++) {
           const e = events[i] as AuditEvent;
           const s: StoredAuditEvent = { ...e, seq: size + i };
-          const body = canonicalJson(s);
+          const body = canonicalEvent(e, s.seq);
           const leaf = leafHash(body);
           this.frontier.push(leaf, onComplete);
           stored[i] = s;

@@ -93,3 +93,32 @@ describe('merkle', () => {
     );
   });
 });
+
+describe('canonical event bytes', () => {
+  it('canonicalEvent equals canonicalJson of the event with its seq, for every field', async () => {
+    const { canonicalEvent, canonicalJson, normalizeEvent } = await import('../../src/audit/event.js');
+    const e = normalizeEvent({
+      kind: 'access.decision',
+      decision_id: 'd1',
+      request_id: 'r1',
+      trace_id: 't1',
+      time: '2026-11-22T10:00:00Z',
+      source: { spiffe_id: 'spiffe://example.org/a', user: 'alice@example.com', device_id: 'd-42', ip: '10.0.0.1' },
+      target: { service: 'payments', port: 8443, method: 'POST', path: '/v1/charges', host: 'p.internal' },
+      outcome: 'step_up',
+      reason: 'mfa "required"\n',
+      policy: 'p',
+      rule: 'r',
+      enforcer: 'sidecar',
+      latency_us: 2.5,
+      details: { z: [1, { b: 2, a: 'ü' }], a: null, password: 'x' },
+    });
+    expect(e.time).toBe(Date.parse('2026-11-22T10:00:00Z'));
+    expect(canonicalEvent(e, 7)).toBe(canonicalJson({ ...e, seq: 7 }));
+    expect(canonicalEvent(e)).toBe(canonicalJson(e));
+    expect(JSON.parse(canonicalEvent(e, 7))).toEqual({ ...e, seq: 7 });
+    const bare = normalizeEvent({ kind: 'admin.action' });
+    expect(canonicalEvent(bare, 0)).toBe(canonicalJson({ ...bare, seq: 0 }));
+    expect(bare.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  });
+});
