@@ -8,6 +8,7 @@ import type { ServerPlugin } from '../server/index.js';
 import { agentEndpointPlugin } from '../server/plugins/agent-endpoint.js';
 import { caPlugin } from '../server/plugins/ca.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
+import { registerAgentCommands } from './commands/agent.js';
 import { registerEntryCommands, registerTokenCommands } from './commands/entry.js';
 import { registerIdentityCommands } from './commands/identity.js';
 import { registerServerCommands } from './commands/server.js';
@@ -46,5 +47,6 @@ Config: flags > NEVERTRUST_* environment variables (e.g. NEVERTRUST_SERVER_PORT=
   registerEntryCommands(program);
   registerTokenCommands(program);
   registerIdentityCommands(program);
+  registerAgentCommands(program);
   return program;
 }
