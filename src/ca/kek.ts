@@ -167,8 +167,14 @@ export async function loadOrCreateKek(opts: LoadKekOptions): Promise<LoadedKek> 
   }
   await mkdir(dirname(opts.file), { recursive: true, mode: 0o700 });
   const bytes = randomBytes(32);
-  // O_EXCL: never overwrite a KEK another process created meanwhile.
-  const fh = await open(opts.file, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+  // O_EXCL: never overwrite a KEK another process created meanwhile; if one did, use it.
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(opts.file, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return loadOrCreateKek({ ...opts, env: {} });
+    throw e;
+  }
   try {
     await fh.writeFile(`${bytes.toString('base64')}\n`);
     await fh.sync();

@@ -43,13 +43,16 @@ export const MAX_SPIFFE_ID_BYTES = 2048;
 export const MAX_TRUST_DOMAIN_BYTES = 255;
 
 const SCHEME = 'spiffe://';
+// Construction capability: only this module can build IDs, so every instance has been validated.
+const VALIDATED: unique symbol = Symbol('validated');
 
 /** A SPIFFE trust domain, e.g. `example.org`. Create with {@link parseTrustDomain}. */
 export class TrustDomain {
   private constructor(readonly name: string) {}
 
-  /** @internal validated construction only */
-  static unsafe(name: string): TrustDomain {
+  /** @internal only id.ts holds the capability, so no unvalidated instance can exist */
+  static fromValidated(key: typeof VALIDATED, name: string): TrustDomain {
+    if (key !== VALIDATED) throw new TypeError('use parseTrustDomain()');
     return new TrustDomain(name);
   }
 
@@ -78,8 +81,9 @@ export class SpiffeId {
     readonly path: string,
   ) {}
 
-  /** @internal validated construction only */
-  static unsafe(td: TrustDomain, path: string): SpiffeId {
+  /** @internal only id.ts holds the capability, so no unvalidated instance can exist */
+  static fromValidated(key: typeof VALIDATED, td: TrustDomain, path: string): SpiffeId {
+    if (key !== VALIDATED) throw new TypeError('use parseSpiffeId()');
     return new SpiffeId(td, path);
   }
 
@@ -217,7 +221,7 @@ function checkPath(path: string): void {
  */
 export function parseTrustDomain(name: string): TrustDomain {
   checkTrustDomain(name);
-  return TrustDomain.unsafe(name);
+  return TrustDomain.fromValidated(VALIDATED, name);
 }
 
 /**
@@ -260,7 +264,7 @@ export function parseSpiffeId(text: string): SpiffeId {
   rest = slash === -1 ? '' : rest.slice(slash);
   checkTrustDomain(tdName);
   checkPath(rest);
-  return SpiffeId.unsafe(TrustDomain.unsafe(tdName), rest);
+  return SpiffeId.fromValidated(VALIDATED, TrustDomain.fromValidated(VALIDATED, tdName), rest);
 }
 
 /**
@@ -292,7 +296,7 @@ export function parseWorkloadSpiffeId(text: string): SpiffeId {
 export function spiffeIdFromSegments(td: TrustDomain, ...segments: string[]): SpiffeId {
   const path = segments.length === 0 ? '' : `/${segments.join('/')}`;
   checkPath(path);
-  const id = SpiffeId.unsafe(td, path);
+  const id = SpiffeId.fromValidated(VALIDATED, td, path);
   if (Buffer.byteLength(id.toString(), 'utf8') > MAX_SPIFFE_ID_BYTES) {
     throw new SpiffeIdError(
       'ERR_SPIFFEID_TOO_LONG',

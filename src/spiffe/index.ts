@@ -44,6 +44,7 @@ export {
 } from './jwtsvid.js';
 export {
   type CertificateChainInput,
+  MAX_CHAIN_CERTIFICATES,
   spiffeIdFromCertificate,
   type VerifiedX509Svid,
   validateX509Svid,

@@ -65,6 +65,11 @@ export interface VerifiedX509Svid {
 }
 
 const MAX_PATH_DEPTH = 8;
+/** Longest chain accepted as input; SVID chains are a handful of certificates. */
+export const MAX_CHAIN_CERTIFICATES = 16;
+// Bounds the path search: hostile chains of same-name, same-key certificates must not
+// turn path building into a combinatorial number of signature checks.
+const MAX_SIGNATURE_CHECKS = 64;
 // Extensions this validator evaluates; any other critical extension fails closed (RFC 5280 §4.2).
 const HANDLED_EXTENSIONS = new Set<string>([
   OID.basicConstraints,
@@ -272,6 +277,12 @@ export function verifyX509Svid(
   const now = opts.now ?? new Date();
   const ders = toDerList(chain);
   if (ders.length === 0) throw new X509SvidError('ERR_X509SVID_EMPTY_CHAIN', 'X509-SVID §5: the chain is empty');
+  if (ders.length > MAX_CHAIN_CERTIFICATES) {
+    throw new X509SvidError(
+      'ERR_X509SVID_MALFORMED',
+      `the chain has ${ders.length} certificates; at most ${MAX_CHAIN_CERTIFICATES} are accepted`,
+    );
+  }
   const certs = parseAll(ders, 'chain');
   const leaf = certs[0] as ParsedCert;
   const id = leafId(leaf);
@@ -296,21 +307,30 @@ export function verifyX509Svid(
 
   // Depth-first path building: the chain may carry extra or out-of-order certificates.
   let sawBadSignature = false;
+  let budget = MAX_SIGNATURE_CHECKS;
+  const dead = new Set<ParsedCert>();
+  const signedWithinBudget = (child: ParsedCert, issuer: ParsedCert): boolean => {
+    if (--budget < 0) {
+      throw new X509SvidError('ERR_X509SVID_UNKNOWN_AUTHORITY', 'RFC 5280 §6.1: path search budget exhausted');
+    }
+    return signedBy(child, issuer);
+  };
   const build = (cert: ParsedCert, path: ParsedCert[]): ParsedCert[] | undefined => {
     if (path.length > MAX_PATH_DEPTH) return undefined;
     for (const a of anchors) {
       if (!a.subject.equals(cert.issuer)) continue;
-      if (signedBy(cert, a)) return [...path, a];
+      if (signedWithinBudget(cert, a)) return [...path, a];
       sawBadSignature = true;
     }
     for (const c of intermediates) {
-      if (path.includes(c) || !c.subject.equals(cert.issuer)) continue;
-      if (!signedBy(cert, c)) {
+      if (dead.has(c) || path.includes(c) || !c.subject.equals(cert.issuer)) continue;
+      if (!signedWithinBudget(cert, c)) {
         sawBadSignature = true;
         continue;
       }
       const found = build(c, [...path, c]);
       if (found) return found;
+      dead.add(c);
     }
     return undefined;
   };

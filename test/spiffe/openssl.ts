@@ -85,9 +85,18 @@ export class OpenSslPki {
   issue(
     name: string,
     issuer: string,
-    opts: { subj: string; exts: string[]; startdate?: string; enddate?: string; days?: number; keyType?: 'ec' | 'rsa' },
+    opts: {
+      subj: string;
+      exts: string[];
+      startdate?: string;
+      enddate?: string;
+      days?: number;
+      keyType?: 'ec' | 'rsa';
+      /** Reuse the key of an earlier certificate instead of generating one. */
+      keyOf?: string;
+    },
   ): string {
-    const key = this.key(name, opts.keyType);
+    const key = opts.keyOf ? this.path(`${opts.keyOf}.key`) : this.key(name, opts.keyType);
     const csr = this.path(`${name}.csr`);
     this.openssl(['req', '-new', '-config', this.path('req.cnf'), '-key', key, '-subj', opts.subj, '-out', csr]);
     const ext = this.path(`${name}.ext`);

@@ -108,3 +108,34 @@ describe('hostile input yields only typed errors', () => {
     expect(validateX509Svid([leafDer], bundle).toString()).toBe('spiffe://example.org/a');
   });
 });
+
+describe('bounded work on hostile chains', () => {
+  it('many same-name, same-key intermediates do not explode the path search', () => {
+    const p = new OpenSslPki();
+    try {
+      const exts = CA_EXTS('example.org');
+      p.selfSigned('evil', '/CN=loop', exts);
+      // copies of one self-issued CA (same name, same key): every copy verifies every other copy
+      const copies = Array.from({ length: 14 }, (_, i) => {
+        return new X509Certificate(p.issue(`c${i}`, 'evil', { subj: '/CN=loop', exts, keyOf: 'evil' })).raw;
+      });
+      const a = new X509Certificate(copies[0] as Buffer);
+      expect(a.checkIssued(new X509Certificate(copies[1] as Buffer))).toBe(true);
+      expect(a.verify(new X509Certificate(copies[1] as Buffer).publicKey)).toBe(true);
+      const leaf = new X509Certificate(
+        p.issue('l', 'evil', { subj: '/CN=leaf', exts: LEAF_EXTS('spiffe://example.org/a') }),
+      ).raw;
+      const t0 = Date.now();
+      expect(() => validateX509Svid([leaf, ...copies], bundle)).toThrow(X509SvidError);
+      expect(Date.now() - t0).toBeLessThan(2000);
+      expect(() =>
+        validateX509Svid(
+          Array.from({ length: 17 }, () => leaf),
+          bundle,
+        ),
+      ).toThrow(/at most 16/);
+    } finally {
+      p.cleanup();
+    }
+  }, 60_000);
+});
