@@ -5,6 +5,7 @@
  */
 import { type Command, CommanderError } from 'commander';
 import { ConfigError } from '../config/index.js';
+import { formatIssue, PolicyLoadError } from '../policy/index.js';
 import { StoreOpenError } from '../store/index.js';
 import { ServerStartError } from '../server/index.js';
 import { CliError } from './errors.js';
@@ -31,6 +32,10 @@ export async function main(argv: string[]): Promise<number> {
       // Help and version are "errors" to commander; they already printed.
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help')
         return 0;
+      return 2;
+    }
+    if (e instanceof PolicyLoadError) {
+      process.stderr.write(`nevertrust: policy rejected\n${e.issues.map(formatIssue).join('\n')}\n`);
       return 2;
     }
     if (e instanceof ConfigError) {

@@ -7,10 +7,12 @@ import { logLevels } from '../config/index.js';
 import type { ServerPlugin } from '../server/index.js';
 import { agentEndpointPlugin } from '../server/plugins/agent-endpoint.js';
 import { caPlugin } from '../server/plugins/ca.js';
+import { policyPlugin } from '../server/plugins/policy.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
 import { registerAgentCommands } from './commands/agent.js';
 import { registerEntryCommands, registerTokenCommands } from './commands/entry.js';
 import { registerIdentityCommands } from './commands/identity.js';
+import { registerPolicyCommands } from './commands/policy.js';
 import { registerServerCommands } from './commands/server.js';
 import { registerVersionCommand } from './commands/version.js';
 import { VERSION } from './version.js';
@@ -18,7 +20,7 @@ import { VERSION } from './version.js';
 /** The server's plugins for a given configuration (later issues add CA, policy, audit…). */
 export function serverPlugins(_config: Config): ServerPlugin[] {
   const ca = caPlugin();
-  return [ca, registrationPlugin(), agentEndpointPlugin({ ca: ca.handle })];
+  return [ca, registrationPlugin(), agentEndpointPlugin({ ca: ca.handle }), policyPlugin()];
 }
 
 export function buildProgram(): Command {
@@ -48,5 +50,6 @@ Config: flags > NEVERTRUST_* environment variables (e.g. NEVERTRUST_SERVER_PORT=
   registerTokenCommands(program);
   registerIdentityCommands(program);
   registerAgentCommands(program);
+  registerPolicyCommands(program);
   return program;
 }
