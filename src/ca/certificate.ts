@@ -109,7 +109,58 @@ const EXT_KU_LEAF_RSA = extension(OIDS.keyUsage, true, KU_LEAF_RSA);
 const EXT_EKU = extension(OIDS.extKeyUsage, false, seq(oid(OIDS.serverAuth), oid(OIDS.clientAuth)));
 const VERSION_V3 = explicit(0, smallInt(2));
 const SAN_OID = oid(OIDS.subjectAltName);
-const SKI_OID = oid(OIDS.subjectKeyIdentifier);
+// SEQUENCE { OID subjectKeyIdentifier, OCTET STRING { OCTET STRING (20 bytes) } }, before the 20 key-id bytes
+const SKI_EXT_PREFIX = Buffer.from([0x30, 0x1d, 0x06, 0x03, 0x55, 0x1d, 0x0e, 0x04, 0x16, 0x04, 0x14]);
+
+function hdrLen(n: number): number {
+  return n < 0x80 ? 2 : n < 0x100 ? 3 : n < 0x10000 ? 4 : 5;
+}
+
+function putHdr(b: Buffer, o: number, tag: number, n: number): number {
+  b[o++] = tag;
+  if (n < 0x80) b[o++] = n;
+  else if (n < 0x100) {
+    b[o++] = 0x81;
+    b[o++] = n;
+  } else if (n < 0x10000) {
+    b[o++] = 0x82;
+    b[o++] = n >> 8;
+    b[o++] = n & 0xff;
+  } else {
+    b[o++] = 0x83;
+    b[o++] = n >> 16;
+    b[o++] = (n >> 8) & 0xff;
+    b[o++] = n & 0xff;
+  }
+  return o;
+}
+
+const utc = (d: Date) => d.getUTCFullYear() >= 1950 && d.getUTCFullYear() < 2050;
+
+/** Encoded size of a certificate time (RFC 5280 §4.1.2.5: UTCTime until 2049, then GeneralizedTime). */
+function timeLen(d: Date): number {
+  return utc(d) ? 15 : 17;
+}
+
+function putTime(b: Buffer, o: number, d: Date): number {
+  const isUtc = utc(d);
+  b[o++] = isUtc ? TAG.UTC_TIME : TAG.GENERALIZED_TIME;
+  b[o++] = isUtc ? 13 : 15;
+  const put2 = (n: number) => {
+    b[o++] = 0x30 + Math.floor(n / 10);
+    b[o++] = 0x30 + (n % 10);
+  };
+  const y = d.getUTCFullYear();
+  if (!isUtc) put2(Math.floor(y / 100));
+  put2(y % 100);
+  put2(d.getUTCMonth() + 1);
+  put2(d.getUTCDate());
+  put2(d.getUTCHours());
+  put2(d.getUTCMinutes());
+  put2(d.getUTCSeconds());
+  b[o++] = 0x5a; // 'Z'
+  return o;
+}
 
 export interface CaCertificateParams {
   /** Public (or private) key the new CA certificate certifies. */
@@ -210,7 +261,7 @@ export class LeafIssuer {
 
   issue(p: LeafParams): IssuedLeaf {
     const { tbs, serialHex } = this.#tbs(p);
-    return { der: signTbs(tbs, this.#key, this.#profile), serialHex };
+    return { der: this.#certificate(tbs, sign(this.#profile.hash, tbs, this.#key)), serialHex };
   }
 
   /** Same as {@link issue}, with the signature computed on libuv's thread pool. */
@@ -219,35 +270,87 @@ export class LeafIssuer {
     return new Promise((resolve, reject) => {
       sign(this.#profile.hash, tbs, this.#key, (err, sig) => {
         if (err) reject(err);
-        else resolve({ der: seq(tbs, this.#profile.algorithmIdentifier, bits(sig)), serialHex });
+        else resolve({ der: this.#certificate(tbs, sig), serialHex });
       });
     });
   }
 
+  /** Certificate ::= SEQUENCE { tbs, signatureAlgorithm, BIT STRING signature }, written in one pass. */
+  #certificate(tbs: Buffer, sig: Buffer): Buffer {
+    const alg = this.#profile.algorithmIdentifier;
+    const bitsLen = 1 + sig.length;
+    const content = tbs.length + alg.length + hdrLen(bitsLen) + bitsLen;
+    const out = Buffer.allocUnsafe(hdrLen(content) + content);
+    let o = putHdr(out, 0, TAG.SEQUENCE, content);
+    o += tbs.copy(out, o);
+    o += alg.copy(out, o);
+    o = putHdr(out, o, TAG.BIT_STRING, bitsLen);
+    out[o++] = 0;
+    sig.copy(out, o);
+    return out;
+  }
+
+  // The TBSCertificate is sized first and written once: nested concatenation cost more than the signature.
   #tbs(p: LeafParams): { tbs: Buffer; serialHex: string } {
     const serial = randomSerial();
-    const san: Buffer[] = [tlv(0x86, Buffer.from(p.spiffeId, 'latin1'))];
-    for (const d of p.dnsNames) san.push(tlv(0x82, Buffer.from(d, 'latin1')));
     const firstDns = p.dnsNames[0];
     const subject = firstDns === undefined ? LEAF_SUBJECT : encodeName([...LEAF_SUBJECT_PREFIX, ['CN', firstDns]]);
+    const ku = p.family === 'rsa' ? EXT_KU_LEAF_RSA : EXT_KU_LEAF_EC;
     const ski = keyIdentifier(p.spki);
-    const exts = seq(
-      EXT_BC_LEAF,
-      p.family === 'rsa' ? EXT_KU_LEAF_RSA : EXT_KU_LEAF_EC,
-      seq(SAN_OID, octets(seq(...san))),
-      seq(SKI_OID, octets(octets(ski))),
-      this.#extTail,
-    );
-    const tbs = seq(
-      VERSION_V3,
-      serial,
-      this.#profile.algorithmIdentifier,
-      this.#issuer,
-      seq(time(p.notBefore), time(p.notAfter)),
-      subject,
-      p.spki,
-      explicit(3, exts),
-    );
+    const uriLen = p.spiffeId.length;
+    let namesLen = hdrLen(uriLen) + uriLen;
+    for (const d of p.dnsNames) namesLen += hdrLen(d.length) + d.length;
+    const sanSeqLen = hdrLen(namesLen) + namesLen;
+    const sanOctLen = hdrLen(sanSeqLen) + sanSeqLen;
+    const sanExtContent = SAN_OID.length + sanOctLen;
+    const sanExtLen = hdrLen(sanExtContent) + sanExtContent;
+    const extsContent =
+      EXT_BC_LEAF.length + ku.length + sanExtLen + SKI_EXT_PREFIX.length + ski.length + this.#extTail.length;
+    const extsSeqLen = hdrLen(extsContent) + extsContent;
+    const t1 = timeLen(p.notBefore);
+    const t2 = timeLen(p.notAfter);
+    const validityContent = t1 + t2;
+    const alg = this.#profile.algorithmIdentifier;
+    const tbsContent =
+      VERSION_V3.length +
+      serial.length +
+      alg.length +
+      this.#issuer.length +
+      hdrLen(validityContent) +
+      validityContent +
+      subject.length +
+      p.spki.length +
+      hdrLen(extsSeqLen) +
+      extsSeqLen;
+    const tbs = Buffer.allocUnsafe(hdrLen(tbsContent) + tbsContent);
+    let o = putHdr(tbs, 0, TAG.SEQUENCE, tbsContent);
+    o += VERSION_V3.copy(tbs, o);
+    o += serial.copy(tbs, o);
+    o += alg.copy(tbs, o);
+    o += this.#issuer.copy(tbs, o);
+    o = putHdr(tbs, o, TAG.SEQUENCE, validityContent);
+    o = putTime(tbs, o, p.notBefore);
+    o = putTime(tbs, o, p.notAfter);
+    o += subject.copy(tbs, o);
+    o += p.spki.copy(tbs, o);
+    o = putHdr(tbs, o, 0xa3, extsSeqLen);
+    o = putHdr(tbs, o, TAG.SEQUENCE, extsContent);
+    o += EXT_BC_LEAF.copy(tbs, o);
+    o += ku.copy(tbs, o);
+    o = putHdr(tbs, o, TAG.SEQUENCE, sanExtContent);
+    o += SAN_OID.copy(tbs, o);
+    o = putHdr(tbs, o, TAG.OCTET_STRING, sanSeqLen);
+    o = putHdr(tbs, o, TAG.SEQUENCE, namesLen);
+    o = putHdr(tbs, o, 0x86, uriLen);
+    o += tbs.write(p.spiffeId, o, 'latin1');
+    for (const d of p.dnsNames) {
+      o = putHdr(tbs, o, 0x82, d.length);
+      o += tbs.write(d, o, 'latin1');
+    }
+    o += SKI_EXT_PREFIX.copy(tbs, o);
+    o += ski.copy(tbs, o);
+    o += this.#extTail.copy(tbs, o);
+    if (o !== tbs.length) throw new Error(`internal: TBSCertificate size mismatch (${o} != ${tbs.length})`);
     // serial is INTEGER TLV: skip tag + one length byte (always < 128 content bytes)
     return { tbs, serialHex: serial.subarray(2).toString('hex') };
   }

@@ -152,6 +152,24 @@ describe('X.509-SVID issuance', () => {
     );
   });
 
+  it('long SAN lists (multi-byte DER lengths) and validity crossing 2050 (GeneralizedTime) encode correctly', async () => {
+    const clock = fakeClock(Date.parse('2049-12-31T23:30:00Z'));
+    const { ca } = await newCa({ clock: clock.now });
+    const dnsNames = Array.from({ length: 40 }, (_, i) => `service-${i}.namespace.cluster.internal`);
+    const svid = ca.signX509SvidFromCsr({ csr: createCsr(generatePrivateKey()), spiffeId: ID, dnsNames });
+    expect(svid.notAfter.toISOString()).toBe('2050-01-01T00:30:00.000Z');
+    writeFileSync(join(dir, 'big-bundle.pem'), ca.bundle().toPem());
+    writeFileSync(join(dir, 'big-svid.pem'), certificatesToPem(svid.chain));
+    const text = openssl(['x509', '-in', 'big-svid.pem', '-noout', '-text']);
+    expect(text).toContain('Not After : Jan  1 00:30:00 2050 GMT');
+    expect(text).toContain('DNS:service-39.namespace.cluster.internal');
+    // openssl checks against the real time, when this certificate is not yet valid: check the signature only
+    expect(openssl(['verify', '-CAfile', 'big-bundle.pem', '-no_check_time', 'big-svid.pem']).trim()).toBe(
+      'big-svid.pem: OK',
+    );
+    expect(validateX509Svid(svid.chain, ca.bundle(), { now: clock.now() }).toString()).toBe(ID);
+  });
+
   it('createCsr output passes openssl req -verify', () => {
     writeFileSync(join(dir, 'ours.csr'), csrToPem(createCsr(generatePrivateKey('ec-p384'))));
     expect(openssl(['req', '-in', 'ours.csr', '-verify', '-noout'])).toBe('');
