@@ -39,7 +39,7 @@ const EC_CURVES: Record<string, { crv: string; len: number }> = {
  * so uncompressed EC points and RSA keys go through JWK import (about twice as fast); anything
  * else falls back to the DER path. Both validate the key (EC points must be on the curve).
  */
-function importSpki(spki: Buffer): KeyObject {
+function importSpki(spki: Buffer): { key: KeyObject; family?: 'ec' | 'rsa' } {
   const [alg, bitsTlv] = children(readOne(spki, TAG.SEQUENCE).value);
   if (alg && bitsTlv && bitsTlv.tag === TAG.BIT_STRING && bitsTlv.value[0] === 0) {
     const [algOid, param] = children(alg.value);
@@ -50,20 +50,22 @@ function importSpki(spki: Buffer): KeyObject {
       if (curve && key.length === 1 + 2 * curve.len && key[0] === 0x04) {
         const x = key.subarray(1, 1 + curve.len).toString('base64url');
         const y = key.subarray(1 + curve.len).toString('base64url');
-        return createPublicKey({ key: { kty: 'EC', crv: curve.crv, x, y }, format: 'jwk' });
+        return { key: createPublicKey({ key: { kty: 'EC', crv: curve.crv, x, y }, format: 'jwk' }), family: 'ec' };
       }
     } else if (algId === '1.2.840.113549.1.1.1') {
       const [n, e] = children(readOne(key, TAG.SEQUENCE).value);
       if (n?.tag === TAG.INTEGER && e?.tag === TAG.INTEGER) {
         const strip = (b: Buffer) => (b.length > 1 && b[0] === 0 ? b.subarray(1) : b);
-        return createPublicKey({
+        const rsa = createPublicKey({
           key: { kty: 'RSA', n: strip(n.value).toString('base64url'), e: strip(e.value).toString('base64url') },
           format: 'jwk',
         });
+        // the modulus size still has to be checked
+        return { key: rsa };
       }
     }
   }
-  return createPublicKey({ key: spki, format: 'der', type: 'spki' });
+  return { key: createPublicKey({ key: spki, format: 'der', type: 'spki' }) };
 }
 
 /** A request whose signature verified. */
@@ -165,22 +167,26 @@ function decodeCsr(csr: string | Buffer): DecodedCsr {
   if (!hash) {
     throw new CsrError('ERR_CSR_UNSUPPORTED_ALGORITHM', `PKCS#10: signature algorithm ${sigAlgOid} is not supported`);
   }
-  let publicKey: KeyObject;
+  let imported: { key: KeyObject; family?: 'ec' | 'rsa' };
   try {
-    publicKey = importSpki(spki);
+    imported = importSpki(spki);
   } catch {
     throw new CsrError('ERR_CSR_MALFORMED', 'PKCS#10: subjectPKInfo is not a valid public key');
   }
-  const t = publicKey.asymmetricKeyType;
-  const d = publicKey.asymmetricKeyDetails;
-  let family: 'ec' | 'rsa';
-  if (t === 'ec' && (d?.namedCurve === 'prime256v1' || d?.namedCurve === 'secp384r1')) family = 'ec';
-  else if (t === 'rsa' && (d?.modulusLength ?? 0) >= 2048) family = 'rsa';
-  else {
-    throw new CsrError(
-      'ERR_CSR_UNSUPPORTED_KEY',
-      `the workload key must be EC P-256/P-384 or RSA ≥ 2048 bits (got ${t ?? 'unknown'} ${d?.namedCurve ?? d?.modulusLength ?? ''})`,
-    );
+  const publicKey = imported.key;
+  // The fast path already knows the curve; asking OpenSSL again costs a round-trip per request.
+  let family = imported.family;
+  if (!family) {
+    const t = publicKey.asymmetricKeyType;
+    const d = publicKey.asymmetricKeyDetails;
+    if (t === 'ec' && (d?.namedCurve === 'prime256v1' || d?.namedCurve === 'secp384r1')) family = 'ec';
+    else if (t === 'rsa' && (d?.modulusLength ?? 0) >= 2048) family = 'rsa';
+    else {
+      throw new CsrError(
+        'ERR_CSR_UNSUPPORTED_KEY',
+        `the workload key must be EC P-256/P-384 or RSA ≥ 2048 bits (got ${t ?? 'unknown'} ${d?.namedCurve ?? d?.modulusLength ?? ''})`,
+      );
+    }
   }
   const sigIsEc = sigAlgOid.startsWith('1.2.840.10045.');
   if (sigIsEc !== (family === 'ec')) {

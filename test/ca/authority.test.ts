@@ -170,6 +170,29 @@ describe('X.509-SVID issuance', () => {
     expect(validateX509Svid(svid.chain, ca.bundle(), { now: clock.now() }).toString()).toBe(ID);
   });
 
+  it('refuses CSRs for unsupported keys (P-521, RSA-1024, Ed25519)', async () => {
+    const { ca } = await newCa();
+    writeFileSync(join(dir, 'req.cnf'), '[req]\ndistinguished_name=dn\n[dn]\n');
+    const csrFor = (genArgs: string[], name: string) => {
+      openssl(['genpkey', ...genArgs, '-out', `${name}.key`]);
+      return openssl(['req', '-new', '-config', 'req.cnf', '-key', `${name}.key`, '-subj', '/CN=x']);
+    };
+    const p521 = csrFor(['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-521'], 'p521');
+    const rsa1024 = csrFor(['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:1024'], 'rsa1024');
+    const ed = csrFor(['-algorithm', 'ED25519'], 'ed');
+    const code = (csrPem: string) => {
+      try {
+        ca.signX509SvidFromCsr({ csrPem, spiffeId: ID });
+        return undefined;
+      } catch (e) {
+        return (e as { code?: string }).code;
+      }
+    };
+    expect(code(p521)).toBe('ERR_CSR_UNSUPPORTED_KEY');
+    expect(code(rsa1024)).toBe('ERR_CSR_UNSUPPORTED_KEY');
+    expect(code(ed)).toBe('ERR_CSR_UNSUPPORTED_ALGORITHM');
+  });
+
   it('createCsr output passes openssl req -verify', () => {
     writeFileSync(join(dir, 'ours.csr'), csrToPem(createCsr(generatePrivateKey('ec-p384'))));
     expect(openssl(['req', '-in', 'ours.csr', '-verify', '-noout'])).toBe('');
