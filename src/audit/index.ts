@@ -90,3 +90,13 @@ export {
   type VerifyReport,
   verifyLog,
 } from './verify.js';
+export {
+  AuditRecorder,
+  type AuditSink,
+  AuditSinkRejectedError,
+  createHttpShipper,
+  type HttpSinkOptions,
+  httpSink,
+  type RecorderOptions,
+  type RecorderStats,
+} from './recorder.js';
