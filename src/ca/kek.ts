@@ -11,9 +11,8 @@ import {
   randomBytes,
 } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { open, readFile, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { mkdir } from 'node:fs/promises';
 import { inspect } from 'node:util';
 import { KekError } from './errors.js';
 
