@@ -8,7 +8,7 @@
  * not change, and the process must still hold the uid the kernel recorded at connect().
  */
 import { createHash } from 'node:crypto';
-import { readFile, readlink, stat } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { PeerCredentials } from './peercred.js';
 
@@ -252,12 +252,12 @@ export class UnixAttestor {
       throw new AttestationError('ERR_ATTEST_PROCESS_GONE', `invalid pid ${pid}`);
     }
     const dir = `${this.proc}/${pid}`;
-    const start1 = await this.startTime(dir, pid);
-    const [exe, digest, status] = await Promise.all([
-      this.readProc(pid, () => readlink(`${dir}/exe`)),
-      this.hashExecutable(pid, `${dir}/exe`),
-      this.readProc(pid, () => readFile(`${dir}/status`, 'utf8')),
-    ]);
+    // /proc files are generated in memory by the kernel: synchronous reads take microseconds and
+    // skip the libuv thread pool round trips (which dominated the Workload API's per-call latency).
+    const start1 = this.startTime(dir, pid);
+    const exe = this.readProc(pid, () => readlinkSync(`${dir}/exe`));
+    const status = this.readProc(pid, () => readFileSync(`${dir}/status`, 'utf8'));
+    const digest = await this.hashExecutable(pid, `${dir}/exe`);
     const ids = parseStatusIds(status);
     // SO_PEERCRED records the effective uid at connect(); a process still holding it among its
     // uids is the same process (or one with the same rights), a stranger reusing the pid is not.
@@ -267,11 +267,12 @@ export class UnixAttestor {
         `pid ${pid} no longer runs as uid ${uid} (pid reused or credentials changed)`,
       );
     }
-    const start2 = await this.startTime(dir, pid);
+    const start2 = this.startTime(dir, pid);
     if (start1 !== start2) {
       throw new AttestationError('ERR_ATTEST_PID_REUSED', `pid ${pid} was reused while it was being attested`);
     }
-    const [users, groups] = await Promise.all([this.table('passwd'), this.table('group')]);
+    const users = this.table('passwd');
+    const groups = this.table('group');
     const out: Selector[] = [];
     const add = (key: UnixSelectorKey, v: string | number) => out.push({ type: 'unix', value: `${key}:${v}` });
     add('uid', uid);
@@ -291,9 +292,9 @@ export class UnixAttestor {
     return out;
   }
 
-  private async readProc<T>(pid: number, f: () => Promise<T>): Promise<T> {
+  private readProc<T>(pid: number, f: () => T): T {
     try {
-      return await f();
+      return f();
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ESRCH') {
@@ -303,8 +304,8 @@ export class UnixAttestor {
     }
   }
 
-  private async startTime(dir: string, pid: number): Promise<string> {
-    const stat = await this.readProc(pid, () => readFile(`${dir}/stat`, 'utf8'));
+  private startTime(dir: string, pid: number): string {
+    const stat = this.readProc(pid, () => readFileSync(`${dir}/stat`, 'utf8'));
     const t = parseStartTime(stat);
     if (t === undefined) throw new AttestationError('ERR_ATTEST_PROC_UNREADABLE', `malformed /proc/${pid}/stat`);
     return t;
@@ -312,12 +313,21 @@ export class UnixAttestor {
 
   /** SHA-256 of the running binary, read through /proc/<pid>/exe so that it is the inode that runs. */
   private async hashExecutable(pid: number, exePath: string): Promise<string> {
-    const fh = await this.readProc(pid, () => open(exePath, 'r'));
+    const fd = this.readProc(pid, () => openSync(exePath, 'r'));
     try {
-      const st = await fh.stat({ bigint: true });
+      const st = fstatSync(fd, { bigint: true });
       const key = `${st.dev}:${st.ino}:${st.mtimeNs}:${st.size}`;
       const hit = this.hashes.get(key);
       if (hit !== undefined) return hit;
+    } finally {
+      closeSync(fd);
+    }
+    // Cache miss: hash asynchronously (binaries are large), then re-check that the file is the
+    // same inode and version that was hashed.
+    const fh = await this.readProc(pid, () => open(exePath, 'r'));
+    try {
+      const st = await fh.stat({ bigint: true });
+      const key2 = `${st.dev}:${st.ino}:${st.mtimeNs}:${st.size}`;
       const h = createHash('sha256');
       const buf = Buffer.allocUnsafe(1 << 20);
       for (;;) {
@@ -325,29 +335,42 @@ export class UnixAttestor {
         if (bytesRead === 0) break;
         h.update(buf.subarray(0, bytesRead));
       }
+      const after = await fh.stat({ bigint: true });
       const hex = h.digest('hex');
+      if (`${after.dev}:${after.ino}:${after.mtimeNs}:${after.size}` !== key2) {
+        throw new AttestationError(
+          'ERR_ATTEST_PROC_UNREADABLE',
+          `the binary of pid ${pid} changed while it was hashed`,
+        );
+      }
       if (this.hashes.size >= this.hashCacheSize) {
         const oldest = this.hashes.keys().next();
         if (!oldest.done) this.hashes.delete(oldest.value);
       }
-      this.hashes.set(key, hex);
+      this.hashes.set(key2, hex);
       return hex;
+    } catch (e) {
+      if (e instanceof AttestationError) throw e;
+      throw new AttestationError(
+        'ERR_ATTEST_PROC_UNREADABLE',
+        `cannot hash the binary of pid ${pid}: ${(e as Error).message}`,
+      );
     } finally {
       await fh.close();
     }
   }
 
-  private async table(which: 'passwd' | 'group'): Promise<NameTable> {
+  private table(which: 'passwd' | 'group'): NameTable {
     const path = which === 'passwd' ? this.passwdPath : this.groupPath;
     const cached = which === 'passwd' ? this.passwd : this.groups;
     let st: { mtimeMs: number; size: number };
     try {
-      st = await stat(path);
+      st = statSync(path);
     } catch {
       return { mtimeMs: 0, size: 0, byId: new Map() };
     }
     if (cached && cached.mtimeMs === st.mtimeMs && cached.size === st.size) return cached;
-    const t: NameTable = { mtimeMs: st.mtimeMs, size: st.size, byId: parseNameFile(await readFile(path, 'utf8')) };
+    const t: NameTable = { mtimeMs: st.mtimeMs, size: st.size, byId: parseNameFile(readFileSync(path, 'utf8')) };
     if (which === 'passwd') this.passwd = t;
     else this.groups = t;
     return t;

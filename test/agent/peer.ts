@@ -36,6 +36,16 @@ export async function socketServer(
   };
 }
 
+/** Like {@link connectingChild}, started through setpriv with supplementary groups. */
+export function connectingChildWithGroups(path: string, uid: number, gid: number, groups: number[]): ChildProcess {
+  const script = `const s=require('net').connect(${JSON.stringify(path)});s.on('error',e=>{console.error(e);process.exit(3)});setInterval(()=>{},1000);`;
+  return spawn(
+    'setpriv',
+    [`--reuid=${uid}`, `--regid=${gid}`, `--groups=${groups.join(',')}`, '--', process.execPath, '-e', script],
+    { stdio: ['ignore', 'inherit', 'inherit'] },
+  );
+}
+
 /** A node child that connects to `path` and stays until killed. */
 export function connectingChild(path: string, ids?: { uid: number; gid: number }): ChildProcess {
   const script = `const s=require('net').connect(${JSON.stringify(path)});s.on('error',e=>{console.error(e);process.exit(3)});setInterval(()=>{},1000);`;

@@ -14,7 +14,7 @@ import {
   UnixAttestor,
 } from '../../src/agent/unix-attestor.js';
 import { freePort } from '../support/cli.js';
-import { connectingChild, sharedTempDir, socketServer } from './peer.js';
+import { connectingChild, connectingChildWithGroups, sharedTempDir, socketServer } from './peer.js';
 import type { ChildProcess } from 'node:child_process';
 
 const dir = sharedTempDir();
@@ -105,6 +105,28 @@ describe('UnixAttestor', () => {
     const gids = groupsLine.trim().split(/\s+/).filter(Boolean);
     expect(selectors.filter((s) => s.startsWith('unix:supplementary_gid:'))).toEqual(
       gids.map((g) => `unix:supplementary_gid:${g}`),
+    );
+    sock.destroy();
+    server.close();
+  });
+
+  it('reports supplementary groups from /proc/<pid>/status', async () => {
+    const { path, server, next } = await socketServer(dir);
+    const child = connectingChildWithGroups(path, NOBODY, NOBODY, [NOBODY, 100]);
+    children.push(child);
+    const sock = await next();
+    const cred = peerCredentials(sock);
+    expect(cred).toMatchObject({ uid: NOBODY, gid: NOBODY });
+    // setpriv execs node in place: the peer is the same pid, now running node.
+    await new Promise((r) => setTimeout(r, 50));
+    const selectors = (await attestor.attest(cred)).map(formatSelector);
+    expect(selectors).toEqual(
+      expect.arrayContaining([
+        'unix:supplementary_gid:65534',
+        'unix:supplementary_gid:100',
+        'unix:supplementary_group:users',
+        `unix:path:${realpathSync(process.execPath)}`,
+      ]),
     );
     sock.destroy();
     server.close();
