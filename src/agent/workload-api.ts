@@ -242,6 +242,12 @@ export interface WorkloadApiHandlersOptions {
 export class WorkloadApiHandlers {
   private readonly resolver: WorkloadResolver;
   private readonly attestFn: WorkloadAttestor;
+  // One resolver listener fans out to every open stream, so thousands of streams do not pile
+  // listeners (and MaxListenersExceeded warnings) onto the agent's emitter.
+  private readonly watchers = new Set<() => void>();
+  private readonly onResolverChange = () => {
+    for (const w of [...this.watchers]) w();
+  };
 
   constructor(opts: WorkloadApiHandlersOptions) {
     this.resolver = opts.resolver;
@@ -422,6 +428,21 @@ export class WorkloadApiHandlers {
     }
   }
 
+  private watch(f: () => void): void {
+    if (this.watchers.size === 0) this.resolver.on('change', this.onResolverChange);
+    this.watchers.add(f);
+  }
+
+  private unwatch(f: () => void): void {
+    this.watchers.delete(f);
+    if (this.watchers.size === 0) this.resolver.off('change', this.onResolverChange);
+  }
+
+  /** Open streams (each watches the resolver for changes). */
+  get openStreams(): number {
+    return this.watchers.size;
+  }
+
   /**
    * Sends `build()` now and after every resolver change that alters it, until the client goes away.
    * A build error (PERMISSION_DENIED when the caller's last identity is gone) ends the stream.
@@ -437,7 +458,7 @@ export class WorkloadApiHandlers {
       dirty = true;
       wake?.();
     };
-    this.resolver.on('change', onChange);
+    this.watch(onChange);
     const onAbort = () => wake?.();
     call.signal.addEventListener('abort', onAbort);
     try {
@@ -460,7 +481,7 @@ export class WorkloadApiHandlers {
         if (call.signal.aborted) return;
       }
     } finally {
-      this.resolver.off('change', onChange);
+      this.unwatch(onChange);
       call.signal.removeEventListener('abort', onAbort);
     }
   }

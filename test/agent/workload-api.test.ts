@@ -257,6 +257,20 @@ describe('Workload API over the unix socket (raw grpc-js client from the .proto)
     });
   });
 
+  it('fans one resolver listener out to every stream and drops streams the client cancels', async () => {
+    const before = server.handlers.openStreams;
+    const streams = Array.from({ length: 20 }, () => client.FetchX509SVID({}, workloadMetadata()));
+    const collected = streams.map((st) => collect<X509Resp>(st));
+    await Promise.all(collected.map((c) => c.next(1)));
+    expect(server.handlers.openStreams).toBe(before + 20);
+    expect(resolver.listenerCount('change')).toBe(1);
+    for (const st of streams) st.cancel();
+    const t0 = Date.now();
+    while (server.handlers.openStreams !== before && Date.now() - t0 < 3000)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(server.handlers.openStreams).toBe(before);
+  });
+
   it('answers UNIMPLEMENTED for a method outside the spec', async () => {
     const err = await new Promise<grpc.ServiceError>((resolve) =>
       client.makeUnaryRequest(
