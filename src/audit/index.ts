@@ -100,3 +100,11 @@ export {
   type RecorderOptions,
   type RecorderStats,
 } from './recorder.js';
+export {
+  type AnomalyConfig,
+  AnomalyDetector,
+  type AnomalySignal,
+  type AnomalySignalName,
+  anomalyConfigSchema,
+  anomalyEvent,
+} from './anomaly.js';
