@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that tests and benchmarks use, when they are missing:
 #   openssl  — independent certificate checks in the identity tests
+#   nginx    — auth_request tests and the sidecar benchmark peer (enforcement)
 # Safe to run again; does nothing when everything is present. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
-want=(openssl)
+want=(openssl nginx)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -13,7 +13,8 @@ export interface ServerEvent {
     | 'svid.issued'
     | 'jwt.issued'
     | 'policy.changed'
-    | 'revocation';
+    | 'revocation'
+    | 'access.decision';
   outcome: 'allow' | 'deny' | 'error';
   /** Who acted: admin principal, agent SPIFFE ID, remote address. */
   source: { id?: string; ip?: string };

@@ -1,0 +1,165 @@
+/**
+ * The one decision step every enforcement point shares: decide against the snapshot in force,
+ * give the decision an id, and record it. Fails closed: no snapshot, or any error, denies with a
+ * reason. Recording never blocks: the recorder is an event emitter the audit log listens to.
+ */
+import { randomUUID } from 'node:crypto';
+import { type AccessRequest, type Decision, decide, type PolicySnapshot } from '../policy/index.js';
+
+/** The decision as enforcement points answer it (the native `/v1/decide` body). */
+export interface EnforcedDecision {
+  decision: Decision['decision'];
+  /** True only for `allow`: a step-up is not an allow at a service PEP. */
+  allow: boolean;
+  policy: string | null;
+  rule: string | null;
+  reason: string;
+  decision_id: string;
+  /** Snapshot version that decided; `null` when no snapshot was in force. */
+  version: string | null;
+}
+
+/**
+ * An access decision as recorded: the shape of the server's `ServerEvent` with kind
+ * `access.decision`, so `ctx.events` (and anything with a compatible `record`) can take it.
+ */
+export interface AccessDecisionEvent {
+  kind: 'access.decision';
+  outcome: 'allow' | 'deny' | 'error';
+  source: { id?: string; ip?: string };
+  target: { id?: string; resource?: string; method?: string };
+  reason: string;
+  details?: Record<string, unknown>;
+}
+
+/** Where decisions are recorded (the server's `ServerEvents` satisfies it). */
+export interface DecisionRecorder {
+  record(e: AccessDecisionEvent): void;
+}
+
+/** The snapshot in force; `undefined` means no policy, which denies everything. */
+export type SnapshotProvider = () => PolicySnapshot | undefined;
+
+/** Context recorded with a decision (never secrets). */
+export interface DecisionContext {
+  /** Which enforcement point decided, e.g. `decide-api`, `nginx`, `envoy-grpc`, `middleware`, `sidecar`. */
+  pep: string;
+  /** The caller's network address. */
+  ip?: string;
+  /** Extra facts for the audit record (ignored XFCC, identity kind…). */
+  details?: Record<string, unknown>;
+}
+
+/** A fresh decision id (UUIDv4), answered to the caller and recorded, to join the two. */
+export function newDecisionId(): string {
+  return randomUUID();
+}
+
+/**
+ * Decides `request` against the snapshot in force and records the decision. Never throws.
+ *
+ * @example
+ * ```ts
+ * const d = enforce(() => watcher.current, {
+ *   source: { spiffe_id: 'spiffe://example.org/ns/payments/sa/api-gateway' },
+ *   target: { spiffe_id: 'spiffe://example.org/ns/payments/sa/payment-service' },
+ *   request: { method: 'POST', path: '/v1/charges' },
+ * }, events, { pep: 'middleware', ip: '10.0.0.7' });
+ * if (!d.allow) res.writeHead(403);
+ * ```
+ */
+export function enforce(
+  snapshot: SnapshotProvider,
+  request: AccessRequest,
+  recorder: DecisionRecorder | undefined,
+  ctx: DecisionContext,
+): EnforcedDecision {
+  const id = newDecisionId();
+  let out: EnforcedDecision;
+  let outcome: AccessDecisionEvent['outcome'];
+  try {
+    const snap = snapshot();
+    if (!snap) {
+      out = deny(id, 'no policy snapshot in force: every request is denied');
+      outcome = 'deny';
+    } else {
+      const d = decide(snap, request);
+      out = {
+        decision: d.decision,
+        allow: d.decision === 'allow',
+        policy: d.policy,
+        rule: d.rule,
+        reason: d.reason,
+        decision_id: id,
+        version: d.version,
+      };
+      outcome = out.allow ? 'allow' : 'deny';
+    }
+  } catch (e) {
+    // decide() never throws by contract; a snapshot provider might. Fail closed either way.
+    out = deny(id, `decision failed: ${(e as Error).message}`);
+    outcome = 'error';
+  }
+  recordDecision(recorder, out, request, ctx, outcome);
+  return out;
+}
+
+/**
+ * A deny that never reached the policy engine (no identity, a bad certificate, malformed input),
+ * recorded like any other decision.
+ *
+ * @example
+ * ```ts
+ * const d = refuse('x509_invalid: expired', request, events, { pep: 'sidecar', ip });
+ * ```
+ */
+export function refuse(
+  reason: string,
+  request: AccessRequest,
+  recorder: DecisionRecorder | undefined,
+  ctx: DecisionContext,
+): EnforcedDecision {
+  const out = deny(newDecisionId(), reason);
+  recordDecision(recorder, out, request, ctx, 'deny');
+  return out;
+}
+
+function deny(id: string, reason: string): EnforcedDecision {
+  return { decision: 'deny', allow: false, policy: null, rule: null, reason, decision_id: id, version: null };
+}
+
+function recordDecision(
+  recorder: DecisionRecorder | undefined,
+  d: EnforcedDecision,
+  r: AccessRequest,
+  ctx: DecisionContext,
+  outcome: AccessDecisionEvent['outcome'],
+): void {
+  if (!recorder) return;
+  const src = r.source;
+  const tgt = r.target;
+  try {
+    recorder.record({
+      kind: 'access.decision',
+      outcome,
+      source: { id: src?.spiffe_id ?? src?.user ?? src?.service, ip: ctx.ip ?? src?.ip },
+      target: {
+        id: tgt?.spiffe_id ?? tgt?.service,
+        resource: r.request?.path,
+        method: r.request?.method,
+      },
+      reason: d.reason,
+      details: {
+        decision_id: d.decision_id,
+        decision: d.decision,
+        policy: d.policy,
+        rule: d.rule,
+        version: d.version,
+        pep: ctx.pep,
+        ...ctx.details,
+      },
+    });
+  } catch {
+    // A failing listener must not turn a decision into an error; the audit side reports its own faults.
+  }
+}

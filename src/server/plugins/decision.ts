@@ -1,0 +1,262 @@
+/**
+ * Decision APIs for enforcement points that are not ours: native `POST /v1/decide`, OPA's Data API
+ * (`POST /v1/data/<path>`), nginx `auth_request` (`GET /v1/authz/nginx`), Envoy ext_authz over HTTP
+ * (`/v1/authz/envoy/<original path>`) and over gRPC (own port). All of them fail closed, bound the
+ * time a body may take, answer with a decision id, and record every decision on `ctx.events`.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type EnforcedDecision, enforce, refuse } from '../../pep/decision.js';
+import { type EnvoyAuthzServer, startEnvoyAuthzServer } from '../../pep/envoy.js';
+import { BodyError, plainAddress, readJsonBody, targetOf } from '../../pep/http.js';
+import { identityFromProxyHeaders, type ProxyTrust, TrustedProxies } from '../../pep/identity.js';
+import { type AccessRequest, parseAccessRequest } from '../../policy/index.js';
+import type { BundleSource } from '../../spiffe/index.js';
+import { sendJson } from '../router.js';
+import type { ServerContext, ServerPlugin } from '../server.js';
+import type { PolicyHandle } from './policy.js';
+
+/** Options of {@link decisionPlugin}. */
+export interface DecisionPluginOptions {
+  policy: PolicyHandle;
+  /** Trust bundles that forwarded certificates (XFCC `Cert=`, nginx `X-Client-Cert`) are verified against. */
+  bundles?: BundleSource | (() => BundleSource | undefined);
+  /** Addresses (IPs or CIDRs) whose identity headers are believed. Default: loopback only. */
+  trustedProxies?: readonly string[];
+  /** Believe a bare XFCC `URI=` (no certificate) from a trusted proxy. Default true. */
+  trustXfccUri?: boolean;
+  /** Target used by nginx/Envoy checks that name none (`x-nevertrust-target` or `?target=`). */
+  defaultTarget?: string;
+  /** Envoy ext_authz gRPC listener; omitted: not started. Port 0 picks a free port. */
+  grpc?: { host?: string; port: number };
+  /** Longest wait for a request body (default 2000 ms). */
+  bodyTimeoutMs?: number;
+  /** Largest request body (default 64 KiB). */
+  maxBodyBytes?: number;
+}
+
+const FLAT_KEYS = ['source_service', 'target_service', 'method', 'path'] as const;
+const FULL_KEYS = ['source', 'target', 'request'];
+
+/**
+ * OPA clients send whatever input their Rego expected; the flat shape's four fields are read and
+ * anything else is ignored (and noted), as OPA itself would. Full-shape input is validated strictly.
+ */
+function opaInput(input: unknown): { request: AccessRequest; ignored?: string[] } {
+  if (input === undefined || input === null) return { request: {} };
+  if (typeof input !== 'object' || Array.isArray(input))
+    throw new Error('invalid access request: input must be an object');
+  const obj = input as Record<string, unknown>;
+  const keys = Object.keys(obj);
+  if (keys.some((k) => FULL_KEYS.includes(k))) return { request: parseAccessRequest(obj) };
+  const flat: Record<string, unknown> = {};
+  const ignored: string[] = [];
+  for (const k of keys) {
+    if ((FLAT_KEYS as readonly string[]).includes(k)) flat[k] = obj[k];
+    else ignored.push(k);
+  }
+  return { request: parseAccessRequest(flat), ignored: ignored.length ? ignored : undefined };
+}
+
+function decisionBody(d: EnforcedDecision) {
+  return {
+    decision: d.decision,
+    allow: d.allow,
+    policy: d.policy,
+    rule: d.rule,
+    reason: d.reason,
+    decision_id: d.decision_id,
+    version: d.version,
+  };
+}
+
+/** The first value of a header. */
+function h(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/**
+ * Adds the decision APIs to the server.
+ *
+ * @example
+ * ```ts
+ * const policy = policyPlugin();
+ * const ca = caPlugin();
+ * await startServer({ config, logger, plugins: [ca, policy,
+ *   decisionPlugin({ policy: policy.handle, bundles: () => ca.handle.current().bundle(), grpc: { port: 9191 } })] });
+ * ```
+ */
+export function decisionPlugin(opts: DecisionPluginOptions): ServerPlugin & { grpcPort(): number | undefined } {
+  const proxies = new TrustedProxies(opts.trustedProxies ?? ['127.0.0.1', '::1']);
+  const bundles = typeof opts.bundles === 'function' ? opts.bundles : () => opts.bundles as BundleSource | undefined;
+  const snapshot = () => opts.policy.current();
+  const bodyOpts = { limit: opts.maxBodyBytes ?? 64 * 1024, timeoutMs: opts.bodyTimeoutMs ?? 2000 };
+  let grpcServer: EnvoyAuthzServer | undefined;
+
+  return {
+    name: 'decision',
+    grpcPort: () => grpcServer?.port,
+    async register(ctx: ServerContext) {
+      const { router, events, logger } = ctx;
+      const trust = (): ProxyTrust => ({ proxies, bundles: bundles(), trustXfccUri: opts.trustXfccUri });
+
+      const readBody = async (req: IncomingMessage, res: ServerResponse, pep: string): Promise<unknown> => {
+        try {
+          return await readJsonBody(req, bodyOpts);
+        } catch (e) {
+          if (!(e instanceof BodyError)) throw e;
+          const d = refuse(`${e.code}: ${e.message}`, {}, events, { pep, ip: plainAddress(req.socket.remoteAddress) });
+          sendJson(res, e.status, { error: e.code, message: e.message, decision_id: d.decision_id });
+          return BODY_FAILED;
+        }
+      };
+
+      router.on('GET', '/health', (_req, res) => sendJson(res, 200, {}));
+
+      router.on('POST', '/v1/decide', async (req, res) => {
+        const body = await readBody(req, res, 'decide-api');
+        if (body === BODY_FAILED) return;
+        const ip = plainAddress(req.socket.remoteAddress);
+        let request: AccessRequest;
+        try {
+          request = parseAccessRequest(body ?? {});
+        } catch (e) {
+          const d = refuse((e as Error).message, {}, events, { pep: 'decide-api', ip });
+          return sendJson(res, 400, {
+            error: 'invalid_request',
+            message: (e as Error).message,
+            decision_id: d.decision_id,
+          });
+        }
+        sendJson(res, 200, decisionBody(enforce(snapshot, request, events, { pep: 'decide-api', ip })));
+      });
+
+      const opa = async (req: IncomingMessage, res: ServerResponse, url: URL) => {
+        const body = await readBody(req, res, 'opa');
+        if (body === BODY_FAILED) return;
+        const ip = plainAddress(req.socket.remoteAddress);
+        if (body !== undefined && (typeof body !== 'object' || body === null || Array.isArray(body))) {
+          return sendJson(res, 400, { code: 'invalid_parameter', message: 'body must be {"input": …}' });
+        }
+        let parsed: { request: AccessRequest; ignored?: string[] };
+        try {
+          parsed = opaInput((body as { input?: unknown } | undefined)?.input);
+        } catch (e) {
+          const d = refuse((e as Error).message, {}, events, { pep: 'opa', ip });
+          return sendJson(res, 400, {
+            code: 'invalid_parameter',
+            message: (e as Error).message,
+            decision_id: d.decision_id,
+          });
+        }
+        const pkg = url.pathname.slice('/v1/data'.length);
+        const d = enforce(snapshot, parsed.request, events, {
+          pep: 'opa',
+          ip,
+          details: { package: pkg, ...(parsed.ignored ? { ignored_input: parsed.ignored } : {}) },
+        });
+        // OPA answers `decision_id` beside `result` when decision logging is on; clients ignore it otherwise.
+        const result = pkg.endsWith('/allow') ? d.allow : decisionBody(d);
+        sendJson(res, 200, { result, decision_id: d.decision_id });
+      };
+      router.on('POST', '/v1/data', opa);
+      router.onPrefix('POST', '/v1/data/', opa);
+
+      // nginx auth_request: a subrequest with the original method and URI in headers; the body is never sent.
+      router.on('GET', '/v1/authz/nginx', (req, res, url) => {
+        const ip = plainAddress(req.socket.remoteAddress);
+        const fromProxy = proxies.has(ip);
+        const target =
+          (fromProxy ? h(req, 'x-nevertrust-target') : undefined) ??
+          url.searchParams.get('target') ??
+          opts.defaultTarget;
+        const clientIp = fromProxy ? (h(req, 'x-real-ip') ?? ip) : ip;
+        const request: AccessRequest = {
+          target: targetOf(target),
+          request: {
+            method: fromProxy ? h(req, 'x-original-method') : undefined,
+            path: fromProxy ? h(req, 'x-original-uri') : undefined,
+          },
+        };
+        authzAnswer(req, res, request, 'nginx', clientIp, ip);
+      });
+
+      // Envoy ext_authz HTTP service: Envoy appends the original path to the configured prefix and
+      // keeps the method. The raw request target is used: a parsed URL would already have resolved
+      // `..` and `%2e%2e`, hiding what the caller really asked for from the policy engine.
+      const envoyHttp = (req: IncomingMessage, res: ServerResponse) => {
+        const ip = plainAddress(req.socket.remoteAddress);
+        const raw = req.url ?? '/';
+        const prefix = '/v1/authz/envoy';
+        const path = raw.startsWith(prefix) ? raw.slice(prefix.length) || '/' : '/';
+        const fromProxy = proxies.has(ip);
+        const target = (fromProxy ? h(req, 'x-nevertrust-target') : undefined) ?? opts.defaultTarget;
+        const request: AccessRequest = {
+          target: targetOf(target),
+          request: { method: req.method, path },
+        };
+        authzAnswer(req, res, request, 'envoy-http', ip, ip);
+      };
+      for (const m of ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
+        router.on(m, '/v1/authz/envoy', envoyHttp);
+        router.onPrefix(m, '/v1/authz/envoy/', envoyHttp);
+      }
+
+      /** Shared by nginx and Envoy HTTP: 200 with identity headers, 401 without identity, 403 denied. */
+      function authzAnswer(
+        req: IncomingMessage,
+        res: ServerResponse,
+        request: AccessRequest,
+        pep: string,
+        clientIp: string | undefined,
+        peerIp: string | undefined,
+      ): void {
+        const who = identityFromProxyHeaders(req.headers, peerIp, trust());
+        const details: Record<string, unknown> = {};
+        if (who.kind === 'none' && who.ignored) details.ignored_identity_headers = who.ignored;
+        if (who.kind === 'invalid') {
+          const d = refuse(who.reason, request, events, { pep, ip: clientIp, details });
+          deny(res, 401, 'unauthenticated', d);
+          return;
+        }
+        if (who.kind === 'ok') {
+          request.source = { spiffe_id: who.spiffeId, ip: clientIp };
+          details.identity = who.via;
+        } else if (clientIp) request.source = { ip: clientIp };
+        const d = enforce(snapshot, request, events, { pep, ip: clientIp, details });
+        if (!d.allow) {
+          deny(res, who.kind === 'ok' ? 403 : 401, who.kind === 'ok' ? 'forbidden' : 'unauthenticated', d);
+          return;
+        }
+        const headers: Record<string, string> = { 'x-nevertrust-decision-id': d.decision_id };
+        if (who.kind === 'ok') headers['x-nevertrust-peer-id'] = who.spiffeId;
+        if (d.policy) headers['x-nevertrust-policy'] = d.policy;
+        res.writeHead(200, { ...headers, 'content-length': 0, 'cache-control': 'no-store' });
+        res.end();
+      }
+
+      function deny(res: ServerResponse, status: 401 | 403, error: string, d: EnforcedDecision): void {
+        sendJson(res, status, { error, decision_id: d.decision_id }, { 'x-nevertrust-decision-id': d.decision_id });
+      }
+
+      ctx.announce('decision API', 'POST /v1/decide, POST /v1/data/<path>, GET /v1/authz/nginx, /v1/authz/envoy/*');
+      if (opts.grpc) {
+        grpcServer = await startEnvoyAuthzServer({
+          host: opts.grpc.host,
+          port: opts.grpc.port,
+          snapshot,
+          recorder: events,
+          bundles,
+          defaultTarget: opts.defaultTarget,
+        });
+        ctx.announce('envoy ext_authz (gRPC)', `${opts.grpc.host ?? '127.0.0.1'}:${grpcServer.port}`);
+        logger.info({ port: grpcServer.port }, 'envoy ext_authz gRPC listening');
+      }
+    },
+    async close() {
+      await grpcServer?.close();
+    },
+  };
+}
+
+const BODY_FAILED: unique symbol = Symbol('body failed');

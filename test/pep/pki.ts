@@ -1,0 +1,57 @@
+/** Real SVIDs for enforcement tests: a CA for example.org and a second one for another trust domain. */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CertificateAuthority, certificatesToPem, loadOrCreateKek, MemoryCaStateStore } from '../../src/ca/index.js';
+import type { TrustBundle } from '../../src/spiffe/index.js';
+
+export const TD = 'example.org';
+export const id = (name: string, td = TD) => `spiffe://${td}/ns/payments/sa/${name}`;
+
+export interface Svid {
+  spiffeId: string;
+  certChainPem: string;
+  privateKeyPem: string;
+}
+
+export interface Pki {
+  ca: CertificateAuthority;
+  other: CertificateAuthority;
+  bundle(): TrustBundle;
+  mint(name: string, opts?: { ttlSeconds?: number; now?: Date; other?: boolean }): Svid;
+  /** Writes cert/key PEM files and returns their paths. */
+  files(dir: string, name: string, svid: Svid): { cert: string; key: string };
+  bundleFile(dir: string): string;
+}
+
+export async function makePki(dir: string): Promise<Pki> {
+  const kek = (await loadOrCreateKek({ file: join(dir, 'kek'), env: {} })).kek;
+  const ca = await CertificateAuthority.open({ trustDomain: TD, store: new MemoryCaStateStore(), kek });
+  const other = await CertificateAuthority.open({ trustDomain: 'evil.example', store: new MemoryCaStateStore(), kek });
+  return {
+    ca,
+    other,
+    bundle: () => ca.bundle(),
+    mint(name, opts = {}) {
+      const authority = opts.other ? other : ca;
+      const spiffeId = id(name, opts.other ? 'evil.example' : TD);
+      const m = authority.mintX509Svid({ spiffeId, ttlSeconds: opts.ttlSeconds ?? 3600 }, opts.now);
+      return {
+        spiffeId,
+        certChainPem: certificatesToPem(m.chain),
+        privateKeyPem: m.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+      };
+    },
+    files(d, name, svid) {
+      const cert = join(d, `${name}.crt`);
+      const key = join(d, `${name}.key`);
+      writeFileSync(cert, svid.certChainPem);
+      writeFileSync(key, svid.privateKeyPem, { mode: 0o600 });
+      return { cert, key };
+    },
+    bundleFile(d) {
+      const f = join(d, 'bundle.pem');
+      writeFileSync(f, ca.bundle().toPem());
+      return f;
+    },
+  };
+}
