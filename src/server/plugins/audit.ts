@@ -1,0 +1,409 @@
+/**
+ * The audit log in the server: an ingestion endpoint for batches from enforcement points, and the
+ * admin API behind `nevertrust audit query|show|tail|verify|checkpoint`. Server-side happenings
+ * (`ctx.events`: admin actions, issuance, attestation, decisions) are recorded through a
+ * non-blocking recorder; every stored decision also feeds the anomaly detector.
+ *
+ * Routes:
+ *   POST /v1/audit/events                      ingest `{events: [...]}` (admin bearer or `ingestToken`); 200 once committed
+ *   GET  /v1/admin/audit/events?source=…       query (source, target, outcome, kind, decision_id, since, until, limit, cursor)
+ *   GET  /v1/admin/audit/events/<id|seq>       one event with its inclusion proof against the latest checkpoint
+ *   GET  /v1/admin/audit/tail?last=N&follow=1  NDJSON stream of events, live with follow=1
+ *   POST /v1/admin/audit/verify                recompute everything; body `{checkpoints?: [...]}` (external checkpoints)
+ *   POST /v1/admin/audit/checkpoint            sign a checkpoint now
+ *   GET  /v1/admin/audit/checkpoints           signed checkpoints and the public key
+ *   GET  /v1/admin/audit/consistency?from=&to= consistency proof between two checkpoints
+ *   POST /v1/admin/audit/seal                  seal events older than the hot window into segments now
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { join } from 'node:path';
+import { request } from 'undici';
+import {
+  type AnomalyConfig,
+  AnomalyDetector,
+  type AnomalySignal,
+  type AuditEventInput,
+  AuditLog,
+  AuditProofError,
+  AuditRecorder,
+  type ExportSink,
+  type ExternalCheckpoint,
+  parseQueryParams,
+  queryAuditLog,
+  readAuditSince,
+  sealSegments,
+  type StoredAuditEvent,
+  verifyLog,
+  anomalyEvent,
+} from '../../audit/index.js';
+import type { ServerEvent } from '../events.js';
+import { readBody, sendJson } from '../router.js';
+import { adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
+
+export interface AuditPluginOptions {
+  /** 32-byte KEK: seals the audit signing key into the store (else `<data_dir>/audit-signing.key`, 0600). */
+  kek?: Buffer;
+  checkpointEvery?: number;
+  checkpointIntervalMs?: number;
+  /** Every checkpoint is also appended here (outside the database). */
+  checkpointFile?: string;
+  /** …and POSTed here. */
+  checkpointWebhook?: string;
+  /** Copies of stored events for a SIEM. */
+  sinks?: ExportSink[];
+  /** Anomaly detection (default on, with defaults); `false` turns it off. */
+  anomaly?: AnomalyConfig | false;
+  /** Signals are also POSTed here as `{signal: …}`. */
+  anomalyWebhook?: string;
+  /** Seal events older than `hotWindowMs` into `dir` (default `<data_dir>/audit-segments`) every `intervalMs`. */
+  retention?: { hotWindowMs: number; dir?: string; intervalMs?: number };
+  /** Where the recorder spills (default `<data_dir>/audit-spill`). */
+  spillDir?: string;
+  /** A separate bearer token enforcement points may use for ingestion (admin tokens are accepted too). */
+  ingestToken?: string;
+  /** Largest ingestion body (default 16 MiB). */
+  maxIngestBytes?: number;
+}
+
+/** What other parts of the server may use once the plugin is registered. */
+export interface AuditHandle {
+  log(): AuditLog;
+  recorder(): AuditRecorder;
+  /** Records an event (non-blocking). */
+  record(event: AuditEventInput): void;
+}
+
+function fromServerEvent(e: ServerEvent): AuditEventInput {
+  const who = e.source.id;
+  const source: NonNullable<AuditEventInput['source']> = {};
+  if (who?.startsWith('spiffe://')) source.spiffe_id = who;
+  else if (who) source.user = who;
+  if (e.source.ip) source.ip = e.source.ip;
+  const target: NonNullable<AuditEventInput['target']> = {};
+  if (e.target.id?.startsWith('spiffe://')) target.spiffe_id = e.target.id;
+  else if (e.target.id) target.resource = e.target.id;
+  if (e.target.resource) target.resource = e.target.id ? `${e.target.id} ${e.target.resource}` : e.target.resource;
+  if (e.target.method) target.method = e.target.method;
+  return {
+    kind: e.kind,
+    outcome: e.outcome,
+    source: Object.keys(source).length ? source : undefined,
+    target: Object.keys(target).length ? target : undefined,
+    reason: e.reason,
+    enforcer: 'server',
+    details: e.details,
+  };
+}
+
+const TAIL_POLL_MS = 250;
+
+/**
+ * The audit server plugin.
+ *
+ * @example
+ * const audit = auditPlugin({ checkpointFile: '/secure/audit-checkpoints.ndjson' });
+ * await startServer({ config, logger, plugins: [audit] });
+ * audit.handle.record({ kind: 'admin.action', outcome: 'allow' });
+ */
+export function auditPlugin(opts: AuditPluginOptions = {}): ServerPlugin & { readonly handle: AuditHandle } {
+  let log: AuditLog | undefined;
+  let recorder: AuditRecorder | undefined;
+  let detector: AnomalyDetector | undefined;
+  let sealTimer: NodeJS.Timeout | undefined;
+  let unsubscribe: (() => void) | undefined;
+  let stopEvents: (() => void) | undefined;
+  const tails = new Set<() => void>();
+  const need = <T>(v: T | undefined): T => {
+    if (v === undefined) throw new Error('the audit plugin is not registered yet');
+    return v;
+  };
+  const handle: AuditHandle = {
+    log: () => need(log),
+    recorder: () => need(recorder),
+    record: (e) => need(recorder).record(e),
+  };
+
+  return {
+    name: 'audit',
+    handle,
+    async register(ctx: ServerContext) {
+      const dataDir = ctx.config.data_dir;
+      const theLog = await AuditLog.open(ctx.store, {
+        dataDir,
+        kek: opts.kek,
+        checkpointEvery: opts.checkpointEvery,
+        checkpointIntervalMs: opts.checkpointIntervalMs,
+        checkpointFile: opts.checkpointFile,
+        checkpointWebhook: opts.checkpointWebhook,
+        sinks: opts.sinks,
+        logger: ctx.logger,
+      });
+      log = theLog;
+      const rec = new AuditRecorder({
+        sink: theLog,
+        spillDir: opts.spillDir ?? join(dataDir, 'audit-spill'),
+        registry: ctx.metrics.registry,
+        name: 'server',
+        logger: ctx.logger,
+      });
+      recorder = rec;
+      const onEvent = (e: ServerEvent) => rec.record(fromServerEvent(e));
+      ctx.events.on('event', onEvent);
+      stopEvents = () => ctx.events.off('event', onEvent);
+
+      if (opts.anomaly !== false) {
+        const d = new AnomalyDetector(opts.anomaly ?? {});
+        detector = d;
+        const saved = await ctx.store.kv.get('audit', 'anomaly_state');
+        if (saved) d.restore(saved.value);
+        unsubscribe = theLog.onAppend((events: StoredAuditEvent[]) => {
+          const signals: AnomalySignal[] = [];
+          for (const e of events) for (const s of d.observe(e)) signals.push(s);
+          for (const s of signals) {
+            ctx.logger.warn({ signal: s.signal, source: s.source, target: s.target }, s.why);
+            rec.record(anomalyEvent(s));
+            if (opts.anomalyWebhook) {
+              request(opts.anomalyWebhook, {
+                method: 'POST',
+                headers: { 'content-type': 'application/json' },
+                body: JSON.stringify({ signal: s }),
+                headersTimeout: 5000,
+              })
+                .then((r) => r.body.dump())
+                .catch((err: unknown) => ctx.logger.warn({ err }, 'anomaly webhook failed'));
+            }
+          }
+        });
+      }
+
+      if (opts.retention) {
+        const r = opts.retention;
+        const dir = r.dir ?? join(dataDir, 'audit-segments');
+        sealTimer = setInterval(() => {
+          sealSegments(theLog, { dir, hotWindowMs: r.hotWindowMs }).catch((err: unknown) =>
+            ctx.logger.error({ err }, 'sealing audit segments failed'),
+          );
+        }, r.intervalMs ?? 3_600_000);
+        sealTimer.unref();
+      }
+
+      const ingestHash = opts.ingestToken ? createHash('sha256').update(opts.ingestToken).digest() : undefined;
+      const ingest = async (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+        const body = await readBody(req, opts.maxIngestBytes ?? 16 << 20);
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(body.toString('utf8'));
+        } catch (e) {
+          return sendJson(res, 400, { error: 'malformed_json', message: `body is not JSON: ${(e as Error).message}` });
+        }
+        const events = (parsed as { events?: unknown } | null)?.events;
+        if (!Array.isArray(events)) {
+          return sendJson(res, 400, { error: 'bad_request', message: 'expected {"events": [ … ]}' });
+        }
+        if (events.length > 10_000) {
+          return sendJson(res, 413, { error: 'too_many_events', message: 'at most 10,000 events per batch' });
+        }
+        try {
+          const r = await theLog.appendInputs(events);
+          sendJson(res, 200, { stored: r.stored, duplicates: r.duplicates, tree_size: r.treeSize });
+        } catch (e) {
+          if (
+            e instanceof Error &&
+            'code' in e &&
+            String((e as { code: unknown }).code).startsWith('ERR_AUDIT_EVENT')
+          ) {
+            return sendJson(res, 400, { error: 'invalid_event', message: e.message });
+          }
+          throw e;
+        }
+      };
+      const adminIngest = adminRoute(ctx, (req, res) => ingest(req, res));
+      ctx.router.on('POST', '/v1/audit/events', async (req, res, url) => {
+        const m = /^Bearer\s+(\S+)\s*$/.exec(req.headers.authorization ?? '');
+        if (ingestHash && m?.[1]) {
+          const h = createHash('sha256').update(m[1]).digest();
+          if (timingSafeEqual(h, ingestHash)) return ingest(req, res);
+        }
+        return adminIngest(req, res, url);
+      });
+
+      ctx.router.on(
+        'GET',
+        '/v1/admin/audit/events',
+        adminRoute(ctx, async (_req, res, url) => {
+          let q: ReturnType<typeof parseQueryParams>;
+          try {
+            q = parseQueryParams(url.searchParams);
+          } catch (e) {
+            return sendJson(res, 400, { error: 'bad_query', message: (e as Error).message });
+          }
+          sendJson(res, 200, await queryAuditLog(ctx.store, q));
+        }),
+      );
+
+      ctx.router.onPrefix(
+        'GET',
+        '/v1/admin/audit/events/',
+        adminRoute(ctx, async (_req, res, url) => {
+          const key = decodeURIComponent(url.pathname.slice('/v1/admin/audit/events/'.length));
+          const event = await theLog.get(/^\d+$/.test(key) ? Number(key) : key);
+          if (!event) return sendJson(res, 404, { error: 'not_found', message: `no audit event ${key}` });
+          try {
+            const inclusion = await theLog.inclusionProof(event.seq);
+            sendJson(res, 200, { event, inclusion, public_key: theLog.signer.publicKeyPem });
+          } catch (e) {
+            if (e instanceof AuditProofError) return sendJson(res, 200, { event, inclusion: null, note: e.message });
+            throw e;
+          }
+        }),
+      );
+
+      ctx.router.on(
+        'GET',
+        '/v1/admin/audit/tail',
+        adminRoute(ctx, async (req, res, url) => {
+          const last = Math.min(Number(url.searchParams.get('last') ?? 20) || 0, 10_000);
+          const follow = ['1', 'true'].includes(url.searchParams.get('follow') ?? '');
+          res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+          // Headers now, so a follower with nothing to read yet is connected (tail -f).
+          res.flushHeaders();
+          let next = Math.max(0, theLog.treeSize - last);
+          const head = await ctx.store.db
+            .selectFrom('audit_head')
+            .select(['tree_size', 'sealed_size'])
+            .executeTakeFirst();
+          next = Math.max(next, Number(head?.sealed_size ?? 0));
+          const pump = async () => {
+            for (;;) {
+              const batch = await readAuditSince(ctx.store, next, 1000);
+              for (const e of batch) res.write(`${JSON.stringify(e)}\n`);
+              const lastEvent = batch[batch.length - 1];
+              if (lastEvent) next = lastEvent.seq + 1;
+              if (batch.length < 1000) return;
+            }
+          };
+          await pump();
+          if (!follow) return void res.end();
+          // Local appends wake the stream at once; a poll catches appends by other servers.
+          let busy = false;
+          let again = false;
+          const wake = () => {
+            if (busy) {
+              again = true;
+              return;
+            }
+            busy = true;
+            pump()
+              .catch(() => res.destroy())
+              .finally(() => {
+                busy = false;
+                if (again) {
+                  again = false;
+                  wake();
+                }
+              });
+          };
+          const off = theLog.onAppend(wake);
+          const poll = setInterval(wake, TAIL_POLL_MS);
+          const stop = () => {
+            off();
+            clearInterval(poll);
+            tails.delete(stop);
+            res.end();
+          };
+          tails.add(stop);
+          req.on('close', stop);
+          res.on('error', stop);
+        }),
+      );
+
+      ctx.router.on(
+        'POST',
+        '/v1/admin/audit/verify',
+        adminRoute(ctx, async (req, res) => {
+          const body = await readBody(req, 64 << 20);
+          let checkpoints: ExternalCheckpoint[] | undefined;
+          if (body.length > 0) {
+            try {
+              checkpoints = (JSON.parse(body.toString('utf8')) as { checkpoints?: ExternalCheckpoint[] }).checkpoints;
+            } catch {
+              return sendJson(res, 400, { error: 'malformed_json', message: 'expected {"checkpoints": [ … ]}' });
+            }
+          }
+          await rec.flush();
+          const report = await verifyLog(ctx.store, {
+            externalCheckpoints: checkpoints,
+            segmentDir: opts.retention?.dir ?? join(dataDir, 'audit-segments'),
+          });
+          sendJson(res, 200, report);
+        }),
+      );
+
+      ctx.router.on(
+        'POST',
+        '/v1/admin/audit/checkpoint',
+        adminRoute(ctx, async (_req, res) => {
+          await rec.flush();
+          sendJson(res, 200, await theLog.checkpoint());
+        }),
+      );
+
+      ctx.router.on(
+        'GET',
+        '/v1/admin/audit/checkpoints',
+        adminRoute(ctx, async (_req, res, url) => {
+          const limit = Math.min(Number(url.searchParams.get('limit') ?? 100) || 100, 10_000);
+          sendJson(res, 200, {
+            checkpoints: await theLog.checkpoints(limit),
+            key_id: theLog.signer.keyId,
+            public_key: theLog.signer.publicKeyPem,
+          });
+        }),
+      );
+
+      ctx.router.on(
+        'GET',
+        '/v1/admin/audit/consistency',
+        adminRoute(ctx, async (_req, res, url) => {
+          const from = Number(url.searchParams.get('from'));
+          const to = Number(url.searchParams.get('to'));
+          if (!Number.isInteger(from) || !Number.isInteger(to)) {
+            return sendJson(res, 400, { error: 'bad_query', message: 'from and to must be checkpoint tree sizes' });
+          }
+          try {
+            sendJson(res, 200, await theLog.consistencyProof(from, to));
+          } catch (e) {
+            if (e instanceof AuditProofError) return sendJson(res, 404, { error: 'not_found', message: e.message });
+            throw e;
+          }
+        }),
+      );
+
+      ctx.router.on(
+        'POST',
+        '/v1/admin/audit/seal',
+        adminRoute(ctx, async (_req, res) => {
+          const r = opts.retention;
+          if (!r) return sendJson(res, 409, { error: 'not_configured', message: 'audit retention is not configured' });
+          await rec.flush();
+          const sealed = await sealSegments(theLog, {
+            dir: r.dir ?? join(dataDir, 'audit-segments'),
+            hotWindowMs: r.hotWindowMs,
+          });
+          sendJson(res, 200, { sealed });
+        }),
+      );
+    },
+    async close() {
+      stopEvents?.();
+      for (const stop of [...tails]) stop();
+      if (sealTimer) clearInterval(sealTimer);
+      await recorder?.close();
+      unsubscribe?.();
+      if (detector && log) {
+        await log.store.kv.put('audit', 'anomaly_state', detector.snapshot()).catch(() => {});
+      }
+      await log?.close();
+    },
+  };
+}

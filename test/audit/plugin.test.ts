@@ -1,0 +1,360 @@
+/**
+ * The audit server plugin and the `nevertrust audit` commands: ingestion from an HTTP shipper,
+ * query/show/tail/verify/checkpoint over the admin API, server events, anomalies, and kill -9 of the
+ * server under load.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command } from 'commander';
+import { sql } from 'kysely';
+import { request } from 'undici';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import {
+  type AuditEventInput,
+  createHttpShipper,
+  queryAuditLog,
+  type StoredAuditEvent,
+  verifyInclusion,
+  verifyLog,
+} from '../../src/audit/index.js';
+import { registerAuditCommands } from '../../src/cli/commands/audit.js';
+import { CliError } from '../../src/cli/errors.js';
+import { configSchema } from '../../src/config/index.js';
+import { readAdminToken, type RunningServer, type ServerContext, startServer } from '../../src/server/index.js';
+import { auditPlugin } from '../../src/server/plugins/audit.js';
+import { openStore } from '../../src/store/index.js';
+import { createLogger } from '../../src/util/logger.js';
+import { createTestDatabase } from '../support/postgres.js';
+import { tempDir } from '../support/tmp.js';
+
+const running: RunningServer[] = [];
+afterAll(async () => {
+  for (const s of running) await s.close();
+});
+
+async function start(extra: Parameters<typeof auditPlugin>[0] = {}) {
+  const dataDir = tempDir();
+  const config = configSchema.parse({ data_dir: dataDir, server: { port: 0, shutdown_timeout: 2 } });
+  const plugin = auditPlugin({ checkpointEvery: 100, checkpointIntervalMs: 0, ...extra });
+  let ctx!: ServerContext;
+  const server = await startServer({
+    config,
+    logger: createLogger('silent'),
+    plugins: [plugin, { name: 'spy', register: (c) => void (ctx = c) }],
+  });
+  running.push(server);
+  const token = readAdminToken(dataDir) as string;
+  return { server, plugin, dataDir, token, ctx };
+}
+
+/** Runs `nevertrust audit …` in process; returns stdout, or throws the CliError. */
+async function cli(dataDir: string, args: string[]): Promise<string> {
+  const program = new Command('nevertrust').exitOverride();
+  program.option('-c, --config <file>').option('-d, --data-dir <dir>').option('--log-level <level>');
+  registerAuditCommands(program);
+  for (const c of program.commands) {
+    c.exitOverride();
+    for (const s of c.commands) s.exitOverride();
+  }
+  let text = '';
+  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    text += chunk.toString();
+    return true;
+  });
+  try {
+    await program.parseAsync(['node', 'nevertrust', '--data-dir', dataDir, ...args]);
+  } finally {
+    spy.mockRestore();
+  }
+  return text;
+}
+
+const decision = (i: number, over: Record<string, unknown> = {}): AuditEventInput & { id: string } =>
+  ({
+    id: `pep-${i}`,
+    kind: 'access.decision',
+    decision_id: `dec-${i}`,
+    source: { spiffe_id: `spiffe://example.org/ns/prod/sa/${i % 3 === 0 ? 'api' : 'web'}` },
+    target: { service: i % 2 ? 'payments' : 'orders', method: 'POST', path: '/v1/charges' },
+    outcome: i % 5 === 0 ? 'deny' : 'allow',
+    reason: 'rule matched',
+    enforcer: 'sidecar-7',
+    latency_us: 4,
+    ...over,
+  }) as AuditEventInput & { id: string };
+
+describe('audit plugin and CLI', () => {
+  it('ingests from the HTTP shipper, answers queries, shows proofs, tails, verifies, checkpoints', async () => {
+    const cpFile = join(tempDir(), 'cps.ndjson');
+    const { server, dataDir, token, plugin } = await start({ checkpointFile: cpFile });
+    const shipper = createHttpShipper({
+      url: server.url,
+      token,
+      spillDir: join(tempDir(), 'pep-spill'),
+      batchSize: 100,
+    });
+    for (let i = 0; i < 500; i++) shipper.record(decision(i));
+    await shipper.flush();
+    expect(shipper.stats()).toMatchObject({ shipped: 500, lost: 0 });
+    await shipper.close();
+    expect(plugin.handle.log().treeSize).toBeGreaterThanOrEqual(500);
+
+    // Malformed batches are refused whole with a clear message.
+    const bad = await request(`${server.url}/v1/audit/events`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ events: [decision(9000), { kind: 'access.decision', outcome: 'maybe' }] }),
+    });
+    expect(bad.statusCode).toBe(400);
+    expect(((await bad.body.json()) as { message: string }).message).toMatch(/event 1: invalid audit event at outcome/);
+    const anon = await request(`${server.url}/v1/audit/events`, { method: 'POST', body: '{"events":[]}' });
+    expect(anon.statusCode).toBe(401);
+    await anon.body.dump();
+
+    // query
+    const json = JSON.parse(
+      await cli(dataDir, [
+        'audit',
+        'query',
+        '--server',
+        server.url,
+        '--target',
+        'payments',
+        '--outcome',
+        'deny',
+        '--limit',
+        '1000',
+        '--format',
+        'json',
+      ]),
+    ) as { events: StoredAuditEvent[] };
+    const want = Array.from({ length: 500 }, (_, i) => i).filter((i) => i % 2 === 1 && i % 5 === 0);
+    expect(json.events.map((e) => e.decision_id).sort()).toEqual(want.map((i) => `dec-${i}`).sort());
+    const tableOut = await cli(dataDir, [
+      'audit',
+      'query',
+      '--server',
+      server.url,
+      '--source',
+      'spiffe://example.org/ns/prod/sa/api',
+      '--since',
+      '1h',
+      '--limit',
+      '5',
+    ]);
+    expect(tableOut.split('\n')[0]).toMatch(/^SEQ\s+TIME\s+KIND\s+OUTCOME\s+SOURCE\s+TARGET\s+REQUEST\s+REASON/);
+    expect(tableOut).toMatch(/\(more: --cursor \d+\)/);
+    const nd = await cli(dataDir, [
+      'audit',
+      'query',
+      '--server',
+      server.url,
+      '--decision-id',
+      'dec-7',
+      '--format',
+      'ndjson',
+    ]);
+    expect(
+      nd
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as StoredAuditEvent).id),
+    ).toEqual(['pep-7']);
+    await expect(cli(dataDir, ['audit', 'query', '--server', server.url, '--since', 'yesterday-ish'])).rejects.toThrow(
+      /--since: "yesterday-ish" is not a time/,
+    );
+
+    // show with its proof, checked by the CLI and again here
+    const shown = JSON.parse(
+      await cli(dataDir, ['audit', 'show', 'pep-42', '--server', server.url, '--format', 'json']),
+    ) as {
+      event: StoredAuditEvent;
+      inclusion: {
+        seq: number;
+        tree_size: number;
+        leaf_hash: string;
+        proof: string[];
+        checkpoint: { root_hash: string };
+      };
+      proof_verified: boolean;
+      checkpoint_signature_verified: boolean;
+    };
+    expect(shown.event.decision_id).toBe('dec-42');
+    expect(shown).toMatchObject({ proof_verified: true, checkpoint_signature_verified: true });
+    const i = shown.inclusion;
+    expect(
+      verifyInclusion(
+        i.seq,
+        i.tree_size,
+        Buffer.from(i.leaf_hash, 'hex'),
+        i.proof.map((h) => Buffer.from(h, 'hex')),
+        Buffer.from(i.checkpoint.root_hash, 'hex'),
+      ),
+    ).toBe(true);
+    expect(await cli(dataDir, ['audit', 'show', '42', '--server', server.url])).toMatch(
+      /proof verified; checkpoint signature verified/,
+    );
+
+    // tail: recent events, then live
+    const tail = await cli(dataDir, ['audit', 'tail', '-n', '3', '--server', server.url]);
+    expect(tail.trim().split('\n')).toHaveLength(3);
+    const res = await request(`${server.url}/v1/admin/audit/tail?last=0&follow=1`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    const seen: string[] = [];
+    const reading = (async () => {
+      let buf = '';
+      for await (const chunk of res.body) {
+        buf += chunk.toString();
+        for (const line of buf.split('\n').slice(0, -1)) seen.push((JSON.parse(line) as StoredAuditEvent).id);
+        buf = buf.slice(buf.lastIndexOf('\n') + 1);
+        if (seen.includes('live-2')) break;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 100));
+    await plugin.handle.log().appendInputs([decision(1, { id: 'live-1' }), decision(2, { id: 'live-2' })]);
+    await reading;
+    expect(seen).toEqual(expect.arrayContaining(['live-1', 'live-2']));
+
+    // checkpoint, verify (direct and through the server, with the external file)
+    const cp = JSON.parse(await cli(dataDir, ['audit', 'checkpoint', '--server', server.url])) as {
+      tree_size: number;
+      public_key: string;
+    };
+    expect(cp.tree_size).toBe(plugin.handle.log().treeSize);
+    expect(cp.public_key).toMatch(/BEGIN PUBLIC KEY/);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(readFileSync(cpFile, 'utf8').trim().split('\n').length).toBeGreaterThanOrEqual(5);
+    expect(await cli(dataDir, ['audit', 'verify', '--from-checkpoint', cpFile])).toMatch(/^audit log OK: \d+ events/);
+    expect(await cli(dataDir, ['audit', 'verify', '--server', server.url, '--from-checkpoint', cpFile])).toMatch(
+      /audit log OK/,
+    );
+
+    // tamper directly in the database: verify exits 1 naming the index
+    await sql`update audit_event set body = replace(body, 'rule matched', 'rule matcheD') where seq = 77`.execute(
+      server.store.db,
+    );
+    const err = await cli(dataDir, ['audit', 'verify', '--from-checkpoint', cpFile]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CliError);
+    expect((err as CliError).exitCode).toBe(1);
+    expect((err as CliError).message).toMatch(/^audit log TAMPERED: first bad index 77 \(changed\)/);
+  });
+
+  it('records server events and writes anomaly events (with a webhook-free config)', async () => {
+    const { server, plugin, ctx, token } = await start({
+      anomaly: { baseline_ms: 500, sensitive_paths: ['/admin/*'] },
+    });
+    ctx.events.record({
+      kind: 'admin.action',
+      outcome: 'allow',
+      source: { id: 'token:abcd1234', ip: '127.0.0.1' },
+      target: { id: 'entry-1', method: 'POST', resource: '/v1/admin/entries' },
+      reason: 'entry created',
+      details: { token: 'never-stored' },
+    });
+    const post = async (events: unknown[]) => {
+      const r = await request(`${server.url}/v1/audit/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ events }),
+      });
+      expect(r.statusCode).toBe(200);
+      await r.body.dump();
+    };
+    await post([decision(1, { time: Date.now() - 1000 })]);
+    await post([
+      decision(2, {
+        id: 'x',
+        source: { spiffe_id: 'spiffe://example.org/ns/prod/sa/intruder' },
+        target: { service: 'ledger', path: '/admin/keys' },
+      }),
+    ]);
+    await plugin.handle.recorder().flush();
+    const log = plugin.handle.log();
+    const { events } = await queryAuditLog(server.store, {
+      kind: 'anomaly',
+    });
+    const signals = events.map((e) => (e.details as { signal: string }).signal).sort();
+    expect(signals).toEqual(['lateral_movement', 'sensitive_path_first_use']);
+    expect(events.every((e) => typeof e.reason === 'string' && e.reason.length > 20)).toBe(true);
+    const admin = await queryAuditLog(server.store, {
+      kind: 'admin.action',
+    });
+    expect(admin.events[0]).toMatchObject({
+      source: { user: 'token:abcd1234' },
+      outcome: 'allow',
+      reason: 'entry created',
+    });
+    expect(JSON.stringify(admin.events)).not.toContain('never-stored');
+    expect((await verifyLog(server.store)).ok).toBe(true);
+    expect(log.treeSize).toBe(5);
+  });
+});
+
+const CHILD = fileURLToPath(new URL('./fixtures/server-child.ts', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+describe.each([
+  { name: 'sqlite', url: async () => '' },
+  { name: 'postgres', url: () => createTestDatabase('auditsrv') },
+])('kill -9 of the server under load ($name)', ({ url }) => {
+  it('every acknowledged event is present and the log verifies', async () => {
+    const dataDir = tempDir();
+    const dbUrl = await url();
+    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dataDir, dbUrl], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const base = await new Promise<string>((resolve, reject) => {
+      let text = '';
+      child.stdout.on('data', (d: Buffer) => {
+        text += d.toString();
+        const m = /READY (\S+)/.exec(text);
+        if (m?.[1]) resolve(m[1]);
+      });
+      child.on('exit', (code) => reject(new Error(`server exited ${code}: ${stderr}`)));
+    });
+    const token = readAdminToken(dataDir) as string;
+    const acked: string[] = [];
+    let stop = false;
+    const worker = async (w: number) => {
+      for (let b = 0; !stop; b++) {
+        const events = Array.from({ length: 200 }, (_, i) => decision(i, { id: `w${w}-b${b}-${i}` }));
+        try {
+          const r = await request(`${base}/v1/audit/events`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ events }),
+          });
+          const text = await r.body.text();
+          if (r.statusCode === 200) acked.push(...events.map((e) => e.id));
+          else if (!stop) throw new Error(`${r.statusCode} ${text}`);
+        } catch (e) {
+          if (!stop) throw e;
+        }
+      }
+    };
+    const workers = [0, 1, 2, 3].map((w) => worker(w).catch(() => {}));
+    while (acked.length < 6000) await new Promise((r) => setTimeout(r, 50));
+    child.kill('SIGKILL');
+    stop = true;
+    await new Promise((r) => child.once('close', r));
+    await Promise.all(workers);
+    const store = await openStore({ dataDir, url: dbUrl || undefined });
+    try {
+      const report = await verifyLog(store);
+      expect(report.ok).toBe(true);
+      const rows = await store.db.selectFrom('audit_event').select('id').execute();
+      const ids = new Set(rows.map((r) => r.id));
+      const missing = acked.filter((id) => !ids.has(id));
+      expect(missing).toEqual([]);
+      expect(report.treeSize).toBeGreaterThanOrEqual(acked.length);
+    } finally {
+      await store.close();
+    }
+  }, 120_000);
+});
