@@ -42,7 +42,15 @@ async function start(extra: Parameters<typeof auditPlugin>[0] = {}) {
   const server = await startServer({
     config,
     logger: createLogger('silent'),
-    plugins: [plugin, { name: 'spy', register: (c) => void (ctx = c) }],
+    plugins: [
+      plugin,
+      {
+        name: 'spy',
+        register: (c) => {
+          ctx = c;
+        },
+      },
+    ],
   });
   running.push(server);
   const token = readAdminToken(dataDir) as string;
