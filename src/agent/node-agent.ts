@@ -59,6 +59,9 @@ interface HeldSvid {
   rotateAt: number;
 }
 
+/** CSRs per signing request. */
+const SIGN_BATCH = 200;
+
 export class AgentError extends Error {
   readonly code = 'ERR_AGENT';
 }
@@ -322,12 +325,14 @@ export class NodeAgent extends EventEmitter<{ change: []; revoked: [string] }> i
       const s = this.svids.get(e.id);
       return !s || s.rotateAt <= now || s.revision !== e.revision;
     });
-    if (due.length) {
-      const keys = new Map(due.map((e) => [e.id, generatePrivateKey('ec-p256')]));
+    // Batches keep each request small and let workloads get their SVIDs while the rest are signed.
+    for (let i = 0; i < due.length; i += SIGN_BATCH) {
+      const batch = due.slice(i, i + SIGN_BATCH);
+      const keys = new Map(batch.map((e) => [e.id, generatePrivateKey('ec-p256')]));
       const { results } = await this.server().call<{
         results: { entry_id: string; chain_pem?: string; error?: string }[];
       }>('POST', '/agent/v1/sign', {
-        requests: due.map((e) => ({ entry_id: e.id, csr: csrToPem(createCsr(keys.get(e.id) as KeyObject)) })),
+        requests: batch.map((e) => ({ entry_id: e.id, csr: csrToPem(createCsr(keys.get(e.id) as KeyObject)) })),
       });
       for (const r of results) {
         const key = keys.get(r.entry_id);
@@ -350,6 +355,10 @@ export class NodeAgent extends EventEmitter<{ change: []; revoked: [string] }> i
           rotateAt: rotateTime(nb, na),
         });
         changed = true;
+      }
+      if (changed && i + SIGN_BATCH < due.length) {
+        this.emit('change');
+        changed = false;
       }
     }
     if (changed) this.emit('change');

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { NodeAgent } from '../../agent/node-agent.js';
@@ -29,14 +29,14 @@ export function registerAgentCommands(program: Command): void {
     .option('--server-address <url>', 'agent port of the server (default https://<server.host>:<server.agent_port>)')
     .option('--join-token <token>', 'one-time token from `nevertrust token generate` (first start only)')
     .option('--trust-bundle <file>', 'PEM trust bundle to bootstrap trust in the server (`nevertrust bundle show`)')
-    .option('--socket <path>', 'Workload API socket (default <data-dir>/agent.sock)')
+    .option('--socket <path>', 'Workload API socket (default <data-dir>/public/agent.sock)')
     .addHelpText(
       'after',
       `
 Examples:
   $ nevertrust bundle show > bundle.pem
   $ nevertrust agent --join-token "$(nevertrust token generate | head -1)" --trust-bundle bundle.pem
-  $ SPIFFE_ENDPOINT_SOCKET=unix://$PWD/.nevertrust/agent.sock my-service   # workloads find the agent here
+  $ SPIFFE_ENDPOINT_SOCKET=unix://$PWD/.nevertrust/public/agent.sock my-service   # workloads find the agent here
   $ nevertrust agent list
   $ nevertrust agent ban spiffe://example.org/spire/agent/join_token/3f2a…`,
     )
@@ -49,6 +49,14 @@ Examples:
         const logger = commandLogger(config);
         const dataDir = resolve(config.data_dir);
         const agentDir = join(dataDir, 'agent');
+        // Workloads of any uid must reach the socket: it lives in <data-dir>/public (0755), and the
+        // data dir is made traverse-only for others (0711); everything secret inside is 0600/0700.
+        const socketPath = resolve(o.socket ?? join(dataDir, 'public', 'agent.sock'));
+        if (!o.socket) {
+          mkdirSync(join(dataDir, 'public'), { recursive: true, mode: 0o755 });
+          chmodSync(dataDir, 0o711);
+          chmodSync(join(dataDir, 'public'), 0o755);
+        }
         let bundlePem: string;
         try {
           bundlePem = readFileSync(o.trustBundle ?? join(agentDir, 'bootstrap-bundle.pem'), 'utf8');
@@ -61,7 +69,7 @@ Examples:
           trustBundlePem: bundlePem,
           joinToken: o.joinToken,
           dir: agentDir,
-          socketPath: resolve(o.socket ?? join(dataDir, 'agent.sock')),
+          socketPath,
           logger,
         });
         try {
@@ -70,7 +78,7 @@ Examples:
           throw new CliError((e as Error).message);
         }
         process.stderr.write(
-          `nevertrust agent\n  agent ID      ${a.id}\n  workload API  unix://${resolve(o.socket ?? join(dataDir, 'agent.sock'))}\n  Ctrl-C to stop\n`,
+          `nevertrust agent\n  agent ID      ${a.id}\n  workload API  unix://${socketPath}   (export SPIFFE_ENDPOINT_SOCKET=unix://${socketPath})\n  Ctrl-C to stop\n`,
         );
         a.on('revoked', (reason) => process.stderr.write(`agent revoked: ${reason}\n`));
         process.exitCode = await untilSignal(() => a.stop());
