@@ -157,7 +157,12 @@ function filesSource(c: { cert: string; key: string; bundle: string }): { source
     }
   };
   for (const f of [c.cert, c.key, c.bundle]) watchFile(f, { interval: 1000 }, onChange);
-  return { source, stop: () => [c.cert, c.key, c.bundle].forEach((f) => unwatchFile(f, onChange)) };
+  return {
+    source,
+    stop: () => {
+      for (const f of [c.cert, c.key, c.bundle]) unwatchFile(f, onChange);
+    },
+  };
 }
 
 /**
@@ -289,13 +294,11 @@ export async function startSidecar(config: SidecarConfig, opts: SidecarOptions =
           },
           (e: Error) => {
             if (!res.headersSent) {
-              res
-                .writeHead(502, { 'content-type': 'application/json' })
-                .end(
-                  JSON.stringify({
-                    error: /authoriz|SVID|certificate/i.test(e.message) ? 'peer_rejected' : 'bad_gateway',
-                  }),
-                );
+              res.writeHead(502, { 'content-type': 'application/json' }).end(
+                JSON.stringify({
+                  error: /authoriz|SVID|certificate/i.test(e.message) ? 'peer_rejected' : 'bad_gateway',
+                }),
+              );
             } else res.destroy();
           },
         );

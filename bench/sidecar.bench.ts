@@ -1,0 +1,180 @@
+/**
+ * Sidecar mTLS proxy, side by side in one run on loopback: direct to the app (plain HTTP); through
+ * our sidecar (mTLS in with a client SVID, policy decision, plain HTTP to the app); through Debian's
+ * nginx as an mTLS-terminating reverse proxy with client-certificate verification (1 worker, like
+ * our single-threaded sidecar; keep-alive upstream). App, sidecar and nginx are separate processes.
+ * Figures: requests/s at saturation (32 in flight) and latency at a fixed ~1,000 requests/s, from
+ * which the proxies' added p50/p90/p99 over direct. Targets: ≤ 0.5 ms added p90; ≥ 0.5× nginx.
+ *
+ * Run: npx tsx bench/sidecar.bench.ts   (about 1 minute)
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { Pool } from 'undici';
+import { certificatesToPem } from '../src/ca/index.js';
+import { freePort } from '../test/support/cli.js';
+import { startNginx } from '../test/pep/nginx.js';
+import { id, makePki } from '../test/pep/pki.js';
+import { type Figure, measureAsync, percentile, report } from './harness.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'nt-sidecar-bench-'));
+const pki = await makePki(dir);
+const POLICIES = fileURLToPath(new URL('../examples/policies/payments', import.meta.url));
+const MAIN = fileURLToPath(new URL('../test/pep/sidecar-main.ts', import.meta.url));
+const children: ChildProcess[] = [];
+
+function spawnReady(args: string[], ready: RegExp): Promise<string> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const on = (d: Buffer) => {
+      out += d;
+      const m = ready.exec(out);
+      if (m) {
+        // Stop collecting: the sidecar logs every decision, and the bench must not pay for reading it.
+        child.stdout?.off('data', on);
+        child.stderr?.off('data', on);
+        child.stdout?.resume();
+        child.stderr?.resume();
+        resolve(m[1] ?? '');
+      }
+    };
+    child.stdout?.on('data', on);
+    child.stderr?.on('data', on);
+    child.on('exit', (c) => reject(new Error(`exited ${c}: ${out}`)));
+  });
+}
+
+const appPort = Number(
+  await spawnReady(
+    [
+      '-e',
+      `const s=require('node:http').createServer((q,r)=>{q.resume();q.on('end',()=>{r.writeHead(200,{'content-type':'application/json','content-length':11});r.end('{"ok":true}')})});s.keepAliveTimeout=60000;s.listen(0,'127.0.0.1',()=>console.log('PORT',s.address().port))`,
+    ],
+    /PORT (\d+)/,
+  ),
+);
+const ps = pki.ca.mintX509Svid({ spiffeId: id('payment-service'), dnsNames: ['localhost'] });
+const psFiles = pki.files(dir, 'ps', {
+  spiffeId: id('payment-service'),
+  certChainPem: certificatesToPem(ps.chain),
+  privateKeyPem: ps.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+});
+const bundle = pki.bundleFile(dir);
+const sidecarPort = await freePort();
+writeFileSync(
+  join(dir, 'sidecar.yaml'),
+  `svid: { cert: ${psFiles.cert}, key: ${psFiles.key}, bundle: ${bundle} }\npolicies: ${POLICIES}\ninbound:\n  listen: 127.0.0.1:${sidecarPort}\n  app: 127.0.0.1:${appPort}\n`,
+);
+await spawnReady(['--import', 'tsx', MAIN, 'sidecar', '--config', join(dir, 'sidecar.yaml')], /sidecar (ready)/);
+const nginxPort = await freePort();
+const nginx = await startNginx(
+  join(dir, 'nginx'),
+  `
+  upstream app { server 127.0.0.1:${appPort}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${nginxPort} ssl;
+    ssl_certificate ${psFiles.cert};
+    ssl_certificate_key ${psFiles.key};
+    ssl_client_certificate ${bundle};
+    ssl_verify_client on;
+    keepalive_requests 100000;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Client-Cert $ssl_client_escaped_cert;
+    }
+  }`,
+  nginxPort,
+);
+
+const gw = pki.mint('api-gateway');
+const tls = { cert: gw.certChainPem, key: gw.privateKeyPem, ca: pki.bundle().toPem(), servername: 'localhost' };
+const pool = (url: string) => new Pool(url, { connections: 32, connect: url.startsWith('https') ? tls : undefined });
+const targets = {
+  direct: pool(`http://127.0.0.1:${appPort}`),
+  sidecar: pool(`https://127.0.0.1:${sidecarPort}`),
+  nginx: pool(`https://127.0.0.1:${nginxPort}`),
+};
+const hit = (p: Pool) => async () => {
+  const r = await p.request({ path: '/v1/charges', method: 'POST', body: '{"amount":1}' });
+  await r.body.text();
+  if (r.statusCode !== 200) throw new Error(`status ${r.statusCode}`);
+};
+
+// Saturation: interleaved rounds.
+const rps: Record<string, number[]> = { direct: [], sidecar: [], nginx: [] };
+for (let round = 0; round < 3; round++) {
+  for (const k of ['direct', 'sidecar', 'nginx'] as const) {
+    rps[k]?.push((await measureAsync(hit(targets[k]), { seconds: 3, concurrency: 32, warmup: 300 })).opsPerSec);
+  }
+}
+// Fixed rate: one request every millisecond for 4 s, latency of each.
+async function fixedRate(p: Pool, seconds: number): Promise<number[]> {
+  const lat: number[] = [];
+  const inflight: Promise<void>[] = [];
+  const start = performance.now();
+  let n = 0;
+  while (performance.now() - start < seconds * 1000) {
+    const due = start + n;
+    const wait = due - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const t0 = performance.now();
+    inflight.push(hit(p)().then(() => void lat.push((performance.now() - t0) * 1000)));
+    n++;
+  }
+  await Promise.all(inflight);
+  return lat.sort((a, b) => a - b);
+}
+const lat: Record<string, number[]> = {};
+for (const k of ['direct', 'sidecar', 'nginx'] as const) {
+  await fixedRate(targets[k], 1);
+  lat[k] = await fixedRate(targets[k], 4);
+}
+const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)] as number;
+const added = (k: string, p: number) => percentile(lat[k] as number[], p) - percentile(lat.direct as number[], p);
+const figures: Figure[] = [
+  {
+    bench: 'sidecar',
+    metric: 'requests/s at saturation (32 in flight, mTLS in)',
+    unit: 'req/s',
+    peerName: 'nginx mTLS proxy',
+    peer: median(rps.nginx as number[]),
+    ours: median(rps.sidecar as number[]),
+    higherIsBetter: true,
+    targetRatio: 0.5,
+  },
+  {
+    bench: 'sidecar',
+    metric: `direct to the app (no proxy): ${Math.round(median(rps.direct as number[]))} req/s`,
+    unit: 'req/s',
+    peerName: 'direct',
+    peer: median(rps.direct as number[]),
+    ours: median(rps.sidecar as number[]),
+    higherIsBetter: true,
+  },
+];
+for (const p of [50, 90, 99]) {
+  figures.push({
+    bench: 'sidecar',
+    metric: `added p${p} at ~1,000 req/s over direct (direct p${p} ${percentile(lat.direct as number[], p).toFixed(0)} µs)`,
+    unit: 'µs',
+    peerName: 'nginx mTLS proxy',
+    peer: Math.max(1, added('nginx', p)),
+    ours: Math.max(1, added('sidecar', p)),
+    higherIsBetter: false,
+  });
+}
+report(figures);
+process.stdout.write(
+  `fixed-rate samples: direct ${lat.direct?.length}, sidecar ${lat.sidecar?.length}, nginx ${lat.nginx?.length}; added p90: sidecar ${added('sidecar', 90).toFixed(0)} µs (target ≤ 500), nginx ${added('nginx', 90).toFixed(0)} µs\n`,
+);
+for (const p of Object.values(targets)) await p.close();
+await nginx.stop();
+for (const c of children) c.kill('SIGTERM');
