@@ -7,6 +7,7 @@ import { logLevels } from '../config/index.js';
 import type { ServerPlugin } from '../server/index.js';
 import { agentEndpointPlugin } from '../server/plugins/agent-endpoint.js';
 import { caPlugin } from '../server/plugins/ca.js';
+import { decisionPlugin } from '../server/plugins/decision.js';
 import { policyPlugin } from '../server/plugins/policy.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
 import { registerAgentCommands } from './commands/agent.js';
@@ -14,13 +15,25 @@ import { registerEntryCommands, registerTokenCommands } from './commands/entry.j
 import { registerIdentityCommands } from './commands/identity.js';
 import { registerPolicyCommands } from './commands/policy.js';
 import { registerServerCommands } from './commands/server.js';
+import { registerSidecarCommands } from './commands/sidecar.js';
 import { registerVersionCommand } from './commands/version.js';
 import { VERSION } from './version.js';
 
 /** The server's plugins for a given configuration (later issues add CA, policy, audit…). */
-export function serverPlugins(_config: Config): ServerPlugin[] {
+export function serverPlugins(config: Config): ServerPlugin[] {
   const ca = caPlugin();
-  return [ca, registrationPlugin(), agentEndpointPlugin({ ca: ca.handle }), policyPlugin()];
+  const policy = policyPlugin();
+  const decision = decisionPlugin({
+    policy: policy.handle,
+    bundles: () => ca.handle.current().bundle(),
+    trustedProxies: config.decision.trusted_proxies,
+    defaultTarget: config.decision.default_target,
+    grpc:
+      config.decision.envoy_grpc_port === undefined
+        ? undefined
+        : { host: config.server.host, port: config.decision.envoy_grpc_port },
+  });
+  return [ca, registrationPlugin(), agentEndpointPlugin({ ca: ca.handle }), policy, decision];
 }
 
 export function buildProgram(): Command {
@@ -51,5 +64,6 @@ Config: flags > NEVERTRUST_* environment variables (e.g. NEVERTRUST_SERVER_PORT=
   registerIdentityCommands(program);
   registerAgentCommands(program);
   registerPolicyCommands(program);
+  registerSidecarCommands(program);
   return program;
 }

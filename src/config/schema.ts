@@ -46,6 +46,17 @@ export const configSchema = z.strictObject({
     .prefault({}),
   /** A policy file or directory loaded at start and watched. */
   policies: z.string().min(1).optional(),
+  /** Decision APIs for enforcement points that are not ours (OPA clients, Envoy, nginx). */
+  decision: z
+    .strictObject({
+      /** Port of the Envoy ext_authz gRPC listener (Envoy's examples use 9191); absent: not started. */
+      envoy_grpc_port: port.optional(),
+      /** Addresses or CIDRs whose identity headers (XFCC, X-Client-Cert) are believed. */
+      trusted_proxies: z.array(z.string().min(1)).default(['127.0.0.1/32', '::1/128']),
+      /** Target for nginx/Envoy checks that name none. */
+      default_target: z.string().min(1).optional(),
+    })
+    .prefault({}),
   ca: z
     .strictObject({
       key_type: z.enum(['ec-p256', 'ec-p384', 'rsa-2048']).default('ec-p256'),

@@ -2,7 +2,7 @@
  * Opens the store: SQLite in the data dir by default, PostgreSQL when the URL says so. Migrations run
  * on open, under kysely's migration lock, so several servers may start against one PostgreSQL at once.
  */
-import { accessSync, constants, mkdirSync } from 'node:fs';
+import { accessSync, chmodSync, constants, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { Kysely, type Migration, type MigrationProvider, Migrator, PostgresDialect, sql } from 'kysely';
@@ -85,6 +85,8 @@ function openSqlite(file: string): Kysely<Database> {
   let native: SqliteDatabase.Database;
   try {
     native = new SqliteDatabase(file);
+    // Entries, agents and audit events are nobody else's business (CA keys are sealed anyway).
+    chmodSync(file, 0o600);
     native.pragma('journal_mode = WAL');
     // WAL + NORMAL survives a killed process (kill -9); FULL is only needed against power loss.
     native.pragma('synchronous = NORMAL');
