@@ -3,6 +3,7 @@
  * comes from a {@link SubtreeSource}, so the same code serves the database-backed log, sealed
  * segments and tests.
  */
+import * as nodeCrypto from 'node:crypto';
 import { createHash } from 'node:crypto';
 import { AuditProofError } from './errors.js';
 
@@ -16,11 +17,22 @@ const NODE_PREFIX = Buffer.from([1]);
  * leafHash('{"kind":"access.decision"}').toString('hex')
  */
 export function leafHash(data: string | Uint8Array): Buffer {
+  // One-shot crypto.hash (Node ≥ 20.12) is cheaper than a Hash object; U+0000 encodes as the byte 0x00.
+  if (oneShot && typeof data === 'string') return oneShot('sha256', `\u0000${data}`, 'buffer') as Buffer;
   return createHash('sha256').update(LEAF_PREFIX).update(data).digest();
 }
 
+const oneShot = (nodeCrypto as { hash?: (alg: string, data: string | Uint8Array, enc: 'buffer') => Buffer }).hash;
+
 /** `SHA-256(0x01 ‖ left ‖ right)`. */
 export function nodeHash(left: Uint8Array, right: Uint8Array): Buffer {
+  if (oneShot && left.length === 32 && right.length === 32) {
+    const buf = Buffer.allocUnsafe(65);
+    buf[0] = 1;
+    buf.set(left, 1);
+    buf.set(right, 33);
+    return oneShot('sha256', buf, 'buffer');
+  }
   return createHash('sha256').update(NODE_PREFIX).update(left).update(right).digest();
 }
 
