@@ -10,7 +10,10 @@ const SERVER_OPT = [
 ] as const;
 
 function showEntry(e: Entry, json?: boolean): void {
-  if (json) return printJson(e);
+  if (json) {
+    printJson(e);
+    return;
+  }
   const rows = [
     'id',
     'spiffe_id',
