@@ -87,8 +87,8 @@ function opCovers(a: OperationMatch, b: OperationMatch): boolean {
 /** Rule `a` matches every request rule `b` matches (for the same target). */
 export function ruleCovers(a: Rule, b: Rule): boolean {
   if (a.when.length > 0 && JSON.stringify(a.when) !== JSON.stringify(b.when)) return false;
-  if (a.from && (!b.from || !b.from.every((sb) => a.from?.some((sa) => sourceCovers(sa, sb))))) return false;
-  if (a.to && (!b.to || !b.to.every((ob) => a.to?.some((oa) => opCovers(oa, ob))))) return false;
+  if (a.from && !b.from?.every((sb) => a.from?.some((sa) => sourceCovers(sa, sb)))) return false;
+  if (a.to && !b.to?.every((ob) => a.to?.some((oa) => opCovers(oa, ob)))) return false;
   return true;
 }
 

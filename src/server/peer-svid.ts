@@ -11,7 +11,7 @@ export function peerChain(socket: TLSSocket): Buffer[] {
   const out: Buffer[] = [];
   let cert = socket.getPeerCertificate(true);
   const seen = new Set<string>();
-  while (cert && cert.raw && !seen.has(cert.fingerprint256)) {
+  while (cert?.raw && !seen.has(cert.fingerprint256)) {
     seen.add(cert.fingerprint256);
     out.push(cert.raw);
     const next = cert.issuerCertificate;
