@@ -48,15 +48,13 @@ const operation: fc.Arbitrary<OperationMatch> = fc
   .map(strip);
 const condition: fc.Arbitrary<Condition> = fc.oneof(
   fc.boolean().map((value) => ({ kind: 'bool' as const, key: 'auth.mfa', attr: 'auth.mfa' as const, value })),
-  fc
-    .constantFrom(0.3, 0.8)
-    .map((value) => ({
-      kind: 'number' as const,
-      key: 'risk.score',
-      attr: 'risk.score' as const,
-      op: 'gt' as const,
-      value,
-    })),
+  fc.constantFrom(0.3, 0.8).map((value) => ({
+    kind: 'number' as const,
+    key: 'risk.score',
+    attr: 'risk.score' as const,
+    op: 'gt' as const,
+    value,
+  })),
 );
 const rule = (i: number): fc.Arbitrary<Rule> =>
   fc

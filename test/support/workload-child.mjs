@@ -23,8 +23,15 @@ function splitDer(buf) {
     const lenByte = buf[i + 1];
     let len;
     let hdr;
-    if (lenByte < 0x80) { len = lenByte; hdr = 2; }
-    else { const n = lenByte & 0x7f; len = 0; for (let k = 0; k < n; k++) len = (len << 8) | buf[i + 2 + k]; hdr = 2 + n; }
+    if (lenByte < 0x80) {
+      len = lenByte;
+      hdr = 2;
+    } else {
+      const n = lenByte & 0x7f;
+      len = 0;
+      for (let k = 0; k < n; k++) len = (len << 8) | buf[i + 2 + k];
+      hdr = 2 + n;
+    }
     out.push(buf.subarray(i, i + hdr + len));
     i += hdr + len;
   }
@@ -37,16 +44,22 @@ stream.on('data', (res) => {
   const chain = splitDer(svid.x509_svid).map((d) => new X509Certificate(d));
   const key = createPrivateKey({ key: svid.x509_svid_key, format: 'der', type: 'pkcs8' });
   const bundle = splitDer(svid.bundle).map((d) => new X509Certificate(d));
-  console.log(JSON.stringify({
-    spiffe_id: svid.spiffe_id,
-    svids: res.svids.length,
-    serial: chain[0].serialNumber,
-    uri: chain[0].subjectAltName,
-    key_matches: chain[0].checkPrivateKey(key),
-    chain_verifies: bundle.some((ca) => chain[chain.length - 1].verify(ca.publicKey)),
-    bundle_certs: bundle.length,
-  }));
-  if (--left <= 0) { stream.cancel(); client.close(); process.exit(0); }
+  console.log(
+    JSON.stringify({
+      spiffe_id: svid.spiffe_id,
+      svids: res.svids.length,
+      serial: chain[0].serialNumber,
+      uri: chain[0].subjectAltName,
+      key_matches: chain[0].checkPrivateKey(key),
+      chain_verifies: bundle.some((ca) => chain[chain.length - 1].verify(ca.publicKey)),
+      bundle_certs: bundle.length,
+    }),
+  );
+  if (--left <= 0) {
+    stream.cancel();
+    client.close();
+    process.exit(0);
+  }
 });
 stream.on('error', (e) => {
   if (e.code === grpc.status.CANCELLED) return;
