@@ -180,6 +180,33 @@ export async function loadFrontier(db: Db, size: number): Promise<MerkleFrontier
 }
 
 /**
+ * SQLite plans without statistics assume every index is equally selective, so "target = X and
+ * outcome = 'deny'" may walk every deny. A full ANALYZE of a large log takes many seconds and a
+ * sampled one misleads, so unless real statistics exist we seed the documented sqlite_stat1 table
+ * with the shape of an audit log: ids, decision ids and times nearly unique, sources and targets
+ * selective, outcomes and kinds not.
+ */
+async function seedSqlitePlannerStats(db: Kysely<Database>): Promise<void> {
+  await sql`analyze audit_head`.execute(db); // creates sqlite_stat1 when missing
+  const have = await sql<{ n: number }>`select count(*) as n from sqlite_stat1 where tbl = 'audit_event'`.execute(db);
+  if (Number(have.rows[0]?.n ?? 0) > 0) return;
+  const n = 10_000_000;
+  const stats: [string, string][] = [
+    ['audit_event_id', `${n} 1`],
+    ['audit_event_decision', `${n} 1`],
+    ['audit_event_time', `${n} 2`],
+    ['audit_event_source', `${n} 2000`],
+    ['audit_event_target', `${n} 20000`],
+    ['audit_event_kind', `${n} 2000000`],
+    ['audit_event_outcome', `${n} 3000000`],
+  ];
+  for (const [idx, stat] of stats) {
+    await sql`insert into sqlite_stat1 (tbl, idx, stat) values ('audit_event', ${idx}, ${stat})`.execute(db);
+  }
+  await sql`analyze sqlite_schema`.execute(db); // reloads the statistics
+}
+
+/**
  * The store-backed, tamper-evident audit log.
  *
  * @example
@@ -214,6 +241,7 @@ export class AuditLog {
     const signer = await Signer.load(store, { dataDir: opts.dataDir, kek: opts.kek });
     const log = new AuditLog(store, signer, opts);
     await log.resync(store.db);
+    if (store.engine === 'sqlite') await seedSqlitePlannerStats(store.db);
     const interval = opts.checkpointIntervalMs ?? 10_000;
     if (interval > 0) {
       log.timer = setInterval(
