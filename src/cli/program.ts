@@ -6,16 +6,19 @@ import type { Config } from '../config/index.js';
 import { logLevels } from '../config/index.js';
 import type { ServerPlugin } from '../server/index.js';
 import { agentEndpointPlugin } from '../server/plugins/agent-endpoint.js';
+import { auditPlugin } from '../server/plugins/audit.js';
 import { caPlugin } from '../server/plugins/ca.js';
 import { decisionPlugin } from '../server/plugins/decision.js';
 import { policyPlugin } from '../server/plugins/policy.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
 import { registerAgentCommands } from './commands/agent.js';
+import { registerAuditCommands } from './commands/audit.js';
 import { registerEntryCommands, registerTokenCommands } from './commands/entry.js';
 import { registerIdentityCommands } from './commands/identity.js';
 import { registerPolicyCommands } from './commands/policy.js';
 import { registerServerCommands } from './commands/server.js';
 import { registerSidecarCommands } from './commands/sidecar.js';
+import { registerUpCommands } from './commands/up.js';
 import { registerVersionCommand } from './commands/version.js';
 import { VERSION } from './version.js';
 
@@ -33,7 +36,7 @@ export function serverPlugins(config: Config): ServerPlugin[] {
         ? undefined
         : { host: config.server.host, port: config.decision.envoy_grpc_port },
   });
-  return [ca, registrationPlugin(), agentEndpointPlugin({ ca: ca.handle }), policy, decision];
+  return [ca, registrationPlugin(), agentEndpointPlugin({ ca: ca.handle }), policy, decision, auditPlugin()];
 }
 
 export function buildProgram(): Command {
@@ -59,11 +62,13 @@ Config: flags > NEVERTRUST_* environment variables (e.g. NEVERTRUST_SERVER_PORT=
     );
   registerVersionCommand(program);
   registerServerCommands(program, serverPlugins);
+  registerUpCommands(program, serverPlugins);
   registerEntryCommands(program);
   registerTokenCommands(program);
   registerIdentityCommands(program);
   registerAgentCommands(program);
   registerPolicyCommands(program);
   registerSidecarCommands(program);
+  registerAuditCommands(program);
   return program;
 }

@@ -46,6 +46,8 @@ export interface RunningServer {
   readonly port: number;
   readonly store: Store;
   readonly metrics: ServerMetrics;
+  /** Where parts of the process report things to record (the audit plugin listens). */
+  readonly events: ServerEvents;
   /** Endpoints plugins announced, for the start banner. */
   readonly endpoints: readonly { label: string; where: string }[];
   /** Stops accepting, lets in-flight requests finish (up to shutdown_timeout), closes plugins and the store. */
@@ -210,6 +212,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     port: address.port,
     store: openedStore,
     metrics,
+    events,
     endpoints,
     close() {
       closing ??= (async () => {

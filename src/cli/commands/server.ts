@@ -100,20 +100,4 @@ Examples:
     .action(async (_opts, cmd: Command) => {
       process.exitCode = await runServerCommand(cmd, 'nevertrust server', plugins);
     });
-
-  withServerOptions(
-    program
-      .command('up')
-      .description('run everything locally on the embedded default (SQLite): today the control plane'),
-  )
-    .addHelpText(
-      'after',
-      `
-Examples:
-  $ nevertrust up                       # what \`npm start\` runs
-  $ nevertrust up --data-dir /tmp/nt --port 9181`,
-    )
-    .action(async (_opts, cmd: Command) => {
-      process.exitCode = await runServerCommand(cmd, 'nevertrust up', plugins);
-    });
 }

@@ -1,0 +1,307 @@
+/**
+ * `nevertrust up`: a whole zero-trust mesh on one machine, on the embedded default. In this
+ * process: the server (CA, registration, agent endpoint, policies, decision APIs, audit) and one
+ * node agent. As child processes: the three example services, each started from its own binary
+ * path so the agent can tell them apart by process attestation (`unix:uid` + `unix:path`), with no
+ * secret in their configuration. Their decisions come back over the IPC channel and are recorded in
+ * the audit log, as an agent would ship them.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import { NodeAgent } from '../agent/node-agent.js';
+import type { Config } from '../config/index.js';
+import { DuplicateEntryError } from '../store/index.js';
+import { type RunningServer, type ServerEvent, type ServerPlugin, startServer } from '../server/index.js';
+import { packageRoot } from '../workload/paths.js';
+import type { Logger } from '../util/logger.js';
+import { judge, SERVICES, type ServiceName, type Step, type StepResult } from './scenario.js';
+
+export interface ServiceInfo {
+  name: ServiceName;
+  spiffeId: string;
+  binary: string;
+  port: number;
+  driverPort: number;
+  publicPort?: number;
+  process?: ChildProcess;
+  ready: boolean;
+}
+
+export interface MeshDecision {
+  time: number;
+  service: string;
+  outcome: string;
+  source?: string;
+  target?: string;
+  method?: string;
+  path?: string;
+  policy?: string;
+  rule?: string;
+  reason: string;
+}
+
+export interface LocalMeshOptions {
+  config: Config;
+  logger: Logger;
+  /** The server's plugins for this config (the CLI's full set, audit included). */
+  plugins: ServerPlugin[];
+  /** Policies the services enforce; default: the payments example. */
+  policies?: string;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((r, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => r(port));
+    });
+  });
+}
+
+/** A distinct path for each service's binary: a hard link to node where possible, else a copy. */
+function serviceBinary(dir: string, name: string): string {
+  const target = join(dir, name);
+  if (!existsSync(target)) {
+    try {
+      linkSync(process.execPath, target);
+    } catch {
+      copyFileSync(process.execPath, target);
+      chmodSync(target, 0o755);
+    }
+  }
+  return target;
+}
+
+export class LocalMesh {
+  readonly decisions: MeshDecision[] = [];
+  readonly counts = { allow: 0, deny: 0 };
+  readonly results: StepResult[] = [];
+  private stopping = false;
+
+  private constructor(
+    readonly server: RunningServer,
+    readonly agent: NodeAgent,
+    readonly services: Map<ServiceName, ServiceInfo>,
+    private readonly opts: LocalMeshOptions,
+  ) {}
+
+  static async start(opts: LocalMeshOptions): Promise<LocalMesh> {
+    const { config, logger } = opts;
+    const root = packageRoot();
+    const policies = resolve(opts.policies ?? config.policies ?? join(root, 'examples', 'policies', 'payments'));
+    const dataDir = resolve(config.data_dir);
+    const server = await startServer({ config: { ...config, policies }, logger, plugins: opts.plugins });
+    try {
+      // Workloads reach the socket in <data-dir>/public; the data dir is traverse-only for others.
+      mkdirSync(join(dataDir, 'public'), { recursive: true, mode: 0o755 });
+      chmodSync(dataDir, 0o711);
+      const token = randomBytes(16).toString('hex');
+      await server.store.joinTokens.create(token, 600);
+      const bundlePem = await (await fetch(`${server.url}/v1/bundle?format=pem`)).text();
+      const agentPort = server.endpoints.find((e) => e.label === 'agent port')?.where.match(/:(\d+)/)?.[1];
+      const socket = join(dataDir, 'public', 'agent.sock');
+      const agent = new NodeAgent({
+        serverUrl: `https://${config.server.host}:${agentPort ?? config.server.agent_port}`,
+        trustDomain: config.trust_domain,
+        trustBundlePem: bundlePem,
+        joinToken: token,
+        dir: join(dataDir, 'agent'),
+        socketPath: socket,
+        logger,
+      });
+      await agent.start();
+
+      const binDir = join(dataDir, 'bin');
+      mkdirSync(binDir, { recursive: true, mode: 0o755 });
+      const uid = process.getuid?.() ?? 0;
+      const services = new Map<ServiceName, ServiceInfo>();
+      for (const name of SERVICES) {
+        const binary = serviceBinary(binDir, name);
+        const spiffeId = `spiffe://${config.trust_domain}/ns/payments/sa/${name}`;
+        try {
+          await server.store.entries.create({
+            spiffeId,
+            parentId: agent.id,
+            selectors: [`unix:uid:${uid}`, `unix:path:${binary}`],
+            x509SvidTtl: config.ca.x509_svid_ttl,
+            jwtSvidTtl: config.ca.jwt_svid_ttl,
+            dnsNames: [],
+            hint: name,
+            admin: false,
+            expiresAt: null,
+          });
+        } catch (e) {
+          if (!(e instanceof DuplicateEntryError)) throw e;
+        }
+        services.set(name, {
+          name,
+          spiffeId,
+          binary,
+          port: await freePort(),
+          driverPort: await freePort(),
+          publicPort: name === 'api-gateway' ? await freePort() : undefined,
+          ready: false,
+        });
+      }
+      const mesh = new LocalMesh(server, agent, services, opts);
+      await mesh.startServices(socket, policies);
+      return mesh;
+    } catch (e) {
+      await server.close().catch(() => {});
+      throw e;
+    }
+  }
+
+  private async startServices(socket: string, policies: string): Promise<void> {
+    const root = packageRoot();
+    const peers = Object.fromEntries(
+      [...this.services.values()].map((s) => [s.name, { url: `https://127.0.0.1:${s.port}`, spiffe_id: s.spiffeId }]),
+    );
+    const readyAll = [...this.services.values()].map(
+      (svc) =>
+        new Promise<void>((resolveReady, reject) => {
+          const child = fork(join(root, 'examples', 'payments', `${svc.name}.mjs`), [], {
+            execPath: svc.binary,
+            cwd: root,
+            stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+            env: {
+              PATH: process.env.PATH,
+              SPIFFE_ENDPOINT_SOCKET: `unix://${socket}`,
+              NT_POLICIES: policies,
+              NT_PORT: String(svc.port),
+              NT_DRIVER_PORT: String(svc.driverPort),
+              NT_PUBLIC_PORT: svc.publicPort ? String(svc.publicPort) : '',
+              NT_PEERS: JSON.stringify(peers),
+            },
+          });
+          svc.process = child;
+          let stderr = '';
+          child.stderr?.on('data', (d: Buffer) => {
+            stderr = (stderr + d.toString()).slice(-4000);
+          });
+          const timer = setTimeout(() => reject(new Error(`${svc.name} did not start within 30 s: ${stderr}`)), 30_000);
+          child.on('message', (m: { type?: string; event?: ServerEvent; service?: string }) => {
+            if (m.type === 'ready') {
+              svc.ready = true;
+              clearTimeout(timer);
+              resolveReady();
+            } else if (m.type === 'decision' && m.event) this.onDecision(String(m.service), m.event);
+          });
+          child.on('exit', (code) => {
+            svc.ready = false;
+            clearTimeout(timer);
+            if (!this.stopping) {
+              this.opts.logger.error({ service: svc.name, code, stderr }, 'service exited');
+              reject(new Error(`${svc.name} exited with ${code}: ${stderr.trim().split('\n').slice(-3).join(' ')}`));
+            }
+          });
+        }),
+    );
+    await Promise.all(readyAll);
+  }
+
+  private onDecision(service: string, e: ServerEvent): void {
+    // The service is the enforcement point; the server records what it reports.
+    this.server.events.record({ ...e, details: { ...e.details, enforcer: service } });
+    const d = (e.details ?? {}) as Record<string, unknown>;
+    if (e.outcome === 'allow') this.counts.allow++;
+    else this.counts.deny++;
+    this.decisions.push({
+      time: Date.now(),
+      service,
+      outcome: e.outcome,
+      source: e.source.id,
+      target: e.target.id,
+      method: e.target.method,
+      path: e.target.resource,
+      policy: typeof d.policy === 'string' ? d.policy : undefined,
+      rule: typeof d.rule === 'string' ? d.rule : undefined,
+      reason: e.reason,
+    });
+    if (this.decisions.length > 500) this.decisions.shift();
+  }
+
+  /** Runs one step of the scenario and records whether it ended as the policy says it must. */
+  async run(step: Step): Promise<StepResult> {
+    let status = 0;
+    let detail = '';
+    const to = this.services.get(step.to);
+    if (!to) throw new Error(`unknown service ${step.to}`);
+    if (step.from === 'anonymous') {
+      // A client with no certificate: the TLS handshake itself must fail (or the request be refused).
+      status = await new Promise<number>((r) => {
+        const sock = tlsConnect({ host: '127.0.0.1', port: to.port, rejectUnauthorized: false }, () => {
+          sock.write(`${step.method} ${step.path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n`);
+        });
+        let buf = '';
+        sock.on('data', (d) => {
+          buf += d.toString();
+          const m = /^HTTP\/1\.1 (\d{3})/.exec(buf);
+          if (m) {
+            sock.destroy();
+            r(Number(m[1]));
+          }
+        });
+        sock.on('error', (e) => {
+          detail = e.message;
+          r(0);
+        });
+        sock.on('close', () => r(0));
+        sock.setTimeout(5000, () => sock.destroy());
+      });
+      detail ||= status === 0 ? 'TLS session refused' : '';
+    } else {
+      const from = this.services.get(step.from);
+      if (!from) throw new Error(`unknown service ${step.from}`);
+      try {
+        const res = await fetch(`http://127.0.0.1:${from.driverPort}/__demo/call`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ peer: step.to, method: step.method, path: step.path, body: step.body }),
+          signal: AbortSignal.timeout(10_000),
+        });
+        const out = (await res.json()) as { status: number; body: string };
+        status = out.status;
+        detail = out.body.slice(0, 200);
+      } catch (e) {
+        detail = (e as Error).message;
+        status = -1;
+      }
+    }
+    const result = { step, status, asExpected: judge(step, status), detail };
+    this.results.push(result);
+    if (this.results.length > 2000) this.results.shift();
+    return result;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await Promise.all(
+      [...this.services.values()].map(
+        (s) =>
+          new Promise<void>((r) => {
+            if (!s.process || s.process.exitCode !== null) return r();
+            s.process.once('exit', () => r());
+            s.process.kill('SIGTERM');
+            setTimeout(() => {
+              s.process?.kill('SIGKILL');
+              r();
+            }, 3000).unref();
+          }),
+      ),
+    );
+    await this.agent.stop();
+    await this.server.close();
+  }
+
+  /** Removes the service binaries (hard links or copies) — they are recreated on the next start. */
+  static cleanBinaries(dataDir: string): void {
+    rmSync(join(dataDir, 'bin'), { recursive: true, force: true });
+  }
+}
