@@ -201,7 +201,9 @@ export async function startSidecar(config: SidecarConfig, opts: SidecarOptions =
   if (config.inbound) {
     const ib = config.inbound;
     const app = split(ib.app);
-    const appAgent = new HttpAgent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 256 });
+    // Idle upstream sockets are closed well before the app's own keep-alive timeout (Node's default
+    // is 5 s): reusing a socket the app is closing at that moment would fail the request with a 502.
+    const appAgent = new HttpAgent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 256, timeout: 2000 });
     const target = ib.target ?? source.svid.spiffeId.toString();
     const enforcer = createEnforcer({
       target,
@@ -228,7 +230,8 @@ export async function startSidecar(config: SidecarConfig, opts: SidecarOptions =
             },
           );
           up.setTimeout(ib.timeout_ms, () => up.destroy(new Error('upstream timeout')));
-          up.on('error', () => {
+          up.on('error', (e) => {
+            log('upstream (app) request failed', { error: e.message });
             if (!res.headersSent)
               res.writeHead(502, { 'content-type': 'application/json' }).end('{"error":"bad_gateway"}');
             else res.destroy();
@@ -293,6 +296,7 @@ export async function startSidecar(config: SidecarConfig, opts: SidecarOptions =
             ur.body.pipe(res);
           },
           (e: Error) => {
+            log('outbound request failed', { service: name, error: e.message });
             if (!res.headersSent) {
               res.writeHead(502, { 'content-type': 'application/json' }).end(
                 JSON.stringify({
