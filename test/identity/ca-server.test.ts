@@ -170,6 +170,36 @@ describe('CA in the server, with the identity CLI', () => {
     expect(ok.code).toBe(0);
   });
 
+  it('ca rotate: the next CA is published, then active; SVIDs from before and after both validate', async () => {
+    const common = ['--data-dir', dataDir, '--server', server.url];
+    const before = (await (await fetch(`${server.url}/v1/bundle`)).json()) as {
+      keys: { use: string }[];
+      spiffe_sequence: number;
+    };
+    const first = await runCli(['ca', 'rotate', ...common]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/^rotated \(bundle sequence \d+\)/);
+    await runCli(['ca', 'rotate', ...common]);
+    const after = (await (await fetch(`${server.url}/v1/bundle`)).json()) as {
+      keys: { use: string }[];
+      spiffe_sequence: number;
+    };
+    expect(after.spiffe_sequence).toBeGreaterThan(before.spiffe_sequence);
+    expect(after.keys.filter((k) => k.use === 'x509-svid').length).toBeGreaterThan(
+      before.keys.filter((k) => k.use === 'x509-svid').length,
+    );
+    const newOut = join(dataDir, 'after-rotate');
+    expect(
+      (await runCli(['x509', 'mint', '--spiffe-id', 'spiffe://example.org/after', '--out', newOut, ...common])).code,
+    ).toBe(0);
+    // One bundle validates both the SVID issued before the rotation and the one after.
+    for (const cert of [join(out, 'svid.pem'), join(newOut, 'svid.pem')]) {
+      expect((await runCli(['x509', 'validate', '--bundle', join(newOut, 'bundle.pem'), cert])).code).toBe(0);
+    }
+    const show = JSON.parse((await runCli(['ca', 'show', ...common])).stdout) as { authorities: { status: string }[] };
+    expect(show.authorities.map((a) => a.status)).toEqual(expect.arrayContaining(['active', 'retired']));
+  });
+
   it('a KEK file readable by others is refused at start', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'kek'), Buffer.alloc(32, 1).toString('base64'), { mode: 0o644 });

@@ -244,6 +244,25 @@ Examples:
       }
     });
 
+  const ca = program.command('ca').description('the certificate authority of the trust domain');
+  ca.command('show')
+    .description('show the CA generations (prepared, active, retired), their validity and the bundle sequence')
+    .option(...SERVER_OPT)
+    .addHelpText('after', '\nExamples:\n  $ nevertrust ca show')
+    .action(async (_o: unknown, cmd: Command) => {
+      process.stdout.write(`${JSON.stringify(await adminClient(cmd).call('GET', '/v1/admin/ca'), null, 2)}\n`);
+    });
+  ca.command('rotate')
+    .description(
+      'advance the CA rotation now: prepare the next CA, or activate the prepared one (retired CAs stay in the bundle until their SVIDs expire)',
+    )
+    .option(...SERVER_OPT)
+    .addHelpText('after', '\nExamples:\n  $ nevertrust ca rotate     # run twice: prepare and publish, then activate')
+    .action(async (_o: unknown, cmd: Command) => {
+      const r = await adminClient(cmd).call<{ changed: boolean; sequence: number }>('POST', '/v1/admin/ca/rotate');
+      process.stdout.write(`${r.changed ? 'rotated' : 'nothing to rotate'} (bundle sequence ${r.sequence})\n`);
+    });
+
   program
     .command('bundle')
     .description('the trust bundle')

@@ -266,6 +266,25 @@ export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: C
         '/v1/admin/ca',
         adminRoute(ctx, (_req, res) => sendJson(res, 200, handle.current().toJSON())),
       );
+      // Forces the next step of the rotation schedule now (prepare, or activate the prepared CA),
+      // e.g. after a suspected key compromise; the retired CA stays in the bundle until its SVIDs expire.
+      router.on(
+        'POST',
+        '/v1/admin/ca/rotate',
+        adminRoute(ctx, async (_req, res, _url, who) => {
+          const changed = await handle.current().rotate();
+          events.record({
+            kind: 'admin.action',
+            outcome: 'allow',
+            source: { id: who.id },
+            target: { resource: 'ca.rotate' },
+            reason: changed ? 'CA rotated' : 'CA rotation: nothing to do',
+            details: { sequence: handle.current().sequence },
+          });
+          if (changed) notify();
+          sendJson(res, 200, { changed, ...handle.current().toJSON() });
+        }),
+      );
     },
     close() {
       if (timer) clearInterval(timer);
