@@ -213,6 +213,131 @@ export interface NormalizeOptions {
   maxBytes?: number;
   /** Time for events without one (default now). */
   now?: number;
+  /** Use the hand-written fast path for plain events (default true; tests compare it with zod). */
+  fastPath?: boolean;
+}
+
+const ID_RE = /^[A-Za-z0-9._:@/+=-]+$/;
+const KIND_RE = /^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$/;
+const TOP_KEYS = new Set([
+  'schema_version',
+  'id',
+  'time',
+  'kind',
+  'decision_id',
+  'request_id',
+  'trace_id',
+  'source',
+  'target',
+  'outcome',
+  'reason',
+  'policy',
+  'rule',
+  'enforcer',
+  'latency_us',
+]);
+const SOURCE_LIMITS: Record<string, number> = {
+  spiffe_id: 2048,
+  user: 256,
+  device_id: 256,
+  ip: 64,
+  service: 256,
+  namespace: 256,
+};
+const TARGET_LIMITS: Record<string, number> = {
+  spiffe_id: 2048,
+  service: 256,
+  namespace: 256,
+  host: 256,
+  method: 32,
+  path: 2048,
+  resource: 2048,
+};
+const OUTCOME_SET = new Set<string>(OUTCOMES);
+
+function plainObject(v: unknown): v is Record<string, unknown> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+function okText(v: unknown, max: number): boolean {
+  return v === undefined || (typeof v === 'string' && v.length <= max && !looksSecret(v));
+}
+
+function okId(v: unknown): boolean {
+  return v === undefined || (typeof v === 'string' && v.length >= 1 && v.length <= 128 && ID_RE.test(v));
+}
+
+function fastPart(
+  v: unknown,
+  limits: Record<string, number>,
+  port: boolean,
+): Record<string, unknown> | false | undefined {
+  if (v === undefined) return undefined;
+  if (!plainObject(v)) return false;
+  const out: Record<string, unknown> = {};
+  for (const k in v) {
+    const x = v[k];
+    if (x === undefined) continue;
+    if (port && k === 'port') {
+      if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x > 65535) return false;
+      out[k] = x;
+      continue;
+    }
+    const max = limits[k];
+    if (max === undefined || typeof x !== 'string' || x.length > max || looksSecret(x)) return false;
+    out[k] = x;
+  }
+  return out;
+}
+
+/**
+ * The common case, checked by hand: a plain event without `details`, ISO times or anything that
+ * needs scrubbing. Returns undefined when the event must go through zod (which also explains errors).
+ * Accepts exactly what the schema accepts for such events (a property test holds them together).
+ */
+function fastNormalize(input: Record<string, unknown>, now: number): AuditEvent | undefined {
+  if (!plainObject(input)) return undefined;
+  for (const k in input) if (!TOP_KEYS.has(k)) return undefined;
+  const i = input as Record<string, unknown> & { kind?: unknown; time?: unknown; latency_us?: unknown };
+  if (i.schema_version !== undefined && i.schema_version !== AUDIT_SCHEMA_VERSION) return undefined;
+  if (typeof i.kind !== 'string' || i.kind.length > 64 || !KIND_RE.test(i.kind)) return undefined;
+  if (!(okId(i.id) && okId(i.decision_id) && okId(i.request_id) && okId(i.trace_id))) return undefined;
+  if (
+    i.time !== undefined &&
+    !(typeof i.time === 'number' && Number.isInteger(i.time) && i.time >= 0 && i.time <= 8.64e15)
+  )
+    return undefined;
+  if (i.outcome !== undefined && !(typeof i.outcome === 'string' && OUTCOME_SET.has(i.outcome))) return undefined;
+  if (!(okText(i.reason, 2048) && okText(i.policy, 256) && okText(i.rule, 256) && okText(i.enforcer, 256)))
+    return undefined;
+  if (
+    i.latency_us !== undefined &&
+    !(typeof i.latency_us === 'number' && Number.isFinite(i.latency_us) && i.latency_us >= 0 && i.latency_us <= 1e12)
+  )
+    return undefined;
+  const source = fastPart(i.source, SOURCE_LIMITS, false);
+  const target = fastPart(i.target, TARGET_LIMITS, true);
+  if (source === false || target === false) return undefined;
+  const e: AuditEvent = {
+    schema_version: AUDIT_SCHEMA_VERSION,
+    id: (i.id as string | undefined) ?? newEventId(),
+    time: (i.time as number | undefined) ?? now,
+    kind: i.kind,
+  };
+  if (i.decision_id !== undefined) e.decision_id = i.decision_id as string;
+  if (i.request_id !== undefined) e.request_id = i.request_id as string;
+  if (i.trace_id !== undefined) e.trace_id = i.trace_id as string;
+  if (source !== undefined) e.source = source as AuditSource;
+  if (target !== undefined) e.target = target as AuditTarget;
+  if (i.outcome !== undefined) e.outcome = i.outcome as Outcome;
+  if (i.reason !== undefined) e.reason = i.reason as string;
+  if (i.policy !== undefined) e.policy = i.policy as string;
+  if (i.rule !== undefined) e.rule = i.rule as string;
+  if (i.enforcer !== undefined) e.enforcer = i.enforcer as string;
+  if (i.latency_us !== undefined) e.latency_us = i.latency_us;
+  return e;
 }
 
 /**
@@ -226,6 +351,15 @@ export interface NormalizeOptions {
 export function normalizeEvent(input: unknown, opts: NormalizeOptions = {}): AuditEvent {
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
     throw new AuditEventError('an audit event must be a JSON object');
+  }
+  if (opts.fastPath !== false) {
+    const fast = fastNormalize(input as Record<string, unknown>, opts.now ?? Date.now());
+    if (fast) {
+      const size = Buffer.byteLength(canonicalEvent(fast));
+      const limit = opts.maxBytes ?? DEFAULT_MAX_EVENT_BYTES;
+      if (size > limit) throw new AuditEventTooLargeError(size, limit);
+      return fast;
+    }
   }
   const removed: string[] = [];
   // Scrub first so that a secret field is dropped (and noted) rather than rejected as unknown.

@@ -122,3 +122,64 @@ describe('canonical event bytes', () => {
     expect(bare.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   });
 });
+
+describe('event validation fast path', () => {
+  it('accepts and produces exactly what the zod schema path does', async () => {
+    const { normalizeEvent } = await import('../../src/audit/event.js');
+    const str = (...extra: unknown[]) =>
+      fc.constantFrom(undefined, 'a', 'x'.repeat(300), 'Bearer abcdefghijklmnop', 'ok value', ...extra);
+    const arb = fc.record(
+      {
+        schema_version: fc.constantFrom(undefined, 1, 2),
+        id: fc.constantFrom(undefined, 'id-1', '', 'bad id', 'x'.repeat(129)),
+        time: fc.constantFrom(undefined, 0, 1767225600000, -1, 1.5, '2026-11-22T10:00:00Z', 'nope', Number.NaN),
+        kind: fc.constantFrom('access.decision', 'access.decision', 'a.b_c', 'Bad', '', 'x'.repeat(65), 3),
+        decision_id: fc.constantFrom(undefined, 'd-1', 'bad id'),
+        source: fc.constantFrom(
+          undefined,
+          {},
+          { spiffe_id: 'spiffe://example.org/a', ip: '10.0.0.1' },
+          { user: 'alice', extra: 1 },
+          { ip: 'x'.repeat(65) },
+          { user: 'Bearer abcdefghijklmnopqrst' },
+          { user: undefined },
+          'str',
+        ),
+        target: fc.constantFrom(
+          undefined,
+          { service: 's', port: 8443, method: 'GET' },
+          { port: 70000 },
+          { path: 5 },
+          [],
+        ),
+        outcome: fc.constantFrom(undefined, 'allow', 'deny', 'step_up', 'error', 'maybe'),
+        reason: str('x'.repeat(3000)),
+        policy: str(),
+        latency_us: fc.constantFrom(undefined, 0, 2.5, -1, Number.POSITIVE_INFINITY, 1e13),
+        surprise: fc.constantFrom(undefined, undefined, undefined, 1),
+        details: fc.constantFrom(undefined, undefined, undefined, { a: 1 }),
+      },
+      { requiredKeys: ['kind'] },
+    );
+    const run = (input: unknown, fastPath: boolean) => {
+      try {
+        const e = normalizeEvent(input, { now: 5, fastPath });
+        const { id, ...rest } = e;
+        return { ok: (input as { id?: string }).id === undefined ? rest : { ...rest, id } };
+      } catch (err) {
+        return { err: (err as Error).name, message: (err as Error).message };
+      }
+    };
+    let fastHits = 0;
+    fc.assert(
+      fc.property(arb, (input) => {
+        const a = run(input, true);
+        const b = run(input, false);
+        if ('ok' in a) fastHits++;
+        expect(a).toEqual(b);
+      }),
+      { numRuns: 5000 },
+    );
+    expect(fastHits).toBeGreaterThan(0);
+  });
+});

@@ -26,6 +26,7 @@ import { readAdminToken, type RunningServer, type ServerContext, startServer } f
 import { auditPlugin } from '../../src/server/plugins/audit.js';
 import { openStore } from '../../src/store/index.js';
 import { createLogger } from '../../src/util/logger.js';
+import { freePort } from '../support/cli.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { tempDir } from '../support/tmp.js';
 
@@ -298,6 +299,38 @@ describe('audit plugin and CLI', () => {
     expect(JSON.stringify(admin.events)).not.toContain('never-stored');
     expect((await verifyLog(server.store)).ok).toBe(true);
     expect(log.treeSize).toBe(5);
+  });
+});
+
+describe('HTTP shipper against a server that is down', () => {
+  it('spills while the server is unreachable and ships everything once it is up', async () => {
+    const port = await freePort();
+    const dataDir = tempDir();
+    const spillDir = join(tempDir(), 'pep-spill');
+    // The token exists before the server does, as it would for a PEP provisioned in advance.
+    const token = 'pep-ingest-token-0123456789abcdef';
+    const shipper = createHttpShipper({
+      url: `http://127.0.0.1:${port}`,
+      token,
+      spillDir,
+      maxQueue: 200,
+      batchSize: 100,
+      retryMinMs: 50,
+      retryMaxMs: 200,
+    });
+    for (let i = 0; i < 1000; i++) shipper.record(decision(i, { id: `down-${i}` }));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(shipper.stats().spilled).toBeGreaterThanOrEqual(800);
+    expect(shipper.stats().lost).toBe(0);
+    const config = configSchema.parse({ data_dir: dataDir, server: { port, shutdown_timeout: 2 } });
+    const plugin = auditPlugin({ checkpointIntervalMs: 0, ingestToken: token });
+    const server = await startServer({ config, logger: createLogger('silent'), plugins: [plugin] });
+    running.push(server);
+    await shipper.flush();
+    expect(shipper.stats()).toMatchObject({ shipped: 1000, lost: 0, spillPending: 0 });
+    const rows = await server.store.db.selectFrom('audit_event').select('id').execute();
+    expect(new Set(rows.map((r) => r.id)).size).toBe(1000);
+    await shipper.close();
   });
 });
 
