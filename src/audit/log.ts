@@ -4,7 +4,8 @@
  * when due, a signed checkpoint. The tree's right edge (frontier) stays in memory, so an append costs
  * O(log n) hashing; at start it is rebuilt from the stored subtree roots in O(log n) reads.
  */
-import { appendFile } from 'node:fs/promises';
+import { appendFile, mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { CompiledQuery, type Kysely, sql, type Transaction } from 'kysely';
 import { request } from 'undici';
 import type { Database, Store } from '../store/index.js';
@@ -238,6 +239,9 @@ export class AuditLog {
 
   /** Opens the log: loads (or creates) the signing key and rebuilds the frontier. */
   static async open(store: Store, opts: AuditLogOptions): Promise<AuditLog> {
+    // The external checkpoint file is the evidence that survives a rewritten database: make sure it
+    // can be written before the first event is accepted, rather than failing quietly later.
+    if (opts.checkpointFile) await mkdir(dirname(opts.checkpointFile), { recursive: true, mode: 0o700 });
     const signer = await Signer.load(store, { dataDir: opts.dataDir, kek: opts.kek });
     const log = new AuditLog(store, signer, opts);
     await log.resync(store.db);

@@ -2,6 +2,7 @@
  * The `nevertrust` command tree. Each area registers its own subcommands; this file only wires them.
  */
 import { Command, Option } from 'commander';
+import { fileSink, stdoutSink } from '../audit/index.js';
 import type { Config } from '../config/index.js';
 import { logLevels } from '../config/index.js';
 import type { ServerPlugin } from '../server/index.js';
@@ -36,7 +37,17 @@ export function serverPlugins(config: Config): ServerPlugin[] {
         ? undefined
         : { host: config.server.host, port: config.decision.envoy_grpc_port },
   });
-  return [ca, registrationPlugin(), agentEndpointPlugin({ ca: ca.handle }), policy, decision, auditPlugin()];
+  const a = config.audit;
+  const audit = auditPlugin({
+    checkpointEvery: a.checkpoint_every,
+    checkpointIntervalMs: a.checkpoint_interval * 1000,
+    checkpointFile: a.checkpoint_file,
+    checkpointWebhook: a.checkpoint_webhook,
+    anomalyWebhook: a.anomaly_webhook,
+    retention: a.hot_window === undefined ? undefined : { hotWindowMs: a.hot_window * 1000 },
+    sinks: [...(a.export === 'stdout' ? [stdoutSink()] : []), ...(a.export_file ? [fileSink(a.export_file)] : [])],
+  });
+  return [ca, registrationPlugin(), agentEndpointPlugin({ ca: ca.handle }), policy, decision, audit];
 }
 
 export function buildProgram(): Command {

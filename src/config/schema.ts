@@ -57,6 +57,25 @@ export const configSchema = z.strictObject({
       default_target: z.string().min(1).optional(),
     })
     .prefault({}),
+  /** The tamper-evident audit log. */
+  audit: z
+    .strictObject({
+      /** Every signed checkpoint is also appended here, outside the database (keep it on other storage). */
+      checkpoint_file: z.string().min(1).optional(),
+      /** …and POSTed here. */
+      checkpoint_webhook: z.url().optional(),
+      /** Anomaly signals are also POSTed here. */
+      anomaly_webhook: z.url().optional(),
+      /** Events older than this are sealed into gzip NDJSON segments in <data_dir>/audit-segments. */
+      hot_window: duration.optional(),
+      /** Sign a checkpoint every N events (default 10000) or every interval (default 10s). */
+      checkpoint_every: z.number().int().min(1).default(10_000),
+      checkpoint_interval: duration.default(10),
+      /** Copy every stored event as JSON lines to stdout or a file, for a SIEM. */
+      export: z.enum(['none', 'stdout']).default('none'),
+      export_file: z.string().min(1).optional(),
+    })
+    .prefault({}),
   ca: z
     .strictObject({
       key_type: z.enum(['ec-p256', 'ec-p384', 'rsa-2048']).default('ec-p256'),
