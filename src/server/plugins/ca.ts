@@ -148,6 +148,19 @@ export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: C
       timer = setInterval(() => void tick(), opts.tickMs ?? 5000);
       timer.unref();
 
+      /** A SPIFFE ID this server may issue for: well formed and in its own trust domain. */
+      const memberId = (text: string) => {
+        const id = parseSpiffeId(text);
+        if (id.trustDomain.name !== config.trust_domain) {
+          throw new HttpError(
+            400,
+            'invalid_request',
+            `${text} is not in this server's trust domain ${config.trust_domain}`,
+          );
+        }
+        return id;
+      };
+
       // The bundle is public by design (SPIFFE bundle endpoint): it holds only public keys.
       router.on('GET', '/v1/bundle', (_req, res, url) => {
         const bundle = handle.current().bundle();
