@@ -5,6 +5,7 @@
  * only the rules that could match, however many rules the snapshot holds.
  */
 import { createHash } from 'node:crypto';
+import { FastRule, flatString } from './fastmatch.js';
 import type { Policy, Rule, StringMatcher } from './model.js';
 import type { PathOptions } from './path.js';
 
@@ -26,8 +27,10 @@ export class PatternIndex<T> {
       this.presence.push(v);
       return;
     }
+    // Keys are flat copies: a lookup that finds its key compares characters with it, and a
+    // slice of the policy text would drag that text into the cache on every decision.
     if (m.kind === 'exact') {
-      push(this.exact, m.value, v);
+      push(this.exact, flatString(m.value), v);
       return;
     }
     const byLen = m.kind === 'prefix' ? this.prefix : this.suffix;
@@ -36,7 +39,7 @@ export class PatternIndex<T> {
       map = new Map();
       byLen.set(m.value.length, map);
     }
-    push(map, m.value, v);
+    push(map, flatString(m.value), v);
   }
 
   /** Call after the last `add`. */
@@ -88,6 +91,12 @@ export interface CompiledPolicy {
   stamp: number;
   /** @internal lookup scratch: whether the target applied in that generation. */
   applies: boolean;
+  /**
+   * @internal False when being found through its bucket already proves that the target applies:
+   * the target has no labels and at most one of spiffeIds/services/namespace, which is the
+   * bucket's key (its pattern matched the request, or the namespace is equal, or it is global).
+   */
+  readonly targetCheck: boolean;
 }
 
 export interface CompiledRule {
@@ -95,6 +104,10 @@ export interface CompiledRule {
   readonly rule: Rule;
   /** Global evaluation order (policy order, then rule order). */
   readonly seq: number;
+  /** @internal `<ACTION> policy "<id>" rule "<id>"`, built once so reasons cost one concatenation. */
+  readonly label: string;
+  /** @internal the rule precompiled for matching (see fastmatch.ts). */
+  readonly fast: FastRule;
   /** @internal lookup scratch. */
   stamp: number;
 }
@@ -211,12 +224,23 @@ export function compile(policies: readonly Policy[], options: CompileOptions = {
   let ruleCount = 0;
   const compiled: CompiledPolicy[] = [];
   frozen.forEach((policy, order) => {
-    const cp: CompiledPolicy = { policy, order, rules: [], stamp: 0, applies: false };
-    const rules = (policy.rules ?? []).map((rule) => ({ policy: cp, rule, seq: seq++, stamp: 0 }));
+    const t = policy.target;
+    const selectors = (t.spiffeIds ? 1 : 0) + (t.services ? 1 : 0) + (t.namespace !== undefined ? 1 : 0);
+    const targetCheck = t.labels !== undefined || selectors > 1;
+    const cp: CompiledPolicy = { policy, order, rules: [], stamp: 0, applies: false, targetCheck };
+    const rules = (policy.rules ?? []).map(
+      (rule): CompiledRule => ({
+        policy: cp,
+        rule,
+        seq: seq++,
+        label: `${policy.action} policy ${JSON.stringify(policy.id)} rule ${JSON.stringify(rule.id)}`,
+        fast: new FastRule(rule),
+        stamp: 0,
+      }),
+    );
     cp.rules.push(...rules);
     ruleCount += rules.length;
     compiled.push(cp);
-    const t = policy.target;
     const buckets: Bucket[] = [];
     if (t.spiffeIds) for (const m of t.spiffeIds) buckets.push(bucketFor(spiffeBuckets, index.bySpiffe, m));
     else if (t.services) for (const m of t.services) buckets.push(bucketFor(serviceBuckets, index.byService, m));

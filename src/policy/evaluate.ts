@@ -12,7 +12,8 @@ import {
   type NormalizedRequest,
   normalizeRequest,
 } from './request.js';
-import { matchRule, type RuleResult, targetApplies, unknownMatches } from './rules.js';
+import { matchFast } from './fastmatch.js';
+import { type RuleResult, targetApplies, unknownMatches } from './rules.js';
 
 export type DecisionKind = 'allow' | 'deny' | 'step_up';
 
@@ -55,12 +56,24 @@ export interface Candidates {
 let generation = 0;
 const bucketScratch: Bucket[] = [];
 const ruleScratch: CompiledRule[] = [];
+// Candidate and result lists of the decision in progress. A decision is synchronous and never
+// re-enters the engine, so one set of module-level lists serves every call without allocating.
+const applicableScratch: CompiledPolicy[] = [];
+const rulesScratch: CompiledRule[] = [];
+const scratchCandidates: Candidates = { applicable: applicableScratch, rules: rulesScratch };
+const resultScratch: RuleResult[] = [];
 
 /**
  * Finds the policies whose target selects the request's workload and, among their rules, the
  * ones that could match the source principal. Never scans the whole snapshot.
  */
 export function lookupCandidates(snap: PolicySnapshot, r: NormalizedRequest): Candidates {
+  const c = findCandidates(snap, r);
+  return { applicable: c.applicable.slice(), rules: c.rules.slice() };
+}
+
+/** {@link lookupCandidates} into the module's scratch lists (valid until the next call). */
+function findCandidates(snap: PolicySnapshot, r: NormalizedRequest): Candidates {
   const gen = ++generation;
   const idx = snap.index;
   const buckets = bucketScratch;
@@ -72,8 +85,10 @@ export function lookupCandidates(snap: PolicySnapshot, r: NormalizedRequest): Ca
     if (b) buckets.push(b);
   }
   if (idx.global.policies.length > 0) buckets.push(idx.global);
-  const applicable: CompiledPolicy[] = [];
-  const rules: CompiledRule[] = [];
+  const applicable = applicableScratch;
+  const rules = rulesScratch;
+  applicable.length = 0;
+  rules.length = 0;
   for (let bi = 0; bi < buckets.length; bi++) {
     const b = buckets[bi] as Bucket;
     const ps = b.policies;
@@ -81,7 +96,7 @@ export function lookupCandidates(snap: PolicySnapshot, r: NormalizedRequest): Ca
       const cp = ps[pi] as CompiledPolicy;
       if (cp.stamp !== gen) {
         cp.stamp = gen;
-        cp.applies = targetApplies(cp.policy, r);
+        cp.applies = !cp.targetCheck || targetApplies(cp.policy, r);
         if (cp.applies) applicable.push(cp);
       }
     }
@@ -98,7 +113,9 @@ export function lookupCandidates(snap: PolicySnapshot, r: NormalizedRequest): Ca
       }
     }
   }
-  if (applicable.length > 1) applicable.sort((a, b) => a.order - b.order);
+  buckets.length = 0;
+  ruleScratch.length = 0;
+  if (applicable.length > 1) applicable.sort(byOrder);
   // Insertion sort: candidate lists are short and mostly sorted already.
   for (let i = 1; i < rules.length; i++) {
     const x = rules[i] as CompiledRule;
@@ -109,7 +126,11 @@ export function lookupCandidates(snap: PolicySnapshot, r: NormalizedRequest): Ca
     }
     rules[j + 1] = x;
   }
-  return { applicable, rules };
+  return scratchCandidates;
+}
+
+function byOrder(a: CompiledPolicy, b: CompiledPolicy): number {
+  return a.order - b.order;
 }
 
 type Verdict = { decision: DecisionKind; policy: string | null; rule: string | null; reason: string };
@@ -119,11 +140,9 @@ function counts(cr: CompiledRule, res: RuleResult): boolean {
 }
 
 function why(verb: string, cr: CompiledRule, res: RuleResult): string {
-  const p = cr.policy.policy;
-  const base = `${p.action} policy ${JSON.stringify(p.id)} rule ${JSON.stringify(cr.rule.id)}`;
   if (res.kind === 'unknown')
-    return `${base} could not be evaluated (request lacks ${res.key}); failing closed: ${verb}`;
-  return `${base} matched: ${verb}`;
+    return `${cr.label} could not be evaluated (request lacks ${res.key}); failing closed: ${verb}`;
+  return `${cr.label} matched: ${verb}`;
 }
 
 function isEnforced(cp: CompiledPolicy, extra: CompiledPolicy | null): boolean {
@@ -220,6 +239,9 @@ export function combine(
   return allowed;
 }
 
+// Shared default so that a call without options allocates nothing for them.
+const NO_OPTIONS: DecideOptions = Object.freeze({});
+
 /**
  * Decides one request against a compiled snapshot. Never throws: any error denies with the
  * error as reason.
@@ -235,7 +257,7 @@ export function combine(
 export function decide(
   snap: PolicySnapshot,
   input: AccessRequest | FlatAccessRequest,
-  opts: DecideOptions = {},
+  opts: DecideOptions = NO_OPTIONS,
 ): Decision {
   try {
     const n = normalizeRequest(fromFlat(input), snap.options.path);
@@ -255,11 +277,16 @@ export function decide(
 }
 
 /** {@link decide} for an already normalized request. */
-export function decideNormalized(snap: PolicySnapshot, r: NormalizedRequest, opts: DecideOptions = {}): Decision {
+export function decideNormalized(
+  snap: PolicySnapshot,
+  r: NormalizedRequest,
+  opts: DecideOptions = NO_OPTIONS,
+): Decision {
   const now = opts.now ?? Date.now();
-  const c = lookupCandidates(snap, r);
-  const results: RuleResult[] = new Array(c.rules.length);
-  for (let i = 0; i < c.rules.length; i++) results[i] = matchRule((c.rules[i] as CompiledRule).rule, r, now);
+  const c = findCandidates(snap, r);
+  const results = resultScratch;
+  results.length = c.rules.length;
+  for (let i = 0; i < c.rules.length; i++) results[i] = matchFast((c.rules[i] as CompiledRule).fast, r, now);
   const v = combine(c, results, r, snap, null);
   const d: Decision = { decision: v.decision, policy: v.policy, rule: v.rule, reason: v.reason, version: snap.version };
   let audit: Decision['audit'];

@@ -18,12 +18,24 @@ export interface PathOptions {
 
 export type PathResult = { ok: true; path: string } | { ok: false; reason: string };
 
-// Characters that may stay as they are in a canonical path (RFC 3986 pchar and `/`).
-const CANONICAL = /^\/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*$/;
-// Anything that needs the slow path: a dot segment or an empty segment.
-const NEEDS_WORK = /\/\.|\/\/|\.$/;
-const UNRESERVED = /[A-Za-z0-9\-._~]/;
 const HEX = '0123456789ABCDEF';
+
+// Character classes as 128-entry tables: one indexed load per character instead of a regular
+// expression run per character (the decision hot path normalizes every request's path).
+// PCHAR: characters that may stay as they are in a canonical path (RFC 3986 pchar and `/`).
+// UNRESERVED: characters whose percent-encoding is decoded (`%2e` → `.`, `%61` → `a`).
+const PCHAR = new Uint8Array(128);
+const UNRESERVED = new Uint8Array(128);
+for (const ch of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~') {
+  PCHAR[ch.charCodeAt(0)] = 1;
+  UNRESERVED[ch.charCodeAt(0)] = 1;
+}
+for (const ch of "!$&'()*+,;=:@/") PCHAR[ch.charCodeAt(0)] = 1;
+
+const SLASH = 0x2f;
+const DOT = 0x2e;
+const QUERY = 0x3f;
+const FRAGMENT = 0x23;
 
 function hexVal(c: number): number {
   if (c >= 48 && c <= 57) return c - 48;
@@ -46,10 +58,24 @@ function hexVal(c: number): number {
 export function normalizePath(raw: string, opts: PathOptions = {}): PathResult {
   const max = opts.maxLength ?? 4096;
   if (raw.length > max) return { ok: false, reason: `path longer than ${max} bytes` };
-  let p = raw;
-  const q = p.search(/[?#]/);
-  if (q >= 0) p = p.slice(0, q);
-  if (CANONICAL.test(p) && !NEEDS_WORK.test(p)) return { ok: true, path: p };
+  // One scan decides whether the path (up to `?`/`#`) is already canonical: it starts with `/`,
+  // holds only pchar characters, and has no dot segment, empty segment or trailing dot. Such a
+  // path is returned as it is; anything else takes the full normalization below.
+  let end = raw.length;
+  let canonical = end > 0 && raw.charCodeAt(0) === SLASH;
+  let prev = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (c === QUERY || c === FRAGMENT) {
+      end = i;
+      break;
+    }
+    if (c > 0x7f || PCHAR[c] !== 1 || (prev === SLASH && (c === DOT || c === SLASH))) canonical = false;
+    prev = c;
+  }
+  if (prev === DOT) canonical = false;
+  const p = end === raw.length ? raw : raw.slice(0, end);
+  if (canonical) return { ok: true, path: p };
 
   let s = '';
   for (let i = 0; i < p.length; i++) {
@@ -69,10 +95,10 @@ export function normalizePath(raw: string, opts: PathOptions = {}): PathResult {
       if (v === 0) return { ok: false, reason: 'path contains a null byte' };
       const dec = String.fromCharCode(v);
       if (dec === '.' && opts.encodedDots === 'reject') return { ok: false, reason: 'path contains an encoded dot' };
-      if (v < 0x80 && UNRESERVED.test(dec)) s += dec;
+      if (v < 0x80 && UNRESERVED[v] === 1) s += dec;
       else if ((v === 0x2f || v === 0x5c) && opts.decodeSlashes) s += '/';
       else s += `%${HEX[hi]}${HEX[lo]}`;
-    } else if (/[A-Za-z0-9\-._~!$&'()*+,;=:@/]/.test(ch)) {
+    } else if (PCHAR[c] === 1) {
       s += ch;
     } else {
       return { ok: false, reason: `path contains a character that must be percent-encoded: ${JSON.stringify(ch)}` };

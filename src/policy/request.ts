@@ -167,6 +167,8 @@ interface IdInfo {
   principal: string;
   namespace: string | undefined;
   service: string | undefined;
+  /** `{ app: service }`, shared and frozen: the default target labels, built once per ID. */
+  labels: Record<string, string> | undefined;
 }
 
 // Workload IDs repeat endlessly on the hot path: remember their derivations (bounded, reset when full).
@@ -177,11 +179,54 @@ function idInfo(id: string): IdInfo | null {
   let v = idCache.get(id);
   if (v === undefined) {
     const p = spiffeParts(id);
-    v = p ? { principal: istioPrincipal(id), namespace: p.namespace, service: p.service } : null;
+    v = p
+      ? {
+          principal: istioPrincipal(id),
+          namespace: p.namespace,
+          service: p.service,
+          labels: p.service === undefined ? undefined : (Object.freeze({ app: p.service }) as Record<string, string>),
+        }
+      : null;
     if (idCache.size >= ID_CACHE_MAX) idCache.clear();
     idCache.set(id, v);
   }
   return v;
+}
+
+/**
+ * A request with every attribute present (as `undefined` when absent), always initialized in
+ * this one order: every normalized request then shares one hidden class, so the property loads
+ * of the matchers stay monomorphic instead of degrading with each optional field a request sets.
+ */
+function blankRequest(): NormalizedRequest {
+  return {
+    sourceSpiffeId: undefined,
+    sourcePrincipal: undefined,
+    sourceNamespace: undefined,
+    sourceService: undefined,
+    sourceIp: undefined,
+    remoteIp: undefined,
+    user: undefined,
+    claims: undefined,
+    requestPrincipal: undefined,
+    audiences: undefined,
+    presenter: undefined,
+    mfa: undefined,
+    riskScore: undefined,
+    device: undefined,
+    targetSpiffeId: undefined,
+    targetService: undefined,
+    targetNamespace: undefined,
+    targetLabels: EMPTY,
+    host: undefined,
+    port: undefined,
+    destinationIp: undefined,
+    sni: undefined,
+    method: undefined,
+    path: undefined,
+    headers: EMPTY,
+    time: undefined,
+  };
 }
 
 /**
@@ -195,7 +240,7 @@ function idInfo(id: string): IdInfo | null {
  * // { ok: true, req: { sourceNamespace: 'payments', sourceService: 'api-gateway', … } }
  */
 export function normalizeRequest(input: AccessRequest, pathOptions?: PathOptions): NormalizeResult {
-  const out: NormalizedRequest = { targetLabels: EMPTY, headers: EMPTY };
+  const out = blankRequest();
   const src = input.source;
   if (src) {
     if (src.spiffe_id !== undefined) {
@@ -233,16 +278,22 @@ export function normalizeRequest(input: AccessRequest, pathOptions?: PathOptions
   }
   const tgt = input.target;
   if (tgt) {
+    let idLabels: Record<string, string> | undefined;
     if (tgt.spiffe_id !== undefined) {
       const p = idInfo(tgt.spiffe_id);
       if (!p) return { ok: false, reason: `target.spiffe_id is not a SPIFFE ID: ${JSON.stringify(tgt.spiffe_id)}` };
       out.targetSpiffeId = tgt.spiffe_id;
       out.targetNamespace = p.namespace;
       out.targetService = p.service;
+      idLabels = p.labels;
     }
     if (tgt.namespace !== undefined) out.targetNamespace = tgt.namespace;
-    if (tgt.service !== undefined) out.targetService = tgt.service;
+    if (tgt.service !== undefined) {
+      out.targetService = tgt.service;
+      idLabels = undefined;
+    }
     if (tgt.labels) out.targetLabels = tgt.labels;
+    else if (idLabels !== undefined) out.targetLabels = idLabels;
     else if (out.targetService !== undefined) out.targetLabels = { app: out.targetService };
     // Istio matches hosts case-insensitively; matchers are lower-cased at load time.
     out.host = tgt.host?.toLowerCase();
