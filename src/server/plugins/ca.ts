@@ -182,14 +182,7 @@ export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: C
           const spiffeId = typeof body.spiffe_id === 'string' ? body.spiffe_id : '';
           try {
             if (typeof body.csr !== 'string') throw new HttpError(400, 'invalid_request', 'csr (PEM) is required');
-            const id = parseSpiffeId(spiffeId);
-            if (id.trustDomain.name !== config.trust_domain) {
-              throw new HttpError(
-                400,
-                'invalid_request',
-                `${spiffeId} is not in this server's trust domain ${config.trust_domain}`,
-              );
-            }
+            const id = memberId(spiffeId);
             const dnsNames = Array.isArray(body.dns_names) ? body.dns_names.map(String) : [];
             const ttl = typeof body.ttl === 'number' ? body.ttl : undefined;
             const svid = await handle
@@ -236,14 +229,7 @@ export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: C
             if (audience.length === 0 || audience.some((a) => a.length === 0)) {
               throw new HttpError(400, 'invalid_request', 'at least one non-empty audience is required');
             }
-            const id = parseSpiffeId(spiffeId);
-            if (id.trustDomain.name !== config.trust_domain) {
-              throw new HttpError(
-                400,
-                'invalid_request',
-                `${spiffeId} is not in this server's trust domain ${config.trust_domain}`,
-              );
-            }
+            const id = memberId(spiffeId);
             const ttl = typeof body.ttl === 'number' ? body.ttl : undefined;
             const jwt = await handle.current().mintJwtSvid({ spiffeId: id, audience, ttlSeconds: ttl });
             events.record({
