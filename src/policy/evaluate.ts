@@ -77,7 +77,6 @@ function findCandidates(snap: PolicySnapshot, r: NormalizedRequest): Candidates 
   const gen = ++generation;
   const idx = snap.index;
   const buckets = bucketScratch;
-  buckets.length = 0;
   idx.bySpiffe.collect(r.targetSpiffeId, buckets);
   idx.byService.collect(r.targetService, buckets);
   if (r.targetNamespace !== undefined) {
@@ -87,8 +86,8 @@ function findCandidates(snap: PolicySnapshot, r: NormalizedRequest): Candidates 
   if (idx.global.policies.length > 0) buckets.push(idx.global);
   const applicable = applicableScratch;
   const rules = rulesScratch;
-  applicable.length = 0;
-  rules.length = 0;
+  clear(applicable);
+  clear(rules);
   for (let bi = 0; bi < buckets.length; bi++) {
     const b = buckets[bi] as Bucket;
     const ps = b.policies;
@@ -101,7 +100,7 @@ function findCandidates(snap: PolicySnapshot, r: NormalizedRequest): Candidates 
       }
     }
     const found = ruleScratch;
-    found.length = 0;
+    clear(found);
     b.rules.byPrincipal.collect(r.sourcePrincipal, found);
     const always = b.rules.always;
     for (let i = 0; i < always.length; i++) found.push(always[i] as CompiledRule);
@@ -113,8 +112,9 @@ function findCandidates(snap: PolicySnapshot, r: NormalizedRequest): Candidates 
       }
     }
   }
-  buckets.length = 0;
-  ruleScratch.length = 0;
+  // Drop the references so that the scratch lists never pin a replaced snapshot.
+  clear(buckets);
+  clear(ruleScratch);
   if (applicable.length > 1) applicable.sort(byOrder);
   // Insertion sort: candidate lists are short and mostly sorted already.
   for (let i = 1; i < rules.length; i++) {
@@ -127,6 +127,11 @@ function findCandidates(snap: PolicySnapshot, r: NormalizedRequest): Candidates 
     rules[j + 1] = x;
   }
   return scratchCandidates;
+}
+
+/** Empties a short list; `pop` is inlined where assigning `length` is a runtime call. */
+function clear<T>(a: T[]): void {
+  while (a.length > 0) a.pop();
 }
 
 function byOrder(a: CompiledPolicy, b: CompiledPolicy): number {
@@ -285,7 +290,7 @@ export function decideNormalized(
   const now = opts.now ?? Date.now();
   const c = findCandidates(snap, r);
   const results = resultScratch;
-  results.length = c.rules.length;
+  clear(results);
   for (let i = 0; i < c.rules.length; i++) results[i] = matchFast((c.rules[i] as CompiledRule).fast, r, now);
   const v = combine(c, results, r, snap, null);
   const d: Decision = { decision: v.decision, policy: v.policy, rule: v.rule, reason: v.reason, version: snap.version };

@@ -145,17 +145,29 @@ export class FastRule {
   readonly from: Source[] | null;
   readonly to: Operation[] | null;
   readonly when: readonly Condition[];
+  /**
+   * The rule has one `from` entry and it names only `principals`. The compiled index reaches
+   * such a rule only through the principal index, i.e. after one of those principals matched the
+   * request, so `from` holds already and {@link matchFast} skips it.
+   */
+  readonly fromImplied: boolean;
   constructor(rule: Rule) {
     this.from = rule.from === undefined ? null : rule.from.map((s) => new Source(s));
+    const only = rule.from?.length === 1 ? (rule.from[0] as SourceMatch) : undefined;
+    this.fromImplied =
+      only?.principals !== undefined && Object.entries(only).every(([k, v]) => k === 'principals' || v === undefined);
     this.to = rule.to === undefined ? null : rule.to.map((o) => new Operation(o));
     this.when = rule.when;
   }
 }
 
-/** `matchRule` of rules.ts on a compiled rule: at least one `from`, at least one `to`, every `when`. */
+/**
+ * `matchRule` of rules.ts on a compiled rule: at least one `from`, at least one `to`, every
+ * `when`. Only for candidates found through the compiled index (see {@link FastRule.fromImplied}).
+ */
 export function matchFast(fr: FastRule, r: NormalizedRequest, now: number): RuleResult {
   const from = fr.from;
-  if (from !== null) {
+  if (from !== null && !fr.fromImplied) {
     let ok = false;
     for (let i = 0; i < from.length && !ok; i++) ok = sourceMatches(from[i] as Source, r);
     if (!ok) return NOMATCH;
