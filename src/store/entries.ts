@@ -137,12 +137,20 @@ export class EntryRepository {
     return Number(res.numUpdatedRows) === 1;
   }
 
-  /** A cheap fingerprint of the whole table: changes whenever any entry is created, updated or deleted. */
+  /**
+   * A cheap fingerprint of the whole table that moves on every create (count), update (sum of
+   * revisions) and delete (count of deleted rows), even several within one millisecond.
+   */
   async changeMark(): Promise<string> {
     const r = await this.db
       .selectFrom('registration_entries')
-      .select((eb) => [eb.fn.max('updated_at').as('m'), eb.fn.countAll().as('n')])
+      .select((eb) => [
+        eb.fn.max('updated_at').as('m'),
+        eb.fn.countAll().as('n'),
+        eb.fn.sum('revision').as('r'),
+        eb.fn.count('deleted_at').as('d'),
+      ])
       .executeTakeFirst();
-    return `${r?.m ?? 0}:${r?.n ?? 0}`;
+    return `${r?.m ?? 0}:${r?.n ?? 0}:${r?.r ?? 0}:${r?.d ?? 0}`;
   }
 }

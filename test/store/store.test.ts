@@ -102,3 +102,36 @@ describe('store open errors', () => {
     expect(redactUrl('postgres://h/db')).toBe('postgres://h/db');
   });
 });
+
+describe.each(engines)('registration entries on $name', ({ open }) => {
+  it('the change mark moves on every create, update and delete, even within one millisecond', async () => {
+    const s = await openStore(await open());
+    try {
+      const marks = new Set<string>([await s.entries.changeMark()]);
+      const base = {
+        parentId: 'spiffe://example.org/agent',
+        selectors: ['unix:uid:1'],
+        x509SvidTtl: 3600,
+        jwtSvidTtl: 300,
+        dnsNames: [],
+        hint: '',
+        admin: false,
+        expiresAt: null,
+      };
+      const a = await s.entries.create({ ...base, spiffeId: 'spiffe://example.org/a' });
+      marks.add(await s.entries.changeMark());
+      const b = await s.entries.create({ ...base, spiffeId: 'spiffe://example.org/b' });
+      marks.add(await s.entries.changeMark());
+      await s.entries.update(a.id, { hint: 'x' });
+      marks.add(await s.entries.changeMark());
+      await s.entries.update(b.id, { hint: 'y' });
+      marks.add(await s.entries.changeMark());
+      await s.entries.delete(a.id);
+      marks.add(await s.entries.changeMark());
+      expect(marks.size).toBe(6);
+      expect((await s.entries.list()).map((e) => e.spiffeId)).toEqual(['spiffe://example.org/b']);
+    } finally {
+      await s.close();
+    }
+  });
+});
