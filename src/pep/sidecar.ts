@@ -53,6 +53,18 @@ export const SidecarConfigSchema = z
       })
       .strict()
       .optional(),
+    /** Where decisions go: the server's audit log (batched, spilled to disk while the server is away). */
+    audit: z
+      .object({
+        /** Server API base URL, e.g. http://127.0.0.1:8181. */
+        server: z.url(),
+        /** File holding the bearer token for `POST /v1/audit/events` (admin or ingest token). */
+        token_file: z.string(),
+        /** Spill directory (default: a directory next to the config file). */
+        spill_dir: z.string().optional(),
+      })
+      .strict()
+      .optional(),
     outbound: z
       .object({
         listen: hostPort,

@@ -2,7 +2,13 @@
  * `nevertrust sidecar --config FILE`: the enforcing proxy beside a service (see docs/enforcement.md).
  */
 import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { pino } from 'pino';
+import { type AuditRecorder, createHttpShipper } from '../../audit/index.js';
 import { loadSidecarConfig, SidecarConfigError, startSidecar } from '../../pep/sidecar.js';
+import { fromServerEvent } from '../../server/plugins/audit.js';
+import { CliError } from '../errors.js';
 
 /**
  * Registers `nevertrust sidecar`.
@@ -16,8 +22,16 @@ export function registerSidecarCommands(program: Command): void {
   program
     .command('sidecar')
     .description('run the mTLS sidecar: inbound policy enforcement, outbound mTLS origination')
-    .requiredOption('--config <file>', 'sidecar YAML config')
-    .action(async (o: { config: string }) => {
+    .option('--config <file>', 'sidecar YAML config (required)')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ nevertrust sidecar --config sidecar.yaml\n\nThe config format is in docs/enforcement.md.',
+    )
+    .action(async (_opts: unknown, cmd: Command) => {
+      // `--config` is also the program-wide option, which commander parses first: read it from there.
+      const file = cmd.optsWithGlobals<{ config?: string }>().config;
+      if (!file) throw new CliError('sidecar: --config FILE is required (see docs/enforcement.md)', 2);
+      const o = { config: file };
       let config: ReturnType<typeof loadSidecarConfig>;
       try {
         config = loadSidecarConfig(o.config);
@@ -29,16 +43,41 @@ export function registerSidecarCommands(program: Command): void {
         }
         throw e;
       }
-      const log = (msg: string, fields?: Record<string, unknown>) =>
-        process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), msg, ...fields })}\n`);
+      // Asynchronous log writes: a decision must never wait for a terminal or a pipe.
+      const logger = pino({ base: { service: 'nevertrust-sidecar' } }, pino.destination({ dest: 2, sync: false }));
+      const log = (msg: string, fields?: Record<string, unknown>) => logger.info(fields ?? {}, msg);
+      let shipper: AuditRecorder | undefined;
+      if (config.audit) {
+        let token: string;
+        try {
+          token = readFileSync(config.audit.token_file, 'utf8').trim();
+        } catch (e) {
+          process.stderr.write(`error: ${o.config}: audit.token_file: ${(e as Error).message}\n`);
+          process.exitCode = 2;
+          return;
+        }
+        shipper = createHttpShipper({
+          url: config.audit.server,
+          token,
+          spillDir: resolve(config.audit.spill_dir ?? join(dirname(o.config), '.nevertrust-sidecar-spill')),
+          logger,
+        });
+      }
+      const ship = shipper;
       const sc = await startSidecar(config, {
-        log,
-        // Until the sidecar ships decisions to the audit log, each one is a JSON line on stderr.
-        recorder: { record: (e) => log('access decision', { ...e }) },
+        log: (msg, fields) => log(msg, fields),
+        // Decisions go to the audit log (non-blocking, spilled while the server is away), else to the log.
+        recorder: ship
+          ? { record: (e) => ship.record(fromServerEvent({ ...e, details: { ...e.details, enforcer: 'sidecar' } })) }
+          : { record: (e) => log('access decision', { ...e }) },
       });
       log('sidecar ready', { inbound: sc.inboundPort, outbound: sc.outboundPort });
       const stop = () => {
-        void sc.close().then(() => process.exit(0));
+        void sc
+          .close()
+          .then(() => shipper?.close(5000))
+          .then(() => logger.flush())
+          .finally(() => process.exit(0));
       };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);

@@ -73,7 +73,8 @@ export interface AuditHandle {
   record(event: AuditEventInput): void;
 }
 
-function fromServerEvent(e: ServerEvent): AuditEventInput {
+/** A server-side event (or an enforcement point's decision) as an audit event input. */
+export function fromServerEvent(e: ServerEvent): AuditEventInput {
   const who = e.source.id;
   const source: NonNullable<AuditEventInput['source']> = {};
   if (who?.startsWith('spiffe://')) source.spiffe_id = who;
