@@ -24,7 +24,6 @@ import { type Figure, measureAsync, percentile, report } from './harness.js';
 const dir = mkdtempSync(join(tmpdir(), 'nt-sidecar-bench-'));
 const pki = await makePki(dir);
 const POLICIES = fileURLToPath(new URL('../examples/policies/payments', import.meta.url));
-const MAIN = fileURLToPath(new URL('../test/pep/sidecar-main.ts', import.meta.url));
 const children: ChildProcess[] = [];
 
 function spawnReady(args: string[], ready: RegExp): Promise<string> {
@@ -71,7 +70,10 @@ writeFileSync(
   join(dir, 'sidecar.yaml'),
   `svid: { cert: ${psFiles.cert}, key: ${psFiles.key}, bundle: ${bundle} }\npolicies: ${POLICIES}\ninbound:\n  listen: 127.0.0.1:${sidecarPort}\n  app: 127.0.0.1:${appPort}\n`,
 );
-await spawnReady(['--import', 'tsx', MAIN, 'sidecar', '--config', join(dir, 'sidecar.yaml')], /sidecar (ready)/);
+await spawnReady(
+  [fileURLToPath(new URL('../bin/nevertrust.js', import.meta.url)), 'sidecar', '--config', join(dir, 'sidecar.yaml')],
+  /sidecar ready/,
+);
 const nginxPort = await freePort();
 const nginx = await startNginx(
   join(dir, 'nginx'),
