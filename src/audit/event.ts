@@ -355,7 +355,7 @@ export function normalizeEvent(input: unknown, opts: NormalizeOptions = {}): Aud
   if (opts.fastPath !== false) {
     const fast = fastNormalize(input as Record<string, unknown>, opts.now ?? Date.now());
     if (fast) {
-      const size = Buffer.byteLength(canonicalEvent(fast));
+      const size = canonicalSize(fast);
       const limit = opts.maxBytes ?? DEFAULT_MAX_EVENT_BYTES;
       if (size > limit) throw new AuditEventTooLargeError(size, limit);
       return fast;
@@ -388,8 +388,7 @@ export function normalizeEvent(input: unknown, opts: NormalizeOptions = {}): Aud
   const prior = (input as { redacted?: unknown }).redacted;
   if (prior !== undefined) throw new AuditEventError('"redacted" is set by the log, not by callers', 'redacted');
   if (removed.length > 0) e.redacted = removed;
-  const text = canonicalEvent(e);
-  const size = Buffer.byteLength(text);
+  const size = canonicalSize(e);
   const limit = opts.maxBytes ?? DEFAULT_MAX_EVENT_BYTES;
   if (size > limit) throw new AuditEventTooLargeError(size, limit);
   return e;
@@ -423,6 +422,21 @@ const TARGET_KEYS = ['host', 'method', 'namespace', 'path', 'port', 'resource', 
  * canonicalEvent(e, 41) === canonicalJson({ ...e, seq: 41 }) // true
  */
 export function canonicalEvent(e: AuditEvent, seq?: number): string {
+  const base = canonicalBase(e);
+  // The marker cannot occur elsewhere: JSON.stringify escapes U+0000 inside strings.
+  const cut = base.indexOf('\u0000');
+  return seq === undefined
+    ? base.slice(0, cut) + base.slice(cut + 1)
+    : `${base.slice(0, cut)},"seq":${seq}${base.slice(cut + 1)}`;
+}
+
+/** UTF-8 length of `canonicalEvent(e)` (without `seq`), without building that string. */
+export function canonicalSize(e: AuditEvent): number {
+  return Buffer.byteLength(canonicalBase(e)) - 1; // the U+0000 marker is one byte
+}
+
+/** The canonical bytes with a U+0000 marker where `seq` goes (cached per event object). */
+function canonicalBase(e: AuditEvent): string {
   let base = canonicalCache.get(e);
   if (base === undefined) {
     // Keys in sorted order; `seq` (between schema_version and source) is spliced in below.
@@ -451,11 +465,7 @@ export function canonicalEvent(e: AuditEvent, seq?: number): string {
     base = `${out}}`;
     canonicalCache.set(e, base);
   }
-  // The marker cannot occur elsewhere: JSON.stringify escapes U+0000 inside strings.
-  const cut = base.indexOf('\u0000');
-  return seq === undefined
-    ? base.slice(0, cut) + base.slice(cut + 1)
-    : `${base.slice(0, cut)},"seq":${seq}${base.slice(cut + 1)}`;
+  return base;
 }
 
 /**

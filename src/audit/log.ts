@@ -6,6 +6,7 @@
  */
 import { appendFile, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type BetterSqlite3 from 'better-sqlite3';
 import { CompiledQuery, type Kysely, sql, type Transaction } from 'kysely';
 import { request } from 'undici';
 import type { Database, Store } from '../store/index.js';
@@ -180,6 +181,73 @@ export async function loadFrontier(db: Db, size: number): Promise<MerkleFrontier
   return new MerkleFrontier(entries);
 }
 
+/** The prepared statements of the SQLite append path, made once per log and reused by every batch. */
+interface SqliteStatements {
+  lockHead: BetterSqlite3.Statement<[], number>;
+  latestCheckpoint: BetterSqlite3.Statement<[], number>;
+  existing: BetterSqlite3.Statement<[string], string>;
+  insertEvent: BetterSqlite3.Statement<unknown[]>;
+  insertNode: BetterSqlite3.Statement<[number, number, string]>;
+  updateHead: BetterSqlite3.Statement<[number, string, number]>;
+  insertCheckpoint: BetterSqlite3.Statement<[number, string, number, string, string]>;
+  node: BetterSqlite3.Statement<[number, number], string>;
+  leaves: BetterSqlite3.Statement<[number, number], string>;
+}
+
+function prepareSqlite(db: BetterSqlite3.Database): SqliteStatements {
+  return {
+    lockHead: db
+      .prepare<[], number>('update audit_head set tree_size = tree_size where id = 1 returning tree_size')
+      .pluck(),
+    latestCheckpoint: db
+      .prepare<[], number>('select tree_size from audit_checkpoint order by tree_size desc limit 1')
+      .pluck(),
+    existing: db
+      .prepare<[string], string>('select id from audit_event where id in (select value from json_each(?))')
+      .pluck(),
+    insertEvent: db.prepare(`insert into audit_event (${COLUMNS}) values (?,?,?,?,?,?,?,?,?,?)`),
+    insertNode: db.prepare('insert into audit_node (level, idx, hash) values (?, ?, ?)'),
+    updateHead: db.prepare('update audit_head set tree_size = ?, root_hash = ?, updated_at = ? where id = 1'),
+    insertCheckpoint: db.prepare(
+      'insert into audit_checkpoint (tree_size, root_hash, time, key_id, signature) values (?, ?, ?, ?, ?)',
+    ),
+    node: db.prepare<[number, number], string>('select hash from audit_node where level = ? and idx = ?').pluck(),
+    leaves: db
+      .prepare<[number, number], string>('select leaf_hash from audit_event where seq >= ? and seq < ? order by seq')
+      .pluck(),
+  };
+}
+
+/** {@link loadFrontier} for the synchronous SQLite path (same reads, same errors). */
+function loadFrontierSync(st: SqliteStatements, size: number): MerkleFrontier {
+  const subtree = (start: number, end: number): Buffer => {
+    const n = end - start;
+    if (n <= 0) return EMPTY_ROOT;
+    if (n >= NODE_MIN_SIZE && (n & (n - 1)) === 0 && start % n === 0) {
+      const hash = st.node.get(Math.log2(n), start / n);
+      if (hash !== undefined) return Buffer.from(hash, 'hex');
+    }
+    if (n <= NODE_MIN_SIZE) {
+      const rows = st.leaves.all(start, end);
+      if (rows.length !== n) {
+        throw new AuditProofError(`leaves ${start}..${end - 1} are not all in the database (sealed or removed)`);
+      }
+      return merkleRoot(rows.map((h) => Buffer.from(h, 'hex')));
+    }
+    const k = splitPoint(n);
+    return nodeHash(subtree(start, start + k), subtree(start + k, end));
+  };
+  const entries: FrontierEntry[] = [];
+  let start = 0;
+  for (let bit = 2 ** Math.floor(Math.log2(Math.max(size, 1))); bit >= 1; bit /= 2) {
+    if (Math.floor(size / bit) % 2 === 1) {
+      entries.push({ hash: subtree(start, start + bit), size: bit });
+      start += bit;
+    }
+  }
+  return new MerkleFrontier(entries);
+}
+
 /**
  * SQLite plans without statistics assume every index is equally selective, so "target = X and
  * outcome = 'deny'" may walk every deny. A full ANALYZE of a large log takes many seconds and a
@@ -223,6 +291,7 @@ export class AuditLog {
   private timer: NodeJS.Timeout | undefined;
   private readonly listeners = new Set<(events: StoredAuditEvent[]) => void>();
   private closed = false;
+  private sqliteStatements: SqliteStatements | undefined;
   private readonly logger: AuditLogger;
   private readonly every: number;
   /** Counters for metrics. */
@@ -328,6 +397,8 @@ export class AuditLog {
       seen.add(e.id);
       events.push(e);
     }
+    const native = this.store.engine === 'sqlite' ? this.store.sqlite : undefined;
+    if (native) return this.appendSqlite(native, events, input.length);
     const pg = this.store.engine === 'postgres';
     const before = this.frontier.clone();
     let stored: StoredAuditEvent[] = [];
@@ -406,6 +477,109 @@ export class AuditLog {
     return {
       stored: stored.length,
       duplicates: input.length - stored.length,
+      firstSeq,
+      treeSize: this.frontier.size,
+      checkpoint,
+    };
+  }
+
+  /**
+   * The SQLite path: the whole batch in one synchronous better-sqlite3 transaction (BEGIN IMMEDIATE)
+   * with statements prepared once, while holding kysely's only connection so nothing interleaves.
+   * Same rows, bytes and hashes as the kysely path; the head row update still comes first.
+   */
+  private async appendSqlite(
+    native: BetterSqlite3.Database,
+    input: AuditEvent[],
+    received: number,
+  ): Promise<AppendResult> {
+    const before = this.frontier.clone();
+    const beforeCheckpointSize = this.lastCheckpointSize;
+    let stored: StoredAuditEvent[] = [];
+    let checkpoint: Checkpoint | undefined;
+    let firstSeq = 0;
+    try {
+      await this.store.db.connection().execute(async () => {
+        if (!this.sqliteStatements) this.sqliteStatements = prepareSqlite(native);
+        const st = this.sqliteStatements;
+        native
+          .transaction(() => {
+            const size = Number(st.lockHead.get() ?? 0);
+            if (size !== this.frontier.size) {
+              this.frontier = loadFrontierSync(st, size);
+              this.lastCheckpointSize = Number(st.latestCheckpoint.get() ?? 0);
+            }
+            let events = input;
+            if (events.length > 0) {
+              const existing = st.existing.all(JSON.stringify(events.map((e) => e.id)));
+              if (existing.length > 0) {
+                const have = new Set(existing);
+                events = events.filter((e) => !have.has(e.id));
+              }
+            }
+            firstSeq = size;
+            const n = events.length;
+            if (n === 0) return;
+            const nodes: { level: number; idx: number; hash: string }[] = [];
+            const onComplete = (level: number, idx: number, hash: Buffer) => {
+              if (level >= NODE_MIN_LEVEL) nodes.push({ level, idx, hash: hash.toString('hex') });
+            };
+            stored = new Array(n);
+            for (let i = 0; i < n; i++) {
+              const e = events[i] as AuditEvent;
+              const seq = size + i;
+              const body = canonicalEvent(e, seq);
+              const leaf = leafHash(body);
+              this.frontier.push(leaf, onComplete);
+              stored[i] = { ...e, seq };
+              const src = e.source;
+              const tgt = e.target;
+              // One prepared single-row INSERT per event: cheaper in better-sqlite3 than multi-row
+              // statements (measured), and the same values as sourceKey()/targetKey().
+              st.insertEvent.run(
+                seq,
+                e.id,
+                e.time,
+                e.kind,
+                src ? (src.spiffe_id ?? src.user ?? src.ip ?? '') : '',
+                tgt ? (tgt.service ?? tgt.spiffe_id ?? tgt.host ?? '') : '',
+                e.outcome ?? '',
+                e.decision_id ?? null,
+                body,
+                leaf.toString('hex'),
+              );
+            }
+            for (const node of nodes) st.insertNode.run(node.level, node.idx, node.hash);
+            const root = this.frontier.root().toString('hex');
+            st.updateHead.run(this.frontier.size, root, Date.now());
+            if (this.frontier.size - this.lastCheckpointSize >= this.every) {
+              checkpoint = this.signer.sign(this.frontier.size, root, Date.now());
+              st.insertCheckpoint.run(
+                checkpoint.tree_size,
+                checkpoint.root_hash,
+                checkpoint.time,
+                checkpoint.key_id,
+                checkpoint.signature,
+              );
+            }
+          })
+          .immediate();
+      });
+    } catch (e) {
+      this.frontier = before;
+      this.lastCheckpointSize = beforeCheckpointSize;
+      stored = [];
+      checkpoint = undefined;
+      throw e;
+    }
+    if (checkpoint) this.afterCheckpoint(checkpoint);
+    this.counters.stored += stored.length;
+    this.counters.duplicates += received - stored.length;
+    this.counters.batches++;
+    if (stored.length > 0) this.publish(stored);
+    return {
+      stored: stored.length,
+      duplicates: received - stored.length,
       firstSeq,
       treeSize: this.frontier.size,
       checkpoint,

@@ -32,6 +32,11 @@ export interface Store {
   /** Where the data lives, for people: a file path or a redacted URL. */
   readonly location: string;
   readonly db: Kysely<Database>;
+  /**
+   * SQLite only: the better-sqlite3 handle behind `db` (one connection). Use it only while holding
+   * kysely's connection (`db.connection().execute(…)`), so that no kysely transaction interleaves.
+   */
+  readonly sqlite?: SqliteDatabase.Database;
   readonly kv: KvRepository;
   readonly entries: EntryRepository;
   readonly joinTokens: JoinTokenRepository;
@@ -81,7 +86,7 @@ function ensureDataDir(dir: string): void {
   }
 }
 
-function openSqlite(file: string): Kysely<Database> {
+function openSqlite(file: string): { db: Kysely<Database>; native: SqliteDatabase.Database } {
   let native: SqliteDatabase.Database;
   try {
     native = new SqliteDatabase(file);
@@ -95,7 +100,7 @@ function openSqlite(file: string): Kysely<Database> {
   } catch (e) {
     throw new StoreOpenError(`cannot open SQLite database ${file}: ${(e as Error).message}`, { cause: e });
   }
-  return new Kysely<Database>({ dialect: new LockingSqliteDialect({ database: native }) });
+  return { db: new Kysely<Database>({ dialect: new LockingSqliteDialect({ database: native }) }), native };
 }
 
 async function openPostgres(url: string): Promise<Kysely<Database>> {
@@ -160,6 +165,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
   let engine: Engine;
   let location: string;
   let db: Kysely<Database>;
+  let native: SqliteDatabase.Database | undefined;
   if (opts.url !== undefined && isPostgresUrl(opts.url)) {
     engine = 'postgres';
     location = redactUrl(opts.url);
@@ -173,7 +179,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     ensureDataDir(dataDir);
     const file = opts.url ? resolve(opts.url.slice('sqlite:'.length)) : join(dataDir, 'nevertrust.db');
     location = file;
-    db = openSqlite(file);
+    ({ db, native } = openSqlite(file));
   }
   try {
     if (opts.migrate !== false) await migrateToLatest(db);
@@ -186,6 +192,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     engine,
     location,
     db,
+    ...(native ? { sqlite: native } : {}),
     kv: new KvRepository(db),
     entries: new EntryRepository(db),
     joinTokens: new JoinTokenRepository(db),
