@@ -5,7 +5,7 @@
 import type { z } from 'zod';
 import { parseConditionKey, timeFormatter } from './conditions.js';
 import { parseCidr } from './match.js';
-import { type Cidr, type Condition, parseStringMatcher, type StringMatcher } from './model.js';
+import { type Cidr, type Condition, type OperationMatch, parseStringMatcher, type StringMatcher } from './model.js';
 import { KNOWN_METHODS, normalizePath } from './path.js';
 import type { DocContext } from './yamldoc.js';
 
@@ -224,4 +224,46 @@ export function condition(
       return { kind: 'time', key: 'request.time', timeZone: c.timeZone, weekdays, between };
     }
   }
+}
+
+type Strs = readonly string[] | undefined;
+
+/** A `to` operation as both formats write it (already structurally checked). */
+export interface RawOperation {
+  hosts?: Strs;
+  notHosts?: Strs;
+  ports?: readonly (string | number)[];
+  notPorts?: readonly (string | number)[];
+  methods?: Strs;
+  notMethods?: Strs;
+  paths?: Strs;
+  notPaths?: Strs;
+}
+
+/** The operation fields into the model, the same for the native and Istio formats (before `strip`). */
+export function operationFields(ctx: DocContext, p: Path, o: RawOperation): OperationMatch {
+  return {
+    hosts: matchers(ctx, [...p, 'hosts'], o.hosts, true),
+    notHosts: matchers(ctx, [...p, 'notHosts'], o.notHosts, true),
+    ports: ports(ctx, [...p, 'ports'], o.ports),
+    notPorts: ports(ctx, [...p, 'notPorts'], o.notPorts),
+    methods: methods(ctx, [...p, 'methods'], o.methods),
+    notMethods: methods(ctx, [...p, 'notMethods'], o.notMethods),
+    paths: paths(ctx, [...p, 'paths'], o.paths),
+    notPaths: paths(ctx, [...p, 'notPaths'], o.notPaths),
+  };
+}
+
+/** The four IP-block fields of a source, the same in both formats. */
+export function ipBlockFields(
+  ctx: DocContext,
+  p: Path,
+  s: { ipBlocks?: Strs; notIpBlocks?: Strs; remoteIpBlocks?: Strs; notRemoteIpBlocks?: Strs },
+) {
+  return {
+    ipBlocks: cidrs(ctx, [...p, 'ipBlocks'], s.ipBlocks),
+    notIpBlocks: cidrs(ctx, [...p, 'notIpBlocks'], s.notIpBlocks),
+    remoteIpBlocks: cidrs(ctx, [...p, 'remoteIpBlocks'], s.remoteIpBlocks),
+    notRemoteIpBlocks: cidrs(ctx, [...p, 'notRemoteIpBlocks'], s.notRemoteIpBlocks),
+  };
 }

@@ -4,7 +4,7 @@
  * and `targetRef(s)` (which need gateway context we do not have) are rejected instead of ignored.
  */
 import { z } from 'zod';
-import { cidrs, condition, matchers, methods, paths, ports, reportZodIssues } from './convert.js';
+import { condition, ipBlockFields, matchers, operationFields, reportZodIssues } from './convert.js';
 import type { Condition, OperationMatch, Policy, Rule, SourceMatch, Target } from './model.js';
 import { strip } from './native.js';
 import { istioSourceShape, operationSchema } from './match-schema.js';
@@ -109,25 +109,13 @@ export function parseIstioDocument(ctx: DocContext, raw: unknown, opts: IstioOpt
         notRequestPrincipals: matchers(ctx, [...p, 'notRequestPrincipals'], s.notRequestPrincipals),
         namespaces: matchers(ctx, [...p, 'namespaces'], s.namespaces),
         notNamespaces: matchers(ctx, [...p, 'notNamespaces'], s.notNamespaces),
-        ipBlocks: cidrs(ctx, [...p, 'ipBlocks'], s.ipBlocks),
-        notIpBlocks: cidrs(ctx, [...p, 'notIpBlocks'], s.notIpBlocks),
-        remoteIpBlocks: cidrs(ctx, [...p, 'remoteIpBlocks'], s.remoteIpBlocks),
-        notRemoteIpBlocks: cidrs(ctx, [...p, 'notRemoteIpBlocks'], s.notRemoteIpBlocks),
+        ...ipBlockFields(ctx, p, s),
       });
     });
     const to = rule.to?.map((t, i): OperationMatch => {
       const p = [...rp, 'to', i, 'operation'];
       const o = t.operation ?? {};
-      return strip({
-        hosts: matchers(ctx, [...p, 'hosts'], o.hosts, true),
-        notHosts: matchers(ctx, [...p, 'notHosts'], o.notHosts, true),
-        ports: ports(ctx, [...p, 'ports'], o.ports),
-        notPorts: ports(ctx, [...p, 'notPorts'], o.notPorts),
-        methods: methods(ctx, [...p, 'methods'], o.methods),
-        notMethods: methods(ctx, [...p, 'notMethods'], o.notMethods),
-        paths: paths(ctx, [...p, 'paths'], o.paths),
-        notPaths: paths(ctx, [...p, 'notPaths'], o.notPaths),
-      });
+      return strip(operationFields(ctx, p, o));
     });
     const when = (rule.when ?? [])
       .map((c, i) => condition(ctx, [...rp, 'when', i], c, 'istio'))

@@ -4,7 +4,7 @@
  * (SPIFFE IDs, CIDRs, methods, paths, condition keys) by the converters.
  */
 import { z } from 'zod';
-import { cidrs, condition, matchers, methods, paths, ports, reportZodIssues } from './convert.js';
+import { condition, ipBlockFields, matchers, operationFields, reportZodIssues } from './convert.js';
 import { istioPrincipal, spiffeParts } from './identity.js';
 import type { Condition, OperationMatch, Policy, Rule, SourceMatch, StringMatcher, Target } from './model.js';
 import { istioSourceShape, operationSchema } from './match-schema.js';
@@ -154,24 +154,12 @@ export function parseNativeDocument(ctx: DocContext, raw: unknown): Policy | und
         notNamespaces: matchers(ctx, [...p, 'notNamespaces'], f.notNamespaces),
         services: matchers(ctx, [...p, 'services'], f.services),
         notServices: matchers(ctx, [...p, 'notServices'], f.notServices),
-        ipBlocks: cidrs(ctx, [...p, 'ipBlocks'], f.ipBlocks),
-        notIpBlocks: cidrs(ctx, [...p, 'notIpBlocks'], f.notIpBlocks),
-        remoteIpBlocks: cidrs(ctx, [...p, 'remoteIpBlocks'], f.remoteIpBlocks),
-        notRemoteIpBlocks: cidrs(ctx, [...p, 'notRemoteIpBlocks'], f.notRemoteIpBlocks),
+        ...ipBlockFields(ctx, p, f),
       });
     });
     const to = rule.to?.map((o, i): OperationMatch => {
       const p = [...rp, 'to', i];
-      return strip({
-        hosts: matchers(ctx, [...p, 'hosts'], o.hosts, true),
-        notHosts: matchers(ctx, [...p, 'notHosts'], o.notHosts, true),
-        ports: ports(ctx, [...p, 'ports'], o.ports),
-        notPorts: ports(ctx, [...p, 'notPorts'], o.notPorts),
-        methods: methods(ctx, [...p, 'methods'], o.methods),
-        notMethods: methods(ctx, [...p, 'notMethods'], o.notMethods),
-        paths: paths(ctx, [...p, 'paths'], o.paths),
-        notPaths: paths(ctx, [...p, 'notPaths'], o.notPaths),
-      });
+      return strip(operationFields(ctx, p, o));
     });
     const when = (rule.when ?? [])
       .map((c, i) => condition(ctx, [...rp, 'when', i], c, 'native'))
