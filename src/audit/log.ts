@@ -10,6 +10,7 @@ import type BetterSqlite3 from 'better-sqlite3';
 import { CompiledQuery, type Kysely, sql, type Transaction } from 'kysely';
 import { request } from 'undici';
 import type { Database, Store } from '../store/index.js';
+import type { AuditEventTable } from '../store/schema.js';
 import { AuditEventError, AuditProofError } from './errors.js';
 import {
   type AuditEvent,
@@ -104,18 +105,8 @@ export interface ConsistencyProofResult {
 const COLUMNS = 'seq, id, time, kind, source, target, outcome, decision_id, body, leaf_hash';
 const SQLITE_ROWS_PER_INSERT = 500;
 
-interface Row {
-  seq: number;
-  id: string;
-  time: number;
-  kind: string;
-  source: string;
-  target: string;
-  outcome: string;
-  decision_id: string | null;
-  body: string;
-  leaf_hash: string;
-}
+/** One stored event row: the table's own type, so the two cannot drift. */
+type Row = AuditEventTable;
 
 function toCheckpoint(r: {
   tree_size: number | string;
