@@ -145,6 +145,10 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     } catch (e) {
       if (e instanceof BodyTooLargeError) {
         if (!res.headersSent) sendJson(res, 413, { error: 'body_too_large', message: e.message });
+      } else if (e instanceof URIError) {
+        // A path or query with broken percent-encoding is the caller's mistake, never a 500.
+        if (!res.headersSent)
+          sendJson(res, 400, { error: 'bad_request', message: 'malformed percent-encoding in the request' });
       } else if (e instanceof HttpError) {
         if (!res.headersSent) sendJson(res, e.status, { error: e.error, message: e.message, ...e.details });
       } else {

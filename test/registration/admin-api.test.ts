@@ -135,6 +135,7 @@ describe('registration entries API', () => {
     expect((await api('GET', `/v1/admin/entries/${id}`)).status).toBe(404);
     expect((await api('DELETE', `/v1/admin/entries/${id}`)).status).toBe(404);
     expect((await api('GET', '/v1/admin/entries/%2e%2e%2fhealthz')).status).toBe(400);
+    expect((await api('GET', '/v1/admin/entries/%E0%A4%A')).status).toBe(400);
   });
 
   it('join tokens: default 10 minutes, bounded ttl', async () => {
