@@ -2,10 +2,11 @@
 # Installs the Debian packages that tests and benchmarks use, when they are missing:
 #   openssl  — independent certificate checks in the identity tests
 #   nginx    — auth_request tests and the sidecar benchmark peer (enforcement)
+#   curl     — a real client with client certificates (HTTP/1.1 and HTTP/2) against the sidecar
 # Safe to run again; does nothing when everything is present. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
-want=(openssl nginx)
+want=(openssl nginx curl)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { pino } from 'pino';
 import { type AuditRecorder, createHttpShipper } from '../../audit/index.js';
-import { loadSidecarConfig, SidecarConfigError, startSidecar } from '../../pep/sidecar.js';
+import { loadSidecarConfig, SidecarConfigError, startSidecar } from '../../pep/sidecar/index.js';
 import { fromServerEvent } from '../../server/plugins/audit.js';
 import { CliError } from '../errors.js';
 

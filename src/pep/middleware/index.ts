@@ -9,7 +9,8 @@
  * issuer (jose remote JWKS, issuer, audience and algorithm allow-list). A credential that is
  * present but invalid is refused; it never falls back to a weaker one.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { createRemoteJWKSet, type JWTPayload, jwtVerify } from 'jose';
 import type { AccessRequest, PolicySnapshot } from '../../policy/index.js';
@@ -44,6 +45,17 @@ export interface EnforcerOptions {
   /** Accept users' JWTs from an OIDC issuer. */
   oidc?: { issuer: string; audience: string; jwksUri: string; algorithms: string[]; cooldownMs?: number };
   recorder?: DecisionRecorder;
+}
+
+/**
+ * What the enforcer reads of a request: node:http's `IncomingMessage` and HTTP/2's compatibility
+ * request both fit (on HTTP/2 `socket` is a proxy of the TLS socket, which is enough).
+ */
+export interface EnforceableRequest {
+  method?: string;
+  url?: string;
+  headers: IncomingHttpHeaders;
+  socket: Socket;
 }
 
 /** The outcome for one request. */
@@ -89,7 +101,7 @@ export function createEnforcer(opts: EnforcerOptions) {
     ? createRemoteJWKSet(new URL(opts.oidc.jwksUri), { cooldownDuration: opts.oidc.cooldownMs ?? 30_000 })
     : undefined;
 
-  async function check(req: IncomingMessage): Promise<EnforcementResult> {
+  async function check(req: EnforceableRequest): Promise<EnforcementResult> {
     const ip = plainAddress(req.socket.remoteAddress);
     // The raw request target: the policy engine normalizes (and refuses what it cannot).
     const request: AccessRequest = { target, request: { method: req.method, path: req.url ?? '/' } };
@@ -169,15 +181,29 @@ function isSpiffeToken(token: string): boolean {
   }
 }
 
-/** Writes the refusal: a reason code and the decision id, nothing else. */
-export function sendRefusal(res: ServerResponse, r: Extract<EnforcementResult, { ok: false }>): void {
+/** A refusal as status, headers and body: a reason code and the decision id, nothing else. */
+export function refusalOf(r: Extract<EnforcementResult, { ok: false }>): {
+  status: 401 | 403;
+  headers: Record<string, string | number>;
+  body: string;
+} {
   const body = JSON.stringify({ error: r.code, decision_id: r.decision.decision_id });
-  res.writeHead(r.status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(body),
-    'x-nevertrust-decision-id': r.decision.decision_id,
-    ...(r.status === 401 ? { 'www-authenticate': 'Bearer' } : {}),
-  });
+  return {
+    status: r.status,
+    headers: {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+      'x-nevertrust-decision-id': r.decision.decision_id,
+      ...(r.status === 401 ? { 'www-authenticate': 'Bearer' } : {}),
+    },
+    body,
+  };
+}
+
+/** Writes the refusal (see {@link refusalOf}). */
+export function sendRefusal(res: ServerResponse, r: Extract<EnforcementResult, { ok: false }>): void {
+  const { status, headers, body } = refusalOf(r);
+  res.writeHead(status, headers);
   res.end(body);
 }
 

@@ -136,7 +136,10 @@ export interface VerifiedPeer {
   expiresAt: Date;
 }
 
-const peers = new WeakMap<Socket, VerifiedPeer>();
+// Kept on the socket under a private symbol rather than in a WeakMap: HTTP/2 hands handlers a
+// proxy of the TLS socket (`req.socket`), and a property read passes through the proxy.
+const PEER = Symbol('nevertrust.verifiedPeer');
+type WithPeer = { [PEER]?: VerifiedPeer };
 
 /**
  * The verified peer of a connection made or accepted by these helpers (or `undefined`).
@@ -147,7 +150,7 @@ const peers = new WeakMap<Socket, VerifiedPeer>();
  * ```
  */
 export function peerIdentity(socket: Socket): VerifiedPeer | undefined {
-  return peers.get(socket);
+  return (socket as Socket & WithPeer)[PEER];
 }
 
 /** The peer's certificate chain (leaf first, DER) as the TLS stack received it. */
@@ -175,7 +178,7 @@ export function peerChain(socket: TLSSocket): Buffer[] {
  * @throws {PeerAuthorizationError} without a certificate, with an invalid SVID, or an unauthorized ID
  */
 export function verifyPeer(socket: TLSSocket, bundles: BundleSource, authorize: Authorizer): VerifiedPeer {
-  const known = peers.get(socket);
+  const known = (socket as TLSSocket & WithPeer)[PEER];
   if (known) {
     if (!authorize(known.spiffeId)) throw unauthorized(known.spiffeId, authorize);
     return known;
@@ -194,7 +197,7 @@ export function verifyPeer(socket: TLSSocket, bundles: BundleSource, authorize: 
     );
   }
   if (!authorize(v.spiffeId)) throw unauthorized(v.spiffeId, authorize);
-  peers.set(socket, v);
+  (socket as TLSSocket & WithPeer)[PEER] = v;
   return v;
 }
 
@@ -305,44 +308,86 @@ export function createMtlsAgent(source: X509SvidSource, opts: MtlsClientOptions)
   return new Agent({
     ...opts.agent,
     connect: (options, callback) => {
-      let material: SecureContextOptions;
-      try {
-        material = tlsOptionsFrom(source);
-      } catch (e) {
-        callback(e as Error, null);
-        return;
-      }
-      const conn: ConnectionOptions = {
+      connectMtls(source, {
         host: options.hostname,
         port: Number(options.port) || 443,
         servername: options.servername ?? undefined,
-        ...material,
-        // The server is named by its SPIFFE ID, not by a DNS name: checked below instead.
-        checkServerIdentity: () => undefined,
-        rejectUnauthorized: true,
-        ALPNProtocols: ['http/1.1'],
-      };
-      const socket = tlsConnect(conn);
-      socket.setNoDelay(true);
-      let done = false;
-      const fail = (e: Error) => {
-        if (done) return;
-        done = true;
-        socket.destroy();
-        callback(e, null);
-      };
-      socket.once('secureConnect', () => {
-        try {
-          verifyPeer(socket, source, opts.authorize);
-        } catch (e) {
-          return fail(e as Error);
-        }
-        done = true;
-        socket.off('error', fail);
-        callback(null, socket);
-      });
-      socket.once('error', fail);
+        authorize: opts.authorize,
+      }).then(
+        (socket) => callback(null, socket),
+        (e: Error) => callback(e, null),
+      );
     },
+  });
+}
+
+/** Where {@link connectMtls} connects, and whom it accepts. */
+export interface MtlsConnectOptions {
+  host: string;
+  port: number;
+  /** SNI; servers are named by SPIFFE ID, so this only matters to servers that route on it. */
+  servername?: string;
+  authorize: Authorizer;
+  /** ALPN offer (default HTTP/1.1 only). */
+  alpn?: string[];
+  /** Give up on a handshake that takes longer (default: no limit beyond the OS's). */
+  timeoutMs?: number;
+}
+
+/**
+ * Opens a TLS connection presenting the source's SVID, verifies the server as an X.509-SVID and
+ * authorizes its SPIFFE ID before resolving: no byte is written to an unverified server.
+ *
+ * @example
+ * ```ts
+ * const socket = await connectMtls(source, { host: '127.0.0.1', port: 8443, authorize: authorizeId(paymentService) });
+ * ```
+ * @throws {PeerAuthorizationError} when the server's SVID is invalid or not the one expected
+ */
+export function connectMtls(source: X509SvidSource, opts: MtlsConnectOptions): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    let material: SecureContextOptions;
+    try {
+      material = tlsOptionsFrom(source);
+    } catch (e) {
+      reject(e as Error);
+      return;
+    }
+    const conn: ConnectionOptions = {
+      host: opts.host,
+      port: opts.port,
+      servername: opts.servername,
+      ...material,
+      // The server is named by its SPIFFE ID, not by a DNS name: checked below instead.
+      checkServerIdentity: () => undefined,
+      rejectUnauthorized: true,
+      ALPNProtocols: opts.alpn ?? ['http/1.1'],
+    };
+    const socket = tlsConnect(conn);
+    socket.setNoDelay(true);
+    let done = false;
+    const timer = opts.timeoutMs
+      ? setTimeout(() => fail(new Error(`TLS handshake with ${opts.host}:${opts.port} timed out`)), opts.timeoutMs)
+      : undefined;
+    const fail = (e: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.destroy();
+      reject(e);
+    };
+    socket.once('secureConnect', () => {
+      try {
+        verifyPeer(socket, source, opts.authorize);
+      } catch (e) {
+        return fail(e as Error);
+      }
+      done = true;
+      clearTimeout(timer);
+      socket.off('error', fail);
+      resolve(socket);
+    });
+    socket.once('error', fail);
   });
 }
 

@@ -1,0 +1,97 @@
+/**
+ * The sidecar's config file (YAML): which SVID, which policies, and the inbound and outbound legs.
+ * Validated whole; a problem names the file and the field (see docs/enforcement.md).
+ */
+import { readFileSync } from 'node:fs';
+import YAML from 'yaml';
+import { z } from 'zod';
+
+const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected HOST:PORT');
+
+/** The sidecar config file (YAML), validated. */
+export const SidecarConfigSchema = z
+  .object({
+    svid: z.union([
+      z.object({ cert: z.string(), key: z.string(), bundle: z.string() }).strict(),
+      z.object({ workload_api: z.string() }).strict(),
+    ]),
+    policies: z.string().describe('policy file or directory, watched'),
+    inbound: z
+      .object({
+        listen: hostPort,
+        app: hostPort,
+        /**
+         * How the sidecar talks to the app: HTTP/1.1 (default), or HTTP/2 without TLS (`h2c`), which
+         * gRPC apps need (trailers). Clients may use HTTP/1.1 or HTTP/2 either way.
+         */
+        app_protocol: z.enum(['http1', 'h2c']).default('http1'),
+        /** This service as policy target; default: the SVID's SPIFFE ID. */
+        target: z.string().optional(),
+        timeout_ms: z.number().int().positive().default(30_000),
+        trusted_proxies: z.array(z.string()).default([]),
+      })
+      .strict()
+      .optional(),
+    /** Where decisions go: the server's audit log (batched, spilled to disk while the server is away). */
+    audit: z
+      .object({
+        /** Server API base URL, e.g. http://127.0.0.1:8181. */
+        server: z.url(),
+        /** File holding the bearer token for `POST /v1/audit/events` (admin or ingest token). */
+        token_file: z.string(),
+        /** Spill directory (default: a directory next to the config file). */
+        spill_dir: z.string().optional(),
+      })
+      .strict()
+      .optional(),
+    outbound: z
+      .object({
+        listen: hostPort,
+        timeout_ms: z.number().int().positive().default(30_000),
+        services: z.record(z.string(), z.object({ address: hostPort, spiffe_id: z.string() }).strict()),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+export type SidecarConfig = z.infer<typeof SidecarConfigSchema>;
+export type InboundConfig = NonNullable<SidecarConfig['inbound']>;
+export type OutboundConfig = NonNullable<SidecarConfig['outbound']>;
+
+/** A config file that cannot be used, with the field that is wrong. */
+export class SidecarConfigError extends Error {
+  override readonly name = 'SidecarConfigError';
+  readonly code = 'ERR_SIDECAR_CONFIG';
+}
+
+/**
+ * Reads and validates a sidecar config file.
+ *
+ * @example
+ * ```ts
+ * const config = loadSidecarConfig('sidecar.yaml');
+ * ```
+ * @throws {SidecarConfigError} naming the file and field
+ */
+export function loadSidecarConfig(file: string): SidecarConfig {
+  let doc: unknown;
+  try {
+    doc = YAML.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new SidecarConfigError(`${file}: ${(e as Error).message}`);
+  }
+  const r = SidecarConfigSchema.safeParse(doc);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new SidecarConfigError(`${file}: ${i?.path.join('.') || '(root)'}: ${i?.message ?? 'invalid'}`);
+  }
+  if (!r.data.inbound && !r.data.outbound) throw new SidecarConfigError(`${file}: needs inbound, outbound or both`);
+  return r.data;
+}
+
+/** `HOST:PORT` (or `[v6]:PORT`) into its parts; the schema has checked the shape. */
+export function splitHostPort(hp: string): { host: string; port: number } {
+  const i = hp.lastIndexOf(':');
+  return { host: hp.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(hp.slice(i + 1)) };
+}

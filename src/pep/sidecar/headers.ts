@@ -1,0 +1,66 @@
+/**
+ * Which headers cross the sidecar. Hop-by-hop headers (RFC 9110 §7.6.1) and everything named in
+ * `Connection` stay on their hop; HTTP/2 pseudo-headers are turned back into HTTP/1.1 terms; and
+ * identity headers a client could forge never reach the app — the sidecar adds its own.
+ */
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+
+const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+const IDENTITY = /^(x-nevertrust-|x-forwarded-client-cert$|x-client-cert$|x-spiffe-)/;
+
+/** Whether a header carries identity that only the sidecar may assert to the app. */
+export function isIdentityHeader(name: string): boolean {
+  return IDENTITY.test(name);
+}
+
+export interface ForwardOptions {
+  /** Drop identity headers (requests from clients). */
+  stripIdentity: boolean;
+  /** Keep `te: trailers` (HTTP/2 to the app, which gRPC needs). */
+  keepTeTrailers?: boolean;
+  /** Keep `connection: upgrade` and `upgrade` (a WebSocket handshake being passed on). */
+  keepUpgrade?: boolean;
+}
+
+/**
+ * The headers to pass on, from either HTTP/1.1 or HTTP/2 (`:authority` becomes `host`).
+ *
+ * @example
+ * ```ts
+ * const headers = forwardHeaders(req.headers, { stripIdentity: true });
+ * ```
+ */
+export function forwardHeaders(h: IncomingHttpHeaders, opts: ForwardOptions): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const conn = typeof h.connection === 'string' ? h.connection.toLowerCase().split(/\s*,\s*/) : [];
+  for (const k in h) {
+    const v = h[k];
+    if (v === undefined) continue;
+    if (k.charCodeAt(0) === 58 /* ':' */) {
+      if (k === ':authority' && h.host === undefined) out.host = String(v);
+      continue;
+    }
+    if (HOP.has(k) || conn.includes(k)) {
+      if (opts.keepTeTrailers && k === 'te' && v === 'trailers') out.te = v;
+      if (opts.keepUpgrade && k === 'upgrade') out.upgrade = String(v);
+      continue;
+    }
+    if (opts.stripIdentity && IDENTITY.test(k)) continue;
+    out[k] = v;
+  }
+  if (opts.keepUpgrade && out.upgrade !== undefined) out.connection = 'Upgrade';
+  return out;
+}
+
+/**
+ * Serializes a request head for a raw tunnel (WebSocket): request line, headers, blank line.
+ * Names and values come from Node's parser, which refuses CR and LF, so nothing can be smuggled.
+ */
+export function requestHead(method: string, path: string, headers: OutgoingHttpHeaders): string {
+  let s = `${method} ${path} HTTP/1.1\r\n`;
+  for (const [k, v] of Object.entries(headers)) {
+    if (v === undefined) continue;
+    for (const one of Array.isArray(v) ? v : [v]) s += `${k}: ${String(one)}\r\n`;
+  }
+  return `${s}\r\n`;
+}

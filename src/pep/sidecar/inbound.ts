@@ -1,0 +1,311 @@
+/**
+ * The inbound leg: terminates mTLS (HTTP/2 or HTTP/1.1, chosen by ALPN), decides every request —
+ * WebSocket handshakes included — against the local policy snapshot, strips identity headers a
+ * client may have forged, and passes allowed requests to the app on its local port with the
+ * verified caller in `x-nevertrust-*` headers. Bodies are streamed (pipe: backpressure both ways).
+ */
+import {
+  Agent as HttpAgent,
+  request as httpRequest,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  type ServerResponse,
+} from 'node:http';
+import {
+  type ClientHttp2Session,
+  connect as http2Connect,
+  createSecureServer,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type Http2Session,
+} from 'node:http2';
+import { type AddressInfo, connect as netConnect } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import type { DecisionRecorder, SnapshotProvider } from '../decision.js';
+import { type CallerIdentity, createEnforcer, type EnforcementResult, refusalOf } from '../middleware/index.js';
+import { attachMtls, authorizeAny, tlsOptionsFrom, type X509SvidSource } from '../mtls/index.js';
+import { type InboundConfig, splitHostPort } from './config.js';
+import { forwardHeaders, requestHead } from './headers.js';
+import { splice, writeRawResponse } from './tunnel.js';
+
+/** What the inbound leg needs besides its config. */
+export interface InboundDeps {
+  source: X509SvidSource;
+  snapshot: SnapshotProvider;
+  recorder?: DecisionRecorder;
+  log: (msg: string, fields?: Record<string, unknown>) => void;
+  /** Extra headers that assert the caller to the app (the signed identity assertion). */
+  assert?: (identity: CallerIdentity) => Record<string, string>;
+}
+
+export interface RunningLeg {
+  port: number;
+  close(): Promise<void>;
+}
+
+type Allowed = Extract<EnforcementResult, { ok: true }>;
+type AnyRequest = IncomingMessage | Http2ServerRequest;
+type AnyResponse = ServerResponse | Http2ServerResponse;
+
+const BAD_GATEWAY = '{"error":"bad_gateway"}';
+const JSON_TYPE = { 'content-type': 'application/json' };
+
+/**
+ * Starts the inbound listener.
+ *
+ * @example
+ * ```ts
+ * const leg = await startInbound(config.inbound, { source, snapshot: () => watcher.current, log });
+ * ```
+ */
+export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promise<RunningLeg> {
+  const { source, log } = deps;
+  const app = splitHostPort(ib.app);
+  const target = ib.target ?? source.svid.spiffeId.toString();
+  const enforcer = createEnforcer({
+    target,
+    snapshot: deps.snapshot,
+    bundles: source,
+    trustedProxies: ib.trusted_proxies,
+    recorder: deps.recorder,
+  });
+  const upstream = ib.app_protocol === 'h2c' ? h2cUpstream(ib, log) : http1Upstream(ib, log);
+
+  const identityHeaders = (r: Allowed, headers: OutgoingHttpHeaders) => {
+    if (r.identity.spiffeId) headers['x-nevertrust-peer-id'] = r.identity.spiffeId;
+    else if (r.identity.user) headers['x-nevertrust-user'] = r.identity.user;
+    headers['x-nevertrust-decision-id'] = r.decision.decision_id;
+    if (deps.assert) Object.assign(headers, deps.assert(r.identity));
+  };
+
+  const server = createSecureServer(
+    {
+      ...tlsOptionsFrom(source),
+      requestCert: true,
+      rejectUnauthorized: true,
+      allowHTTP1: true,
+      minVersion: 'TLSv1.2',
+    },
+    (req, res) => {
+      enforcer.check(req).then(
+        (r) => {
+          if (!r.ok) {
+            req.resume();
+            if (isGrpc(req)) return refuseGrpc(res, r);
+            const f = refusalOf(r);
+            res.writeHead(f.status, f.headers);
+            res.end(f.body);
+            return;
+          }
+          const headers = forwardHeaders(req.headers, { stripIdentity: true, keepTeTrailers: true });
+          identityHeaders(r, headers);
+          upstream.forward(req, res, headers);
+        },
+        () => {
+          // check() turns its own failures into refusals; anything else still fails closed, without detail.
+          if (!res.headersSent) res.writeHead(403, JSON_TYPE).end('{"error":"forbidden"}');
+        },
+      );
+    },
+  );
+  attachMtls(server, source, { authorize: authorizeAny() });
+
+  // WebSocket: the handshake is an HTTP/1.1 request like any other — decided, stripped, asserted —
+  // and once the app answers, the sidecar only copies bytes. Other upgrades (h2c) are refused.
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
+      writeRawResponse(socket, 400, JSON_TYPE, '{"error":"unsupported_upgrade"}');
+      return;
+    }
+    enforcer.check(req).then(
+      (r) => {
+        if (!r.ok) {
+          const f = refusalOf(r);
+          writeRawResponse(socket, f.status, f.headers, f.body);
+          return;
+        }
+        const headers = forwardHeaders(req.headers, { stripIdentity: true, keepUpgrade: true });
+        identityHeaders(r, headers);
+        const up = netConnect(app.port, app.host);
+        up.setNoDelay(true);
+        const timer = setTimeout(() => up.destroy(new Error('connect timeout')), ib.timeout_ms);
+        let connected = false;
+        up.once('connect', () => {
+          connected = true;
+          clearTimeout(timer);
+          up.write(requestHead(req.method ?? 'GET', req.url ?? '/', headers));
+          if (head.length > 0) up.write(head);
+          splice(socket, up);
+        });
+        up.once('error', (e) => {
+          clearTimeout(timer);
+          if (connected) return;
+          log('upstream (app) WebSocket connection failed', { error: e.message });
+          writeRawResponse(socket, 502, JSON_TYPE, BAD_GATEWAY);
+        });
+      },
+      () => writeRawResponse(socket, 403, JSON_TYPE, '{"error":"forbidden"}'),
+    );
+  });
+
+  // HTTP/1.1 connection limits (the HTTP/2 server hands HTTP/1.1 connections to node:http).
+  Object.assign(server, { keepAliveTimeout: 60_000, headersTimeout: 10_000, requestTimeout: ib.timeout_ms });
+  server.setTimeout(120_000); // idle connections and HTTP/2 sessions
+  const sockets = new Set<TLSSocket>();
+  const sessions = new Set<Http2Session>();
+  server.on('secureConnection', (s: TLSSocket) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+  server.on('session', (s: Http2Session) => {
+    sessions.add(s);
+    s.once('close', () => sessions.delete(s));
+  });
+
+  const l = splitHostPort(ib.listen);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(l.port, l.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  log('sidecar inbound (mTLS, HTTP/2 and HTTP/1.1) listening', {
+    port,
+    app: ib.app,
+    target,
+    app_protocol: ib.app_protocol,
+  });
+  return {
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // Graceful: HTTP/2 sessions get GOAWAY and finish their streams; HTTP/1.1 connections get
+        // a moment to finish, then go.
+        for (const s of sessions) s.close();
+        setTimeout(() => {
+          for (const s of sockets) s.destroy();
+          upstream.close();
+        }, 1000).unref();
+      }),
+  };
+}
+
+interface Upstream {
+  forward(req: AnyRequest, res: AnyResponse, headers: OutgoingHttpHeaders): void;
+  close(): void;
+}
+
+function isGrpc(req: AnyRequest): boolean {
+  return (req.headers['content-type'] ?? '').startsWith('application/grpc');
+}
+
+/**
+ * gRPC clients read the outcome from `grpc-status`, not from the HTTP status: a refusal is a
+ * trailers-only response (PERMISSION_DENIED, or UNAUTHENTICATED for a missing identity) with the
+ * reason code as `grpc-message`.
+ */
+function refuseGrpc(res: AnyResponse, r: Extract<EnforcementResult, { ok: false }>): void {
+  const headers = {
+    'content-type': 'application/grpc',
+    'grpc-status': r.status === 401 ? '16' : '7',
+    'grpc-message': r.code,
+    'x-nevertrust-decision-id': r.decision.decision_id,
+  };
+  if ('stream' in res) res.stream.respond({ ':status': 200, ...headers }, { endStream: true });
+  else (res as ServerResponse).writeHead(200, headers).end();
+}
+
+function badGateway(res: AnyResponse): void {
+  if (!res.headersSent) (res as ServerResponse).writeHead(502, JSON_TYPE).end(BAD_GATEWAY);
+  else res.destroy();
+}
+
+/** HTTP/1.1 to the app over a keep-alive pool. */
+function http1Upstream(ib: InboundConfig, log: InboundDeps['log']): Upstream {
+  const app = splitHostPort(ib.app);
+  // Idle upstream sockets are closed well before the app's own keep-alive timeout (Node's default
+  // is 5 s): reusing a socket the app is closing at that moment would fail the request with a 502.
+  const agent = new HttpAgent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 256, timeout: 2000 });
+  return {
+    forward(req, res, headers) {
+      const up = httpRequest(
+        { host: app.host, port: app.port, method: req.method, path: req.url, headers, agent },
+        (ur) => {
+          (res as ServerResponse).writeHead(ur.statusCode ?? 502, forwardHeaders(ur.headers, { stripIdentity: false }));
+          ur.pipe(res as ServerResponse);
+        },
+      );
+      up.setTimeout(ib.timeout_ms, () => up.destroy(new Error('upstream timeout')));
+      up.on('error', (e) => {
+        log('upstream (app) request failed', { error: e.message });
+        badGateway(res);
+      });
+      // A client that goes away mid-request takes its upstream request with it.
+      res.once('close', () => {
+        if (!res.writableFinished) up.destroy();
+      });
+      (req as IncomingMessage).pipe(up);
+    },
+    close: () => agent.destroy(),
+  };
+}
+
+/** HTTP/2 without TLS to the app (gRPC): one multiplexed session, trailers passed through. */
+function h2cUpstream(ib: InboundConfig, log: InboundDeps['log']): Upstream {
+  const authority = `http://${ib.app}`;
+  let session: ClientHttp2Session | undefined;
+  const get = (): ClientHttp2Session => {
+    if (session && !session.closed && !session.destroyed) return session;
+    const s = http2Connect(authority);
+    s.on('error', (e) => log('upstream (app) HTTP/2 session failed', { error: e.message }));
+    s.once('close', () => {
+      if (session === s) session = undefined;
+    });
+    s.unref();
+    session = s;
+    return s;
+  };
+  return {
+    forward(req, res, headers) {
+      let us: ReturnType<ClientHttp2Session['request']>;
+      try {
+        const { host, ...rest } = headers;
+        us = get().request({
+          ...rest,
+          ':method': req.method,
+          ':path': req.url,
+          ':authority': String(host ?? ib.app),
+        });
+      } catch (e) {
+        log('upstream (app) request failed', { error: (e as Error).message });
+        return badGateway(res);
+      }
+      us.setTimeout(ib.timeout_ms, () => us.close(0x8 /* CANCEL */));
+      let responded = false;
+      us.on('response', (h) => {
+        responded = true;
+        const status = Number(h[':status'] ?? 502);
+        (res as ServerResponse).writeHead(status, forwardHeaders(h, { stripIdentity: false }));
+        us.pipe(res as ServerResponse);
+      });
+      us.on('trailers', (t) => res.addTrailers(forwardHeaders(t, { stripIdentity: false }) as Record<string, string>));
+      us.on('error', (e) => {
+        log('upstream (app) request failed', { error: e.message });
+        badGateway(res);
+      });
+      us.on('close', () => {
+        if (!responded) badGateway(res);
+      });
+      res.once('close', () => {
+        if (!res.writableFinished && !us.closed) us.close(0x8);
+      });
+      (req as IncomingMessage).pipe(us);
+    },
+    close: () => session?.close(),
+  };
+}

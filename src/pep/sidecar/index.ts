@@ -1,0 +1,133 @@
+/**
+ * The sidecar: zero code changes for the service. Inbound (./inbound.ts), it terminates mTLS over
+ * HTTP/2 or HTTP/1.1, decides every request and WebSocket handshake against the local policy
+ * snapshot, strips identity headers a client may have forged, and forwards to the app on its local
+ * port with the verified caller in `x-nevertrust-*` headers. Outbound (./outbound.ts), the app
+ * speaks plain HTTP to a local egress port naming the target service in `Host`; the sidecar
+ * originates mTLS with the workload's SVID and checks the target's SPIFFE ID.
+ */
+import { X509Certificate } from 'node:crypto';
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
+import { PolicyWatcher } from '../../policy/index.js';
+import { type SpiffeId, spiffeIdFromCertificate, TrustBundle } from '../../spiffe/index.js';
+import type { DecisionRecorder } from '../decision.js';
+import { MemorySvidSource, type X509SvidSource } from '../mtls/index.js';
+import type { SidecarConfig } from './config.js';
+import { startInbound } from './inbound.js';
+import { startOutbound } from './outbound.js';
+
+export {
+  type InboundConfig,
+  loadSidecarConfig,
+  type OutboundConfig,
+  type SidecarConfig,
+  SidecarConfigError,
+  SidecarConfigSchema,
+} from './config.js';
+
+/** Options of {@link startSidecar} beyond the config. */
+export interface SidecarOptions {
+  /** Supplies SVIDs when the config names files is not wanted (tests, embedding). */
+  source?: X509SvidSource;
+  recorder?: DecisionRecorder;
+  log?: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+export interface RunningSidecar {
+  inboundPort?: number;
+  outboundPort?: number;
+  close(): Promise<void>;
+}
+
+function filesSource(c: { cert: string; key: string; bundle: string }): { source: MemorySvidSource; stop(): void } {
+  const read = () => {
+    const certChainPem = readFileSync(c.cert, 'utf8');
+    const bundlePem = readFileSync(c.bundle, 'utf8');
+    const spiffeId: SpiffeId = spiffeIdFromCertificate(new X509Certificate(certChainPem));
+    const bundle = new TrustBundle({
+      trustDomain: spiffeId.trustDomain,
+      x509Authorities: bundlePem
+        .split(/(?=-----BEGIN CERTIFICATE-----)/)
+        .filter((p) => p.includes('BEGIN CERTIFICATE'))
+        .map((p) => new X509Certificate(p)),
+    });
+    return { svid: { spiffeId, certChainPem, privateKeyPem: readFileSync(c.key, 'utf8') }, bundle };
+  };
+  const first = read();
+  const source = new MemorySvidSource(first.svid, [first.bundle]);
+  // Rotation without restart: whoever renews the files (an agent, a cron) is picked up within a second.
+  const onChange = () => {
+    try {
+      const next = read();
+      source.set(next.svid, [next.bundle]);
+    } catch {
+      // Half-written files: the next change event retries; the old SVID stays in use meanwhile.
+    }
+  };
+  for (const f of [c.cert, c.key, c.bundle]) watchFile(f, { interval: 1000 }, onChange);
+  return {
+    source,
+    stop: () => {
+      for (const f of [c.cert, c.key, c.bundle]) unwatchFile(f, onChange);
+    },
+  };
+}
+
+/**
+ * Starts the sidecar.
+ *
+ * @example
+ * ```ts
+ * const sc = await startSidecar(loadSidecarConfig('sidecar.yaml'));
+ * // …
+ * await sc.close();
+ * ```
+ */
+export async function startSidecar(config: SidecarConfig, opts: SidecarOptions = {}): Promise<RunningSidecar> {
+  const log = opts.log ?? (() => {});
+  let stopSource = () => {};
+  let source = opts.source;
+  if (!source) {
+    if ('workload_api' in config.svid) {
+      const { X509Source } = await import('../../workload/index.js');
+      const s = await X509Source.create({ address: config.svid.workload_api });
+      source = s;
+      stopSource = () => s.close();
+    } else {
+      const f = filesSource(config.svid);
+      source = f.source;
+      stopSource = f.stop;
+    }
+  }
+  const watcher = new PolicyWatcher(config.policies);
+  watcher.on('error', (e) =>
+    log('policy change rejected; the last good snapshot stays in force', { issues: e.issues }),
+  );
+  const closers: (() => Promise<void> | void)[] = [() => watcher.close(), stopSource];
+  const out: RunningSidecar = {
+    close: async () => {
+      for (const c of closers.reverse()) await c();
+    },
+  };
+  try {
+    if (config.inbound) {
+      const leg = await startInbound(config.inbound, {
+        source,
+        snapshot: () => watcher.current,
+        recorder: opts.recorder,
+        log,
+      });
+      out.inboundPort = leg.port;
+      closers.push(() => leg.close());
+    }
+    if (config.outbound) {
+      const leg = await startOutbound(config.outbound, source, log);
+      out.outboundPort = leg.port;
+      closers.push(() => leg.close());
+    }
+  } catch (e) {
+    await out.close();
+    throw e;
+  }
+  return out;
+}
