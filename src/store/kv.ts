@@ -66,6 +66,36 @@ export class KvRepository {
     return expectedVersion + 1;
   }
 
+  /** Every document of a namespace, ordered by key. For small namespaces (one row per workload, per CA). */
+  async list(namespace: string): Promise<(KvEntry & { key: string })[]> {
+    const rows = await this.db
+      .selectFrom('nevertrust_kv')
+      .select(['key', 'value', 'version', 'updated_at'])
+      .where('namespace', '=', namespace)
+      .orderBy('key')
+      .execute();
+    return rows.map((r) => ({
+      key: r.key,
+      value: r.value,
+      version: Number(r.version),
+      updatedAt: Number(r.updated_at),
+    }));
+  }
+
+  /**
+   * Deletes a document only if it is still at `expectedVersion` (compare-and-delete), so a cleanup
+   * never removes what another server wrote after it read. Returns false when it changed or is gone.
+   */
+  async deleteIf(namespace: string, key: string, expectedVersion: number): Promise<boolean> {
+    const res = await this.db
+      .deleteFrom('nevertrust_kv')
+      .where('namespace', '=', namespace)
+      .where('key', '=', key)
+      .where('version', '=', expectedVersion)
+      .executeTakeFirst();
+    return Number(res.numDeletedRows) > 0;
+  }
+
   async delete(namespace: string, key: string): Promise<boolean> {
     const res = await this.db
       .deleteFrom('nevertrust_kv')
