@@ -7,6 +7,7 @@ import type { Config } from '../config/index.js';
 import { logLevels } from '../config/index.js';
 import type { ServerPlugin } from '../server/index.js';
 import { agentEndpointPlugin } from '../server/plugins/agent-endpoint.js';
+import { assertionKeysPlugin } from '../server/plugins/assertion-keys.js';
 import { auditPlugin } from '../server/plugins/audit.js';
 import { caPlugin } from '../server/plugins/ca.js';
 import { decisionPlugin } from '../server/plugins/decision.js';
@@ -47,7 +48,17 @@ export function serverPlugins(config: Config): ServerPlugin[] {
     retention: a.hot_window === undefined ? undefined : { hotWindowMs: a.hot_window * 1000 },
     sinks: [...(a.export === 'stdout' ? [stdoutSink()] : []), ...(a.export_file ? [fileSink(a.export_file)] : [])],
   });
-  return [ca, registrationPlugin(), agentEndpointPlugin({ ca: ca.handle }), policy, decision, audit];
+  // Before the agent endpoint, which serves its registration route.
+  const assertionKeys = assertionKeysPlugin({ ca: ca.handle });
+  return [
+    ca,
+    registrationPlugin(),
+    assertionKeys,
+    agentEndpointPlugin({ ca: ca.handle, routes: assertionKeys.agentRoutes }),
+    policy,
+    decision,
+    audit,
+  ];
 }
 
 export function buildProgram(): Command {

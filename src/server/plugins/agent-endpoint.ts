@@ -15,7 +15,7 @@ import { certificatesToPem, type IssuedX509Svid } from '../../ca/index.js';
 import type { RegistrationEntry } from '../../registration/entry.js';
 import { parseSpiffeId } from '../../spiffe/index.js';
 import { verifyPeerSvid } from '../peer-svid.js';
-import { HttpError, readJson, Router, sendJson } from '../router.js';
+import { type Handler, HttpError, readJson, Router, sendJson } from '../router.js';
 import type { ServerContext, ServerPlugin } from '../server.js';
 import type { CaHandle } from './ca.js';
 import { entryJson } from './registration.js';
@@ -67,8 +67,17 @@ class RateLimiter {
   }
 }
 
+/** A route another plugin serves on the agent port (mTLS; the handler authenticates the peer itself). */
+export interface AgentPortRoute {
+  method: 'GET' | 'POST';
+  path: string;
+  handler: Handler;
+}
+
 export interface AgentEndpointOptions {
   ca: CaHandle;
+  /** Routes of other plugins on this port, e.g. `assertionKeysPlugin(…).agentRoutes`. */
+  routes?: readonly AgentPortRoute[];
   /** Attempts per address: burst and refill per minute (default 10 and 10). */
   attestBurst?: number;
   attestPerMinute?: number;
@@ -97,6 +106,7 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
       const serverId = `spiffe://${td}${SERVER_SVID_PATH}`;
       const limiter = new RateLimiter(opts.attestBurst ?? 10, (opts.attestPerMinute ?? 10) / 60);
       const router = new Router();
+      for (const r of opts.routes ?? []) router.on(r.method, r.path, r.handler);
 
       // The server's own SVID for this port, re-minted at half-life and on every bundle change.
       let serverSvid: { cert: string; key: string; notAfter: number; issuedAt: number } | undefined;
