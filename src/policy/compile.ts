@@ -5,82 +5,14 @@
  * only the rules that could match, however many rules the snapshot holds.
  */
 import { createHash } from 'node:crypto';
-import { FastRule, flatString } from './fastmatch.js';
+import { FastRule } from './fastmatch.js';
 import type { Policy, Rule, StringMatcher } from './model.js';
+import { PatternIndex } from './pattern-index.js';
 import type { PathOptions } from './path.js';
+import { buildIdTable, type TargetPlan } from './plan.js';
+import type { IdInfo } from './request.js';
 
-/**
- * A string-keyed index for exact/prefix/suffix/presence patterns. Prefix and suffix patterns are
- * hashed by their length, so a lookup costs one hash probe per distinct pattern length (a flat
- * trie): bounded by key length, independent of the number of patterns.
- */
-export class PatternIndex<T> {
-  private readonly exact = new Map<string, T[]>();
-  private readonly prefix = new Map<number, Map<string, T[]>>();
-  private readonly suffix = new Map<number, Map<string, T[]>>();
-  private readonly presence: T[] = [];
-  private prefixLengths: number[] = [];
-  private suffixLengths: number[] = [];
-
-  add(m: StringMatcher, v: T): void {
-    if (m.kind === 'presence') {
-      this.presence.push(v);
-      return;
-    }
-    // Keys are flat copies: a lookup that finds its key compares characters with it, and a
-    // slice of the policy text would drag that text into the cache on every decision.
-    if (m.kind === 'exact') {
-      push(this.exact, flatString(m.value), v);
-      return;
-    }
-    const byLen = m.kind === 'prefix' ? this.prefix : this.suffix;
-    let map = byLen.get(m.value.length);
-    if (!map) {
-      map = new Map();
-      byLen.set(m.value.length, map);
-    }
-    push(map, flatString(m.value), v);
-  }
-
-  /** Call after the last `add`. */
-  seal(): void {
-    this.prefixLengths = [...this.prefix.keys()].sort((a, b) => a - b);
-    this.suffixLengths = [...this.suffix.keys()].sort((a, b) => a - b);
-  }
-
-  /** Appends to `out` every value whose pattern matches `s` (a value may come more than once). */
-  collect(s: string | undefined, out: T[]): void {
-    if (s === undefined) return;
-    const e = this.exact.get(s);
-    if (e !== undefined) for (let i = 0; i < e.length; i++) out.push(e[i] as T);
-    const pl = this.prefixLengths;
-    for (let j = 0; j < pl.length; j++) {
-      const len = pl[j] as number;
-      if (len > s.length) break;
-      const hit = this.prefix.get(len)?.get(s.slice(0, len));
-      if (hit !== undefined) for (let i = 0; i < hit.length; i++) out.push(hit[i] as T);
-    }
-    const sl = this.suffixLengths;
-    for (let j = 0; j < sl.length; j++) {
-      const len = sl[j] as number;
-      if (len > s.length) break;
-      const hit = this.suffix.get(len)?.get(s.slice(s.length - len));
-      if (hit !== undefined) for (let i = 0; i < hit.length; i++) out.push(hit[i] as T);
-    }
-    const pr = this.presence;
-    if (s !== '') for (let i = 0; i < pr.length; i++) out.push(pr[i] as T);
-  }
-
-  get size(): number {
-    return this.exact.size + this.prefixLengths.length + this.suffixLengths.length + this.presence.length;
-  }
-}
-
-function push<K, T>(m: Map<K, T[]>, k: K, v: T): void {
-  const a = m.get(k);
-  if (a) a.push(v);
-  else m.set(k, [v]);
-}
+export { PatternIndex };
 
 /** A policy in a snapshot, with its position (evaluation order) and a scratch stamp for dedup. */
 export interface CompiledPolicy {
@@ -106,6 +38,11 @@ export interface CompiledRule {
   readonly seq: number;
   /** @internal `<ACTION> policy "<id>" rule "<id>"`, built once so reasons cost one concatenation. */
   readonly label: string;
+  /** @internal The reason of an allow by this rule, built once: the common decision allocates no string. */
+  readonly allowReason: string;
+  /** @internal `policy.policy.id` and `rule.id`, held here so a decision reads one object, not three. */
+  readonly policyId: string;
+  readonly ruleId: string;
   /** @internal the rule precompiled for matching (see fastmatch.ts). */
   readonly fast: FastRule;
   /** @internal lookup scratch. */
@@ -153,6 +90,11 @@ export interface PolicySnapshot {
   readonly compiled: readonly CompiledPolicy[];
   /** @internal */
   readonly index: TargetIndex;
+  /**
+   * @internal Every SPIFFE ID the policies name exactly (targets and principals), with its
+   * derivations and its {@link TargetPlan}: the decision's one lookup per ID.
+   */
+  readonly ids: ReadonlyMap<string, IdInfo>;
   readonly ruleCount: number;
 }
 
@@ -162,6 +104,10 @@ export interface TargetIndex {
   byService: PatternIndex<Bucket>;
   byNamespace: Map<string, Bucket>;
   global: Bucket;
+}
+
+function labelOf(policy: Policy, rule: Rule): string {
+  return `${policy.action} policy ${JSON.stringify(policy.id)} rule ${JSON.stringify(rule.id)}`;
 }
 
 function deepFreeze<T>(o: T): T {
@@ -233,7 +179,10 @@ export function compile(policies: readonly Policy[], options: CompileOptions = {
         policy: cp,
         rule,
         seq: seq++,
-        label: `${policy.action} policy ${JSON.stringify(policy.id)} rule ${JSON.stringify(rule.id)}`,
+        label: labelOf(policy, rule),
+        allowReason: `${labelOf(policy, rule)} matched: allow`,
+        policyId: policy.id,
+        ruleId: rule.id,
         fast: new FastRule(rule),
         stamp: 0,
       }),
@@ -266,6 +215,7 @@ export function compile(policies: readonly Policy[], options: CompileOptions = {
     index.global,
   ];
   for (const b of allBuckets) b.rules.byPrincipal.seal();
+  const idTable = buildIdTable(index, compiled);
   const version = `sha256:${createHash('sha256')
     .update(canonical({ policies: frozen, options }))
     .digest('hex')}`;
@@ -275,6 +225,7 @@ export function compile(policies: readonly Policy[], options: CompileOptions = {
     options: Object.freeze({ ...options }),
     compiled,
     index,
+    ids: idTable,
     ruleCount,
   });
 }

@@ -5,15 +5,19 @@
  */
 import type { Bucket, CompiledPolicy, CompiledRule, PolicySnapshot } from './compile.js';
 import type { Action } from './model.js';
+import { type FastRule, matchFast, matchSimple } from './fastmatch.js';
+import { methodBit } from './path.js';
+import { planFor, planRules } from './plan.js';
 import {
   type AccessRequest,
+  blankRequest,
+  deriveRequest,
   type FlatAccessRequest,
   fromFlat,
   type NormalizedRequest,
-  normalizeRequest,
+  resetRequest,
 } from './request.js';
-import { matchFast } from './fastmatch.js';
-import { type RuleResult, targetApplies, unknownMatches } from './rules.js';
+import { MATCH, type RuleResult, targetApplies, unknownMatches } from './rules.js';
 
 export type DecisionKind = 'allow' | 'deny' | 'step_up';
 
@@ -138,6 +142,8 @@ function byOrder(a: CompiledPolicy, b: CompiledPolicy): number {
   return a.order - b.order;
 }
 
+const NO_ALLOW_MATCHED = 'no ALLOW rule matched (default deny)';
+
 type Verdict = { decision: DecisionKind; policy: string | null; rule: string | null; reason: string };
 
 function counts(cr: CompiledRule, res: RuleResult): boolean {
@@ -201,7 +207,7 @@ export function combine(
         break;
       }
     }
-    if (!allowed) return { decision: 'deny', policy: null, rule: null, reason: 'no ALLOW rule matched (default deny)' };
+    if (!allowed) return { decision: 'deny', policy: null, rule: null, reason: NO_ALLOW_MATCHED };
   } else if (!selected) {
     const target = r.targetSpiffeId ?? r.targetService ?? '(no target)';
     if (!snap.options.istioDefaultAllow) {
@@ -248,6 +254,28 @@ export function combine(
 const NO_OPTIONS: DecideOptions = Object.freeze({});
 
 /**
+ * Every decision object is built here, always with the same properties in the same order
+ * (`audit` and `dryRun` are added after, only when present), so that its consumers see one shape.
+ */
+function decision(
+  kind: DecisionKind,
+  policy: string | null,
+  rule: string | null,
+  reason: string,
+  version: string,
+): Decision {
+  return { decision: kind, policy, rule, reason, version };
+}
+
+/**
+ * The clock for `request.time` conditions, read only when a rule that has one is evaluated
+ * (most decisions never need it). `NaN` until read.
+ */
+function clock(fr: FastRule, now: number, opts: DecideOptions): number {
+  return fr.clock && Number.isNaN(now) ? (opts.now ?? Date.now()) : now;
+}
+
+/**
  * Decides one request against a compiled snapshot. Never throws: any error denies with the
  * error as reason.
  *
@@ -264,22 +292,36 @@ export function decide(
   input: AccessRequest | FlatAccessRequest,
   opts: DecideOptions = NO_OPTIONS,
 ): Decision {
+  // The request is derived into one reused object: it never leaves this call, and a fresh one
+  // per decision would be most of what a decision allocates. Reading the input can run the
+  // caller's code (getters), which could call decide again: such a nested call gets its own.
+  const into = scratchBusy ? undefined : scratchRequest;
+  scratchBusy = true;
   try {
-    const n = normalizeRequest(fromFlat(input), snap.options.path);
-    if (!n.ok)
-      return {
-        decision: 'deny',
-        policy: null,
-        rule: null,
-        reason: `invalid request: ${n.reason}`,
-        version: snap.version,
-      };
-    return decideNormalized(snap, n.req, opts);
+    // IDs are looked up in the snapshot's own table first: that one lookup also finds the plan.
+    const r = deriveRequest(fromFlat(input), snap.options.path, snap.ids, into);
+    if (typeof r === 'string') return decision('deny', null, null, `invalid request: ${r}`, snap.version);
+    return decideNormalized(snap, r, opts);
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
-    return { decision: 'deny', policy: null, rule: null, reason: `evaluation error: ${msg}`, version: snap.version };
+    return decision('deny', null, null, `evaluation error: ${msg}`, snap.version);
+  } finally {
+    if (into !== undefined) {
+      // Drop the request's references (and through its target entry, the snapshot's).
+      resetRequest(into);
+      scratchBusy = false;
+    }
   }
 }
+
+const scratchRequest: NormalizedRequest = blankRequest();
+let scratchBusy = false;
+
+// The candidates of a planned request, for the general combination (see decideNormalized);
+// emptied after use with lists that are never modified.
+const NO_POLICIES: CompiledPolicy[] = [];
+const NO_RULES: CompiledRule[] = [];
+const planCandidates: Candidates = { applicable: NO_POLICIES, rules: NO_RULES };
 
 /** {@link decide} for an already normalized request. */
 export function decideNormalized(
@@ -287,13 +329,25 @@ export function decideNormalized(
   r: NormalizedRequest,
   opts: DecideOptions = NO_OPTIONS,
 ): Decision {
-  const now = opts.now ?? Date.now();
-  const c = findCandidates(snap, r);
+  const plan = planFor(snap.index, r);
+  let c: Candidates;
+  if (plan !== null) {
+    const rules = planRules(plan, r.sourcePrincipal);
+    if (plan.allowOnly) return firstAllow(snap, rules, r, opts);
+    planCandidates.applicable = plan.policies;
+    planCandidates.rules = rules;
+    c = planCandidates;
+  } else c = findCandidates(snap, r);
   const results = resultScratch;
   clear(results);
-  for (let i = 0; i < c.rules.length; i++) results[i] = matchFast((c.rules[i] as CompiledRule).fast, r, now);
+  let now = Number.NaN;
+  for (let i = 0; i < c.rules.length; i++) {
+    const fr = (c.rules[i] as CompiledRule).fast;
+    now = clock(fr, now, opts);
+    results[i] = matchFast(fr, r, now);
+  }
   const v = combine(c, results, r, snap, null);
-  const d: Decision = { decision: v.decision, policy: v.policy, rule: v.rule, reason: v.reason, version: snap.version };
+  const d = decision(v.decision, v.policy, v.rule, v.reason, snap.version);
   let audit: Decision['audit'];
   let dry: CompiledPolicy[] | undefined;
   for (let i = 0; i < c.rules.length; i++) {
@@ -330,5 +384,36 @@ export function decideNormalized(
       };
     });
   }
+  // Drop the references so that the scratch candidates never pin a replaced snapshot.
+  planCandidates.applicable = NO_POLICIES;
+  planCandidates.rules = NO_RULES;
   return d;
+}
+
+/**
+ * The decision when every candidate policy is an enforced ALLOW (see `TargetPlan.allowOnly`):
+ * what {@link combine} decides then — the first rule in order whose result is a match allows,
+ * else the default deny — evaluating rules only until that first match.
+ */
+function firstAllow(
+  snap: PolicySnapshot,
+  rules: readonly CompiledRule[],
+  r: NormalizedRequest,
+  opts: DecideOptions,
+): Decision {
+  let now = Number.NaN;
+  const method = methodBit(r.method);
+  const path = r.path;
+  for (let i = 0; i < rules.length; i++) {
+    const cr = rules[i] as CompiledRule;
+    const fr = cr.fast;
+    let match: boolean;
+    if (fr.simple) match = matchSimple(fr, method, path);
+    else {
+      now = clock(fr, now, opts);
+      match = matchFast(fr, r, now) === MATCH;
+    }
+    if (match) return decision('allow', cr.policyId, cr.ruleId, cr.allowReason, snap.version);
+  }
+  return decision('deny', null, null, NO_ALLOW_MATCHED, snap.version);
 }

@@ -11,6 +11,7 @@
 import { evalCondition } from './conditions.js';
 import { cidrAny } from './match.js';
 import type { Cidr, Condition, OperationMatch, Rule, SourceMatch, StringMatcher } from './model.js';
+import { methodBit, NO_METHOD_BIT } from './path.js';
 import type { NormalizedRequest } from './request.js';
 import { MATCH, NOMATCH, type RuleResult } from './rules.js';
 
@@ -18,6 +19,8 @@ const EXACT = 0;
 const PREFIX = 1;
 const SUFFIX = 2;
 const PRESENCE = 3;
+// Every bit: a rule without `methods` accepts any request, with or without a method.
+const ANY_METHOD = -1;
 
 /**
  * A copy of `s` that owns its characters: YAML scalars are slices of the whole document text,
@@ -40,24 +43,26 @@ function patterns(ms: readonly StringMatcher[] | undefined): Pattern[] | null {
   return ms === undefined ? null : ms.map((m) => new Pattern(m));
 }
 
+/** `matchString` of match.ts on a compiled pattern's kind and value. */
+function holds(kind: number, value: string, v: string): boolean {
+  switch (kind) {
+    case EXACT:
+      return v === value;
+    case PREFIX:
+      return v.startsWith(value);
+    case SUFFIX:
+      return v.endsWith(value);
+    default:
+      return v !== '';
+  }
+}
+
 /** `matchAny` of match.ts over compiled patterns: a missing value never matches. */
 function anyOf(ps: Pattern[], v: string | undefined): boolean {
   if (v === undefined) return false;
   for (let i = 0; i < ps.length; i++) {
     const p = ps[i] as Pattern;
-    switch (p.kind) {
-      case EXACT:
-        if (v === p.value) return true;
-        break;
-      case PREFIX:
-        if (v.startsWith(p.value)) return true;
-        break;
-      case SUFFIX:
-        if (v.endsWith(p.value)) return true;
-        break;
-      default:
-        if (v !== '') return true;
-    }
+    if (holds(p.kind, p.value, v)) return true;
   }
   return false;
 }
@@ -151,6 +156,22 @@ export class FastRule {
    * request, so `from` holds already and {@link matchFast} skips it.
    */
   readonly fromImplied: boolean;
+  /** A `request.time` condition may read the clock: only then does a decision read it. */
+  readonly clock: boolean;
+  /**
+   * The rule is only a method and path test (see {@link matchSimple}): no `when`, no `from` left
+   * to check, and at most one `to` entry naming nothing but exact methods and paths. Such a rule
+   * matches without visiting `to`, its operation and its pattern lists, each a separate object.
+   */
+  readonly simple: boolean;
+  /** Simple rules: the methods as a mask of {@link methodBit}s (every bit when `methods` is absent). */
+  readonly methods: number;
+  /** Simple rules: the first path pattern's kind, or -1 when the rule has no `paths`. */
+  readonly pathKind: number;
+  /** Simple rules: the first path pattern's value. */
+  readonly path: string;
+  /** Simple rules: the other path patterns, `null` when there are none. */
+  readonly morePaths: Pattern[] | null;
   constructor(rule: Rule) {
     this.from = rule.from === undefined ? null : rule.from.map((s) => new Source(s));
     const only = rule.from?.length === 1 ? (rule.from[0] as SourceMatch) : undefined;
@@ -158,7 +179,39 @@ export class FastRule {
       only?.principals !== undefined && Object.entries(only).every(([k, v]) => k === 'principals' || v === undefined);
     this.to = rule.to === undefined ? null : rule.to.map((o) => new Operation(o));
     this.when = rule.when;
+    this.clock = rule.when.some((c) => c.kind === 'time');
+    const op = rule.to?.length === 1 ? (rule.to[0] as OperationMatch) : undefined;
+    const opSimple =
+      rule.to === undefined ||
+      (op !== undefined &&
+        Object.entries(op).every(([k, v]) => k === 'methods' || k === 'paths' || v === undefined) &&
+        (op.methods ?? []).every((m) => m.kind === 'exact' && methodBit(m.value) < NO_METHOD_BIT) &&
+        op.paths?.length !== 0);
+    this.simple = rule.when.length === 0 && (rule.from === undefined || this.fromImplied) && opSimple;
+    let mask = 0;
+    if (op?.methods === undefined) mask = ANY_METHOD;
+    else for (const m of op.methods) if (m.kind === 'exact') mask |= methodBit(m.value);
+    this.methods = mask;
+    const paths = op?.paths === undefined ? [] : (patterns(op.paths) ?? []);
+    this.pathKind = paths.length === 0 ? -1 : (paths[0] as Pattern).kind;
+    this.path = paths.length === 0 ? '' : (paths[0] as Pattern).value;
+    this.morePaths = paths.length > 1 ? paths.slice(1) : null;
   }
+}
+
+/**
+ * {@link matchFast} for a {@link FastRule.simple} rule, given the request method's
+ * {@link methodBit}: match exactly when the method is among the rule's and the path among its
+ * paths (a rule without `paths` accepts any path, a missing path matches no `paths`).
+ */
+export function matchSimple(fr: FastRule, method: number, path: string | undefined): boolean {
+  if ((fr.methods & method) === 0) return false;
+  const kind = fr.pathKind;
+  if (kind < 0) return true;
+  if (path === undefined) return false;
+  if (holds(kind, fr.path, path)) return true;
+  const more = fr.morePaths;
+  return more !== null && anyOf(more, path);
 }
 
 /**

@@ -36,6 +36,8 @@ const SLASH = 0x2f;
 const DOT = 0x2e;
 const QUERY = 0x3f;
 const FRAGMENT = 0x23;
+const BACKSLASH = 0x5c;
+const PERCENT = 0x25;
 
 function hexVal(c: number): number {
   if (c >= 48 && c <= 57) return c - 48;
@@ -43,6 +45,9 @@ function hexVal(c: number): number {
   if (c >= 97 && c <= 102) return c - 87;
   return -1;
 }
+
+// A call without options shares one object instead of allocating `{}` per request.
+const NO_OPTIONS: PathOptions = Object.freeze({});
 
 /**
  * Normalizes a request path: query and fragment dropped, `\` → `/`, percent-encoded unreserved
@@ -55,9 +60,28 @@ function hexVal(c: number): number {
  * normalizePath('/v1/charges/%2e%2e/admin?x=1') // { ok: true, path: '/v1/admin' }
  * normalizePath('/a%00b')                       // { ok: false, reason: 'path contains a null byte' }
  */
-export function normalizePath(raw: string, opts: PathOptions = {}): PathResult {
+export function normalizePath(raw: string, opts: PathOptions = NO_OPTIONS): PathResult {
+  const s = normalizePathText(raw, opts);
+  return isPath(s) ? { ok: true, path: s } : { ok: false, reason: s };
+}
+
+/**
+ * True when a {@link normalizePathText} result is a path rather than a refusal: a normalized path
+ * always begins with `/`, and no refusal reason does.
+ */
+export function isPath(s: string): boolean {
+  return s.charCodeAt(0) === SLASH;
+}
+
+/**
+ * {@link normalizePath} without a result object, for the decision hot path: returns the
+ * normalized path (always beginning with `/`) or the reason for refusing it (never beginning
+ * with `/`; tell them apart with {@link isPath}). An already canonical path is returned as the
+ * very string given.
+ */
+export function normalizePathText(raw: string, opts: PathOptions = NO_OPTIONS): string {
   const max = opts.maxLength ?? 4096;
-  if (raw.length > max) return { ok: false, reason: `path longer than ${max} bytes` };
+  if (raw.length > max) return `path longer than ${max} bytes`;
   // One scan decides whether the path (up to `?`/`#`) is already canonical: it starts with `/`,
   // holds only pchar characters, and has no dot segment, empty segment or trailing dot. Such a
   // path is returned as it is; anything else takes the full normalization below.
@@ -75,57 +99,76 @@ export function normalizePath(raw: string, opts: PathOptions = {}): PathResult {
   }
   if (prev === DOT) canonical = false;
   const p = end === raw.length ? raw : raw.slice(0, end);
-  if (canonical) return { ok: true, path: p };
+  if (canonical) return p;
 
+  // Characters that stay as they are are copied in runs (`p.slice(run, i)`) rather than one by
+  // one, so a path that only needs its dot segments removed builds no intermediate strings here.
   let s = '';
+  let run = 0;
   for (let i = 0; i < p.length; i++) {
     const c = p.charCodeAt(i);
-    if (c === 0) return { ok: false, reason: 'path contains a null byte' };
-    if (c < 0x20 || c === 0x7f) return { ok: false, reason: 'path contains a control character' };
-    if (c > 0x7e) return { ok: false, reason: 'path contains a non-ASCII character' };
-    const ch = p[i] as string;
-    if (ch === '\\') {
-      s += '/';
-    } else if (ch === '%') {
+    if (c === 0) return 'path contains a null byte';
+    if (c < 0x20 || c === 0x7f) return 'path contains a control character';
+    if (c > 0x7e) return 'path contains a non-ASCII character';
+    if (c === BACKSLASH) {
+      s += `${p.slice(run, i)}/`;
+      run = i + 1;
+    } else if (c === PERCENT) {
       const hi = hexVal(p.charCodeAt(i + 1));
       const lo = hexVal(p.charCodeAt(i + 2));
-      if (hi < 0 || lo < 0) return { ok: false, reason: `path has an invalid percent-escape at offset ${i}` };
+      if (hi < 0 || lo < 0) return `path has an invalid percent-escape at offset ${i}`;
       const v = hi * 16 + lo;
-      i += 2;
-      if (v === 0) return { ok: false, reason: 'path contains a null byte' };
-      const dec = String.fromCharCode(v);
-      if (dec === '.' && opts.encodedDots === 'reject') return { ok: false, reason: 'path contains an encoded dot' };
-      if (v < 0x80 && UNRESERVED[v] === 1) s += dec;
-      else if ((v === 0x2f || v === 0x5c) && opts.decodeSlashes) s += '/';
+      if (v === 0) return 'path contains a null byte';
+      if (v === DOT && opts.encodedDots === 'reject') return 'path contains an encoded dot';
+      s += p.slice(run, i);
+      if (v < 0x80 && UNRESERVED[v] === 1) s += String.fromCharCode(v);
+      else if ((v === SLASH || v === BACKSLASH) && opts.decodeSlashes) s += '/';
       else s += `%${HEX[hi]}${HEX[lo]}`;
-    } else if (PCHAR[c] === 1) {
-      s += ch;
-    } else {
-      return { ok: false, reason: `path contains a character that must be percent-encoded: ${JSON.stringify(ch)}` };
+      i += 2;
+      run = i + 1;
+    } else if (PCHAR[c] !== 1) {
+      return `path contains a character that must be percent-encoded: ${JSON.stringify(p[i])}`;
     }
   }
-  if (!s.startsWith('/')) return { ok: false, reason: 'path must begin with /' };
-  return { ok: true, path: removeDotSegments(s, opts.mergeSlashes ?? true) };
+  s = run === 0 ? p : s + p.slice(run);
+  if (!isPath(s)) return 'path must begin with /';
+  return removeDotSegments(s, opts.mergeSlashes ?? true);
 }
 
-/** RFC 3986 §5.2.4 on an absolute path; `..` above the root stays at the root. */
+// Output segment offsets of the path being resolved (see removeDotSegments); the hot path is
+// synchronous, so one list serves every call.
+const segmentStarts: number[] = [];
+
+/**
+ * RFC 3986 §5.2.4 on an absolute path; `..` above the root stays at the root. One pass over the
+ * segments: `out` holds the resolved path so far and `segmentStarts` where each of its segments
+ * begins, so `..` cuts `out` back instead of splitting and re-joining arrays.
+ */
 function removeDotSegments(p: string, merge: boolean): string {
-  const segs = p.split('/');
-  const out: string[] = [];
+  const starts = segmentStarts;
+  let out = '';
   let trailing = false;
-  for (let i = 1; i < segs.length; i++) {
-    const seg = segs[i] as string;
-    const last = i === segs.length - 1;
+  let i = 1;
+  while (i <= p.length) {
+    let j = p.indexOf('/', i);
+    if (j < 0) j = p.length;
+    const len = j - i;
+    const last = j === p.length;
     trailing = false;
-    if (seg === '.') trailing = last;
-    else if (seg === '..') {
-      out.pop();
+    if (len === 1 && p.charCodeAt(i) === DOT) trailing = last;
+    else if (len === 2 && p.charCodeAt(i) === DOT && p.charCodeAt(i + 1) === DOT) {
+      if (starts.length > 0) out = out.slice(0, starts.pop());
       trailing = last;
-    } else if (seg === '' && merge) trailing = last;
-    else out.push(seg);
+    } else if (len === 0 && merge) trailing = last;
+    else {
+      starts.push(out.length);
+      out += `/${p.slice(i, j)}`;
+    }
+    i = j + 1;
   }
-  const body = `/${out.join('/')}`;
-  return trailing && out.length > 0 ? `${body}/` : body;
+  while (starts.length > 0) starts.pop();
+  if (out === '') return '/';
+  return trailing ? `${out}/` : out;
 }
 
 /** The methods a rule may name. Anything else (including lower-case spellings) is denied. */
@@ -140,6 +183,43 @@ export const KNOWN_METHODS: ReadonlySet<string> = new Set([
   'TRACE',
   'PATCH',
 ]);
+
+/** Bit of a request without a method in {@link methodBit}'s numbering. */
+export const NO_METHOD_BIT = 1 << 9;
+/** Bit of any other method (not one of {@link KNOWN_METHODS}) in {@link methodBit}'s numbering. */
+export const OTHER_METHOD_BIT = 1 << 10;
+
+/**
+ * The method as one bit, so that a rule's methods test as one mask (`mask & bit`): the known
+ * methods take bits 0–8, a missing method {@link NO_METHOD_BIT}, anything else
+ * {@link OTHER_METHOD_BIT}. Every request has exactly one bit.
+ */
+export function methodBit(method: string | undefined): number {
+  switch (method) {
+    case 'GET':
+      return 1;
+    case 'POST':
+      return 2;
+    case 'PUT':
+      return 4;
+    case 'DELETE':
+      return 8;
+    case 'PATCH':
+      return 16;
+    case 'HEAD':
+      return 32;
+    case 'OPTIONS':
+      return 64;
+    case 'CONNECT':
+      return 128;
+    case 'TRACE':
+      return 256;
+    case undefined:
+      return NO_METHOD_BIT;
+    default:
+      return OTHER_METHOD_BIT;
+  }
+}
 
 /**
  * Checks an HTTP method: it must be an upper-case known token.

@@ -6,7 +6,8 @@
 import { z } from 'zod';
 import { istioPrincipal, spiffeParts } from './identity.js';
 import { parseIp } from './match.js';
-import { checkMethod, normalizePath, type PathOptions } from './path.js';
+import { checkMethod, isPath, normalizePathText, type PathOptions } from './path.js';
+import type { TargetPlan } from './plan.js';
 
 const DeviceSchema = z
   .object({
@@ -146,6 +147,12 @@ export interface NormalizedRequest {
   targetService?: string;
   targetNamespace?: string;
   targetLabels: Record<string, string>;
+  /**
+   * @internal The target ID's entry in the ID table of the snapshot the request was derived for,
+   * so that the evaluator reuses that lookup (it checks that the entry belongs to its snapshot
+   * and that no attribute was overridden before trusting it).
+   */
+  targetInfo?: IdInfo;
   host?: string;
   port?: number;
   destinationIp?: { family: 4 | 6; value: bigint };
@@ -163,30 +170,54 @@ export type NormalizeResult = { ok: true; req: NormalizedRequest } | { ok: false
 
 const EMPTY: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
-interface IdInfo {
-  principal: string;
-  namespace: string | undefined;
-  service: string | undefined;
+/**
+ * What a SPIFFE ID gives a request: its Istio principal, namespace, service and default labels.
+ * @internal
+ */
+export interface IdInfo {
+  /** The SPIFFE ID itself. */
+  readonly id: string;
+  readonly principal: string;
+  readonly namespace: string | undefined;
+  readonly service: string | undefined;
   /** `{ app: service }`, shared and frozen: the default target labels, built once per ID. */
-  labels: Record<string, string> | undefined;
+  readonly labels: Record<string, string> | undefined;
+  /**
+   * Set in a compiled snapshot's ID table (see plan.ts): the candidates for a request whose
+   * target is this ID and whose attributes all derive from it. `null` in the module cache.
+   */
+  readonly plan: TargetPlan | null;
+}
+
+/**
+ * Derives {@link IdInfo} from a SPIFFE ID; `null` when it is not one. Used for the module cache
+ * below and, at compile time, for a snapshot's ID table, so both derive exactly alike.
+ * @internal
+ */
+export function deriveIdInfo(id: string, plan: TargetPlan | null = null): IdInfo | null {
+  const p = spiffeParts(id);
+  if (!p) return null;
+  return {
+    id,
+    principal: istioPrincipal(id),
+    namespace: p.namespace,
+    service: p.service,
+    labels: p.service === undefined ? undefined : (Object.freeze({ app: p.service }) as Record<string, string>),
+    plan,
+  };
 }
 
 // Workload IDs repeat endlessly on the hot path: remember their derivations (bounded, reset when full).
 const idCache = new Map<string, IdInfo | null>();
 const ID_CACHE_MAX = 65_536;
 
-function idInfo(id: string): IdInfo | null {
+function idInfo(id: string, known: ReadonlyMap<string, IdInfo> | undefined): IdInfo | null {
+  // IDs named by the snapshot's policies come from its table, which also holds their plans.
+  const k = known?.get(id);
+  if (k !== undefined) return k;
   let v = idCache.get(id);
   if (v === undefined) {
-    const p = spiffeParts(id);
-    v = p
-      ? {
-          principal: istioPrincipal(id),
-          namespace: p.namespace,
-          service: p.service,
-          labels: p.service === undefined ? undefined : (Object.freeze({ app: p.service }) as Record<string, string>),
-        }
-      : null;
+    v = deriveIdInfo(id);
     if (idCache.size >= ID_CACHE_MAX) idCache.clear();
     idCache.set(id, v);
   }
@@ -198,7 +229,7 @@ function idInfo(id: string): IdInfo | null {
  * this one order: every normalized request then shares one hidden class, so the property loads
  * of the matchers stay monomorphic instead of degrading with each optional field a request sets.
  */
-function blankRequest(): NormalizedRequest {
+export function blankRequest(): NormalizedRequest {
   return {
     sourceSpiffeId: undefined,
     sourcePrincipal: undefined,
@@ -218,6 +249,7 @@ function blankRequest(): NormalizedRequest {
     targetService: undefined,
     targetNamespace: undefined,
     targetLabels: EMPTY,
+    targetInfo: undefined,
     host: undefined,
     port: undefined,
     destinationIp: undefined,
@@ -227,6 +259,41 @@ function blankRequest(): NormalizedRequest {
     headers: EMPTY,
     time: undefined,
   };
+}
+
+/**
+ * Puts `o` back to {@link blankRequest}'s state, property by property (its shape stays the same),
+ * so that the decision hot path can derive every request into one reused object.
+ * @internal
+ */
+export function resetRequest(o: NormalizedRequest): void {
+  o.sourceSpiffeId = undefined;
+  o.sourcePrincipal = undefined;
+  o.sourceNamespace = undefined;
+  o.sourceService = undefined;
+  o.sourceIp = undefined;
+  o.remoteIp = undefined;
+  o.user = undefined;
+  o.claims = undefined;
+  o.requestPrincipal = undefined;
+  o.audiences = undefined;
+  o.presenter = undefined;
+  o.mfa = undefined;
+  o.riskScore = undefined;
+  o.device = undefined;
+  o.targetSpiffeId = undefined;
+  o.targetService = undefined;
+  o.targetNamespace = undefined;
+  o.targetLabels = EMPTY;
+  o.targetInfo = undefined;
+  o.host = undefined;
+  o.port = undefined;
+  o.destinationIp = undefined;
+  o.sni = undefined;
+  o.method = undefined;
+  o.path = undefined;
+  o.headers = EMPTY;
+  o.time = undefined;
 }
 
 /**
@@ -240,12 +307,33 @@ function blankRequest(): NormalizedRequest {
  * // { ok: true, req: { sourceNamespace: 'payments', sourceService: 'api-gateway', … } }
  */
 export function normalizeRequest(input: AccessRequest, pathOptions?: PathOptions): NormalizeResult {
-  const out = blankRequest();
+  const r = deriveRequest(input, pathOptions, undefined);
+  return typeof r === 'string' ? { ok: false, reason: r } : { ok: true, req: r };
+}
+
+/**
+ * {@link normalizeRequest} for the decision hot path: the request, or the reason to deny it,
+ * without a result object; SPIFFE IDs are looked up in `known` (a snapshot's ID table) first.
+ * With `into`, the request is derived into that object (reset first) instead of a new one.
+ * @internal
+ */
+export function deriveRequest(
+  input: AccessRequest,
+  pathOptions: PathOptions | undefined,
+  known: ReadonlyMap<string, IdInfo> | undefined,
+  into?: NormalizedRequest,
+): NormalizedRequest | string {
+  let out: NormalizedRequest;
+  if (into === undefined) out = blankRequest();
+  else {
+    out = into;
+    resetRequest(out);
+  }
   const src = input.source;
   if (src) {
     if (src.spiffe_id !== undefined) {
-      const p = idInfo(src.spiffe_id);
-      if (!p) return { ok: false, reason: `source.spiffe_id is not a SPIFFE ID: ${JSON.stringify(src.spiffe_id)}` };
+      const p = idInfo(src.spiffe_id, known);
+      if (!p) return `source.spiffe_id is not a SPIFFE ID: ${JSON.stringify(src.spiffe_id)}`;
       out.sourceSpiffeId = src.spiffe_id;
       out.sourcePrincipal = p.principal;
       out.sourceNamespace = p.namespace;
@@ -255,13 +343,12 @@ export function normalizeRequest(input: AccessRequest, pathOptions?: PathOptions
     if (src.service !== undefined) out.sourceService = src.service;
     if (src.ip !== undefined) {
       out.sourceIp = parseIp(src.ip);
-      if (!out.sourceIp) return { ok: false, reason: `source.ip is not an IP address: ${JSON.stringify(src.ip)}` };
+      if (!out.sourceIp) return `source.ip is not an IP address: ${JSON.stringify(src.ip)}`;
     }
     // Without a proxy in front, the remote address is the peer address.
     if (src.remote_ip !== undefined) {
       out.remoteIp = parseIp(src.remote_ip);
-      if (!out.remoteIp)
-        return { ok: false, reason: `source.remote_ip is not an IP address: ${JSON.stringify(src.remote_ip)}` };
+      if (!out.remoteIp) return `source.remote_ip is not an IP address: ${JSON.stringify(src.remote_ip)}`;
     } else out.remoteIp = out.sourceIp;
     out.user = src.user;
     if (src.claims) {
@@ -269,7 +356,7 @@ export function normalizeRequest(input: AccessRequest, pathOptions?: PathOptions
       out.claims = c;
       if (typeof c.iss === 'string' && typeof c.sub === 'string') out.requestPrincipal = `${c.iss}/${c.sub}`;
       if (typeof c.aud === 'string') out.audiences = [c.aud];
-      else if (Array.isArray(c.aud)) out.audiences = c.aud.filter((a): a is string => typeof a === 'string');
+      else if (Array.isArray(c.aud)) out.audiences = c.aud.filter(isString);
       if (typeof c.azp === 'string') out.presenter = c.azp;
     }
     out.mfa = src.mfa;
@@ -280,11 +367,12 @@ export function normalizeRequest(input: AccessRequest, pathOptions?: PathOptions
   if (tgt) {
     let idLabels: Record<string, string> | undefined;
     if (tgt.spiffe_id !== undefined) {
-      const p = idInfo(tgt.spiffe_id);
-      if (!p) return { ok: false, reason: `target.spiffe_id is not a SPIFFE ID: ${JSON.stringify(tgt.spiffe_id)}` };
+      const p = idInfo(tgt.spiffe_id, known);
+      if (!p) return `target.spiffe_id is not a SPIFFE ID: ${JSON.stringify(tgt.spiffe_id)}`;
       out.targetSpiffeId = tgt.spiffe_id;
       out.targetNamespace = p.namespace;
       out.targetService = p.service;
+      if (p.plan !== null) out.targetInfo = p;
       idLabels = p.labels;
     }
     if (tgt.namespace !== undefined) out.targetNamespace = tgt.namespace;
@@ -300,7 +388,7 @@ export function normalizeRequest(input: AccessRequest, pathOptions?: PathOptions
     out.port = tgt.port;
     if (tgt.ip !== undefined) {
       out.destinationIp = parseIp(tgt.ip);
-      if (!out.destinationIp) return { ok: false, reason: `target.ip is not an IP address: ${JSON.stringify(tgt.ip)}` };
+      if (!out.destinationIp) return `target.ip is not an IP address: ${JSON.stringify(tgt.ip)}`;
     }
     out.sni = tgt.sni;
   }
@@ -308,13 +396,13 @@ export function normalizeRequest(input: AccessRequest, pathOptions?: PathOptions
   if (rq) {
     if (rq.method !== undefined) {
       const bad = checkMethod(rq.method);
-      if (bad) return { ok: false, reason: bad };
+      if (bad) return bad;
       out.method = rq.method;
     }
     if (rq.path !== undefined) {
-      const np = normalizePath(rq.path, pathOptions);
-      if (!np.ok) return { ok: false, reason: np.reason };
-      out.path = np.path;
+      const np = normalizePathText(rq.path, pathOptions);
+      if (!isPath(np)) return np;
+      out.path = np;
     }
     if (rq.headers) {
       const h: Record<string, string> = {};
@@ -323,9 +411,13 @@ export function normalizeRequest(input: AccessRequest, pathOptions?: PathOptions
     }
     if (rq.time !== undefined) {
       const t = Date.parse(rq.time);
-      if (Number.isNaN(t)) return { ok: false, reason: `request.time is not a date-time: ${JSON.stringify(rq.time)}` };
+      if (Number.isNaN(t)) return `request.time is not a date-time: ${JSON.stringify(rq.time)}`;
       out.time = t;
     }
   }
-  return { ok: true, req: out };
+  return out;
+}
+
+function isString(a: unknown): a is string {
+  return typeof a === 'string';
 }

@@ -5,6 +5,7 @@ import {
   type Condition,
   compile,
   decide,
+  decideNormalized,
   naiveDecide,
   normalizeRequest,
   type OperationMatch,
@@ -133,6 +134,42 @@ describe('compiled index agrees with the naive evaluator', () => {
             const fast = decide(snap, input, { now: 0 });
             const slow = naiveDecide(ps, n.req, { istioDefaultAllow, now: 0 });
             expect({ decision: fast.decision, policy: fast.policy, rule: fast.rule }).toEqual(slow);
+          }
+        },
+      ),
+      { numRuns: 400 },
+    );
+  });
+});
+
+// decide() takes a precompiled per-target plan when the target is an ID the policies name and
+// nothing overrides what it derives; decideNormalized() on a plainly normalized request takes the
+// general lookup. Both must give the very same decision, reason, audit and dry-run records.
+describe('per-target plans decide exactly as the general lookup', () => {
+  it('on random policies and requests', () => {
+    fc.assert(
+      fc.property(
+        policies,
+        fc.array(request, { minLength: 1, maxLength: 12 }),
+        fc.boolean(),
+        (ps, reqs, istioDefaultAllow) => {
+          const snap = compile(ps, { istioDefaultAllow });
+          for (const r of reqs) {
+            const input = {
+              source: {
+                ...(r.src ? { spiffe_id: `spiffe://${principal(...r.src)}` } : {}),
+                mfa: r.mfa,
+                risk_score: r.risk,
+              },
+              target: {
+                spiffe_id: `spiffe://${principal(...r.dst)}`,
+                ...(r.labels ? { labels: { app: r.dst[1], tier: 'x' } } : {}),
+              },
+              request: { method: r.method, path: r.path },
+            };
+            const n = normalizeRequest(input);
+            if (!n.ok) throw new Error(n.reason);
+            expect(decide(snap, input, { now: 0 })).toEqual(decideNormalized(snap, n.req, { now: 0 }));
           }
         },
       ),
