@@ -36,7 +36,14 @@ export function serverPlugins(config: Config): ServerPlugin[] {
     grpc:
       config.decision.envoy_grpc_port === undefined
         ? undefined
-        : { host: config.server.host, port: config.decision.envoy_grpc_port },
+        : {
+            host: config.server.host,
+            port: config.decision.envoy_grpc_port,
+            mtls:
+              config.decision.envoy_grpc_tls === 'mtls'
+                ? { ca: ca.handle, clients: config.decision.envoy_grpc_clients }
+                : undefined,
+          },
   });
   const a = config.audit;
   const audit = auditPlugin({

@@ -51,6 +51,10 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** Port of the Envoy ext_authz gRPC listener (Envoy's examples use 9191); absent: not started. */
       envoy_grpc_port: port.optional(),
+      /** `mtls` (default): the ext_authz port presents the server's SVID and requires a client SVID. */
+      envoy_grpc_tls: z.enum(['mtls', 'plaintext']).default('mtls'),
+      /** SPIFFE IDs that may call ext_authz over mTLS (Envoy's); empty: any workload of the trust domain. */
+      envoy_grpc_clients: z.array(z.string().startsWith('spiffe://')).default([]),
       /** Addresses or CIDRs whose identity headers (XFCC, X-Client-Cert) are believed. */
       trusted_proxies: z.array(z.string().min(1)).default(['127.0.0.1/32', '::1/128']),
       /** Target for nginx/Envoy checks that name none. */

@@ -13,6 +13,8 @@ import { packageRoot } from '../workload/paths.js';
 import { type EnforcedDecision, type DecisionRecorder, enforce, refuse, type SnapshotProvider } from './decision.js';
 import { targetOf } from './http.js';
 import { verifyForwardedCertificate } from './identity.js';
+import { grpcPeerVerifier, svidServerCredentials } from './mtls/grpc.js';
+import type { Authorizer, PeerAuthorizationError, X509SvidSource } from './mtls/index.js';
 
 /** gRPC status codes used in `CheckResponse.status`. */
 export const GRPC_OK = 0;
@@ -183,9 +185,16 @@ export interface EnvoyAuthzServer {
   close(): Promise<void>;
 }
 
+/** mTLS for the ext_authz port: the server's SVID, and which callers (Envoy's SPIFFE IDs) may ask. */
+export interface EnvoyAuthzTls {
+  source: X509SvidSource;
+  authorize: Authorizer;
+}
+
 /**
- * Serves `envoy.service.auth.v3.Authorization/Check` on its own port (plaintext: run it on
- * loopback or a node-local address next to Envoy).
+ * Serves `envoy.service.auth.v3.Authorization/Check` on its own port: with `tls`, over mTLS where
+ * only authorized callers (Envoy) may ask — anyone else gets UNAUTHENTICATED or PERMISSION_DENIED,
+ * recorded; without, in plaintext (loopback or a node-local address next to Envoy only).
  *
  * @example
  * ```ts
@@ -194,12 +203,24 @@ export interface EnvoyAuthzServer {
  * ```
  */
 export async function startEnvoyAuthzServer(
-  opts: EnvoyCheckOptions & { host?: string; port: number },
+  opts: EnvoyCheckOptions & { host?: string; port: number; tls?: EnvoyAuthzTls },
 ): Promise<EnvoyAuthzServer> {
   const Authorization = envoyAuthPackage().Authorization as grpc.ServiceClientConstructor;
   const server = new grpc.Server();
+  const callers = opts.tls ? grpcPeerVerifier(opts.tls.source, opts.tls.authorize) : undefined;
   server.addService(Authorization.service, {
     Check: (call: grpc.ServerUnaryCall<CheckRequest, CheckResponse>, cb: grpc.sendUnaryData<CheckResponse>) => {
+      if (callers) {
+        try {
+          callers.verify(call);
+        } catch (e) {
+          const err = e as PeerAuthorizationError;
+          refuse(`ext_authz caller refused: ${err.message}`, {}, opts.recorder, { pep: 'envoy-grpc' });
+          const code =
+            err.code === 'ERR_PEER_UNAUTHORIZED' ? grpc.status.PERMISSION_DENIED : grpc.status.UNAUTHENTICATED;
+          return cb({ code, details: err.code });
+        }
+      }
       let res: CheckResponse;
       try {
         res = envoyCheck(call.request, opts);
@@ -217,7 +238,7 @@ export async function startEnvoyAuthzServer(
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(
       `${host.includes(':') ? `[${host}]` : host}:${opts.port}`,
-      grpc.ServerCredentials.createInsecure(),
+      opts.tls ? svidServerCredentials(opts.tls.source) : grpc.ServerCredentials.createInsecure(),
       (err, p) => (err ? reject(err) : resolve(p)),
     ),
   );

@@ -16,11 +16,12 @@ import type { RegistrationEntry } from '../../registration/entry.js';
 import { parseSpiffeId } from '../../spiffe/index.js';
 import { verifyPeerSvid } from '../peer-svid.js';
 import { type Handler, HttpError, readJson, Router, sendJson } from '../router.js';
+import { SERVER_SVID_PATH, type ServerSvid, serverSvidSource } from '../server-svid.js';
 import type { ServerContext, ServerPlugin } from '../server.js';
 import type { CaHandle } from './ca.js';
 import { entryJson } from './registration.js';
 
-export const SERVER_SVID_PATH = '/nevertrust/server';
+export { SERVER_SVID_PATH } from '../server-svid.js';
 
 /** Entries an agent is authorized for: children of the agent, and of those entries, transitively. */
 export function entriesForAgent(
@@ -92,6 +93,7 @@ interface SyncClient {
 
 export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & { address(): AddressInfo | undefined } {
   let https: Server | undefined;
+  let serverSvid: ServerSvid | undefined;
   let poll: NodeJS.Timeout | undefined;
   let heartbeat: NodeJS.Timeout | undefined;
   let unsubscribe: (() => void) | undefined;
@@ -109,20 +111,13 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
       for (const r of opts.routes ?? []) router.on(r.method, r.path, r.handler);
 
       // The server's own SVID for this port, re-minted at half-life and on every bundle change.
-      let serverSvid: { cert: string; key: string; notAfter: number; issuedAt: number } | undefined;
-      const mintServerSvid = () => {
-        const ca = opts.ca.current();
-        const s = ca.mintX509Svid({ spiffeId: serverId, dnsNames: ['localhost'] });
-        serverSvid = {
-          cert: certificatesToPem(s.chain),
-          key: s.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string,
-          notAfter: s.notAfter.getTime(),
-          issuedAt: Date.now(),
-        };
-        https?.setSecureContext({ cert: serverSvid.cert, key: serverSvid.key });
-      };
-      mintServerSvid();
-      const current = serverSvid as unknown as { cert: string; key: string };
+      serverSvid = serverSvidSource(opts.ca, td);
+      const tlsMaterial = () => ({
+        cert: (serverSvid as ServerSvid).source.svid.certChainPem,
+        key: (serverSvid as ServerSvid).source.svid.privateKeyPem,
+      });
+      serverSvid.source.on('update', () => https?.setSecureContext(tlsMaterial()));
+      const current = tlsMaterial();
 
       const authenticateAgent = async (req: IncomingMessage) => {
         const verified = verifyPeerSvid(req.socket as TLSSocket, opts.ca.current().bundle());
@@ -267,10 +262,24 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
             throw new HttpError(400, 'invalid_request', 'requests: an array of at most 1000 {entry_id, csr}');
           }
           const authorized = new Map(entriesForAgent(await allEntries(), agentId).map((e) => [e.id, e]));
+          const requests = body.requests as { entry_id?: unknown; csr?: unknown }[];
+          const entryOf = (r: (typeof requests)[number]) =>
+            typeof r.entry_id === 'string' ? authorized.get(r.entry_id) : undefined;
+          // All authorized CSRs go to the CA at once, so its worker threads sign the batch in parallel;
+          // results and events keep the request order.
+          const issued = requests.map((r) => {
+            const entry = entryOf(r);
+            if (!entry || typeof r.csr !== 'string') return undefined;
+            return issue(r.csr, entry.spiffeId, entry.dnsNames, entry.x509SvidTtl).then(
+              (svid) => ({ svid }),
+              (e: Error) => ({ error: e }),
+            );
+          });
           const results = [];
-          for (const r of body.requests as { entry_id?: unknown; csr?: unknown }[]) {
-            const entry = typeof r.entry_id === 'string' ? authorized.get(r.entry_id) : undefined;
-            if (!entry || typeof r.csr !== 'string') {
+          for (const [i, r] of requests.entries()) {
+            const entry = entryOf(r);
+            const outcome = await issued[i];
+            if (!entry || !outcome) {
               const reason = `entry ${String(r.entry_id)} is not authorized for ${agentId}`;
               events.record({
                 kind: 'svid.issued',
@@ -282,8 +291,8 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
               results.push({ entry_id: r.entry_id, error: reason });
               continue;
             }
-            try {
-              const svid = await issue(r.csr, entry.spiffeId, entry.dnsNames, entry.x509SvidTtl);
+            if ('svid' in outcome) {
+              const { svid } = outcome;
               events.record({
                 kind: 'svid.issued',
                 outcome: 'allow',
@@ -293,8 +302,8 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
                 details: { serial: svid.serialHex, not_after: svid.notAfter.toISOString() },
               });
               results.push({ entry_id: entry.id, ...svidJson(svid) });
-            } catch (e) {
-              results.push({ entry_id: entry.id, error: (e as Error).message });
+            } else {
+              results.push({ entry_id: entry.id, error: outcome.error.message });
             }
           }
           sendJson(res, 200, { results });
@@ -374,8 +383,6 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
             mark = m;
             if (!first) await push();
           }
-          if (serverSvid && Date.now() > serverSvid.issuedAt + (serverSvid.notAfter - serverSvid.issuedAt) / 2)
-            mintServerSvid();
         } catch (e) {
           logger.error({ err: e }, 'entry change poll failed');
         }
@@ -385,10 +392,7 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
         for (const c of clients) c.res.write(`${JSON.stringify({ type: 'ping' })}\n`);
       }, 15_000);
       heartbeat.unref();
-      unsubscribe = opts.ca.onBundleChange(() => {
-        mintServerSvid();
-        void push();
-      });
+      unsubscribe = opts.ca.onBundleChange(() => void push());
 
       https = createServer(
         { cert: current.cert, key: current.key, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
@@ -431,6 +435,7 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
       if (poll) clearInterval(poll);
       if (heartbeat) clearInterval(heartbeat);
       unsubscribe?.();
+      serverSvid?.stop();
       for (const c of clients) c.res.end();
       clients.clear();
       const closed = new Promise<void>((r) => (https ? https.close(() => r()) : r()));

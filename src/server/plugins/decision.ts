@@ -11,8 +11,11 @@ import { BodyError, plainAddress, readJsonBody, targetOf } from '../../pep/http.
 import { identityFromProxyHeaders, type ProxyTrust, TrustedProxies } from '../../pep/identity.js';
 import { type AccessRequest, parseAccessRequest } from '../../policy/index.js';
 import type { BundleSource } from '../../spiffe/index.js';
+import { authorizeMemberOf, authorizeOneOf } from '../../pep/mtls/index.js';
 import { sendJson } from '../router.js';
+import { type ServerSvid, serverSvidSource } from '../server-svid.js';
 import type { ServerContext, ServerPlugin } from '../server.js';
+import type { CaHandle } from './ca.js';
 import type { PolicyHandle } from './policy.js';
 
 /** Options of {@link decisionPlugin}. */
@@ -26,8 +29,12 @@ export interface DecisionPluginOptions {
   trustXfccUri?: boolean;
   /** Target used by nginx/Envoy checks that name none (`x-nevertrust-target` or `?target=`). */
   defaultTarget?: string;
-  /** Envoy ext_authz gRPC listener; omitted: not started. Port 0 picks a free port. */
-  grpc?: { host?: string; port: number };
+  /**
+   * Envoy ext_authz gRPC listener; omitted: not started. Port 0 picks a free port. With `mtls`, the
+   * port presents the server's SVID and only `clients` (SPIFFE IDs; default: any workload of the
+   * trust domain) may ask.
+   */
+  grpc?: { host?: string; port: number; mtls?: { ca: CaHandle; clients?: readonly string[] } };
   /** Longest wait for a request body (default 2000 ms). */
   bodyTimeoutMs?: number;
   /** Largest request body (default 64 KiB). */
@@ -92,6 +99,7 @@ export function decisionPlugin(opts: DecisionPluginOptions): ServerPlugin & { gr
   const snapshot = () => opts.policy.current();
   const bodyOpts = { limit: opts.maxBodyBytes ?? 64 * 1024, timeoutMs: opts.bodyTimeoutMs ?? 2000 };
   let grpcServer: EnvoyAuthzServer | undefined;
+  let serverSvid: ServerSvid | undefined;
 
   return {
     name: 'decision',
@@ -241,6 +249,8 @@ export function decisionPlugin(opts: DecisionPluginOptions): ServerPlugin & { gr
 
       ctx.announce('decision API', 'POST /v1/decide, POST /v1/data/<path>, GET /v1/authz/nginx, /v1/authz/envoy/*');
       if (opts.grpc) {
+        const mtls = opts.grpc.mtls;
+        serverSvid = mtls ? serverSvidSource(mtls.ca, ctx.config.trust_domain) : undefined;
         grpcServer = await startEnvoyAuthzServer({
           host: opts.grpc.host,
           port: opts.grpc.port,
@@ -248,13 +258,26 @@ export function decisionPlugin(opts: DecisionPluginOptions): ServerPlugin & { gr
           recorder: events,
           bundles,
           defaultTarget: opts.defaultTarget,
+          tls:
+            mtls && serverSvid
+              ? {
+                  source: serverSvid.source,
+                  authorize: mtls.clients?.length
+                    ? authorizeOneOf(mtls.clients)
+                    : authorizeMemberOf(ctx.config.trust_domain),
+                }
+              : undefined,
         });
-        ctx.announce('envoy ext_authz (gRPC)', `${opts.grpc.host ?? '127.0.0.1'}:${grpcServer.port}`);
+        ctx.announce(
+          'envoy ext_authz (gRPC)',
+          `${opts.grpc.host ?? '127.0.0.1'}:${grpcServer.port}${mtls ? `   (mTLS, server ID ${serverSvid?.spiffeId})` : '   (plaintext)'}`,
+        );
         logger.info({ port: grpcServer.port }, 'envoy ext_authz gRPC listening');
       }
     },
     async close() {
       await grpcServer?.close();
+      serverSvid?.stop();
     },
   };
 }
