@@ -30,6 +30,7 @@ import { verifyCsr, verifyCsrAsync } from './csr.js';
 import { CaError } from './errors.js';
 import type { Kek, SealedKey } from './kek.js';
 import { DEFAULT_KEY_TYPE, exportPkcs8, generatePrivateKey, type KeyType } from './keys.js';
+import { type PoolIssuer, poolIssuer, type SigningPool, sharedSigningPool } from './signing-pool.js';
 import type { CaStateStore } from './state.js';
 
 /** SPIRE defaults. */
@@ -88,6 +89,12 @@ export interface CertificateAuthorityOptions {
   upstream?: UpstreamAuthority;
   /** Injectable clock, for tests that drive rotation. */
   clock?: () => Date;
+  /**
+   * Worker threads for {@link CertificateAuthority.signX509SvidFromCsrAsync}: default the
+   * process-wide pool (`os.availableParallelism()` threads, started on first use); a pool of your own
+   * for another size; `null` to check and sign on libuv's thread pool instead (no worker threads).
+   */
+  signingPool?: SigningPool | null;
 }
 
 export interface SignX509SvidRequest {
@@ -159,6 +166,8 @@ interface Generation {
   caCert: Buffer;
   caKey: KeyObject;
   issuer: LeafIssuer;
+  /** The same generation for the signing pool's workers. */
+  poolIssuer: PoolIssuer;
   /** Certificates after the leaf in issued chains. */
   chainTail: Buffer[];
   jwtKid: string;
@@ -266,6 +275,8 @@ export class CertificateAuthority {
   #dirty = false;
   #bundle: TrustBundle | undefined;
   #queue: Promise<unknown> = Promise.resolve();
+  /** undefined: the shared pool, resolved on first use (a CA that never signs asynchronously starts no thread). */
+  readonly #poolOption: SigningPool | null | undefined;
 
   private constructor(opts: CertificateAuthorityOptions) {
     this.trustDomain = typeof opts.trustDomain === 'string' ? parseTrustDomain(opts.trustDomain) : opts.trustDomain;
@@ -280,6 +291,7 @@ export class CertificateAuthority {
     this.#refreshHint = opts.refreshHintSeconds ?? Math.max(1, Math.min(300, Math.floor(caTtl / 6)));
     this.#clock = opts.clock ?? (() => new Date());
     this.#upstream = opts.upstream ? loadUpstream(opts.upstream) : undefined;
+    this.#poolOption = opts.signingPool;
   }
 
   /**
@@ -383,20 +395,31 @@ export class CertificateAuthority {
   }
 
   /**
-   * Async {@link signX509SvidFromCsr}: the CSR check and the certificate signature run on libuv's
-   * thread pool, so concurrent requests use every core. Preferred on servers.
+   * Async {@link signX509SvidFromCsr}: the CSR is parsed and checked and the certificate signed on
+   * the signing pool's worker threads (or on libuv's thread pool with `signingPool: null`), so
+   * concurrent requests use every core. Preferred on servers. Identity, DNS names and validity are
+   * decided here, on the calling thread, before the request leaves it.
    *
    * @example
    * ```ts
    * const svid = await ca.signX509SvidFromCsrAsync({ csr: csrDer, spiffeId: 'spiffe://example.org/api' });
    * ```
+   * @throws {CsrError} bad request / no proof of possession; {@link CaError} for identity, TTL or CA
+   *   state problems, ERR_CA_SIGNER_FAILED when a worker fails
    */
   async signX509SvidFromCsrAsync(req: SignX509SvidRequest, now?: Date): Promise<IssuedX509Svid> {
     const input = req.csr ?? req.csrPem ?? req.csrDer;
     if (input === undefined) throw new CaError('ERR_CA_INVALID_REQUEST', 'a CSR (csr, csrPem or csrDer) is required');
-    const csr = await verifyCsrAsync(input);
-    const { g, params, result } = this.#prepare(csr.spki, csr.family, req, (now ?? this.#clock()).getTime());
-    const leaf = await g.issuer.issueAsync(params);
+    const pool = this.#pool();
+    if (!pool) {
+      const csr = await verifyCsrAsync(input);
+      const { g, leaf: params, result } = this.#prepare(req, (now ?? this.#clock()).getTime());
+      const leaf = await g.issuer.issueAsync({ ...params, spki: csr.spki, family: csr.family });
+      return this.#finish(g, leaf.der, leaf.serialHex, result);
+    }
+    // The worker adds the key (spki, family) from the CSR after checking its signature; nothing else.
+    const { g, leaf: params, result } = this.#prepare(req, (now ?? this.#clock()).getTime());
+    const leaf = await pool.sign(g.poolIssuer, { csr: input, ...params });
     return this.#finish(g, leaf.der, leaf.serialHex, result);
   }
 
@@ -491,23 +514,30 @@ export class CertificateAuthority {
     return g;
   }
 
+  #pool(): SigningPool | null {
+    return this.#poolOption === undefined ? sharedSigningPool() : this.#poolOption;
+  }
+
   #issue(
     spki: Buffer,
     family: 'ec' | 'rsa',
     req: { spiffeId: SpiffeId | string; dnsNames?: readonly string[]; ttlSeconds?: number },
     t: number,
   ): IssuedX509Svid {
-    const { g, params, result } = this.#prepare(spki, family, req, t);
-    const leaf = g.issuer.issue(params);
+    const { g, leaf: params, result } = this.#prepare(req, t);
+    const leaf = g.issuer.issue({ ...params, spki, family });
     return this.#finish(g, leaf.der, leaf.serialHex, result);
   }
 
+  /** Everything about the leaf except its key: identity, DNS names and validity, from the caller and the CA. */
   #prepare(
-    spki: Buffer,
-    family: 'ec' | 'rsa',
     req: { spiffeId: SpiffeId | string; dnsNames?: readonly string[]; ttlSeconds?: number },
     t: number,
-  ): { g: Generation; params: LeafParams; result: Omit<IssuedX509Svid, 'chain' | 'serialHex'> } {
+  ): {
+    g: Generation;
+    leaf: Omit<LeafParams, 'spki' | 'family'>;
+    result: Omit<IssuedX509Svid, 'chain' | 'serialHex'>;
+  } {
     const id = this.#memberId(req.spiffeId);
     const dnsNames = req.dnsNames ?? [];
     for (const d of dnsNames) {
@@ -532,7 +562,7 @@ export class CertificateAuthority {
     const na = new Date(notAfter);
     return {
       g,
-      params: { spki, family, spiffeId: id.toString(), dnsNames, notBefore: nb, notAfter: na },
+      leaf: { spiffeId: id.toString(), dnsNames, notBefore: nb, notAfter: na },
       result: { spiffeId: id, notBefore: nb, notAfter: na },
     };
   }
@@ -587,9 +617,15 @@ export class CertificateAuthority {
     });
   }
 
-  #generation(g: Omit<Generation, 'issuer' | 'chainTail' | 'jwtPublic'>): Generation {
+  #generation(g: Omit<Generation, 'issuer' | 'poolIssuer' | 'chainTail' | 'jwtPublic'>): Generation {
     const chainTail = this.#upstream ? [g.caCert, ...this.#upstream.extraChain] : [];
-    return { ...g, issuer: new LeafIssuer(g.caCert, g.caKey), chainTail, jwtPublic: createPublicKey(g.jwtKey) };
+    return {
+      ...g,
+      issuer: new LeafIssuer(g.caCert, g.caKey),
+      poolIssuer: poolIssuer(g.caCert, g.caKey),
+      chainTail,
+      jwtPublic: createPublicKey(g.jwtKey),
+    };
   }
 
   async #advance(t: number, force: boolean): Promise<boolean> {
@@ -616,7 +652,12 @@ export class CertificateAuthority {
         prepared = this.#newGeneration(t);
         this.#gens.push(prepared);
       }
-      if (active) active.status = 'retired';
+      if (active) {
+        active.status = 'retired';
+        // Requests already handed to the workers still finish with it (they were authorized while it
+        // was active, and its retention covers them); nothing later can reach it.
+        this.#pool()?.forget(active.poolIssuer);
+      }
       prepared.status = 'active';
       active = prepared;
       changed = true;

@@ -9,7 +9,9 @@ export type CaErrorCode =
   | 'ERR_CA_INVALID_REQUEST'
   | 'ERR_CA_STATE_CORRUPT'
   | 'ERR_CA_STATE_MISMATCH'
-  | 'ERR_CA_UPSTREAM_INVALID';
+  | 'ERR_CA_UPSTREAM_INVALID'
+  | 'ERR_CA_SIGNER_FAILED'
+  | 'ERR_CA_SIGNER_CLOSED';
 
 /** Thrown by {@link CertificateAuthority} operations; `code` names the broken rule. */
 export class CaError extends Error {

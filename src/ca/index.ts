@@ -23,4 +23,10 @@ export { createCsr, csrToPem, type VerifiedCsr, verifyCsr, verifyCsrAsync } from
 export { CaError, type CaErrorCode, CsrError, type CsrErrorCode, KekError, type KekErrorCode } from './errors.js';
 export { KEK_ENV_VAR, Kek, type LoadedKek, type LoadKekOptions, loadOrCreateKek, type SealedKey } from './kek.js';
 export { DEFAULT_KEY_TYPE, exportPkcs8, generatePrivateKey, type KeyType } from './keys.js';
+export {
+  closeSharedSigningPool,
+  SigningPool,
+  type SigningPoolOptions,
+  sharedSigningPool,
+} from './signing-pool.js';
 export { type CaStateStore, FileCaStateStore, MemoryCaStateStore } from './state.js';
