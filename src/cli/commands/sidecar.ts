@@ -43,8 +43,12 @@ export function registerSidecarCommands(program: Command): void {
         }
         throw e;
       }
-      // Asynchronous log writes: a decision must never wait for a terminal or a pipe.
-      const logger = pino({ base: { service: 'nevertrust-sidecar' } }, pino.destination({ dest: 2, sync: false }));
+      // Asynchronous, buffered log writes: a decision must never wait for a terminal or a pipe, and one
+      // write per 4 KiB instead of one per line (flushed at least every 250 ms and on exit).
+      const dest = pino.destination({ dest: 2, sync: false, minLength: 4096 });
+      const flusher = setInterval(() => dest.flush(), 250);
+      flusher.unref();
+      const logger = pino({ base: { service: 'nevertrust-sidecar' } }, dest);
       const log = (msg: string, fields?: Record<string, unknown>) => logger.info(fields ?? {}, msg);
       let shipper: AuditRecorder | undefined;
       if (config.audit) {
@@ -76,7 +80,7 @@ export function registerSidecarCommands(program: Command): void {
         void sc
           .close()
           .then(() => shipper?.close(5000))
-          .then(() => logger.flush())
+          .then(() => new Promise<void>((r) => dest.flush(() => r())))
           .finally(() => process.exit(0));
       };
       process.once('SIGINT', stop);
