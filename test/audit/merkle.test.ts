@@ -121,6 +121,53 @@ describe('canonical event bytes', () => {
     expect(canonicalEvent(bare, 0)).toBe(canonicalJson({ ...bare, seq: 0 }));
     expect(bare.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   });
+  it('property: canonicalEvent equals canonicalJson, with and without details, for any characters', async () => {
+    const { canonicalEvent, canonicalJson, normalizeEvent } = await import('../../src/audit/event.js');
+    const text = fc.oneof(
+      fc.string({ maxLength: 40 }),
+      fc.string({ unit: 'binary', maxLength: 20 }),
+      fc.constantFrom('"\\\u0001', '\ud800', '😀', 'Bearer abcdefghijklmnop'),
+    );
+    const opt = <T>(a: fc.Arbitrary<T>) => fc.option(a, { nil: undefined });
+    const arb = fc.record({
+      kind: fc.constantFrom('access.decision', 'admin.action'),
+      request_id: opt(fc.constantFrom('r-1', 'x:y')),
+      trace_id: opt(fc.constant('t-1')),
+      decision_id: opt(fc.constant('d-1')),
+      source: opt(fc.record({ spiffe_id: opt(text), user: opt(text), ip: opt(text), namespace: opt(text) })),
+      target: opt(
+        fc.record({
+          service: opt(text),
+          port: opt(fc.integer({ min: 0, max: 65535 })),
+          path: opt(text),
+          host: opt(text),
+        }),
+      ),
+      outcome: opt(fc.constantFrom('allow', 'deny', 'step_up', 'error')),
+      reason: opt(text),
+      rule: opt(text),
+      latency_us: opt(fc.double({ min: 0, max: 1e12, noNaN: true })),
+      details: opt(
+        fc.dictionary(fc.oneof(text, fc.constantFrom('10', '9', '0', 'token')), fc.jsonValue({ maxDepth: 3 })),
+      ),
+    });
+    let checked = 0;
+    fc.assert(
+      fc.property(arb, fc.nat(), (input, seq) => {
+        let e: ReturnType<typeof normalizeEvent>;
+        try {
+          e = normalizeEvent(input, { now: 5 });
+        } catch {
+          return; // invalid input: nothing to encode
+        }
+        checked++;
+        expect(canonicalEvent(e, seq)).toBe(canonicalJson({ ...e, seq }));
+        expect(canonicalEvent(e)).toBe(canonicalJson(e));
+      }),
+      { numRuns: 3000 },
+    );
+    expect(checked).toBeGreaterThan(1000);
+  });
 });
 
 describe('event validation fast path', () => {
@@ -181,5 +228,58 @@ describe('event validation fast path', () => {
       { numRuns: 5000 },
     );
     expect(fastHits).toBeGreaterThan(0);
+  });
+
+  it('checks the size limit exactly, whatever the characters (the fast path bounds before it encodes)', async () => {
+    const { normalizeEvent, canonicalSize } = await import('../../src/audit/event.js');
+    const text = fc.oneof(
+      fc.string({ maxLength: 200 }),
+      fc.string({ unit: 'grapheme', maxLength: 100 }),
+      fc.string({ unit: 'binary', maxLength: 100 }),
+      fc.constantFrom('"\\\u0001\u001f', '\ud800', '😀'.repeat(40), 'é'.repeat(150)),
+    );
+    const arb = fc.record({
+      input: fc.record(
+        {
+          kind: fc.constant('access.decision'),
+          reason: text,
+          policy: text.map((s) => s.slice(0, 256)),
+          source: fc.record({ user: text.map((s) => s.slice(0, 256)) }),
+          target: fc.record({ path: text, port: fc.integer({ min: 0, max: 65535 }) }),
+          latency_us: fc.double({ min: 0, max: 1e12, noNaN: true }),
+        },
+        { requiredKeys: ['kind'] },
+      ),
+      maxBytes: fc.integer({ min: 100, max: 3000 }),
+    });
+    const run = (input: unknown, maxBytes: number, fastPath: boolean) => {
+      try {
+        const { id: _id, ...rest } = normalizeEvent(input, { now: 5, maxBytes, fastPath });
+        return { ok: rest };
+      } catch (err) {
+        return { err: (err as Error).name, message: (err as Error).message };
+      }
+    };
+    fc.assert(
+      fc.property(arb, ({ input, maxBytes }) => {
+        const a = run(input, maxBytes, true);
+        expect(a).toEqual(run(input, maxBytes, false));
+        if ('ok' in a) {
+          expect(canonicalSize(normalizeEvent(input, { now: 5, maxBytes: 1e9 }))).toBeLessThanOrEqual(maxBytes);
+        }
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('new ids are UUIDv7 and increase within a millisecond', async () => {
+    const { newEventId } = await import('../../src/audit/event.js');
+    const ids = Array.from({ length: 3000 }, () => newEventId(1_767_225_600_000));
+    for (const id of ids)
+      expect(id).toMatch(/^019b[0-9a-f]{4}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(new Set(ids).size).toBe(ids.length);
+    // The 12-bit counter starts below 2^11, so 2,048 ids in one millisecond stay in order.
+    const first = ids.slice(0, 2048);
+    expect([...first].sort()).toEqual(first);
   });
 });
