@@ -71,59 +71,62 @@ async function appendOurs(store: Store, dataDir: string, n: number): Promise<num
   return n / s;
 }
 
-/** Peer: the same events, JSON-encoded, batched INSERTs into the same table and indexes; no hashing. */
+const COLUMNS = 'seq, id, time, kind_term, outcome_term, source_term, target_term, decision_id, body, leaf_hash';
+const NO_HASH = Buffer.alloc(32); // the peers store rows of the same shape, without computing a hash
+
+/**
+ * The rows the peers insert: the same events, JSON-encoded, with the same dictionary term ids the
+ * log stores (kept in a Map here; the peers write no audit_term rows and compute no hashes).
+ */
+function plainRows(prefix: string): (k: number) => unknown[] {
+  const terms = new Map<string, number>();
+  const term = (field: string, value: string) => {
+    const k = `${field}\u0000${value}`;
+    const id = terms.get(k) ?? terms.size + 1;
+    terms.set(k, id);
+    return id;
+  };
+  // Built inside the timed loops, as the peers always did (encoding is part of a plain INSERT too).
+  return (k) => {
+    const e = { ...input(k), id: `${prefix}-${k}`, time: Date.now() };
+    return [
+      k,
+      e.id,
+      e.time,
+      term('kind', e.kind),
+      term('outcome', e.outcome ?? ''),
+      term('source', sourceKey(e)),
+      term('target', targetKey(e)),
+      e.decision_id ?? null,
+      JSON.stringify(e),
+      NO_HASH,
+    ];
+  };
+}
+
+/** Peer: the same events, batched INSERTs into the same table and indexes through kysely; no hashing. */
 async function appendPlain(store: Store, n: number): Promise<number> {
   const pgEngine = store.engine === 'postgres';
-  const inputs = Array.from({ length: n }, (_, i) => ({ ...input(i), id: `plain-${i}`, time: Date.now() }));
+  const row = plainRows('plain');
   const t0 = performance.now();
   for (let i = 0; i < n; i += BATCH) {
-    const rows = inputs.slice(i, i + BATCH);
+    const batch = Array.from({ length: Math.min(BATCH, n - i) }, (_, k) => row(i + k));
     await store.db.transaction().execute(async (trx) => {
       if (pgEngine) {
-        const cols: unknown[][] = Array.from({ length: 10 }, () => []);
-        rows.forEach((e, k) => {
-          const v = [
-            i + k,
-            e.id,
-            e.time,
-            e.kind,
-            sourceKey(e),
-            targetKey(e),
-            e.outcome ?? '',
-            e.decision_id ?? null,
-            JSON.stringify(e),
-            '',
-          ];
-          for (let c = 0; c < v.length; c++) (cols[c] as unknown[]).push(v[c]);
-        });
+        const cols: unknown[][] = Array.from({ length: 10 }, (_, c) => batch.map((r) => r[c]));
         await trx.executeQuery(
           CompiledQuery.raw(
-            'insert into audit_event (seq, id, time, kind, source, target, outcome, decision_id, body, leaf_hash) select * from unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])',
+            `insert into audit_event (${COLUMNS}) select * from unnest($1::bigint[], $2::text[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::int[], $8::text[], $9::text[], $10::bytea[])`,
             cols,
           ),
         );
       } else {
-        for (let c = 0; c < rows.length; c += 500) {
-          const chunk = rows.slice(c, c + 500);
-          const params: unknown[] = [];
-          chunk.forEach((e, k) => {
-            params.push(
-              i + c + k,
-              e.id,
-              e.time,
-              e.kind,
-              sourceKey(e),
-              targetKey(e),
-              e.outcome ?? '',
-              e.decision_id ?? null,
-              JSON.stringify(e),
-              '',
-            );
-          });
+        for (let c = 0; c < batch.length; c += 500) {
+          const chunk = batch.slice(c, c + 500);
           await trx.executeQuery(
             CompiledQuery.raw(
-              `insert into audit_event (seq, id, time, kind, source, target, outcome, decision_id, body, leaf_hash) values ${chunk.map(() => '(?,?,?,?,?,?,?,?,?,?)').join(',')}`,
-              params,
+              `insert into audit_event (${COLUMNS}) values ${chunk.map(() => '(?,?,?,?,?,?,?,?,?,?)').join(',')}`,
+              chunk.flat(),
             ),
           );
         }
@@ -135,33 +138,18 @@ async function appendPlain(store: Store, n: number): Promise<number> {
 
 /**
  * The database's own ceiling on SQLite: the same rows through one prepared single-row INSERT on the
- * better-sqlite3 handle, batches in one transaction, no kysely, no hashing, no validation.
+ * better-sqlite3 handle into the same table and indexes, batches in one transaction, no kysely, no
+ * hashing, no validation.
  */
 async function appendNative(store: Store, n: number): Promise<number> {
   const db = store.sqlite;
   if (!db) throw new Error('not a SQLite store');
-  const inputs = Array.from({ length: n }, (_, i) => ({ ...input(i), id: `native-${i}`, time: Date.now() }));
-  const ins = db.prepare(
-    'insert into audit_event (seq, id, time, kind, source, target, outcome, decision_id, body, leaf_hash) values (?,?,?,?,?,?,?,?,?,?)',
-  );
+  const row = plainRows('native');
+  const ins = db.prepare(`insert into audit_event (${COLUMNS}) values (?,?,?,?,?,?,?,?,?,?)`);
   const t0 = performance.now();
   for (let i = 0; i < n; i += BATCH) {
     db.transaction(() => {
-      for (let k = i; k < Math.min(n, i + BATCH); k++) {
-        const e = inputs[k] as (typeof inputs)[number];
-        ins.run(
-          k,
-          e.id,
-          e.time,
-          e.kind,
-          sourceKey(e),
-          targetKey(e),
-          e.outcome ?? '',
-          e.decision_id ?? null,
-          JSON.stringify(e),
-          '',
-        );
-      }
+      for (let k = i; k < Math.min(n, i + BATCH); k++) ins.run(row(k));
     }).immediate();
     await new Promise<void>((r) => setImmediate(r));
   }

@@ -18,8 +18,6 @@ import {
   type NormalizeOptions,
   normalizeEvent,
   type StoredAuditEvent,
-  sourceKey,
-  targetKey,
 } from './event.js';
 import {
   consistencyProof,
@@ -35,6 +33,13 @@ import {
 } from './merkle.js';
 import { type AuditSigner, AuditSigner as Signer, type Checkpoint } from './signer.js';
 import type { ExportSink } from './sinks.js';
+import {
+  eventTerms,
+  prepareTermStatements,
+  type SqliteTermStatements,
+  TermDictionary,
+  type TermField,
+} from './terms.js';
 
 /** Interior nodes at this level and above are stored (subtrees of 256 leaves or more). */
 export const NODE_MIN_LEVEL = 8;
@@ -102,7 +107,7 @@ export interface ConsistencyProofResult {
   proof: string[];
 }
 
-const COLUMNS = 'seq, id, time, kind, source, target, outcome, decision_id, body, leaf_hash';
+const COLUMNS = 'seq, id, time, kind_term, outcome_term, source_term, target_term, decision_id, body, leaf_hash';
 const SQLITE_ROWS_PER_INSERT = 500;
 
 /** One stored event row: the table's own type, so the two cannot drift. */
@@ -150,7 +155,7 @@ export function dbSubtreeSource(db: Db): SubtreeSource {
       if (rows.length !== n) {
         throw new AuditProofError(`leaves ${start}..${end - 1} are not all in the database (sealed or removed)`);
       }
-      return merkleRoot(rows.map((r) => Buffer.from(r.leaf_hash, 'hex')));
+      return merkleRoot(rows.map((r) => r.leaf_hash));
     }
     const k = splitPoint(n);
     return nodeHash(await subtree(start, start + k), await subtree(start + k, end));
@@ -182,7 +187,8 @@ interface SqliteStatements {
   updateHead: BetterSqlite3.Statement<[number, string, number]>;
   insertCheckpoint: BetterSqlite3.Statement<[number, string, number, string, string]>;
   node: BetterSqlite3.Statement<[number, number], string>;
-  leaves: BetterSqlite3.Statement<[number, number], string>;
+  leaves: BetterSqlite3.Statement<[number, number], Buffer>;
+  terms: SqliteTermStatements;
 }
 
 function prepareSqlite(db: BetterSqlite3.Database): SqliteStatements {
@@ -204,8 +210,9 @@ function prepareSqlite(db: BetterSqlite3.Database): SqliteStatements {
     ),
     node: db.prepare<[number, number], string>('select hash from audit_node where level = ? and idx = ?').pluck(),
     leaves: db
-      .prepare<[number, number], string>('select leaf_hash from audit_event where seq >= ? and seq < ? order by seq')
+      .prepare<[number, number], Buffer>('select leaf_hash from audit_event where seq >= ? and seq < ? order by seq')
       .pluck(),
+    terms: prepareTermStatements(db),
   };
 }
 
@@ -223,7 +230,7 @@ function loadFrontierSync(st: SqliteStatements, size: number): MerkleFrontier {
       if (rows.length !== n) {
         throw new AuditProofError(`leaves ${start}..${end - 1} are not all in the database (sealed or removed)`);
       }
-      return merkleRoot(rows.map((h) => Buffer.from(h, 'hex')));
+      return merkleRoot(rows);
     }
     const k = splitPoint(n);
     return nodeHash(subtree(start, start + k), subtree(start + k, end));
@@ -283,6 +290,7 @@ export class AuditLog {
   private readonly listeners = new Set<(events: StoredAuditEvent[]) => void>();
   private closed = false;
   private sqliteStatements: SqliteStatements | undefined;
+  private readonly terms = new TermDictionary();
   private readonly logger: AuditLogger;
   private readonly every: number;
   /** Counters for metrics. */
@@ -392,9 +400,9 @@ export class AuditLog {
     if (native) return this.appendSqlite(native, events, input.length);
     const pg = this.store.engine === 'postgres';
     const before = this.frontier.clone();
-    let stored: StoredAuditEvent[] = [];
     let checkpoint: Checkpoint | undefined;
     let firstSeq = 0;
+    this.terms.begin();
     try {
       await this.store.db.transaction().execute(async (trx) => {
         // Locks the head row first: appends from several servers on one database serialize here.
@@ -414,30 +422,29 @@ export class AuditLog {
         const existing = await this.existingIds(trx, events);
         if (existing.size > 0) events = events.filter((e) => !existing.has(e.id));
         firstSeq = size;
+        await this.terms.resolveAll(trx, events);
         const rows: Row[] = new Array(events.length);
         const nodes: { level: number; idx: number; hash: string }[] = [];
         const onComplete = (level: number, idx: number, hash: Buffer) => {
           if (level >= NODE_MIN_LEVEL) nodes.push({ level, idx, hash: hash.toString('hex') });
         };
-        stored = new Array(events.length);
         for (let i = 0; i < events.length; i++) {
           const e = events[i] as AuditEvent;
-          const s: StoredAuditEvent = { ...e, seq: size + i };
-          const body = canonicalEvent(e, s.seq);
+          const body = canonicalEvent(e, size + i);
           const leaf = leafHash(body);
           this.frontier.push(leaf, onComplete);
-          stored[i] = s;
+          const [kind, outcome, source, target] = eventTerms(e);
           rows[i] = {
-            seq: s.seq,
+            seq: size + i,
             id: e.id,
             time: e.time,
-            kind: e.kind,
-            source: sourceKey(e),
-            target: targetKey(e),
-            outcome: e.outcome ?? '',
+            kind_term: this.termId('kind', kind),
+            outcome_term: this.termId('outcome', outcome),
+            source_term: this.termId('source', source),
+            target_term: this.termId('target', target),
             decision_id: e.decision_id ?? null,
             body,
-            leaf_hash: leaf.toString('hex'),
+            leaf_hash: leaf,
           };
         }
         if (rows.length > 0) {
@@ -458,123 +465,146 @@ export class AuditLog {
       });
     } catch (e) {
       this.frontier = before;
+      this.terms.rollback();
       throw e;
     }
+    return this.committed(events, firstSeq, input.length, checkpoint);
+  }
+
+  private termId(field: TermField, value: string): number {
+    const id = this.terms.get(field, value);
+    if (id === undefined) throw new Error(`audit term ${field}=${value} was not resolved`);
+    return id;
+  }
+
+  /** After a commit: counters, checkpoint side effects, listeners and sinks, the result. */
+  private committed(
+    events: readonly AuditEvent[],
+    firstSeq: number,
+    received: number,
+    checkpoint: Checkpoint | undefined,
+  ): AppendResult {
+    const n = events.length;
     if (checkpoint) this.afterCheckpoint(checkpoint);
-    this.counters.stored += stored.length;
-    this.counters.duplicates += input.length - stored.length;
+    this.counters.stored += n;
+    this.counters.duplicates += received - n;
     this.counters.batches++;
-    if (stored.length > 0) this.publish(stored);
-    return {
-      stored: stored.length,
-      duplicates: input.length - stored.length,
-      firstSeq,
-      treeSize: this.frontier.size,
-      checkpoint,
-    };
+    // The stored form (event plus seq) is built only when someone receives it.
+    if (n > 0 && (this.listeners.size > 0 || (this.opts.sinks?.length ?? 0) > 0)) {
+      this.publish(events.map((e, i) => ({ ...e, seq: firstSeq + i })));
+    }
+    return { stored: n, duplicates: received - n, firstSeq, treeSize: this.frontier.size, checkpoint };
   }
 
   /**
    * The SQLite path: the whole batch in one synchronous better-sqlite3 transaction (BEGIN IMMEDIATE)
    * with statements prepared once, while holding kysely's only connection so nothing interleaves.
    * Same rows, bytes and hashes as the kysely path; the head row update still comes first.
+   *
+   * Ids are not looked up before inserting: the unique index on `id` checks every row as it is
+   * inserted anyway, so a batch is first tried as if it had no stored ids, and only when that
+   * transaction fails on the index (a re-sent batch) is it rolled back and redone with the lookup.
    */
   private async appendSqlite(
     native: BetterSqlite3.Database,
     input: AuditEvent[],
     received: number,
   ): Promise<AppendResult> {
+    const outcome = await this.store.db.connection().execute(async () => {
+      if (!this.sqliteStatements) this.sqliteStatements = prepareSqlite(native);
+      const st = this.sqliteStatements;
+      try {
+        return this.appendSqliteTransaction(native, st, input, false);
+      } catch (e) {
+        if ((e as { code?: unknown }).code !== 'SQLITE_CONSTRAINT_UNIQUE') throw e;
+        return this.appendSqliteTransaction(native, st, input, true);
+      }
+    });
+    return this.committed(outcome.events, outcome.firstSeq, received, outcome.checkpoint);
+  }
+
+  /** One attempt at a SQLite batch; on failure the log's memory is as before it. */
+  private appendSqliteTransaction(
+    native: BetterSqlite3.Database,
+    st: SqliteStatements,
+    input: AuditEvent[],
+    lookUpIds: boolean,
+  ): { events: AuditEvent[]; firstSeq: number; checkpoint: Checkpoint | undefined } {
     const before = this.frontier.clone();
     const beforeCheckpointSize = this.lastCheckpointSize;
-    let stored: StoredAuditEvent[] = [];
-    let checkpoint: Checkpoint | undefined;
+    let events = input;
     let firstSeq = 0;
+    let checkpoint: Checkpoint | undefined;
+    this.terms.begin();
     try {
-      await this.store.db.connection().execute(async () => {
-        if (!this.sqliteStatements) this.sqliteStatements = prepareSqlite(native);
-        const st = this.sqliteStatements;
-        native
-          .transaction(() => {
-            const size = Number(st.lockHead.get() ?? 0);
-            if (size !== this.frontier.size) {
-              this.frontier = loadFrontierSync(st, size);
-              this.lastCheckpointSize = Number(st.latestCheckpoint.get() ?? 0);
+      native
+        .transaction(() => {
+          const size = Number(st.lockHead.get() ?? 0);
+          if (size !== this.frontier.size) {
+            this.frontier = loadFrontierSync(st, size);
+            this.lastCheckpointSize = Number(st.latestCheckpoint.get() ?? 0);
+          }
+          if (lookUpIds && events.length > 0) {
+            const existing = st.existing.all(JSON.stringify(events.map((e) => e.id)));
+            if (existing.length > 0) {
+              const have = new Set(existing);
+              events = events.filter((e) => !have.has(e.id));
             }
-            let events = input;
-            if (events.length > 0) {
-              const existing = st.existing.all(JSON.stringify(events.map((e) => e.id)));
-              if (existing.length > 0) {
-                const have = new Set(existing);
-                events = events.filter((e) => !have.has(e.id));
-              }
-            }
-            firstSeq = size;
-            const n = events.length;
-            if (n === 0) return;
-            const nodes: { level: number; idx: number; hash: string }[] = [];
-            const onComplete = (level: number, idx: number, hash: Buffer) => {
-              if (level >= NODE_MIN_LEVEL) nodes.push({ level, idx, hash: hash.toString('hex') });
-            };
-            stored = new Array(n);
-            for (let i = 0; i < n; i++) {
-              const e = events[i] as AuditEvent;
-              const seq = size + i;
-              const body = canonicalEvent(e, seq);
-              const leaf = leafHash(body);
-              this.frontier.push(leaf, onComplete);
-              stored[i] = { ...e, seq };
-              const src = e.source;
-              const tgt = e.target;
-              // One prepared single-row INSERT per event: cheaper in better-sqlite3 than multi-row
-              // statements (measured), and the same values as sourceKey()/targetKey().
-              st.insertEvent.run(
-                seq,
-                e.id,
-                e.time,
-                e.kind,
-                src ? (src.spiffe_id ?? src.user ?? src.ip ?? '') : '',
-                tgt ? (tgt.service ?? tgt.spiffe_id ?? tgt.host ?? '') : '',
-                e.outcome ?? '',
-                e.decision_id ?? null,
-                body,
-                leaf.toString('hex'),
-              );
-            }
-            for (const node of nodes) st.insertNode.run(node.level, node.idx, node.hash);
-            const root = this.frontier.root().toString('hex');
-            st.updateHead.run(this.frontier.size, root, Date.now());
-            if (this.frontier.size - this.lastCheckpointSize >= this.every) {
-              checkpoint = this.signer.sign(this.frontier.size, root, Date.now());
-              st.insertCheckpoint.run(
-                checkpoint.tree_size,
-                checkpoint.root_hash,
-                checkpoint.time,
-                checkpoint.key_id,
-                checkpoint.signature,
-              );
-            }
-          })
-          .immediate();
-      });
+          }
+          firstSeq = size;
+          const n = events.length;
+          if (n === 0) return;
+          const nodes: { level: number; idx: number; hash: string }[] = [];
+          const onComplete = (level: number, idx: number, hash: Buffer) => {
+            if (level >= NODE_MIN_LEVEL) nodes.push({ level, idx, hash: hash.toString('hex') });
+          };
+          const terms = this.terms;
+          const ts = st.terms;
+          for (let i = 0; i < n; i++) {
+            const e = events[i] as AuditEvent;
+            const seq = size + i;
+            const body = canonicalEvent(e, seq);
+            const leaf = leafHash(body);
+            this.frontier.push(leaf, onComplete);
+            const src = e.source;
+            const tgt = e.target;
+            // One prepared single-row INSERT per event: cheaper in better-sqlite3 than multi-row
+            // statements (measured); the term values are eventTerms()'s, inlined.
+            st.insertEvent.run(
+              seq,
+              e.id,
+              e.time,
+              terms.resolveSync(ts, 'kind', e.kind),
+              terms.resolveSync(ts, 'outcome', e.outcome ?? ''),
+              terms.resolveSync(ts, 'source', src ? (src.spiffe_id ?? src.user ?? src.ip ?? '') : ''),
+              terms.resolveSync(ts, 'target', tgt ? (tgt.service ?? tgt.spiffe_id ?? tgt.host ?? '') : ''),
+              e.decision_id ?? null,
+              body,
+              leaf,
+            );
+          }
+          for (const node of nodes) st.insertNode.run(node.level, node.idx, node.hash);
+          const root = this.frontier.root().toString('hex');
+          st.updateHead.run(this.frontier.size, root, Date.now());
+          if (this.frontier.size - this.lastCheckpointSize >= this.every) {
+            checkpoint = this.signer.sign(this.frontier.size, root, Date.now());
+            st.insertCheckpoint.run(
+              checkpoint.tree_size,
+              checkpoint.root_hash,
+              checkpoint.time,
+              checkpoint.key_id,
+              checkpoint.signature,
+            );
+          }
+        })
+        .immediate();
     } catch (e) {
       this.frontier = before;
       this.lastCheckpointSize = beforeCheckpointSize;
-      stored = [];
-      checkpoint = undefined;
+      this.terms.rollback();
       throw e;
     }
-    if (checkpoint) this.afterCheckpoint(checkpoint);
-    this.counters.stored += stored.length;
-    this.counters.duplicates += received - stored.length;
-    this.counters.batches++;
-    if (stored.length > 0) this.publish(stored);
-    return {
-      stored: stored.length,
-      duplicates: received - stored.length,
-      firstSeq,
-      treeSize: this.frontier.size,
-      checkpoint,
-    };
+    return { events, firstSeq, checkpoint };
   }
 
   private async existingIds(trx: Db, events: readonly AuditEvent[]): Promise<Set<string>> {
@@ -596,10 +626,10 @@ export class AuditLog {
         params[p++] = r.seq;
         params[p++] = r.id;
         params[p++] = r.time;
-        params[p++] = r.kind;
-        params[p++] = r.source;
-        params[p++] = r.target;
-        params[p++] = r.outcome;
+        params[p++] = r.kind_term;
+        params[p++] = r.outcome_term;
+        params[p++] = r.source_term;
+        params[p++] = r.target_term;
         params[p++] = r.decision_id;
         params[p++] = r.body;
         params[p++] = r.leaf_hash;
@@ -617,15 +647,15 @@ export class AuditLog {
       (cols[0] as unknown[])[i] = r.seq;
       (cols[1] as unknown[])[i] = r.id;
       (cols[2] as unknown[])[i] = r.time;
-      (cols[3] as unknown[])[i] = r.kind;
-      (cols[4] as unknown[])[i] = r.source;
-      (cols[5] as unknown[])[i] = r.target;
-      (cols[6] as unknown[])[i] = r.outcome;
+      (cols[3] as unknown[])[i] = r.kind_term;
+      (cols[4] as unknown[])[i] = r.outcome_term;
+      (cols[5] as unknown[])[i] = r.source_term;
+      (cols[6] as unknown[])[i] = r.target_term;
       (cols[7] as unknown[])[i] = r.decision_id;
       (cols[8] as unknown[])[i] = r.body;
       (cols[9] as unknown[])[i] = r.leaf_hash;
     }
-    const text = `insert into audit_event (${COLUMNS}) select * from unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])`;
+    const text = `insert into audit_event (${COLUMNS}) select * from unnest($1::bigint[], $2::text[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::int[], $8::text[], $9::text[], $10::bytea[])`;
     await trx.executeQuery(CompiledQuery.raw(text, cols));
   }
 
@@ -755,7 +785,7 @@ export class AuditLog {
     return {
       seq,
       tree_size: cp.tree_size,
-      leaf_hash: row.leaf_hash,
+      leaf_hash: row.leaf_hash.toString('hex'),
       proof: proof.map((b) => b.toString('hex')),
       checkpoint: cp,
     };

@@ -1,11 +1,12 @@
 /**
  * Queries over the hot log, newest first. Every filter has an index whose order is the log order
- * within the filter (see migration 0003), so a page is an index range scan whatever the log's size.
+ * within the filter (see migrations 0003 and 0004), so a page is an index range scan whatever the log's size.
  */
 import { z } from 'zod';
 import type { Store } from '../store/index.js';
 import { AuditEventError } from './errors.js';
 import { OUTCOMES, type StoredAuditEvent } from './event.js';
+import type { TermField } from './terms.js';
 
 export const auditQuerySchema = z.strictObject({
   source: z.string().min(1).max(2048).optional(),
@@ -64,10 +65,25 @@ export function parseQueryParams(params: URLSearchParams): z.output<typeof audit
 export async function queryAuditLog(store: Store, query: AuditQuery): Promise<AuditQueryResult> {
   const q = auditQuerySchema.parse(query);
   let sel = store.db.selectFrom('audit_event').select(['seq', 'body']);
-  if (q.source !== undefined) sel = sel.where('source', '=', q.source);
-  if (q.target !== undefined) sel = sel.where('target', '=', q.target);
-  if (q.outcome !== undefined) sel = sel.where('outcome', '=', q.outcome);
-  if (q.kind !== undefined) sel = sel.where('kind', '=', q.kind);
+  // Kind, outcome, source and target are stored as dictionary term ids (migration 0004): a value
+  // that was never stored has no term, so nothing can match it.
+  const filters: [TermField, 'kind_term' | 'outcome_term' | 'source_term' | 'target_term', string | undefined][] = [
+    ['source', 'source_term', q.source],
+    ['target', 'target_term', q.target],
+    ['outcome', 'outcome_term', q.outcome],
+    ['kind', 'kind_term', q.kind],
+  ];
+  for (const [field, column, value] of filters) {
+    if (value === undefined) continue;
+    const term = await store.db
+      .selectFrom('audit_term')
+      .select('id')
+      .where('field', '=', field)
+      .where('value', '=', value)
+      .executeTakeFirst();
+    if (!term) return { events: [] };
+    sel = sel.where(column, '=', Number(term.id));
+  }
   if (q.decision_id !== undefined) sel = sel.where('decision_id', '=', q.decision_id);
   if (q.since !== undefined) sel = sel.where('time', '>=', q.since);
   if (q.until !== undefined) sel = sel.where('time', '<', q.until);

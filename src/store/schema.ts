@@ -60,16 +60,24 @@ export interface AuditEventTable {
   seq: number;
   id: string;
   time: number;
-  kind: string;
-  source: string;
-  target: string;
-  /** '' when the event has no outcome. */
-  outcome: string;
+  /** `audit_term` ids of the event's kind, outcome ('' when none), source key and target key. */
+  kind_term: number;
+  outcome_term: number;
+  source_term: number;
+  target_term: number;
   decision_id: string | null;
   /** Canonical JSON of the event including `seq`: exactly the hashed bytes. */
   body: string;
-  /** Hex SHA-256(0x00 ‖ body). */
-  leaf_hash: string;
+  /** SHA-256(0x00 ‖ body), 32 bytes. */
+  leaf_hash: Buffer;
+}
+
+/** The dictionary of repeated strings events are filtered by (migration 0004). */
+export interface AuditTermTable {
+  id: number;
+  /** 'kind' | 'outcome' | 'source' | 'target' */
+  field: string;
+  value: string;
 }
 
 export interface AuditNodeTable {
@@ -109,6 +117,7 @@ export interface Database {
   agents: AgentTable;
   policy_snapshots: PolicySnapshotTable;
   audit_event: AuditEventTable;
+  audit_term: AuditTermTable;
   audit_node: AuditNodeTable;
   audit_checkpoint: AuditCheckpointTable;
   audit_head: AuditHeadTable;

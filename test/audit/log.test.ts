@@ -16,6 +16,7 @@ import {
   queryAuditLog,
   readCheckpointFile,
   sealSegments,
+  type StoredAuditEvent,
   verifyLog,
 } from '../../src/audit/index.js';
 import { openStore, type Store } from '../../src/store/index.js';
@@ -46,6 +47,16 @@ function ev(i: number, over: Partial<AuditEventInput> = {}): AuditEventInput {
 }
 
 const hex = (b: string) => Buffer.from(b, 'hex');
+
+/** Inserts a forged row the way an attacker with SQL access would: every column consistent with its body. */
+async function forge(store: Store, seq: number, e: StoredAuditEvent, body: string): Promise<void> {
+  const term = (field: string, value: string) =>
+    sql`(select id from audit_term where field = ${field} and value = ${value})`;
+  await sql`insert into audit_event (seq, id, time, kind_term, outcome_term, source_term, target_term, decision_id, body, leaf_hash)
+    values (${seq}, ${e.id}, ${e.time}, ${term('kind', e.kind)}, ${term('outcome', e.outcome ?? '')},
+      ${term('source', e.source?.spiffe_id ?? '')}, ${term('target', e.target?.service ?? '')}, ${e.decision_id ?? null},
+      ${body}, ${LEAF(Buffer.from(body))})`.execute(store.db);
+}
 
 describe.each(engines)('audit log on $name', ({ open }) => {
   const stores: Store[] = [];
@@ -212,16 +223,26 @@ describe.each(engines)('audit log on $name', ({ open }) => {
 
     it('a changed indexed column', async () => {
       const { store } = await fresh(600);
-      await sql`update audit_event set outcome = 'allow' where seq = 44`.execute(store.db);
+      await sql`update audit_event set outcome_term = (select id from audit_term where field = 'outcome' and value = 'allow')
+        where seq = 44`.execute(store.db);
       expect((await verifyLog(store)).firstBad).toMatchObject({ index: 44, kind: 'changed' });
+    });
+
+    it('a changed dictionary term (every row using it disagrees with its bytes: the first is named)', async () => {
+      const { store } = await fresh(600);
+      await sql`update audit_term set value = 'target-9' where field = 'target' and value = 'target-2'`.execute(
+        store.db,
+      );
+      expect((await verifyLog(store)).firstBad).toMatchObject({ index: 2, kind: 'changed' });
     });
 
     it('a changed body with its leaf hash recomputed is caught by the stored subtree roots and checkpoints', async () => {
       const { store } = await fresh(600);
       const row = await store.db.selectFrom('audit_event').selectAll().where('seq', '=', 410).executeTakeFirstOrThrow();
       const body = row.body.replace('"allow"', '"deny"');
-      const leaf = LEAF(Buffer.from(body)).toString('hex');
-      await sql`update audit_event set body = ${body}, leaf_hash = ${leaf}, outcome = 'deny' where seq = 410`.execute(
+      const leaf = LEAF(Buffer.from(body));
+      await sql`update audit_event set body = ${body}, leaf_hash = ${leaf},
+        outcome_term = (select id from audit_term where field = 'outcome' and value = 'deny') where seq = 410`.execute(
         store.db,
       );
       const r = await verifyLog(store);
@@ -253,10 +274,7 @@ describe.each(engines)('audit log on $name', ({ open }) => {
       await sql`update audit_event set seq = -seq where seq < 0`.execute(store.db);
       const forged = { ...normalizeEvent(ev(9999)), seq: 200 };
       const body = canonicalJson(forged);
-      await sql`insert into audit_event (seq, id, time, kind, source, target, outcome, decision_id, body, leaf_hash)
-        values (200, ${forged.id}, ${forged.time}, 'access.decision', ${forged.source?.spiffe_id ?? ''}, 'target-0', 'allow', 'd-9999', ${body}, ${LEAF(Buffer.from(body)).toString('hex')})`.execute(
-        store.db,
-      );
+      await forge(store, 200, forged, body);
       expect((await verifyLog(store)).firstBad).toMatchObject({ index: 200, kind: 'inserted' });
     });
 
@@ -264,10 +282,7 @@ describe.each(engines)('audit log on $name', ({ open }) => {
       const { store } = await fresh(300);
       const forged = { ...normalizeEvent(ev(9999)), seq: 300 };
       const body = canonicalJson(forged);
-      await sql`insert into audit_event (seq, id, time, kind, source, target, outcome, decision_id, body, leaf_hash)
-        values (300, ${forged.id}, ${forged.time}, 'access.decision', ${forged.source?.spiffe_id ?? ''}, 'target-0', 'allow', 'd-9999', ${body}, ${LEAF(Buffer.from(body)).toString('hex')})`.execute(
-        store.db,
-      );
+      await forge(store, 300, forged, body);
       expect((await verifyLog(store)).firstBad).toMatchObject({ index: 300, kind: 'inserted' });
     });
 
@@ -275,7 +290,10 @@ describe.each(engines)('audit log on $name', ({ open }) => {
       const dir = tempDir();
       const file = join(dir, 'checkpoints.ndjson');
       const { store } = await fresh(600, { checkpointFile: file });
-      await new Promise((r) => setTimeout(r, 100)); // external writes are asynchronous
+      // External writes are asynchronous: wait until the three checkpoints are in the file.
+      for (let i = 0; i < 100 && readFileSync(file, 'utf8').split('\n').filter(Boolean).length < 3; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
       await sql`delete from audit_event where seq >= 450`.execute(store.db);
       await sql`delete from audit_checkpoint where tree_size > 450`.execute(store.db);
       await sql`delete from audit_node where level > 0`.execute(store.db);
