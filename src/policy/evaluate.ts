@@ -7,7 +7,7 @@ import type { Bucket, CompiledPolicy, CompiledRule, PolicySnapshot } from './com
 import type { Action } from './model.js';
 import { type FastRule, matchFast, matchSimple } from './fastmatch.js';
 import { methodBit } from './path.js';
-import { planFor, planRules } from './plan.js';
+import { type PlanCell, planFor, planRules, ROW_GENERAL, rowAccepts, type TargetPlan } from './plan.js';
 import {
   type AccessRequest,
   blankRequest,
@@ -332,6 +332,7 @@ export function decideNormalized(
   const plan = planFor(snap.index, r);
   let c: Candidates;
   if (plan !== null) {
+    if (plan.rows !== null) return firstAllowInRows(snap, plan, plan.rows, r, opts);
     const rules = planRules(plan, r.sourcePrincipal);
     if (plan.allowOnly) return firstAllow(snap, rules, r, opts);
     planCandidates.applicable = plan.policies;
@@ -401,19 +402,51 @@ function firstAllow(
   r: NormalizedRequest,
   opts: DecideOptions,
 ): Decision {
-  let now = Number.NaN;
   const method = methodBit(r.method);
-  const path = r.path;
+  let now = Number.NaN;
   for (let i = 0; i < rules.length; i++) {
     const cr = rules[i] as CompiledRule;
-    const fr = cr.fast;
-    let match: boolean;
-    if (fr.simple) match = matchSimple(fr, method, path);
-    else {
-      now = clock(fr, now, opts);
-      match = matchFast(fr, r, now) === MATCH;
-    }
-    if (match) return decision('allow', cr.policyId, cr.ruleId, cr.allowReason, snap.version);
+    now = clock(cr.fast, now, opts);
+    if (ruleMatches(cr.fast, r, method, now)) return allowBy(cr, snap);
   }
   return decision('deny', null, null, NO_ALLOW_MATCHED, snap.version);
+}
+
+/** {@link firstAllow} over a plan's {@link TargetPlan.rows}: the same rules in the same order. */
+function firstAllowInRows(
+  snap: PolicySnapshot,
+  plan: TargetPlan,
+  rows: readonly PlanCell[],
+  r: NormalizedRequest,
+  opts: DecideOptions,
+): Decision {
+  const principal = r.sourcePrincipal;
+  const at = principal === undefined ? undefined : plan.rowStart?.get(principal);
+  if (at !== undefined) {
+    const method = methodBit(r.method);
+    const path = r.path;
+    let now = Number.NaN;
+    const end = at + 1 + 4 * (rows[at] as number);
+    for (let o = at + 1; o < end; o += 4) {
+      const kind = rows[o + 1] as number;
+      let match: boolean;
+      if (kind !== ROW_GENERAL) match = rowAccepts(rows[o] as number, kind, rows[o + 2] as string, method, path);
+      else {
+        const fr = (rows[o + 3] as CompiledRule).fast;
+        now = clock(fr, now, opts);
+        match = ruleMatches(fr, r, method, now);
+      }
+      if (match) return allowBy(rows[o + 3] as CompiledRule, snap);
+    }
+  }
+  return decision('deny', null, null, NO_ALLOW_MATCHED, snap.version);
+}
+
+/** Whether an ALLOW rule counts as matched (`match`; `unknown` never allows). */
+function ruleMatches(fr: FastRule, r: NormalizedRequest, method: number, now: number): boolean {
+  return fr.simple ? matchSimple(fr, method, r.path) : matchFast(fr, r, now) === MATCH;
+}
+
+function allowBy(cr: CompiledRule, snap: PolicySnapshot): Decision {
+  return decision('allow', cr.policyId, cr.ruleId, cr.allowReason, snap.version);
 }

@@ -43,8 +43,8 @@ function patterns(ms: readonly StringMatcher[] | undefined): Pattern[] | null {
   return ms === undefined ? null : ms.map((m) => new Pattern(m));
 }
 
-/** `matchString` of match.ts on a compiled pattern's kind and value. */
-function holds(kind: number, value: string, v: string): boolean {
+/** `matchString` of match.ts on a compiled pattern's kind (EXACT, PREFIX, SUFFIX, PRESENCE) and value. */
+export function holds(kind: number, value: string, v: string): boolean {
   switch (kind) {
     case EXACT:
       return v === value;

@@ -86,7 +86,10 @@ export function normalizePathText(raw: string, opts: PathOptions = NO_OPTIONS): 
   // holds only pchar characters, and has no dot segment, empty segment or trailing dot. Such a
   // path is returned as it is; anything else takes the full normalization below.
   let end = raw.length;
-  let canonical = end > 0 && raw.charCodeAt(0) === SLASH;
+  const rooted = end > 0 && raw.charCodeAt(0) === SLASH;
+  // `plain`: every character may stay as it is; `canonical`: besides, no segment needs resolving.
+  let plain = rooted;
+  let canonical = rooted;
   let prev = 0;
   for (let i = 0; i < raw.length; i++) {
     const c = raw.charCodeAt(i);
@@ -94,12 +97,16 @@ export function normalizePathText(raw: string, opts: PathOptions = NO_OPTIONS): 
       end = i;
       break;
     }
-    if (c > 0x7f || PCHAR[c] !== 1 || (prev === SLASH && (c === DOT || c === SLASH))) canonical = false;
+    if (c > 0x7f || PCHAR[c] !== 1) plain = canonical = false;
+    else if (prev === SLASH && (c === DOT || c === SLASH)) canonical = false;
     prev = c;
   }
   if (prev === DOT) canonical = false;
   const p = end === raw.length ? raw : raw.slice(0, end);
   if (canonical) return p;
+  // Only dot segments or empty segments to resolve (`/v1/charges/../admin`): no character needs
+  // decoding or refusing, so the character pass below would copy the path unchanged.
+  if (plain) return removeDotSegments(p, opts.mergeSlashes ?? true);
 
   // Characters that stay as they are are copied in runs (`p.slice(run, i)`) rather than one by
   // one, so a path that only needs its dot segments removed builds no intermediate strings here.
@@ -135,18 +142,19 @@ export function normalizePathText(raw: string, opts: PathOptions = NO_OPTIONS): 
   return removeDotSegments(s, opts.mergeSlashes ?? true);
 }
 
-// Output segment offsets of the path being resolved (see removeDotSegments); the hot path is
+// Kept segments of the path being resolved (see removeDotSegments); the hot path is
 // synchronous, so one list serves every call.
-const segmentStarts: number[] = [];
+const kept: number[] = [];
 
 /**
  * RFC 3986 §5.2.4 on an absolute path; `..` above the root stays at the root. One pass over the
- * segments: `out` holds the resolved path so far and `segmentStarts` where each of its segments
- * begins, so `..` cuts `out` back instead of splitting and re-joining arrays.
+ * segments, remembering each kept segment as its range in `p` (with its leading `/`), so that
+ * `..` drops a range instead of cutting strings; the result is then built from the runs of
+ * adjacent ranges: one slice for `/a/b/../c`'s `/a` and one for `/c`, or `p` itself when nothing
+ * was dropped.
  */
 function removeDotSegments(p: string, merge: boolean): string {
-  const starts = segmentStarts;
-  let out = '';
+  const ranges = kept;
   let trailing = false;
   let i = 1;
   while (i <= p.length) {
@@ -157,16 +165,28 @@ function removeDotSegments(p: string, merge: boolean): string {
     trailing = false;
     if (len === 1 && p.charCodeAt(i) === DOT) trailing = last;
     else if (len === 2 && p.charCodeAt(i) === DOT && p.charCodeAt(i + 1) === DOT) {
-      if (starts.length > 0) out = out.slice(0, starts.pop());
+      if (ranges.length > 0) {
+        ranges.pop();
+        ranges.pop();
+      }
       trailing = last;
     } else if (len === 0 && merge) trailing = last;
-    else {
-      starts.push(out.length);
-      out += `/${p.slice(i, j)}`;
-    }
+    else ranges.push(i - 1, j);
     i = j + 1;
   }
-  while (starts.length > 0) starts.pop();
+  let out = '';
+  let k = 0;
+  while (k < ranges.length) {
+    const start = ranges[k] as number;
+    let stop = ranges[k + 1] as number;
+    k += 2;
+    while (k < ranges.length && ranges[k] === stop) {
+      stop = ranges[k + 1] as number;
+      k += 2;
+    }
+    out = start === 0 && stop === p.length ? p : out + p.slice(start, stop);
+  }
+  while (ranges.length > 0) ranges.pop();
   if (out === '') return '/';
   return trailing ? `${out}/` : out;
 }
