@@ -110,6 +110,20 @@ export interface ConsistencyProofResult {
 const COLUMNS = 'seq, id, time, kind_term, outcome_term, source_term, target_term, decision_id, body, leaf_hash';
 const SQLITE_ROWS_PER_INSERT = 500;
 
+/** What one committed batch transaction stored. */
+interface BatchOutcome {
+  events: AuditEvent[];
+  firstSeq: number;
+  checkpoint: Checkpoint | undefined;
+}
+
+/** Whether an append failed on the unique index of event ids (a re-sent event). */
+function isDuplicateId(e: unknown): boolean {
+  const err = e as { code?: unknown; constraint?: unknown; message?: unknown };
+  if (err.code === '23505') return err.constraint === 'audit_event_id'; // PostgreSQL unique_violation
+  return err.code === 'SQLITE_CONSTRAINT_UNIQUE' && String(err.message).includes('audit_event.id');
+}
+
 /** One stored event row: the table's own type, so the two cannot drift. */
 type Row = AuditEventTable;
 
@@ -390,7 +404,7 @@ export class AuditLog {
   private async appendNow(input: readonly AuditEvent[]): Promise<AppendResult> {
     // Within a batch, the first event with an id wins.
     const seen = new Set<string>();
-    let events: AuditEvent[] = [];
+    const events: AuditEvent[] = [];
     for (const e of input) {
       if (seen.has(e.id)) continue;
       seen.add(e.id);
@@ -398,8 +412,24 @@ export class AuditLog {
     }
     const native = this.store.engine === 'sqlite' ? this.store.sqlite : undefined;
     if (native) return this.appendSqlite(native, events, input.length);
+    // As on SQLite: first as if no id were stored yet (the unique index checks every row anyway),
+    // again with the lookup when a re-sent event hits the index.
+    let r: BatchOutcome;
+    try {
+      r = await this.appendKysely(events, false);
+    } catch (e) {
+      if (!isDuplicateId(e)) throw e;
+      r = await this.appendKysely(events, true);
+    }
+    return this.committed(r.events, r.firstSeq, input.length, r.checkpoint);
+  }
+
+  /** One attempt at a batch through kysely (PostgreSQL); on failure the log's memory is as before it. */
+  private async appendKysely(input: AuditEvent[], lookUpIds: boolean): Promise<BatchOutcome> {
     const pg = this.store.engine === 'postgres';
     const before = this.frontier.clone();
+    const beforeCheckpointSize = this.lastCheckpointSize;
+    let events = input;
     let checkpoint: Checkpoint | undefined;
     let firstSeq = 0;
     this.terms.begin();
@@ -419,8 +449,10 @@ export class AuditLog {
             .executeTakeFirst();
           this.lastCheckpointSize = cp ? Number(cp.tree_size) : 0;
         }
-        const existing = await this.existingIds(trx, events);
-        if (existing.size > 0) events = events.filter((e) => !existing.has(e.id));
+        if (lookUpIds) {
+          const existing = await this.existingIds(trx, events);
+          if (existing.size > 0) events = events.filter((e) => !existing.has(e.id));
+        }
         firstSeq = size;
         await this.terms.resolveAll(trx, events);
         const rows: Row[] = new Array(events.length);
@@ -465,10 +497,11 @@ export class AuditLog {
       });
     } catch (e) {
       this.frontier = before;
+      this.lastCheckpointSize = beforeCheckpointSize;
       this.terms.rollback();
       throw e;
     }
-    return this.committed(events, firstSeq, input.length, checkpoint);
+    return { events, firstSeq, checkpoint };
   }
 
   private termId(field: TermField, value: string): number {
@@ -516,7 +549,7 @@ export class AuditLog {
       try {
         return this.appendSqliteTransaction(native, st, input, false);
       } catch (e) {
-        if ((e as { code?: unknown }).code !== 'SQLITE_CONSTRAINT_UNIQUE') throw e;
+        if (!isDuplicateId(e)) throw e;
         return this.appendSqliteTransaction(native, st, input, true);
       }
     });
@@ -529,7 +562,7 @@ export class AuditLog {
     st: SqliteStatements,
     input: AuditEvent[],
     lookUpIds: boolean,
-  ): { events: AuditEvent[]; firstSeq: number; checkpoint: Checkpoint | undefined } {
+  ): BatchOutcome {
     const before = this.frontier.clone();
     const beforeCheckpointSize = this.lastCheckpointSize;
     let events = input;

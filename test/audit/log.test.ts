@@ -131,6 +131,11 @@ describe.each(engines)('audit log on $name', ({ open }) => {
     expect(r).toMatchObject({ stored: 2, duplicates: 1, treeSize: 302 });
     const r2 = await again.append([dup]);
     expect(r2).toMatchObject({ stored: 0, duplicates: 1, treeSize: 302 });
+    // A stored id in a batch that also brings a new term: the first attempt rolls back (its new term
+    // too), the retry stores the rest.
+    const mixed = await again.append([normalizeEvent({ ...ev(2000), source: { user: 'brand-new' } }), dup]);
+    expect(mixed).toMatchObject({ stored: 1, duplicates: 1, firstSeq: 302, treeSize: 303 });
+    expect((await queryAuditLog(store, { source: 'brand-new' })).events.map((e) => e.seq)).toEqual([302]);
     expect((await verifyLog(store)).ok).toBe(true);
   });
 
