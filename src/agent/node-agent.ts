@@ -8,6 +8,7 @@
  * reconnects with exponential backoff. Its SVID and key live on disk (mode 0600), so a restart
  * needs no new token.
  */
+import { type CompileOptions, compile, type Policy, type PolicySnapshot } from '../policy/index.js';
 import { type KeyObject, randomInt, X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -82,7 +83,10 @@ function writePrivate(file: string, text: string): void {
   renameSync(tmp, file);
 }
 
-export class NodeAgent extends EventEmitter<{ change: []; revoked: [string] }> implements WorkloadResolver {
+export class NodeAgent
+  extends EventEmitter<{ change: []; revoked: [string]; policy: [PolicySnapshot | undefined] }>
+  implements WorkloadResolver
+{
   readonly serverId: string;
   private agentCert = '';
   private agentKey = '';
@@ -90,6 +94,7 @@ export class NodeAgent extends EventEmitter<{ change: []; revoked: [string] }> i
   private bundle: TrustBundle;
   private client: ServerClient | undefined;
   private entries: EntryView[] = [];
+  private policy: PolicySnapshot | undefined;
   private readonly svids = new Map<string, HeldSvid>();
   private readonly jwts = new Map<string, { token: string; exp: number; issued: number }>();
   private api: WorkloadApiServer | undefined;
@@ -109,6 +114,16 @@ export class NodeAgent extends EventEmitter<{ change: []; revoked: [string] }> i
 
   get id(): string {
     return this.agentId;
+  }
+
+  /** The policy snapshot streamed from the server (undefined: none yet, or none configured — deny). */
+  policySnapshot(): PolicySnapshot | undefined {
+    return this.policy;
+  }
+
+  /** The trust bundle in force (forwarded certificates in local decisions are verified against it). */
+  trustBundle(): TrustBundle {
+    return this.bundle;
   }
 
   /** Attests (or loads the SVID from disk), starts syncing and serves the Workload API. */
@@ -251,6 +266,8 @@ export class NodeAgent extends EventEmitter<{ change: []; revoked: [string] }> i
             this.setBundle(msg.bundle);
             this.entries = msg.entries as EntryView[];
             await this.reconcile();
+          } else if (msg.type === 'policy') {
+            this.setPolicy(msg.policy);
           } else if (msg.type === 'revoked') {
             this.revoke(String(msg.reason));
             return;
@@ -273,10 +290,39 @@ export class NodeAgent extends EventEmitter<{ change: []; revoked: [string] }> i
     }
   }
 
+  /**
+   * Compiles the snapshot the server sent and swaps it in atomically. The compiled version must be
+   * the one the server announced (same content hash); anything else keeps the last good snapshot.
+   */
+  private setPolicy(msg: unknown): void {
+    if (msg === null) {
+      this.policy = undefined;
+      this.opts.logger.warn('the server has no policies: every local decision denies');
+      this.emit('policy', undefined);
+      return;
+    }
+    const m = msg as { version?: unknown; policies?: unknown; options?: unknown };
+    try {
+      if (!Array.isArray(m.policies)) throw new Error('policies: expected an array');
+      const snap = compile(m.policies as Policy[], (m.options ?? {}) as CompileOptions);
+      if (snap.version !== m.version)
+        throw new Error(`version mismatch: got ${snap.version}, announced ${String(m.version)}`);
+      this.policy = snap;
+      this.opts.logger.info({ version: snap.version, rules: snap.ruleCount }, 'policy snapshot received');
+      this.emit('policy', snap);
+    } catch (e) {
+      this.opts.logger.error(
+        { err: (e as Error).message },
+        'policy snapshot from the server refused; the last good one stays',
+      );
+    }
+  }
+
   /** Banned or deleted: drop every identity at once (zero trust: no grace period). */
   private revoke(reason: string): void {
     this.opts.logger.error({ reason }, 'agent revoked by the server: dropping all identities');
     this.entries = [];
+    this.policy = undefined;
     this.svids.clear();
     this.jwts.clear();
     this.emit('change');

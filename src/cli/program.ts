@@ -61,7 +61,7 @@ export function serverPlugins(config: Config): ServerPlugin[] {
     ca,
     registrationPlugin(),
     assertionKeys,
-    agentEndpointPlugin({ ca: ca.handle, routes: assertionKeys.agentRoutes }),
+    agentEndpointPlugin({ ca: ca.handle, routes: assertionKeys.agentRoutes, policy: policy.handle }),
     policy,
     decision,
     audit,

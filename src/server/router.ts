@@ -111,3 +111,51 @@ export function readBody(req: IncomingMessage, limit = 1 << 20): Promise<Buffer>
     req.on('error', reject);
   });
 }
+
+/**
+ * Answers one request through `router`: 404/405 for unknown routes, and every error as a JSON reason
+ * code (413 body too large, 400 broken percent-encoding, an HttpError's own status, else 500 with
+ * the details in the log only). Returns a low-cardinality route label for metrics.
+ *
+ * @example
+ * ```ts
+ * http.createServer((req, res) => void dispatch(router, req, res, (err, path) => log.error({ err, path })));
+ * ```
+ */
+export async function dispatch(
+  router: Router,
+  req: IncomingMessage,
+  res: ServerResponse,
+  logError: (err: unknown, path: string) => void,
+): Promise<string> {
+  let url: URL;
+  try {
+    url = new URL(req.url ?? '/', 'http://local');
+  } catch {
+    sendJson(res, 400, { error: 'bad_request', message: 'malformed request target' });
+    return 'unmatched';
+  }
+  const route = router.match(req.method ?? 'GET', url.pathname);
+  try {
+    if (route === undefined) sendJson(res, 404, { error: 'not_found', message: `no route for ${url.pathname}` });
+    else if (route === 405)
+      sendJson(res, 405, { error: 'method_not_allowed', message: `${req.method} not allowed on ${url.pathname}` });
+    else await route(req, res, url);
+  } catch (e) {
+    if (e instanceof BodyTooLargeError) {
+      if (!res.headersSent) sendJson(res, 413, { error: 'body_too_large', message: e.message });
+    } else if (e instanceof URIError) {
+      // A path or query with broken percent-encoding is the caller's mistake, never a 500.
+      if (!res.headersSent)
+        sendJson(res, 400, { error: 'bad_request', message: 'malformed percent-encoding in the request' });
+    } else if (e instanceof HttpError) {
+      if (!res.headersSent) sendJson(res, e.status, { error: e.error, message: e.message, ...e.details });
+    } else {
+      logError(e, url.pathname);
+      // Internals stay in the log; the caller gets a reason code only.
+      if (!res.headersSent) sendJson(res, 500, { error: 'internal', message: 'internal error (see server log)' });
+      else res.destroy();
+    }
+  }
+  return typeof route === 'function' ? url.pathname.split('/').slice(0, 3).join('/') : 'unmatched';
+}

@@ -11,7 +11,7 @@ import type { Logger } from '../util/logger.js';
 import { AdminAuth, AdminAuthError, type AdminPrincipal } from './admin-auth.js';
 import { ServerEvents } from './events.js';
 import { ServerMetrics } from './metrics.js';
-import { BodyTooLargeError, type Handler, HttpError, Router, sendJson, sendText } from './router.js';
+import { dispatch, type Handler, HttpError, Router, sendJson, sendText } from './router.js';
 
 export interface ServerContext {
   readonly config: Config;
@@ -128,39 +128,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const started = process.hrtime.bigint();
-    let url: URL;
-    try {
-      url = new URL(req.url ?? '/', 'http://local');
-    } catch {
-      sendJson(res, 400, { error: 'bad_request', message: 'malformed request target' });
-      return;
-    }
-    const route = router.match(req.method ?? 'GET', url.pathname);
-    const routeLabel = typeof route === 'function' ? url.pathname.split('/').slice(0, 3).join('/') : 'unmatched';
-    try {
-      if (route === undefined) sendJson(res, 404, { error: 'not_found', message: `no route for ${url.pathname}` });
-      else if (route === 405)
-        sendJson(res, 405, { error: 'method_not_allowed', message: `${req.method} not allowed on ${url.pathname}` });
-      else await route(req, res, url);
-    } catch (e) {
-      if (e instanceof BodyTooLargeError) {
-        if (!res.headersSent) sendJson(res, 413, { error: 'body_too_large', message: e.message });
-      } else if (e instanceof URIError) {
-        // A path or query with broken percent-encoding is the caller's mistake, never a 500.
-        if (!res.headersSent)
-          sendJson(res, 400, { error: 'bad_request', message: 'malformed percent-encoding in the request' });
-      } else if (e instanceof HttpError) {
-        if (!res.headersSent) sendJson(res, e.status, { error: e.error, message: e.message, ...e.details });
-      } else {
-        logger.error({ err: e, path: url.pathname }, 'request failed');
-        // Internals stay in the log; the caller gets a reason code only.
-        if (!res.headersSent) sendJson(res, 500, { error: 'internal', message: 'internal error (see server log)' });
-        else res.destroy();
-      }
-    } finally {
-      metrics.httpRequests.inc({ route: routeLabel, code: String(res.statusCode) });
-      metrics.httpDuration.observe({ route: routeLabel }, Number(process.hrtime.bigint() - started) / 1e9);
-    }
+    const routeLabel = await dispatch(router, req, res, (err, path) => logger.error({ err, path }, 'request failed'));
+    metrics.httpRequests.inc({ route: routeLabel, code: String(res.statusCode) });
+    metrics.httpDuration.observe({ route: routeLabel }, Number(process.hrtime.bigint() - started) / 1e9);
   };
 
   const http = createServer({ keepAliveTimeout: 5000 }, (req, res) => {

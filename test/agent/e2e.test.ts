@@ -4,7 +4,7 @@
  * deletion, server restarts, and every refusal.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmodSync, readFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,6 +23,8 @@ let agentDataDir: string;
 let socket: string;
 let apiPort: number;
 let agentPort: number;
+let decisionPort: number;
+let policyDir: string;
 let server: Awaited<ReturnType<typeof startCli>>;
 let agent: Awaited<ReturnType<typeof startCli>>;
 let agentId: string;
@@ -37,6 +39,18 @@ async function api(method: string, path: string, body?: unknown) {
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
+const inventoryPolicy = (path: string) => `apiVersion: nevertrust.dev/v1
+kind: AccessPolicy
+metadata: { name: inventory-ingress }
+spec:
+  action: ALLOW
+  target: { services: [inventory] }
+  rules:
+    - name: orders-read
+      from: [{ services: [orders] }]
+      to: [{ methods: [GET], paths: ['${path}'] }]
+`;
+
 async function startServer() {
   server = await startCli(
     [
@@ -45,6 +59,8 @@ async function startServer() {
       String(apiPort),
       '--agent-port',
       String(agentPort),
+      '--policies',
+      policyDir,
       '--data-dir',
       dataDir,
       '--log-level',
@@ -99,6 +115,9 @@ beforeAll(async () => {
   socket = join(agentDataDir, 'agent.sock');
   apiPort = await freePort();
   agentPort = await freePort();
+  decisionPort = await freePort();
+  policyDir = tempDir();
+  writeFileSync(join(policyDir, 'inventory.yaml'), inventoryPolicy('/v1/items*'));
   await startServer();
   const { body } = await api('POST', '/v1/admin/join-tokens', {});
   const bundle = await (await fetch(`http://127.0.0.1:${apiPort}/v1/bundle?format=pem`)).text();
@@ -115,6 +134,8 @@ beforeAll(async () => {
       bundleFile,
       '--socket',
       socket,
+      '--decision-listen',
+      `127.0.0.1:${decisionPort}`,
       '--data-dir',
       agentDataDir,
       '--log-level',
@@ -135,6 +156,43 @@ describe('agent and Workload API, end to end', () => {
     const { body } = await api('GET', '/v1/admin/agents');
     const agents = body.agents as { spiffe_id: string; banned: boolean }[];
     expect(agents.map((a) => a.spiffe_id)).toContain(agentId);
+  });
+
+  it('the agent decides locally on the policies streamed from the server, and follows their changes', async () => {
+    const allow = async (path: string) => {
+      const res = await fetch(`http://127.0.0.1:${decisionPort}/v1/data/service_auth/allow`, {
+        method: 'POST',
+        body: JSON.stringify({
+          input: { source_service: 'orders', target_service: 'inventory', method: 'GET', path },
+        }),
+      });
+      return ((await res.json()) as { result: boolean }).result;
+    };
+    const until = async (fn: () => Promise<boolean>, what: string) => {
+      const end = Date.now() + 15_000;
+      while (!(await fn())) {
+        if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    await until(() => allow('/v1/items/7'), 'the first snapshot');
+    expect(await allow('/v1/items/../admin')).toBe(false);
+    expect(await allow('/v2/items/7')).toBe(false);
+    // The local decision names the same snapshot version as the server.
+    const local = await fetch(`http://127.0.0.1:${decisionPort}/v1/decide`, {
+      method: 'POST',
+      body: JSON.stringify({
+        source_service: 'orders',
+        target_service: 'inventory',
+        method: 'GET',
+        path: '/v1/items/7',
+      }),
+    });
+    const status = await api('GET', '/v1/admin/policy');
+    expect(((await local.json()) as { version: string }).version).toBe(status.body.version);
+
+    writeFileSync(join(policyDir, 'inventory.yaml'), inventoryPolicy('/v2/items*'));
+    await until(async () => (await allow('/v2/items/7')) && !(await allow('/v1/items/7')), 'the changed snapshot');
   });
 
   it('a reused join token is refused and recorded', async () => {

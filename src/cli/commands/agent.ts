@@ -2,12 +2,23 @@ import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { NodeAgent } from '../../agent/node-agent.js';
+import { createHttpShipper } from '../../audit/index.js';
+import { type RunningDecisionListener, startDecisionListener } from '../../server/decision-listener.js';
+import { fromServerEvent } from '../../server/plugins/audit.js';
 import { adminClient } from '../admin-client.js';
 import { commandLogger, resolveConfig } from '../context.js';
 import { CliError } from '../errors.js';
 import { printJson, table } from '../output.js';
 
 const SERVER_OPT = ['--server <url>', 'server API URL (default: from the config)'] as const;
+
+/** `HOST:PORT` (or `[v6]:PORT`) from a flag, or a usage error. */
+function parseHostPort(value: string, flag: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^\s:]+)):(\d{1,5})$/.exec(value);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw new CliError(`${flag}: expected HOST:PORT (or "off"), got ${JSON.stringify(value)}`, 2);
+  return { host: (m[1] ?? m[2]) as string, port };
+}
 
 /** Runs until SIGINT/SIGTERM; resolves with the exit code. */
 function untilSignal(stop: () => Promise<void>): Promise<number> {
@@ -30,6 +41,15 @@ export function registerAgentCommands(program: Command): void {
     .option('--join-token <token>', 'one-time token from `nevertrust token generate` (first start only)')
     .option('--trust-bundle <file>', 'PEM trust bundle to bootstrap trust in the server (`nevertrust bundle show`)')
     .option('--socket <path>', 'Workload API socket (default <data-dir>/public/agent.sock)')
+    .option(
+      '--decision-listen <host:port>',
+      'local decision APIs (OPA Data API, /v1/decide, nginx, Envoy HTTP) on the policies streamed from the server; "off" to disable',
+      '127.0.0.1:8182',
+    )
+    .option(
+      '--audit-token-file <file>',
+      'bearer token for shipping local decisions to the server audit log (without it they are logged as JSON lines)',
+    )
     .addHelpText(
       'after',
       `
@@ -37,12 +57,20 @@ Examples:
   $ nevertrust bundle show > bundle.pem
   $ nevertrust agent --join-token "$(nevertrust token generate | head -1)" --trust-bundle bundle.pem
   $ SPIFFE_ENDPOINT_SOCKET=unix://$PWD/.nevertrust/public/agent.sock my-service   # workloads find the agent here
+  $ curl -s localhost:8182/v1/data/service_auth/allow -d '{"input":{"source_service":"api-gateway","target_service":"payment-service","method":"POST","path":"/v1/charges"}}'
   $ nevertrust agent list
   $ nevertrust agent ban spiffe://example.org/spire/agent/join_token/3f2a…`,
     )
     .action(
       async (
-        o: { serverAddress?: string; joinToken?: string; trustBundle?: string; socket?: string },
+        o: {
+          serverAddress?: string;
+          joinToken?: string;
+          trustBundle?: string;
+          socket?: string;
+          decisionListen: string;
+          auditTokenFile?: string;
+        },
         cmd: Command,
       ) => {
         const config = resolveConfig(cmd);
@@ -72,16 +100,59 @@ Examples:
           socketPath,
           logger,
         });
+        const listen = o.decisionListen === 'off' ? undefined : parseHostPort(o.decisionListen, '--decision-listen');
+        let token: string | undefined;
+        if (o.auditTokenFile) {
+          try {
+            token = readFileSync(o.auditTokenFile, 'utf8').trim();
+          } catch (e) {
+            throw new CliError(`--audit-token-file: ${(e as Error).message}`, 2);
+          }
+        }
         try {
           await a.start();
         } catch (e) {
           throw new CliError((e as Error).message);
         }
+        // Local decisions are recorded like the server's: shipped to the audit log (spilled to disk
+        // while the server is away) with a token, else written as JSON log lines.
+        const shipper = token
+          ? createHttpShipper({
+              url: `http://${config.server.host}:${config.server.port}`,
+              token,
+              spillDir: join(agentDir, 'audit-spill'),
+              logger,
+            })
+          : undefined;
+        let decisions: RunningDecisionListener | undefined;
+        if (listen) {
+          try {
+            decisions = await startDecisionListener({
+              ...listen,
+              trustDomain: config.trust_domain,
+              policy: { current: () => a.policySnapshot() },
+              bundles: () => a.trustBundle(),
+              trustedProxies: config.decision.trusted_proxies,
+              defaultTarget: config.decision.default_target,
+              logger,
+              record: shipper
+                ? (e) => shipper.record(fromServerEvent({ ...e, details: { ...e.details, enforcer: 'agent' } }))
+                : (e) => logger.info({ ...e }, 'access decision'),
+            });
+          } catch (e) {
+            await a.stop();
+            throw new CliError((e as Error).message);
+          }
+        }
         process.stderr.write(
-          `nevertrust agent\n  agent ID      ${a.id}\n  workload API  unix://${socketPath}   (export SPIFFE_ENDPOINT_SOCKET=unix://${socketPath})\n  Ctrl-C to stop\n`,
+          `nevertrust agent\n  agent ID      ${a.id}\n  workload API  unix://${socketPath}   (export SPIFFE_ENDPOINT_SOCKET=unix://${socketPath})\n${decisions ? `  decisions     ${decisions.url}   (OPA Data API, /v1/decide, nginx, Envoy HTTP)\n` : ''}  Ctrl-C to stop\n`,
         );
         a.on('revoked', (reason) => process.stderr.write(`agent revoked: ${reason}\n`));
-        process.exitCode = await untilSignal(() => a.stop());
+        process.exitCode = await untilSignal(async () => {
+          await decisions?.close();
+          await a.stop();
+          await shipper?.close(5000);
+        });
       },
     );
 

@@ -19,6 +19,7 @@ import { type Handler, HttpError, readJson, Router, sendJson } from '../router.j
 import { SERVER_SVID_PATH, type ServerSvid, serverSvidSource } from '../server-svid.js';
 import type { ServerContext, ServerPlugin } from '../server.js';
 import type { CaHandle } from './ca.js';
+import type { PolicyHandle } from './policy.js';
 import { entryJson } from './registration.js';
 
 export { SERVER_SVID_PATH } from '../server-svid.js';
@@ -84,6 +85,8 @@ export interface AgentEndpointOptions {
   attestPerMinute?: number;
   /** How often to look for entry changes made by any server (default 500 ms). */
   pollMs?: number;
+  /** The policy snapshot in force: streamed to agents so they decide locally. */
+  policy?: PolicyHandle;
 }
 
 interface SyncClient {
@@ -344,6 +347,20 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
         entries: entriesForAgent(await allEntries(), agentId).map(entryJson),
         bundle: opts.ca.current().bundle().toJwks(),
       });
+      // The policy snapshot travels as its own message, sent on connect and whenever its version
+      // changes: agents compile it and decide locally (`null`: no policies, so they deny everything).
+      const policyMessage = () => {
+        const snap = opts.policy?.current();
+        return `${JSON.stringify({
+          type: 'policy',
+          policy: snap ? { version: snap.version, policies: snap.policies, options: snap.options } : null,
+        })}\n`;
+      };
+      let policyVersion = opts.policy?.current()?.version;
+      const pushPolicy = () => {
+        const msg = policyMessage();
+        for (const c of clients) c.res.write(msg);
+      };
       const push = async () => {
         for (const c of clients) {
           try {
@@ -366,6 +383,7 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
         agentRoute(async (req, res, { agentId }) => {
           res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
           res.write(`${JSON.stringify(await stateFor(agentId))}\n`);
+          if (opts.policy) res.write(policyMessage());
           const client = { agentId, res };
           clients.add(client);
           req.on('close', () => clients.delete(client));
@@ -375,6 +393,11 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
       // One change mark covers entries changed by any server on the shared store, and bans.
       let mark = '';
       poll = setInterval(async () => {
+        const v = opts.policy?.current()?.version;
+        if (v !== policyVersion) {
+          policyVersion = v;
+          pushPolicy();
+        }
         try {
           const agentsMark = (await store.agents.list()).filter((a) => a.banned).length;
           const m = `${await store.entries.changeMark()}/${agentsMark}`;

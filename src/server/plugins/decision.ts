@@ -18,6 +18,14 @@ import type { ServerContext, ServerPlugin } from '../server.js';
 import type { CaHandle } from './ca.js';
 import type { PolicyHandle } from './policy.js';
 
+/**
+ * What the decision APIs need of their host: the server, or a node agent serving decisions locally
+ * (src/agent/decision-endpoint.ts).
+ */
+export type DecisionContext = Pick<ServerContext, 'router' | 'events' | 'logger' | 'announce'> & {
+  config: Pick<ServerContext['config'], 'trust_domain'>;
+};
+
 /** Options of {@link decisionPlugin}. */
 export interface DecisionPluginOptions {
   policy: PolicyHandle;
@@ -93,7 +101,10 @@ function h(req: IncomingMessage, name: string): string | undefined {
  *   decisionPlugin({ policy: policy.handle, bundles: () => ca.handle.current().bundle(), grpc: { port: 9191 } })] });
  * ```
  */
-export function decisionPlugin(opts: DecisionPluginOptions): ServerPlugin & { grpcPort(): number | undefined } {
+export function decisionPlugin(opts: DecisionPluginOptions): ServerPlugin & {
+  register(ctx: DecisionContext): Promise<void>;
+  grpcPort(): number | undefined;
+} {
   const proxies = new TrustedProxies(opts.trustedProxies ?? ['127.0.0.1', '::1']);
   const bundles = typeof opts.bundles === 'function' ? opts.bundles : () => opts.bundles as BundleSource | undefined;
   const snapshot = () => opts.policy.current();
@@ -104,7 +115,7 @@ export function decisionPlugin(opts: DecisionPluginOptions): ServerPlugin & { gr
   return {
     name: 'decision',
     grpcPort: () => grpcServer?.port,
-    async register(ctx: ServerContext) {
+    async register(ctx: DecisionContext) {
       const { router, events, logger } = ctx;
       const trust = (): ProxyTrust => ({ proxies, bundles: bundles(), trustXfccUri: opts.trustXfccUri });
 

@@ -1,0 +1,87 @@
+/**
+ * The decision APIs on their own listener, without a store or admin API: what a node agent serves
+ * so that decisions stay on the node (`nevertrust agent --decision-listen`). Same routes, same
+ * fail-closed handling and the same decision records as the server's `decisionPlugin`.
+ */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { BundleSource } from '../spiffe/index.js';
+import type { Logger } from '../util/logger.js';
+import { type ServerEvent, ServerEvents } from './events.js';
+import { decisionPlugin } from './plugins/decision.js';
+import type { PolicyHandle } from './plugins/policy.js';
+import { dispatch, Router, sendJson } from './router.js';
+
+export interface DecisionListenerOptions {
+  host: string;
+  port: number;
+  trustDomain: string;
+  policy: PolicyHandle;
+  /** Bundles that forwarded certificates (XFCC, nginx `X-Client-Cert`) are verified against. */
+  bundles: () => BundleSource | undefined;
+  /** Addresses whose identity headers are believed (default: loopback). */
+  trustedProxies?: readonly string[];
+  defaultTarget?: string;
+  /** Every decision, allowed or denied. */
+  record: (event: ServerEvent) => void;
+  logger: Logger;
+}
+
+export interface RunningDecisionListener {
+  readonly port: number;
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the listener.
+ *
+ * @example
+ * ```ts
+ * const d = await startDecisionListener({ host: '127.0.0.1', port: 8182, trustDomain, policy, bundles, record, logger });
+ * // POST http://127.0.0.1:8182/v1/data/service_auth/allow {"input": {...}}
+ * ```
+ */
+export async function startDecisionListener(opts: DecisionListenerOptions): Promise<RunningDecisionListener> {
+  const router = new Router();
+  const events = new ServerEvents();
+  events.on('event', opts.record);
+  router.on('GET', '/healthz', (_req, res) => sendJson(res, 200, { status: 'ok' }));
+  const plugin = decisionPlugin({
+    policy: opts.policy,
+    bundles: opts.bundles,
+    trustedProxies: opts.trustedProxies,
+    defaultTarget: opts.defaultTarget,
+  });
+  await plugin.register({
+    router,
+    events,
+    logger: opts.logger,
+    config: { trust_domain: opts.trustDomain },
+    announce: () => {},
+  });
+  const server = createServer({ keepAliveTimeout: 5000 }, (req, res) => {
+    void dispatch(router, req, res, (err, path) => opts.logger.error({ err, path }, 'decision request failed'));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        e.code === 'EADDRINUSE'
+          ? new Error(`decision port ${opts.host}:${opts.port} is already in use: pick another with --decision-listen`)
+          : e,
+      ),
+    );
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    url: `http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        void plugin.close?.();
+      }),
+  };
+}
