@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { PeerCredentials } from './peercred.js';
-import { formatSelector, NAME_RE, NUMERIC_RE, type Selector, type UnixSelectorKey } from '../registration/selector.js';
+import { NAME_RE, NUMERIC_RE, type Selector, type UnixSelectorKey } from '../registration/selector.js';
 
 export type AttestationErrorCode =
   | 'ERR_ATTEST_PROCESS_GONE'

@@ -11,7 +11,7 @@ import type { Logger } from '../util/logger.js';
 import { AdminAuth, AdminAuthError, type AdminPrincipal } from './admin-auth.js';
 import { ServerEvents } from './events.js';
 import { ServerMetrics } from './metrics.js';
-import { dispatch, type Handler, HttpError, Router, sendJson, sendText } from './router.js';
+import { dispatch, type Handler, Router, sendJson, sendText } from './router.js';
 
 export interface ServerContext {
   readonly config: Config;
