@@ -174,19 +174,21 @@ export function compile(policies: readonly Policy[], options: CompileOptions = {
     const selectors = (t.spiffeIds ? 1 : 0) + (t.services ? 1 : 0) + (t.namespace !== undefined ? 1 : 0);
     const targetCheck = t.labels !== undefined || selectors > 1;
     const cp: CompiledPolicy = { policy, order, rules: [], stamp: 0, applies: false, targetCheck };
-    const rules = (policy.rules ?? []).map(
-      (rule): CompiledRule => ({
+    const rules = (policy.rules ?? []).map((rule): CompiledRule => {
+      const label = labelOf(policy, rule);
+      return {
         policy: cp,
         rule,
         seq: seq++,
-        label: labelOf(policy, rule),
-        allowReason: `${labelOf(policy, rule)} matched: allow`,
+        label,
+        // Shares `label`'s characters rather than copying them.
+        allowReason: `${label} matched: allow`,
         policyId: policy.id,
         ruleId: rule.id,
         fast: new FastRule(rule),
         stamp: 0,
-      }),
-    );
+      };
+    });
     cp.rules.push(...rules);
     ruleCount += rules.length;
     compiled.push(cp);

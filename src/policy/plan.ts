@@ -15,13 +15,18 @@ import { PatternIndex } from './pattern-index.js';
 import { deriveIdInfo, deriveRequest, type IdInfo, type NormalizedRequest } from './request.js';
 import { targetApplies } from './rules.js';
 
+const NO_PRINCIPALS: ReadonlyMap<string, CompiledRule[]> = new Map();
+
 /** The candidates of every request whose target is one ID (see the module comment). */
 export class TargetPlan {
   /** The snapshot's index this plan belongs to: a request derived for another snapshot is not trusted. */
   readonly owner: TargetIndex;
   /** Policies whose target selects the ID, in evaluation order. */
   readonly policies: CompiledPolicy[];
-  /** Rules of those policies that name the principal exactly, by principal, in evaluation order. */
+  /**
+   * Rules of those policies that name the principal exactly, by principal, in evaluation order.
+   * Empty when {@link rows} hold them (nothing reads both).
+   */
   readonly byPrincipal: ReadonlyMap<string, CompiledRule[]>;
   /** Rules of those policies that any source may reach (no `from`, or a `from` without principals). */
   readonly always: CompiledRule[];
@@ -75,7 +80,6 @@ export class TargetPlan {
       }
     }
     patterns?.seal();
-    this.byPrincipal = byPrincipal;
     this.always = always;
     this.patterns = patterns;
     this.allowOnly = policies.length > 0 && policies.every((cp) => cp.policy.action === 'ALLOW' && !cp.policy.dryRun);
@@ -93,9 +97,11 @@ export class TargetPlan {
       }
       this.rows = rows;
       this.rowStart = rowStart;
+      this.byPrincipal = NO_PRINCIPALS;
     } else {
       this.rows = null;
       this.rowStart = null;
+      this.byPrincipal = byPrincipal;
     }
   }
 }
