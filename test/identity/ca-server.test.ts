@@ -30,7 +30,8 @@ async function start(dataDir: string, url?: string) {
   return s;
 }
 
-describe('CA in the server, with the identity CLI', () => {
+// Each case runs several CLI processes (about 1 s each to start); on a loaded machine 30 s is tight.
+describe('CA in the server, with the identity CLI', { timeout: 90_000 }, () => {
   const dataDir = tempDir();
   let server: RunningServer;
   const out = join(dataDir, 'out');
