@@ -1,7 +1,8 @@
 /**
- * The decision: candidate lookup through the compiled index, then Istio's order
- * (CUSTOM → DENY → ALLOW) extended with STEP_UP, AUDIT records and dry-run records.
- * Fails closed: a request that cannot be normalized, and any thrown error, deny with a reason.
+ * The decision: candidate lookup — the target's precompiled plan (plan.ts) when it has one, else
+ * the compiled index — then Istio's order (CUSTOM → DENY → ALLOW) extended with STEP_UP, AUDIT
+ * records and dry-run records. Fails closed: a request that cannot be normalized, and any thrown
+ * error, deny with a reason.
  */
 import type { Bucket, CompiledPolicy, CompiledRule, PolicySnapshot } from './compile.js';
 import type { Action } from './model.js';
