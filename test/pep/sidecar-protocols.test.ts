@@ -38,6 +38,8 @@ let grpcPort: number; // payment-service: gRPC app over h2c
 let trailerPort: number; // payment-service: plain h2c app sending trailers
 let outPort: number; // api-gateway's egress
 let upgrades = 0;
+let sawFirst: () => void = () => {};
+let firstSeen = new Promise<void>((r) => (sawFirst = r));
 const decisions: { decision: string; path?: string }[] = [];
 
 // Minimal WebSocket framing (RFC 6455) for the test app and raw clients: text frames under 126 bytes.
@@ -98,7 +100,7 @@ spec:
   rules:
     - name: gateway-charges
       from: [{ principals: [${id('api-gateway')}] }]
-      to: [{ methods: [POST], paths: [/v1/charges, /payments.Charges/Charge, /trailers] }]
+      to: [{ methods: [POST], paths: [/v1/charges, /v1/charges/stream, /payments.Charges/Charge, /trailers] }]
     - name: gateway-live-updates
       from: [{ principals: [${id('api-gateway')}] }]
       to: [{ methods: [GET], paths: [/ws/charges] }]
@@ -106,6 +108,14 @@ spec:
   );
 
   app = createServer((req, res) => {
+    if (req.url === '/v1/charges/stream') {
+      // Streams: the second chunk is written only once the client has received the first.
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('first;');
+      firstSeen.then(() => res.end('second'));
+      return;
+    }
     let body = '';
     req.on('data', (d) => (body += d));
     req.on('end', () =>
@@ -294,6 +304,42 @@ describe('sidecar: HTTP/2, gRPC and WebSocket', () => {
     expect(await refused(h2(inPort, '/v1/charges', { svid: pki.mint('api-gateway', { other: true }) }))).toBe(
       'refused',
     );
+  });
+
+  it('streamed responses flow chunk by chunk (HTTP/1.1 and HTTP/2 clients)', async () => {
+    const gw = pki.mint('api-gateway');
+    for (const proto of ['http1', 'h2'] as const) {
+      firstSeen = new Promise<void>((r) => (sawFirst = r));
+      const chunks: string[] = [];
+      if (proto === 'http1') {
+        const pool = new Agent({ connect: { ...tlsOf(gw), servername: 'localhost' } });
+        const { request } = await import('undici');
+        const r = await request(`https://localhost:${inPort}/v1/charges/stream`, {
+          method: 'POST',
+          body: '{}',
+          dispatcher: pool,
+        });
+        for await (const c of r.body) {
+          chunks.push(String(c));
+          if (chunks.join('') === 'first;') sawFirst();
+        }
+        await pool.close();
+      } else {
+        const s = http2Connect(`https://localhost:${inPort}`, tlsOf(gw));
+        const req = s.request({ ':method': 'POST', ':path': '/v1/charges/stream' });
+        req.end('{}');
+        await new Promise<void>((resolve, reject) => {
+          req.on('data', (c) => {
+            chunks.push(String(c));
+            if (chunks.join('') === 'first;') sawFirst();
+          });
+          req.on('end', () => resolve());
+          req.on('error', reject);
+        });
+        s.close();
+      }
+      expect(chunks.join('')).toBe('first;second');
+    }
   });
 
   it('curl negotiates HTTP/2 with its client certificate', async () => {

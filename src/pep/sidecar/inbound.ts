@@ -13,7 +13,7 @@ import {
   type Http2ServerResponse,
   type Http2Session,
 } from 'node:http2';
-import { type AddressInfo, connect as netConnect } from 'node:net';
+import { type AddressInfo, connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { type Dispatcher, Pool } from 'undici';
@@ -177,6 +177,8 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
   server.setTimeout(120_000); // idle connections and HTTP/2 sessions
   const sockets = new Set<TLSSocket>();
   const sessions = new Set<Http2Session>();
+  // Small responses go out at once: without this, Nagle's algorithm and delayed ACKs add tens of ms.
+  server.on('connection', (s: Socket) => s.setNoDelay(true));
   server.on('secureConnection', (s: TLSSocket) => {
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
@@ -289,6 +291,12 @@ function http1Upstream(ib: InboundConfig, log: InboundDeps['log']): Upstream {
           },
           ({ statusCode, headers: h }) => {
             (res as ServerResponse).writeHead(statusCode, forwardHeaders(h, { stripIdentity: false }));
+            // Head and the body chunks that arrived with it leave in one TLS write, not several;
+            // uncorked on the next tick so streamed responses still flow.
+            if ('cork' in res) {
+              res.cork();
+              process.nextTick(() => res.uncork());
+            }
             return res as ServerResponse;
           },
         )
