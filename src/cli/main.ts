@@ -2,18 +2,36 @@
  * CLI entry point. Exit codes: 0 success, 1 failure at run time (port in use, unreachable database…),
  * 2 bad usage or bad configuration. Errors are one clear line (plus the relevant help for usage
  * errors), never a stack trace.
+ *
+ * Only light modules are imported here: the error classes of heavy modules (the policy engine, the
+ * server) are looked up when an error of that name arrives, by which time its module is loaded.
  */
 import { type Command, CommanderError } from 'commander';
-import { ConfigError } from '../config/index.js';
-import { formatIssue, PolicyLoadError } from '../policy/index.js';
-import { StoreOpenError } from '../store/index.js';
-import { ServerStartError } from '../server/index.js';
+import { ConfigError } from '../config/errors.js';
+import type { formatIssue as FormatIssue, PolicyLoadError as PolicyLoadErrorClass } from '../policy/yamldoc.js';
+import { StoreOpenError } from '../store/errors.js';
 import { CliError } from './errors.js';
 import { buildProgram } from './program.js';
 
+/** The policy engine's PolicyLoadError (and its formatter), if `e` is one. */
+async function asPolicyLoadError(
+  e: unknown,
+): Promise<{ error: PolicyLoadErrorClass; format: typeof FormatIssue } | undefined> {
+  if (!(e instanceof Error) || e.name !== 'PolicyLoadError') return undefined;
+  const { PolicyLoadError, formatIssue } = await import('../policy/yamldoc.js');
+  return e instanceof PolicyLoadError ? { error: e, format: formatIssue } : undefined;
+}
+
+/** The server's start failure, if `e` is one. */
+async function isServerStartError(e: unknown): Promise<boolean> {
+  if (!(e instanceof Error) || e.name !== 'ServerStartError') return false;
+  const { ServerStartError } = await import('../server/server.js');
+  return e instanceof ServerStartError;
+}
+
 /** Errors whose message is already the whole story for a person. */
-function isExpected(e: unknown): e is Error {
-  return e instanceof StoreOpenError || e instanceof ServerStartError || e instanceof CliError;
+async function isExpected(e: unknown): Promise<boolean> {
+  return e instanceof StoreOpenError || e instanceof CliError || (await isServerStartError(e));
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -34,15 +52,18 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       return 2;
     }
-    if (e instanceof PolicyLoadError) {
-      process.stderr.write(`nevertrust: policy rejected\n${e.issues.map(formatIssue).join('\n')}\n`);
+    const policyError = await asPolicyLoadError(e);
+    if (policyError) {
+      process.stderr.write(
+        `nevertrust: policy rejected\n${policyError.error.issues.map(policyError.format).join('\n')}\n`,
+      );
       return 2;
     }
     if (e instanceof ConfigError) {
       process.stderr.write(`nevertrust: invalid configuration\n${e.message}\n`);
       return 2;
     }
-    if (isExpected(e)) {
+    if (e instanceof Error && (await isExpected(e))) {
       process.stderr.write(`nevertrust: ${e.message}\n`);
       return e instanceof CliError ? e.exitCode : 1;
     }
