@@ -1,9 +1,10 @@
 /**
  * How admin commands reach the running server: `--server URL` (default: the configured host and
  * port) with the bootstrap token from `<data_dir>/admin.token` (or NEVERTRUST_ADMIN_TOKEN).
+ * Light enough for the command tree: undici and the configuration loader are imported when a command
+ * actually calls the server.
  */
 import type { Command } from 'commander';
-import { request } from 'undici';
 import { readAdminToken } from '../server/admin-auth.js';
 import { resolveConfig } from './context.js';
 import { CliError } from './errors.js';
@@ -16,8 +17,8 @@ export interface AdminClient {
   stream(path: string): Promise<AsyncIterable<Buffer>>;
 }
 
-export function adminClient(cmd: Command): AdminClient {
-  const config = resolveConfig(cmd);
+export async function adminClient(cmd: Command): Promise<AdminClient> {
+  const config = await resolveConfig(cmd);
   const opts = cmd.optsWithGlobals<{ server?: string }>();
   const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
   const baseUrl = (opts.server ?? `http://${host}:${config.server.port}`).replace(/\/+$/, '');
@@ -29,6 +30,7 @@ export function adminClient(cmd: Command): AdminClient {
   }
   const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
   const send = async (method: string, path: string, body?: unknown) => {
+    const { request } = await import('undici');
     try {
       return await request(`${baseUrl}${path}`, {
         method: method as 'GET',

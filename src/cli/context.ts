@@ -1,10 +1,13 @@
 /**
  * What every command needs from the global flags: the validated configuration and a logger.
  * Flags override the environment, which overrides the file, which overrides the defaults.
+ *
+ * This module is part of the command tree, so it stays light: the configuration loader (zod, yaml)
+ * and the logger (pino) are imported only when a command's action asks for them.
  */
 import type { Command } from 'commander';
-import { type Config, loadConfig, setIn } from '../config/index.js';
-import { createLogger, type Logger } from '../util/logger.js';
+import type { Config } from '../config/index.js';
+import type { Logger } from '../util/logger.js';
 
 export interface GlobalOptions {
   config?: string;
@@ -25,7 +28,8 @@ export const GLOBAL_BINDINGS: FlagBinding[] = [
   { flag: '--log-level', option: 'logLevel', field: ['log_level'] },
 ];
 
-export function resolveConfig(cmd: Command, bindings: FlagBinding[] = []): Config {
+export async function resolveConfig(cmd: Command, bindings: FlagBinding[] = []): Promise<Config> {
+  const { loadConfig, setIn } = await import('../config/load.js');
   const opts = cmd.optsWithGlobals<GlobalOptions & Record<string, unknown>>();
   const overrides: Record<string, unknown> = {};
   const flagNames: Record<string, string> = {};
@@ -38,7 +42,8 @@ export function resolveConfig(cmd: Command, bindings: FlagBinding[] = []): Confi
   return loadConfig({ file: opts.config, overrides, flagNames });
 }
 
-export function commandLogger(config: Config): Logger {
+export async function commandLogger(config: Config): Promise<Logger> {
+  const { createLogger } = await import('../util/logger.js');
   return createLogger(config.log_level);
 }
 

@@ -1,18 +1,12 @@
 /**
  * The `nevertrust` command tree. Each area registers its own subcommands; this file only wires them.
+ * Building the tree loads only light modules (names, options, help text): each action imports what it
+ * runs, so `--help` and `version` start fast.
  */
 import { Command, Option } from 'commander';
-import { fileSink, stdoutSink } from '../audit/index.js';
-import type { Config } from '../config/index.js';
-import { logLevels } from '../config/index.js';
+import type { Config, LogLevel } from '../config/index.js';
 import type { ServerPlugin } from '../server/index.js';
-import { agentEndpointPlugin } from '../server/plugins/agent-endpoint.js';
-import { assertionKeysPlugin } from '../server/plugins/assertion-keys.js';
-import { auditPlugin } from '../server/plugins/audit.js';
-import { caPlugin } from '../server/plugins/ca.js';
-import { decisionPlugin } from '../server/plugins/decision.js';
-import { policyPlugin } from '../server/plugins/policy.js';
-import { registrationPlugin } from '../server/plugins/registration.js';
+import { exactly } from './choices.js';
 import { registerAgentCommands } from './commands/agent.js';
 import { registerAuditCommands } from './commands/audit.js';
 import { registerEntryCommands, registerTokenCommands } from './commands/entry.js';
@@ -24,48 +18,13 @@ import { registerUpCommands } from './commands/up.js';
 import { registerVersionCommand } from './commands/version.js';
 import { VERSION } from './version.js';
 
-/** The server's plugins for a given configuration (later issues add CA, policy, audit…). */
-export function serverPlugins(config: Config): ServerPlugin[] {
-  const ca = caPlugin();
-  const policy = policyPlugin();
-  const decision = decisionPlugin({
-    policy: policy.handle,
-    bundles: () => ca.handle.current().bundle(),
-    trustedProxies: config.decision.trusted_proxies,
-    defaultTarget: config.decision.default_target,
-    grpc:
-      config.decision.envoy_grpc_port === undefined
-        ? undefined
-        : {
-            host: config.server.host,
-            port: config.decision.envoy_grpc_port,
-            mtls:
-              config.decision.envoy_grpc_tls === 'mtls'
-                ? { ca: ca.handle, clients: config.decision.envoy_grpc_clients }
-                : undefined,
-          },
-  });
-  const a = config.audit;
-  const audit = auditPlugin({
-    checkpointEvery: a.checkpoint_every,
-    checkpointIntervalMs: a.checkpoint_interval * 1000,
-    checkpointFile: a.checkpoint_file,
-    checkpointWebhook: a.checkpoint_webhook,
-    anomalyWebhook: a.anomaly_webhook,
-    retention: a.hot_window === undefined ? undefined : { hotWindowMs: a.hot_window * 1000 },
-    sinks: [...(a.export === 'stdout' ? [stdoutSink()] : []), ...(a.export_file ? [fileSink(a.export_file)] : [])],
-  });
-  // Before the agent endpoint, which serves its registration route.
-  const assertionKeys = assertionKeysPlugin({ ca: ca.handle });
-  return [
-    ca,
-    registrationPlugin(),
-    assertionKeys,
-    agentEndpointPlugin({ ca: ca.handle, routes: assertionKeys.agentRoutes, policy: policy.handle }),
-    policy,
-    decision,
-    audit,
-  ];
+/** The configuration schema's logLevels, in its order (the schema is loaded only when a command runs). */
+const LOG_LEVELS = exactly<LogLevel>()(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+/** The server's plugins for a given configuration, from ./server-plugins.js, loaded on first use. */
+export async function serverPlugins(config: Config): Promise<ServerPlugin[]> {
+  const m = await import('./server-plugins.js');
+  return m.serverPlugins(config);
 }
 
 export function buildProgram(): Command {
@@ -76,7 +35,7 @@ export function buildProgram(): Command {
     .version(VERSION, '-V, --version', 'print the version')
     .option('-c, --config <file>', 'config file (default ./nevertrust.yaml if present; env NEVERTRUST_CONFIG)')
     .option('-d, --data-dir <dir>', 'where nevertrust keeps its data (default ./.nevertrust)')
-    .addOption(new Option('--log-level <level>', 'log level').choices([...logLevels]))
+    .addOption(new Option('--log-level <level>', 'log level').choices([...LOG_LEVELS]))
     .showHelpAfterError(true)
     .showSuggestionAfterError(true)
     .addHelpText(

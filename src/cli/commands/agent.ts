@@ -1,10 +1,7 @@
 import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { NodeAgent } from '../../agent/node-agent.js';
-import { createHttpShipper } from '../../audit/index.js';
-import { type RunningDecisionListener, startDecisionListener } from '../../server/decision-listener.js';
-import { fromServerEvent } from '../../server/plugins/audit.js';
+import type { RunningDecisionListener } from '../../server/decision-listener.js';
 import { adminClient } from '../admin-client.js';
 import { commandLogger, resolveConfig } from '../context.js';
 import { CliError } from '../errors.js';
@@ -73,8 +70,16 @@ Examples:
         },
         cmd: Command,
       ) => {
-        const config = resolveConfig(cmd);
-        const logger = commandLogger(config);
+        const config = await resolveConfig(cmd);
+        const logger = await commandLogger(config);
+        // The agent, audit shipper and decision listener are loaded only when the agent runs.
+        const [{ NodeAgent }, { createHttpShipper }, { startDecisionListener }, { fromServerEvent }] =
+          await Promise.all([
+            import('../../agent/node-agent.js'),
+            import('../../audit/index.js'),
+            import('../../server/decision-listener.js'),
+            import('../../server/plugins/audit.js'),
+          ]);
         const dataDir = resolve(config.data_dir);
         const agentDir = join(dataDir, 'agent');
         // Workloads of any uid must reach the socket: it lives in <data-dir>/public (0755), and the
@@ -163,7 +168,10 @@ Examples:
     .option(...SERVER_OPT)
     .addHelpText('after', '\nExamples:\n  $ nevertrust agent list\n  $ nevertrust agent list --json')
     .action(async (o: { json?: boolean }, cmd: Command) => {
-      const { agents } = await adminClient(cmd).call<{ agents: Record<string, unknown>[] }>('GET', '/v1/admin/agents');
+      const { agents } = await (await adminClient(cmd)).call<{ agents: Record<string, unknown>[] }>(
+        'GET',
+        '/v1/admin/agents',
+      );
       if (o.json) printJson(agents);
       else process.stdout.write(table(agents, ['spiffe_id', 'expires_at', 'banned', 'remote_addr']));
     });
@@ -174,7 +182,7 @@ Examples:
     .option(...SERVER_OPT)
     .addHelpText('after', '\nExamples:\n  $ nevertrust agent ban spiffe://example.org/spire/agent/join_token/3f2a…')
     .action(async (id: string, _o: unknown, cmd: Command) => {
-      await adminClient(cmd).call('POST', '/v1/admin/agents/ban', { spiffe_id: id });
+      await (await adminClient(cmd)).call('POST', '/v1/admin/agents/ban', { spiffe_id: id });
       process.stdout.write(`banned ${id}\n`);
     });
 }

@@ -7,21 +7,15 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Command, Option } from 'commander';
-import {
-  type ExternalCheckpoint,
-  OUTCOMES,
-  readCheckpointFile,
-  type StoredAuditEvent,
-  verifyCheckpoint,
-  verifyInclusion,
-  type VerifyReport,
-  verifyLog,
-} from '../../audit/index.js';
+import type { ExternalCheckpoint, Outcome, StoredAuditEvent, VerifyReport } from '../../audit/index.js';
 import { parseDuration } from '../../config/duration.js';
-import { openStore } from '../../store/index.js';
 import { adminClient } from '../admin-client.js';
+import { exactly } from '../choices.js';
 import { resolveConfig } from '../context.js';
 import { CliError } from '../errors.js';
+
+/** The audit module's OUTCOMES, in its order (that module is loaded only by the actions that need it). */
+const OUTCOMES = exactly<Outcome>()(['allow', 'deny', 'step_up', 'error']);
 
 /** `1h`, `30m`, `2d` (ago), epoch ms, or ISO-8601 → epoch ms. */
 export function parseTimeFlag(flag: string, v: string, now = Date.now()): number {
@@ -139,7 +133,7 @@ Examples:
       if (!/^\d+$/.test(o.limit ?? '')) throw new CliError(`--limit: not a number: ${o.limit}`, 2);
       p.set('limit', o.limit as string);
       if (o.cursor) p.set('cursor', o.cursor);
-      const r = await adminClient(cmd).call<{ events: StoredAuditEvent[]; next_cursor?: number }>(
+      const r = await (await adminClient(cmd)).call<{ events: StoredAuditEvent[]; next_cursor?: number }>(
         'GET',
         `/v1/admin/audit/events?${p}`,
       );
@@ -160,7 +154,7 @@ Examples:
   )
     .addHelpText('after', '\nExamples:\n  $ nevertrust audit tail -f\n  $ nevertrust audit tail -n 100 | jq .outcome')
     .action(async (o: { follow?: boolean; lines: string }, cmd: Command) => {
-      const stream = await adminClient(cmd).stream(
+      const stream = await (await adminClient(cmd)).stream(
         `/v1/admin/audit/tail?last=${encodeURIComponent(o.lines)}${o.follow ? '&follow=1' : ''}`,
       );
       for await (const chunk of stream) out(chunk.toString());
@@ -181,7 +175,7 @@ Examples:
       '\nExamples:\n  $ nevertrust audit show 42\n  $ nevertrust audit show 0193c4c2-8a4e-7c1d-9f00-1a2b3c4d5e6f --format json',
     )
     .action(async (id: string, o: { publicKey?: string; format: string }, cmd: Command) => {
-      const r = await adminClient(cmd).call<{
+      const r = await (await adminClient(cmd)).call<{
         event: StoredAuditEvent;
         inclusion: null | {
           seq: number;
@@ -196,6 +190,7 @@ Examples:
       let proofOk: boolean | undefined;
       let sigOk: boolean | undefined;
       if (r.inclusion) {
+        const { verifyCheckpoint, verifyInclusion } = await import('../../audit/index.js');
         const i = r.inclusion;
         proofOk = verifyInclusion(
           i.seq,
@@ -245,6 +240,7 @@ Examples:
         o: { fromCheckpoint?: string; database?: string; segments?: string; publicKey?: string; server?: string },
         cmd: Command,
       ) => {
+        const { readCheckpointFile, verifyLog } = await import('../../audit/index.js');
         let external: ExternalCheckpoint[] | undefined;
         if (o.fromCheckpoint) {
           try {
@@ -255,11 +251,14 @@ Examples:
         }
         let report: VerifyReport;
         if (o.server) {
-          report = await adminClient(cmd).call<VerifyReport>('POST', '/v1/admin/audit/verify', {
+          report = await (await adminClient(cmd)).call<VerifyReport>('POST', '/v1/admin/audit/verify', {
             checkpoints: external,
           });
         } else {
-          const config = resolveConfig(cmd, [{ flag: '--database', option: 'database', field: ['database', 'url'] }]);
+          const config = await resolveConfig(cmd, [
+            { flag: '--database', option: 'database', field: ['database', 'url'] },
+          ]);
+          const { openStore } = await import('../../store/index.js');
           const store = await openStore({ url: config.database.url, dataDir: config.data_dir, migrate: false });
           try {
             report = await verifyLog(store, {
@@ -278,8 +277,8 @@ Examples:
   withServer(audit.command('checkpoint').description('sign a checkpoint of the log now and print it'))
     .addHelpText('after', '\nExamples:\n  $ nevertrust audit checkpoint >> /secure/audit-checkpoints.ndjson')
     .action(async (_o: unknown, cmd: Command) => {
-      const cp = await adminClient(cmd).call<Record<string, unknown>>('POST', '/v1/admin/audit/checkpoint');
-      const { public_key } = await adminClient(cmd).call<{ public_key: string }>(
+      const cp = await (await adminClient(cmd)).call<Record<string, unknown>>('POST', '/v1/admin/audit/checkpoint');
+      const { public_key } = await (await adminClient(cmd)).call<{ public_key: string }>(
         'GET',
         '/v1/admin/audit/checkpoints?limit=1',
       );

@@ -73,7 +73,7 @@ Examples:
         ...(o.admin !== undefined && { admin: true }),
         ...(o.expiresAt !== undefined && { expires_at: o.expiresAt }),
       };
-      showEntry(await adminClient(cmd).call<Entry>('POST', '/v1/admin/entries', body), o.json as boolean);
+      showEntry(await (await adminClient(cmd)).call<Entry>('POST', '/v1/admin/entries', body), o.json as boolean);
     });
 
   entry
@@ -93,7 +93,7 @@ Examples:
       if (typeof o.parentId === 'string') q.set('parent_id', o.parentId);
       if (typeof o.spiffeId === 'string') q.set('spiffe_id', o.spiffeId);
       if (typeof o.selector === 'string') q.set('selector', o.selector);
-      const { entries } = await adminClient(cmd).call<{ entries: Entry[] }>('GET', `/v1/admin/entries?${q}`);
+      const { entries } = await (await adminClient(cmd)).call<{ entries: Entry[] }>('GET', `/v1/admin/entries?${q}`);
       if (o.json) printJson(entries);
       else process.stdout.write(table(entries, ['id', 'spiffe_id', 'parent_id', 'selectors', 'x509_svid_ttl']));
     });
@@ -105,7 +105,10 @@ Examples:
     .option(...SERVER_OPT)
     .addHelpText('after', '\nExamples:\n  $ nevertrust entry show 0b6f5c1e-8f0a-4c55-9d2e-6a1b2c3d4e5f')
     .action(async (id: string, o: { json?: boolean }, cmd: Command) => {
-      showEntry(await adminClient(cmd).call<Entry>('GET', `/v1/admin/entries/${encodeURIComponent(id)}`), o.json);
+      showEntry(
+        await (await adminClient(cmd)).call<Entry>('GET', `/v1/admin/entries/${encodeURIComponent(id)}`),
+        o.json,
+      );
     });
 
   entry
@@ -137,7 +140,7 @@ Examples:
         ...(o.revision !== undefined && { revision: Number(o.revision) }),
       };
       showEntry(
-        await adminClient(cmd).call<Entry>('PATCH', `/v1/admin/entries/${encodeURIComponent(id)}`, body),
+        await (await adminClient(cmd)).call<Entry>('PATCH', `/v1/admin/entries/${encodeURIComponent(id)}`, body),
         o.json as boolean,
       );
     });
@@ -148,7 +151,7 @@ Examples:
     .option(...SERVER_OPT)
     .addHelpText('after', '\nExamples:\n  $ nevertrust entry delete 0b6f5c1e-8f0a-4c55-9d2e-6a1b2c3d4e5f')
     .action(async (id: string, _o: unknown, cmd: Command) => {
-      await adminClient(cmd).call('DELETE', `/v1/admin/entries/${encodeURIComponent(id)}`);
+      await (await adminClient(cmd)).call('DELETE', `/v1/admin/entries/${encodeURIComponent(id)}`);
       process.stdout.write(`deleted ${id}\n`);
     });
 }
@@ -164,9 +167,13 @@ export function registerTokenCommands(program: Command): void {
     .option(...SERVER_OPT)
     .addHelpText('after', '\nExamples:\n  $ nevertrust token generate\n  $ nevertrust token generate --ttl 1h --json')
     .action(async (o: { ttl?: string; json?: boolean }, cmd: Command) => {
-      const out = await adminClient(cmd).call<{ token: string; expires_at: string }>('POST', '/v1/admin/join-tokens', {
-        ...(o.ttl !== undefined && { ttl: o.ttl }),
-      });
+      const out = await (await adminClient(cmd)).call<{ token: string; expires_at: string }>(
+        'POST',
+        '/v1/admin/join-tokens',
+        {
+          ...(o.ttl !== undefined && { ttl: o.ttl }),
+        },
+      );
       if (o.json) printJson(out);
       else process.stdout.write(`${out.token}\n(one use, expires ${out.expires_at})\n`);
     });

@@ -9,19 +9,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { request } from 'undici';
-import { certificatesToPem, createCsr, csrToPem, generatePrivateKey, type KeyType } from '../../ca/index.js';
-import { parseDuration } from '../../config/index.js';
-import { caOpener } from '../../server/plugins/ca.js';
-import {
-  parseSpiffeId,
-  spiffeIdFromCertificate,
-  TrustBundle,
-  validateJwtSvid,
-  validateX509Svid,
-} from '../../spiffe/index.js';
-import { openStore } from '../../store/index.js';
-import { adminClient } from '../admin-client.js';
+import type { KeyType } from '../../ca/index.js';
+import { parseDuration } from '../../config/duration.js';
+import type { caOpener } from '../../server/plugins/ca.js';
+import type { TrustBundle } from '../../spiffe/index.js';
+import { type AdminClient, adminClient } from '../admin-client.js';
 import { resolveConfig } from '../context.js';
 import { CliError } from '../errors.js';
 
@@ -38,17 +30,21 @@ function isUnreachable(e: unknown): boolean {
 /** Runs `remote` against the server, or `local` against the data dir's CA when no server answers. */
 async function viaServerOrDataDir<T>(
   cmd: Command,
-  remote: (client: ReturnType<typeof adminClient>) => Promise<T>,
+  remote: (client: AdminClient) => Promise<T>,
   local: (ca: Awaited<ReturnType<Awaited<ReturnType<typeof caOpener>>['open']>>) => Promise<T>,
 ): Promise<T> {
   try {
-    return await remote(adminClient(cmd));
+    return await remote(await adminClient(cmd));
   } catch (e) {
     const explicitServer = cmd.optsWithGlobals<{ server?: string }>().server !== undefined;
     if (explicitServer || !(isUnreachable(e) || (e instanceof CliError && /no admin credential/.test(e.message))))
       throw e;
   }
-  const config = resolveConfig(cmd);
+  const config = await resolveConfig(cmd);
+  const [{ openStore }, { caOpener }] = await Promise.all([
+    import('../../store/index.js'),
+    import('../../server/plugins/ca.js'),
+  ]);
   const store = await openStore({ url: config.database.url, dataDir: config.data_dir });
   try {
     const { open, kekGenerated, kekFile } = await caOpener(config, store);
@@ -77,8 +73,9 @@ function readText(file: string, what: string): string {
 }
 
 /** A bundle file is PEM (CA certificates) or SPIFFE JWKS JSON; its trust domain is the one being validated. */
-function bundleFromFile(file: string, trustDomain: string): TrustBundle {
+async function bundleFromFile(file: string, trustDomain: string): Promise<TrustBundle> {
   const text = readText(file, 'bundle');
+  const { TrustBundle } = await import('../../spiffe/index.js');
   try {
     return text.trimStart().startsWith('{')
       ? TrustBundle.fromJwks(trustDomain, text)
@@ -113,6 +110,10 @@ Examples:
       async (o: { spiffeId: string; ttl?: string; dns?: string[]; keyType: string; out: string }, cmd: Command) => {
         if (!['ec-p256', 'ec-p384', 'rsa-2048'].includes(o.keyType))
           throw new CliError(`--key-type: unknown key type ${o.keyType}`, 2);
+        const [{ certificatesToPem, createCsr, csrToPem, generatePrivateKey }, { parseSpiffeId }] = await Promise.all([
+          import('../../ca/index.js'),
+          import('../../spiffe/index.js'),
+        ]);
         try {
           parseSpiffeId(o.spiffeId);
         } catch (e) {
@@ -167,8 +168,9 @@ Examples:
     )
     .requiredOption('--bundle <file>', "trust bundle: PEM CA certificates or SPIFFE JWKS of the SVID's trust domain")
     .addHelpText('after', '\nExamples:\n  $ nevertrust x509 validate --bundle certs/bundle.pem certs/svid.pem')
-    .action((cert: string, o: { bundle: string }) => {
+    .action(async (cert: string, o: { bundle: string }) => {
       const pem = readText(cert, 'certificate');
+      const { spiffeIdFromCertificate, validateX509Svid } = await import('../../spiffe/index.js');
       let td: string;
       try {
         td = spiffeIdFromCertificate(new X509Certificate(pem)).trustDomain.name;
@@ -176,7 +178,7 @@ Examples:
         throw new CliError(`invalid: ${(e as Error).message}`);
       }
       try {
-        process.stdout.write(`${validateX509Svid(pem, bundleFromFile(o.bundle, td)).toString()}\n`);
+        process.stdout.write(`${validateX509Svid(pem, await bundleFromFile(o.bundle, td)).toString()}\n`);
       } catch (e) {
         if (e instanceof CliError) throw e;
         throw new CliError(`invalid: ${(e as Error).message}`);
@@ -226,6 +228,7 @@ Examples:
       '\nExamples:\n  $ nevertrust jwt validate --audience payment-service eyJhbGciOiJFUzI1NiIs…\n  $ nevertrust jwt validate --audience payment-service --bundle bundle.json "$TOKEN"',
     )
     .action(async (token: string, o: { audience: string; bundle?: string }, cmd: Command) => {
+      const { parseSpiffeId, validateJwtSvid } = await import('../../spiffe/index.js');
       let td: string;
       try {
         const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as {
@@ -235,7 +238,7 @@ Examples:
       } catch {
         throw new CliError('invalid: the token is not a JWT whose sub is a SPIFFE ID');
       }
-      const bundle = o.bundle ? bundleFromFile(o.bundle, td) : await fetchBundle(cmd, td);
+      const bundle = o.bundle ? await bundleFromFile(o.bundle, td) : await fetchBundle(cmd, td);
       try {
         const svid = await validateJwtSvid(token, bundle, o.audience);
         process.stdout.write(`${svid.spiffeId.toString()}\n`);
@@ -250,7 +253,7 @@ Examples:
     .option(...SERVER_OPT)
     .addHelpText('after', '\nExamples:\n  $ nevertrust ca show')
     .action(async (_o: unknown, cmd: Command) => {
-      process.stdout.write(`${JSON.stringify(await adminClient(cmd).call('GET', '/v1/admin/ca'), null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify(await (await adminClient(cmd)).call('GET', '/v1/admin/ca'), null, 2)}\n`);
     });
   ca.command('rotate')
     .description(
@@ -259,7 +262,10 @@ Examples:
     .option(...SERVER_OPT)
     .addHelpText('after', '\nExamples:\n  $ nevertrust ca rotate     # run twice: prepare and publish, then activate')
     .action(async (_o: unknown, cmd: Command) => {
-      const r = await adminClient(cmd).call<{ changed: boolean; sequence: number }>('POST', '/v1/admin/ca/rotate');
+      const r = await (await adminClient(cmd)).call<{ changed: boolean; sequence: number }>(
+        'POST',
+        '/v1/admin/ca/rotate',
+      );
       process.stdout.write(`${r.changed ? 'rotated' : 'nothing to rotate'} (bundle sequence ${r.sequence})\n`);
     });
 
@@ -276,7 +282,7 @@ Examples:
     )
     .action(async (o: { format: string }, cmd: Command) => {
       if (o.format !== 'pem' && o.format !== 'spiffe') throw new CliError('--format must be pem or spiffe', 2);
-      const config = resolveConfig(cmd);
+      const config = await resolveConfig(cmd);
       const bundle = await fetchBundle(cmd, config.trust_domain);
       process.stdout.write(o.format === 'pem' ? bundle.toPem() : `${JSON.stringify(bundle.toJwks(), null, 2)}\n`);
     });
@@ -284,7 +290,8 @@ Examples:
 
 /** The bundle from the server's public endpoint, or from the data dir's CA when no server answers. */
 async function fetchBundle(cmd: Command, trustDomain: string): Promise<TrustBundle> {
-  const config = resolveConfig(cmd);
+  const config = await resolveConfig(cmd);
+  const [{ request }, { TrustBundle }] = await Promise.all([import('undici'), import('../../spiffe/index.js')]);
   const server = cmd.optsWithGlobals<{ server?: string }>().server;
   const base = (server ?? `http://${config.server.host}:${config.server.port}`).replace(/\/+$/, '');
   try {
@@ -295,6 +302,10 @@ async function fetchBundle(cmd: Command, trustDomain: string): Promise<TrustBund
     if (e instanceof CliError || server !== undefined)
       throw e instanceof CliError ? e : new CliError(`cannot reach ${base}: ${(e as Error).message}`);
   }
+  const [{ openStore }, { caOpener }] = await Promise.all([
+    import('../../store/index.js'),
+    import('../../server/plugins/ca.js'),
+  ]);
   const store = await openStore({ url: config.database.url, dataDir: config.data_dir });
   try {
     const { open } = await caOpener(config, store);

@@ -4,35 +4,33 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import YAML from 'yaml';
-import {
-  decide,
-  explain,
-  exportIstio,
-  exportNetworkPolicies,
-  formatIssue,
-  lintPolicies,
-  loadPolicies,
-  PolicyLoadError,
-  parseAccessRequest,
-  policyGraph,
-  readPolicyTree,
-  runPolicyTests,
-  toDot,
-  toMermaid,
-} from '../../policy/index.js';
+import type YAML from 'yaml';
+import type * as Policy from '../../policy/index.js';
 
 class UsageError extends Error {}
+
+/** What the actions use: the policy engine and the YAML parser, loaded when a command runs. */
+interface Libs {
+  policy: typeof Policy;
+  yaml: typeof YAML;
+}
+
+async function loadLibs(): Promise<Libs> {
+  const [policy, yaml] = await Promise.all([import('../../policy/index.js'), import('yaml')]);
+  return { policy, yaml: yaml.default };
+}
 
 function out(v: unknown): void {
   process.stdout.write(typeof v === 'string' ? v : `${JSON.stringify(v, null, 2)}\n`);
 }
 
 /** Runs a command body, mapping errors to one stderr line and an exit code. */
-function run(body: () => number): void {
+async function run(body: (libs: Libs) => number): Promise<void> {
+  const libs = await loadLibs();
+  const { PolicyLoadError, formatIssue } = libs.policy;
   let code: number;
   try {
-    code = body();
+    code = body(libs);
   } catch (err) {
     if (err instanceof PolicyLoadError) {
       for (const i of err.issues) process.stderr.write(`error: ${formatIssue(i)}\n`);
@@ -48,7 +46,7 @@ function run(body: () => number): void {
   process.exitCode = code;
 }
 
-function readInput(file: string): unknown {
+function readInput(file: string, yaml: typeof YAML): unknown {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -56,7 +54,7 @@ function readInput(file: string): unknown {
     throw new UsageError(`${file}: ${err instanceof Error ? err.message : String(err)}`);
   }
   try {
-    return file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+    return file.endsWith('.json') ? JSON.parse(text) : yaml.parse(text);
   } catch (err) {
     throw new Error(`${file}:1:1: (input): ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
   }
@@ -86,9 +84,9 @@ export function registerPolicyCommands(program: Command): void {
         '\nExit codes: 0 decided (allow, deny or step_up), 1 error, 2 usage error.\n',
     )
     .action((o: { policies: string; input: string; explain?: boolean; istioDefaultAllow?: boolean }) =>
-      run(() => {
+      run(({ policy: { decide, explain, loadPolicies, parseAccessRequest }, yaml }) => {
         const snap = loadPolicies(o.policies, { istioDefaultAllow: o.istioDefaultAllow === true });
-        const req = parseAccessRequest(readInput(o.input));
+        const req = parseAccessRequest(readInput(o.input, yaml));
         out(o.explain ? explain(snap, req) : decide(snap, req));
         return 0;
       }),
@@ -103,7 +101,7 @@ export function registerPolicyCommands(program: Command): void {
       '\nExample:\n  $ nevertrust policy test examples/policies/payments\n\nExit codes: 0 all passed, 1 a case failed or a file is invalid.\n',
     )
     .action((path: string) =>
-      run(() => {
+      run(({ policy: { runPolicyTests } }) => {
         const r = runPolicyTests(path);
         for (const c of r.results) {
           const line = `${c.ok ? 'PASS' : 'FAIL'} ${c.suite}: ${c.name}${c.ok ? '' : ` (${c.file}:${c.line}: ${c.message})`}\n`;
@@ -126,7 +124,7 @@ export function registerPolicyCommands(program: Command): void {
       '\nExample:\n  $ nevertrust policy lint policies/ --trust-domain example.org\n\nExit codes: 0 no errors (warnings allowed), 1 errors found.\n',
     )
     .action((path: string, o: { trustDomain?: string }) =>
-      run(() => {
+      run(({ policy: { lintPolicies, PolicyLoadError, readPolicyTree } }) => {
         const tree = readPolicyTree(path);
         if (tree.issues.length > 0) throw new PolicyLoadError(tree.issues);
         const findings = lintPolicies(tree.policies, o.trustDomain ? { trustDomain: o.trustDomain } : {});
@@ -147,7 +145,7 @@ export function registerPolicyCommands(program: Command): void {
       '\nExample:\n  $ nevertrust policy graph examples/policies/payments --format dot | dot -Tsvg > calls.svg\n',
     )
     .action((path: string, o: { format: string }) =>
-      run(() => {
+      run(({ policy: { loadPolicies, policyGraph, toDot, toMermaid } }) => {
         if (!['dot', 'mermaid', 'json'].includes(o.format))
           throw new UsageError(`--format must be dot, mermaid or json (got ${JSON.stringify(o.format)})`);
         const g = policyGraph(loadPolicies(path).policies);
@@ -168,7 +166,7 @@ export function registerPolicyCommands(program: Command): void {
         '\nWhat the format cannot express is listed on stderr as a warning.\n',
     )
     .action((path: string, o: { format: string; podLabel: string }) =>
-      run(() => {
+      run(({ policy: { exportIstio, exportNetworkPolicies, loadPolicies }, yaml }) => {
         if (o.format !== 'k8s-networkpolicy' && o.format !== 'istio') {
           throw new UsageError(`--format must be k8s-networkpolicy or istio (got ${JSON.stringify(o.format)})`);
         }
@@ -178,7 +176,7 @@ export function registerPolicyCommands(program: Command): void {
             ? exportIstio(policies, { podLabel: o.podLabel })
             : exportNetworkPolicies(policies, { podLabel: o.podLabel });
         for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
-        out(r.manifests.map((m) => YAML.stringify(m)).join('---\n'));
+        out(r.manifests.map((m) => yaml.stringify(m)).join('---\n'));
         return 0;
       }),
     );

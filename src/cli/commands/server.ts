@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { Config } from '../../config/index.js';
-import { type RunningServer, type ServerPlugin, startServer } from '../../server/index.js';
+import type { RunningServer, ServerPlugin } from '../../server/index.js';
 import { commandLogger, type FlagBinding, intFlag, resolveConfig } from '../context.js';
 import { VERSION } from '../version.js';
 
@@ -70,20 +70,20 @@ export async function runUntilSignal(
   });
 }
 
-export async function runServerCommand(
-  cmd: Command,
-  title: string,
-  plugins: (config: Config) => ServerPlugin[],
-): Promise<number> {
-  const config = resolveConfig(cmd, SERVER_BINDINGS);
-  const logger = commandLogger(config);
-  const server = await startServer({ config, logger, plugins: plugins(config) });
+/** The server's plugins for a configuration; program.ts loads them with a dynamic import. */
+export type ServerPluginsFactory = (config: Config) => ServerPlugin[] | Promise<ServerPlugin[]>;
+
+export async function runServerCommand(cmd: Command, title: string, plugins: ServerPluginsFactory): Promise<number> {
+  const config = await resolveConfig(cmd, SERVER_BINDINGS);
+  const logger = await commandLogger(config);
+  const { startServer } = await import('../../server/index.js');
+  const server = await startServer({ config, logger, plugins: await plugins(config) });
   process.stderr.write(startBanner(title, config, server));
   process.stderr.write('  Ctrl-C to stop\n');
   return runUntilSignal(server);
 }
 
-export function registerServerCommands(program: Command, plugins: (config: Config) => ServerPlugin[]): void {
+export function registerServerCommands(program: Command, plugins: ServerPluginsFactory): void {
   withServerOptions(
     program
       .command('server')

@@ -4,10 +4,7 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { pino } from 'pino';
-import { type AuditRecorder, createHttpShipper } from '../../audit/index.js';
-import { loadSidecarConfig, SidecarConfigError, startSidecar } from '../../pep/sidecar/index.js';
-import { fromServerEvent } from '../../server/plugins/audit.js';
+import type { AuditRecorder } from '../../audit/index.js';
 import { CliError } from '../errors.js';
 
 /**
@@ -32,6 +29,18 @@ export function registerSidecarCommands(program: Command): void {
       const file = cmd.optsWithGlobals<{ config?: string }>().config;
       if (!file) throw new CliError('sidecar: --config FILE is required (see docs/enforcement.md)', 2);
       const o = { config: file };
+      // The proxy, its logger and the audit shipper are loaded only when the sidecar runs.
+      const [
+        { pino },
+        { createHttpShipper },
+        { loadSidecarConfig, SidecarConfigError, startSidecar },
+        { fromServerEvent },
+      ] = await Promise.all([
+        import('pino'),
+        import('../../audit/index.js'),
+        import('../../pep/sidecar/index.js'),
+        import('../../server/plugins/audit.js'),
+      ]);
       let config: ReturnType<typeof loadSidecarConfig>;
       try {
         config = loadSidecarConfig(o.config);

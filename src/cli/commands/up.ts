@@ -4,18 +4,16 @@
  */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { queryAuditLog, verifyLog } from '../../audit/index.js';
-import { parseDuration } from '../../config/index.js';
-import type { Config } from '../../config/index.js';
-import { LocalMesh } from '../../mesh/local-mesh.js';
+import { parseDuration } from '../../config/duration.js';
+import type { LocalMesh } from '../../mesh/local-mesh.js';
 import { STEPS } from '../../mesh/scenario.js';
 import { type AnomalyLine, renderSummary } from '../../mesh/summary.js';
-import type { ServerPlugin } from '../../server/index.js';
 import { commandLogger, resolveConfig } from '../context.js';
 import { CliError } from '../errors.js';
-import { SERVER_BINDINGS, withServerOptions } from './server.js';
+import { SERVER_BINDINGS, type ServerPluginsFactory, withServerOptions } from './server.js';
 
 async function anomalies(mesh: LocalMesh): Promise<AnomalyLine[]> {
+  const { queryAuditLog } = await import('../../audit/index.js');
   const { events } = await queryAuditLog(mesh.server.store, { kind: 'anomaly', limit: 5 });
   return events.map((e) => ({ time: new Date(e.time).toISOString(), reason: e.reason ?? '' }));
 }
@@ -30,18 +28,19 @@ async function traffic(mesh: LocalMesh, intervalMs: number, until: () => boolean
   }
 }
 
-async function startMesh(cmd: Command, plugins: (config: Config) => ServerPlugin[]) {
-  const config = resolveConfig(cmd, SERVER_BINDINGS);
+async function startMesh(cmd: Command, plugins: ServerPluginsFactory) {
+  const config = await resolveConfig(cmd, SERVER_BINDINGS);
   // The mesh prints its own summary; structured logs go to stdout only for warnings and errors.
-  const logger = commandLogger({
+  const logger = await commandLogger({
     ...config,
     log_level: cmd.optsWithGlobals<{ logLevel?: string }>().logLevel ? config.log_level : 'error',
   });
-  const mesh = await LocalMesh.start({ config, logger, plugins: plugins(config) });
+  const { LocalMesh } = await import('../../mesh/local-mesh.js');
+  const mesh = await LocalMesh.start({ config, logger, plugins: await plugins(config) });
   return { config, mesh };
 }
 
-export function registerUpCommands(program: Command, plugins: (config: Config) => ServerPlugin[]): void {
+export function registerUpCommands(program: Command, plugins: ServerPluginsFactory): void {
   withServerOptions(
     program
       .command('up')
@@ -130,6 +129,7 @@ Examples:
         const ran = new Set(mesh.results.map((r) => r.step.label));
         const missing = STEPS.filter((s) => !ran.has(s.label)).map((s) => s.label);
         const wrong = mesh.results.filter((r) => !r.asExpected);
+        const { verifyLog } = await import('../../audit/index.js');
         const report = await verifyLog(mesh.server.store);
         process.stdout.write(
           `\naudit log: ${report.ok ? 'verifies' : 'DOES NOT VERIFY'} (${report.treeSize} events, ${report.checkpointsChecked} checkpoints)\n`,
