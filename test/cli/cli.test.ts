@@ -42,6 +42,10 @@ describe('nevertrust CLI', () => {
     const level = await runCli(['--log-level', 'loud', 'version']);
     expect(level.code).toBe(2);
     expect(level.stderr).toMatch(/Allowed choices are/);
+    const duration = await runCli(['demo', '--duration', 'forever']);
+    expect(duration.code).toBe(2);
+    expect(duration.stderr).toMatch(/--duration: "forever" is not a duration/);
+    expect(duration.stderr).not.toMatch(/\n\s+at /); // no stack trace
   });
 
   it('a bad config file: file:line:column, field and hint on stderr, exit 2, no stack trace', async () => {

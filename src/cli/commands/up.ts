@@ -40,6 +40,15 @@ async function startMesh(cmd: Command, plugins: ServerPluginsFactory) {
   return { config, mesh };
 }
 
+/** A duration flag in seconds, or a usage error (exit 2) naming the flag. */
+function durationFlag(flag: string, value: string): number {
+  try {
+    return parseDuration(value);
+  } catch (e) {
+    throw new CliError(`${flag}: ${(e as Error).message}`, 2);
+  }
+}
+
 export function registerUpCommands(program: Command, plugins: ServerPluginsFactory): void {
   withServerOptions(
     program
@@ -57,7 +66,7 @@ Examples:
   $ nevertrust up --data-dir /tmp/nt --port 9181 --agent-port 9081`,
     )
     .action(async (o: { interval: string }, cmd: Command) => {
-      const interval = parseDuration(o.interval) * 1000;
+      const interval = durationFlag('--interval', o.interval) * 1000;
       const { config, mesh } = await startMesh(cmd, plugins);
       const started = Date.now();
       let stop = false;
@@ -109,8 +118,8 @@ Examples:
       '\nExamples:\n  $ nevertrust demo --duration 20s\n  $ nevertrust demo --duration 5s --data-dir /tmp/nt-demo --port 0 --agent-port 0',
     )
     .action(async (o: { duration: string; interval: string }, cmd: Command) => {
-      const duration = parseDuration(o.duration) * 1000;
-      const interval = parseDuration(o.interval) * 1000;
+      const duration = durationFlag('--duration', o.duration) * 1000;
+      const interval = durationFlag('--interval', o.interval) * 1000;
       const { config, mesh } = await startMesh(cmd, plugins);
       const started = Date.now();
       try {
