@@ -21,6 +21,7 @@ import type { ServerContext, ServerPlugin } from '../server.js';
 import type { CaHandle } from './ca.js';
 import type { PolicyHandle } from './policy.js';
 import { entryJson } from './registration.js';
+import { RateLimiter } from '../rate-limiter.js';
 
 export { SERVER_SVID_PATH } from '../server-svid.js';
 
@@ -47,26 +48,6 @@ export function entriesForAgent(
     }
   }
   return out;
-}
-
-/** Attestation attempts per source address: a small token bucket, so guessing tokens is slow. */
-class RateLimiter {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
-  constructor(
-    private readonly capacity: number,
-    private readonly perSecond: number,
-  ) {}
-  take(key: string): boolean {
-    const now = Date.now() / 1000;
-    const b = this.buckets.get(key) ?? { tokens: this.capacity, at: now };
-    b.tokens = Math.min(this.capacity, b.tokens + (now - b.at) * this.perSecond);
-    b.at = now;
-    this.buckets.set(key, b);
-    if (this.buckets.size > 10_000) this.buckets.clear();
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
-    return true;
-  }
 }
 
 /** A route another plugin serves on the agent port (mTLS; the handler authenticates the peer itself). */

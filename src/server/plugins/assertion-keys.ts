@@ -24,6 +24,7 @@ import { BodyTooLargeError, HttpError, readJson, sendJson } from '../router.js';
 import type { ServerContext, ServerPlugin } from '../server.js';
 import type { AgentPortRoute } from './agent-endpoint.js';
 import type { CaHandle } from './ca.js';
+import { RateLimiter } from '../rate-limiter.js';
 
 const KV_NS = 'assertion_keys';
 const MAX_BODY_BYTES = 8 * 1024;
@@ -85,26 +86,6 @@ const RegisterBody = z
 // RFC 7517/7518 private (or symmetric secret) members: named in the refusal, never their values.
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
 
-/** Per-key token bucket (same shape as the attestation limiter): a workload cannot flood the store. */
-class Bucket {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
-  constructor(
-    private readonly capacity: number,
-    private readonly perSecond: number,
-  ) {}
-  take(key: string): boolean {
-    const now = Date.now() / 1000;
-    const b = this.buckets.get(key) ?? { tokens: this.capacity, at: now };
-    b.tokens = Math.min(this.capacity, b.tokens + (now - b.at) * this.perSecond);
-    b.at = now;
-    this.buckets.set(key, b);
-    if (this.buckets.size > 10_000) this.buckets.clear();
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
-    return true;
-  }
-}
-
 function parseDoc(value: string | undefined, owner: string): StoredKey[] {
   if (value === undefined) return [];
   const r = StoredDoc.safeParse(JSON.parse(value));
@@ -141,7 +122,7 @@ export function assertionKeysPlugin(opts: AssertionKeysOptions): ServerPlugin & 
   const maxKeys = opts.maxKeysPerIdentity ?? 16;
   const maxLifetimeMs = (opts.maxLifetimeSeconds ?? 25 * 3600) * 1000;
   const maxAge = opts.jwksMaxAgeSeconds ?? 60;
-  const limiter = new Bucket(opts.registerBurst ?? 30, (opts.registerPerMinute ?? 30) / 60);
+  const limiter = new RateLimiter(opts.registerBurst ?? 30, (opts.registerPerMinute ?? 30) / 60);
   let ctx: ServerContext | undefined;
   let purgeTimer: NodeJS.Timeout | undefined;
 
