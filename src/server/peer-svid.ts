@@ -4,22 +4,8 @@
  * rotations without restarting its listener.
  */
 import type { TLSSocket } from 'node:tls';
+import { peerChain } from '../pep/mtls/index.js';
 import { type BundleSource, type VerifiedX509Svid, verifyX509Svid } from '../spiffe/index.js';
-
-/** The peer's certificate chain as sent (leaf first), DER. Empty when the peer sent none. */
-export function peerChain(socket: TLSSocket): Buffer[] {
-  const out: Buffer[] = [];
-  let cert = socket.getPeerCertificate(true);
-  const seen = new Set<string>();
-  while (cert?.raw && !seen.has(cert.fingerprint256)) {
-    seen.add(cert.fingerprint256);
-    out.push(cert.raw);
-    const next = cert.issuerCertificate;
-    if (!next || next === cert) break;
-    cert = next;
-  }
-  return out;
-}
 
 export class PeerSvidError extends Error {
   readonly code = 'ERR_PEER_SVID';
