@@ -19,6 +19,7 @@ import {
 import { spkiOf } from './certificate.js';
 import { CsrError } from './errors.js';
 import { signatureProfile } from './keys.js';
+import { nativeP256Verify } from './p256-native.js';
 
 const CSR_SIG_HASH: Record<string, 'sha256' | 'sha384' | 'sha512'> = {
   '1.2.840.10045.4.3.2': 'sha256',
@@ -72,7 +73,6 @@ function importSpki(spki: Buffer): { key: KeyObject; family?: 'ec' | 'rsa' } {
 export interface VerifiedCsr {
   /** SubjectPublicKeyInfo DER, copied into the certificate as is. */
   spki: Buffer;
-  publicKey: KeyObject;
   family: 'ec' | 'rsa';
 }
 
@@ -87,6 +87,8 @@ export interface VerifiedCsr {
  * @throws {CsrError} ERR_CSR_MALFORMED, ERR_CSR_UNSUPPORTED_ALGORITHM, ERR_CSR_UNSUPPORTED_KEY, ERR_CSR_BAD_SIGNATURE
  */
 export function verifyCsr(csr: string | Buffer): VerifiedCsr {
+  const fast = verifyP256Native(csr);
+  if (fast) return fast;
   const d = decodeCsr(csr);
   let ok = false;
   try {
@@ -95,7 +97,7 @@ export function verifyCsr(csr: string | Buffer): VerifiedCsr {
     ok = false;
   }
   if (!ok) throw badSignature();
-  return { spki: d.spki, publicKey: d.publicKey, family: d.family };
+  return { spki: d.spki, family: d.family };
 }
 
 /**
@@ -110,6 +112,8 @@ export function verifyCsr(csr: string | Buffer): VerifiedCsr {
 export function verifyCsrAsync(csr: string | Buffer): Promise<VerifiedCsr> {
   let d: DecodedCsr;
   try {
+    const fast = verifyP256Native(csr);
+    if (fast) return Promise.resolve(fast);
     d = decodeCsr(csr);
   } catch (e) {
     return Promise.reject(e);
@@ -117,7 +121,7 @@ export function verifyCsrAsync(csr: string | Buffer): Promise<VerifiedCsr> {
   return new Promise((resolve, reject) => {
     verify(d.hash, d.cri, d.publicKey, d.signature, (err, ok) => {
       if (err || !ok) reject(badSignature());
-      else resolve({ spki: d.spki, publicKey: d.publicKey, family: d.family });
+      else resolve({ spki: d.spki, family: d.family });
     });
   });
 }
@@ -126,13 +130,57 @@ function badSignature(): CsrError {
   return new CsrError('ERR_CSR_BAD_SIGNATURE', 'PKCS#10: the signature does not verify (no proof of possession)');
 }
 
+/**
+ * The common case — an EC P-256 key and ecdsa-with-SHA256 — checked by the native addon when it is
+ * built; undefined for anything else (or without the addon), which then takes the node:crypto path.
+ */
+function verifyP256Native(csr: string | Buffer): VerifiedCsr | undefined {
+  const check = nativeP256Verify();
+  if (!check) return undefined;
+  const r = readCsr(csr);
+  if (r.sigAlgOid !== '1.2.840.10045.4.3.2') return undefined;
+  const point = p256Point(r.spki);
+  if (!point) return undefined;
+  let ok: boolean;
+  try {
+    ok = check(point, r.cri, r.signature);
+  } catch {
+    throw new CsrError('ERR_CSR_MALFORMED', 'PKCS#10: subjectPKInfo is not a valid public key');
+  }
+  if (!ok) throw badSignature();
+  return { spki: r.spki, family: 'ec' };
+}
+
+/** The uncompressed point of a P-256 SubjectPublicKeyInfo, or undefined for any other key. */
+function p256Point(spki: Buffer): Buffer | undefined {
+  try {
+    const [alg, bitsTlv] = children(readOne(spki, TAG.SEQUENCE).value);
+    if (!alg || !bitsTlv || bitsTlv.tag !== TAG.BIT_STRING || bitsTlv.value[0] !== 0) return undefined;
+    const [algOid, param] = children(alg.value);
+    if (!algOid || decodeOid(algOid.value) !== '1.2.840.10045.2.1' || param?.tag !== TAG.OID) return undefined;
+    if (decodeOid(param.value) !== '1.2.840.10045.3.1.7') return undefined;
+    const key = bitsTlv.value.subarray(1);
+    return key.length === 65 && key[0] === 0x04 ? key : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 interface DecodedCsr extends VerifiedCsr {
+  publicKey: KeyObject;
   cri: Buffer;
   hash: 'sha256' | 'sha384' | 'sha512';
   signature: Buffer;
 }
 
-function decodeCsr(csr: string | Buffer): DecodedCsr {
+/** The parts of a request, parsed but not checked. */
+function readCsr(csr: string | Buffer): {
+  cri: Buffer;
+  spki: Buffer;
+  hash: 'sha256' | 'sha384' | 'sha512';
+  sigAlgOid: string;
+  signature: Buffer;
+} {
   let der: Buffer;
   if (typeof csr === 'string') {
     const blocks = pemBlocks(csr, 'CERTIFICATE REQUEST');
@@ -167,6 +215,11 @@ function decodeCsr(csr: string | Buffer): DecodedCsr {
   if (!hash) {
     throw new CsrError('ERR_CSR_UNSUPPORTED_ALGORITHM', `PKCS#10: signature algorithm ${sigAlgOid} is not supported`);
   }
+  return { cri, spki, hash, sigAlgOid, signature };
+}
+
+function decodeCsr(csr: string | Buffer): DecodedCsr {
+  const { cri, spki, hash, sigAlgOid, signature } = readCsr(csr);
   let imported: { key: KeyObject; family?: 'ec' | 'rsa' };
   try {
     imported = importSpki(spki);
