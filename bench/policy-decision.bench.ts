@@ -10,51 +10,18 @@ import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import { newEnforcer, newModelFromString } from 'casbin';
 import { compile, decide, type Policy, parsePolicyText } from '../src/policy/index.js';
 import { type Figure, measureSync, report } from './harness.js';
-
-const SERVICES = 1000;
-const RULES_PER_SERVICE = 10;
-const TD = 'example.org';
-const ns = (i: number) => `ns-${i % 20}`;
-const svc = (i: number) => `svc-${i}`;
-const id = (i: number) => `spiffe://${TD}/ns/${ns(i)}/sa/${svc(i)}`;
-// Caller k of service i, and what it may do: deterministic so every engine gets the same rules.
-const caller = (i: number, k: number) => (i * 31 + k * 97 + 1) % SERVICES;
-const method = (k: number) => (k % 3 === 0 ? 'GET' : 'POST');
-const pathPrefix = (k: number) => `/v1/r${k}/`;
-
-interface Edge {
-  target: number;
-  source: number;
-  method: string;
-  prefix: string;
-}
-
-function edges(services: number, perService: number): Edge[] {
-  const out: Edge[] = [];
-  for (let i = 0; i < services; i++) {
-    for (let k = 0; k < perService; k++)
-      out.push({ target: i, source: caller(i, k) % services, method: method(k), prefix: pathPrefix(k) });
-  }
-  return out;
-}
-
-function nativeYaml(es: Edge[]): string {
-  const byTarget = new Map<number, Edge[]>();
-  for (const e of es) byTarget.set(e.target, [...(byTarget.get(e.target) ?? []), e]);
-  const docs: string[] = [];
-  for (const [t, list] of byTarget) {
-    const rules = list
-      .map(
-        (e, k) =>
-          `    - name: r${k}\n      from: [{ principals: [${id(e.source)}] }]\n      to: [{ methods: [${e.method}], paths: ['${e.prefix}*'] }]`,
-      )
-      .join('\n');
-    docs.push(
-      `apiVersion: nevertrust.dev/v1\nkind: AccessPolicy\nmetadata: { name: ${svc(t)}-ingress }\nspec:\n  action: ALLOW\n  target: { spiffeIds: [${id(t)}] }\n  rules:\n${rules}\n`,
-    );
-  }
-  return docs.join('---\n');
-}
+import {
+  CASBIN_MODEL,
+  type Edge,
+  edges,
+  id,
+  nativeYaml,
+  type Req,
+  RULES_PER_SERVICE,
+  requests,
+  SERVICES,
+  svc,
+} from './policy-workload.js';
 
 /** The same rules built directly as model objects (for the 100,000-rule compile figure). */
 function modelPolicies(es: Edge[]): Policy[] {
@@ -90,47 +57,6 @@ function cedarPolicies(es: Edge[]): string {
         `permit(principal == Workload::"${id(e.source)}", action == Action::"${e.method}", resource == Workload::"${id(e.target)}") when { context.path like "${e.prefix}*" };`,
     )
     .join('\n');
-}
-
-const CASBIN_MODEL = `
-[request_definition]
-r = sub, obj, act, path
-[policy_definition]
-p = sub, obj, act, path
-[policy_effect]
-e = some(where (p.eft == allow))
-[matchers]
-m = r.sub == p.sub && r.obj == p.obj && r.act == p.act && keyMatch(r.path, p.path)
-`;
-
-interface Req {
-  source: number;
-  target: number;
-  method: string;
-  path: string;
-}
-
-function requests(n: number): Req[] {
-  const out: Req[] = [];
-  let seed = 42;
-  const rnd = () => {
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-    return seed / 0x7fffffff;
-  };
-  for (let j = 0; j < n; j++) {
-    const target = Math.floor(rnd() * SERVICES);
-    const k = Math.floor(rnd() * RULES_PER_SERVICE);
-    if (rnd() < 0.7)
-      out.push({ source: caller(target, k), target, method: method(k), path: `${pathPrefix(k)}item-${j}` });
-    else
-      out.push({
-        source: Math.floor(rnd() * SERVICES),
-        target,
-        method: rnd() < 0.5 ? 'DELETE' : 'POST',
-        path: `/v1/r${k}/../admin/${j}`,
-      });
-  }
-  return out;
 }
 
 function heapMb(): number {

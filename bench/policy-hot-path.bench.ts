@@ -17,74 +17,20 @@
  */
 import { newEnforcer, newModelFromString } from 'casbin';
 import { type LatencyStats, measureSync } from './harness.js';
+import {
+  CASBIN_MODEL,
+  caller,
+  edges,
+  id,
+  method,
+  nativeYaml,
+  pathPrefix,
+  RULES_PER_SERVICE,
+  requests,
+  SERVICES,
+} from './policy-workload.js';
 
 type PolicyModule = typeof import('../src/policy/index.js');
-
-const SERVICES = 1000;
-const RULES_PER_SERVICE = 10;
-const TD = 'example.org';
-const ns = (i: number) => `ns-${i % 20}`;
-const svc = (i: number) => `svc-${i}`;
-const id = (i: number) => `spiffe://${TD}/ns/${ns(i)}/sa/${svc(i)}`;
-const caller = (i: number, k: number) => (i * 31 + k * 97 + 1) % SERVICES;
-const method = (k: number) => (k % 3 === 0 ? 'GET' : 'POST');
-const pathPrefix = (k: number) => `/v1/r${k}/`;
-
-function nativeYaml(): string {
-  const docs: string[] = [];
-  for (let t = 0; t < SERVICES; t++) {
-    const rules: string[] = [];
-    for (let k = 0; k < RULES_PER_SERVICE; k++)
-      rules.push(
-        `    - name: r${k}\n      from: [{ principals: [${id(caller(t, k))}] }]\n      to: [{ methods: [${method(k)}], paths: ['${pathPrefix(k)}*'] }]`,
-      );
-    docs.push(
-      `apiVersion: nevertrust.dev/v1\nkind: AccessPolicy\nmetadata: { name: ${svc(t)}-ingress }\nspec:\n  action: ALLOW\n  target: { spiffeIds: [${id(t)}] }\n  rules:\n${rules.join('\n')}\n`,
-    );
-  }
-  return docs.join('---\n');
-}
-
-const CASBIN_MODEL = `
-[request_definition]
-r = sub, obj, act, path
-[policy_definition]
-p = sub, obj, act, path
-[policy_effect]
-e = some(where (p.eft == allow))
-[matchers]
-m = r.sub == p.sub && r.obj == p.obj && r.act == p.act && keyMatch(r.path, p.path)
-`;
-
-interface Req {
-  source: number;
-  target: number;
-  method: string;
-  path: string;
-}
-
-function requests(n: number): Req[] {
-  const out: Req[] = [];
-  let seed = 42;
-  const rnd = () => {
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-    return seed / 0x7fffffff;
-  };
-  for (let j = 0; j < n; j++) {
-    const target = Math.floor(rnd() * SERVICES);
-    const k = Math.floor(rnd() * RULES_PER_SERVICE);
-    if (rnd() < 0.7)
-      out.push({ source: caller(target, k), target, method: method(k), path: `${pathPrefix(k)}item-${j}` });
-    else
-      out.push({
-        source: Math.floor(rnd() * SERVICES),
-        target,
-        method: rnd() < 0.5 ? 'DELETE' : 'POST',
-        path: `/v1/r${k}/../admin/${j}`,
-      });
-  }
-  return out;
-}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -115,7 +61,7 @@ async function main(): Promise<void> {
   const seconds = Number(process.env.SECONDS ?? 1.5);
   const implPath = process.env.IMPL === 'dist' ? '../dist/policy/index.js' : '../src/policy/index.js';
   const ours = await load(implPath);
-  const yamlText = nativeYaml();
+  const yamlText = nativeYaml(edges(SERVICES, RULES_PER_SERVICE));
   const reqs = requests(2000);
   const fullReqs = reqs.map((r) => ({
     source: { spiffe_id: id(r.source) },
