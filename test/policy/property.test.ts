@@ -101,6 +101,27 @@ const request = fc.record({
   labels: fc.boolean(),
 });
 
+type GeneratedRequest = typeof request extends fc.Arbitrary<infer T> ? T : never;
+
+/** The access request (and its normalized form) for one generated request. */
+function accessRequest(r: GeneratedRequest) {
+  const input = {
+    source: {
+      ...(r.src ? { spiffe_id: `spiffe://${principal(...r.src)}` } : {}),
+      mfa: r.mfa,
+      risk_score: r.risk,
+    },
+    target: {
+      spiffe_id: `spiffe://${principal(...r.dst)}`,
+      ...(r.labels ? { labels: { app: r.dst[1], tier: 'x' } } : {}),
+    },
+    request: { method: r.method, path: r.path },
+  };
+  const n = normalizeRequest(input);
+  if (!n.ok) throw new Error(n.reason);
+  return { input, n };
+}
+
 function strip<T extends object>(o: T): T {
   const out = {} as T;
   for (const k of Object.keys(o) as (keyof T)[]) if (o[k] !== undefined) out[k] = o[k];
@@ -117,20 +138,7 @@ describe('compiled index agrees with the naive evaluator', () => {
         (ps, reqs, istioDefaultAllow) => {
           const snap = compile(ps, { istioDefaultAllow });
           for (const r of reqs) {
-            const input = {
-              source: {
-                ...(r.src ? { spiffe_id: `spiffe://${principal(...r.src)}` } : {}),
-                mfa: r.mfa,
-                risk_score: r.risk,
-              },
-              target: {
-                spiffe_id: `spiffe://${principal(...r.dst)}`,
-                ...(r.labels ? { labels: { app: r.dst[1], tier: 'x' } } : {}),
-              },
-              request: { method: r.method, path: r.path },
-            };
-            const n = normalizeRequest(input);
-            if (!n.ok) throw new Error(n.reason);
+            const { input, n } = accessRequest(r);
             const fast = decide(snap, input, { now: 0 });
             const slow = naiveDecide(ps, n.req, { istioDefaultAllow, now: 0 });
             expect({ decision: fast.decision, policy: fast.policy, rule: fast.rule }).toEqual(slow);
@@ -155,20 +163,7 @@ describe('per-target plans decide exactly as the general lookup', () => {
         (ps, reqs, istioDefaultAllow) => {
           const snap = compile(ps, { istioDefaultAllow });
           for (const r of reqs) {
-            const input = {
-              source: {
-                ...(r.src ? { spiffe_id: `spiffe://${principal(...r.src)}` } : {}),
-                mfa: r.mfa,
-                risk_score: r.risk,
-              },
-              target: {
-                spiffe_id: `spiffe://${principal(...r.dst)}`,
-                ...(r.labels ? { labels: { app: r.dst[1], tier: 'x' } } : {}),
-              },
-              request: { method: r.method, path: r.path },
-            };
-            const n = normalizeRequest(input);
-            if (!n.ok) throw new Error(n.reason);
+            const { input, n } = accessRequest(r);
             expect(decide(snap, input, { now: 0 })).toEqual(decideNormalized(snap, n.req, { now: 0 }));
           }
         },
