@@ -8,7 +8,6 @@ import { createServer } from 'node:net';
 import { calculateJwkThumbprint, createRemoteJWKSet, type JWTPayload, jwtVerify, SignJWT, UnsecuredJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { certificatesToPem } from '../../src/ca/index.js';
-import { configSchema } from '../../src/config/index.js';
 import {
   ASSERTION_JWKS_PATH,
   ASSERTION_KEYS_PATH,
@@ -23,12 +22,10 @@ import {
 } from '../../src/pep/assertion.js';
 import { SERVER_ID_PATH } from '../../src/pep/assertion/wire.js';
 import { authorizeId, createMtlsFetch, MemorySvidSource } from '../../src/pep/mtls/index.js';
-import { type RunningServer, startServer } from '../../src/server/index.js';
-import { agentEndpointPlugin, SERVER_SVID_PATH } from '../../src/server/plugins/agent-endpoint.js';
-import { assertionKeysPlugin } from '../../src/server/plugins/assertion-keys.js';
-import { caPlugin } from '../../src/server/plugins/ca.js';
-import { createLogger } from '../../src/util/logger.js';
-import { tempDir } from '../support/tmp.js';
+import type { RunningServer } from '../../src/server/index.js';
+import { SERVER_SVID_PATH } from '../../src/server/plugins/agent-endpoint.js';
+import type { caPlugin } from '../../src/server/plugins/ca.js';
+import { startAssertionServer } from './assertion-server.js';
 
 const TD = 'example.org';
 const id = (name: string) => `spiffe://${TD}/ns/payments/sa/${name}`;
@@ -42,15 +39,7 @@ const signers: AssertionSigner[] = [];
 const closers: (() => Promise<void>)[] = [];
 
 beforeAll(async () => {
-  ca = caPlugin();
-  const keys = assertionKeysPlugin({ ca: ca.handle });
-  const agent = agentEndpointPlugin({ ca: ca.handle, routes: keys.agentRoutes });
-  server = await startServer({
-    config: configSchema.parse({ data_dir: tempDir(), trust_domain: TD, server: { port: 0, agent_port: 0 } }),
-    logger: createLogger('silent'),
-    plugins: [ca, keys, agent],
-  });
-  agentUrl = `https://127.0.0.1:${agent.address()?.port}`;
+  ({ server, ca, agentUrl } = await startAssertionServer(TD));
 });
 afterAll(async () => {
   for (const s of signers) await s.close();

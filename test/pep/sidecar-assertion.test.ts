@@ -7,16 +7,12 @@ import { createServer, type Server } from 'node:http';
 import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { certificatesToPem } from '../../src/ca/index.js';
-import { configSchema } from '../../src/config/index.js';
 import { assertionKeySet, verifyIdentityAssertion } from '../../src/pep/assertion.js';
 import { MemorySvidSource } from '../../src/pep/mtls/index.js';
 import { type RunningSidecar, SidecarConfigSchema, startSidecar } from '../../src/pep/sidecar/index.js';
-import { type RunningServer, startServer } from '../../src/server/index.js';
-import { agentEndpointPlugin } from '../../src/server/plugins/agent-endpoint.js';
-import { assertionKeysPlugin } from '../../src/server/plugins/assertion-keys.js';
-import { caPlugin } from '../../src/server/plugins/ca.js';
-import { createLogger } from '../../src/util/logger.js';
-import { tempDir } from '../support/tmp.js';
+import type { RunningServer } from '../../src/server/index.js';
+import type { caPlugin } from '../../src/server/plugins/ca.js';
+import { startAssertionServer } from './assertion-server.js';
 
 const TD = 'example.org';
 const id = (name: string) => `spiffe://${TD}/ns/payments/sa/${name}`;
@@ -39,14 +35,8 @@ function svid(name: string, dnsNames: string[] = []) {
 }
 
 beforeAll(async () => {
-  ca = caPlugin();
-  const keys = assertionKeysPlugin({ ca: ca.handle });
-  const agent = agentEndpointPlugin({ ca: ca.handle, routes: keys.agentRoutes });
-  server = await startServer({
-    config: configSchema.parse({ data_dir: tempDir(), trust_domain: TD, server: { port: 0, agent_port: 0 } }),
-    logger: createLogger('silent'),
-    plugins: [ca, keys, agent],
-  });
+  let agentUrl: string;
+  ({ server, ca, agentUrl } = await startAssertionServer(TD));
   app = createServer((req, res) => {
     req.resume();
     seen.push({
@@ -64,7 +54,7 @@ beforeAll(async () => {
       inbound: {
         listen: '127.0.0.1:0',
         app: `127.0.0.1:${(app.address() as { port: number }).port}`,
-        assertion: { server: `https://127.0.0.1:${agent.address()?.port}`, ttl_seconds: 30 },
+        assertion: { server: agentUrl, ttl_seconds: 30 },
       },
     }),
     { source: new MemorySvidSource(svid('payment-service', ['localhost']), [bundle]) },

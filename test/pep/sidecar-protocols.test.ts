@@ -64,25 +64,19 @@ const source = (s: Svid) =>
   ]);
 const config = (doc: unknown): SidecarConfig => SidecarConfigSchema.parse(doc);
 
+// Unary methods on raw bytes: the sidecar only sees HTTP/2 frames, so no schema is needed.
+const unary = (path: string) => ({
+  path,
+  requestStream: false,
+  responseStream: false,
+  requestSerialize: (b: Buffer) => b,
+  requestDeserialize: (b: Buffer) => b,
+  responseSerialize: (b: Buffer) => b,
+  responseDeserialize: (b: Buffer) => b,
+});
 const charges = {
-  charge: {
-    path: '/payments.Charges/Charge',
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: (b: Buffer) => b,
-    requestDeserialize: (b: Buffer) => b,
-    responseSerialize: (b: Buffer) => b,
-    responseDeserialize: (b: Buffer) => b,
-  },
-  refund: {
-    path: '/payments.Charges/Refund',
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: (b: Buffer) => b,
-    requestDeserialize: (b: Buffer) => b,
-    responseSerialize: (b: Buffer) => b,
-    responseDeserialize: (b: Buffer) => b,
-  },
+  charge: unary('/payments.Charges/Charge'),
+  refund: unary('/payments.Charges/Refund'),
 } satisfies grpc.ServiceDefinition;
 
 beforeAll(async () => {

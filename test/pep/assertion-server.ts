@@ -1,0 +1,27 @@
+/** A real server with the CA, the identity-assertion key registry and the agent port (for assertion tests). */
+import { configSchema } from '../../src/config/index.js';
+import { type RunningServer, startServer } from '../../src/server/index.js';
+import { agentEndpointPlugin } from '../../src/server/plugins/agent-endpoint.js';
+import { assertionKeysPlugin } from '../../src/server/plugins/assertion-keys.js';
+import { caPlugin } from '../../src/server/plugins/ca.js';
+import { createLogger } from '../../src/util/logger.js';
+import { tempDir } from '../support/tmp.js';
+
+export interface AssertionServer {
+  server: RunningServer;
+  ca: ReturnType<typeof caPlugin>;
+  /** The agent port, where sidecars register their keys: `https://127.0.0.1:<port>`. */
+  agentUrl: string;
+}
+
+export async function startAssertionServer(trustDomain: string): Promise<AssertionServer> {
+  const ca = caPlugin();
+  const keys = assertionKeysPlugin({ ca: ca.handle });
+  const agent = agentEndpointPlugin({ ca: ca.handle, routes: keys.agentRoutes });
+  const server = await startServer({
+    config: configSchema.parse({ data_dir: tempDir(), trust_domain: trustDomain, server: { port: 0, agent_port: 0 } }),
+    logger: createLogger('silent'),
+    plugins: [ca, keys, agent],
+  });
+  return { server, ca, agentUrl: `https://127.0.0.1:${agent.address()?.port}` };
+}
