@@ -136,6 +136,10 @@ beforeAll(async () => {
       socket,
       '--decision-listen',
       `127.0.0.1:${decisionPort}`,
+      '--audit-token-file',
+      join(dataDir, 'admin.token'),
+      '--audit-server',
+      `http://127.0.0.1:${apiPort}`,
       '--data-dir',
       agentDataDir,
       '--log-level',
@@ -193,6 +197,13 @@ describe('agent and Workload API, end to end', () => {
 
     writeFileSync(join(policyDir, 'inventory.yaml'), inventoryPolicy('/v2/items*'));
     await until(async () => (await allow('/v2/items/7')) && !(await allow('/v1/items/7')), 'the changed snapshot');
+
+    // The agent's local decisions reach the server's audit log, allowed and denied alike.
+    await until(async () => {
+      const { body } = await api('GET', '/v1/admin/audit/events?outcome=deny&limit=100');
+      const events = (body.events ?? []) as { details?: { enforcer?: string } }[];
+      return events.some((e) => e.details?.enforcer === 'agent' && JSON.stringify(e).includes('/v2/items/7'));
+    }, 'the agent decisions in the audit log');
   });
 
   it('a reused join token is refused and recorded', async () => {

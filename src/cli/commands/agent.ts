@@ -47,6 +47,10 @@ export function registerAgentCommands(program: Command): void {
       '--audit-token-file <file>',
       'bearer token for shipping local decisions to the server audit log (without it they are logged as JSON lines)',
     )
+    .option(
+      '--audit-server <url>',
+      'server API URL the local decisions are shipped to (default http://<server.host>:<server.port>)',
+    )
     .addHelpText(
       'after',
       `
@@ -67,6 +71,7 @@ Examples:
           socket?: string;
           decisionListen: string;
           auditTokenFile?: string;
+          auditServer?: string;
         },
         cmd: Command,
       ) => {
@@ -123,7 +128,8 @@ Examples:
         // while the server is away) with a token, else written as JSON log lines.
         const shipper = token
           ? createHttpShipper({
-              url: `http://${config.server.host}:${config.server.port}`,
+              // An agent usually runs on another node than the server: its API is named explicitly there.
+              url: o.auditServer ?? `http://${config.server.host}:${config.server.port}`,
               token,
               spillDir: join(agentDir, 'audit-spill'),
               logger,
