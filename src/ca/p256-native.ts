@@ -1,10 +1,14 @@
 /**
- * The optional native P-256 check (`native/p256`, built at install): ECDSA-with-SHA-256 on a raw
- * public point with the curve group built once per thread, about 2.4× Node's key import plus
- * verify, because Node validates each imported key with roughly a scalar multiplication. When the
- * addon is missing (not built) or `NEVERTRUST_NATIVE_P256=0`, CSRs are checked with node:crypto,
- * which gives the same answers (tested both ways).
+ * The optional native P-256 addon (`native/p256`, built at install), on the OpenSSL Node links:
+ * - CSR checks: ECDSA-with-SHA-256 on a raw public point with the curve group built once per
+ *   thread, about 2.4× Node's key import plus verify, because Node validates each imported key
+ *   with roughly a scalar multiplication;
+ * - the CA's P-256 signatures: the key is decoded once per CA generation and thread, where Node's
+ *   `sign()` builds a provider context on every call (~20 % of the signature).
+ * When the addon is missing (not built) or `NEVERTRUST_NATIVE_P256=0`, node:crypto does the same
+ * work with the same answers (tested both ways).
  */
+import type { KeyObject } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -13,20 +17,54 @@ import { packageRoot } from '../workload/paths.js';
 /** `verify(point, message, signature)`: throws on a point that is not on P-256. */
 export type P256Verify = (point: Uint8Array, message: Uint8Array, signature: Uint8Array) => boolean;
 
-let loaded: P256Verify | null | undefined;
+/** Signs `message` with ECDSA P-256 / SHA-256; returns the DER ECDSA-Sig-Value. */
+export type P256Sign = (message: Uint8Array) => Buffer;
 
-/** The native check, or undefined when it is not available here. */
-export function nativeP256Verify(): P256Verify | undefined {
+interface Addon {
+  verify: P256Verify;
+  signer: (pkcs8: Uint8Array) => object;
+  sign: (handle: object, message: Uint8Array) => Buffer;
+}
+
+let loaded: Addon | null | undefined;
+
+function addon(): Addon | undefined {
   if (process.env.NEVERTRUST_NATIVE_P256 === '0') return undefined;
   if (loaded !== undefined) return loaded ?? undefined;
   loaded = null;
   const file = join(packageRoot(), 'native', 'p256', 'build', 'Release', 'p256.node');
   if (!existsSync(file)) return undefined;
   try {
-    const addon = createRequire(import.meta.url)(file) as { verify?: unknown };
-    if (typeof addon.verify === 'function') loaded = addon.verify as P256Verify;
+    const a = createRequire(import.meta.url)(file) as Partial<Addon>;
+    if (typeof a.verify === 'function' && typeof a.signer === 'function' && typeof a.sign === 'function') {
+      loaded = a as Addon;
+    }
   } catch {
     // A build for another Node ABI: fall back to node:crypto.
   }
   return loaded ?? undefined;
+}
+
+/** The native check, or undefined when it is not available here. */
+export function nativeP256Verify(): P256Verify | undefined {
+  return addon()?.verify;
+}
+
+/**
+ * A native signer for a P-256 private key, or undefined (no addon, or another kind of key).
+ * The key's PKCS#8 bytes exist only for the call and are zeroed before it returns.
+ */
+export function nativeP256Signer(key: KeyObject): P256Sign | undefined {
+  const a = addon();
+  if (!a || key.type !== 'private' || key.asymmetricKeyType !== 'ec') return undefined;
+  if (key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') return undefined;
+  const der = key.export({ format: 'der', type: 'pkcs8' });
+  let handle: object;
+  try {
+    handle = a.signer(der);
+  } finally {
+    der.fill(0);
+  }
+  const sign = a.sign;
+  return (message) => sign(handle, message);
 }
