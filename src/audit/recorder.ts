@@ -10,8 +10,10 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, u
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { request } from 'undici';
+import { acquireCoarseClock, coarseNow, releaseCoarseClock } from './coarse-clock.js';
 import { AuditEventError, AuditRecorderClosedError } from './errors.js';
 import { type AuditEvent, type AuditEventInput, normalizeEvent } from './event.js';
+import { EventQueue } from './event-queue.js';
 import type { AuditLogger } from './log.js';
 
 /** Where batches go. `append` resolves only once the events are durable (committed or acknowledged). */
@@ -134,9 +136,7 @@ const silent: AuditLogger = { info() {}, warn() {}, error() {} };
  * await recorder.flush(); // everything recorded so far is stored
  */
 export class AuditRecorder {
-  private q: unknown[] = [];
-  private qTime: number[] = [];
-  private qSeq: number[] = [];
+  private readonly q: EventQueue;
   private overflow: { s: number; e: AuditEvent }[] = [];
   private spillFiles: SpillFile[] = [];
   private inflightMin = Number.POSITIVE_INFINITY;
@@ -161,6 +161,7 @@ export class AuditRecorder {
 
   constructor(private readonly opts: RecorderOptions) {
     this.maxQueue = Math.max(1, opts.maxQueue ?? 10_000);
+    this.q = new EventQueue(this.maxQueue);
     this.batchSize = Math.max(1, opts.batchSize ?? 1000);
     this.interval = opts.flushIntervalMs ?? 20;
     this.maxSpillBuffer = Math.max(1, opts.maxSpillBuffer ?? 1000);
@@ -188,6 +189,7 @@ export class AuditRecorder {
     }
     this.metrics?.spillPending.set(this.label, this.s.spillPending);
     if (this.spillFiles.length > 0) this.schedule(0);
+    acquireCoarseClock();
   }
 
   /**
@@ -197,16 +199,14 @@ export class AuditRecorder {
   record(event: AuditEventInput): void {
     if (this.closed) throw new AuditRecorderClosedError();
     const seq = ++this.recordedSeq;
-    if (this.q.length < this.maxQueue) {
-      this.q.push(event);
-      this.qTime.push(Date.now());
-      this.qSeq.push(seq);
+    const now = coarseNow();
+    if (this.q.push(event, now, seq)) {
       if (this.q.length >= this.batchSize) {
         if (this.immediate === undefined && !this.pumping) this.immediate = setImmediate(() => this.pump());
       } else if (this.timer === undefined && this.immediate === undefined) this.schedule(this.interval);
       return;
     }
-    this.overflowOne(event, seq, Date.now());
+    this.overflowOne(event, seq, now);
   }
 
   private overflowOne(input: unknown, seq: number, now: number): void {
@@ -311,7 +311,7 @@ export class AuditRecorder {
 
   private minPending(): number {
     let m = this.inflightMin;
-    const q0 = this.qSeq[0];
+    const q0 = this.q.firstSeq();
     if (q0 !== undefined && q0 < m) m = q0;
     const o0 = this.overflow[0];
     if (o0 && o0.s < m) m = o0.s;
@@ -342,7 +342,7 @@ export class AuditRecorder {
         }
         // Oldest first: under sustained overload the spill must still drain, or flush() never resolves.
         const spill = this.spillFiles.find((f) => f.count > 0);
-        const q0 = this.qSeq[0];
+        const q0 = this.q.firstSeq();
         if (spill && (q0 === undefined || spill.minSeq < q0)) {
           if (!(await this.shipSpill())) continue;
         } else if (this.q.length > 0) {
@@ -360,10 +360,8 @@ export class AuditRecorder {
 
   /** Ships one batch from the queue; false after a sink failure (the batch was spilled). */
   private async shipQueue(): Promise<boolean> {
-    const n = Math.min(this.batchSize, this.q.length);
-    const inputs = this.q.splice(0, n);
-    const times = this.qTime.splice(0, n);
-    const seqs = this.qSeq.splice(0, n);
+    const { inputs, times, seqs } = this.q.take(this.batchSize);
+    const n = inputs.length;
     this.inflightMin = seqs[0] ?? Number.POSITIVE_INFINITY;
     this.metrics?.depth.set(this.label, this.q.length);
     const batch: { s: number; e: AuditEvent }[] = [];
@@ -479,13 +477,12 @@ export class AuditRecorder {
     if (this.timer) clearTimeout(this.timer);
     while (this.pumping) await new Promise((r) => setTimeout(r, 5));
     const rest: { s: number; e: AuditEvent }[] = [];
-    for (let i = 0; i < this.q.length; i++) {
-      const e = this.normalize(this.q[i], this.qTime[i] as number);
-      if (e) rest.push({ s: this.qSeq[i] as number, e });
+    const left = this.q.take(this.q.length);
+    for (let i = 0; i < left.inputs.length; i++) {
+      const e = this.normalize(left.inputs[i], left.times[i] as number);
+      if (e) rest.push({ s: left.seqs[i] as number, e });
     }
-    this.q = [];
-    this.qTime = [];
-    this.qSeq = [];
+    releaseCoarseClock();
     this.spillNow();
     this.writeSpill(rest);
     for (const f of this.spillFiles) this.closeSpillFile(f);
