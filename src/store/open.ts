@@ -92,6 +92,11 @@ function openSqlite(file: string): { db: Kysely<Database>; native: SqliteDatabas
     native = new SqliteDatabase(file);
     // Entries, agents and audit events are nobody else's business (CA keys are sealed anyway).
     chmodSync(file, 0o600);
+    // 16 KiB pages for a new database (an existing one keeps its size: the pragma is a no-op there).
+    // Appends touch the table and seven audit indexes; with 4 KiB pages a commit writes four times
+    // as many WAL frames, one system call each, and the audit append ran at 25,000 rows/s instead
+    // of 41,500 (bare INSERTs of the same rows and indexes on this machine).
+    native.pragma('page_size = 16384');
     native.pragma('journal_mode = WAL');
     // WAL + NORMAL survives a killed process (kill -9); FULL is only needed against power loss.
     native.pragma('synchronous = NORMAL');

@@ -27,10 +27,9 @@ describe('coarse clock', () => {
       const wall = Date.now();
       const t = coarseNow();
       expect(Number.isInteger(t)).toBe(true);
-      expect(Math.abs(t - wall)).toBeLessThan(250);
-      const later = wall + 30;
-      await sleep(30);
-      expect(coarseNow()).toBeGreaterThanOrEqual(later - 250);
+      expect(Math.abs(t - wall)).toBeLessThan(1000);
+      await sleep(100);
+      expect(coarseNow()).toBeGreaterThan(t);
     }
   });
 
@@ -39,12 +38,12 @@ describe('coarse clock', () => {
     acquireCoarseClock();
     releaseCoarseClock();
     await sleep(30);
-    expect(Math.abs(coarseNow() - Date.now())).toBeLessThan(250);
+    expect(Math.abs(coarseNow() - Date.now())).toBeLessThan(1000);
     releaseCoarseClock();
     releaseCoarseClock(); // one release too many changes nothing
     expect(Math.abs(coarseNow() - Date.now())).toBeLessThan(5);
     acquireCoarseClock();
     await sleep(30);
-    expect(Math.abs(coarseNow() - Date.now())).toBeLessThan(250);
+    expect(Math.abs(coarseNow() - Date.now())).toBeLessThan(1000);
   });
 });
