@@ -55,3 +55,23 @@ export async function makePki(dir: string): Promise<Pki> {
     },
   };
 }
+
+/** One ALLOW rule of {@link ingressPolicy}: callers (service names) and what they may call. */
+export interface IngressRule {
+  name: string;
+  from: string[];
+  methods: string[];
+  paths: string[];
+}
+
+/** A native ALLOW policy for `service` (`<service>-ingress`) as YAML, with callers named as services. */
+export function ingressPolicy(service: string, rules: IngressRule[]): string {
+  const body = rules
+    .map(
+      (r) =>
+        `    - name: ${r.name}\n      from: [{ principals: [${r.from.map((f) => id(f)).join(', ')}] }]\n` +
+        `      to: [{ methods: [${r.methods.join(', ')}], paths: [${r.paths.join(', ')}] }]\n`,
+    )
+    .join('');
+  return `apiVersion: nevertrust.dev/v1\nkind: AccessPolicy\nmetadata: { name: ${service}-ingress }\nspec:\n  action: ALLOW\n  target: { spiffeIds: [${id(service)}] }\n  rules:\n${body}`;
+}

@@ -23,7 +23,7 @@ import {
   startSidecar,
 } from '../../src/pep/sidecar/index.js';
 import { tempDir } from '../support/tmp.js';
-import { id, makePki, type Pki, type Svid } from './pki.js';
+import { id, ingressPolicy, makePki, type Pki, type Svid } from './pki.js';
 
 const run = promisify(execFile);
 const dir = tempDir();
@@ -85,20 +85,15 @@ beforeAll(async () => {
   mkdirSync(policies);
   writeFileSync(
     join(policies, 'payment-service.yaml'),
-    `apiVersion: nevertrust.dev/v1
-kind: AccessPolicy
-metadata: { name: payment-service-ingress }
-spec:
-  action: ALLOW
-  target: { spiffeIds: [${id('payment-service')}] }
-  rules:
-    - name: gateway-charges
-      from: [{ principals: [${id('api-gateway')}] }]
-      to: [{ methods: [POST], paths: [/v1/charges, /v1/charges/stream, /payments.Charges/Charge, /trailers] }]
-    - name: gateway-live-updates
-      from: [{ principals: [${id('api-gateway')}] }]
-      to: [{ methods: [GET], paths: [/ws/charges] }]
-`,
+    ingressPolicy('payment-service', [
+      {
+        name: 'gateway-charges',
+        from: ['api-gateway'],
+        methods: ['POST'],
+        paths: ['/v1/charges', '/v1/charges/stream', '/payments.Charges/Charge', '/trailers'],
+      },
+      { name: 'gateway-live-updates', from: ['api-gateway'], methods: ['GET'], paths: ['/ws/charges'] },
+    ]),
   );
 
   app = createServer((req, res) => {

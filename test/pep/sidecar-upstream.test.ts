@@ -17,7 +17,7 @@ import { MemorySvidSource } from '../../src/pep/mtls/index.js';
 import { type RunningSidecar, SidecarConfigSchema, startSidecar } from '../../src/pep/sidecar/index.js';
 import { freePort } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
-import { id, makePki, type Pki, type Svid } from './pki.js';
+import { id, ingressPolicy, makePki, type Pki, type Svid } from './pki.js';
 
 const dir = tempDir();
 const BIG = randomBytes(8 * 1024 * 1024);
@@ -38,17 +38,9 @@ beforeAll(async () => {
   mkdirSync(policies);
   writeFileSync(
     join(policies, 'p.yaml'),
-    `apiVersion: nevertrust.dev/v1
-kind: AccessPolicy
-metadata: { name: payment-service-ingress }
-spec:
-  action: ALLOW
-  target: { spiffeIds: [${id('payment-service')}] }
-  rules:
-    - name: gateway-reads
-      from: [{ principals: [${id('api-gateway')}] }]
-      to: [{ methods: [GET], paths: [/big, /headers, /dies, /slow] }]
-`,
+    ingressPolicy('payment-service', [
+      { name: 'gateway-reads', from: ['api-gateway'], methods: ['GET'], paths: ['/big', '/headers', '/dies', '/slow'] },
+    ]),
   );
   slowClosed = new Promise<void>((r) => (sawSlowClose = r));
   app = createServer((req, res) => {

@@ -20,6 +20,7 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import { connect as netConnect, type Socket } from 'node:net';
+import { listen } from '../../util/listen.js';
 import { type PeerCredentials, peerCredentials } from '../peercred.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, frameMessage, MessageReader, parseGrpcTimeout } from './framing.js';
 import { encodeGrpcMessage, GrpcError, Status, type StatusCode } from './status.js';
@@ -182,22 +183,13 @@ export class GrpcServer {
     const server = createServer({ maxSessionMemory: 64 });
     server.on('session', (s) => this.onSession(s));
     server.on('stream', (stream, headers) => this.onStream(stream, headers));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      const done = () => {
-        server.off('error', reject);
-        resolve();
-      };
-      if (addr.kind === 'unix') server.listen(addr.path, done);
-      else server.listen(addr.port, addr.host, done);
-    });
+    const port = await listen(server, addr.kind === 'unix' ? { path: addr.path } : addr);
     this.http2 = server;
     if (addr.kind === 'unix') {
       await chmod(addr.path, this.socketMode);
       this.listening = addr;
     } else {
-      const a = server.address();
-      this.listening = { kind: 'tcp', host: addr.host, port: typeof a === 'object' && a ? a.port : addr.port };
+      this.listening = { kind: 'tcp', host: addr.host, port };
     }
     return this.listening;
   }

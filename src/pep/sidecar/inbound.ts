@@ -13,7 +13,7 @@ import {
   type Http2ServerResponse,
   type Http2Session,
 } from 'node:http2';
-import { type AddressInfo, connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { type Dispatcher, Pool } from 'undici';
@@ -24,6 +24,7 @@ import { attachMtls, authorizeAny, tlsOptionsFrom, type X509SvidSource } from '.
 import { type InboundConfig, splitHostPort } from './config.js';
 import { forwardHeaders, requestHead } from './headers.js';
 import { splice, writeRawResponse } from './tunnel.js';
+import { listen } from '../../util/listen.js';
 
 /** What the inbound leg needs besides its config. */
 export interface InboundDeps {
@@ -188,15 +189,7 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
     s.once('close', () => sessions.delete(s));
   });
 
-  const l = splitHostPort(ib.listen);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(l.port, l.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = await listen(server, splitHostPort(ib.listen));
   log('sidecar inbound (mTLS, HTTP/2 and HTTP/1.1) listening', {
     port,
     app: ib.app,

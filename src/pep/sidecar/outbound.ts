@@ -5,12 +5,12 @@
  * handshakes are passed through the same verified connection and then tunnelled.
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { authorizeId, connectMtls, createMtlsAgent, type X509SvidSource } from '../mtls/index.js';
 import { type OutboundConfig, splitHostPort } from './config.js';
 import { forwardHeaders, requestHead } from './headers.js';
 import type { RunningLeg } from './inbound.js';
+import { listen } from '../../util/listen.js';
 import { splice, writeRawResponse } from './tunnel.js';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
@@ -104,15 +104,7 @@ export async function startOutbound(
   });
 
   server.keepAliveTimeout = 60_000;
-  const l = splitHostPort(ob.listen);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(l.port, l.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = await listen(server, splitHostPort(ob.listen));
   log('sidecar outbound (plain HTTP → mTLS) listening', { port });
   return {
     port,
