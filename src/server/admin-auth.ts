@@ -55,6 +55,7 @@ export function readAdminToken(dataDir: string): string | undefined {
 export class AdminAuth {
   private hashes: Buffer[] = [];
   private lastRefresh = 0;
+  private pending: Promise<void> | undefined;
 
   private constructor(private readonly store: Store) {}
 
@@ -93,6 +94,19 @@ export class AdminAuth {
     this.lastRefresh = Date.now();
   }
 
+  private refreshSoon(): Promise<void> {
+    this.pending ??= (async () => {
+      const wait = this.lastRefresh + 1000 - Date.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      try {
+        await this.refresh();
+      } finally {
+        this.pending = undefined;
+      }
+    })();
+    return this.pending;
+  }
+
   private matches(hash: Buffer): boolean {
     // Compare against every known hash so the time taken does not reveal which one matched.
     let ok = false;
@@ -108,8 +122,10 @@ export class AdminAuth {
       throw new AdminAuthError('admin credential required: Authorization: Bearer <token from data_dir/admin.token>');
     const hash = sha256(m[1]);
     if (!this.matches(hash)) {
-      // Another server may have added a token since we last looked; re-read at most once a second.
-      if (Date.now() - this.lastRefresh > 1000) await this.refresh();
+      // Another server may have added a token since we last looked: re-read the store (at most
+      // once a second, one read shared by every waiting request), then decide. Skipping the re-read
+      // within the second instead refused a valid token of a server that had just joined.
+      await this.refreshSoon();
       if (!this.matches(hash)) throw new AdminAuthError('invalid admin credential');
     }
     return { kind: 'admin', id: `token:${hash.toString('hex').slice(0, 8)}` };
