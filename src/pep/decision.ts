@@ -3,7 +3,8 @@
  * give the decision an id, and record it. Fails closed: no snapshot, or any error, denies with a
  * reason. Recording never blocks: the recorder is an event emitter the audit log listens to.
  */
-import { randomUUID } from 'node:crypto';
+import { coarseNow } from '../audit/coarse-clock.js';
+import { newEventId } from '../audit/event.js';
 import { type AccessRequest, type Decision, decide, type PolicySnapshot } from '../policy/index.js';
 
 /** The decision as enforcement points answer it (the native `/v1/decide` body). */
@@ -50,9 +51,13 @@ export interface DecisionContext {
   details?: Record<string, unknown>;
 }
 
-/** A fresh decision id (UUIDv4), answered to the caller and recorded, to join the two. */
+/**
+ * A fresh decision id, answered to the caller and recorded, to join the two: a UUIDv7 like event
+ * ids (74 random bits; time-ordered, so the audit log's decision index grows at its right edge
+ * instead of splitting random pages, as random v4 ids made it do).
+ */
 export function newDecisionId(): string {
-  return randomUUID();
+  return newEventId(coarseNow());
 }
 
 /**
