@@ -45,6 +45,15 @@ export function coarseNow(): number {
   return Date.now();
 }
 
+/**
+ * Whether readings come from the clock thread: `off` (nobody holds it, or the thread failed),
+ * `starting` (held, no store yet) or `running`.
+ */
+export function coarseClockState(): 'off' | 'starting' | 'running' {
+  if (cell === undefined) return 'off';
+  return (cell[0] as number) > 0 ? 'running' : 'starting';
+}
+
 /** Starts the clock thread for one more user; call {@link releaseCoarseClock} when done. */
 export function acquireCoarseClock(): void {
   if (users++ === 0) start();

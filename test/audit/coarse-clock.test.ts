@@ -4,7 +4,7 @@
  * when no thread runs.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { acquireCoarseClock, coarseNow, releaseCoarseClock } from '../../src/audit/coarse-clock.js';
+import { acquireCoarseClock, coarseClockState, coarseNow, releaseCoarseClock } from '../../src/audit/coarse-clock.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -21,8 +21,11 @@ describe('coarse clock', () => {
   });
 
   it('follows the wall clock while held, and moves forward', async () => {
+    expect(coarseClockState()).toBe('off');
     acquireCoarseClock();
-    await sleep(50);
+    for (let i = 0; i < 100 && coarseClockState() !== 'running'; i++) await sleep(20);
+    // readings come from the thread, not from the Date.now() fallback
+    expect(coarseClockState()).toBe('running');
     for (let i = 0; i < 5; i++) {
       const wall = Date.now();
       const t = coarseNow();
@@ -41,6 +44,7 @@ describe('coarse clock', () => {
     expect(Math.abs(coarseNow() - Date.now())).toBeLessThan(1000);
     releaseCoarseClock();
     releaseCoarseClock(); // one release too many changes nothing
+    expect(coarseClockState()).toBe('off');
     expect(Math.abs(coarseNow() - Date.now())).toBeLessThan(5);
     acquireCoarseClock();
     await sleep(30);
