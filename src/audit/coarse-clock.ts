@@ -68,11 +68,16 @@ export function releaseCoarseClock(): void {
 function start(): void {
   const sab = new SharedArrayBuffer(8);
   const b = Date.now() - 1;
-  const w = new Worker(TICKER, {
-    eval: true,
-    workerData: { sab, base: b },
-    resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 1 },
-  });
+  let w: Worker;
+  try {
+    w = new Worker(TICKER, {
+      eval: true,
+      workerData: { sab, base: b },
+      resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 1 },
+    });
+  } catch {
+    return; // no threads here (e.g. a permission model): readers stay on Date.now()
+  }
   w.unref();
   // A clock thread that cannot run leaves readers on Date.now(): correct, only slower.
   w.on('error', () => {
