@@ -8,6 +8,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { connect as http2Connect } from 'node:http2';
 import { request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -141,6 +142,36 @@ describe('sidecar → HTTP/1.1 app', () => {
       req.end();
     });
     expect(r).toEqual({ status: 200, sha: BIG_SHA, length: BIG.length });
+  });
+
+  it('passes the same 8 MiB byte for byte to a slow HTTP/2 client', async () => {
+    const session = http2Connect(`https://localhost:${port}`, {
+      cert: gateway.certChainPem,
+      key: gateway.privateKeyPem,
+      ca: pki.bundle().toPem(),
+    });
+    try {
+      const r = await new Promise<{ status: number; sha: string; length: number }>((resolve, reject) => {
+        session.on('error', reject);
+        const req = session.request({ ':method': 'GET', ':path': '/big' });
+        let status = 0;
+        const h = createHash('sha256');
+        let length = 0;
+        req.on('response', (headers) => (status = Number(headers[':status'])));
+        req.on('data', (d: Buffer) => {
+          h.update(d);
+          length += d.length;
+          req.pause();
+          setTimeout(() => req.resume(), 1);
+        });
+        req.on('end', () => resolve({ status, sha: h.digest('hex'), length }));
+        req.on('error', reject);
+        req.end();
+      });
+      expect(r).toEqual({ status: 200, sha: BIG_SHA, length: BIG.length });
+    } finally {
+      session.close();
+    }
   });
 
   it('keeps repeated headers, drops hop-by-hop ones and those named in Connection', async () => {
