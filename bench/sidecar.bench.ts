@@ -65,10 +65,13 @@ const psFiles = pki.files(dir, 'ps', {
   privateKeyPem: ps.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
 });
 const bundle = pki.bundleFile(dir);
+// Worker processes on each side (ours: `workers:`, nginx: `worker_processes`); 1 by default, so the
+// figure is one core of each; BENCH_WORKERS=2 compares both using every core of this machine.
+const WORKERS = Number(process.env.BENCH_WORKERS ?? 1);
 const sidecarPort = await freePort();
 writeFileSync(
   join(dir, 'sidecar.yaml'),
-  `svid: { cert: ${psFiles.cert}, key: ${psFiles.key}, bundle: ${bundle} }\npolicies: ${POLICIES}\ninbound:\n  listen: 127.0.0.1:${sidecarPort}\n  app: 127.0.0.1:${appPort}\n`,
+  `workers: ${WORKERS}\nsvid: { cert: ${psFiles.cert}, key: ${psFiles.key}, bundle: ${bundle} }\npolicies: ${POLICIES}\ninbound:\n  listen: 127.0.0.1:${sidecarPort}\n  app: 127.0.0.1:${appPort}\n`,
 );
 await spawnReady(
   [fileURLToPath(new URL('../bin/nevertrust.js', import.meta.url)), 'sidecar', '--config', join(dir, 'sidecar.yaml')],
@@ -95,6 +98,7 @@ const nginx = await startNginx(
     }
   }`,
   nginxPort,
+  WORKERS,
 );
 
 const gw = pki.mint('api-gateway');

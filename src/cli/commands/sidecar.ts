@@ -35,11 +35,15 @@ export function registerSidecarCommands(program: Command): void {
         { createHttpShipper },
         { loadSidecarConfig, SidecarConfigError, startSidecar },
         { fromServerEvent },
+        { announceReady, runPrimary, workerIndex },
+        { default: cluster },
       ] = await Promise.all([
         import('pino'),
         import('../../audit/index.js'),
         import('../../pep/sidecar/index.js'),
         import('../../server/plugins/audit.js'),
+        import('../../pep/sidecar/workers.js'),
+        import('node:cluster'),
       ]);
       let config: ReturnType<typeof loadSidecarConfig>;
       try {
@@ -57,8 +61,18 @@ export function registerSidecarCommands(program: Command): void {
       const dest = pino.destination({ dest: 2, sync: false, minLength: 4096 });
       const flusher = setInterval(() => dest.flush(), 250);
       flusher.unref();
-      const logger = pino({ base: { service: 'nevertrust-sidecar' } }, dest);
+      const worker = workerIndex();
+      const logger = pino(
+        { base: { service: 'nevertrust-sidecar', ...(worker === undefined ? {} : { worker }) } },
+        dest,
+      );
       const log = (msg: string, fields?: Record<string, unknown>) => logger.info(fields ?? {}, msg);
+      if (config.workers > 1 && cluster.isPrimary) {
+        // The primary only supervises; every worker runs this same command as a whole sidecar.
+        const code = await runPrimary({ workers: config.workers, log });
+        await new Promise<void>((r) => dest.flush(() => r()));
+        process.exit(code);
+      }
       let shipper: AuditRecorder | undefined;
       if (config.audit) {
         let token: string;
@@ -72,7 +86,11 @@ export function registerSidecarCommands(program: Command): void {
         shipper = createHttpShipper({
           url: config.audit.server,
           token,
-          spillDir: resolve(config.audit.spill_dir ?? join(dirname(o.config), '.nevertrust-sidecar-spill')),
+          // One spill directory per worker: a recorder ships what it finds there at start.
+          spillDir: join(
+            resolve(config.audit.spill_dir ?? join(dirname(o.config), '.nevertrust-sidecar-spill')),
+            worker === undefined ? '' : `worker-${worker}`,
+          ),
           logger,
         });
       }
@@ -84,7 +102,12 @@ export function registerSidecarCommands(program: Command): void {
           ? { record: (e) => ship.record(fromServerEvent({ ...e, details: { ...e.details, enforcer: 'sidecar' } })) }
           : { record: (e) => log('access decision', { ...e }) },
       });
-      log('sidecar ready', { inbound: sc.inboundPort, outbound: sc.outboundPort });
+      if (worker === undefined) log('sidecar ready', { inbound: sc.inboundPort, outbound: sc.outboundPort });
+      else {
+        log('sidecar worker ready', { pid: process.pid, inbound: sc.inboundPort, outbound: sc.outboundPort });
+        dest.flush(); // before the primary says the group is ready
+        announceReady({ inbound: sc.inboundPort, outbound: sc.outboundPort });
+      }
       const stop = () => {
         void sc
           .close()

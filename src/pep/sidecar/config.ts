@@ -16,6 +16,12 @@ export const SidecarConfigSchema = z
       z.object({ workload_api: z.string() }).strict(),
     ]),
     policies: z.string().describe('policy file or directory, watched'),
+    /**
+     * Processes serving the same ports (as nginx's `worker_processes`): connections are spread over
+     * them; each holds its own SVID stream, policy snapshot, assertion key and audit queue. One
+     * process uses one core.
+     */
+    workers: z.number().int().min(1).max(64).default(1),
     inbound: z
       .object({
         listen: hostPort,
