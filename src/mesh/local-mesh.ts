@@ -8,7 +8,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
@@ -51,17 +51,48 @@ export interface LocalMeshOptions {
   plugins: ServerPlugin[];
   /** Policies the services enforce; default: the payments example. */
   policies?: string;
+  /** Picks each service port; default: a free port below the ephemeral range (tests hand out a taken one). */
+  choosePort?: () => Promise<number>;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((r, reject) => {
+function bindable(port: number): Promise<number | undefined> {
+  return new Promise((r) => {
     const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => r(port));
+    s.once('error', () => r(undefined));
+    s.listen(port, '127.0.0.1', () => {
+      const a = s.address() as { port: number };
+      s.close(() => r(a.port));
     });
   });
+}
+
+/** Linux's range for ephemeral ports (outgoing connections and `listen(0)`), if it can be read. */
+function ephemeralRange(): [number, number] | undefined {
+  try {
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    return lo && hi ? [lo, hi] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A free port for a service, chosen below the ephemeral range where the system allows: a port
+ * from `listen(0)` is free only until the service binds it, and in between any outgoing
+ * connection may be given it (seen in tests as EADDRINUSE). Services are told their peers' ports
+ * before they start, so ports are chosen first.
+ */
+async function freePort(): Promise<number> {
+  const lo = ephemeralRange()?.[0] ?? 0;
+  if (lo > 12_000) {
+    for (let i = 0; i < 50; i++) {
+      const port = await bindable(10_000 + Math.floor(Math.random() * (lo - 10_000)));
+      if (port) return port;
+    }
+  }
+  const port = await bindable(0);
+  if (!port) throw new Error('no free TCP port on 127.0.0.1');
+  return port;
 }
 
 /** A distinct path for each service's binary: a hard link to node where possible, else a copy. */
@@ -78,11 +109,27 @@ function serviceBinary(dir: string, name: string): string {
   return target;
 }
 
+/** A service process that exited before it was ready; `addressInUse` when its port was taken. */
+export class ServiceStartError extends Error {
+  override readonly name = 'ServiceStartError';
+  readonly addressInUse: boolean;
+  constructor(
+    readonly service: string,
+    code: number | null,
+    stderr: string,
+  ) {
+    super(`${service} exited with ${code}: ${stderr.trim().split('\n').slice(-3).join(' ')}`);
+    this.addressInUse = stderr.includes('EADDRINUSE');
+  }
+}
+
 export class LocalMesh {
   readonly decisions: MeshDecision[] = [];
   readonly counts = { allow: 0, deny: 0 };
   readonly results: StepResult[] = [];
   private stopping = false;
+  /** Counts starts and stops of the services, so exits of an earlier set are not taken as failures. */
+  private generation = 0;
 
   private constructor(
     readonly server: RunningServer,
@@ -93,6 +140,7 @@ export class LocalMesh {
 
   static async start(opts: LocalMeshOptions): Promise<LocalMesh> {
     const { config, logger } = opts;
+    const choosePort = opts.choosePort ?? freePort;
     const root = packageRoot();
     const policies = resolve(opts.policies ?? config.policies ?? join(root, 'examples', 'policies', 'payments'));
     const dataDir = resolve(config.data_dir);
@@ -143,14 +191,35 @@ export class LocalMesh {
           name,
           spiffeId,
           binary,
-          port: await freePort(),
-          driverPort: await freePort(),
-          publicPort: name === 'api-gateway' ? await freePort() : undefined,
+          port: await choosePort(),
+          driverPort: await choosePort(),
+          publicPort: name === 'api-gateway' ? await choosePort() : undefined,
           ready: false,
         });
       }
       const mesh = new LocalMesh(server, agent, services, opts);
-      await mesh.startServices(socket, policies);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await mesh.startServices(socket, policies);
+          break;
+        } catch (e) {
+          // A port taken between choosing it and binding it: all services again, on new ports.
+          if (attempt >= 3 || !(e instanceof ServiceStartError && e.addressInUse)) {
+            await mesh.stop().catch(() => {});
+            throw e;
+          }
+          logger.warn(
+            { service: e.service, attempt },
+            'a service port was taken meanwhile; starting the services on new ports',
+          );
+          await mesh.stopServices();
+          for (const svc of services.values()) {
+            svc.port = await choosePort();
+            svc.driverPort = await choosePort();
+            if (svc.publicPort !== undefined) svc.publicPort = await choosePort();
+          }
+        }
+      }
       return mesh;
     } catch (e) {
       await server.close().catch(() => {});
@@ -160,6 +229,7 @@ export class LocalMesh {
 
   private async startServices(socket: string, policies: string): Promise<void> {
     const root = packageRoot();
+    const generation = ++this.generation;
     const peers = Object.fromEntries(
       [...this.services.values()].map((s) => [s.name, { url: `https://127.0.0.1:${s.port}`, spiffe_id: s.spiffeId }]),
     );
@@ -196,9 +266,9 @@ export class LocalMesh {
           child.on('exit', (code) => {
             svc.ready = false;
             clearTimeout(timer);
-            if (!this.stopping) {
+            if (!this.stopping && generation === this.generation) {
               this.opts.logger.error({ service: svc.name, code, stderr }, 'service exited');
-              reject(new Error(`${svc.name} exited with ${code}: ${stderr.trim().split('\n').slice(-3).join(' ')}`));
+              reject(new ServiceStartError(svc.name, code, stderr));
             }
           });
         }),
@@ -282,6 +352,14 @@ export class LocalMesh {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    await this.stopServices();
+    await this.agent.stop();
+    await this.server.close();
+  }
+
+  /** Stops the service processes (SIGTERM, then SIGKILL after 3 s). */
+  async stopServices(): Promise<void> {
+    this.generation++; // their exits are expected now
     await Promise.all(
       [...this.services.values()].map(
         (s) =>
@@ -296,8 +374,6 @@ export class LocalMesh {
           }),
       ),
     );
-    await this.agent.stop();
-    await this.server.close();
   }
 
   /** Removes the service binaries (hard links or copies) — they are recreated on the next start. */
