@@ -263,13 +263,16 @@ export class LocalMesh {
               resolveReady();
             } else if (m.type === 'decision' && m.event) this.onDecision(String(m.service), m.event);
           });
-          child.on('exit', (code) => {
+          child.on('exit', (code, signal) => {
+            const wasReady = svc.ready;
             svc.ready = false;
             clearTimeout(timer);
-            if (!this.stopping && generation === this.generation) {
-              this.opts.logger.error({ service: svc.name, code, stderr }, 'service exited');
-              reject(new ServiceStartError(svc.name, code, stderr));
-            }
+            if (this.stopping || generation !== this.generation) return;
+            // Ctrl-C in a terminal reaches the services too (one process group), often before the
+            // mesh starts stopping them: a clean exit of a running service is not an error.
+            const clean = wasReady && (code === 0 || signal === 'SIGINT' || signal === 'SIGTERM');
+            this.opts.logger[clean ? 'warn' : 'error']({ service: svc.name, code, signal, stderr }, 'service exited');
+            reject(new ServiceStartError(svc.name, code, stderr));
           });
         }),
     );
