@@ -17,6 +17,7 @@ import type { Config } from '../config/index.js';
 import { DuplicateEntryError } from '../store/index.js';
 import { type RunningServer, type ServerEvent, type ServerPlugin, startServer } from '../server/index.js';
 import { packageRoot } from '../workload/paths.js';
+import { listen } from '../util/listen.js';
 import type { Logger } from '../util/logger.js';
 import { judge, SERVICES, type ServiceName, type Step, type StepResult } from './scenario.js';
 
@@ -55,15 +56,16 @@ export interface LocalMeshOptions {
   choosePort?: () => Promise<number>;
 }
 
-function bindable(port: number): Promise<number | undefined> {
-  return new Promise((r) => {
-    const s = createServer();
-    s.once('error', () => r(undefined));
-    s.listen(port, '127.0.0.1', () => {
-      const a = s.address() as { port: number };
-      s.close(() => r(a.port));
-    });
-  });
+/** `port` if it can be bound on 127.0.0.1 now (0: whichever the system gives), else undefined. */
+async function bindable(port: number): Promise<number | undefined> {
+  const s = createServer();
+  try {
+    const bound = await listen(s, { host: '127.0.0.1', port });
+    await new Promise((r) => s.close(r));
+    return bound;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Linux's range for ephemeral ports (outgoing connections and `listen(0)`), if it can be read. */
