@@ -149,7 +149,6 @@ export class AuditRecorder {
   private backoffMs: number;
   private closed = false;
   private waiters: { target: number; resolve: () => void }[] = [];
-  private readonly maxQueue: number;
   private readonly batchSize: number;
   private readonly interval: number;
   private readonly maxSpillBuffer: number;
@@ -160,8 +159,7 @@ export class AuditRecorder {
   private readonly s = { spilled: 0, shipped: 0, rejected: 0, lost: 0, spillPending: 0 };
 
   constructor(private readonly opts: RecorderOptions) {
-    this.maxQueue = Math.max(1, opts.maxQueue ?? 10_000);
-    this.q = new EventQueue(this.maxQueue);
+    this.q = new EventQueue(opts.maxQueue ?? 10_000);
     this.batchSize = Math.max(1, opts.batchSize ?? 1000);
     this.interval = opts.flushIntervalMs ?? 20;
     this.maxSpillBuffer = Math.max(1, opts.maxSpillBuffer ?? 1000);
