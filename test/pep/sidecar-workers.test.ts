@@ -4,71 +4,24 @@
  * stops the whole group, and a worker that cannot start (its SVID file is missing) fails the start
  * instead of being restarted forever.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { certificatesToPem } from '../../src/ca/index.js';
 import { freePort } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
+import { spawnSidecar } from './sidecar-process.js';
 import { id, ingressPolicy, makePki, type Pki, type Svid } from './pki.js';
 
-const MAIN = fileURLToPath(new URL('./sidecar-main.ts', import.meta.url));
 const dir = tempDir();
 let pki: Pki;
 let app: Server;
 let gateway: Svid;
 const children: ChildProcess[] = [];
-
-interface LogLine {
-  msg?: string;
-  worker?: number;
-  pid?: number;
-  workers?: number;
-}
-
-/** Starts `nevertrust sidecar`; resolves once it says ready, with its log so far (and growing). */
-function start(config: string): {
-  child: ChildProcess;
-  lines: LogLine[];
-  ready: Promise<void>;
-  exited: Promise<number>;
-} {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'sidecar', '--config', config], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  const lines: LogLine[] = [];
-  let text = '';
-  let partial = '';
-  const exited = new Promise<number>((r) => child.on('exit', (c) => r(c ?? -1)));
-  const ready = new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`sidecar not ready: ${text}`)), 40_000);
-    const on = (d: Buffer) => {
-      text += d.toString();
-      partial += d.toString();
-      const parts = partial.split('\n');
-      partial = parts.pop() ?? '';
-      for (const l of parts) {
-        try {
-          lines.push(JSON.parse(l) as LogLine);
-        } catch {}
-      }
-      if (lines.some((l) => l.msg === 'sidecar ready')) {
-        clearTimeout(t);
-        resolve();
-      }
-    };
-    child.stdout?.on('data', on);
-    child.stderr?.on('data', on);
-    void exited.then((c) => reject(new Error(`sidecar exited ${c}: ${text}`)));
-  });
-  return { child, lines, ready, exited };
-}
 
 function get(port: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -144,7 +97,8 @@ describe('sidecar workers', () => {
       config,
       `workers: 2\nsvid: { cert: ${svidFiles.cert}, key: ${svidFiles.key}, bundle: ${svidFiles.bundle} }\npolicies: ${policies}\ninbound:\n  listen: 127.0.0.1:${port}\n  app: 127.0.0.1:${appPort}\n`,
     );
-    const sc = start(config);
+    const sc = spawnSidecar(config);
+    children.push(sc.child);
     await sc.ready;
     expect(sc.lines.find((l) => l.msg === 'sidecar ready')?.workers).toBe(2);
     const workerPids = () =>
@@ -183,8 +137,8 @@ describe('sidecar workers', () => {
       config,
       `workers: 2\nsvid: { cert: ${join(dir, 'missing.crt')}, key: ${svidFiles.key}, bundle: ${svidFiles.bundle} }\npolicies: ${policies}\ninbound:\n  listen: 127.0.0.1:${await freePort()}\n  app: 127.0.0.1:1\n`,
     );
-    const sc = start(config);
-    sc.ready.catch(() => {});
+    const sc = spawnSidecar(config);
+    children.push(sc.child);
     const code = await Promise.race([sc.exited, sleep(40_000).then(() => 'still running')]);
     expect(code).not.toBe('still running');
     expect(code).not.toBe(0);

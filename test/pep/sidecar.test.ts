@@ -1,4 +1,4 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import { join } from 'node:path';
@@ -8,40 +8,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { certificatesToPem } from '../../src/ca/index.js';
 import { freePort } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
+import { type SidecarProcess, spawnSidecar } from './sidecar-process.js';
 import { id, makePki, type Pki } from './pki.js';
 
 const run = promisify(execFile);
 const POLICIES = fileURLToPath(new URL('./fixtures/policies', import.meta.url));
-const MAIN = fileURLToPath(new URL('./sidecar-main.ts', import.meta.url));
 const dir = tempDir();
 let pki: Pki;
 const children: ChildProcess[] = [];
 let inPort: number;
 let outPort: number;
-let logA = '';
+let sidecarA: SidecarProcess;
 let app: ReturnType<typeof createServer>;
-
-function startSidecar(config: string, onOut: (s: string) => void): Promise<void> {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'sidecar', '--config', config], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const t = setTimeout(() => reject(new Error(`sidecar not ready: ${out}`)), 20_000);
-    const on = (d: Buffer) => {
-      out += d.toString();
-      onOut(d.toString());
-      if (out.includes('sidecar ready')) {
-        clearTimeout(t);
-        resolve();
-      }
-    };
-    child.stdout?.on('data', on);
-    child.stderr?.on('data', on);
-    child.on('exit', (c) => reject(new Error(`sidecar exited ${c}: ${out}`)));
-  });
-}
 
 beforeAll(async () => {
   pki = await makePki(dir);
@@ -93,8 +71,11 @@ outbound:
     wrong-id: { address: 127.0.0.1:${inPort}, spiffe_id: ${id('audit-service')} }
 `,
   );
-  await startSidecar(join(dir, 'a.yaml'), (s) => (logA += s));
-  await startSidecar(join(dir, 'b.yaml'), () => {});
+  sidecarA = spawnSidecar(join(dir, 'a.yaml'));
+  const sidecarB = spawnSidecar(join(dir, 'b.yaml'));
+  children.push(sidecarA.child, sidecarB.child);
+  await sidecarA.ready;
+  await sidecarB.ready;
 }, 60_000);
 
 afterAll(() => {
@@ -157,8 +138,8 @@ describe('nevertrust sidecar (real processes, curl with client certificates)', (
     expect((await curl('POST', '/v1/charges', 'api-gateway', { other: true })).status).toBe(0);
     expect((await curl('POST', '/v1/charges', 'api-gateway', { expired: true })).status).toBe(0);
     await new Promise((r) => setTimeout(r, 100));
-    expect(logA).toMatch(/"kind":"access.decision","outcome":"deny"/);
-    expect(logA).toMatch(/"kind":"access.decision","outcome":"allow"/);
+    expect(sidecarA.text()).toMatch(/"kind":"access.decision","outcome":"deny"/);
+    expect(sidecarA.text()).toMatch(/"kind":"access.decision","outcome":"allow"/);
   });
 
   // Two real sidecar processes on a loaded machine: one retry, so a scheduling stall is not read as a defect
