@@ -4,8 +4,8 @@
  * fail-closed handling and the same decision records as the server's `decisionPlugin`.
  */
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { BundleSource } from '../spiffe/index.js';
+import { listen } from '../util/listen.js';
 import type { Logger } from '../util/logger.js';
 import { type ServerEvent, ServerEvents } from './events.js';
 import { decisionPlugin } from './plugins/decision.js';
@@ -63,17 +63,13 @@ export async function startDecisionListener(opts: DecisionListenerOptions): Prom
   const server = createServer({ keepAliveTimeout: 5000 }, (req, res) => {
     void dispatch(router, req, res, (err, path) => opts.logger.error({ err, path }, 'decision request failed'));
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(
-        e.code === 'EADDRINUSE'
-          ? new Error(`decision port ${opts.host}:${opts.port} is already in use: pick another with --decision-listen`)
-          : e,
-      ),
-    );
-    server.listen(opts.port, opts.host, () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  let port: number;
+  try {
+    port = await listen(server, { host: opts.host, port: opts.port });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+    throw new Error(`decision port ${opts.host}:${opts.port} is already in use: pick another with --decision-listen`);
+  }
   return {
     port,
     url: `http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${port}`,

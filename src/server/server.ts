@@ -12,6 +12,7 @@ import { AdminAuth, AdminAuthError, type AdminPrincipal } from './admin-auth.js'
 import { ServerEvents } from './events.js';
 import { ServerMetrics } from './metrics.js';
 import { dispatch, type Handler, Router, sendJson, sendText } from './router.js';
+import { listen } from '../util/listen.js';
 
 export interface ServerContext {
   readonly config: Config;
@@ -62,35 +63,29 @@ export class ServerStartError extends Error {
   }
 }
 
-function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
-  return new Promise((resolvePromise, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => {
-      server.off('listening', onListening);
-      if (err.code === 'EADDRINUSE') {
-        reject(
-          new ServerStartError(
-            `${host}:${port} is already in use (another nevertrust server?): stop it or pick another port with --port / server.port`,
-            { cause: err },
-          ),
-        );
-      } else if (err.code === 'EACCES') {
-        reject(new ServerStartError(`not allowed to listen on ${host}:${port}: use a port above 1023`, { cause: err }));
-      } else if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND') {
-        reject(
-          new ServerStartError(`cannot listen on ${host}: no such local address (check --host / server.host)`, {
-            cause: err,
-          }),
-        );
-      } else reject(new ServerStartError(`cannot listen on ${host}:${port}: ${err.message}`, { cause: err }));
-    };
-    const onListening = () => {
-      server.off('error', onError);
-      resolvePromise(server.address() as AddressInfo);
-    };
-    server.once('error', onError);
-    server.once('listening', onListening);
-    server.listen(port, host);
-  });
+/** Listens on host:port; a failure becomes a ServerStartError that says what to change. */
+async function listenOrExplain(server: Server, host: string, port: number): Promise<AddressInfo> {
+  try {
+    await listen(server, { host, port });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'EADDRINUSE') {
+      throw new ServerStartError(
+        `${host}:${port} is already in use (another nevertrust server?): stop it or pick another port with --port / server.port`,
+        { cause: err },
+      );
+    }
+    if (err.code === 'EACCES') {
+      throw new ServerStartError(`not allowed to listen on ${host}:${port}: use a port above 1023`, { cause: err });
+    }
+    if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND') {
+      throw new ServerStartError(`cannot listen on ${host}: no such local address (check --host / server.host)`, {
+        cause: err,
+      });
+    }
+    throw new ServerStartError(`cannot listen on ${host}:${port}: ${err.message}`, { cause: err });
+  }
+  return server.address() as AddressInfo;
 }
 
 /**
@@ -144,7 +139,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     void handle(req, res);
   });
 
-  const address = await listen(http, config.server.host, config.server.port);
+  const address = await listenOrExplain(http, config.server.host, config.server.port);
   const closeHttp = () =>
     new Promise<void>((r) => {
       http.close(() => r());

@@ -10,6 +10,7 @@
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { listen } from '../../util/listen.js';
 import type { TLSSocket } from 'node:tls';
 import { certificatesToPem, type IssuedX509Svid } from '../../ca/index.js';
 import type { RegistrationEntry } from '../../registration/entry.js';
@@ -417,21 +418,17 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
           }
         },
       );
-      await new Promise<void>((resolveListen, reject) => {
-        https?.once('error', (err: NodeJS.ErrnoException) =>
-          reject(
-            err.code === 'EADDRINUSE'
-              ? new Error(
-                  `agent port ${config.server.host}:${config.server.agent_port} is already in use: pick another with --agent-port`,
-                )
-              : err,
-          ),
+      let agentPort: number;
+      try {
+        agentPort = await listen(https, { host: config.server.host, port: config.server.agent_port });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+        throw new Error(
+          `agent port ${config.server.host}:${config.server.agent_port} is already in use: pick another with --agent-port`,
         );
-        https?.listen(config.server.agent_port, config.server.host, () => resolveListen());
-      });
-      const addr = https.address() as AddressInfo;
-      logger.info({ agent_port: addr.port, server_id: serverId }, 'agent endpoint listening');
-      ctx.announce('agent port', `https://${config.server.host}:${addr.port}   (mTLS, server ID ${serverId})`);
+      }
+      logger.info({ agent_port: agentPort, server_id: serverId }, 'agent endpoint listening');
+      ctx.announce('agent port', `https://${config.server.host}:${agentPort}   (mTLS, server ID ${serverId})`);
       // Make sure the parse of our own ID is valid once, at start.
       parseSpiffeId(serverId);
     },
