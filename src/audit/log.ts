@@ -303,6 +303,7 @@ export class AuditLog {
   private timer: NodeJS.Timeout | undefined;
   private readonly listeners = new Set<(events: StoredAuditEvent[]) => void>();
   private closed = false;
+  private checkpointWrites: Promise<void> = Promise.resolve();
   private sqliteStatements: SqliteStatements | undefined;
   private readonly terms = new TermDictionary();
   private readonly logger: AuditLogger;
@@ -714,9 +715,12 @@ export class AuditLog {
     this.counters.checkpoints++;
     const external: ExternalCheckpoint = { ...cp, public_key: this.signer.publicKeyPem };
     if (this.opts.checkpointFile) {
-      appendFile(this.opts.checkpointFile, `${JSON.stringify(external)}\n`, { mode: 0o600 }).catch((e: unknown) =>
-        this.logger.error({ err: e, file: this.opts.checkpointFile }, 'cannot write the external checkpoint file'),
-      );
+      const file = this.opts.checkpointFile;
+      const line = `${JSON.stringify(external)}\n`;
+      // One write at a time: concurrent appends run on the thread pool and may land out of order.
+      this.checkpointWrites = this.checkpointWrites
+        .then(() => appendFile(file, line, { mode: 0o600 }))
+        .catch((e: unknown) => this.logger.error({ err: e, file }, 'cannot write the external checkpoint file'));
     }
     if (this.opts.checkpointWebhook) {
       const url = this.opts.checkpointWebhook;
@@ -838,6 +842,7 @@ export class AuditLog {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     await this.chain.catch(() => {});
+    await this.checkpointWrites;
     for (const s of this.opts.sinks ?? []) await s.close?.().catch(() => {});
   }
 }
