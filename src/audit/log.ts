@@ -24,7 +24,6 @@ import {
   EMPTY_ROOT,
   type FrontierEntry,
   inclusionProof,
-  leafHash,
   MerkleFrontier,
   merkleRoot,
   nodeHash,
@@ -461,11 +460,12 @@ export class AuditLog {
         const onComplete = (level: number, idx: number, hash: Buffer) => {
           if (level >= NODE_MIN_LEVEL) nodes.push({ level, idx, hash: hash.toString('hex') });
         };
+        const bodies = events.map((e, i) => canonicalEvent(e, size + i));
+        const leaves = this.frontier.appendLeaves(bodies, onComplete);
         for (let i = 0; i < events.length; i++) {
           const e = events[i] as AuditEvent;
-          const body = canonicalEvent(e, size + i);
-          const leaf = leafHash(body);
-          this.frontier.push(leaf, onComplete);
+          const body = bodies[i] as string;
+          const leaf = leaves[i] as Buffer;
           const [kind, outcome, source, target] = eventTerms(e);
           rows[i] = {
             seq: size + i,
@@ -594,12 +594,15 @@ export class AuditLog {
           };
           const terms = this.terms;
           const ts = st.terms;
+          const bodies: string[] = new Array(n);
+          for (let i = 0; i < n; i++) bodies[i] = canonicalEvent(events[i] as AuditEvent, size + i);
+          // All leaf and node hashes of the batch at once (one native call when the addon is built).
+          const leaves = this.frontier.appendLeaves(bodies, onComplete);
           for (let i = 0; i < n; i++) {
             const e = events[i] as AuditEvent;
             const seq = size + i;
-            const body = canonicalEvent(e, seq);
-            const leaf = leafHash(body);
-            this.frontier.push(leaf, onComplete);
+            const body = bodies[i] as string;
+            const leaf = leaves[i] as Buffer;
             const src = e.source;
             const tgt = e.target;
             // One prepared single-row INSERT per event: cheaper in better-sqlite3 than multi-row

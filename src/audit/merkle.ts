@@ -6,6 +6,7 @@
 import * as nodeCrypto from 'node:crypto';
 import { createHash } from 'node:crypto';
 import { AuditProofError } from './errors.js';
+import { nativeMerkleAppend } from './merkle-native.js';
 
 const LEAF_PREFIX = Buffer.from([0]);
 const NODE_PREFIX = Buffer.from([1]);
@@ -117,6 +118,61 @@ export class MerkleFrontier {
     }
     this.entries.push({ hash, size });
     this.count++;
+  }
+
+  /**
+   * Appends raw leaves (e.g. canonical event bytes): each is hashed with {@link leafHash} and
+   * pushed; returns the leaf hashes in order. With the native addon the whole batch is one call;
+   * the hashes, the nodes and the `onComplete` calls are the same as pushing the leaves one by one.
+   */
+  appendLeaves(leaves: readonly string[], onComplete?: (level: number, index: number, hash: Buffer) => void): Buffer[] {
+    const n = leaves.length;
+    let chars = 0;
+    for (let i = 0; i < n; i++) chars += (leaves[i] as string).length;
+    const native = nativeMerkleAppend();
+    // Offsets are 32-bit in the addon: a batch beyond that (never in practice) takes the JS path.
+    if (!native || n === 0 || chars * 3 > 0x7fffffff) {
+      const hashes: Buffer[] = new Array(n);
+      for (let i = 0; i < n; i++) {
+        const h = leafHash(leaves[i] as string);
+        this.push(h, onComplete);
+        hashes[i] = h;
+      }
+      return hashes;
+    }
+    // UTF-8 takes at most three bytes per UTF-16 unit, so the buffer always has room.
+    const data = Buffer.allocUnsafe(chars * 3);
+    const ends = new Uint32Array(n);
+    let off = 0;
+    for (let i = 0; i < n; i++) {
+      off += data.write(leaves[i] as string, off);
+      ends[i] = off;
+    }
+    const edge = Buffer.concat(this.entries.map((e) => e.hash));
+    const out = native(data.subarray(0, off), ends, edge, this.count);
+    const hashes: Buffer[] = new Array(n);
+    for (let i = 0; i < n; i++) hashes[i] = out.subarray(i * 32, i * 32 + 32);
+    // Completed nodes, in the addon's order: leaf index i completes one node per trailing one-bit.
+    let p = n * 32;
+    for (let i = 0; i < n; i++) {
+      const index = this.count + i;
+      let size = 1;
+      for (let v = index; v % 2 === 1; v = (v - 1) / 2) {
+        size *= 2;
+        onComplete?.(Math.log2(size), (index + 1 - size) / size, out.subarray(p, p + 32));
+        p += 32;
+      }
+    }
+    const total = this.count + n;
+    this.entries.length = 0;
+    for (let bit = 2 ** Math.floor(Math.log2(Math.max(total, 1))); bit >= 1; bit /= 2) {
+      if (Math.floor(total / bit) % 2 === 1) {
+        this.entries.push({ hash: out.subarray(p, p + 32), size: bit });
+        p += 32;
+      }
+    }
+    this.count = total;
+    return hashes;
   }
 
   /** MTH of everything pushed so far. */

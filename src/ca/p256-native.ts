@@ -9,9 +9,8 @@
  * work with the same answers (tested both ways).
  */
 import type { KeyObject } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { optionalNativeAddon } from '../util/native-addon.js';
 import { packageRoot } from '../workload/paths.js';
 
 /** `verify(point, message, signature)`: throws on a point that is not on P-256. */
@@ -26,23 +25,11 @@ interface Addon {
   sign: (handle: object, message: Uint8Array) => Buffer;
 }
 
-let loaded: Addon | null | undefined;
+let file: string | undefined;
 
 function addon(): Addon | undefined {
-  if (process.env.NEVERTRUST_NATIVE_P256 === '0') return undefined;
-  if (loaded !== undefined) return loaded ?? undefined;
-  loaded = null;
-  const file = join(packageRoot(), 'native', 'p256', 'build', 'Release', 'p256.node');
-  if (!existsSync(file)) return undefined;
-  try {
-    const a = createRequire(import.meta.url)(file) as Partial<Addon>;
-    if (typeof a.verify === 'function' && typeof a.signer === 'function' && typeof a.sign === 'function') {
-      loaded = a as Addon;
-    }
-  } catch {
-    // A build for another Node ABI: fall back to node:crypto.
-  }
-  return loaded ?? undefined;
+  file ??= join(packageRoot(), 'native', 'p256', 'build', 'Release', 'p256.node');
+  return optionalNativeAddon<Addon>(file, ['verify', 'signer', 'sign'], 'NEVERTRUST_NATIVE_P256');
 }
 
 /** The native check, or undefined when it is not available here. */
