@@ -3,7 +3,8 @@
  * through a slow reader (backpressure, byte-exact), repeated and hop-by-hop response headers, an
  * app that is down (502), an app that dies mid-response (the client sees a cut-off response, never
  * a complete one), and a client that goes away while the app is still working (the app's request
- * is aborted too).
+ * is aborted too); request bodies of every size class arrive byte for byte, and a small body the
+ * client never finishes reaches the app not at all.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -31,6 +32,7 @@ let port: number; // sidecar in front of the app
 let downPort: number; // sidecar in front of a port nobody listens on
 let slowClosed: Promise<void>;
 let sawSlowClose: () => void = () => {};
+let partialSeen = 0;
 
 beforeAll(async () => {
   pki = await makePki(dir);
@@ -41,10 +43,32 @@ beforeAll(async () => {
     join(policies, 'p.yaml'),
     ingressPolicy('payment-service', [
       { name: 'gateway-reads', from: ['api-gateway'], methods: ['GET'], paths: ['/big', '/headers', '/dies', '/slow'] },
+      { name: 'gateway-writes', from: ['api-gateway'], methods: ['POST'], paths: ['/echo', '/partial'] },
     ]),
   );
   slowClosed = new Promise<void>((r) => (sawSlowClose = r));
   app = createServer((req, res) => {
+    if (req.url === '/echo' || req.url === '/partial') {
+      if (req.url === '/partial') partialSeen++;
+      // What arrived: length, SHA-256 and how it was framed.
+      const h = createHash('sha256');
+      let length = 0;
+      req.on('data', (d: Buffer) => {
+        h.update(d);
+        length += d.length;
+      });
+      req.on('end', () =>
+        res.end(
+          JSON.stringify({
+            length,
+            sha: h.digest('hex'),
+            cl: req.headers['content-length'] ?? null,
+            te: req.headers['transfer-encoding'] ?? null,
+          }),
+        ),
+      );
+      return;
+    }
     req.resume();
     if (req.url === '/big') {
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': BIG.length });
@@ -229,5 +253,74 @@ describe('sidecar → HTTP/1.1 app', () => {
     await expect(
       Promise.race([slowClosed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('still open'), 5000))]),
     ).resolves.toBe('closed');
+  });
+
+  /** POSTs `body` in two writes 30 ms apart, with a content-length or chunked. */
+  function post(path: string, body: Buffer, chunked: boolean) {
+    return new Promise<{ status: number; json: Record<string, unknown> }>((resolve, reject) => {
+      const req = httpsRequest({
+        host: '127.0.0.1',
+        port,
+        path,
+        method: 'POST',
+        servername: 'localhost',
+        cert: gateway.certChainPem,
+        key: gateway.privateKeyPem,
+        ca: pki.bundle().toPem(),
+        agent: false,
+        headers: chunked ? { 'transfer-encoding': 'chunked' } : { 'content-length': body.length },
+      });
+      req.on('response', (res) => {
+        let text = '';
+        res.on('data', (d) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) }));
+      });
+      req.on('error', reject);
+      const half = Math.floor(body.length / 2);
+      req.write(body.subarray(0, half));
+      setTimeout(() => req.end(body.subarray(half)), 30);
+    });
+  }
+
+  it('passes request bodies byte for byte: empty, small (gathered), just past the small limit and large (streamed), chunked', async () => {
+    for (const size of [0, 1, 1000, 64 * 1024, 64 * 1024 + 1, 3 * 1024 * 1024]) {
+      const body = randomBytes(size);
+      const r = await post('/echo', body, false);
+      expect(r.status).toBe(200);
+      expect(r.json).toEqual({
+        length: size,
+        sha: createHash('sha256').update(body).digest('hex'),
+        cl: String(size),
+        te: null,
+      });
+    }
+    const body = randomBytes(100_000);
+    const r = await post('/echo', body, true);
+    expect(r.json).toMatchObject({ length: body.length, sha: createHash('sha256').update(body).digest('hex') });
+  });
+
+  it('never passes on a small body the client did not finish', async () => {
+    const req = httpsRequest({
+      host: '127.0.0.1',
+      port,
+      path: '/partial',
+      method: 'POST',
+      servername: 'localhost',
+      cert: gateway.certChainPem,
+      key: gateway.privateKeyPem,
+      ca: pki.bundle().toPem(),
+      agent: false,
+      headers: { 'content-length': 1000 },
+    });
+    req.on('error', () => {});
+    req.write(Buffer.alloc(400, 1));
+    await new Promise((r) => setTimeout(r, 200));
+    req.destroy();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(partialSeen).toBe(0);
+    // …while a finished one does get through.
+    const ok = await post('/partial', Buffer.alloc(1000, 2), false);
+    expect(ok.json).toMatchObject({ length: 1000 });
+    expect(partialSeen).toBe(1);
   });
 });

@@ -46,6 +46,8 @@ type AnyRequest = IncomingMessage | Http2ServerRequest;
 type AnyResponse = ServerResponse | Http2ServerResponse;
 
 const BAD_GATEWAY = '{"error":"bad_gateway"}';
+/** Request bodies up to this size (with a content-length) are sent to the app in one piece. */
+const SMALL_BODY = 64 * 1024;
 const JSON_TYPE = { 'content-type': 'application/json' };
 
 /**
@@ -269,24 +271,38 @@ function http1Upstream(ib: InboundConfig, log: InboundDeps['log']): Upstream {
   });
   return {
     forward(req, res, headers) {
-      const body = hasBody(req) ? (req as IncomingMessage) : null;
-      if (!body) req.resume();
       const handler = new ForwardHandler(res as ServerResponse, log);
       // A client that goes away mid-request takes its upstream request with it.
       res.once('close', () => handler.clientGone());
-      try {
-        pool.dispatch(
-          {
-            path: req.url ?? '/',
-            method: (req.method ?? 'GET') as Dispatcher.HttpMethod,
-            headers: headers as Record<string, string | string[]>,
-            body,
-          },
-          handler,
-        );
-      } catch (e) {
-        handler.onError(e as Error);
+      const dispatch = (body: IncomingMessage | Buffer | null) => {
+        try {
+          pool.dispatch(
+            {
+              path: req.url ?? '/',
+              method: (req.method ?? 'GET') as Dispatcher.HttpMethod,
+              headers: headers as Record<string, string | string[]>,
+              body,
+            },
+            handler,
+          );
+        } catch (e) {
+          handler.onError(e as Error);
+        }
+      };
+      if (!hasBody(req)) {
+        req.resume();
+        return dispatch(null);
       }
+      const length = Number(req.headers['content-length']);
+      if (!('stream' in req) && length > 0 && length <= SMALL_BODY) {
+        // A small body of known length (node:http holds it to exactly that length) is gathered and
+        // leaves with the head in one write: no stream plumbing per request, one packet to the app.
+        const chunks: Buffer[] = [];
+        req.on('data', (c: Buffer) => chunks.push(c));
+        req.once('end', () => dispatch(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)));
+        return;
+      }
+      dispatch(req as IncomingMessage);
     },
     close: () => void pool.destroy().catch(() => {}),
   };
