@@ -22,6 +22,7 @@ import {
 import {
   consistencyProof,
   EMPTY_ROOT,
+  edgeSizes,
   type FrontierEntry,
   inclusionProof,
   MerkleFrontier,
@@ -181,11 +182,9 @@ export async function loadFrontier(db: Db, size: number): Promise<MerkleFrontier
   const src = dbSubtreeSource(db);
   const entries: FrontierEntry[] = [];
   let start = 0;
-  for (let bit = 2 ** Math.floor(Math.log2(Math.max(size, 1))); bit >= 1; bit /= 2) {
-    if (Math.floor(size / bit) % 2 === 1) {
-      entries.push({ hash: await src.subtree(start, start + bit), size: bit });
-      start += bit;
-    }
+  for (const bit of edgeSizes(size)) {
+    entries.push({ hash: await src.subtree(start, start + bit), size: bit });
+    start += bit;
   }
   return new MerkleFrontier(entries);
 }
@@ -250,11 +249,9 @@ function loadFrontierSync(st: SqliteStatements, size: number): MerkleFrontier {
   };
   const entries: FrontierEntry[] = [];
   let start = 0;
-  for (let bit = 2 ** Math.floor(Math.log2(Math.max(size, 1))); bit >= 1; bit /= 2) {
-    if (Math.floor(size / bit) % 2 === 1) {
-      entries.push({ hash: subtree(start, start + bit), size: bit });
-      start += bit;
-    }
+  for (const bit of edgeSizes(size)) {
+    entries.push({ hash: subtree(start, start + bit), size: bit });
+    start += bit;
   }
   return new MerkleFrontier(entries);
 }

@@ -66,6 +66,21 @@ export function merkleRoot(leaves: readonly Uint8Array[]): Buffer {
   return f.root();
 }
 
+/**
+ * The sizes of the perfect subtrees on the right edge of a tree of `size` leaves, largest first:
+ * one per set bit of `size`.
+ *
+ * @example
+ * edgeSizes(13) // [8, 4, 1]
+ */
+export function edgeSizes(size: number): number[] {
+  const sizes: number[] = [];
+  for (let bit = 2 ** Math.floor(Math.log2(Math.max(size, 1))); bit >= 1; bit /= 2) {
+    if (Math.floor(size / bit) % 2 === 1) sizes.push(bit);
+  }
+  return sizes;
+}
+
 /** A perfect subtree on the tree's right edge. */
 export interface FrontierEntry {
   hash: Buffer;
@@ -165,11 +180,9 @@ export class MerkleFrontier {
     }
     const total = this.count + n;
     this.entries.length = 0;
-    for (let bit = 2 ** Math.floor(Math.log2(Math.max(total, 1))); bit >= 1; bit /= 2) {
-      if (Math.floor(total / bit) % 2 === 1) {
-        this.entries.push({ hash: out.subarray(p, p + 32), size: bit });
-        p += 32;
-      }
+    for (const size of edgeSizes(total)) {
+      this.entries.push({ hash: out.subarray(p, p + 32), size });
+      p += 32;
     }
     this.count = total;
     return hashes;

@@ -6,7 +6,7 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { nativeMerkleAppend } from '../../src/audit/merkle-native.js';
-import { leafHash, MerkleFrontier } from '../../src/audit/merkle.js';
+import { edgeSizes, leafHash, MerkleFrontier } from '../../src/audit/merkle.js';
 import { LEAF, mth } from './reference.js';
 
 afterEach(() => {
@@ -67,6 +67,14 @@ describe('native Merkle batch append', () => {
       ),
       { numRuns: 150 },
     );
+  });
+
+  it('knows the right edge of any size: one perfect subtree per set bit, largest first', () => {
+    expect(edgeSizes(0)).toEqual([]);
+    expect(edgeSizes(1)).toEqual([1]);
+    expect(edgeSizes(13)).toEqual([8, 4, 1]);
+    expect(edgeSizes(2 ** 40 + 6)).toEqual([2 ** 40, 4, 2]);
+    expect(edgeSizes(2 ** 53 - 1)).toHaveLength(53);
   });
 
   it('hashes multi-byte UTF-8 exactly as node:crypto does', () => {
