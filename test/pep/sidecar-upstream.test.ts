@@ -132,7 +132,12 @@ afterAll(async () => {
   app?.close();
 });
 
-function get(p: number, path: string) {
+/** A request to a sidecar with the gateway's SVID as client certificate. */
+function mtlsRequest(
+  p: number,
+  path: string,
+  opts: { method?: string; headers?: Record<string, string | number> } = {},
+) {
   return httpsRequest({
     host: '127.0.0.1',
     port: p,
@@ -142,8 +147,11 @@ function get(p: number, path: string) {
     key: gateway.privateKeyPem,
     ca: pki.bundle().toPem(),
     agent: false,
+    ...opts,
   });
 }
+
+const get = (p: number, path: string) => mtlsRequest(p, path);
 
 describe('sidecar → HTTP/1.1 app', () => {
   it('passes an 8 MiB response byte for byte to a client that reads slowly', async () => {
@@ -258,16 +266,8 @@ describe('sidecar → HTTP/1.1 app', () => {
   /** POSTs `body` in two writes 30 ms apart, with a content-length or chunked. */
   function post(path: string, body: Buffer, chunked: boolean) {
     return new Promise<{ status: number; json: Record<string, unknown> }>((resolve, reject) => {
-      const req = httpsRequest({
-        host: '127.0.0.1',
-        port,
-        path,
+      const req = mtlsRequest(port, path, {
         method: 'POST',
-        servername: 'localhost',
-        cert: gateway.certChainPem,
-        key: gateway.privateKeyPem,
-        ca: pki.bundle().toPem(),
-        agent: false,
         headers: chunked ? { 'transfer-encoding': 'chunked' } : { 'content-length': body.length },
       });
       req.on('response', (res) => {
@@ -300,18 +300,7 @@ describe('sidecar → HTTP/1.1 app', () => {
   });
 
   it('never passes on a small body the client did not finish', async () => {
-    const req = httpsRequest({
-      host: '127.0.0.1',
-      port,
-      path: '/partial',
-      method: 'POST',
-      servername: 'localhost',
-      cert: gateway.certChainPem,
-      key: gateway.privateKeyPem,
-      ca: pki.bundle().toPem(),
-      agent: false,
-      headers: { 'content-length': 1000 },
-    });
+    const req = mtlsRequest(port, '/partial', { method: 'POST', headers: { 'content-length': 1000 } });
     req.on('error', () => {});
     req.write(Buffer.alloc(400, 1));
     await new Promise((r) => setTimeout(r, 200));
