@@ -10,7 +10,9 @@
  * 2. The same SQLite figure against Crosby & Wallach's tamper-evident log (2009: 1,750 events/s per
  *    core, quoted, not re-run).
  * 3. A policy decision with `recorder.record()` vs the same decision without auditing (hot path).
- * 4. SQLite append into a log that already holds 500,000 events (AUDIT_BENCH_PREFILL) beside the
+ * 4. Merkle hashing of a batch (leaf and node hashes of 2,000 canonical events): one call of the
+ *    native addon vs node:crypto per hash (its fallback), interleaved in one run.
+ * 5. SQLite append into a log that already holds 500,000 events (AUDIT_BENCH_PREFILL) beside the
  *    same append into an empty log: what a full log costs. Decision ids are made as enforcement
  *    points make them (time-ordered); random ones used to cost most at this point.
  *
@@ -31,6 +33,8 @@ import {
   sourceKey,
   targetKey,
 } from '../src/audit/index.js';
+import { canonicalEvent } from '../src/audit/event.js';
+import { MerkleFrontier } from '../src/audit/merkle.js';
 import { newDecisionId } from '../src/pep/decision.js';
 import { compile, decide, parsePolicyText } from '../src/policy/index.js';
 import { openStore, type Store } from '../src/store/index.js';
@@ -308,6 +312,43 @@ async function recordOnOff(): Promise<{ on: number; off: number; recordNs: numbe
   return { on: percentile(onSamples, 50), off: percentile(offSamples, 50), recordNs: percentile(recSamples, 50) };
 }
 
+/**
+ * µs per event to hash a batch into the tree (leaf + the nodes it completes), native batch call vs
+ * node:crypto per hash (`NEVERTRUST_NATIVE_MERKLE=0`, read on every call), interleaved; medians.
+ */
+function merkleHashing(): { native: number; nodeCrypto: number } {
+  const bodies = Array.from({ length: BATCH }, (_, i) => canonicalEvent(normalizeEvent(input(i)), i));
+  const frontier = new MerkleFrontier();
+  const round = (native: boolean) => {
+    if (native) delete process.env.NEVERTRUST_NATIVE_MERKLE;
+    else process.env.NEVERTRUST_NATIVE_MERKLE = '0';
+    const t = performance.now();
+    frontier.appendLeaves(bodies);
+    const us = ((performance.now() - t) * 1000) / BATCH;
+    delete process.env.NEVERTRUST_NATIVE_MERKLE;
+    return us;
+  };
+  const native: number[] = [];
+  const js: number[] = [];
+  for (let i = 0; i < 60; i++) {
+    const n = round(true);
+    const j = round(false);
+    if (i < 10) continue; // the first rounds warm up
+    native.push(n);
+    js.push(j);
+  }
+  return {
+    native: percentile(
+      native.sort((a, b) => a - b),
+      50,
+    ),
+    nodeCrypto: percentile(
+      js.sort((a, b) => a - b),
+      50,
+    ),
+  };
+}
+
 async function main(): Promise<void> {
   const figures: Figure[] = [];
   const started = performance.now();
@@ -323,6 +364,17 @@ async function main(): Promise<void> {
     ours: rec.on,
     higherIsBetter: false,
     targetRatio: 1 / 1.1,
+  });
+
+  const hashing = merkleHashing();
+  figures.push({
+    bench: 'audit-append',
+    metric: `Merkle hashing per event (leaf + nodes, batches of ${BATCH.toLocaleString('en-US')})`,
+    unit: 'µs',
+    peerName: 'node:crypto per hash',
+    peer: hashing.nodeCrypto,
+    ours: hashing.native,
+    higherIsBetter: false,
   });
 
   process.stderr.write('append on SQLite…\n');
