@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
-import { packageRoot } from '../workload/paths.js';
+import { packageRoot } from '../util/package-root.js';
 
 /** The process on the other end of a Unix socket, as the kernel recorded it at connect(). */
 export interface PeerCredentials {

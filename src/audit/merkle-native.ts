@@ -5,9 +5,7 @@
  * Missing (not built) or `NEVERTRUST_NATIVE_MERKLE=0`: node:crypto computes the same hashes
  * (tested both ways).
  */
-import { join } from 'node:path';
 import { optionalNativeAddon } from '../util/native-addon.js';
-import { packageRoot } from '../workload/paths.js';
 
 /**
  * `append(data, ends, edge, size)`: leaf hashes of the `ends`-delimited leaves in `data`, then the
@@ -16,10 +14,7 @@ import { packageRoot } from '../workload/paths.js';
  */
 export type NativeMerkleAppend = (data: Uint8Array, ends: Uint32Array, edge: Uint8Array, size: number) => Buffer;
 
-let file: string | undefined;
-
 /** The native batch hasher, or undefined when it is not available here. */
 export function nativeMerkleAppend(): NativeMerkleAppend | undefined {
-  file ??= join(packageRoot(), 'native', 'merkle', 'build', 'Release', 'merkle.node');
-  return optionalNativeAddon<{ append: NativeMerkleAppend }>(file, ['append'], 'NEVERTRUST_NATIVE_MERKLE')?.append;
+  return optionalNativeAddon<{ append: NativeMerkleAppend }>('merkle', ['append'])?.append;
 }

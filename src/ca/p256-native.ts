@@ -9,9 +9,7 @@
  * work with the same answers (tested both ways).
  */
 import type { KeyObject } from 'node:crypto';
-import { join } from 'node:path';
 import { optionalNativeAddon } from '../util/native-addon.js';
-import { packageRoot } from '../workload/paths.js';
 
 /** `verify(point, message, signature)`: throws on a point that is not on P-256. */
 export type P256Verify = (point: Uint8Array, message: Uint8Array, signature: Uint8Array) => boolean;
@@ -25,11 +23,8 @@ interface Addon {
   sign: (handle: object, message: Uint8Array) => Buffer;
 }
 
-let file: string | undefined;
-
 function addon(): Addon | undefined {
-  file ??= join(packageRoot(), 'native', 'p256', 'build', 'Release', 'p256.node');
-  return optionalNativeAddon<Addon>(file, ['verify', 'signer', 'sign'], 'NEVERTRUST_NATIVE_P256');
+  return optionalNativeAddon<Addon>('p256', ['verify', 'signer', 'sign']);
 }
 
 /** The native check, or undefined when it is not available here. */

@@ -16,7 +16,7 @@ import { NodeAgent } from '../agent/node-agent.js';
 import type { Config } from '../config/index.js';
 import { DuplicateEntryError } from '../store/index.js';
 import { type RunningServer, type ServerEvent, type ServerPlugin, startServer } from '../server/index.js';
-import { packageRoot } from '../workload/paths.js';
+import { packageRoot } from '../util/package-root.js';
 import { listen } from '../util/listen.js';
 import type { Logger } from '../util/logger.js';
 import { judge, SERVICES, type ServiceName, type Step, type StepResult } from './scenario.js';

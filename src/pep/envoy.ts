@@ -9,7 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { AccessRequest } from '../policy/index.js';
 import { type BundleSource, parseSpiffeId } from '../spiffe/index.js';
-import { packageRoot } from '../workload/paths.js';
+import { packageRoot } from '../util/package-root.js';
 import { type EnforcedDecision, type DecisionRecorder, enforce, refuse, type SnapshotProvider } from './decision.js';
 import { targetOf } from './http.js';
 import { verifyForwardedCertificate } from './identity.js';

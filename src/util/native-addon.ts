@@ -5,22 +5,25 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { packageRoot } from './package-root.js';
 
 const cache = new Map<string, unknown>();
 
 /**
- * The addon at `file` if it exports every function in `functions`, else undefined.
+ * The addon `native/<name>` (node-gyp's Release build) if it exports every function in
+ * `functions` and `NEVERTRUST_NATIVE_<NAME>` is not `0`, else undefined. Cheap after the first call.
  *
  * @example
- * const merkle = optionalNativeAddon<{ append: Function }>(file, ['append'], 'NEVERTRUST_NATIVE_MERKLE');
+ * const merkle = optionalNativeAddon<{ append: NativeMerkleAppend }>('merkle', ['append']);
  */
 export function optionalNativeAddon<T extends object>(
-  file: string,
+  name: string,
   functions: readonly (keyof T & string)[],
-  disableEnv: string,
 ): T | undefined {
-  if (process.env[disableEnv] === '0') return undefined;
-  if (cache.has(file)) return (cache.get(file) as T | null) ?? undefined;
+  if (process.env[`NEVERTRUST_NATIVE_${name.toUpperCase()}`] === '0') return undefined;
+  if (cache.has(name)) return (cache.get(name) as T | null) ?? undefined;
+  const file = join(packageRoot(), 'native', name, 'build', 'Release', `${name}.node`);
   let loaded: T | null = null;
   if (existsSync(file)) {
     try {
@@ -30,6 +33,6 @@ export function optionalNativeAddon<T extends object>(
       // Built for another Node ABI, or not loadable here: the JavaScript path serves.
     }
   }
-  cache.set(file, loaded);
+  cache.set(name, loaded);
   return loaded ?? undefined;
 }

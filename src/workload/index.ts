@@ -28,7 +28,8 @@ export {
   type X509Svid,
 } from './client.js';
 export { JwtSource, type JwtSourceOptions } from './jwt-source.js';
-export { packageRoot, workloadProtoPath } from './paths.js';
+export { packageRoot } from '../util/package-root.js';
+export { workloadProtoPath } from './paths.js';
 export {
   type BackoffOptions,
   backoffDelay,
