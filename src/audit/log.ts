@@ -9,6 +9,14 @@ import { dirname } from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
 import { CompiledQuery, type Kysely, sql, type Transaction } from 'kysely';
 import { request } from 'undici';
+import {
+  BlockBuilder,
+  type BlockRow,
+  blockStart,
+  type EventTerms,
+  loadBlockBuilder,
+  resumeBuilder,
+} from '../store/audit-blocks.js';
 import type { Database, Store } from '../store/index.js';
 import type { AuditEventTable } from '../store/schema.js';
 import { AuditEventError, AuditProofError } from './errors.js';
@@ -200,10 +208,43 @@ interface SqliteStatements {
   insertCheckpoint: BetterSqlite3.Statement<[number, string, number, string, string]>;
   node: BetterSqlite3.Statement<[number, number], string>;
   leaves: BetterSqlite3.Statement<[number, number], Buffer>;
+  blockEvents: BetterSqlite3.Statement<[number, number], EventTerms & { seq: number }>;
+  upsertBlock: BetterSqlite3.Statement<unknown[]>;
   terms: SqliteTermStatements;
 }
 
-function prepareSqlite(db: BetterSqlite3.Database): SqliteStatements {
+/** Writes query-index blocks (insert, or replace the partial block that grew). */
+function upsertBlocks(db: Db, rows: BlockRow[]) {
+  return db
+    .insertInto('audit_block')
+    .values(rows)
+    .onConflict((oc) =>
+      oc.column('block').doUpdateSet((eb) => ({
+        size: eb.ref('excluded.size'),
+        min_time: eb.ref('excluded.min_time'),
+        max_time: eb.ref('excluded.max_time'),
+        kinds: eb.ref('excluded.kinds'),
+        outcomes: eb.ref('excluded.outcomes'),
+        sources: eb.ref('excluded.sources'),
+        targets: eb.ref('excluded.targets'),
+        present: eb.ref('excluded.present'),
+      })),
+    );
+}
+const BLOCK_ROW_KEYS = [
+  'block',
+  'size',
+  'min_time',
+  'max_time',
+  'kinds',
+  'outcomes',
+  'sources',
+  'targets',
+  'present',
+] as const;
+
+function prepareSqlite(db: BetterSqlite3.Database, kdb: Kysely<Database>): SqliteStatements {
+  const sample = Object.fromEntries(BLOCK_ROW_KEYS.map((k) => [k, 0])) as unknown as BlockRow;
   return {
     lockHead: db
       .prepare<[], number>('update audit_head set tree_size = tree_size where id = 1 returning tree_size')
@@ -224,6 +265,11 @@ function prepareSqlite(db: BetterSqlite3.Database): SqliteStatements {
     leaves: db
       .prepare<[number, number], Buffer>('select leaf_hash from audit_event where seq >= ? and seq < ? order by seq')
       .pluck(),
+    blockEvents: db.prepare<[number, number], EventTerms & { seq: number }>(
+      'select seq, kind_term, outcome_term, source_term, target_term, time from audit_event where seq >= ? and seq < ? order by seq',
+    ),
+    // The same statement the PostgreSQL path builds, compiled once for SQLite (parameters in BLOCK_ROW_KEYS order).
+    upsertBlock: db.prepare(upsertBlocks(kdb, [sample]).compile().sql),
     terms: prepareTermStatements(db),
   };
 }
@@ -272,10 +318,6 @@ async function seedSqlitePlannerStats(db: Kysely<Database>): Promise<void> {
     ['audit_event_id', `${n} 1`],
     ['audit_event_decision', `${n} 1`],
     ['audit_event_time', `${n} 2`],
-    ['audit_event_source', `${n} 2000`],
-    ['audit_event_target', `${n} 20000`],
-    ['audit_event_kind', `${n} 2000000`],
-    ['audit_event_outcome', `${n} 3000000`],
   ];
   for (const [idx, stat] of stats) {
     await sql`insert into sqlite_stat1 (tbl, idx, stat) values ('audit_event', ${idx}, ${stat})`.execute(db);
@@ -293,6 +335,8 @@ async function seedSqlitePlannerStats(db: Kysely<Database>): Promise<void> {
  */
 export class AuditLog {
   private frontier = new MerkleFrontier();
+  /** The query-index block being filled (its next position is the frontier's size). */
+  private blocks = new BlockBuilder();
   private lastCheckpointSize = 0;
   private lastCheckpointAt = Date.now();
   private chain: Promise<unknown> = Promise.resolve();
@@ -354,6 +398,7 @@ export class AuditLog {
     const head = await db.selectFrom('audit_head').selectAll().where('id', '=', 1).executeTakeFirstOrThrow();
     const size = Number(head.tree_size);
     if (size !== this.frontier.size) this.frontier = await loadFrontier(db, size);
+    if (size !== this.blocks.next) this.blocks = await loadBlockBuilder(db, size);
     const cp = await db
       .selectFrom('audit_checkpoint')
       .select(['tree_size', 'time'])
@@ -425,6 +470,7 @@ export class AuditLog {
   private async appendKysely(input: AuditEvent[], lookUpIds: boolean): Promise<BatchOutcome> {
     const pg = this.store.engine === 'postgres';
     const before = this.frontier.clone();
+    const beforeBlocks = this.blocks.clone();
     const beforeCheckpointSize = this.lastCheckpointSize;
     let events = input;
     let checkpoint: Checkpoint | undefined;
@@ -446,6 +492,7 @@ export class AuditLog {
             .executeTakeFirst();
           this.lastCheckpointSize = cp ? Number(cp.tree_size) : 0;
         }
+        if (size !== this.blocks.next) this.blocks = await loadBlockBuilder(trx, size);
         if (lookUpIds) {
           const existing = await this.existingIds(trx, events);
           if (existing.size > 0) events = events.filter((e) => !existing.has(e.id));
@@ -464,7 +511,7 @@ export class AuditLog {
           const body = bodies[i] as string;
           const leaf = leaves[i] as Buffer;
           const [kind, outcome, source, target] = eventTerms(e);
-          rows[i] = {
+          const row: Row = {
             seq: size + i,
             id: e.id,
             time: e.time,
@@ -476,10 +523,13 @@ export class AuditLog {
             body,
             leaf_hash: leaf,
           };
+          rows[i] = row;
+          this.blocks.add(row.kind_term, row.outcome_term, row.source_term, row.target_term, row.time);
         }
         if (rows.length > 0) {
           if (pg) await this.insertPg(trx, rows);
           else await this.insertSqlite(trx, rows);
+          await upsertBlocks(trx, this.blocks.take()).execute();
           if (nodes.length > 0) await trx.insertInto('audit_node').values(nodes).execute();
           const root = this.frontier.root().toString('hex');
           await trx
@@ -495,6 +545,7 @@ export class AuditLog {
       });
     } catch (e) {
       this.frontier = before;
+      this.blocks = beforeBlocks;
       this.lastCheckpointSize = beforeCheckpointSize;
       this.terms.rollback();
       throw e;
@@ -542,7 +593,7 @@ export class AuditLog {
     received: number,
   ): Promise<AppendResult> {
     const outcome = await this.store.db.connection().execute(async () => {
-      if (!this.sqliteStatements) this.sqliteStatements = prepareSqlite(native);
+      if (!this.sqliteStatements) this.sqliteStatements = prepareSqlite(native, this.store.db);
       const st = this.sqliteStatements;
       try {
         return this.appendSqliteTransaction(native, st, input, false);
@@ -562,6 +613,7 @@ export class AuditLog {
     lookUpIds: boolean,
   ): BatchOutcome {
     const before = this.frontier.clone();
+    const beforeBlocks = this.blocks.clone();
     const beforeCheckpointSize = this.lastCheckpointSize;
     let events = input;
     let firstSeq = 0;
@@ -575,6 +627,7 @@ export class AuditLog {
             this.frontier = loadFrontierSync(st, size);
             this.lastCheckpointSize = Number(st.latestCheckpoint.get() ?? 0);
           }
+          if (size !== this.blocks.next) this.blocks = resumeBuilder(size, st.blockEvents.all(blockStart(size), size));
           if (lookUpIds && events.length > 0) {
             const existing = st.existing.all(JSON.stringify(events.map((e) => e.id)));
             if (existing.length > 0) {
@@ -591,6 +644,7 @@ export class AuditLog {
           };
           const terms = this.terms;
           const ts = st.terms;
+          const blocks = this.blocks;
           const bodies: string[] = new Array(n);
           for (let i = 0; i < n; i++) bodies[i] = canonicalEvent(events[i] as AuditEvent, size + i);
           // All leaf and node hashes of the batch at once (one native call when the addon is built).
@@ -604,19 +658,14 @@ export class AuditLog {
             const tgt = e.target;
             // One prepared single-row INSERT per event: cheaper in better-sqlite3 than multi-row
             // statements (measured); the term values are eventTerms()'s, inlined.
-            st.insertEvent.run(
-              seq,
-              e.id,
-              e.time,
-              terms.resolveSync(ts, 'kind', e.kind),
-              terms.resolveSync(ts, 'outcome', e.outcome ?? ''),
-              terms.resolveSync(ts, 'source', src ? (src.spiffe_id ?? src.user ?? src.ip ?? '') : ''),
-              terms.resolveSync(ts, 'target', tgt ? (tgt.service ?? tgt.spiffe_id ?? tgt.host ?? '') : ''),
-              e.decision_id ?? null,
-              body,
-              leaf,
-            );
+            const kind = terms.resolveSync(ts, 'kind', e.kind);
+            const outcome = terms.resolveSync(ts, 'outcome', e.outcome ?? '');
+            const source = terms.resolveSync(ts, 'source', src ? (src.spiffe_id ?? src.user ?? src.ip ?? '') : '');
+            const target = terms.resolveSync(ts, 'target', tgt ? (tgt.service ?? tgt.spiffe_id ?? tgt.host ?? '') : '');
+            st.insertEvent.run(seq, e.id, e.time, kind, outcome, source, target, e.decision_id ?? null, body, leaf);
+            blocks.add(kind, outcome, source, target, e.time);
           }
+          for (const b of blocks.take()) st.upsertBlock.run(BLOCK_ROW_KEYS.map((k) => b[k]));
           for (const node of nodes) st.insertNode.run(node.level, node.idx, node.hash);
           const root = this.frontier.root().toString('hex');
           st.updateHead.run(this.frontier.size, root, Date.now());
@@ -634,6 +683,7 @@ export class AuditLog {
         .immediate();
     } catch (e) {
       this.frontier = before;
+      this.blocks = beforeBlocks;
       this.lastCheckpointSize = beforeCheckpointSize;
       this.terms.rollback();
       throw e;

@@ -1,8 +1,12 @@
 /**
- * Queries over the hot log, newest first. Every filter has an index whose order is the log order
- * within the filter (see migrations 0003 and 0004), so a page is an index range scan whatever the log's size.
+ * Queries over the hot log, newest first, with keyset pagination. Time, decision id and no filter
+ * at all are index range scans (`audit_event_time`, `audit_event_decision`, the rowid). Kind,
+ * outcome, source and target go through the block index (`audit_block`, migration 0005): blocks
+ * are pruned by their presence bitmaps and time range, the rest have their term columns scanned
+ * newest first, and only the matching rows are read, by seq.
  */
 import { z } from 'zod';
+import { BLOCK_EVENTS, type BlockColumn, mayContain, readColumn } from '../store/audit-blocks.js';
 import type { Store } from '../store/index.js';
 import { AuditEventError } from './errors.js';
 import { OUTCOMES, type StoredAuditEvent } from './event.js';
@@ -64,16 +68,15 @@ export function parseQueryParams(params: URLSearchParams): z.output<typeof audit
  */
 export async function queryAuditLog(store: Store, query: AuditQuery): Promise<AuditQueryResult> {
   const q = auditQuerySchema.parse(query);
-  let sel = store.db.selectFrom('audit_event').select(['seq', 'body']);
   // Kind, outcome, source and target are stored as dictionary term ids (migration 0004): a value
   // that was never stored has no term, so nothing can match it.
-  const filters: [TermField, 'kind_term' | 'outcome_term' | 'source_term' | 'target_term', string | undefined][] = [
-    ['source', 'source_term', q.source],
-    ['target', 'target_term', q.target],
-    ['outcome', 'outcome_term', q.outcome],
-    ['kind', 'kind_term', q.kind],
-  ];
-  for (const [field, column, value] of filters) {
+  const terms: TermFilter[] = [];
+  for (const [field, value] of [
+    ['source', q.source],
+    ['target', q.target],
+    ['outcome', q.outcome],
+    ['kind', q.kind],
+  ] as const) {
     if (value === undefined) continue;
     const term = await store.db
       .selectFrom('audit_term')
@@ -82,21 +85,129 @@ export async function queryAuditLog(store: Store, query: AuditQuery): Promise<Au
       .where('value', '=', value)
       .executeTakeFirst();
     if (!term) return { events: [] };
-    sel = sel.where(column, '=', Number(term.id));
+    terms.push({ field, id: Number(term.id) });
   }
-  if (q.decision_id !== undefined) sel = sel.where('decision_id', '=', q.decision_id);
-  if (q.since !== undefined) sel = sel.where('time', '>=', q.since);
-  if (q.until !== undefined) sel = sel.where('time', '<', q.until);
-  if (q.cursor !== undefined) sel = sel.where('seq', '<', q.cursor);
-  const rows = await sel
-    .orderBy('seq', 'desc')
-    .limit(q.limit + 1)
-    .execute();
+  // A decision id names at most a few rows: its index beats any scan, and the term columns filter them.
+  const rows =
+    terms.length > 0 && q.decision_id === undefined
+      ? await scanBlocks(store, q, terms)
+      : await scanRows(store, q, terms);
   const more = rows.length > q.limit;
   const page = more ? rows.slice(0, q.limit) : rows;
   const events = page.map((r) => JSON.parse(r.body) as StoredAuditEvent);
   const last = page[page.length - 1];
   return more && last ? { events, next_cursor: Number(last.seq) } : { events };
+}
+
+interface TermFilter {
+  field: TermField;
+  id: number;
+}
+
+const TERM_COLUMN = {
+  kind: 'kind_term',
+  outcome: 'outcome_term',
+  source: 'source_term',
+  target: 'target_term',
+} as const satisfies Record<TermField, string>;
+const BLOCK_COLUMN = {
+  kind: 'kinds',
+  outcome: 'outcomes',
+  source: 'sources',
+  target: 'targets',
+} as const satisfies Record<TermField, BlockColumn>;
+
+type Parsed = z.output<typeof auditQuerySchema>;
+type Found = { seq: number | string; body: string }[];
+
+/** Up to limit + 1 rows through the indexes on the row (time, decision id, rowid). */
+async function scanRows(store: Store, q: Parsed, terms: readonly TermFilter[]): Promise<Found> {
+  let sel = store.db.selectFrom('audit_event').select(['seq', 'body']);
+  for (const t of terms) sel = sel.where(TERM_COLUMN[t.field], '=', t.id);
+  if (q.decision_id !== undefined) sel = sel.where('decision_id', '=', q.decision_id);
+  if (q.since !== undefined) sel = sel.where('time', '>=', q.since);
+  if (q.until !== undefined) sel = sel.where('time', '<', q.until);
+  if (q.cursor !== undefined) sel = sel.where('seq', '<', q.cursor);
+  return sel
+    .orderBy('seq', 'desc')
+    .limit(q.limit + 1)
+    .execute();
+}
+
+// Blocks whose bitmaps are read per round trip, and matching seqs read per row query.
+const META_PAGE = 128;
+const COLUMN_PAGE = 16;
+const SEQ_PAGE = 500;
+
+/**
+ * Up to limit + 1 rows through the block index, newest first: per page of blocks, the bitmaps and
+ * time ranges (small) rule blocks out; the term columns of the rest are scanned; matching seqs are
+ * read as rows (with the time filter, on the row's own time).
+ */
+async function scanBlocks(store: Store, q: Parsed, terms: readonly TermFilter[]): Promise<Found> {
+  const db = store.db;
+  const want = q.limit + 1;
+  const out: Found = [];
+  // Positions below `upper` (exclusive): the cursor, else everything.
+  const upper = q.cursor ?? Number.MAX_SAFE_INTEGER;
+  if (upper <= 0) return out;
+  let next = Math.floor((upper - 1) / BLOCK_EVENTS);
+  const columns = [...new Set(terms.map((t) => BLOCK_COLUMN[t.field]))];
+  while (out.length < want && next >= 0) {
+    const metas = await db
+      .selectFrom('audit_block')
+      .select(['block', 'min_time', 'max_time', 'present'])
+      .where('block', '<=', next)
+      .orderBy('block', 'desc')
+      .limit(META_PAGE)
+      .execute();
+    if (metas.length === 0) break;
+    next = Number((metas[metas.length - 1] as (typeof metas)[number]).block) - 1;
+    const candidates = metas
+      .filter(
+        (m) =>
+          (q.since === undefined || Number(m.max_time) >= q.since) &&
+          (q.until === undefined || Number(m.min_time) < q.until) &&
+          terms.every((t) => mayContain(m.present, t.field, t.id)),
+      )
+      .map((m) => Number(m.block));
+    for (let i = 0; i < candidates.length && out.length < want; i += COLUMN_PAGE) {
+      const page = candidates.slice(i, i + COLUMN_PAGE);
+      const blocks = await db
+        .selectFrom('audit_block')
+        .select(['block', ...columns])
+        .where('block', 'in', page)
+        .orderBy('block', 'desc')
+        .execute();
+      for (const b of blocks) {
+        const start = Number(b.block) * BLOCK_EVENTS;
+        const cols = terms.map((t) => readColumn(b[BLOCK_COLUMN[t.field]]));
+        const ids = terms.map((t) => t.id);
+        const seqs: number[] = [];
+        const top = Math.min((cols[0] as Int32Array).length, upper - start);
+        scan: for (let p = top - 1; p >= 0; p--) {
+          for (let k = 0; k < cols.length; k++) if ((cols[k] as Int32Array)[p] !== ids[k]) continue scan;
+          seqs.push(start + p);
+        }
+        // The row's own columns decide (the block only narrows the search), so a block that is
+        // wrong can hide an event from a query but never put a stranger into its answer.
+        let j = 0;
+        while (j < seqs.length && out.length < want) {
+          const n = Math.min(SEQ_PAGE, want - out.length);
+          let sel = db
+            .selectFrom('audit_event')
+            .select(['seq', 'body'])
+            .where('seq', 'in', seqs.slice(j, j + n));
+          for (const t of terms) sel = sel.where(TERM_COLUMN[t.field], '=', t.id);
+          if (q.since !== undefined) sel = sel.where('time', '>=', q.since);
+          if (q.until !== undefined) sel = sel.where('time', '<', q.until);
+          out.push(...(await sel.orderBy('seq', 'desc').execute()));
+          j += n;
+        }
+      }
+    }
+  }
+  return out;
 }
 
 /** Events with seq ≥ `fromSeq`, oldest first (for `tail`). */

@@ -7,6 +7,7 @@
  * (the tree's right edge at `from` and a signed checkpoint at `to`); every further line is one
  * event's canonical bytes, exactly as hashed.
  */
+import { BLOCK_EVENTS } from '../store/audit-blocks.js';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
@@ -139,6 +140,12 @@ export async function sealSegments(log: AuditLog, opts: SealOptions): Promise<Se
         .values({ from_seq: from, to_seq: to, file: name, sha256, created_at: Date.now() })
         .execute();
       await trx.deleteFrom('audit_event').where('seq', '>=', from).where('seq', '<', to).execute();
+      // Query-index blocks wholly sealed go too; a block sealed part-way keeps pointing at the
+      // sealed positions, whose rows a query then no longer finds.
+      await trx
+        .deleteFrom('audit_block')
+        .where('block', '<', Math.floor(to / BLOCK_EVENTS))
+        .execute();
       await trx.updateTable('audit_head').set({ sealed_size: to }).where('id', '=', 1).execute();
     });
     out.push({ from, to, file: path, sha256, checkpoint });

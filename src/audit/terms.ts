@@ -9,9 +9,9 @@ import type BetterSqlite3 from 'better-sqlite3';
 import { type Kysely, sql, type Transaction } from 'kysely';
 import type { Database } from '../store/index.js';
 import { type AuditEvent, sourceKey, targetKey } from './event.js';
+import { TERM_FIELDS, type TermField } from '../store/audit-blocks.js';
 
-export type TermField = 'kind' | 'outcome' | 'source' | 'target';
-export const TERM_FIELDS: readonly TermField[] = ['kind', 'outcome', 'source', 'target'];
+export { TERM_FIELDS, type TermField } from '../store/audit-blocks.js';
 
 /** The four terms of an event, in TERM_FIELDS order. */
 export function eventTerms(e: AuditEvent): [string, string, string, string] {

@@ -5,13 +5,22 @@
  * the first index that was changed, removed or inserted.
  *
  * What it can pin down exactly: a row edited, deleted or inserted with SQL (its bytes, leaf hash,
- * seq or position disagree). An attacker who also rewrites leaf hashes and subtree roots is still
+ * seq or position disagree), and a query-index block edited to hide an event (audit_block). An attacker who also rewrites leaf hashes and subtree roots is still
  * caught by the signed checkpoints, which bound the change to the range since the last good one.
  */
 import { readFileSync } from 'node:fs';
 import { createPublicKey } from 'node:crypto';
 import { z } from 'zod';
+import {
+  BLOCK_EVENTS,
+  TERM_FIELDS,
+  type TermField,
+  type EventTerms,
+  mayContain,
+  readColumn,
+} from '../store/audit-blocks.js';
 import type { Store } from '../store/index.js';
+import type { AuditBlockTable } from '../store/schema.js';
 import type { StoredAuditEvent } from './event.js';
 import { sourceKey, targetKey } from './event.js';
 import { type ExternalCheckpoint, loadFrontier, NODE_MIN_LEVEL } from './log.js';
@@ -86,6 +95,48 @@ export function readCheckpointFile(path: string): ExternalCheckpoint[] {
     out.push(p.data);
   });
   return out;
+}
+
+/**
+ * Checks the query index (`audit_block`) against the rows: every event must sit at its position in
+ * its block with its own term ids, inside the block's time range and marked in its bitmaps. A block
+ * edited to leave an event out would hide it from every query without touching a hashed byte.
+ */
+class BlockChecker {
+  private current: { block: number; row: AuditBlockTable | undefined; cols: Int32Array[] } | undefined;
+  constructor(private readonly store: Store) {}
+
+  /** A message when the index disagrees with the event at `seq`, else undefined. */
+  async check(seq: number, e: EventTerms): Promise<string | undefined> {
+    const block = Math.floor(seq / BLOCK_EVENTS);
+    if (this.current?.block !== block) {
+      const row = await this.store.db
+        .selectFrom('audit_block')
+        .selectAll()
+        .where('block', '=', block)
+        .executeTakeFirst();
+      const cols = row ? [row.kinds, row.outcomes, row.sources, row.targets].map(readColumn) : [];
+      this.current = { block, row, cols };
+    }
+    const { row: b, cols } = this.current;
+    const where = `the query index (audit_block ${block}) disagrees with event ${seq}`;
+    if (!b) return `${where}: the block is missing, so queries cannot find the event`;
+    const pos = seq - block * BLOCK_EVENTS;
+    const ids = [e.kind_term, e.outcome_term, e.source_term, e.target_term];
+    for (let f = 0; f < 4; f++) {
+      const col = cols[f] as Int32Array;
+      const id = Number(ids[f]);
+      const field = TERM_FIELDS[f] as TermField;
+      if (pos >= col.length || col[pos] !== id || !mayContain(b.present, field, id)) {
+        return `${where}: its ${field} is not indexed as stored, so queries on it miss or misattribute the event`;
+      }
+    }
+    const time = Number(e.time);
+    if (time < Number(b.min_time) || time > Number(b.max_time)) {
+      return `${where}: its time is outside the block's time range, so time-filtered queries miss it`;
+    }
+    return undefined;
+  }
 }
 
 interface CpCheck {
@@ -241,6 +292,7 @@ export async function verifyLog(store: Store, opts: VerifyOptions = {}): Promise
     fail(p, 'removed', `head says ${sealed} events were sealed, segments account for ${p}`);
   }
   let cursor = p;
+  const blocks = new BlockChecker(store);
   outer: while (!report.firstBad) {
     // The row's terms as text, each joined only from its own field: a term id pointed at another
     // value (or at a term of another field, or at none) then disagrees with the hashed event.
@@ -252,6 +304,10 @@ export async function verifyLog(store: Store, opts: VerifyOptions = {}): Promise
       .leftJoin('audit_term as t', (j) => j.onRef('t.id', '=', 'e.target_term').on('t.field', '=', 'target'))
       .select([
         'e.seq',
+        'e.kind_term',
+        'e.outcome_term',
+        'e.source_term',
+        'e.target_term',
         'e.id',
         'e.time',
         'e.decision_id',
@@ -303,6 +359,12 @@ export async function verifyLog(store: Store, opts: VerifyOptions = {}): Promise
         (e.decision_id ?? null) !== row.decision_id
       ) {
         fail(p, 'changed', `event ${p}: an indexed column was changed (it disagrees with the hashed event)`);
+        break outer;
+      }
+      // Rows past the head were never appended: the head check below names them as inserted.
+      const indexed = p < headSize ? await blocks.check(p, row) : undefined;
+      if (indexed) {
+        fail(p, 'changed', indexed);
         break outer;
       }
       frontier.push(row.leaf_hash, onComplete);

@@ -80,6 +80,23 @@ export interface AuditTermTable {
   value: string;
 }
 
+/** The query index: term ids of 4,096 consecutive events per row (migration 0005, audit-blocks.ts). */
+export interface AuditBlockTable {
+  /** seq >> 12 */
+  block: number;
+  /** Positions filled (the last block grows until it holds 4,096). */
+  size: number;
+  min_time: number;
+  max_time: number;
+  /** int32 little-endian term ids, one per position (0: no event). */
+  kinds: Buffer;
+  outcomes: Buffer;
+  sources: Buffer;
+  targets: Buffer;
+  /** Four bitmaps of 8,192 bits (kind, outcome, source, target): bit `id & 8191` set when present. */
+  present: Buffer;
+}
+
 export interface AuditNodeTable {
   level: number;
   idx: number;
@@ -118,6 +135,7 @@ export interface Database {
   policy_snapshots: PolicySnapshotTable;
   audit_event: AuditEventTable;
   audit_term: AuditTermTable;
+  audit_block: AuditBlockTable;
   audit_node: AuditNodeTable;
   audit_checkpoint: AuditCheckpointTable;
   audit_head: AuditHeadTable;

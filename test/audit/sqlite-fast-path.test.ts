@@ -1,7 +1,8 @@
 /**
  * The SQLite append path runs on the better-sqlite3 handle with prepared statements; the generic
- * kysely path (what PostgreSQL uses) must store exactly the same rows, nodes, head and checkpoints,
- * and the two must interleave on one database (another process appending between our batches).
+ * kysely path (what PostgreSQL uses) must store exactly the same rows, nodes, head, checkpoints and
+ * query-index blocks, and the two must interleave on one database (another process appending
+ * between our batches).
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { AuditLog, type AuditEventInput, normalizeEvent, verifyLog } from '../../src/audit/index.js';
@@ -27,6 +28,7 @@ const dump = async (store: Store) => ({
   nodes: await store.db.selectFrom('audit_node').selectAll().orderBy('level').orderBy('idx').execute(),
   head: await store.db.selectFrom('audit_head').select(['tree_size', 'root_hash', 'sealed_size']).execute(),
   checkpoints: await store.db.selectFrom('audit_checkpoint').select(['tree_size', 'root_hash']).execute(),
+  blocks: await store.db.selectFrom('audit_block').selectAll().orderBy('block').execute(),
 });
 
 describe('SQLite append fast path', () => {
@@ -46,8 +48,15 @@ describe('SQLite append fast path', () => {
     return log;
   }
 
-  it('stores the same bytes, hashes, nodes, head and checkpoints as the kysely path', async () => {
-    const batches = [[0], [1, 2, 3, 1], Array.from({ length: 1500 }, (_, i) => 4 + i), [5, 6, 1504, 1505]];
+  it('stores the same bytes, hashes, nodes, head, checkpoints and index blocks as the kysely path', async () => {
+    const batches = [
+      [0],
+      [1, 2, 3, 1],
+      Array.from({ length: 1500 }, (_, i) => 4 + i),
+      [5, 6, 1504, 1505],
+      // Across the first index block's end (4,096 events).
+      Array.from({ length: 4000 }, (_, i) => 1506 + i),
+    ];
     const dumps = [];
     for (const kysely of [false, true]) {
       const dataDir = tempDir();
@@ -59,8 +68,9 @@ describe('SQLite append fast path', () => {
       const report = await verifyLog(store);
       expect(report.ok).toBe(true);
     }
-    expect(dumps[0]?.events.length).toBe(1506);
+    expect(dumps[0]?.events.length).toBe(5506);
     expect(dumps[0]?.nodes.length).toBeGreaterThan(0);
+    expect(dumps[0]?.blocks.map((b) => b.size)).toEqual([4096, 5506 - 4096]);
     expect(dumps[0]).toEqual(dumps[1]);
   });
 

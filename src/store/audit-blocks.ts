@@ -1,0 +1,233 @@
+/**
+ * The storage format of the audit log's query index (`audit_block`, migration 0005): events in fixed blocks of
+ * {@link BLOCK_EVENTS} consecutive leaf indexes, one row per block with four columns of term ids
+ * (kind, outcome, source, target — one int32 per event, in log order), the block's time range and a
+ * presence bitmap per field.
+ *
+ * Why not four B-tree indexes: an index on a field with thousands of values takes each new event
+ * into a different leaf page, so every batch dirties (and writes to the WAL) thousands of pages, and
+ * more as the log grows; the append rate halved between an empty log and one of 500,000 events. A
+ * block row is rewritten once per batch whatever the values. A query prunes blocks by their
+ * bitmaps and time range, scans the columns of the rest (a few µs per block) and reads only the
+ * matching rows by seq, newest first.
+ *
+ * The index is derived data: rows stay the truth (their term columns are checked against the hashed
+ * bytes by `verify`, which also checks every block against the rows, so an edited block that would
+ * hide events from queries is found).
+ */
+import { endianness } from 'node:os';
+import type { Kysely, Transaction } from 'kysely';
+import type { Database } from './schema.js';
+
+/** The four filterable fields of an audit event, stored as dictionary term ids (migration 0004). */
+export type TermField = 'kind' | 'outcome' | 'source' | 'target';
+
+/** Events per block: block = floor(seq / BLOCK_EVENTS). */
+export const BLOCK_EVENTS = 4096;
+
+/** The first leaf index of the block that holds `seq` (arithmetic, not bitwise: seq may pass 2³¹). */
+export function blockStart(seq: number): number {
+  return seq - (seq % BLOCK_EVENTS);
+}
+/** Bits per field in a block's presence bitmap (a term id sets bit `id & (PRESENCE_BITS - 1)`). */
+export const PRESENCE_BITS = 8192;
+const PRESENCE_BYTES = PRESENCE_BITS / 8;
+
+/** The fields in the order of a block's columns (and of eventTerms()). */
+export const TERM_FIELDS: readonly TermField[] = ['kind', 'outcome', 'source', 'target'];
+export const FIELD_INDEX: Readonly<Record<TermField, number>> = { kind: 0, outcome: 1, source: 2, target: 3 };
+export const BLOCK_COLUMNS = ['kinds', 'outcomes', 'sources', 'targets'] as const;
+export type BlockColumn = (typeof BLOCK_COLUMNS)[number];
+
+// Columns are stored as the platform's int32 bytes; every platform Node supports for this is
+// little-endian, and a big-endian one would misread the index, so it refuses to load instead.
+if (endianness() !== 'LE') throw new Error('the audit query index needs a little-endian platform');
+
+/** One `audit_block` row as written. */
+export interface BlockRow {
+  block: number;
+  size: number;
+  min_time: number;
+  max_time: number;
+  kinds: Buffer;
+  outcomes: Buffer;
+  sources: Buffer;
+  targets: Buffer;
+  present: Buffer;
+}
+
+/** The terms and time of one event, as its row stores them. */
+export interface EventTerms {
+  kind_term: number;
+  outcome_term: number;
+  source_term: number;
+  target_term: number;
+  time: number;
+}
+
+/**
+ * The block being filled: events are added in log order; {@link take} returns the rows to write
+ * (blocks completed since the last call, then the partial one).
+ */
+export class BlockBuilder {
+  private block: number;
+  private size: number;
+  private minTime = Number.POSITIVE_INFINITY;
+  private maxTime = Number.NEGATIVE_INFINITY;
+  private readonly cols: Int32Array[];
+  private readonly present: Uint8Array;
+  private done: BlockRow[] = [];
+  private changed = false;
+
+  /** An empty builder whose next event has leaf index `next`. */
+  constructor(next = 0) {
+    this.block = Math.floor(next / BLOCK_EVENTS);
+    this.size = next % BLOCK_EVENTS;
+    this.cols = [0, 1, 2, 3].map(() => new Int32Array(BLOCK_EVENTS));
+    this.present = new Uint8Array(PRESENCE_BYTES * 4);
+  }
+
+  /** The leaf index the next added event gets. */
+  get next(): number {
+    return this.block * BLOCK_EVENTS + this.size;
+  }
+
+  /** Adds the next event. Term ids are ≥ 1; 0 marks a position with no event (sealed or absent). */
+  add(kind: number, outcome: number, source: number, target: number, time: number): void {
+    const i = this.size;
+    const c = this.cols;
+    (c[0] as Int32Array)[i] = kind;
+    (c[1] as Int32Array)[i] = outcome;
+    (c[2] as Int32Array)[i] = source;
+    (c[3] as Int32Array)[i] = target;
+    mark(this.present, 0, kind);
+    mark(this.present, PRESENCE_BYTES, outcome);
+    mark(this.present, 2 * PRESENCE_BYTES, source);
+    mark(this.present, 3 * PRESENCE_BYTES, target);
+    if (time < this.minTime) this.minTime = time;
+    if (time > this.maxTime) this.maxTime = time;
+    this.changed = true;
+    if (++this.size === BLOCK_EVENTS) {
+      this.done.push(this.row());
+      this.block++;
+      this.size = 0;
+      this.minTime = Number.POSITIVE_INFINITY;
+      this.maxTime = Number.NEGATIVE_INFINITY;
+      this.present.fill(0);
+      this.changed = false;
+    }
+  }
+
+  /** Skips a position that has no event row (a sealed range reloaded part-way through a block). */
+  skip(): void {
+    this.size++;
+  }
+
+  /** The rows to write since the last call: completed blocks, then the partial block if it changed. */
+  take(): BlockRow[] {
+    const out = this.done;
+    this.done = [];
+    if (this.changed && this.size > 0) out.push(this.row());
+    this.changed = false;
+    return out;
+  }
+
+  /** An independent copy (restored when a transaction rolls back). */
+  clone(): BlockBuilder {
+    const b = new BlockBuilder(this.next);
+    b.minTime = this.minTime;
+    b.maxTime = this.maxTime;
+    for (let f = 0; f < 4; f++) (b.cols[f] as Int32Array).set(this.cols[f] as Int32Array);
+    b.present.set(this.present);
+    b.done = [...this.done];
+    b.changed = this.changed;
+    return b;
+  }
+
+  // Copies: the builder keeps filling the same arrays after the row is handed to a driver.
+  private row(): BlockRow {
+    const n = this.size;
+    const copy = (f: number) => Buffer.from(new Uint8Array((this.cols[f] as Int32Array).buffer, 0, n * 4));
+    return {
+      block: this.block,
+      size: n,
+      min_time: this.minTime,
+      max_time: this.maxTime,
+      kinds: copy(0),
+      outcomes: copy(1),
+      sources: copy(2),
+      targets: copy(3),
+      present: Buffer.from(this.present),
+    };
+  }
+}
+
+function mark(present: Uint8Array, offset: number, id: number): void {
+  const bit = id & (PRESENCE_BITS - 1);
+  const o = offset + (bit >> 3);
+  present[o] = (present[o] as number) | (1 << (bit & 7));
+}
+
+/**
+ * A builder positioned at `size` whose partial block is rebuilt from the stored rows (`rows`: seq in
+ * [blockStart(size), size), ascending; at most BLOCK_EVENTS - 1 of them). The stored block row is
+ * not trusted for this, and nothing is written until the next event rewrites it.
+ */
+export function resumeBuilder(size: number, rows: readonly (EventTerms & { seq: number | string })[]): BlockBuilder {
+  const b = builderFrom(blockStart(size), rows, size);
+  b.take();
+  return b;
+}
+
+/** {@link resumeBuilder} reading the rows from `db`. */
+export async function loadBlockBuilder(
+  db: Kysely<Database> | Transaction<Database>,
+  size: number,
+): Promise<BlockBuilder> {
+  const start = blockStart(size);
+  const rows =
+    size > start
+      ? await db
+          .selectFrom('audit_event')
+          .select(['seq', 'kind_term', 'outcome_term', 'source_term', 'target_term', 'time'])
+          .where('seq', '>=', start)
+          .where('seq', '<', size)
+          .orderBy('seq')
+          .execute()
+      : [];
+  return resumeBuilder(size, rows);
+}
+
+/**
+ * A builder holding `rows` (seq ascending, all in the block that starts at `start`), positioned
+ * after them or at `size`; positions without a row stay empty. {@link BlockBuilder.take} then
+ * gives the block row.
+ */
+export function builderFrom(
+  start: number,
+  rows: readonly (EventTerms & { seq: number | string })[],
+  size = 0,
+): BlockBuilder {
+  const b = new BlockBuilder(start);
+  for (const r of rows) {
+    const seq = Number(r.seq);
+    while (b.next < seq) b.skip();
+    b.add(Number(r.kind_term), Number(r.outcome_term), Number(r.source_term), Number(r.target_term), Number(r.time));
+  }
+  while (b.next < size) b.skip();
+  return b;
+}
+
+/** The int32 column of a stored block (copied when the driver's buffer is not 4-byte aligned). */
+export function readColumn(buf: Uint8Array): Int32Array {
+  const n = buf.byteLength >> 2;
+  if ((buf.byteOffset & 3) === 0) return new Int32Array(buf.buffer, buf.byteOffset, n);
+  return new Int32Array(new Uint8Array(buf).buffer, 0, n);
+}
+
+/** Whether a block's presence bitmap allows `id` in `field` (false: the block certainly has none). */
+export function mayContain(present: Uint8Array, field: TermField, id: number): boolean {
+  const bit = id & (PRESENCE_BITS - 1);
+  const byte = present[FIELD_INDEX[field] * PRESENCE_BYTES + (bit >> 3)];
+  return byte !== undefined && (byte & (1 << (bit & 7))) !== 0;
+}
