@@ -11,7 +11,9 @@ import { CompiledQuery, type Kysely, sql, type Transaction } from 'kysely';
 import { request } from 'undici';
 import {
   BlockBuilder,
+  type BlockColumnRow,
   type BlockRow,
+  type BlockWrite,
   blockStart,
   type EventTerms,
   loadBlockBuilder,
@@ -209,11 +211,12 @@ interface SqliteStatements {
   node: BetterSqlite3.Statement<[number, number], string>;
   leaves: BetterSqlite3.Statement<[number, number], Buffer>;
   blockEvents: BetterSqlite3.Statement<[number, number], EventTerms & { seq: number }>;
-  upsertBlock: BetterSqlite3.Statement<unknown[]>;
+  upsertBlock: BetterSqlite3.Statement<[number, number, number, number, Buffer]>;
+  upsertBlockColumn: BetterSqlite3.Statement<[number, string, Buffer]>;
   terms: SqliteTermStatements;
 }
 
-/** Writes query-index blocks (insert, or replace the partial block that grew). */
+/** Writes query-index block rows (insert, or replace the partial block that grew). */
 function upsertBlocks(db: Db, rows: BlockRow[]) {
   return db
     .insertInto('audit_block')
@@ -223,28 +226,37 @@ function upsertBlocks(db: Db, rows: BlockRow[]) {
         size: eb.ref('excluded.size'),
         min_time: eb.ref('excluded.min_time'),
         max_time: eb.ref('excluded.max_time'),
-        kinds: eb.ref('excluded.kinds'),
-        outcomes: eb.ref('excluded.outcomes'),
-        sources: eb.ref('excluded.sources'),
-        targets: eb.ref('excluded.targets'),
         present: eb.ref('excluded.present'),
       })),
     );
 }
-const BLOCK_ROW_KEYS = [
-  'block',
-  'size',
-  'min_time',
-  'max_time',
-  'kinds',
-  'outcomes',
-  'sources',
-  'targets',
-  'present',
-] as const;
+
+/** Writes query-index columns (likewise). */
+function upsertBlockColumns(db: Db, rows: BlockColumnRow[]) {
+  return db
+    .insertInto('audit_block_column')
+    .values(rows)
+    .onConflict((oc) => oc.columns(['block', 'field']).doUpdateSet((eb) => ({ ids: eb.ref('excluded.ids') })));
+}
+
+/** Both writes of the blocks a batch filled or grew. */
+async function writeBlocks(db: Db, writes: BlockWrite[]): Promise<void> {
+  if (writes.length === 0) return;
+  await upsertBlocks(
+    db,
+    writes.map((w) => w.block),
+  ).execute();
+  await upsertBlockColumns(
+    db,
+    writes.flatMap((w) => w.columns),
+  ).execute();
+}
 
 function prepareSqlite(db: BetterSqlite3.Database, kdb: Kysely<Database>): SqliteStatements {
-  const sample = Object.fromEntries(BLOCK_ROW_KEYS.map((k) => [k, 0])) as unknown as BlockRow;
+  // The statements the PostgreSQL path builds, compiled once for SQLite; parameters in the order
+  // of these sample rows' keys.
+  const block: BlockRow = { block: 0, size: 0, min_time: 0, max_time: 0, present: Buffer.alloc(0) };
+  const column: BlockColumnRow = { block: 0, field: 'kind', ids: Buffer.alloc(0) };
   return {
     lockHead: db
       .prepare<[], number>('update audit_head set tree_size = tree_size where id = 1 returning tree_size')
@@ -268,8 +280,8 @@ function prepareSqlite(db: BetterSqlite3.Database, kdb: Kysely<Database>): Sqlit
     blockEvents: db.prepare<[number, number], EventTerms & { seq: number }>(
       'select seq, kind_term, outcome_term, source_term, target_term, time from audit_event where seq >= ? and seq < ? order by seq',
     ),
-    // The same statement the PostgreSQL path builds, compiled once for SQLite (parameters in BLOCK_ROW_KEYS order).
-    upsertBlock: db.prepare(upsertBlocks(kdb, [sample]).compile().sql),
+    upsertBlock: db.prepare(upsertBlocks(kdb, [block]).compile().sql),
+    upsertBlockColumn: db.prepare(upsertBlockColumns(kdb, [column]).compile().sql),
     terms: prepareTermStatements(db),
   };
 }
@@ -529,7 +541,7 @@ export class AuditLog {
         if (rows.length > 0) {
           if (pg) await this.insertPg(trx, rows);
           else await this.insertSqlite(trx, rows);
-          await upsertBlocks(trx, this.blocks.take()).execute();
+          await writeBlocks(trx, this.blocks.take());
           if (nodes.length > 0) await trx.insertInto('audit_node').values(nodes).execute();
           const root = this.frontier.root().toString('hex');
           await trx
@@ -665,7 +677,10 @@ export class AuditLog {
             st.insertEvent.run(seq, e.id, e.time, kind, outcome, source, target, e.decision_id ?? null, body, leaf);
             blocks.add(kind, outcome, source, target, e.time);
           }
-          for (const b of blocks.take()) st.upsertBlock.run(BLOCK_ROW_KEYS.map((k) => b[k]));
+          for (const { block: b, columns } of blocks.take()) {
+            st.upsertBlock.run(b.block, b.size, b.min_time, b.max_time, b.present);
+            for (const c of columns) st.upsertBlockColumn.run(c.block, c.field, c.ids);
+          }
           for (const node of nodes) st.insertNode.run(node.level, node.idx, node.hash);
           const root = this.frontier.root().toString('hex');
           st.updateHead.run(this.frontier.size, root, Date.now());

@@ -6,7 +6,7 @@
  * newest first, and only the matching rows are read, by seq.
  */
 import { z } from 'zod';
-import { BLOCK_EVENTS, type BlockColumn, mayContain, readColumn } from '../store/audit-blocks.js';
+import { BLOCK_EVENTS, mayContain, readColumn } from '../store/audit-blocks.js';
 import type { Store } from '../store/index.js';
 import { AuditEventError } from './errors.js';
 import { OUTCOMES, type StoredAuditEvent } from './event.js';
@@ -110,12 +110,6 @@ const TERM_COLUMN = {
   source: 'source_term',
   target: 'target_term',
 } as const satisfies Record<TermField, string>;
-const BLOCK_COLUMN = {
-  kind: 'kinds',
-  outcome: 'outcomes',
-  source: 'sources',
-  target: 'targets',
-} as const satisfies Record<TermField, BlockColumn>;
 
 type Parsed = z.output<typeof auditQuerySchema>;
 type Found = { seq: number | string; body: string }[];
@@ -135,14 +129,15 @@ async function scanRows(store: Store, q: Parsed, terms: readonly TermFilter[]): 
 }
 
 // Blocks whose bitmaps are read per round trip, and matching seqs read per row query.
-const META_PAGE = 128;
+const META_PAGE = 256;
+const EMPTY = new Uint8Array(0);
 const COLUMN_PAGE = 16;
 const SEQ_PAGE = 500;
 
 /**
- * Up to limit + 1 rows through the block index, newest first: per page of blocks, the bitmaps and
- * time ranges (small) rule blocks out; the term columns of the rest are scanned; matching seqs are
- * read as rows (with the time filter, on the row's own time).
+ * Up to limit + 1 rows through the block index, newest first: per page of blocks, the time ranges
+ * and bitmaps (small rows) rule blocks out; the term columns of the rest — only those filtered on —
+ * are scanned; matching seqs are read as rows (with the time filter, on the row's own time).
  */
 async function scanBlocks(store: Store, q: Parsed, terms: readonly TermFilter[]): Promise<Found> {
   const db = store.db;
@@ -152,39 +147,38 @@ async function scanBlocks(store: Store, q: Parsed, terms: readonly TermFilter[])
   const upper = q.cursor ?? Number.MAX_SAFE_INTEGER;
   if (upper <= 0) return out;
   let next = Math.floor((upper - 1) / BLOCK_EVENTS);
-  const columns = [...new Set(terms.map((t) => BLOCK_COLUMN[t.field]))];
+  const fields = [...new Set(terms.map((t) => t.field))];
   while (out.length < want && next >= 0) {
-    const metas = await db
-      .selectFrom('audit_block')
-      .select(['block', 'min_time', 'max_time', 'present'])
-      .where('block', '<=', next)
-      .orderBy('block', 'desc')
-      .limit(META_PAGE)
-      .execute();
-    if (metas.length === 0) break;
-    next = Number((metas[metas.length - 1] as (typeof metas)[number]).block) - 1;
-    const candidates = metas
-      .filter(
-        (m) =>
-          (q.since === undefined || Number(m.max_time) >= q.since) &&
-          (q.until === undefined || Number(m.min_time) < q.until) &&
-          terms.every((t) => mayContain(m.present, t.field, t.id)),
-      )
+    let metas = db.selectFrom('audit_block').select(['block', 'present']).where('block', '<=', next);
+    if (q.since !== undefined) metas = metas.where('max_time', '>=', q.since);
+    if (q.until !== undefined) metas = metas.where('min_time', '<', q.until);
+    const page = await metas.orderBy('block', 'desc').limit(META_PAGE).execute();
+    if (page.length === 0) break;
+    next = Number((page[page.length - 1] as (typeof page)[number]).block) - 1;
+    const candidates = page
+      .filter((m) => terms.every((t) => mayContain(m.present, t.field, t.id)))
       .map((m) => Number(m.block));
     for (let i = 0; i < candidates.length && out.length < want; i += COLUMN_PAGE) {
-      const page = candidates.slice(i, i + COLUMN_PAGE);
-      const blocks = await db
-        .selectFrom('audit_block')
-        .select(['block', ...columns])
-        .where('block', 'in', page)
-        .orderBy('block', 'desc')
+      const chunk = candidates.slice(i, i + COLUMN_PAGE);
+      const rows = await db
+        .selectFrom('audit_block_column')
+        .select(['block', 'field', 'ids'])
+        .where('block', 'in', chunk)
+        .where('field', 'in', fields)
         .execute();
-      for (const b of blocks) {
-        const start = Number(b.block) * BLOCK_EVENTS;
-        const cols = terms.map((t) => readColumn(b[BLOCK_COLUMN[t.field]]));
+      const byBlock = new Map<number, Map<string, Buffer>>();
+      for (const r of rows) {
+        const m = byBlock.get(Number(r.block)) ?? new Map<string, Buffer>();
+        byBlock.set(Number(r.block), m);
+        m.set(r.field, r.ids);
+      }
+      for (const block of chunk) {
+        const have = byBlock.get(block);
+        const start = block * BLOCK_EVENTS;
+        const cols = terms.map((t) => readColumn(have?.get(t.field) ?? EMPTY));
         const ids = terms.map((t) => t.id);
         const seqs: number[] = [];
-        const top = Math.min((cols[0] as Int32Array).length, upper - start);
+        const top = Math.min(Math.min(...cols.map((c) => c.length)), upper - start);
         scan: for (let p = top - 1; p >= 0; p--) {
           for (let k = 0; k < cols.length; k++) if ((cols[k] as Int32Array)[p] !== ids[k]) continue scan;
           seqs.push(start + p);

@@ -142,10 +142,9 @@ export async function sealSegments(log: AuditLog, opts: SealOptions): Promise<Se
       await trx.deleteFrom('audit_event').where('seq', '>=', from).where('seq', '<', to).execute();
       // Query-index blocks wholly sealed go too; a block sealed part-way keeps pointing at the
       // sealed positions, whose rows a query then no longer finds.
-      await trx
-        .deleteFrom('audit_block')
-        .where('block', '<', Math.floor(to / BLOCK_EVENTS))
-        .execute();
+      const sealedBlocks = Math.floor(to / BLOCK_EVENTS);
+      await trx.deleteFrom('audit_block_column').where('block', '<', sealedBlocks).execute();
+      await trx.deleteFrom('audit_block').where('block', '<', sealedBlocks).execute();
       await trx.updateTable('audit_head').set({ sealed_size: to }).where('id', '=', 1).execute();
     });
     out.push({ from, to, file: path, sha256, checkpoint });

@@ -102,8 +102,11 @@ export function readCheckpointFile(path: string): ExternalCheckpoint[] {
  * its block with its own term ids, inside the block's time range and marked in its bitmaps. A block
  * edited to leave an event out would hide it from every query without touching a hashed byte.
  */
+const EMPTY = new Uint8Array(0);
+
 class BlockChecker {
   private current: { block: number; row: AuditBlockTable | undefined; cols: Int32Array[] } | undefined;
+
   constructor(private readonly store: Store) {}
 
   /** A message when the index disagrees with the event at `seq`, else undefined. */
@@ -115,7 +118,13 @@ class BlockChecker {
         .selectAll()
         .where('block', '=', block)
         .executeTakeFirst();
-      const cols = row ? [row.kinds, row.outcomes, row.sources, row.targets].map(readColumn) : [];
+      const stored = await this.store.db
+        .selectFrom('audit_block_column')
+        .select(['field', 'ids'])
+        .where('block', '=', block)
+        .execute();
+      const byField = new Map(stored.map((c) => [c.field, c.ids]));
+      const cols = TERM_FIELDS.map((f) => readColumn(byField.get(f) ?? EMPTY));
       this.current = { block, row, cols };
     }
     const { row: b, cols } = this.current;
@@ -293,6 +302,7 @@ export async function verifyLog(store: Store, opts: VerifyOptions = {}): Promise
   }
   let cursor = p;
   const blocks = new BlockChecker(store);
+  let indexProblem: VerifyProblem | undefined;
   outer: while (!report.firstBad) {
     // The row's terms as text, each joined only from its own field: a term id pointed at another
     // value (or at a term of another field, or at none) then disagrees with the hashed event.
@@ -361,11 +371,12 @@ export async function verifyLog(store: Store, opts: VerifyOptions = {}): Promise
         fail(p, 'changed', `event ${p}: an indexed column was changed (it disagrees with the hashed event)`);
         break outer;
       }
-      // Rows past the head were never appended: the head check below names them as inserted.
-      const indexed = p < headSize ? await blocks.check(p, row) : undefined;
-      if (indexed) {
-        fail(p, 'changed', indexed);
-        break outer;
+      // The query index is checked too, but reported only when the log itself is intact: a row
+      // that was tampered with also disagrees with the index, and the log's own finding (which
+      // range, what kind) is the one to act on. Rows past the head were never appended at all.
+      if (!indexProblem && p < headSize) {
+        const message = await blocks.check(p, row);
+        if (message) indexProblem = { index: p, kind: 'changed', message };
       }
       frontier.push(row.leaf_hash, onComplete);
       if (nodeProblem) {
@@ -413,6 +424,7 @@ export async function verifyLog(store: Store, opts: VerifyOptions = {}): Promise
     else if (head && head.root_hash !== report.root)
       fail(lastGood, 'changed', 'the head root does not match the events');
   }
+  if (!report.firstBad && indexProblem) fail(indexProblem.index, indexProblem.kind, indexProblem.message);
   if (report.badCheckpoints.length > 0) report.ok = false;
   return report;
 }

@@ -1,13 +1,14 @@
 /**
- * The storage format of the audit log's query index (`audit_block`, migration 0005): events in fixed blocks of
- * {@link BLOCK_EVENTS} consecutive leaf indexes, one row per block with four columns of term ids
- * (kind, outcome, source, target — one int32 per event, in log order), the block's time range and a
- * presence bitmap per field.
+ * The storage format of the audit log's query index (migration 0005): events in fixed blocks of
+ * {@link BLOCK_EVENTS} consecutive leaf indexes. Per block, one `audit_block` row (the block's size,
+ * time range and a presence bitmap per field: small, so pruning reads little) and one
+ * `audit_block_column` row per field with the events' term ids (kind, outcome, source, target — one
+ * int32 per event, in log order), so a query reads only the columns it filters on.
  *
  * Why not four B-tree indexes: an index on a field with thousands of values takes each new event
  * into a different leaf page, so every batch dirties (and writes to the WAL) thousands of pages, and
  * more as the log grows; the append rate halved between an empty log and one of 500,000 events. A
- * block row is rewritten once per batch whatever the values. A query prunes blocks by their
+ * block's rows are rewritten once per batch whatever the values. A query prunes blocks by their
  * bitmaps and time range, scans the columns of the rest (a few µs per block) and reads only the
  * matching rows by seq, newest first.
  *
@@ -36,8 +37,6 @@ const PRESENCE_BYTES = PRESENCE_BITS / 8;
 /** The fields in the order of a block's columns (and of eventTerms()). */
 export const TERM_FIELDS: readonly TermField[] = ['kind', 'outcome', 'source', 'target'];
 export const FIELD_INDEX: Readonly<Record<TermField, number>> = { kind: 0, outcome: 1, source: 2, target: 3 };
-export const BLOCK_COLUMNS = ['kinds', 'outcomes', 'sources', 'targets'] as const;
-export type BlockColumn = (typeof BLOCK_COLUMNS)[number];
 
 // Columns are stored as the platform's int32 bytes; every platform Node supports for this is
 // little-endian, and a big-endian one would misread the index, so it refuses to load instead.
@@ -49,11 +48,20 @@ export interface BlockRow {
   size: number;
   min_time: number;
   max_time: number;
-  kinds: Buffer;
-  outcomes: Buffer;
-  sources: Buffer;
-  targets: Buffer;
   present: Buffer;
+}
+
+/** One `audit_block_column` row as written: a field's term ids, int32 little-endian, one per position. */
+export interface BlockColumnRow {
+  block: number;
+  field: TermField;
+  ids: Buffer;
+}
+
+/** What one block writes: its row and its four columns. */
+export interface BlockWrite {
+  block: BlockRow;
+  columns: BlockColumnRow[];
 }
 
 /** The terms and time of one event, as its row stores them. */
@@ -76,7 +84,7 @@ export class BlockBuilder {
   private maxTime = Number.NEGATIVE_INFINITY;
   private readonly cols: Int32Array[];
   private readonly present: Uint8Array;
-  private done: BlockRow[] = [];
+  private done: BlockWrite[] = [];
   private changed = false;
 
   /** An empty builder whose next event has leaf index `next`. */
@@ -124,7 +132,7 @@ export class BlockBuilder {
   }
 
   /** The rows to write since the last call: completed blocks, then the partial block if it changed. */
-  take(): BlockRow[] {
+  take(): BlockWrite[] {
     const out = this.done;
     this.done = [];
     if (this.changed && this.size > 0) out.push(this.row());
@@ -145,19 +153,16 @@ export class BlockBuilder {
   }
 
   // Copies: the builder keeps filling the same arrays after the row is handed to a driver.
-  private row(): BlockRow {
+  private row(): BlockWrite {
     const n = this.size;
-    const copy = (f: number) => Buffer.from(new Uint8Array((this.cols[f] as Int32Array).buffer, 0, n * 4));
+    const block = this.block;
     return {
-      block: this.block,
-      size: n,
-      min_time: this.minTime,
-      max_time: this.maxTime,
-      kinds: copy(0),
-      outcomes: copy(1),
-      sources: copy(2),
-      targets: copy(3),
-      present: Buffer.from(this.present),
+      block: { block, size: n, min_time: this.minTime, max_time: this.maxTime, present: Buffer.from(this.present) },
+      columns: TERM_FIELDS.map((field, f) => ({
+        block,
+        field,
+        ids: Buffer.from(new Uint8Array((this.cols[f] as Int32Array).buffer, 0, n * 4)),
+      })),
     };
   }
 }

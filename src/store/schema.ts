@@ -80,21 +80,25 @@ export interface AuditTermTable {
   value: string;
 }
 
-/** The query index: term ids of 4,096 consecutive events per row (migration 0005, audit-blocks.ts). */
+/** The query index: one row per block of 4,096 consecutive events (migration 0005, audit-blocks.ts). */
 export interface AuditBlockTable {
-  /** seq >> 12 */
+  /** floor(seq / 4096) */
   block: number;
   /** Positions filled (the last block grows until it holds 4,096). */
   size: number;
   min_time: number;
   max_time: number;
-  /** int32 little-endian term ids, one per position (0: no event). */
-  kinds: Buffer;
-  outcomes: Buffer;
-  sources: Buffer;
-  targets: Buffer;
   /** Four bitmaps of 8,192 bits (kind, outcome, source, target): bit `id & 8191` set when present. */
   present: Buffer;
+}
+
+/** The term ids of one field of one block (migration 0005). */
+export interface AuditBlockColumnTable {
+  block: number;
+  /** 'kind' | 'outcome' | 'source' | 'target' */
+  field: string;
+  /** int32 little-endian term ids, one per position (0: no event). */
+  ids: Buffer;
 }
 
 export interface AuditNodeTable {
@@ -136,6 +140,7 @@ export interface Database {
   audit_event: AuditEventTable;
   audit_term: AuditTermTable;
   audit_block: AuditBlockTable;
+  audit_block_column: AuditBlockColumnTable;
   audit_node: AuditNodeTable;
   audit_checkpoint: AuditCheckpointTable;
   audit_head: AuditHeadTable;

@@ -94,7 +94,11 @@ describe.each(engines)('block query index on $name', ({ open }) => {
     const store = await openStore(where);
     stores.push(store);
     const openLog = async () => {
-      const log = await AuditLog.open(store, { dataDir: where.dataDir, checkpointEvery: 5000, checkpointIntervalMs: 0 });
+      const log = await AuditLog.open(store, {
+        dataDir: where.dataDir,
+        checkpointEvery: 5000,
+        checkpointIntervalMs: 0,
+      });
       logs.push(log);
       return log;
     };
@@ -163,6 +167,8 @@ describe.each(engines)('block query index on $name', ({ open }) => {
     expect(sealed).toBeGreaterThan(BLOCK_EVENTS);
     const blocks = await store.db.selectFrom('audit_block').select('block').orderBy('block').execute();
     expect(blocks.map((b) => Number(b.block))).toEqual([1, 2]);
+    const columns = await store.db.selectFrom('audit_block_column').select('block').distinct().execute();
+    expect(columns.map((b) => Number(b.block)).sort()).toEqual([1, 2]);
     const q = { source: 'spiffe://example.org/ns/prod/sa/svc-4', limit: 1000 };
     expect(await allPages(store, q)).toEqual(expected(9000, q, sealed));
     expect((await verifyLog(store, { segmentDir: dir })).ok).toBe(true);
@@ -177,16 +183,26 @@ describe.each(engines)('block query index on $name', ({ open }) => {
     const q = { source: 'spiffe://example.org/ns/prod/sa/svc-5', limit: 1000 };
     expect(await allPages(store, q)).toContain(victim);
     // Point the victim's source entry at another source's term, as someone hiding it would.
-    const row = await store.db.selectFrom('audit_block').selectAll().where('block', '=', 1).executeTakeFirstOrThrow();
+    const row = await store.db
+      .selectFrom('audit_block_column')
+      .select('ids')
+      .where('block', '=', 1)
+      .where('field', '=', 'source')
+      .executeTakeFirstOrThrow();
     const other = await store.db
       .selectFrom('audit_term')
       .select('id')
       .where('field', '=', 'source')
       .where('value', '=', 'spiffe://example.org/ns/prod/sa/svc-6')
       .executeTakeFirstOrThrow();
-    const sources = Buffer.from(row.sources);
-    sources.writeInt32LE(Number(other.id), pos * 4);
-    await store.db.updateTable('audit_block').set({ sources }).where('block', '=', 1).execute();
+    const ids = Buffer.from(row.ids);
+    ids.writeInt32LE(Number(other.id), pos * 4);
+    await store.db
+      .updateTable('audit_block_column')
+      .set({ ids })
+      .where('block', '=', 1)
+      .where('field', '=', 'source')
+      .execute();
 
     const hidden = await allPages(store, q);
     expect(hidden).toEqual(expected(6000, q).filter((s) => s !== victim));
@@ -199,14 +215,23 @@ describe.each(engines)('block query index on $name', ({ open }) => {
     expect(report.firstBad?.message).toMatch(/audit_block 1.*source/);
   });
 
-  it('verify names the first event of a deleted block and of a narrowed time range', async () => {
+  it('verify names the first event of a narrowed time range, a deleted column and a deleted block', async () => {
     const { store, openLog } = await setup();
     const log = await openLog();
     await appendRange(log, 0, 9000, 3000);
-    await store.db.updateTable('audit_block').set({ max_time: T0 + 5000 * 10 }).where('block', '=', 1).execute();
+    await store.db
+      .updateTable('audit_block')
+      .set({ max_time: T0 + 5000 * 10 })
+      .where('block', '=', 1)
+      .execute();
     let report = await verifyLog(store);
     expect(report.firstBad).toMatchObject({ index: 5001, kind: 'changed' });
     expect(report.firstBad?.message).toMatch(/time range/);
+    // A column removed, then the whole block.
+    await sql`delete from audit_block_column where block = 1 and field = 'target'`.execute(store.db);
+    report = await verifyLog(store);
+    expect(report.firstBad).toMatchObject({ index: BLOCK_EVENTS, kind: 'changed' });
+    expect(report.firstBad?.message).toMatch(/target is not indexed/);
     await sql`delete from audit_block where block = 1`.execute(store.db);
     report = await verifyLog(store);
     expect(report.firstBad).toMatchObject({ index: BLOCK_EVENTS, kind: 'changed' });

@@ -1,7 +1,8 @@
 /**
- * Migration 0004 (dictionary terms, binary leaf hashes) converts an existing log in place, on SQLite
- * and PostgreSQL: the hashed bytes, leaf hashes, proofs, queries and verification are the same
- * after it, and the log keeps appending. Its `down` restores the 0003 layout.
+ * Migrations 0004 (dictionary terms, binary leaf hashes) and 0005 (the block query index) convert an
+ * existing log in place, on SQLite and PostgreSQL: the hashed bytes, leaf hashes, proofs, queries
+ * and verification are the same after them, and the log keeps appending. Their `down`s restore the
+ * 0003 layout.
  */
 import { type Migration, Migrator, sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -27,6 +28,8 @@ function ev(i: number): AuditEventInput {
   };
 }
 
+const N = 4500;
+
 function migratorFor(store: Store): Migrator {
   return new Migrator({
     db: store.db,
@@ -46,7 +49,7 @@ const queries = [
   { since: 1_767_225_600_000 + 100_000, until: 1_767_225_600_000 + 120_000 },
 ];
 
-describe.each(engines)('migration 0004 on $name', ({ open }) => {
+describe.each(engines)('migrations 0004 and 0005 on $name', ({ open }) => {
   const stores: Store[] = [];
   afterAll(async () => {
     for (const s of stores) await s.close();
@@ -57,8 +60,9 @@ describe.each(engines)('migration 0004 on $name', ({ open }) => {
     const store = await openStore(where);
     stores.push(store);
     let log = await AuditLog.open(store, { dataDir: where.dataDir, checkpointEvery: 100, checkpointIntervalMs: 0 });
-    for (let i = 0; i < 600; i += 200) {
-      await log.append(Array.from({ length: 200 }, (_, j) => normalizeEvent(ev(i + j))));
+    // More than one block of the 0005 query index (4,096 events).
+    for (let i = 0; i < N; i += 1500) {
+      await log.append(Array.from({ length: 1500 }, (_, j) => normalizeEvent(ev(i + j))));
     }
     const proof = await log.inclusionProof(321);
     await log.close();
@@ -85,7 +89,7 @@ describe.each(engines)('migration 0004 on $name', ({ open }) => {
     expect(up.error).toBeUndefined();
     expect(await bytes(store)).toEqual(before);
     const report = await verifyLog(store);
-    expect(report).toMatchObject({ ok: true, treeSize: 600, headSize: 600 });
+    expect(report).toMatchObject({ ok: true, treeSize: N, headSize: N });
     for (let k = 0; k < queries.length; k++) {
       expect((await queryAuditLog(store, queries[k] as (typeof queries)[number])).events.map((e) => e.seq)).toEqual(
         answers[k],
@@ -94,8 +98,8 @@ describe.each(engines)('migration 0004 on $name', ({ open }) => {
     log = await AuditLog.open(store, { dataDir: where.dataDir, checkpointEvery: 100, checkpointIntervalMs: 0 });
     expect(await log.inclusionProof(321)).toEqual(proof);
     // Terms created before the upgrade are reused; new ones continue after them.
-    await log.append([normalizeEvent(ev(600)), normalizeEvent({ ...ev(601), source: { user: 'new-user' } })]);
-    expect((await queryAuditLog(store, { source: 'new-user' })).events.map((e) => e.seq)).toEqual([601]);
+    await log.append([normalizeEvent(ev(N)), normalizeEvent({ ...ev(N + 1), source: { user: 'new-user' } })]);
+    expect((await queryAuditLog(store, { source: 'new-user' })).events.map((e) => e.seq)).toEqual([N + 1]);
     expect((await verifyLog(store)).ok).toBe(true);
     await log.close();
   });

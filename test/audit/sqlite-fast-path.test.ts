@@ -29,6 +29,7 @@ const dump = async (store: Store) => ({
   head: await store.db.selectFrom('audit_head').select(['tree_size', 'root_hash', 'sealed_size']).execute(),
   checkpoints: await store.db.selectFrom('audit_checkpoint').select(['tree_size', 'root_hash']).execute(),
   blocks: await store.db.selectFrom('audit_block').selectAll().orderBy('block').execute(),
+  columns: await store.db.selectFrom('audit_block_column').selectAll().orderBy('block').orderBy('field').execute(),
 });
 
 describe('SQLite append fast path', () => {
