@@ -176,13 +176,7 @@ async function scanBlocks(store: Store, q: Parsed, terms: readonly TermFilter[])
         const have = byBlock.get(block);
         const start = block * BLOCK_EVENTS;
         const cols = terms.map((t) => readColumn(have?.get(t.field) ?? EMPTY));
-        const ids = terms.map((t) => t.id);
-        const seqs: number[] = [];
-        const top = Math.min(Math.min(...cols.map((c) => c.length)), upper - start);
-        scan: for (let p = top - 1; p >= 0; p--) {
-          for (let k = 0; k < cols.length; k++) if ((cols[k] as Int32Array)[p] !== ids[k]) continue scan;
-          seqs.push(start + p);
-        }
+        const seqs = matchingSeqs(cols, terms, start, upper);
         // The row's own columns decide (the block only narrows the search), so a block that is
         // wrong can hide an event from a query but never put a stranger into its answer.
         let j = 0;
@@ -202,6 +196,26 @@ async function scanBlocks(store: Store, q: Parsed, terms: readonly TermFilter[])
     }
   }
   return out;
+}
+
+/**
+ * The seqs of a block whose every filtered column holds the filter's term, newest first. A tight
+ * loop over the first (most selective: source, target, outcome, kind) column; the others are
+ * looked at only where it matches.
+ */
+function matchingSeqs(cols: Int32Array[], terms: readonly TermFilter[], start: number, upper: number): number[] {
+  const seqs: number[] = [];
+  let top = upper - start;
+  for (const c of cols) top = Math.min(top, c.length);
+  const first = cols[0] as Int32Array;
+  const id = (terms[0] as TermFilter).id;
+  for (let p = top - 1; p >= 0; p--) {
+    if (first[p] !== id) continue;
+    let all = true;
+    for (let k = 1; k < cols.length && all; k++) all = (cols[k] as Int32Array)[p] === (terms[k] as TermFilter).id;
+    if (all) seqs.push(start + p);
+  }
+  return seqs;
 }
 
 /** Events with seq ≥ `fromSeq`, oldest first (for `tail`). */
