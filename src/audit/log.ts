@@ -315,11 +315,11 @@ function loadFrontierSync(st: SqliteStatements, size: number): MerkleFrontier {
 }
 
 /**
- * SQLite plans without statistics assume every index is equally selective, so "target = X and
- * outcome = 'deny'" may walk every deny. A full ANALYZE of a large log takes many seconds and a
- * sampled one misleads, so unless real statistics exist we seed the documented sqlite_stat1 table
- * with the shape of an audit log: ids, decision ids and times nearly unique, sources and targets
- * selective, outcomes and kinds not.
+ * SQLite plans without statistics assume every index is equally selective, so "decision id = X
+ * and time ≥ T" may walk the time range instead of one decision. A full ANALYZE of a large log
+ * takes many seconds and a sampled one misleads, so unless real statistics exist we seed the
+ * documented sqlite_stat1 table with the shape of an audit log: ids and decision ids unique, times
+ * nearly so. (Kind, outcome, source and target have no B-tree index since 0005: see audit-blocks.ts.)
  */
 async function seedSqlitePlannerStats(db: Kysely<Database>): Promise<void> {
   await sql`analyze audit_head`.execute(db); // creates sqlite_stat1 when missing

@@ -57,10 +57,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     }
   }
   for (const f of TERM_FIELDS) await sql.raw(`drop index if exists audit_event_${f}`).execute(db);
-  if (!pg)
-    await sql`delete from sqlite_stat1 where idx in ('audit_event_kind', 'audit_event_outcome', 'audit_event_source', 'audit_event_target')`
-      .execute(db)
-      .catch(() => {});
+  if (!pg) await dropSqliteStats(db, `idx in (${TERM_FIELDS.map((f) => `'audit_event_${f}'`).join(', ')})`);
 }
 
 export async function down(db: Kysely<unknown>): Promise<void> {
@@ -71,4 +68,14 @@ export async function down(db: Kysely<unknown>): Promise<void> {
   }
   await sql`drop table audit_block_column`.execute(db);
   await sql`drop table audit_block`.execute(db);
+  // The 0004 log seeds planner statistics for all its indexes when it finds none for the table.
+  if (!pg) await dropSqliteStats(db, "tbl = 'audit_event'");
+}
+
+/** Removes seeded SQLite planner statistics (a database never analyzed has no sqlite_stat1 table). */
+async function dropSqliteStats(db: Kysely<unknown>, where: string): Promise<void> {
+  const have = await sql<{ n: number }>`select count(*) as n from sqlite_master where name = 'sqlite_stat1'`.execute(
+    db,
+  );
+  if (Number(have.rows[0]?.n ?? 0) > 0) await sql.raw(`delete from sqlite_stat1 where ${where}`).execute(db);
 }
