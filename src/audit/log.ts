@@ -13,11 +13,13 @@ import {
   BlockBuilder,
   type BlockColumnRow,
   type BlockRow,
-  type BlockWrite,
   blockStart,
   type EventTerms,
   loadBlockBuilder,
   resumeBuilder,
+  upsertBlockColumns,
+  upsertBlocks,
+  writeBlocks,
 } from '../store/audit-blocks.js';
 import type { Database, Store } from '../store/index.js';
 import type { AuditEventTable } from '../store/schema.js';
@@ -214,42 +216,6 @@ interface SqliteStatements {
   upsertBlock: BetterSqlite3.Statement<[number, number, number, number, Buffer]>;
   upsertBlockColumn: BetterSqlite3.Statement<[number, string, Buffer]>;
   terms: SqliteTermStatements;
-}
-
-/** Writes query-index block rows (insert, or replace the partial block that grew). */
-function upsertBlocks(db: Db, rows: BlockRow[]) {
-  return db
-    .insertInto('audit_block')
-    .values(rows)
-    .onConflict((oc) =>
-      oc.column('block').doUpdateSet((eb) => ({
-        size: eb.ref('excluded.size'),
-        min_time: eb.ref('excluded.min_time'),
-        max_time: eb.ref('excluded.max_time'),
-        present: eb.ref('excluded.present'),
-      })),
-    );
-}
-
-/** Writes query-index columns (likewise). */
-function upsertBlockColumns(db: Db, rows: BlockColumnRow[]) {
-  return db
-    .insertInto('audit_block_column')
-    .values(rows)
-    .onConflict((oc) => oc.columns(['block', 'field']).doUpdateSet((eb) => ({ ids: eb.ref('excluded.ids') })));
-}
-
-/** Both writes of the blocks a batch filled or grew. */
-async function writeBlocks(db: Db, writes: BlockWrite[]): Promise<void> {
-  if (writes.length === 0) return;
-  await upsertBlocks(
-    db,
-    writes.map((w) => w.block),
-  ).execute();
-  await upsertBlockColumns(
-    db,
-    writes.flatMap((w) => w.columns),
-  ).execute();
 }
 
 function prepareSqlite(db: BetterSqlite3.Database, kdb: Kysely<Database>): SqliteStatements {

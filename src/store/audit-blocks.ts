@@ -20,6 +20,8 @@ import { endianness } from 'node:os';
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from './schema.js';
 
+type Db = Kysely<Database> | Transaction<Database>;
+
 /** The four filterable fields of an audit event, stored as dictionary term ids (migration 0004). */
 export type TermField = 'kind' | 'outcome' | 'source' | 'target';
 
@@ -185,10 +187,7 @@ export function resumeBuilder(size: number, rows: readonly (EventTerms & { seq: 
 }
 
 /** {@link resumeBuilder} reading the rows from `db`. */
-export async function loadBlockBuilder(
-  db: Kysely<Database> | Transaction<Database>,
-  size: number,
-): Promise<BlockBuilder> {
+export async function loadBlockBuilder(db: Db, size: number): Promise<BlockBuilder> {
   const start = blockStart(size);
   const rows =
     size > start
@@ -221,6 +220,42 @@ export function builderFrom(
   }
   while (b.next < size) b.skip();
   return b;
+}
+
+/** Writes query-index block rows (insert, or replace the partial block that grew). */
+export function upsertBlocks(db: Db, rows: BlockRow[]) {
+  return db
+    .insertInto('audit_block')
+    .values(rows)
+    .onConflict((oc) =>
+      oc.column('block').doUpdateSet((eb) => ({
+        size: eb.ref('excluded.size'),
+        min_time: eb.ref('excluded.min_time'),
+        max_time: eb.ref('excluded.max_time'),
+        present: eb.ref('excluded.present'),
+      })),
+    );
+}
+
+/** Writes query-index columns (likewise). */
+export function upsertBlockColumns(db: Db, rows: BlockColumnRow[]) {
+  return db
+    .insertInto('audit_block_column')
+    .values(rows)
+    .onConflict((oc) => oc.columns(['block', 'field']).doUpdateSet((eb) => ({ ids: eb.ref('excluded.ids') })));
+}
+
+/** Both writes of the blocks a batch filled or grew. */
+export async function writeBlocks(db: Db, writes: BlockWrite[]): Promise<void> {
+  if (writes.length === 0) return;
+  await upsertBlocks(
+    db,
+    writes.map((w) => w.block),
+  ).execute();
+  await upsertBlockColumns(
+    db,
+    writes.flatMap((w) => w.columns),
+  ).execute();
 }
 
 /** The int32 column of a stored block (copied when the driver's buffer is not 4-byte aligned). */

@@ -1,5 +1,6 @@
 import { type Kysely, PostgresAdapter, sql } from 'kysely';
-import { BLOCK_EVENTS, builderFrom, type EventTerms, TERM_FIELDS } from '../audit-blocks.js';
+import { BLOCK_EVENTS, builderFrom, TERM_FIELDS, writeBlocks } from '../audit-blocks.js';
+import type { Database } from '../schema.js';
 
 /**
  * The audit query index moves from four B-tree indexes on the term columns to blocks of 4,096
@@ -29,11 +30,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     primary key (block, field)
   )`)
     .execute(db);
-  const typed = db as unknown as Kysely<{
-    audit_event: EventTerms & { seq: number };
-    audit_block: Record<string, unknown>;
-    audit_block_column: Record<string, unknown>;
-  }>;
+  // Typed as today's schema: the tables read and written here have exactly these columns at 0005.
+  const typed = db as unknown as Kysely<Database>;
   const max = await sql<{ n: number | string | null }>`select max(seq) as n from audit_event`.execute(db);
   const end = max.rows[0]?.n === null || max.rows[0]?.n === undefined ? 0 : Number(max.rows[0].n) + 1;
   for (let start = 0; start < end; start += BLOCK_EVENTS) {
@@ -45,16 +43,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       .orderBy('seq')
       .execute();
     if (rows.length === 0) continue; // sealed
-    for (const w of builderFrom(start, rows).take()) {
-      await typed
-        .insertInto('audit_block')
-        .values({ ...w.block })
-        .execute();
-      await typed
-        .insertInto('audit_block_column')
-        .values(w.columns.map((c) => ({ ...c })))
-        .execute();
-    }
+    await writeBlocks(typed, builderFrom(start, rows).take());
   }
   for (const f of TERM_FIELDS) await sql.raw(`drop index if exists audit_event_${f}`).execute(db);
   if (!pg) await dropSqliteStats(db, `idx in (${TERM_FIELDS.map((f) => `'audit_event_${f}'`).join(', ')})`);
