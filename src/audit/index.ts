@@ -81,6 +81,7 @@ export {
   type SignerOptions,
   verifyCheckpoint,
 } from './signer.js';
+export { type ReindexResult, reindexLog } from './reindex.js';
 export { type ExportSink, fileSink, stdoutSink, webhookSink } from './sinks.js';
 export {
   type ProblemKind,

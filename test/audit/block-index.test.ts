@@ -2,7 +2,8 @@
  * The block query index (`audit_block`, migration 0005) on SQLite and PostgreSQL, over logs of
  * several blocks: every filtered query, paged to the end, returns exactly what a plain filter over
  * the appended events returns, in log order; the index follows restarts, interleaved writers and
- * sealing; an index edited with SQL is named by verify and can hide an event but never add one.
+ * sealing; an index edited with SQL is named by verify and can hide an event but never add one;
+ * reindex rebuilds it from the rows while the log keeps appending.
  */
 import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -12,6 +13,7 @@ import {
   type AuditQuery,
   normalizeEvent,
   queryAuditLog,
+  reindexLog,
   sealSegments,
   verifyLog,
 } from '../../src/audit/index.js';
@@ -236,5 +238,44 @@ describe.each(engines)('block query index on $name', ({ open }) => {
     report = await verifyLog(store);
     expect(report.firstBad).toMatchObject({ index: BLOCK_EVENTS, kind: 'changed' });
     expect(report.firstBad?.message).toMatch(/block is missing/);
+  });
+
+  it('reindex rebuilds a damaged index from the rows while the log keeps appending', async () => {
+    const { store, openLog } = await setup();
+    const log = await openLog();
+    await appendRange(log, 0, 9000, 3000);
+    // Damage: a column zeroed, a whole block gone, a stray block past the end of the log.
+    await store.db
+      .updateTable('audit_block_column')
+      .set({ ids: Buffer.alloc(BLOCK_EVENTS * 4) })
+      .where('block', '=', 0)
+      .where('field', '=', 'target')
+      .execute();
+    await sql`delete from audit_block where block = 1`.execute(store.db);
+    await store.db
+      .insertInto('audit_block')
+      .values({ block: 40, size: 1, min_time: 0, max_time: 0, present: Buffer.alloc(4096) })
+      .execute();
+    expect((await verifyLog(store)).ok).toBe(false);
+
+    const appending = appendRange(log, 9000, 13_000, 500);
+    const r = await reindexLog(store);
+    await appending;
+    expect(r.removed).toBe(1);
+    expect(r.blocks).toBeGreaterThanOrEqual(3);
+    const report = await verifyLog(store);
+    expect(report).toMatchObject({ ok: true, indexChecked: true, treeSize: 13_000 });
+    for (const q of QUERIES) expect(await allPages(store, q), JSON.stringify(q)).toEqual(expected(13_000, q));
+    // Rebuilding an intact index changes nothing.
+    const before = await store.db
+      .selectFrom('audit_block_column')
+      .selectAll()
+      .orderBy('block')
+      .orderBy('field')
+      .execute();
+    await reindexLog(store);
+    expect(
+      await store.db.selectFrom('audit_block_column').selectAll().orderBy('block').orderBy('field').execute(),
+    ).toEqual(before);
   });
 });

@@ -241,6 +241,33 @@ describe('audit plugin and CLI', () => {
       /audit log OK/,
     );
 
+    // the query index edited to hide event 77: verify names it (the log itself is intact), and
+    // `audit reindex`, run while the server is up, rebuilds it from the rows
+    const victim = (await plugin.handle.log().get(77)) as StoredAuditEvent;
+    const bySource = { source: victim.source?.spiffe_id as string, limit: 1000 };
+    expect((await queryAuditLog(server.store, bySource)).events.map((e) => e.seq)).toContain(77);
+    const col = await server.store.db
+      .selectFrom('audit_block_column')
+      .select('ids')
+      .where('block', '=', 0)
+      .where('field', '=', 'source')
+      .executeTakeFirstOrThrow();
+    const ids = Buffer.from(col.ids);
+    ids.writeInt32LE(0, 77 * 4);
+    await server.store.db
+      .updateTable('audit_block_column')
+      .set({ ids })
+      .where('block', '=', 0)
+      .where('field', '=', 'source')
+      .execute();
+    expect((await queryAuditLog(server.store, bySource)).events.map((e) => e.seq)).not.toContain(77);
+    const hidden = await cli(dataDir, ['audit', 'verify']).catch((e: unknown) => e);
+    expect((hidden as CliError).exitCode).toBe(1);
+    expect((hidden as CliError).message).toMatch(/first bad index 77 \(changed\): the query index .*audit reindex/);
+    expect(await cli(dataDir, ['audit', 'reindex'])).toMatch(/^audit query index rebuilt: \d+ events in 1 blocks/);
+    expect(await cli(dataDir, ['audit', 'verify', '--from-checkpoint', cpFile])).toMatch(/^audit log OK/);
+    expect((await queryAuditLog(server.store, bySource)).events.map((e) => e.seq)).toContain(77);
+
     // tamper directly in the database: verify exits 1 naming the index
     await sql`update audit_event set body = replace(body, 'rule matched', 'rule matcheD') where seq = 77`.execute(
       server.store.db,

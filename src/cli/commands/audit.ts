@@ -1,8 +1,9 @@
 /**
- * `nevertrust audit …`: query, tail, show (with inclusion proof), verify, checkpoint.
- * All but `verify` talk to the running server (`--server URL`, admin token from the data dir).
- * `verify` runs directly against the database by default (SQLite in the data dir or `--database`),
- * so it needs no server and trusts nothing the server says; with `--server` it asks the server.
+ * `nevertrust audit …`: query, tail, show (with inclusion proof), verify, reindex, checkpoint.
+ * All but `verify` and `reindex` talk to the running server (`--server URL`, admin token from the
+ * data dir). `verify` runs directly against the database by default (SQLite in the data dir or
+ * `--database`), so it needs no server and trusts nothing the server says; with `--server` it asks
+ * the server. `reindex` always runs against the database.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -68,6 +69,7 @@ function printReport(r: VerifyReport): void {
     );
     for (const [a, b] of r.unverifiedRanges)
       out(`  note: sealed events ${a}..${b - 1} not checked (segment file not available)\n`);
+    if (!r.indexChecked) out('  note: the query index was not checked (the database predates migration 0005)\n');
     return;
   }
   for (const c of r.badCheckpoints) process.stderr.write(`bad checkpoint: ${c.message}\n`);
@@ -273,6 +275,44 @@ Examples:
         printReport(report);
       },
     );
+
+  audit
+    .command('reindex')
+    .description('rebuild the query index from the stored events (the repair when verify says the index disagrees)')
+    .option('--database <url>', 'database to reindex (default: SQLite in the data dir, or database.url)')
+    .addHelpText(
+      'after',
+      `
+Runs directly against the database; safe while a server appends (each block is rebuilt under the
+lock appenders take). The index is not part of what the log proves: rebuilding it changes no hash.
+
+Examples:
+  $ nevertrust audit reindex
+  $ nevertrust audit reindex --database postgres://nevertrust@db/nevertrust`,
+    )
+    .action(async (_o: { database?: string }, cmd: Command) => {
+      const { reindexLog } = await import('../../audit/index.js');
+      const config = await resolveConfig(cmd, [{ flag: '--database', option: 'database', field: ['database', 'url'] }]);
+      const { openStore } = await import('../../store/index.js');
+      // Not migrated here: a database that predates the index is upgraded by the server that owns it.
+      const store = await openStore({ url: config.database.url, dataDir: config.data_dir, migrate: false });
+      try {
+        const r = await reindexLog(store).catch((e: Error) => {
+          if (/audit_block/.test(e.message)) {
+            throw new CliError(
+              'the database predates the query index (migration 0005): start the server once to upgrade it',
+              1,
+            );
+          }
+          throw e;
+        });
+        out(
+          `audit query index rebuilt: ${r.events} events in ${r.blocks} blocks (${r.removed} stray blocks removed)\n`,
+        );
+      } finally {
+        await store.close();
+      }
+    });
 
   withServer(audit.command('checkpoint').description('sign a checkpoint of the log now and print it'))
     .addHelpText('after', '\nExamples:\n  $ nevertrust audit checkpoint >> /secure/audit-checkpoints.ndjson')
