@@ -172,26 +172,28 @@ async function scanBlocks(store: Store, q: Parsed, terms: readonly TermFilter[])
         byBlock.set(Number(r.block), m);
         m.set(r.field, r.ids);
       }
+      // Matches of the whole page of blocks, newest first (blocks are in descending order), read
+      // as rows together: one row query per page, not one per block.
+      const seqs: number[] = [];
       for (const block of chunk) {
         const have = byBlock.get(block);
-        const start = block * BLOCK_EVENTS;
         const cols = terms.map((t) => readColumn(have?.get(t.field) ?? EMPTY));
-        const seqs = matchingSeqs(cols, terms, start, upper);
-        // The row's own columns decide (the block only narrows the search), so a block that is
-        // wrong can hide an event from a query but never put a stranger into its answer.
-        let j = 0;
-        while (j < seqs.length && out.length < want) {
-          const n = Math.min(SEQ_PAGE, want - out.length);
-          let sel = db
-            .selectFrom('audit_event')
-            .select(['seq', 'body'])
-            .where('seq', 'in', seqs.slice(j, j + n));
-          for (const t of terms) sel = sel.where(TERM_COLUMN[t.field], '=', t.id);
-          if (q.since !== undefined) sel = sel.where('time', '>=', q.since);
-          if (q.until !== undefined) sel = sel.where('time', '<', q.until);
-          out.push(...(await sel.orderBy('seq', 'desc').execute()));
-          j += n;
-        }
+        matchingSeqs(cols, terms, block * BLOCK_EVENTS, upper, seqs);
+      }
+      // The row's own columns decide (the block only narrows the search), so a block that is
+      // wrong can hide an event from a query but never put a stranger into its answer.
+      let j = 0;
+      while (j < seqs.length && out.length < want) {
+        const n = Math.min(SEQ_PAGE, want - out.length);
+        let sel = db
+          .selectFrom('audit_event')
+          .select(['seq', 'body'])
+          .where('seq', 'in', seqs.slice(j, j + n));
+        for (const t of terms) sel = sel.where(TERM_COLUMN[t.field], '=', t.id);
+        if (q.since !== undefined) sel = sel.where('time', '>=', q.since);
+        if (q.until !== undefined) sel = sel.where('time', '<', q.until);
+        out.push(...(await sel.orderBy('seq', 'desc').execute()));
+        j += n;
       }
     }
   }
@@ -199,12 +201,17 @@ async function scanBlocks(store: Store, q: Parsed, terms: readonly TermFilter[])
 }
 
 /**
- * The seqs of a block whose every filtered column holds the filter's term, newest first. A tight
- * loop over the first (most selective: source, target, outcome, kind) column; the others are
- * looked at only where it matches.
+ * Appends to `seqs` the seqs of a block whose every filtered column holds the filter's term,
+ * newest first. A tight loop over the first (most selective: source, target, outcome, kind)
+ * column; the others are looked at only where it matches.
  */
-function matchingSeqs(cols: Int32Array[], terms: readonly TermFilter[], start: number, upper: number): number[] {
-  const seqs: number[] = [];
+function matchingSeqs(
+  cols: Int32Array[],
+  terms: readonly TermFilter[],
+  start: number,
+  upper: number,
+  seqs: number[],
+): void {
   let top = upper - start;
   for (const c of cols) top = Math.min(top, c.length);
   const first = cols[0] as Int32Array;
@@ -215,7 +222,6 @@ function matchingSeqs(cols: Int32Array[], terms: readonly TermFilter[], start: n
     for (let k = 1; k < cols.length && all; k++) all = (cols[k] as Int32Array)[p] === (terms[k] as TermFilter).id;
     if (all) seqs.push(start + p);
   }
-  return seqs;
 }
 
 /** Events with seq ≥ `fromSeq`, oldest first (for `tail`). */
