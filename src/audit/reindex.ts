@@ -6,7 +6,7 @@
  * every appender takes too.
  */
 import { sql } from 'kysely';
-import { BLOCK_EVENTS, builderFrom, writeBlocks } from '../store/audit-blocks.js';
+import { BLOCK_EVENTS, blockEvents, builderFrom, writeBlocks } from '../store/audit-blocks.js';
 import type { Store } from '../store/index.js';
 
 export interface ReindexResult {
@@ -38,13 +38,7 @@ export async function reindexLog(store: Store): Promise<ReindexResult> {
       const start = block * BLOCK_EVENTS;
       if (start >= size) return true;
       const end = Math.min(start + BLOCK_EVENTS, size);
-      const rows = await trx
-        .selectFrom('audit_event')
-        .select(['seq', 'kind_term', 'outcome_term', 'source_term', 'target_term', 'time'])
-        .where('seq', '>=', start)
-        .where('seq', '<', end)
-        .orderBy('seq')
-        .execute();
+      const rows = await blockEvents(trx, start, end);
       await trx.deleteFrom('audit_block_column').where('block', '=', block).execute();
       await trx.deleteFrom('audit_block').where('block', '=', block).execute();
       if (rows.length > 0) {

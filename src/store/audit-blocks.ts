@@ -186,20 +186,21 @@ export function resumeBuilder(size: number, rows: readonly (EventTerms & { seq: 
   return b;
 }
 
+/** The stored terms and times of the events with seq in [start, end), ascending. */
+export function blockEvents(db: Db, start: number, end: number) {
+  return db
+    .selectFrom('audit_event')
+    .select(['seq', 'kind_term', 'outcome_term', 'source_term', 'target_term', 'time'])
+    .where('seq', '>=', start)
+    .where('seq', '<', end)
+    .orderBy('seq')
+    .execute();
+}
+
 /** {@link resumeBuilder} reading the rows from `db`. */
 export async function loadBlockBuilder(db: Db, size: number): Promise<BlockBuilder> {
   const start = blockStart(size);
-  const rows =
-    size > start
-      ? await db
-          .selectFrom('audit_event')
-          .select(['seq', 'kind_term', 'outcome_term', 'source_term', 'target_term', 'time'])
-          .where('seq', '>=', start)
-          .where('seq', '<', size)
-          .orderBy('seq')
-          .execute()
-      : [];
-  return resumeBuilder(size, rows);
+  return resumeBuilder(size, size > start ? await blockEvents(db, start, size) : []);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { type Kysely, PostgresAdapter, sql } from 'kysely';
-import { BLOCK_EVENTS, builderFrom, TERM_FIELDS, writeBlocks } from '../audit-blocks.js';
+import { BLOCK_EVENTS, blockEvents, builderFrom, TERM_FIELDS, writeBlocks } from '../audit-blocks.js';
 import type { Database } from '../schema.js';
 
 /**
@@ -35,13 +35,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   const max = await sql<{ n: number | string | null }>`select max(seq) as n from audit_event`.execute(db);
   const end = max.rows[0]?.n === null || max.rows[0]?.n === undefined ? 0 : Number(max.rows[0].n) + 1;
   for (let start = 0; start < end; start += BLOCK_EVENTS) {
-    const rows = await typed
-      .selectFrom('audit_event')
-      .select(['seq', 'kind_term', 'outcome_term', 'source_term', 'target_term', 'time'])
-      .where('seq', '>=', start)
-      .where('seq', '<', start + BLOCK_EVENTS)
-      .orderBy('seq')
-      .execute();
+    const rows = await blockEvents(typed, start, start + BLOCK_EVENTS);
     if (rows.length === 0) continue; // sealed
     await writeBlocks(typed, builderFrom(start, rows).take());
   }
