@@ -369,13 +369,20 @@ export class LocalMesh {
       [...this.services.values()].map(
         (s) =>
           new Promise<void>((r) => {
-            if (!s.process || s.process.exitCode !== null) return r();
-            s.process.once('exit', () => r());
-            s.process.kill('SIGTERM');
-            setTimeout(() => {
-              s.process?.kill('SIGKILL');
+            // This process, not `s.process`: a restart on new ports puts the next one there
+            // before the SIGKILL timer would fire, and that one must live.
+            const child = s.process;
+            if (!child || child.exitCode !== null || child.signalCode !== null) return r();
+            const timer = setTimeout(() => {
+              child.kill('SIGKILL');
               r();
-            }, 3000).unref();
+            }, 3000);
+            timer.unref();
+            child.once('exit', () => {
+              clearTimeout(timer);
+              r();
+            });
+            child.kill('SIGTERM');
           }),
       ),
     );

@@ -49,6 +49,12 @@ describe('local mesh ports', () => {
       const ports = [...mesh.services.values()].map((s) => s.port);
       expect(ports).not.toContain(taken);
       expect(lines.some((l) => l.includes('a service port was taken meanwhile'))).toBe(true);
+      // Past the 3 s after which stopping the first services escalates to SIGKILL: that must have
+      // reached only those, not the services started again on new ports.
+      await new Promise((r) => setTimeout(r, 3500));
+      expect([...mesh.services.values()].every((s) => s.process?.exitCode === null && !s.process.signalCode)).toBe(
+        true,
+      );
       // and the mesh works: the first allowed call of the scenario goes through
       const step = STEPS.find((s) => s.kind === 'allowed') as Step;
       const r = await mesh.run(step);
