@@ -241,6 +241,7 @@ const TOP_KEYS = new Set([
   'rule',
   'enforcer',
   'latency_us',
+  'details',
 ]);
 const SOURCE_LIMITS: Record<string, number> = {
   spiffe_id: 2048,
@@ -299,9 +300,33 @@ function fastPart(
 }
 
 /**
- * The common case, checked by hand: a plain event without `details`, ISO times or anything that
- * needs scrubbing. Returns undefined when the event must go through zod (which also explains errors).
- * Accepts exactly what the schema accepts for such events (a property test holds them together).
+ * `details` as the fast path takes it: a flat object of strings, finite numbers, booleans and nulls
+ * with nothing secret-looking (what enforcement points record with a decision). Anything else —
+ * nesting, arrays, a secret-looking key or value, `__proto__` — returns false: zod and the scrubber
+ * then decide, and explain.
+ */
+function fastDetails(v: unknown): Record<string, unknown> | false {
+  if (!plainObject(v)) return false;
+  const out: Record<string, unknown> = {};
+  for (const k in v) {
+    const x = v[k];
+    if (x === undefined) continue;
+    if (k === '__proto__' || SECRET_KEY.test(k)) return false;
+    if (typeof x === 'string') {
+      if (looksSecret(x)) return false;
+    } else if (typeof x === 'number') {
+      if (!Number.isFinite(x)) return false;
+    } else if (x !== null && typeof x !== 'boolean') return false;
+    out[k] = x;
+  }
+  return out;
+}
+
+/**
+ * The common case, checked by hand: a plain event with at most flat `details`, no ISO times and
+ * nothing that needs scrubbing. Returns undefined when the event must go through zod (which also
+ * explains errors). Accepts exactly what the schema accepts for such events (a property test holds
+ * them together).
  */
 function fastNormalize(input: Record<string, unknown>, now: number): AuditEvent | undefined {
   if (!plainObject(input)) return undefined;
@@ -326,6 +351,8 @@ function fastNormalize(input: Record<string, unknown>, now: number): AuditEvent 
   const source = fastPart(i.source, SOURCE_LIMITS, false);
   const target = fastPart(i.target, TARGET_LIMITS, true);
   if (source === false || target === false) return undefined;
+  const details = i.details === undefined ? undefined : fastDetails(i.details);
+  if (details === false) return undefined;
   const e: AuditEvent = {
     schema_version: AUDIT_SCHEMA_VERSION,
     id: (i.id as string | undefined) ?? newEventId(),
@@ -343,6 +370,7 @@ function fastNormalize(input: Record<string, unknown>, now: number): AuditEvent 
   if (i.rule !== undefined) e.rule = i.rule as string;
   if (i.enforcer !== undefined) e.enforcer = i.enforcer as string;
   if (i.latency_us !== undefined) e.latency_us = i.latency_us;
+  if (details !== undefined) e.details = details;
   return e;
 }
 
@@ -509,7 +537,7 @@ export function canonicalSize(e: AuditEvent): number {
   return Buffer.byteLength(canonicalEvent(e));
 }
 
-// Upper bounds for the size check of plain events (no details, no redacted list): every key and
+// Upper bounds for the size check of plain events (flat details, no redacted list): every key and
 // punctuation of the canonical form fits in 512 bytes, a number in 24, and a string of n UTF-16
 // units in 6n + 2 bytes (each unit is at most a six-byte \uXXXX escape; unescaped units take at
 // most 3 bytes of UTF-8, a surrogate pair 4 for two units).
@@ -520,6 +548,17 @@ function stringsLength(o: object | undefined): number {
   let n = 0;
   if (o === undefined) return 0;
   for (const v of Object.values(o)) n += typeof v === 'string' ? v.length : 0;
+  return n;
+}
+
+/** Upper bound of flat `details`' share of the canonical size: per entry its key, value and punctuation. */
+function detailsBound(d: Record<string, unknown> | undefined): number {
+  if (d === undefined) return 0;
+  let n = 0;
+  for (const k in d) {
+    const v = d[k];
+    n += 6 * k.length + 4 + (typeof v === 'string' ? 6 * v.length + 2 : NUMBER_MAX);
+  }
   return n;
 }
 
@@ -541,7 +580,7 @@ function plainSizeWithin(e: AuditEvent, limit: number): number | true {
     (e.enforcer?.length ?? 0) +
     stringsLength(e.source) +
     stringsLength(e.target);
-  if (PLAIN_OVERHEAD + 4 * NUMBER_MAX + 6 * chars <= limit) return true;
+  if (PLAIN_OVERHEAD + 4 * NUMBER_MAX + 6 * chars + detailsBound(e.details) <= limit) return true;
   const size = canonicalSize(e);
   return size <= limit ? true : size;
 }

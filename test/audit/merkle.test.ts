@@ -204,7 +204,27 @@ describe('event validation fast path', () => {
         policy: str(),
         latency_us: fc.constantFrom(undefined, 0, 2.5, -1, Number.POSITIVE_INFINITY, 1e13),
         surprise: fc.constantFrom(undefined, undefined, undefined, 1),
-        details: fc.constantFrom(undefined, undefined, undefined, { a: 1 }),
+        // Flat details take the fast path; anything the scrubber or zod must see does not.
+        details: fc.constantFrom(
+          undefined,
+          undefined,
+          { a: 1 },
+          { pep: 'sidecar', version: 'sha256:ab', identity: 'x509', ok: true, none: null, skip: undefined },
+          {},
+          { nested: { a: 1 } },
+          { list: ['x'] },
+          { token: 'abc' },
+          { api_key: 1 },
+          { note: 'Bearer abcdefghijklmnopqrstuvwxyz' },
+          { jwt: 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.sig' },
+          { n: Number.NaN },
+          { n: Number.POSITIVE_INFINITY },
+          JSON.parse('{"__proto__": {"polluted": true}, "a": 1}'),
+          Object.assign(Object.create(null), { a: 'null prototype' }),
+          new Map([['a', 1]]),
+          'not an object',
+          { 2: 'b', 1: 'a', z: 'last' },
+        ),
       },
       { requiredKeys: ['kind'] },
     );
@@ -230,6 +250,89 @@ describe('event validation fast path', () => {
     expect(fastHits).toBeGreaterThan(0);
   });
 
+  it('flat details (what enforcement points record) give what zod gives, secrets and sizes included', async () => {
+    const { normalizeEvent } = await import('../../src/audit/event.js');
+    const key = fc.constantFrom(
+      'pep',
+      'version',
+      'identity',
+      '10',
+      '2',
+      'token',
+      'api_key',
+      'Authorization',
+      '__proto__',
+      'é',
+    );
+    const value = fc.oneof(
+      fc.string(),
+      fc.string({ maxLength: 900, size: 'max' }),
+      fc.constantFrom(
+        'Bearer abcdefghijklmnopqrst',
+        'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.sig',
+        '"\\\u0001',
+        '😀'.repeat(50),
+      ),
+      fc.double(),
+      fc.boolean(),
+      fc.constant(null),
+      fc.constant(undefined),
+      fc.constantFrom({ nested: 1 }, ['a']),
+    );
+    const arb = fc.record({
+      details: fc.dictionary(key, value, { maxKeys: 5 }),
+      maxBytes: fc.integer({ min: 300, max: 4000 }),
+    });
+    const run = (input: unknown, maxBytes: number, fastPath: boolean) => {
+      try {
+        const { id: _id, ...rest } = normalizeEvent(input, { now: 5, maxBytes, fastPath });
+        return { ok: rest };
+      } catch (err) {
+        return { err: (err as Error).name, message: (err as Error).message };
+      }
+    };
+    let kept = 0;
+    fc.assert(
+      fc.property(arb, ({ details, maxBytes }) => {
+        const input = {
+          kind: 'access.decision',
+          decision_id: 'd-1',
+          outcome: 'deny',
+          enforcer: 'sidecar',
+          source: { spiffe_id: 'spiffe://example.org/ns/a/sa/b' },
+          target: { path: '/v1/charges', method: 'POST' },
+          details,
+        };
+        const a = run(input, maxBytes, true);
+        expect(a).toEqual(run(input, maxBytes, false));
+        if ('ok' in a && a.ok?.details && Object.keys(a.ok.details).length > 0) kept++;
+      }),
+      { numRuns: 4000 },
+    );
+    expect(kept).toBeGreaterThan(500);
+    // Near the limit, where only the details' share of the bound keeps the fast path from
+    // accepting an event zod refuses: the rest of the event is far below 1,500 bytes, the
+    // details push it over.
+    let refused = 0;
+    for (let n = 800; n <= 1600; n += 25) {
+      for (const v of ['x'.repeat(n), 'é'.repeat(n >> 1), '\u0001'.repeat(n >> 2)]) {
+        const input = {
+          kind: 'access.decision',
+          decision_id: 'd-1',
+          outcome: 'deny',
+          enforcer: 'sidecar',
+          source: { spiffe_id: 'spiffe://example.org/ns/a/sa/b' },
+          target: { path: '/v1/charges', method: 'POST' },
+          details: { pep: 'sidecar', note: v },
+        };
+        const a = run(input, 1500, true);
+        expect(a).toEqual(run(input, 1500, false));
+        if ('err' in a) refused++;
+      }
+    }
+    expect(refused).toBeGreaterThan(10);
+  });
+
   it('checks the size limit exactly, whatever the characters (the fast path bounds before it encodes)', async () => {
     const { normalizeEvent, canonicalSize } = await import('../../src/audit/event.js');
     const text = fc.oneof(
@@ -247,6 +350,11 @@ describe('event validation fast path', () => {
           source: fc.record({ user: text.map((s) => s.slice(0, 256)) }),
           target: fc.record({ path: text, port: fc.integer({ min: 0, max: 65535 }) }),
           latency_us: fc.double({ min: 0, max: 1e12, noNaN: true }),
+          details: fc.dictionary(
+            text.map((s) => s.slice(0, 40)),
+            fc.oneof(text, fc.double({ noNaN: true, noDefaultInfinity: true }), fc.boolean(), fc.constant(null)),
+            { maxKeys: 4 },
+          ),
         },
         { requiredKeys: ['kind'] },
       ),
