@@ -283,8 +283,7 @@ export class LocalMesh {
 
   private onDecision(service: string, e: ServerEvent): void {
     // The service is the enforcement point; the server records what it reports.
-    this.server.events.record({ ...e, details: { ...e.details, enforcer: service } });
-    const d = (e.details ?? {}) as Record<string, unknown>;
+    this.server.events.record({ ...e, enforcer: service });
     if (e.outcome === 'allow') this.counts.allow++;
     else this.counts.deny++;
     this.decisions.push({
@@ -294,9 +293,9 @@ export class LocalMesh {
       source: e.source.id,
       target: e.target.id,
       method: e.target.method,
-      path: e.target.resource,
-      policy: typeof d.policy === 'string' ? d.policy : undefined,
-      rule: typeof d.rule === 'string' ? d.rule : undefined,
+      path: e.target.path ?? e.target.resource,
+      policy: e.policy,
+      rule: e.rule,
       reason: e.reason,
     });
     if (this.decisions.length > 500) this.decisions.shift();

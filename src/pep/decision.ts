@@ -22,14 +22,23 @@ export interface EnforcedDecision {
 
 /**
  * An access decision as recorded: the shape of the server's `ServerEvent` with kind
- * `access.decision`, so `ctx.events` (and anything with a compatible `record`) can take it.
+ * `access.decision`, so `ctx.events` (and anything with a compatible `record`) can take it. The
+ * decision id, policy, rule and enforcement point are fields of their own, as the audit event
+ * schema has them: `nevertrust audit query --decision-id` finds the record of an answer by the id
+ * the caller was given.
  */
 export interface AccessDecisionEvent {
   kind: 'access.decision';
-  outcome: 'allow' | 'deny' | 'error';
+  outcome: 'allow' | 'deny' | 'step_up' | 'error';
+  decision_id: string;
+  policy?: string;
+  rule?: string;
+  /** The enforcement point (`DecisionContext.pep`), which a deployment may name more precisely. */
+  enforcer: string;
   source: { id?: string; ip?: string };
-  target: { id?: string; resource?: string; method?: string };
+  target: { id?: string; path?: string; method?: string };
   reason: string;
+  /** The snapshot version that decided, the kind of enforcement point, and what it adds (flat values). */
   details?: Record<string, unknown>;
 }
 
@@ -98,7 +107,7 @@ export function enforce(
         decision_id: id,
         version: d.version,
       };
-      outcome = out.allow ? 'allow' : 'deny';
+      outcome = d.decision;
     }
   } catch (e) {
     // decide() never throws by contract; a snapshot provider might. Fail closed either way.
@@ -147,22 +156,14 @@ function recordDecision(
     recorder.record({
       kind: 'access.decision',
       outcome,
+      decision_id: d.decision_id,
+      policy: d.policy ?? undefined,
+      rule: d.rule ?? undefined,
+      enforcer: ctx.pep,
       source: { id: src?.spiffe_id ?? src?.user ?? src?.service, ip: ctx.ip ?? src?.ip },
-      target: {
-        id: tgt?.spiffe_id ?? tgt?.service,
-        resource: r.request?.path,
-        method: r.request?.method,
-      },
+      target: { id: tgt?.spiffe_id ?? tgt?.service, path: r.request?.path, method: r.request?.method },
       reason: d.reason,
-      details: {
-        decision_id: d.decision_id,
-        decision: d.decision,
-        policy: d.policy,
-        rule: d.rule,
-        version: d.version,
-        pep: ctx.pep,
-        ...ctx.details,
-      },
+      details: { pep: ctx.pep, version: d.version, ...ctx.details },
     });
   } catch {
     // A failing listener must not turn a decision into an error; the audit side reports its own faults.

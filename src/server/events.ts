@@ -15,12 +15,19 @@ export interface ServerEvent {
     | 'policy.changed'
     | 'revocation'
     | 'access.decision';
-  outcome: 'allow' | 'deny' | 'error';
+  outcome: 'allow' | 'deny' | 'step_up' | 'error';
   /** Who acted: admin principal, agent SPIFFE ID, remote address. */
   source: { id?: string; ip?: string };
-  /** What was acted on: entry id, SPIFFE ID, API path. */
-  target: { id?: string; resource?: string; method?: string };
+  /** What was acted on: entry id, SPIFFE ID, API path (`resource`); for an access decision, the request path. */
+  target: { id?: string; resource?: string; method?: string; path?: string };
   reason: string;
+  /** Access decisions: the id answered to the caller, so the answer and the record can be joined. */
+  decision_id?: string;
+  /** Access decisions: the policy and rule that decided (absent when none matched). */
+  policy?: string;
+  rule?: string;
+  /** Which enforcement point decided (default `server`). */
+  enforcer?: string;
   /** Extra context; never secrets, tokens or keys. */
   details?: Record<string, unknown>;
 }

@@ -201,8 +201,8 @@ describe('agent and Workload API, end to end', () => {
     // The agent's local decisions reach the server's audit log, allowed and denied alike.
     await until(async () => {
       const { body } = await api('GET', '/v1/admin/audit/events?outcome=deny&limit=100');
-      const events = (body.events ?? []) as { details?: { enforcer?: string } }[];
-      return events.some((e) => e.details?.enforcer === 'agent' && JSON.stringify(e).includes('/v2/items/7'));
+      const events = (body.events ?? []) as { enforcer?: string; target?: { path?: string } }[];
+      return events.some((e) => e.enforcer === 'agent' && e.target?.path === '/v2/items/7');
     }, 'the agent decisions in the audit log');
   });
 

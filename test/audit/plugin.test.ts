@@ -21,6 +21,8 @@ import {
 } from '../../src/audit/index.js';
 import { registerAuditCommands } from '../../src/cli/commands/audit.js';
 import { CliError } from '../../src/cli/errors.js';
+import { enforce } from '../../src/pep/decision.js';
+import { compile, parsePolicyText } from '../../src/policy/index.js';
 import { configSchema } from '../../src/config/index.js';
 import { readAdminToken, type RunningServer, type ServerContext, startServer } from '../../src/server/index.js';
 import { auditPlugin } from '../../src/server/plugins/audit.js';
@@ -326,6 +328,61 @@ describe('audit plugin and CLI', () => {
     expect(JSON.stringify(admin.events)).not.toContain('never-stored');
     expect((await verifyLog(server.store)).ok).toBe(true);
     expect(log.treeSize).toBe(5);
+  });
+});
+
+describe('access decisions from enforcement points', () => {
+  it('land with decision id, policy, rule, enforcer and path as fields, and feed the path signals', async () => {
+    const { server, plugin, ctx } = await start({ anomaly: { baseline_ms: 0, sensitive_paths: ['/v1/refunds'] } });
+    const snap = compile(
+      parsePolicyText(
+        readFileSync(fileURLToPath(new URL('../pep/fixtures/policies/payment-service.yaml', import.meta.url)), 'utf8'),
+        'payment-service.yaml',
+      ),
+    );
+    const call = (path: string) =>
+      enforce(
+        () => snap,
+        {
+          source: { spiffe_id: 'spiffe://example.org/ns/payments/sa/api-gateway' },
+          target: { spiffe_id: 'spiffe://example.org/ns/payments/sa/payment-service' },
+          request: { method: 'POST', path },
+        },
+        // As `nevertrust mesh` and the agent hand decisions to the server: the enforcement point named.
+        { record: (e) => ctx.events.record({ ...e, enforcer: 'payment-service' }) },
+        { pep: 'sidecar', ip: '10.0.0.7' },
+      );
+    const allowed = call('/v1/refunds');
+    const denied = call('/v1/charges/%2e%2e/admin');
+    expect(allowed.allow).toBe(true);
+    expect(denied.allow).toBe(false);
+    await plugin.handle.recorder().flush();
+    const one = async (decision_id: string) => {
+      const { events } = await queryAuditLog(server.store, { decision_id });
+      expect(events).toHaveLength(1);
+      return events[0];
+    };
+    expect(await one(allowed.decision_id)).toMatchObject({
+      kind: 'access.decision',
+      outcome: 'allow',
+      policy: allowed.policy,
+      rule: 'gateway-charges-and-refunds',
+      enforcer: 'payment-service',
+      source: { spiffe_id: 'spiffe://example.org/ns/payments/sa/api-gateway', ip: '10.0.0.7' },
+      target: { spiffe_id: 'spiffe://example.org/ns/payments/sa/payment-service', method: 'POST', path: '/v1/refunds' },
+      details: { pep: 'sidecar', version: snap.version },
+    });
+    const d = await one(denied.decision_id);
+    expect(d).toMatchObject({
+      outcome: 'deny',
+      enforcer: 'payment-service',
+      target: { path: '/v1/charges/%2e%2e/admin' },
+    });
+    expect(d?.reason).toBe(denied.reason);
+    await plugin.handle.recorder().flush();
+    const { events: anomalies } = await queryAuditLog(server.store, { kind: 'anomaly' });
+    expect(anomalies.map((e) => (e.details as { signal: string }).signal)).toContain('sensitive_path_first_use');
+    expect((await verifyLog(server.store)).ok).toBe(true);
   });
 });
 

@@ -72,8 +72,18 @@ describe('native POST /v1/decide', () => {
     });
     expect(ok.json.decision_id).toMatch(/^[0-9a-f-]{36}$/);
     expect(ok.json.version).toMatch(/^sha256:/);
-    const rec = events.find((e) => e.details?.decision_id === ok.json.decision_id);
-    expect(rec).toMatchObject({ kind: 'access.decision', outcome: 'allow', source: { id: id('api-gateway') } });
+    const rec = events.find((e) => e.decision_id === ok.json.decision_id);
+    // The record names what the answer named, in fields of their own (the audit schema's).
+    expect(rec).toMatchObject({
+      kind: 'access.decision',
+      outcome: 'allow',
+      source: { id: id('api-gateway') },
+      policy: 'payment-service-ingress',
+      rule: 'gateway-charges-and-refunds',
+      enforcer: 'decide-api',
+      target: { path: '/v1/charges', method: 'POST' },
+      details: { pep: 'decide-api', version: ok.json.version },
+    });
 
     const cases: [string, string, string, string][] = [
       ['api-gateway', 'payment-service', 'POST', '/v1/refunds'],
@@ -88,7 +98,7 @@ describe('native POST /v1/decide', () => {
     for (const c of cases) {
       const r = await post('/v1/decide', req(...c));
       got.push(r.json.allow);
-      const ev = events.find((e) => e.details?.decision_id === r.json.decision_id);
+      const ev = events.find((e) => e.decision_id === r.json.decision_id);
       expect(ev?.outcome).toBe(r.json.allow ? 'allow' : 'deny');
     }
     expect(got).toEqual([true, false, false, false, false, false, true]);
@@ -99,7 +109,7 @@ describe('native POST /v1/decide', () => {
     expect(bad.status).toBe(400);
     const wrong = await post('/v1/decide', { source: { spiffe_id: 7 } });
     expect(wrong.status).toBe(400);
-    expect(events.some((e) => e.details?.decision_id === wrong.json.decision_id && e.outcome === 'deny')).toBe(true);
+    expect(events.some((e) => e.decision_id === wrong.json.decision_id && e.outcome === 'deny')).toBe(true);
   });
 });
 

@@ -32,7 +32,11 @@ describe('sidecar → audit log', () => {
     );
     kills.push(() => server.child.kill('SIGKILL'));
     const pki = await makePki(dir);
-    const app = createServer((_req, res) => res.end('{"ok":true}'));
+    // The app answers with the decision id the sidecar handed it, as an app would log it.
+    const app = createServer((req, res) => {
+      res.setHeader('x-nevertrust-decision-id', String(req.headers['x-nevertrust-decision-id'] ?? ''));
+      res.end('{"ok":true}');
+    });
     await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
     kills.push(() => app.close());
     const appPort = (app.address() as { port: number }).port;
@@ -61,7 +65,7 @@ audit: { server: http://127.0.0.1:${apiPort}, token_file: ${join(data, 'admin.to
         '-o',
         '/dev/null',
         '-w',
-        '%{http_code}',
+        '%{http_code} %header{x-nevertrust-decision-id}',
         '-X',
         method,
         '--path-as-is',
@@ -69,10 +73,15 @@ audit: { server: http://127.0.0.1:${apiPort}, token_file: ${join(data, 'admin.to
         pki.bundleFile(dir),
       ];
       args.push('--cert', gw.cert, '--key', gw.key, '--resolve', `localhost:${inPort}:127.0.0.1`);
-      return Number((await run('curl', [...args, `https://localhost:${inPort}${path}`])).stdout);
+      const [code, decisionId] = (await run('curl', [...args, `https://localhost:${inPort}${path}`])).stdout.split(' ');
+      return { code: Number(code), decisionId: decisionId ?? '' };
     };
-    expect(await curl('POST', '/v1/charges')).toBe(200);
-    expect(await curl('POST', '/v1/charges/../admin')).toBe(403);
+    const allowed = await curl('POST', '/v1/charges');
+    expect(allowed.code).toBe(200);
+    const denied = await curl('POST', '/v1/charges/../admin');
+    expect(denied.code).toBe(403);
+    expect(denied.decisionId).toMatch(/\S/);
+    expect(allowed.decisionId).toMatch(/\S/);
     sc.child.kill('SIGTERM');
     await sc.exited;
     const q = await runCli([
@@ -95,6 +104,52 @@ audit: { server: http://127.0.0.1:${apiPort}, token_file: ${join(data, 'admin.to
     }[];
     expect(events.map((e) => e.outcome).sort()).toEqual(['allow', 'deny']);
     expect(events.every((e) => e.source?.spiffe_id === id('api-gateway'))).toBe(true);
+    // The id the caller was given finds the record of its answer, with the deciding rule and the
+    // enforcement point as fields of their own (not buried in details).
+    const byDecision = async (decisionId: string) => {
+      const one = await runCli([
+        'audit',
+        'query',
+        '--decision-id',
+        decisionId,
+        '--format',
+        'json',
+        '--data-dir',
+        data,
+        '--server',
+        `http://127.0.0.1:${apiPort}`,
+      ]);
+      expect(one.code, one.stderr).toBe(0);
+      const found = JSON.parse(one.stdout) as unknown;
+      return (Array.isArray(found) ? found : (found as { events: unknown[] }).events) as Record<string, unknown>[];
+    };
+    const deniedRows = await byDecision(denied.decisionId);
+    expect(deniedRows).toHaveLength(1);
+    expect(deniedRows[0]).toMatchObject({
+      decision_id: denied.decisionId,
+      outcome: 'deny',
+      enforcer: 'sidecar',
+      target: { path: '/v1/charges/../admin', method: 'POST' },
+      details: { pep: 'sidecar' },
+    });
+    expect(typeof deniedRows[0]?.reason).toBe('string');
+    const allowedRows = await byDecision(allowed.decisionId);
+    expect(allowedRows).toHaveLength(1);
+    expect(allowedRows[0]).toMatchObject({ decision_id: allowed.decisionId, outcome: 'allow', enforcer: 'sidecar' });
+    expect(allowedRows[0]?.policy).toEqual(expect.any(String));
+    expect(allowedRows[0]?.rule).toEqual(expect.any(String));
+    const empty = await runCli([
+      'audit',
+      'query',
+      '--decision-id',
+      '',
+      '--data-dir',
+      data,
+      '--server',
+      `http://127.0.0.1:${apiPort}`,
+    ]);
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toContain('--decision-id: empty value');
     const v = await runCli(['audit', 'verify', '--data-dir', data, '--server', `http://127.0.0.1:${apiPort}`]);
     expect(v.code, v.stdout + v.stderr).toBe(0);
     expect(readFileSync(join(data, 'admin.token'), 'utf8').length).toBeGreaterThan(0);

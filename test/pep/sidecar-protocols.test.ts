@@ -178,8 +178,8 @@ beforeAll(async () => {
     privateKeyPem: ps.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
   };
   const recorder = {
-    record: (e: { outcome?: string; target?: { resource?: string } }) =>
-      decisions.push({ decision: String(e.outcome), path: e.target?.resource }),
+    record: (e: { outcome?: string; target?: { path?: string } }) =>
+      decisions.push({ decision: String(e.outcome), path: e.target?.path }),
   };
   const inbound = (appAddr: string, extra: Record<string, unknown> = {}) =>
     startSidecar(

@@ -147,7 +147,7 @@ Examples:
               defaultTarget: config.decision.default_target,
               logger,
               record: shipper
-                ? (e) => shipper.record(fromServerEvent({ ...e, details: { ...e.details, enforcer: 'agent' } }))
+                ? (e) => shipper.record(fromServerEvent({ ...e, enforcer: 'agent' }))
                 : (e) => logger.info({ ...e }, 'access decision'),
             });
           } catch (e) {

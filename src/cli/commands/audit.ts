@@ -121,9 +121,19 @@ Examples:
       `
 Examples:
   $ nevertrust audit query --target payments --outcome deny --since 1h --limit 20
-  $ nevertrust audit query --source spiffe://example.org/ns/prod/sa/api --format ndjson > api.ndjson`,
+  $ nevertrust audit query --source spiffe://example.org/ns/prod/sa/api --format ndjson > api.ndjson
+  $ nevertrust audit query --decision-id "$ID"   # ID: the x-nevertrust-decision-id a caller got`,
     )
     .action(async (o: Record<string, string | undefined>, cmd: Command) => {
+      // An empty filter (an unset shell variable, say) would silently match everything.
+      for (const [flag, v] of Object.entries({
+        source: o.source,
+        target: o.target,
+        kind: o.kind,
+        'decision-id': o.decisionId,
+      })) {
+        if (v !== undefined && v.trim() === '') throw new CliError(`--${flag}: empty value`, 2);
+      }
       const p = new URLSearchParams();
       if (o.source) p.set('source', o.source);
       if (o.target) p.set('target', o.target);

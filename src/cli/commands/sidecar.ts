@@ -99,7 +99,7 @@ export function registerSidecarCommands(program: Command): void {
         log: (msg, fields) => log(msg, fields),
         // Decisions go to the audit log (non-blocking, spilled while the server is away), else to the log.
         recorder: ship
-          ? { record: (e) => ship.record(fromServerEvent({ ...e, details: { ...e.details, enforcer: 'sidecar' } })) }
+          ? { record: (e) => ship.record(fromServerEvent(e)) }
           : { record: (e) => log('access decision', { ...e }) },
       });
       if (worker === undefined) log('sidecar ready', { inbound: sc.inboundPort, outbound: sc.outboundPort });

@@ -45,6 +45,8 @@ export interface EnforcerOptions {
   /** Accept users' JWTs from an OIDC issuer. */
   oidc?: { issuer: string; audience: string; jwksUri: string; algorithms: string[]; cooldownMs?: number };
   recorder?: DecisionRecorder;
+  /** The enforcement point named in every decision record (default `middleware`; the sidecar says `sidecar`). */
+  pep?: string;
 }
 
 /**
@@ -97,6 +99,7 @@ export class SnapshotHolder {
 export function createEnforcer(opts: EnforcerOptions) {
   const proxies = new TrustedProxies(opts.trustedProxies ?? []);
   const target = targetOf(opts.target);
+  const pep = opts.pep ?? 'middleware';
   const jwks = opts.oidc
     ? createRemoteJWKSet(new URL(opts.oidc.jwksUri), { cooldownDuration: opts.oidc.cooldownMs ?? 30_000 })
     : undefined;
@@ -105,7 +108,7 @@ export function createEnforcer(opts: EnforcerOptions) {
     const ip = plainAddress(req.socket.remoteAddress);
     // The raw request target: the policy engine normalizes (and refuses what it cannot).
     const request: AccessRequest = { target, request: { method: req.method, path: req.url ?? '/' } };
-    const ctx = { pep: 'middleware', ip, details: {} as Record<string, unknown> };
+    const ctx = { pep, ip, details: {} as Record<string, unknown> };
     const fail = (status: 401 | 403, code: string, reason: string): EnforcementResult => ({
       ok: false,
       status,

@@ -68,6 +68,7 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
     bundles: source,
     trustedProxies: ib.trusted_proxies,
     recorder: deps.recorder,
+    pep: 'sidecar',
   });
   const h2c = ib.app_protocol === 'h2c';
   const upstream = h2c ? h2cUpstream(ib, log) : http1Upstream(ib, log);

@@ -81,17 +81,22 @@ export function fromServerEvent(e: ServerEvent): AuditEventInput {
   else if (who) source.user = who;
   if (e.source.ip) source.ip = e.source.ip;
   const target: NonNullable<AuditEventInput['target']> = {};
-  if (e.target.id?.startsWith('spiffe://')) target.spiffe_id = e.target.id;
-  else if (e.target.id) target.resource = e.target.id;
-  if (e.target.resource) target.resource = e.target.id ? `${e.target.id} ${e.target.resource}` : e.target.resource;
-  if (e.target.method) target.method = e.target.method;
+  const t = e.target;
+  if (t.id?.startsWith('spiffe://')) target.spiffe_id = t.id;
+  else if (t.id) target.resource = t.id;
+  if (t.resource) target.resource = t.id ? `${t.id} ${t.resource}` : t.resource;
+  if (t.path !== undefined) target.path = t.path;
+  if (t.method) target.method = t.method;
   return {
     kind: e.kind,
     outcome: e.outcome,
-    source: Object.keys(source).length ? source : undefined,
-    target: Object.keys(target).length ? target : undefined,
+    decision_id: e.decision_id,
+    source: source.spiffe_id || source.user || source.ip ? source : undefined,
+    target: target.spiffe_id || target.resource || target.path !== undefined || target.method ? target : undefined,
     reason: e.reason,
-    enforcer: 'server',
+    policy: e.policy,
+    rule: e.rule,
+    enforcer: e.enforcer ?? 'server',
     details: e.details,
   };
 }
