@@ -84,7 +84,7 @@ function writePrivate(file: string, text: string): void {
 }
 
 export class NodeAgent
-  extends EventEmitter<{ change: []; revoked: [string]; policy: [PolicySnapshot | undefined] }>
+  extends EventEmitter<{ change: []; revoked: [string]; policy: [PolicySnapshot | undefined]; svid: [] }>
   implements WorkloadResolver
 {
   readonly serverId: string;
@@ -124,6 +124,15 @@ export class NodeAgent
   /** The trust bundle in force (forwarded certificates in local decisions are verified against it). */
   trustBundle(): TrustBundle {
     return this.bundle;
+  }
+
+  /**
+   * The agent's own X.509-SVID (chain and key PEM), for its other mTLS calls to the server such as
+   * shipping decisions; undefined before attestation. `svid` is emitted when it is renewed.
+   */
+  agentSvid(): { spiffeId: string; certChainPem: string; privateKeyPem: string } | undefined {
+    if (!this.agentCert || !this.agentKey || !this.agentId) return undefined;
+    return { spiffeId: this.agentId, certChainPem: this.agentCert, privateKeyPem: this.agentKey };
   }
 
   /** Attests (or loads the SVID from disk), starts syncing and serves the Workload API. */
@@ -235,6 +244,7 @@ export class NodeAgent
     writePrivate(this.paths().key, this.agentKey);
     writePrivate(this.paths().cert, this.agentCert);
     this.resetClient();
+    this.emit('svid');
   }
 
   private async renewIfDue(): Promise<void> {

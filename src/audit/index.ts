@@ -95,6 +95,7 @@ export {
   AuditRecorder,
   type AuditSink,
   AuditSinkRejectedError,
+  AGENT_PORT_INGEST_PATH,
   createHttpShipper,
   type HttpSinkOptions,
   httpSink,

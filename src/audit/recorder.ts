@@ -9,7 +9,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { request } from 'undici';
+import { type Dispatcher, request } from 'undici';
 import { acquireCoarseClock, coarseNow, releaseCoarseClock } from './coarse-clock.js';
 import { AuditEventError, AuditRecorderClosedError } from './errors.js';
 import { type AuditEvent, type AuditEventInput, normalizeEvent } from './event.js';
@@ -19,6 +19,8 @@ import type { AuditLogger } from './log.js';
 /** Where batches go. `append` resolves only once the events are durable (committed or acknowledged). */
 export interface AuditSink {
   append(events: AuditEvent[]): Promise<unknown>;
+  /** Releases what the sink holds (connections); called once by the recorder's `close()`, last. */
+  close?(): Promise<void>;
 }
 
 /** A sink's permanent refusal (e.g. 400 from the server): retrying cannot help. */
@@ -485,14 +487,28 @@ export class AuditRecorder {
     this.writeSpill(rest);
     for (const f of this.spillFiles) this.closeSpillFile(f);
     if (this.timer) clearTimeout(this.timer);
+    await this.opts.sink.close?.().catch(() => {});
   }
 }
 
+/**
+ * Where enforcement points ship decisions on the server's agent port, authenticated by their
+ * X.509-SVID (mTLS) instead of a bearer token.
+ */
+export const AGENT_PORT_INGEST_PATH = '/agent/v1/audit/events';
+
 export interface HttpSinkOptions {
-  /** Server base URL, e.g. `http://127.0.0.1:8181`. */
+  /** Server base URL, e.g. `http://127.0.0.1:8181`, or the agent port `https://127.0.0.1:8081` with `dispatcher`. */
   url: string;
   /** Bearer token for the ingestion endpoint. */
   token?: string;
+  /**
+   * The connection pool to use, e.g. an mTLS one presenting the enforcement point's SVID
+   * (`createMtlsAgent`) for `/agent/v1/audit/events`: then no token is needed.
+   */
+  dispatcher?: Dispatcher;
+  /** The ingestion path (default `/v1/audit/events`). */
+  path?: string;
   timeoutMs?: number;
 }
 
@@ -504,7 +520,7 @@ export interface HttpSinkOptions {
  * const shipper = new AuditRecorder({ sink: httpSink({ url: 'http://127.0.0.1:8181', token }), spillDir });
  */
 export function httpSink(opts: HttpSinkOptions): AuditSink {
-  const url = `${opts.url.replace(/\/+$/, '')}/v1/audit/events`;
+  const url = `${opts.url.replace(/\/+$/, '')}${opts.path ?? '/v1/audit/events'}`;
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
   return {
@@ -512,6 +528,7 @@ export function httpSink(opts: HttpSinkOptions): AuditSink {
       const res = await request(url, {
         method: 'POST',
         headers,
+        dispatcher: opts.dispatcher,
         body: JSON.stringify({ events }),
         headersTimeout: opts.timeoutMs ?? 10_000,
         bodyTimeout: opts.timeoutMs ?? 10_000,

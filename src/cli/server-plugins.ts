@@ -43,6 +43,7 @@ export function serverPlugins(config: Config): ServerPlugin[] {
     anomalyWebhook: a.anomaly_webhook,
     retention: a.hot_window === undefined ? undefined : { hotWindowMs: a.hot_window * 1000 },
     sinks: [...(a.export === 'stdout' ? [stdoutSink()] : []), ...(a.export_file ? [fileSink(a.export_file)] : [])],
+    ca: ca.handle,
   });
   // Before the agent endpoint, which serves its registration route.
   const assertionKeys = assertionKeysPlugin({ ca: ca.handle });
@@ -50,7 +51,12 @@ export function serverPlugins(config: Config): ServerPlugin[] {
     ca,
     registrationPlugin(),
     assertionKeys,
-    agentEndpointPlugin({ ca: ca.handle, routes: assertionKeys.agentRoutes, policy: policy.handle }),
+    // Audit ingestion by SVID is answered 503 until the audit plugin, registered last, is ready.
+    agentEndpointPlugin({
+      ca: ca.handle,
+      routes: [...assertionKeys.agentRoutes, ...audit.agentRoutes],
+      policy: policy.handle,
+    }),
     policy,
     decision,
     audit,

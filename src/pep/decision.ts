@@ -21,11 +21,12 @@ export interface EnforcedDecision {
 }
 
 /**
- * An access decision as recorded: the shape of the server's `ServerEvent` with kind
- * `access.decision`, so `ctx.events` (and anything with a compatible `record`) can take it. The
- * decision id, policy, rule and enforcement point are fields of their own, as the audit event
- * schema has them: `nevertrust audit query --decision-id` finds the record of an answer by the id
- * the caller was given.
+ * An access decision as recorded: an audit event (`AuditEventInput` of kind `access.decision`), so
+ * an `AuditRecorder` (`createSvidShipper`, `createHttpShipper`) takes it as it is, and the server's
+ * `ctx.events` takes it too. The decision id, policy, rule and enforcement point are fields of their
+ * own: `nevertrust audit query --decision-id` finds the record of an answer by the id the caller
+ * was given. Strings are clipped to the audit schema's limits, so an oversized request is still
+ * recorded (and still denied).
  */
 export interface AccessDecisionEvent {
   kind: 'access.decision';
@@ -35,14 +36,14 @@ export interface AccessDecisionEvent {
   rule?: string;
   /** The enforcement point (`DecisionContext.pep`), which a deployment may name more precisely. */
   enforcer: string;
-  source: { id?: string; ip?: string };
-  target: { id?: string; path?: string; method?: string };
+  source: { spiffe_id?: string; user?: string; service?: string; ip?: string };
+  target: { spiffe_id?: string; service?: string; path?: string; method?: string };
   reason: string;
   /** The snapshot version that decided, the kind of enforcement point, and what it adds (flat values). */
   details?: Record<string, unknown>;
 }
 
-/** Where decisions are recorded (the server's `ServerEvents` satisfies it). */
+/** Where decisions are recorded (an `AuditRecorder` and the server's `ServerEvents` satisfy it). */
 export interface DecisionRecorder {
   record(e: AccessDecisionEvent): void;
 }
@@ -142,6 +143,11 @@ function deny(id: string, reason: string): EnforcedDecision {
   return { decision: 'deny', allow: false, policy: null, rule: null, reason, decision_id: id, version: null };
 }
 
+/** `s` within `max` UTF-16 units (the audit schema's limits), marked when cut. */
+function clip(s: string | undefined, max: number): string | undefined {
+  return s === undefined || s.length <= max ? s : `${s.slice(0, max - 1)}…`;
+}
+
 function recordDecision(
   recorder: DecisionRecorder | undefined,
   d: EnforcedDecision,
@@ -160,9 +166,19 @@ function recordDecision(
       policy: d.policy ?? undefined,
       rule: d.rule ?? undefined,
       enforcer: ctx.pep,
-      source: { id: src?.spiffe_id ?? src?.user ?? src?.service, ip: ctx.ip ?? src?.ip },
-      target: { id: tgt?.spiffe_id ?? tgt?.service, path: r.request?.path, method: r.request?.method },
-      reason: d.reason,
+      source: {
+        spiffe_id: clip(src?.spiffe_id, 2048),
+        user: clip(src?.user, 256),
+        service: clip(src?.service, 256),
+        ip: clip(ctx.ip ?? src?.ip, 64),
+      },
+      target: {
+        spiffe_id: clip(tgt?.spiffe_id, 2048),
+        service: clip(tgt?.service, 256),
+        path: clip(r.request?.path, 2048),
+        method: clip(r.request?.method, 32),
+      },
+      reason: clip(d.reason, 2048) as string,
       details: { pep: ctx.pep, version: d.version, ...ctx.details },
     });
   } catch {

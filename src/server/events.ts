@@ -16,10 +16,16 @@ export interface ServerEvent {
     | 'revocation'
     | 'access.decision';
   outcome: 'allow' | 'deny' | 'step_up' | 'error';
-  /** Who acted: admin principal, agent SPIFFE ID, remote address. */
-  source: { id?: string; ip?: string };
-  /** What was acted on: entry id, SPIFFE ID, API path (`resource`); for an access decision, the request path. */
-  target: { id?: string; resource?: string; method?: string; path?: string };
+  /**
+   * Who acted: `id` is an admin principal or a SPIFFE ID; access decisions name the caller with the
+   * audit schema's own fields instead (`spiffe_id`, `user`, `service`).
+   */
+  source: { id?: string; ip?: string; spiffe_id?: string; user?: string; service?: string };
+  /**
+   * What was acted on: `id` an entry id or SPIFFE ID, `resource` an API path; access decisions use
+   * the audit schema's fields (`spiffe_id`, `service`, `path`, `method`).
+   */
+  target: { id?: string; resource?: string; method?: string; path?: string; spiffe_id?: string; service?: string };
   reason: string;
   /** Access decisions: the id answered to the caller, so the answer and the record can be joined. */
   decision_id?: string;

@@ -136,10 +136,6 @@ beforeAll(async () => {
       socket,
       '--decision-listen',
       `127.0.0.1:${decisionPort}`,
-      '--audit-token-file',
-      join(dataDir, 'admin.token'),
-      '--audit-server',
-      `http://127.0.0.1:${apiPort}`,
       '--data-dir',
       agentDataDir,
       '--log-level',
@@ -198,11 +194,18 @@ describe('agent and Workload API, end to end', () => {
     writeFileSync(join(policyDir, 'inventory.yaml'), inventoryPolicy('/v2/items*'));
     await until(async () => (await allow('/v2/items/7')) && !(await allow('/v1/items/7')), 'the changed snapshot');
 
-    // The agent's local decisions reach the server's audit log, allowed and denied alike.
+    // The agent's local decisions reach the server's audit log, allowed and denied alike — shipped
+    // over mTLS with the agent's own SVID (no token was given), which the server names as reporter.
     await until(async () => {
       const { body } = await api('GET', '/v1/admin/audit/events?outcome=deny&limit=100');
-      const events = (body.events ?? []) as { enforcer?: string; target?: { path?: string } }[];
-      return events.some((e) => e.enforcer === 'agent' && e.target?.path === '/v2/items/7');
+      const events = (body.events ?? []) as {
+        enforcer?: string;
+        target?: { path?: string };
+        details?: { reported_by?: string };
+      }[];
+      return events.some(
+        (e) => e.enforcer === 'agent' && e.target?.path === '/v2/items/7' && e.details?.reported_by === agentId,
+      );
     }, 'the agent decisions in the audit log');
   });
 
@@ -377,5 +380,23 @@ describe('agent and Workload API, end to end', () => {
     }
     expect(got[0]).toMatchObject({ error: 7 });
     expect(agent.output()).toMatch(/agent revoked/);
+    // Its SVID is still unexpired, but what it reports is refused (and the refusal recorded).
+    await fetch(`http://127.0.0.1:${decisionPort}/v1/decide`, {
+      method: 'POST',
+      body: JSON.stringify({
+        source: { service: 'orders' },
+        target: { service: 'inventory' },
+        request: { method: 'GET', path: '/x' },
+      }),
+    });
+    let refused = false;
+    for (let i = 0; i < 40 && !refused; i++) {
+      const { body } = await api('GET', '/v1/admin/audit/events?kind=admin.action&outcome=deny&limit=100');
+      refused = ((body.events ?? []) as { reason?: string }[]).some(
+        (e) => e.reason === `audit ingestion refused: ${agentId} is banned`,
+      );
+      if (!refused) await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(refused).toBe(true);
   });
 });

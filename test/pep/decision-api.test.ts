@@ -77,7 +77,7 @@ describe('native POST /v1/decide', () => {
     expect(rec).toMatchObject({
       kind: 'access.decision',
       outcome: 'allow',
-      source: { id: id('api-gateway') },
+      source: { spiffe_id: id('api-gateway') },
       policy: 'payment-service-ingress',
       rule: 'gateway-charges-and-refunds',
       enforcer: 'decide-api',

@@ -1,11 +1,14 @@
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AuditLog, AuditRecorder, queryAuditLog } from '../../src/audit/index.js';
 import type { AccessDecisionEvent } from '../../src/pep/decision.js';
 import { SnapshotHolder, withNevertrust } from '../../src/pep/middleware/index.js';
 import { loadPolicies } from '../../src/policy/index.js';
+import { openStore } from '../../src/store/index.js';
 import { tempDir } from '../support/tmp.js';
 import { id, makePki, type Pki } from './pki.js';
 
@@ -109,5 +112,46 @@ describe('nevertrust/middleware (node:http)', () => {
     holder.set(undefined);
     expect((await call('POST', '/v1/charges', xfcc('api-gateway'))).status).toBe(403);
     holder.set(saved);
+  });
+  it('an AuditRecorder takes decision records as they are: every decision stored, an oversized one clipped', async () => {
+    const dataDir = tempDir();
+    const store = await openStore({ dataDir });
+    const log = await AuditLog.open(store, { dataDir });
+    const recorder = new AuditRecorder({ sink: { append: (e) => log.append(e) }, spillDir: join(dataDir, 'spill') });
+    const server = createServer(
+      withNevertrust(
+        {
+          target: id('payment-service'),
+          snapshot: holder.get,
+          bundles: pki.bundle(),
+          trustedProxies: ['127.0.0.1'],
+          recorder,
+        },
+        (_req, res) => res.end('ok'),
+      ),
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const send = (method: string, path: string, headers: Record<string, string>) =>
+      fetch(`${base}${path}`, { method, headers }).then(async (r) => ({ status: r.status, body: await r.text() }));
+    try {
+      expect((await send('POST', '/v1/charges', xfcc('api-gateway'))).status).toBe(200);
+      const long = await send('POST', `/v1/charges/${'a'.repeat(5000)}`, xfcc('api-gateway'));
+      expect(long.status).toBe(403);
+      expect((await send('POST', '/v1/charges', xfcc('audit-service'))).status).toBe(403);
+      await recorder.flush();
+      expect(recorder.stats()).toMatchObject({ shipped: 3, rejected: 0, lost: 0 });
+      const { events: stored } = await queryAuditLog(store, { kind: 'access.decision' });
+      expect(stored.map((e) => e.outcome).sort()).toEqual(['allow', 'deny', 'deny']);
+      const clipped = stored.find((e) => e.decision_id === JSON.parse(long.body).decision_id);
+      expect(clipped?.target?.path).toHaveLength(2048);
+      expect(clipped?.target?.path?.endsWith('…')).toBe(true);
+      expect(clipped).toMatchObject({ enforcer: 'middleware', source: { spiffe_id: id('api-gateway') } });
+    } finally {
+      server.close();
+      await recorder.close();
+      await log.close();
+      await store.close();
+    }
   });
 });

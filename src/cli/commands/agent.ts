@@ -44,13 +44,12 @@ export function registerAgentCommands(program: Command): void {
       '127.0.0.1:8182',
     )
     .option(
-      '--audit-token-file <file>',
-      'bearer token for shipping local decisions to the server audit log (without it they are logged as JSON lines)',
+      '--audit <how>',
+      'where local decisions go: "svid" ships them to the server audit log over mTLS with the agent SVID (agent port, no token), "token" to --audit-server with --audit-token-file, "log" writes JSON log lines',
+      'svid',
     )
-    .option(
-      '--audit-server <url>',
-      'server API URL the local decisions are shipped to (default http://<server.host>:<server.port>)',
-    )
+    .option('--audit-token-file <file>', 'bearer token for --audit token (implies it)')
+    .option('--audit-server <url>', 'server API URL for --audit token (default http://<server.host>:<server.port>)')
     .addHelpText(
       'after',
       `
@@ -70,6 +69,7 @@ Examples:
           trustBundle?: string;
           socket?: string;
           decisionListen: string;
+          audit?: string;
           auditTokenFile?: string;
           auditServer?: string;
         },
@@ -78,13 +78,40 @@ Examples:
         const config = await resolveConfig(cmd);
         const logger = await commandLogger(config);
         // The agent, audit shipper and decision listener are loaded only when the agent runs.
-        const [{ NodeAgent }, { createHttpShipper }, { startDecisionListener }, { fromServerEvent }] =
-          await Promise.all([
-            import('../../agent/node-agent.js'),
-            import('../../audit/index.js'),
-            import('../../server/decision-listener.js'),
-            import('../../server/plugins/audit.js'),
-          ]);
+        const [
+          { NodeAgent },
+          { createHttpShipper },
+          { startDecisionListener },
+          { fromServerEvent },
+          { MemorySvidSource },
+          { createSvidShipper },
+        ] = await Promise.all([
+          import('../../agent/node-agent.js'),
+          import('../../audit/index.js'),
+          import('../../server/decision-listener.js'),
+          import('../../server/plugins/audit.js'),
+          import('../../pep/mtls/index.js'),
+          import('../../pep/audit-shipping.js'),
+        ]);
+        /** The agent's own SVID as an X.509 source: renewals and bundle changes reach new connections. */
+        const agentSvidSource = (agent: InstanceType<typeof NodeAgent>) => {
+          const own = agent.agentSvid();
+          if (!own) return undefined;
+          const source = new MemorySvidSource(own, [agent.trustBundle()]);
+          const update = () => {
+            const next = agent.agentSvid();
+            if (next) source.set(next, [agent.trustBundle()]);
+          };
+          agent.on('svid', update);
+          agent.on('change', update);
+          return {
+            source,
+            stop: () => {
+              agent.off('svid', update);
+              agent.off('change', update);
+            },
+          };
+        };
         const dataDir = resolve(config.data_dir);
         const agentDir = join(dataDir, 'agent');
         // Workloads of any uid must reach the socket: it lives in <data-dir>/public (0755), and the
@@ -101,8 +128,9 @@ Examples:
         } catch {
           throw new CliError('--trust-bundle FILE is required on first start (PEM from `nevertrust bundle show`)', 2);
         }
+        const serverUrl = o.serverAddress ?? `https://${config.server.host}:${config.server.agent_port}`;
         const a = new NodeAgent({
-          serverUrl: o.serverAddress ?? `https://${config.server.host}:${config.server.agent_port}`,
+          serverUrl,
           trustDomain: config.trust_domain,
           trustBundlePem: bundlePem,
           joinToken: o.joinToken,
@@ -111,6 +139,9 @@ Examples:
           logger,
         });
         const listen = o.decisionListen === 'off' ? undefined : parseHostPort(o.decisionListen, '--decision-listen');
+        const how = o.auditTokenFile ? 'token' : (o.audit ?? 'svid');
+        if (!['svid', 'token', 'log'].includes(how)) throw new CliError(`--audit: svid, token or log, not ${how}`, 2);
+        if (how === 'token' && !o.auditTokenFile) throw new CliError('--audit token needs --audit-token-file', 2);
         let token: string | undefined;
         if (o.auditTokenFile) {
           try {
@@ -125,16 +156,22 @@ Examples:
           throw new CliError((e as Error).message);
         }
         // Local decisions are recorded like the server's: shipped to the audit log (spilled to disk
-        // while the server is away) with a token, else written as JSON log lines.
-        const shipper = token
-          ? createHttpShipper({
-              // An agent usually runs on another node than the server: its API is named explicitly there.
-              url: o.auditServer ?? `http://${config.server.host}:${config.server.port}`,
-              token,
-              spillDir: join(agentDir, 'audit-spill'),
-              logger,
-            })
-          : undefined;
+        // while the server is away) — by default over mTLS with the agent's own SVID, so no token
+        // has to be handed to the node — else written as JSON log lines.
+        const spillDir = join(agentDir, 'audit-spill');
+        const ownSvid = how === 'svid' ? agentSvidSource(a) : undefined;
+        const shipper =
+          how === 'token'
+            ? createHttpShipper({
+                // An agent usually runs on another node than the server: its API is named explicitly there.
+                url: o.auditServer ?? `http://${config.server.host}:${config.server.port}`,
+                token,
+                spillDir,
+                logger,
+              })
+            : ownSvid
+              ? createSvidShipper(ownSvid.source, { server: serverUrl, serverId: a.serverId, spillDir, logger })
+              : undefined;
         let decisions: RunningDecisionListener | undefined;
         if (listen) {
           try {
@@ -161,8 +198,9 @@ Examples:
         a.on('revoked', (reason) => process.stderr.write(`agent revoked: ${reason}\n`));
         process.exitCode = await untilSignal(async () => {
           await decisions?.close();
-          await a.stop();
           await shipper?.close(5000);
+          ownSvid?.stop();
+          await a.stop();
         });
       },
     );

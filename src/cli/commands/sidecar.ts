@@ -2,9 +2,7 @@
  * `nevertrust sidecar --config FILE`: the enforcing proxy beside a service (see docs/enforcement.md).
  */
 import type { Command } from 'commander';
-import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import type { AuditRecorder } from '../../audit/index.js';
 import { CliError } from '../errors.js';
 
 /**
@@ -32,16 +30,12 @@ export function registerSidecarCommands(program: Command): void {
       // The proxy, its logger and the audit shipper are loaded only when the sidecar runs.
       const [
         { pino },
-        { createHttpShipper },
-        { loadSidecarConfig, SidecarConfigError, startSidecar },
-        { fromServerEvent },
+        { loadSidecarConfig, SidecarConfigError, sidecarShipper, startSidecar },
         { announceReady, runPrimary, workerIndex },
         { default: cluster },
       ] = await Promise.all([
         import('pino'),
-        import('../../audit/index.js'),
         import('../../pep/sidecar/index.js'),
-        import('../../server/plugins/audit.js'),
         import('../../pep/sidecar/workers.js'),
         import('node:cluster'),
       ]);
@@ -73,35 +67,37 @@ export function registerSidecarCommands(program: Command): void {
         await new Promise<void>((r) => dest.flush(() => r()));
         process.exit(code);
       }
-      let shipper: AuditRecorder | undefined;
-      if (config.audit) {
-        let token: string;
-        try {
-          token = readFileSync(config.audit.token_file, 'utf8').trim();
-        } catch (e) {
-          process.stderr.write(`error: ${o.config}: audit.token_file: ${(e as Error).message}\n`);
+      const audit = config.audit;
+      // One spill directory per worker: a recorder ships what it finds there at start.
+      const spillDir = audit
+        ? join(
+            resolve(audit.spill_dir ?? join(dirname(o.config), '.nevertrust-sidecar-spill')),
+            worker === undefined ? '' : `worker-${worker}`,
+          )
+        : '';
+      let sc: Awaited<ReturnType<typeof startSidecar>>;
+      try {
+        sc = await startSidecar(config, {
+          log: (msg, fields) => log(msg, fields),
+          // Decisions go to the audit log (non-blocking, spilled while the server is away), else to the log.
+          ship: audit
+            ? (source) => {
+                const shipper = sidecarShipper(audit, source, o.config, { spillDir, logger });
+                // Decision records are audit events as they are: the recorder takes them directly.
+                return { recorder: shipper, close: () => shipper.close(5000) };
+              }
+            : undefined,
+          recorder: { record: (e) => log('access decision', { ...e }) },
+        });
+      } catch (e) {
+        if (e instanceof SidecarConfigError) {
+          process.stderr.write(`error: ${e.message}\n`);
           process.exitCode = 2;
+          await new Promise<void>((r) => dest.flush(() => r()));
           return;
         }
-        shipper = createHttpShipper({
-          url: config.audit.server,
-          token,
-          // One spill directory per worker: a recorder ships what it finds there at start.
-          spillDir: join(
-            resolve(config.audit.spill_dir ?? join(dirname(o.config), '.nevertrust-sidecar-spill')),
-            worker === undefined ? '' : `worker-${worker}`,
-          ),
-          logger,
-        });
+        throw e;
       }
-      const ship = shipper;
-      const sc = await startSidecar(config, {
-        log: (msg, fields) => log(msg, fields),
-        // Decisions go to the audit log (non-blocking, spilled while the server is away), else to the log.
-        recorder: ship
-          ? { record: (e) => ship.record(fromServerEvent(e)) }
-          : { record: (e) => log('access decision', { ...e }) },
-      });
       if (worker === undefined) log('sidecar ready', { inbound: sc.inboundPort, outbound: sc.outboundPort });
       else {
         log('sidecar worker ready', { pid: process.pid, inbound: sc.inboundPort, outbound: sc.outboundPort });
@@ -111,7 +107,6 @@ export function registerSidecarCommands(program: Command): void {
       const stop = () => {
         void sc
           .close()
-          .then(() => shipper?.close(5000))
           .then(() => new Promise<void>((r) => dest.flush(() => r())))
           .finally(() => process.exit(0));
       };

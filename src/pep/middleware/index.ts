@@ -21,6 +21,7 @@ import { identityFromProxyHeaders, TrustedProxies } from '../identity.js';
 import { PeerAuthorizationError, authorizeAny, peerIdentity, verifyPeer } from '../mtls/index.js';
 
 export type { DecisionRecorder, EnforcedDecision } from '../decision.js';
+export { createSvidShipper, type SvidShipperOptions } from '../audit-shipping.js';
 
 /** The verified caller attached to the request (`req.nevertrust`). */
 export interface CallerIdentity {

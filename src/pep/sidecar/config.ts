@@ -55,14 +55,23 @@ export const SidecarConfigSchema = z
     /** Where decisions go: the server's audit log (batched, spilled to disk while the server is away). */
     audit: z
       .object({
-        /** Server API base URL, e.g. http://127.0.0.1:8181. */
+        /**
+         * The server's agent port, e.g. https://127.0.0.1:8081: decisions are shipped over mTLS with the
+         * sidecar's own SVID (no token). With `token_file`, the server's API instead, e.g. http://127.0.0.1:8181.
+         */
         server: z.url(),
-        /** File holding the bearer token for `POST /v1/audit/events` (admin or ingest token). */
-        token_file: z.string(),
+        /** The SPIFFE ID the server must present on the agent port (default spiffe://<trust domain>/nevertrust/server). */
+        server_id: z.string().startsWith('spiffe://').optional(),
+        /** File holding a bearer token for `POST /v1/audit/events` (admin or ingest token) on the API port. */
+        token_file: z.string().optional(),
         /** Spill directory (default: a directory next to the config file). */
         spill_dir: z.string().optional(),
       })
       .strict()
+      .refine((a) => a.token_file !== undefined || a.server.startsWith('https://'), {
+        message: 'without token_file, server must be the https:// agent port (shipping with the SVID)',
+        path: ['server'],
+      })
       .optional(),
     outbound: z
       .object({

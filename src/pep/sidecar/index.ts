@@ -17,6 +17,7 @@ import type { SidecarConfig } from './config.js';
 import { startInbound } from './inbound.js';
 import { startOutbound } from './outbound.js';
 
+export { sidecarShipper } from './audit-shipping.js';
 export {
   type InboundConfig,
   loadSidecarConfig,
@@ -30,7 +31,14 @@ export {
 export interface SidecarOptions {
   /** Supplies SVIDs when the config names files is not wanted (tests, embedding). */
   source?: X509SvidSource;
+  /** Where decisions go when `ship` is not given or gives nothing. */
   recorder?: DecisionRecorder;
+  /**
+   * Called once the SVID source exists (the audit connection presents the SVID): the recorder to
+   * use instead of `recorder`, and how to flush and stop it when the sidecar closes (after the
+   * listeners, before the SVID source).
+   */
+  ship?: (source: X509SvidSource) => { recorder: DecisionRecorder; close(): Promise<void> } | undefined;
   log?: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -111,6 +119,9 @@ export async function startSidecar(config: SidecarConfig, opts: SidecarOptions =
     },
   };
   try {
+    const shipping = opts.ship?.(source);
+    if (shipping) closers.push(() => shipping.close());
+    const recorder = shipping?.recorder ?? opts.recorder;
     if (config.inbound) {
       const a = config.inbound.assertion;
       // The first key is registered before the port opens: an app never sees a request it cannot verify.
@@ -127,7 +138,7 @@ export async function startSidecar(config: SidecarConfig, opts: SidecarOptions =
       const leg = await startInbound(config.inbound, {
         source,
         snapshot: () => watcher.current,
-        recorder: opts.recorder,
+        recorder,
         log,
         assert: signer ? (identity) => signer.assertionFor(identity) : undefined,
       });

@@ -6,6 +6,9 @@
  *
  * Routes:
  *   POST /v1/audit/events                      ingest `{events: [...]}` (admin bearer or `ingestToken`); 200 once committed
+ *   POST /agent/v1/audit/events                the same on the agent port (`agentRoutes`), authenticated by the
+ *                                              enforcement point's X.509-SVID: no token to hand out; each event
+ *                                              is stamped with the SVID's ID as `details.reported_by`
  *   GET  /v1/admin/audit/events?source=…       query (source, target, outcome, kind, decision_id, since, until, limit, cursor)
  *   GET  /v1/admin/audit/events/<id|seq>       one event with its inclusion proof against the latest checkpoint
  *   GET  /v1/admin/audit/tail?last=N&follow=1  NDJSON stream of events, live with follow=1
@@ -16,9 +19,12 @@
  *   POST /v1/admin/audit/seal                  seal events older than the hot window into segments now
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
 import { request } from 'undici';
 import {
+  AGENT_PORT_INGEST_PATH,
   type AnomalyConfig,
   AnomalyDetector,
   type AnomalySignal,
@@ -37,8 +43,11 @@ import {
   anomalyEvent,
 } from '../../audit/index.js';
 import type { ServerEvent } from '../events.js';
+import { PeerSvidError, verifyPeerSvid } from '../peer-svid.js';
 import { readBody, sendJson } from '../router.js';
 import { adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
+import type { AgentPortRoute } from './agent-endpoint.js';
+import type { CaHandle } from './ca.js';
 
 export interface AuditPluginOptions {
   /** 32-byte KEK: seals the audit signing key into the store (else `<data_dir>/audit-signing.key`, 0600). */
@@ -63,6 +72,22 @@ export interface AuditPluginOptions {
   ingestToken?: string;
   /** Largest ingestion body (default 16 MiB). */
   maxIngestBytes?: number;
+  /**
+   * The CA whose bundle authenticates enforcement points on `POST /agent/v1/audit/events` (pass
+   * `agentRoutes` to `agentEndpointPlugin`); without it that route answers 503.
+   */
+  ca?: CaHandle;
+}
+
+/**
+ * Stamps the reporting enforcement point into an ingested event's `details` (overwriting any
+ * `reported_by` it claims). Anything that is not an event object is left for validation to refuse.
+ */
+function stampReporter(e: unknown, reporter: string): unknown {
+  if (e === null || typeof e !== 'object' || Array.isArray(e)) return e;
+  const d = (e as { details?: unknown }).details;
+  if (d !== undefined && (d === null || typeof d !== 'object' || Array.isArray(d))) return e;
+  return { ...e, details: { ...(d as Record<string, unknown> | undefined), reported_by: reporter } };
 }
 
 /** What other parts of the server may use once the plugin is registered. */
@@ -75,24 +100,30 @@ export interface AuditHandle {
 
 /** A server-side event (or an enforcement point's decision) as an audit event input. */
 export function fromServerEvent(e: ServerEvent): AuditEventInput {
-  const who = e.source.id;
+  const s = e.source;
   const source: NonNullable<AuditEventInput['source']> = {};
-  if (who?.startsWith('spiffe://')) source.spiffe_id = who;
-  else if (who) source.user = who;
-  if (e.source.ip) source.ip = e.source.ip;
+  if (s.id?.startsWith('spiffe://')) source.spiffe_id = s.id;
+  else if (s.id) source.user = s.id;
+  // An enforcement point's decision names the caller in the audit schema's own fields.
+  if (s.spiffe_id !== undefined) source.spiffe_id = s.spiffe_id;
+  if (s.user !== undefined) source.user = s.user;
+  if (s.service !== undefined) source.service = s.service;
+  if (s.ip) source.ip = s.ip;
   const target: NonNullable<AuditEventInput['target']> = {};
   const t = e.target;
   if (t.id?.startsWith('spiffe://')) target.spiffe_id = t.id;
   else if (t.id) target.resource = t.id;
   if (t.resource) target.resource = t.id ? `${t.id} ${t.resource}` : t.resource;
+  if (t.spiffe_id !== undefined) target.spiffe_id = t.spiffe_id;
+  if (t.service !== undefined) target.service = t.service;
   if (t.path !== undefined) target.path = t.path;
   if (t.method) target.method = t.method;
   return {
     kind: e.kind,
     outcome: e.outcome,
     decision_id: e.decision_id,
-    source: source.spiffe_id || source.user || source.ip ? source : undefined,
-    target: target.spiffe_id || target.resource || target.path !== undefined || target.method ? target : undefined,
+    source: Object.keys(source).length > 0 ? source : undefined,
+    target: Object.keys(target).length > 0 ? target : undefined,
     reason: e.reason,
     policy: e.policy,
     rule: e.rule,
@@ -111,8 +142,11 @@ const TAIL_POLL_MS = 250;
  * await startServer({ config, logger, plugins: [audit] });
  * audit.handle.record({ kind: 'admin.action', outcome: 'allow' });
  */
-export function auditPlugin(opts: AuditPluginOptions = {}): ServerPlugin & { readonly handle: AuditHandle } {
+export function auditPlugin(
+  opts: AuditPluginOptions = {},
+): ServerPlugin & { readonly handle: AuditHandle; readonly agentRoutes: readonly AgentPortRoute[] } {
   let log: AuditLog | undefined;
+  let svidIngest: ((req: IncomingMessage, res: ServerResponse) => Promise<void>) | undefined;
   let recorder: AuditRecorder | undefined;
   let detector: AnomalyDetector | undefined;
   let sealTimer: NodeJS.Timeout | undefined;
@@ -132,6 +166,16 @@ export function auditPlugin(opts: AuditPluginOptions = {}): ServerPlugin & { rea
   return {
     name: 'audit',
     handle,
+    agentRoutes: [
+      {
+        method: 'POST',
+        path: AGENT_PORT_INGEST_PATH,
+        handler: async (req, res) => {
+          if (!svidIngest) return sendJson(res, 503, { error: 'starting', message: 'the audit log is not ready yet' });
+          return svidIngest(req, res);
+        },
+      },
+    ],
     async register(ctx: ServerContext) {
       const dataDir = ctx.config.data_dir;
       const theLog = await AuditLog.open(ctx.store, {
@@ -194,7 +238,7 @@ export function auditPlugin(opts: AuditPluginOptions = {}): ServerPlugin & { rea
       }
 
       const ingestHash = opts.ingestToken ? createHash('sha256').update(opts.ingestToken).digest() : undefined;
-      const ingest = async (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+      const ingest = async (req: IncomingMessage, res: ServerResponse, reporter?: string) => {
         const body = await readBody(req, opts.maxIngestBytes ?? 16 << 20);
         let parsed: unknown;
         try {
@@ -210,7 +254,7 @@ export function auditPlugin(opts: AuditPluginOptions = {}): ServerPlugin & { rea
           return sendJson(res, 413, { error: 'too_many_events', message: 'at most 10,000 events per batch' });
         }
         try {
-          const r = await theLog.appendInputs(events);
+          const r = await theLog.appendInputs(reporter ? events.map((e) => stampReporter(e, reporter)) : events);
           sendJson(res, 200, { stored: r.stored, duplicates: r.duplicates, tree_size: r.treeSize });
         } catch (e) {
           if (
@@ -224,6 +268,38 @@ export function auditPlugin(opts: AuditPluginOptions = {}): ServerPlugin & { rea
         }
       };
       const adminIngest = adminRoute(ctx, (req, res) => ingest(req, res));
+      const ca = opts.ca;
+      svidIngest = async (req, res) => {
+        if (!ca) return sendJson(res, 503, { error: 'no_ca', message: 'SVID ingestion needs the CA plugin' });
+        let reporter: string;
+        try {
+          // Any workload of the trust domain may report decisions: enforcement points are workloads.
+          reporter = verifyPeerSvid(req.socket as TLSSocket, ca.current().bundle()).spiffeId.toString();
+        } catch (e) {
+          if (!(e instanceof PeerSvidError)) throw e;
+          ctx.events.record({
+            kind: 'admin.action',
+            outcome: 'deny',
+            source: { ip: req.socket.remoteAddress },
+            target: { resource: AGENT_PORT_INGEST_PATH, method: 'POST' },
+            reason: `audit ingestion refused: ${e.message}`,
+          });
+          return sendJson(res, 401, { error: 'unauthenticated', message: e.message });
+        }
+        // A banned agent's SVID stays valid until it expires; its reports are refused meanwhile.
+        const agent = await ctx.store.agents.get(reporter);
+        if (agent?.banned) {
+          ctx.events.record({
+            kind: 'admin.action',
+            outcome: 'deny',
+            source: { id: reporter, ip: req.socket.remoteAddress },
+            target: { resource: AGENT_PORT_INGEST_PATH, method: 'POST' },
+            reason: `audit ingestion refused: ${reporter} is banned`,
+          });
+          return sendJson(res, 403, { error: 'agent_banned', message: `${reporter} is banned` });
+        }
+        return ingest(req, res, reporter);
+      };
       ctx.router.on('POST', '/v1/audit/events', async (req, res, url) => {
         const m = /^Bearer\s+(\S+)\s*$/.exec(req.headers.authorization ?? '');
         if (ingestHash && m?.[1]) {
@@ -401,6 +477,7 @@ export function auditPlugin(opts: AuditPluginOptions = {}): ServerPlugin & { rea
       );
     },
     async close() {
+      svidIngest = undefined;
       stopEvents?.();
       for (const stop of [...tails]) stop();
       if (sealTimer) clearInterval(sealTimer);
