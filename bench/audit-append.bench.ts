@@ -12,7 +12,10 @@
  * 3. A policy decision with `recorder.record()` vs the same decision without auditing (hot path).
  * 4. Merkle hashing of a batch (leaf and node hashes of 2,000 canonical events): one call of the
  *    native addon vs node:crypto per hash (its fallback), interleaved in one run.
- * 5. SQLite append into a log that already holds 500,000 events (AUDIT_BENCH_PREFILL) beside the
+ * 5. Checking an access decision as enforcement points record it (flat `details` with the
+ *    enforcement point and snapshot version) into a stored event: the hand-written check vs the
+ *    zod schema with the secret scrubber (`fastPath: false`), which it must agree with; interleaved.
+ * 6. SQLite append into a log that already holds 500,000 events (AUDIT_BENCH_PREFILL) beside the
  *    same append into an empty log: what a full log costs. Decision ids are made as enforcement
  *    points make them (time-ordered); random ones used to cost most at this point.
  *
@@ -349,6 +352,43 @@ function merkleHashing(): { native: number; nodeCrypto: number } {
   };
 }
 
+/** An access decision exactly as `recordDecision` (src/pep/decision.ts) hands it to the recorder. */
+function pepDecision(i: number): AuditEventInput {
+  return { ...input(i), details: { pep: 'sidecar', version: 'sha256:3f2a9c' } };
+}
+
+/** Median ns per event to check and normalize PEP decisions: fast path vs zod + scrubber. */
+function normalizeCost(): { fast: number; zod: number } {
+  const N = 2000;
+  const inputs = Array.from({ length: N }, (_, i) => pepDecision(i));
+  let sink = 0;
+  const round = (fastPath: boolean) => {
+    const t = performance.now();
+    for (let i = 0; i < N; i++) sink += normalizeEvent(inputs[i], { fastPath, now: 1 }).id.length;
+    return ((performance.now() - t) * 1e6) / N;
+  };
+  const fast: number[] = [];
+  const zod: number[] = [];
+  for (let i = 0; i < 80; i++) {
+    const f = round(true);
+    const z = round(false);
+    if (i < 10) continue; // warm-up
+    fast.push(f);
+    zod.push(z);
+  }
+  if (sink < 0) process.stdout.write('');
+  return {
+    fast: percentile(
+      fast.sort((a, b) => a - b),
+      50,
+    ),
+    zod: percentile(
+      zod.sort((a, b) => a - b),
+      50,
+    ),
+  };
+}
+
 async function main(): Promise<void> {
   const figures: Figure[] = [];
   const started = performance.now();
@@ -364,6 +404,17 @@ async function main(): Promise<void> {
     ours: rec.on,
     higherIsBetter: false,
     targetRatio: 1 / 1.1,
+  });
+
+  const norm = normalizeCost();
+  figures.push({
+    bench: 'audit-append',
+    metric: 'check + normalize one PEP decision event, flat details (median ns/event)',
+    unit: 'ns',
+    peerName: 'zod schema + scrubber, same event',
+    peer: norm.zod,
+    ours: norm.fast,
+    higherIsBetter: false,
   });
 
   const hashing = merkleHashing();

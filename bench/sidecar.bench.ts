@@ -6,7 +6,8 @@
  * Figures: requests/s at saturation (32 in flight) and latency at a fixed ~1,000 requests/s, from
  * which the proxies' added p50/p90/p99 over direct. Targets: ≤ 0.5 ms added p90; ≥ 0.5× nginx.
  *
- * Run: npx tsx bench/sidecar.bench.ts   (about 1 minute)
+ * Run: npx tsx bench/sidecar.bench.ts   (about 1 minute; BENCH_SIDECAR_NODE_ARGS="--cpu-prof
+ *      --cpu-prof-dir=DIR" profiles the sidecar process alone)
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -73,8 +74,16 @@ writeFileSync(
   join(dir, 'sidecar.yaml'),
   `workers: ${WORKERS}\nsvid: { cert: ${psFiles.cert}, key: ${psFiles.key}, bundle: ${bundle} }\npolicies: ${POLICIES}\ninbound:\n  listen: 127.0.0.1:${sidecarPort}\n  app: 127.0.0.1:${appPort}\n`,
 );
+// BENCH_SIDECAR_NODE_ARGS: extra node flags for the sidecar alone, e.g. "--cpu-prof --cpu-prof-dir=prof".
+const sidecarNodeArgs = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(' ').filter(Boolean);
 await spawnReady(
-  [fileURLToPath(new URL('../bin/nevertrust.js', import.meta.url)), 'sidecar', '--config', join(dir, 'sidecar.yaml')],
+  [
+    ...sidecarNodeArgs,
+    fileURLToPath(new URL('../bin/nevertrust.js', import.meta.url)),
+    'sidecar',
+    '--config',
+    join(dir, 'sidecar.yaml'),
+  ],
   /sidecar ready/,
 );
 const sidecarPid = children.at(-1)?.pid as number;
