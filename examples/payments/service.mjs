@@ -100,7 +100,7 @@ export async function runService({ name, routes }) {
       kind: 'access.decision',
       outcome: 'deny',
       source: { ip: socket.remoteAddress },
-      target: { id: self },
+      target: { spiffe_id: self },
       reason: `TLS handshake refused: ${err.code ?? err.message}`,
       details: { pep: 'mtls' },
     });
