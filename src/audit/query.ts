@@ -5,7 +5,9 @@
  * are pruned by their presence bitmaps and time range, the rest have their term columns scanned
  * newest first, and only the matching rows are read, by seq.
  */
+import { sql } from 'kysely';
 import { z } from 'zod';
+import { spiffeParts } from '../policy/identity.js';
 import { BLOCK_EVENTS, mayContain, readColumn } from '../store/audit-blocks.js';
 import type { Store } from '../store/index.js';
 import { AuditEventError } from './errors.js';
@@ -78,14 +80,9 @@ export async function queryAuditLog(store: Store, query: AuditQuery): Promise<Au
     ['kind', q.kind],
   ] as const) {
     if (value === undefined) continue;
-    const term = await store.db
-      .selectFrom('audit_term')
-      .select('id')
-      .where('field', '=', field)
-      .where('value', '=', value)
-      .executeTakeFirst();
-    if (!term) return { events: [] };
-    terms.push({ field, id: Number(term.id) });
+    const ids = await termIds(store, field, value);
+    if (ids.length === 0) return { events: [] };
+    terms.push({ field, ids });
   }
   // A decision id names at most a few rows: its index beats any scan, and the term columns filter them.
   const rows =
@@ -101,7 +98,47 @@ export async function queryAuditLog(store: Store, query: AuditQuery): Promise<Au
 
 interface TermFilter {
   field: TermField;
-  id: number;
+  /** Any of these terms matches (one, except for a service name; see termIds). */
+  ids: number[];
+}
+
+// At most this many SPIFFE IDs answer for one service name (the rest are left out, newest terms first).
+const MAX_NAME_TERMS = 1000;
+
+/**
+ * The term ids a filter value stands for: the value itself, and — for a source or target given as a
+ * plain name such as `payment-service` — every stored SPIFFE ID whose service is that name
+ * (`…/ns/<ns>/sa/<name>`, else the last path segment, as the policy engine derives it). Events
+ * name a workload by its SPIFFE ID; people name it by its service.
+ */
+async function termIds(store: Store, field: TermField, value: string): Promise<number[]> {
+  const exact = await store.db
+    .selectFrom('audit_term')
+    .select('id')
+    .where('field', '=', field)
+    .where('value', '=', value)
+    .executeTakeFirst();
+  const ids = exact ? [Number(exact.id)] : [];
+  if ((field !== 'source' && field !== 'target') || !/^[^/\s]+$/.test(value) || /^spiffe:/i.test(value)) return ids;
+  // LIKE narrows (its case rules differ between engines); the derivation decides exactly.
+  const pattern = `spiffe://%/${value.replace(/[\\%_]/g, (c) => `\\${c}`)}`;
+  const named = await store.db
+    .selectFrom('audit_term')
+    .select(['id', 'value'])
+    .where('field', '=', field)
+    // SPIFFE IDs only (their scheme is lowercase by the spec): a range of the (field, value) index.
+    .where('value', '>=', 'spiffe://')
+    .where('value', '<', 'spiffe:/0')
+    .where(sql<boolean>`value like ${pattern} escape '\\'`)
+    .orderBy('id', 'desc')
+    .limit(MAX_NAME_TERMS)
+    .execute();
+  for (const t of named) if (spiffeParts(t.value)?.service === value) ids.push(Number(t.id));
+  return ids;
+}
+
+function hasTerm(ids: readonly number[], v: number): boolean {
+  return ids.length === 1 ? ids[0] === v : ids.includes(v);
 }
 
 const TERM_COLUMN = {
@@ -117,7 +154,7 @@ type Found = { seq: number | string; body: string }[];
 /** Up to limit + 1 rows through the indexes on the row (time, decision id, rowid). */
 async function scanRows(store: Store, q: Parsed, terms: readonly TermFilter[]): Promise<Found> {
   let sel = store.db.selectFrom('audit_event').select(['seq', 'body']);
-  for (const t of terms) sel = sel.where(TERM_COLUMN[t.field], '=', t.id);
+  for (const t of terms) sel = sel.where(TERM_COLUMN[t.field], 'in', t.ids);
   if (q.decision_id !== undefined) sel = sel.where('decision_id', '=', q.decision_id);
   if (q.since !== undefined) sel = sel.where('time', '>=', q.since);
   if (q.until !== undefined) sel = sel.where('time', '<', q.until);
@@ -156,7 +193,7 @@ async function scanBlocks(store: Store, q: Parsed, terms: readonly TermFilter[])
     if (page.length === 0) break;
     next = Number((page[page.length - 1] as (typeof page)[number]).block) - 1;
     const candidates = page
-      .filter((m) => terms.every((t) => mayContain(m.present, t.field, t.id)))
+      .filter((m) => terms.every((t) => t.ids.some((id) => mayContain(m.present, t.field, id))))
       .map((m) => Number(m.block));
     for (let i = 0; i < candidates.length && out.length < want; i += COLUMN_PAGE) {
       const chunk = candidates.slice(i, i + COLUMN_PAGE);
@@ -189,7 +226,7 @@ async function scanBlocks(store: Store, q: Parsed, terms: readonly TermFilter[])
           .selectFrom('audit_event')
           .select(['seq', 'body'])
           .where('seq', 'in', seqs.slice(j, j + n));
-        for (const t of terms) sel = sel.where(TERM_COLUMN[t.field], '=', t.id);
+        for (const t of terms) sel = sel.where(TERM_COLUMN[t.field], 'in', t.ids);
         if (q.since !== undefined) sel = sel.where('time', '>=', q.since);
         if (q.until !== undefined) sel = sel.where('time', '<', q.until);
         out.push(...(await sel.orderBy('seq', 'desc').execute()));
@@ -215,11 +252,13 @@ function matchingSeqs(
   let top = upper - start;
   for (const c of cols) top = Math.min(top, c.length);
   const first = cols[0] as Int32Array;
-  const id = (terms[0] as TermFilter).id;
+  const ids = (terms[0] as TermFilter).ids;
+  const id = ids.length === 1 ? (ids[0] as number) : -1;
   for (let p = top - 1; p >= 0; p--) {
-    if (first[p] !== id) continue;
+    if (id >= 0 ? first[p] !== id : !ids.includes(first[p] as number)) continue;
     let all = true;
-    for (let k = 1; k < cols.length && all; k++) all = (cols[k] as Int32Array)[p] === (terms[k] as TermFilter).id;
+    for (let k = 1; k < cols.length && all; k++)
+      all = hasTerm((terms[k] as TermFilter).ids, (cols[k] as Int32Array)[p] as number);
     if (all) seqs.push(start + p);
   }
 }

@@ -219,6 +219,37 @@ describe.each(engines)('audit log on $name', ({ open }) => {
     expect((await queryAuditLog(store, { kind: 'admin.action' })).events).toEqual([]);
   });
 
+  it('a plain service name finds the workloads whose SPIFFE IDs name that service, and nothing else', async () => {
+    const { store, log } = await fresh(0);
+    const targets: AuditEventInput['target'][] = [
+      { spiffe_id: 'spiffe://example.org/ns/payments/sa/payment-service' },
+      { spiffe_id: 'spiffe://other.org/ns/staging/sa/payment-service' },
+      { service: 'payment-service' },
+      { spiffe_id: 'spiffe://example.org/legacy/payment-service' },
+      // Lookalikes: another name, a name inside the path, LIKE's wildcards, another case.
+      { spiffe_id: 'spiffe://example.org/ns/payments/sa/payment-service-2' },
+      { spiffe_id: 'spiffe://example.org/ns/payment-service/sa/ledger' },
+      { spiffe_id: 'spiffe://example.org/ns/payments/sa/payment_service' },
+      { spiffe_id: 'spiffe://example.org/ns/payments/sa/Payment-Service' },
+    ];
+    await log.appendInputs(targets.map((target, i) => ev(i, { target, source: { user: `u-${i}` } })));
+    const seqs = async (q: Parameters<typeof queryAuditLog>[1]) =>
+      (await queryAuditLog(store, q)).events.map((e) => e.seq).sort((a, b) => a - b);
+    expect(await seqs({ target: 'payment-service' })).toEqual([0, 1, 2, 3]);
+    expect(await seqs({ target: 'payment-service', outcome: 'deny' })).toEqual([0]);
+    expect(await seqs({ target: 'payment%service' })).toEqual([]);
+    expect(await seqs({ target: 'payment_service' })).toEqual([6]);
+    // A full SPIFFE ID still means exactly that one.
+    expect(await seqs({ target: 'spiffe://other.org/ns/staging/sa/payment-service' })).toEqual([1]);
+    // Sources too: a caller's service name matches its SPIFFE IDs; a user name matches itself.
+    await log.appendInputs([
+      ev(10, { source: { spiffe_id: 'spiffe://example.org/ns/prod/sa/api-gateway' } }),
+      ev(11, { source: { user: 'api-gateway' } }),
+    ]);
+    expect(await seqs({ source: 'api-gateway' })).toEqual([8, 9]);
+    expect(await seqs({ source: 'u-3' })).toEqual([3]);
+  });
+
   describe('tampering with SQL is named by verify', () => {
     it('a changed event body', async () => {
       const { store } = await fresh(600);

@@ -103,8 +103,8 @@ Examples:
     audit
       .command('query')
       .description('find events (newest first)')
-      .option('--source <id>', 'caller: SPIFFE ID, user or IP')
-      .option('--target <id>', 'callee: service name or SPIFFE ID')
+      .option('--source <id>', 'caller: SPIFFE ID, user, IP, or a service name (every SPIFFE ID that names it)')
+      .option('--target <id>', 'callee: SPIFFE ID, or a service name (every SPIFFE ID that names it)')
       .addOption(new Option('--outcome <outcome>', 'decision outcome').choices([...OUTCOMES]))
       .option('--kind <kind>', 'event kind, e.g. access.decision, admin.action, anomaly')
       .option('--decision-id <id>', 'one decision')
