@@ -44,6 +44,7 @@ export function serverPlugins(config: Config): ServerPlugin[] {
     retention: a.hot_window === undefined ? undefined : { hotWindowMs: a.hot_window * 1000 },
     sinks: [...(a.export === 'stdout' ? [stdoutSink()] : []), ...(a.export_file ? [fileSink(a.export_file)] : [])],
     ca: ca.handle,
+    ingestRate: a.ingest_rate,
   });
   // Before the agent endpoint, which serves its registration route.
   const assertionKeys = assertionKeysPlugin({ ca: ca.handle });

@@ -78,6 +78,11 @@ export const configSchema = z.strictObject({
       /** Copy every stored event as JSON lines to stdout or a file, for a SIEM. */
       export: z.enum(['none', 'stdout']).default('none'),
       export_file: z.string().min(1).optional(),
+      /**
+       * Events per second each enforcement point may ship over its SVID (agent port), with bursts of
+       * up to 2 s of it (at least one full batch): a compromised workload cannot flood the log.
+       */
+      ingest_rate: z.number().int().min(1).default(50_000),
     })
     .prefault({}),
   ca: z

@@ -9,8 +9,8 @@ export class RateLimiter {
     private readonly perSecond: number,
   ) {}
 
-  /** Takes one token for `key`; false when its bucket is empty. */
-  take(key: string): boolean {
+  /** Takes `n` tokens (default one) for `key`; false, taking none, when its bucket holds fewer. */
+  take(key: string, n = 1): boolean {
     const now = Date.now() / 1000;
     const b = this.buckets.get(key) ?? { tokens: this.capacity, at: now };
     b.tokens = Math.min(this.capacity, b.tokens + (now - b.at) * this.perSecond);
@@ -18,8 +18,8 @@ export class RateLimiter {
     this.buckets.set(key, b);
     // Bounded memory under a spray of keys: forgetting buckets only ever gives callers a fresh burst.
     if (this.buckets.size > 10_000) this.buckets.clear();
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
+    if (b.tokens < n) return false;
+    b.tokens -= n;
     return true;
   }
 }

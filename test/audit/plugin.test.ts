@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { sql } from 'kysely';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
   type AuditEventInput,
@@ -25,7 +25,10 @@ import { enforce } from '../../src/pep/decision.js';
 import { compile, parsePolicyText } from '../../src/policy/index.js';
 import { configSchema } from '../../src/config/index.js';
 import { readAdminToken, type RunningServer, type ServerContext, startServer } from '../../src/server/index.js';
+import { agentEndpointPlugin } from '../../src/server/plugins/agent-endpoint.js';
 import { auditPlugin } from '../../src/server/plugins/audit.js';
+import { caPlugin } from '../../src/server/plugins/ca.js';
+import { certificatesToPem } from '../../src/ca/index.js';
 import { openStore } from '../../src/store/index.js';
 import { createLogger } from '../../src/util/logger.js';
 import { freePort } from '../support/cli.js';
@@ -383,6 +386,72 @@ describe('access decisions from enforcement points', () => {
     const { events: anomalies } = await queryAuditLog(server.store, { kind: 'anomaly' });
     expect(anomalies.map((e) => (e.details as { signal: string }).signal)).toContain('sensitive_path_first_use');
     expect((await verifyLog(server.store)).ok).toBe(true);
+  });
+});
+
+describe('ingestion by SVID on the agent port', () => {
+  it('holds each reporter to its rate (429, recorded once), without slowing another', async () => {
+    const ca = caPlugin();
+    const audit = auditPlugin({ ca: ca.handle, ingestRate: 5, checkpointIntervalMs: 0 });
+    const agentPort = agentEndpointPlugin({ ca: ca.handle, routes: audit.agentRoutes });
+    const server = await startServer({
+      config: configSchema.parse({ data_dir: tempDir(), server: { port: 0, agent_port: 0 } }),
+      logger: createLogger('silent'),
+      plugins: [ca, agentPort, audit],
+    });
+    running.push(server);
+    const url = `https://127.0.0.1:${agentPort.address()?.port}/agent/v1/audit/events`;
+    const clientFor = (name: string) => {
+      const m = ca.handle.current().mintX509Svid({ spiffeId: `spiffe://example.org/ns/x/sa/${name}` });
+      return new Agent({
+        connect: {
+          cert: certificatesToPem(m.chain),
+          key: m.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+          ca: ca.handle.current().bundle().toPem(),
+          checkServerIdentity: () => undefined,
+        },
+      });
+    };
+    const post = async (dispatcher: Agent, n: number, from: string) => {
+      const events = Array.from({ length: n }, (_, i) => ({
+        kind: 'access.decision',
+        outcome: 'allow',
+        reason: `${from}-${i}`,
+      }));
+      const r = await request(url, {
+        method: 'POST',
+        dispatcher,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ events }),
+      });
+      return { status: r.statusCode, retry: r.headers['retry-after'], body: await r.body.text() };
+    };
+    const noisy = clientFor('noisy');
+    const quiet = clientFor('quiet');
+    try {
+      // A full batch fits the burst; the next one does not, until the bucket refills (5/s).
+      expect((await post(noisy, 10_000, 'noisy')).status).toBe(200);
+      const over = await post(noisy, 10, 'noisy');
+      expect(over).toMatchObject({ status: 429, retry: '1' });
+      expect(JSON.parse(over.body)).toMatchObject({ error: 'rate_limited' });
+      expect((await post(noisy, 10, 'noisy')).status).toBe(429);
+      expect((await post(quiet, 10, 'quiet')).status).toBe(200);
+      await audit.handle.recorder().flush();
+      const refusals = (await queryAuditLog(server.store, { kind: 'admin.action', outcome: 'deny' })).events;
+      expect(refusals.map((e) => e.reason)).toEqual([
+        'audit ingestion refused: spiffe://example.org/ns/x/sa/noisy is over 5 events/s (it retries; nothing is lost)',
+      ]);
+      const stored = await queryAuditLog(server.store, { kind: 'access.decision', limit: 1000 });
+      expect(stored.events.filter((e) => e.reason?.startsWith('quiet-'))).toHaveLength(10);
+      expect(
+        stored.events.every((e) =>
+          (e.details as { reported_by?: string }).reported_by?.startsWith('spiffe://example.org/ns/x/sa/'),
+        ),
+      ).toBe(true);
+    } finally {
+      await noisy.close();
+      await quiet.close();
+    }
   });
 });
 

@@ -44,6 +44,7 @@ import {
 } from '../../audit/index.js';
 import type { ServerEvent } from '../events.js';
 import { PeerSvidError, verifyPeerSvid } from '../peer-svid.js';
+import { RateLimiter } from '../rate-limiter.js';
 import { readBody, sendJson } from '../router.js';
 import { adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
 import type { AgentPortRoute } from './agent-endpoint.js';
@@ -77,6 +78,8 @@ export interface AuditPluginOptions {
    * `agentRoutes` to `agentEndpointPlugin`); without it that route answers 503.
    */
   ca?: CaHandle;
+  /** Events per second per reporting SVID on the agent port (default 50,000; bursts of 2 s, ≥ 10,000). */
+  ingestRate?: number;
 }
 
 /**
@@ -133,6 +136,8 @@ export function fromServerEvent(e: ServerEvent): AuditEventInput {
 }
 
 const TAIL_POLL_MS = 250;
+/** Most events in one ingested batch. */
+const MAX_BATCH = 10_000;
 
 /**
  * The audit server plugin.
@@ -238,6 +243,10 @@ export function auditPlugin(
       }
 
       const ingestHash = opts.ingestToken ? createHash('sha256').update(opts.ingestToken).digest() : undefined;
+      const rate = opts.ingestRate ?? 50_000;
+      const perReporter = new RateLimiter(Math.max(2 * rate, MAX_BATCH), rate);
+      // Refusals for going over the rate are recorded once per reporter per 10 s, not per batch.
+      const refusalRecords = new RateLimiter(1, 0.1);
       const ingest = async (req: IncomingMessage, res: ServerResponse, reporter?: string) => {
         const body = await readBody(req, opts.maxIngestBytes ?? 16 << 20);
         let parsed: unknown;
@@ -250,8 +259,27 @@ export function auditPlugin(
         if (!Array.isArray(events)) {
           return sendJson(res, 400, { error: 'bad_request', message: 'expected {"events": [ … ]}' });
         }
-        if (events.length > 10_000) {
+        if (events.length > MAX_BATCH) {
           return sendJson(res, 413, { error: 'too_many_events', message: 'at most 10,000 events per batch' });
+        }
+        if (reporter && !perReporter.take(reporter, events.length)) {
+          if (refusalRecords.take(reporter)) {
+            ctx.events.record({
+              kind: 'admin.action',
+              outcome: 'deny',
+              source: { id: reporter, ip: req.socket.remoteAddress },
+              target: { resource: AGENT_PORT_INGEST_PATH, method: 'POST' },
+              reason: `audit ingestion refused: ${reporter} is over ${rate} events/s (it retries; nothing is lost)`,
+            });
+          }
+          return sendJson(
+            res,
+            429,
+            { error: 'rate_limited', message: `over ${rate} events/s; retry later` },
+            {
+              'retry-after': '1',
+            },
+          );
         }
         try {
           const r = await theLog.appendInputs(reporter ? events.map((e) => stampReporter(e, reporter)) : events);
