@@ -42,7 +42,7 @@ import { newDecisionId } from '../src/pep/decision.js';
 import { compile, decide, parsePolicyText } from '../src/policy/index.js';
 import { openStore, type Store } from '../src/store/index.js';
 import { startEmbeddedPostgres } from '../test/support/embedded-pg.js';
-import { type Figure, percentile, report } from './harness.js';
+import { type Figure, interleavedMedians, percentile, report } from './harness.js';
 
 const BATCH = 2000;
 const dirs: string[] = [];
@@ -331,28 +331,16 @@ function merkleHashing(): { native: number; nodeCrypto: number } {
     delete process.env.NEVERTRUST_NATIVE_MERKLE;
     return us;
   };
-  const native: number[] = [];
-  const js: number[] = [];
-  for (let i = 0; i < 60; i++) {
-    const n = round(true);
-    const j = round(false);
-    if (i < 10) continue; // the first rounds warm up
-    native.push(n);
-    js.push(j);
-  }
-  return {
-    native: percentile(
-      native.sort((a, b) => a - b),
-      50,
-    ),
-    nodeCrypto: percentile(
-      js.sort((a, b) => a - b),
-      50,
-    ),
-  };
+  const [native, nodeCrypto] = interleavedMedians(
+    () => round(true),
+    () => round(false),
+    50,
+    10,
+  );
+  return { native, nodeCrypto };
 }
 
-/** An access decision exactly as `recordDecision` (src/pep/decision.ts) hands it to the recorder. */
+/** An access decision as enforcement points record it: flat details naming the enforcement point and snapshot. */
 function pepDecision(i: number): AuditEventInput {
   return { ...input(i), details: { pep: 'sidecar', version: 'sha256:3f2a9c' } };
 }
@@ -367,26 +355,14 @@ function normalizeCost(): { fast: number; zod: number } {
     for (let i = 0; i < N; i++) sink += normalizeEvent(inputs[i], { fastPath, now: 1 }).id.length;
     return ((performance.now() - t) * 1e6) / N;
   };
-  const fast: number[] = [];
-  const zod: number[] = [];
-  for (let i = 0; i < 80; i++) {
-    const f = round(true);
-    const z = round(false);
-    if (i < 10) continue; // warm-up
-    fast.push(f);
-    zod.push(z);
-  }
+  const [fast, zod] = interleavedMedians(
+    () => round(true),
+    () => round(false),
+    70,
+    10,
+  );
   if (sink < 0) process.stdout.write('');
-  return {
-    fast: percentile(
-      fast.sort((a, b) => a - b),
-      50,
-    ),
-    zod: percentile(
-      zod.sort((a, b) => a - b),
-      50,
-    ),
-  };
+  return { fast, zod };
 }
 
 async function main(): Promise<void> {

@@ -76,6 +76,35 @@ export function percentile(sorted: Float64Array | number[], p: number): number {
 }
 
 /**
+ * Medians of two measurements taken alternately, `rounds` times each after `warmup` rounds that
+ * do not count: both sides see the same machine, JIT state and garbage.
+ *
+ * @example
+ * const [ours, peer] = interleavedMedians(() => timeOurs(), () => timePeer(), 50, 10);
+ */
+export function interleavedMedians(a: () => number, b: () => number, rounds: number, warmup: number): [number, number] {
+  const as: number[] = [];
+  const bs: number[] = [];
+  for (let i = 0; i < warmup + rounds; i++) {
+    const x = a();
+    const y = b();
+    if (i < warmup) continue;
+    as.push(x);
+    bs.push(y);
+  }
+  return [
+    percentile(
+      as.sort((p, q) => p - q),
+      50,
+    ),
+    percentile(
+      bs.sort((p, q) => p - q),
+      50,
+    ),
+  ];
+}
+
+/**
  * Runs `fn` repeatedly for about `seconds`, timing batches of `batch` calls
  * (timer resolution makes single sub-microsecond calls unmeasurable).
  * Per-call latency = batch time / batch.

@@ -17,6 +17,24 @@ import {
 
 import { LEAF, mth, rootFromPath, subproofRoots, H } from './reference.js';
 
+/**
+ * What normalizeEvent made of `input` (without the generated id), or the error it threw: the fast
+ * path and the zod path must give the same.
+ */
+function normalizeOutcome(
+  normalizeEvent: typeof import('../../src/audit/event.js').normalizeEvent,
+  input: unknown,
+  maxBytes: number,
+  fastPath: boolean,
+) {
+  try {
+    const { id: _id, ...rest } = normalizeEvent(input, { now: 5, maxBytes, fastPath });
+    return { ok: rest };
+  } catch (err) {
+    return { err: (err as Error).name, message: (err as Error).message };
+  }
+}
+
 const leavesOf = (n: number) => Array.from({ length: n }, (_, i) => LEAF(Buffer.from(`event-${i}`)));
 
 describe('merkle', () => {
@@ -283,26 +301,22 @@ describe('event validation fast path', () => {
       details: fc.dictionary(key, value, { maxKeys: 5 }),
       maxBytes: fc.integer({ min: 300, max: 4000 }),
     });
-    const run = (input: unknown, maxBytes: number, fastPath: boolean) => {
-      try {
-        const { id: _id, ...rest } = normalizeEvent(input, { now: 5, maxBytes, fastPath });
-        return { ok: rest };
-      } catch (err) {
-        return { err: (err as Error).name, message: (err as Error).message };
-      }
-    };
+    const run = (input: unknown, maxBytes: number, fastPath: boolean) =>
+      normalizeOutcome(normalizeEvent, input, maxBytes, fastPath);
+    // A decision as an enforcement point records it, with the details under test.
+    const pepDecision = (details: unknown) => ({
+      kind: 'access.decision',
+      decision_id: 'd-1',
+      outcome: 'deny',
+      enforcer: 'sidecar',
+      source: { spiffe_id: 'spiffe://example.org/ns/a/sa/b' },
+      target: { path: '/v1/charges', method: 'POST' },
+      details,
+    });
     let kept = 0;
     fc.assert(
       fc.property(arb, ({ details, maxBytes }) => {
-        const input = {
-          kind: 'access.decision',
-          decision_id: 'd-1',
-          outcome: 'deny',
-          enforcer: 'sidecar',
-          source: { spiffe_id: 'spiffe://example.org/ns/a/sa/b' },
-          target: { path: '/v1/charges', method: 'POST' },
-          details,
-        };
+        const input = pepDecision(details);
         const a = run(input, maxBytes, true);
         expect(a).toEqual(run(input, maxBytes, false));
         if ('ok' in a && a.ok?.details && Object.keys(a.ok.details).length > 0) kept++;
@@ -316,15 +330,7 @@ describe('event validation fast path', () => {
     let refused = 0;
     for (let n = 800; n <= 1600; n += 25) {
       for (const v of ['x'.repeat(n), 'é'.repeat(n >> 1), '\u0001'.repeat(n >> 2)]) {
-        const input = {
-          kind: 'access.decision',
-          decision_id: 'd-1',
-          outcome: 'deny',
-          enforcer: 'sidecar',
-          source: { spiffe_id: 'spiffe://example.org/ns/a/sa/b' },
-          target: { path: '/v1/charges', method: 'POST' },
-          details: { pep: 'sidecar', note: v },
-        };
+        const input = pepDecision({ pep: 'sidecar', note: v });
         const a = run(input, 1500, true);
         expect(a).toEqual(run(input, 1500, false));
         if ('err' in a) refused++;
@@ -360,14 +366,8 @@ describe('event validation fast path', () => {
       ),
       maxBytes: fc.integer({ min: 100, max: 3000 }),
     });
-    const run = (input: unknown, maxBytes: number, fastPath: boolean) => {
-      try {
-        const { id: _id, ...rest } = normalizeEvent(input, { now: 5, maxBytes, fastPath });
-        return { ok: rest };
-      } catch (err) {
-        return { err: (err as Error).name, message: (err as Error).message };
-      }
-    };
+    const run = (input: unknown, maxBytes: number, fastPath: boolean) =>
+      normalizeOutcome(normalizeEvent, input, maxBytes, fastPath);
     fc.assert(
       fc.property(arb, ({ input, maxBytes }) => {
         const a = run(input, maxBytes, true);

@@ -21,6 +21,13 @@ afterAll(() => {
   for (const k of kills) k();
 });
 
+/** `nevertrust audit query <filters> --format json` against a running server: its events. */
+async function auditQuery(data: string, api: string, ...filters: string[]): Promise<Record<string, unknown>[]> {
+  const q = await runCli(['audit', 'query', ...filters, '--format', 'json', '--data-dir', data, '--server', api]);
+  expect(q.code, q.stderr).toBe(0);
+  return (JSON.parse(q.stdout) as { events: Record<string, unknown>[] }).events;
+}
+
 describe('sidecar → audit log', () => {
   it('records every decision of the sidecar in the server audit log', async () => {
     const dir = tempDir();
@@ -84,21 +91,8 @@ audit: { server: http://127.0.0.1:${apiPort}, token_file: ${join(data, 'admin.to
     expect(allowed.decisionId).toMatch(/\S/);
     sc.child.kill('SIGTERM');
     await sc.exited;
-    const q = await runCli([
-      'audit',
-      'query',
-      '--kind',
-      'access.decision',
-      '--format',
-      'json',
-      '--data-dir',
-      data,
-      '--server',
-      `http://127.0.0.1:${apiPort}`,
-    ]);
-    expect(q.code, q.stderr).toBe(0);
-    const parsed = JSON.parse(q.stdout) as unknown;
-    const events = (Array.isArray(parsed) ? parsed : (parsed as { events: unknown[] }).events) as {
+    const api = `http://127.0.0.1:${apiPort}`;
+    const events = (await auditQuery(data, api, '--kind', 'access.decision')) as {
       outcome: string;
       source?: { spiffe_id?: string };
     }[];
@@ -106,23 +100,7 @@ audit: { server: http://127.0.0.1:${apiPort}, token_file: ${join(data, 'admin.to
     expect(events.every((e) => e.source?.spiffe_id === id('api-gateway'))).toBe(true);
     // The id the caller was given finds the record of its answer, with the deciding rule and the
     // enforcement point as fields of their own (not buried in details).
-    const byDecision = async (decisionId: string) => {
-      const one = await runCli([
-        'audit',
-        'query',
-        '--decision-id',
-        decisionId,
-        '--format',
-        'json',
-        '--data-dir',
-        data,
-        '--server',
-        `http://127.0.0.1:${apiPort}`,
-      ]);
-      expect(one.code, one.stderr).toBe(0);
-      const found = JSON.parse(one.stdout) as unknown;
-      return (Array.isArray(found) ? found : (found as { events: unknown[] }).events) as Record<string, unknown>[];
-    };
+    const byDecision = (decisionId: string) => auditQuery(data, api, '--decision-id', decisionId);
     const deniedRows = await byDecision(denied.decisionId);
     expect(deniedRows).toHaveLength(1);
     expect(deniedRows[0]).toMatchObject({
@@ -138,19 +116,10 @@ audit: { server: http://127.0.0.1:${apiPort}, token_file: ${join(data, 'admin.to
     expect(allowedRows[0]).toMatchObject({ decision_id: allowed.decisionId, outcome: 'allow', enforcer: 'sidecar' });
     expect(allowedRows[0]?.policy).toEqual(expect.any(String));
     expect(allowedRows[0]?.rule).toEqual(expect.any(String));
-    const empty = await runCli([
-      'audit',
-      'query',
-      '--decision-id',
-      '',
-      '--data-dir',
-      data,
-      '--server',
-      `http://127.0.0.1:${apiPort}`,
-    ]);
+    const empty = await runCli(['audit', 'query', '--decision-id', '', '--data-dir', data, '--server', api]);
     expect(empty.code).toBe(2);
     expect(empty.stderr).toContain('--decision-id: empty value');
-    const v = await runCli(['audit', 'verify', '--data-dir', data, '--server', `http://127.0.0.1:${apiPort}`]);
+    const v = await runCli(['audit', 'verify', '--data-dir', data, '--server', api]);
     expect(v.code, v.stdout + v.stderr).toBe(0);
     expect(readFileSync(join(data, 'admin.token'), 'utf8').length).toBeGreaterThan(0);
   });
@@ -255,20 +224,7 @@ audit: { server: https://127.0.0.1:${agentPort} }
     // A workload of the trust domain may report, but not as someone else: reported_by is the server's.
     expect(await post(['--cert', gw.cert, '--key', gw.key])).toMatch(/"stored":1.* 200$/);
 
-    const q = await runCli([
-      'audit',
-      'query',
-      '--kind',
-      'access.decision',
-      '--format',
-      'json',
-      '--data-dir',
-      data,
-      '--server',
-      api,
-    ]);
-    expect(q.code, q.stderr).toBe(0);
-    const events = (JSON.parse(q.stdout) as { events: Record<string, unknown>[] }).events;
+    const events = await auditQuery(data, api, '--kind', 'access.decision');
     const byReason = (r: string) => events.filter((e) => e.reason === r);
     expect(byReason('forged').map((e) => (e.details as { reported_by?: string }).reported_by)).toEqual([
       id('api-gateway'),
@@ -278,22 +234,8 @@ audit: { server: https://127.0.0.1:${agentPort} }
     for (const e of fromSidecar)
       expect(e.details).toMatchObject({ pep: 'sidecar', reported_by: id('payment-service') });
     // The refusals are on record too.
-    const refusals = await runCli([
-      'audit',
-      'query',
-      '--kind',
-      'admin.action',
-      '--outcome',
-      'deny',
-      '--format',
-      'json',
-      '--data-dir',
-      data,
-      '--server',
-      api,
-    ]);
-    const refused = (JSON.parse(refusals.stdout) as { events: { reason?: string }[] }).events.filter((e) =>
-      e.reason?.startsWith('audit ingestion refused'),
+    const refused = (await auditQuery(data, api, '--kind', 'admin.action', '--outcome', 'deny')).filter((e) =>
+      String(e.reason).startsWith('audit ingestion refused'),
     );
     expect(refused).toHaveLength(2);
     const v = await runCli(['audit', 'verify', '--data-dir', data, '--server', api]);
