@@ -621,8 +621,17 @@ export function canonicalJson(v: unknown): string {
   }
 }
 
-/** The principal an event is about, for indexing: SPIFFE ID, else user, else IP. */
+/** The principal an event is about, for indexing: SPIFFE ID, else user, else service name, else IP. */
 export function sourceKey(e: Pick<AuditEvent, 'source'>): string {
+  const s = e.source;
+  return s?.spiffe_id ?? s?.user ?? s?.service ?? s?.ip ?? '';
+}
+
+/**
+ * The source key as logs written before service names were keyed had it (a caller known only by
+ * a service name was indexed by its IP). `verify` accepts either for such events.
+ */
+export function legacySourceKey(e: Pick<AuditEvent, 'source'>): string {
   return e.source?.spiffe_id ?? e.source?.user ?? e.source?.ip ?? '';
 }
 

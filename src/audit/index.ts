@@ -25,6 +25,7 @@ export {
   type Outcome,
   REDACTED,
   type StoredAuditEvent,
+  legacySourceKey,
   sourceKey,
   targetKey,
 } from './event.js';

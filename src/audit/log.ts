@@ -638,7 +638,11 @@ export class AuditLog {
             // statements (measured); the term values are eventTerms()'s, inlined.
             const kind = terms.resolveSync(ts, 'kind', e.kind);
             const outcome = terms.resolveSync(ts, 'outcome', e.outcome ?? '');
-            const source = terms.resolveSync(ts, 'source', src ? (src.spiffe_id ?? src.user ?? src.ip ?? '') : '');
+            const source = terms.resolveSync(
+              ts,
+              'source',
+              src ? (src.spiffe_id ?? src.user ?? src.service ?? src.ip ?? '') : '',
+            );
             const target = terms.resolveSync(ts, 'target', tgt ? (tgt.service ?? tgt.spiffe_id ?? tgt.host ?? '') : '');
             st.insertEvent.run(seq, e.id, e.time, kind, outcome, source, target, e.decision_id ?? null, body, leaf);
             blocks.add(kind, outcome, source, target, e.time);

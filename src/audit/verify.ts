@@ -22,7 +22,7 @@ import {
 import type { Store } from '../store/index.js';
 import type { AuditBlockTable } from '../store/schema.js';
 import type { StoredAuditEvent } from './event.js';
-import { sourceKey, targetKey } from './event.js';
+import { legacySourceKey, sourceKey, targetKey } from './event.js';
 import { type ExternalCheckpoint, loadFrontier, NODE_MIN_LEVEL } from './log.js';
 import { leafHash, MerkleFrontier } from './merkle.js';
 import { segmentPath, verifySegmentFile } from './retention.js';
@@ -378,7 +378,7 @@ export async function verifyLog(store: Store, opts: VerifyOptions = {}): Promise
         e.id !== row.id ||
         e.time !== Number(row.time) ||
         e.kind !== row.kind ||
-        sourceKey(e) !== row.source ||
+        (sourceKey(e) !== row.source && legacySourceKey(e) !== row.source) ||
         targetKey(e) !== row.target ||
         (e.outcome ?? '') !== row.outcome ||
         (e.decision_id ?? null) !== row.decision_id
