@@ -160,6 +160,7 @@ Examples:
         // has to be handed to the node — else written as JSON log lines.
         const spillDir = join(agentDir, 'audit-spill');
         const ownSvid = how === 'svid' ? agentSvidSource(a) : undefined;
+        if (how === 'svid' && !ownSvid) logger.warn({}, 'no agent SVID yet: local decisions are logged, not shipped');
         const shipper =
           how === 'token'
             ? createHttpShipper({
