@@ -108,7 +108,8 @@ audit: { server: http://127.0.0.1:${apiPort}, token_file: ${join(data, 'admin.to
       outcome: 'deny',
       enforcer: 'sidecar',
       target: { path: '/v1/charges/../admin', method: 'POST' },
-      details: { pep: 'sidecar' },
+      // Shipped with the admin token here: the server names that principal as the reporter.
+      details: { pep: 'sidecar', reported_by: expect.stringMatching(/^token:[0-9a-f]{8}$/) },
     });
     expect(typeof deniedRows[0]?.reason).toBe('string');
     const allowedRows = await byDecision(allowed.decisionId);

@@ -5,7 +5,8 @@
  * non-blocking recorder; every stored decision also feeds the anomaly detector.
  *
  * Routes:
- *   POST /v1/audit/events                      ingest `{events: [...]}` (admin bearer or `ingestToken`); 200 once committed
+ *   POST /v1/audit/events                      ingest `{events: [...]}` (admin bearer or `ingestToken`); 200 once committed;
+ *                                              each event stamped `details.reported_by` (`token:…`, `svid:…`, `ingest-token`)
  *   POST /agent/v1/audit/events                the same on the agent port (`agentRoutes`), authenticated by the
  *                                              enforcement point's X.509-SVID: no token to hand out; each event
  *                                              is stamped with the SVID's ID as `details.reported_by`
@@ -247,7 +248,8 @@ export function auditPlugin(
       const perReporter = new RateLimiter(Math.max(2 * rate, MAX_BATCH), rate);
       // Refusals for going over the rate are recorded once per reporter per 10 s, not per batch.
       const refusalRecords = new RateLimiter(1, 0.1);
-      const ingest = async (req: IncomingMessage, res: ServerResponse, reporter?: string) => {
+      /** `reporter` is stamped into each event; `limited` holds it to the per-reporter rate (SVIDs). */
+      const ingest = async (req: IncomingMessage, res: ServerResponse, reporter: string, limited = false) => {
         const body = await readBody(req, opts.maxIngestBytes ?? 16 << 20);
         let parsed: unknown;
         try {
@@ -262,7 +264,7 @@ export function auditPlugin(
         if (events.length > MAX_BATCH) {
           return sendJson(res, 413, { error: 'too_many_events', message: 'at most 10,000 events per batch' });
         }
-        if (reporter && !perReporter.take(reporter, events.length)) {
+        if (limited && !perReporter.take(reporter, events.length)) {
           if (refusalRecords.take(reporter)) {
             ctx.events.record({
               kind: 'admin.action',
@@ -282,7 +284,7 @@ export function auditPlugin(
           );
         }
         try {
-          const r = await theLog.appendInputs(reporter ? events.map((e) => stampReporter(e, reporter)) : events);
+          const r = await theLog.appendInputs(events.map((e) => stampReporter(e, reporter)));
           sendJson(res, 200, { stored: r.stored, duplicates: r.duplicates, tree_size: r.treeSize });
         } catch (e) {
           if (
@@ -295,7 +297,7 @@ export function auditPlugin(
           throw e;
         }
       };
-      const adminIngest = adminRoute(ctx, (req, res) => ingest(req, res));
+      const adminIngest = adminRoute(ctx, (req, res, _url, who) => ingest(req, res, who.id));
       const ca = opts.ca;
       svidIngest = async (req, res) => {
         if (!ca) return sendJson(res, 503, { error: 'no_ca', message: 'SVID ingestion needs the CA plugin' });
@@ -326,13 +328,13 @@ export function auditPlugin(
           });
           return sendJson(res, 403, { error: 'agent_banned', message: `${reporter} is banned` });
         }
-        return ingest(req, res, reporter);
+        return ingest(req, res, reporter, true);
       };
       ctx.router.on('POST', '/v1/audit/events', async (req, res, url) => {
         const m = /^Bearer\s+(\S+)\s*$/.exec(req.headers.authorization ?? '');
         if (ingestHash && m?.[1]) {
           const h = createHash('sha256').update(m[1]).digest();
-          if (timingSafeEqual(h, ingestHash)) return ingest(req, res);
+          if (timingSafeEqual(h, ingestHash)) return ingest(req, res, 'ingest-token');
         }
         return adminIngest(req, res, url);
       });
