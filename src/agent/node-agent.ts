@@ -84,7 +84,7 @@ function writePrivate(file: string, text: string): void {
 }
 
 export class NodeAgent
-  extends EventEmitter<{ change: []; revoked: [string]; policy: [PolicySnapshot | undefined]; svid: [] }>
+  extends EventEmitter<{ change: []; revoked: [string]; policy: [PolicySnapshot | undefined] }>
   implements WorkloadResolver
 {
   readonly serverId: string;
@@ -127,12 +127,12 @@ export class NodeAgent
   }
 
   /**
-   * The agent's own X.509-SVID (chain and key PEM), for its other mTLS calls to the server such as
-   * shipping decisions; undefined before attestation. `svid` is emitted when it is renewed.
+   * POSTs `body` to `path` on the server's agent port over the agent's own mTLS connection (its
+   * current SVID, the server's SPIFFE ID checked), for other parts of the node such as its decision
+   * shipper. Throws `ServerCallError` with the status on a refusal.
    */
-  agentSvid(): { spiffeId: string; certChainPem: string; privateKeyPem: string } | undefined {
-    if (!this.agentCert || !this.agentKey || !this.agentId) return undefined;
-    return { spiffeId: this.agentId, certChainPem: this.agentCert, privateKeyPem: this.agentKey };
+  postToServer<T>(path: string, body: unknown): Promise<T> {
+    return this.server().call<T>('POST', path, body);
   }
 
   /** Attests (or loads the SVID from disk), starts syncing and serves the Workload API. */
@@ -244,7 +244,6 @@ export class NodeAgent
     writePrivate(this.paths().key, this.agentKey);
     writePrivate(this.paths().cert, this.agentCert);
     this.resetClient();
-    this.emit('svid');
   }
 
   private async renewIfDue(): Promise<void> {

@@ -100,6 +100,7 @@ export {
   createHttpShipper,
   type HttpSinkOptions,
   httpSink,
+  ingestionError,
   type RecorderOptions,
   type RecorderStats,
 } from './recorder.js';

@@ -513,6 +513,17 @@ export interface HttpSinkOptions {
 }
 
 /**
+ * What a sink throws for an ingestion endpoint's refusal: 400/413/422 are permanent (the recorder
+ * counts the batch as rejected), anything else (401, 429, 5xx) is retried.
+ */
+export function ingestionError(status: number, text: string): Error {
+  if (status === 400 || status === 413 || status === 422) {
+    return new AuditSinkRejectedError(`server refused the batch (${status}): ${text.slice(0, 300)}`);
+  }
+  return new Error(`audit ingestion answered ${status}: ${text.slice(0, 300)}`);
+}
+
+/**
  * A sink that POSTs batches to the server's ingestion endpoint (`POST /v1/audit/events`).
  * 400/413/422 are permanent refusals; anything else (network, 5xx, 401) is retried by the recorder.
  *
@@ -535,10 +546,7 @@ export function httpSink(opts: HttpSinkOptions): AuditSink {
       });
       const text = await res.body.text();
       if (res.statusCode === 200) return JSON.parse(text) as unknown;
-      if (res.statusCode === 400 || res.statusCode === 413 || res.statusCode === 422) {
-        throw new AuditSinkRejectedError(`server refused the batch (${res.statusCode}): ${text.slice(0, 300)}`);
-      }
-      throw new Error(`audit ingestion answered ${res.statusCode}: ${text.slice(0, 300)}`);
+      throw ingestionError(res.statusCode, text);
     },
   };
 }

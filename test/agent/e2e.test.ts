@@ -209,6 +209,19 @@ describe('agent and Workload API, end to end', () => {
     }, 'the agent decisions in the audit log');
   });
 
+  it('refuses audit flags that contradict each other before starting anything', async () => {
+    const dir = join(agentDataDir, 'unused');
+    const mixed = await runCli(['agent', '--audit', 'log', '--audit-server', 'http://127.0.0.1:1', '--data-dir', dir]);
+    expect(mixed.code).toBe(2);
+    expect(mixed.stderr).toContain('--audit-token-file and --audit-server go with --audit token, not --audit log');
+    const noToken = await runCli(['agent', '--audit', 'token', '--data-dir', dir]);
+    expect(noToken.code).toBe(2);
+    expect(noToken.stderr).toContain('--audit token needs --audit-token-file');
+    const bogus = await runCli(['agent', '--audit', 'maybe', '--data-dir', dir]);
+    expect(bogus.code).toBe(2);
+    expect(bogus.stderr).toContain('Allowed choices are svid, token, log');
+  });
+
   it('a reused join token is refused and recorded', async () => {
     const token = (globalThis as { joinToken?: string }).joinToken as string;
     const r = await runCli([

@@ -1,6 +1,6 @@
 import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import type { RunningDecisionListener } from '../../server/decision-listener.js';
 import { adminClient } from '../admin-client.js';
 import { commandLogger, resolveConfig } from '../context.js';
@@ -43,10 +43,11 @@ export function registerAgentCommands(program: Command): void {
       'local decision APIs (OPA Data API, /v1/decide, nginx, Envoy HTTP) on the policies streamed from the server; "off" to disable',
       '127.0.0.1:8182',
     )
-    .option(
-      '--audit <how>',
-      'where local decisions go: "svid" ships them to the server audit log over mTLS with the agent SVID (agent port, no token), "token" to --audit-server with --audit-token-file, "log" writes JSON log lines',
-      'svid',
+    .addOption(
+      new Option(
+        '--audit <how>',
+        'where local decisions go: "svid" ships them to the server audit log over the agent\'s own mTLS connection (agent port, no token), "token" to --audit-server with --audit-token-file, "log" writes JSON log lines (default: svid; token with --audit-token-file)',
+      ).choices(['svid', 'token', 'log']),
     )
     .option('--audit-token-file <file>', 'bearer token for --audit token (implies it)')
     .option('--audit-server <url>', 'server API URL for --audit token (default http://<server.host>:<server.port>)')
@@ -75,43 +76,28 @@ Examples:
         },
         cmd: Command,
       ) => {
+        // Usage first: nothing starts with flags that contradict each other.
+        const how = o.audit ?? (o.auditTokenFile ? 'token' : 'svid');
+        if (how === 'token' && !o.auditTokenFile) throw new CliError('--audit token needs --audit-token-file', 2);
+        if (how !== 'token' && (o.auditTokenFile || o.auditServer)) {
+          throw new CliError(`--audit-token-file and --audit-server go with --audit token, not --audit ${how}`, 2);
+        }
         const config = await resolveConfig(cmd);
         const logger = await commandLogger(config);
         // The agent, audit shipper and decision listener are loaded only when the agent runs.
         const [
           { NodeAgent },
-          { createHttpShipper },
+          { ServerCallError },
+          { AGENT_PORT_INGEST_PATH, AuditRecorder, createHttpShipper, ingestionError },
           { startDecisionListener },
           { fromServerEvent },
-          { MemorySvidSource },
-          { createSvidShipper },
         ] = await Promise.all([
           import('../../agent/node-agent.js'),
+          import('../../agent/server-client.js'),
           import('../../audit/index.js'),
           import('../../server/decision-listener.js'),
           import('../../server/plugins/audit.js'),
-          import('../../pep/mtls/index.js'),
-          import('../../pep/audit-shipping.js'),
         ]);
-        /** The agent's own SVID as an X.509 source: renewals and bundle changes reach new connections. */
-        const agentSvidSource = (agent: InstanceType<typeof NodeAgent>) => {
-          const own = agent.agentSvid();
-          if (!own) return undefined;
-          const source = new MemorySvidSource(own, [agent.trustBundle()]);
-          const update = () => {
-            const next = agent.agentSvid();
-            if (next) source.set(next, [agent.trustBundle()]);
-          };
-          agent.on('svid', update);
-          agent.on('change', update);
-          return {
-            source,
-            stop: () => {
-              agent.off('svid', update);
-              agent.off('change', update);
-            },
-          };
-        };
         const dataDir = resolve(config.data_dir);
         const agentDir = join(dataDir, 'agent');
         // Workloads of any uid must reach the socket: it lives in <data-dir>/public (0755), and the
@@ -128,9 +114,8 @@ Examples:
         } catch {
           throw new CliError('--trust-bundle FILE is required on first start (PEM from `nevertrust bundle show`)', 2);
         }
-        const serverUrl = o.serverAddress ?? `https://${config.server.host}:${config.server.agent_port}`;
         const a = new NodeAgent({
-          serverUrl,
+          serverUrl: o.serverAddress ?? `https://${config.server.host}:${config.server.agent_port}`,
           trustDomain: config.trust_domain,
           trustBundlePem: bundlePem,
           joinToken: o.joinToken,
@@ -139,9 +124,6 @@ Examples:
           logger,
         });
         const listen = o.decisionListen === 'off' ? undefined : parseHostPort(o.decisionListen, '--decision-listen');
-        const how = o.auditTokenFile ? 'token' : (o.audit ?? 'svid');
-        if (!['svid', 'token', 'log'].includes(how)) throw new CliError(`--audit: svid, token or log, not ${how}`, 2);
-        if (how === 'token' && !o.auditTokenFile) throw new CliError('--audit token needs --audit-token-file', 2);
         let token: string | undefined;
         if (o.auditTokenFile) {
           try {
@@ -156,11 +138,9 @@ Examples:
           throw new CliError((e as Error).message);
         }
         // Local decisions are recorded like the server's: shipped to the audit log (spilled to disk
-        // while the server is away) — by default over mTLS with the agent's own SVID, so no token
-        // has to be handed to the node — else written as JSON log lines.
+        // while the server is away) — by default over the agent's own mTLS connection to the agent
+        // port, so no token has to be handed to the node — else written as JSON log lines.
         const spillDir = join(agentDir, 'audit-spill');
-        const ownSvid = how === 'svid' ? agentSvidSource(a) : undefined;
-        if (how === 'svid' && !ownSvid) logger.warn({}, 'no agent SVID yet: local decisions are logged, not shipped');
         const shipper =
           how === 'token'
             ? createHttpShipper({
@@ -170,8 +150,18 @@ Examples:
                 spillDir,
                 logger,
               })
-            : ownSvid
-              ? createSvidShipper(ownSvid.source, { server: serverUrl, serverId: a.serverId, spillDir, logger })
+            : how === 'svid'
+              ? new AuditRecorder({
+                  name: 'agent',
+                  spillDir,
+                  logger,
+                  sink: {
+                    append: (events) =>
+                      a.postToServer(AGENT_PORT_INGEST_PATH, { events }).catch((e: unknown) => {
+                        throw e instanceof ServerCallError ? ingestionError(e.status, e.message) : e;
+                      }),
+                  },
+                })
               : undefined;
         let decisions: RunningDecisionListener | undefined;
         if (listen) {
@@ -200,7 +190,6 @@ Examples:
         process.exitCode = await untilSignal(async () => {
           await decisions?.close();
           await shipper?.close(5000);
-          ownSvid?.stop();
           await a.stop();
         });
       },
