@@ -4,9 +4,8 @@
  * event as `details.reported_by`. Nothing secret to provision, and nothing that outlives the SVID.
  */
 import { AGENT_PORT_INGEST_PATH, AuditRecorder, httpSink, type RecorderOptions } from '../audit/index.js';
-import { parseSpiffeId } from '../spiffe/index.js';
-import { SERVER_ID_PATH } from './assertion/wire.js';
 import { authorizeId, createMtlsAgent, type X509SvidSource } from './mtls/index.js';
+import { serverIdFor } from './server-id.js';
 
 export interface SvidShipperOptions extends Omit<RecorderOptions, 'sink'> {
   /** The server's agent port, e.g. `https://127.0.0.1:8081`. */
@@ -22,7 +21,7 @@ export interface SvidShipperOptions extends Omit<RecorderOptions, 'sink'> {
  * after checking that the server presents `serverId`. Retries, spills and never blocks like every
  * recorder; `close()` also closes its connections.
  *
- * @throws {TypeError} when `server` is not an https:// URL or a SPIFFE ID is invalid
+ * @throws {TypeError} when `server` is not an https:// URL; {SpiffeIdError} when a SPIFFE ID is invalid
  * @example
  * ```ts
  * const source = await X509Source.create();
@@ -38,8 +37,7 @@ export function createSvidShipper(source: X509SvidSource, opts: SvidShipperOptio
     throw new TypeError(`server: not a URL: ${opts.server}`);
   }
   if (url.protocol !== 'https:') throw new TypeError(`server: must be the https:// agent port, not ${opts.server}`);
-  const self = parseSpiffeId(String(source.svid.spiffeId));
-  const serverId = parseSpiffeId(opts.serverId ?? `${self.trustDomain.idString()}${SERVER_ID_PATH}`).toString();
+  const serverId = serverIdFor(String(source.svid.spiffeId), opts.serverId);
   const dispatcher = createMtlsAgent(source, { authorize: authorizeId(serverId) });
   const sink = httpSink({ url: opts.server, path: AGENT_PORT_INGEST_PATH, dispatcher, timeoutMs: opts.timeoutMs });
   return new AuditRecorder({

@@ -21,13 +21,13 @@ import { webcrypto } from 'node:crypto';
 import { calculateJwkThumbprint, SignJWT } from 'jose';
 import { parseSpiffeId } from '../../spiffe/index.js';
 import { authorizeId, createMtlsFetch, type MtlsFetch, type X509SvidSource } from '../mtls/index.js';
+import { serverIdFor } from '../server-id.js';
 import {
   ASSERTION_ALG,
   ASSERTION_KEYS_PATH,
   ASSERTION_TYP,
   type AssertionIdentityKind,
   IdentityAssertionError,
-  SERVER_ID_PATH,
 } from './wire.js';
 
 /** The caller to vouch for: the middleware's `CallerIdentity` fits as is. */
@@ -214,9 +214,8 @@ export async function startAssertionSigner(opts: AssertionSignerOptions): Promis
   let issuer: string;
   let serverId: string;
   try {
-    const self = parseSpiffeId(String(opts.source.svid.spiffeId));
-    issuer = self.toString();
-    serverId = parseSpiffeId(opts.serverId ?? `${self.trustDomain.idString()}${SERVER_ID_PATH}`).toString();
+    issuer = parseSpiffeId(String(opts.source.svid.spiffeId)).toString();
+    serverId = serverIdFor(issuer, opts.serverId);
   } catch (e) {
     return configError(`invalid SPIFFE ID (source SVID or serverId): ${(e as Error).message}`);
   }

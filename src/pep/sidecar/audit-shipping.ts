@@ -37,6 +37,8 @@ export function sidecarShipper(
   try {
     return createSvidShipper(source, { server: audit.server, serverId: audit.server_id, ...opts });
   } catch (e) {
-    throw new SidecarConfigError(`${configFile}: audit.server_id: ${(e as Error).message}`);
+    // createSvidShipper refuses a URL with a TypeError, a SPIFFE ID with a SpiffeIdError.
+    const field = e instanceof TypeError ? 'audit.server' : 'audit.server_id';
+    throw new SidecarConfigError(`${configFile}: ${field}: ${(e as Error).message}`);
   }
 }
