@@ -292,7 +292,8 @@ function fastPart(
       out[k] = x;
       continue;
     }
-    const max = limits[k];
+    // Own keys only: `constructor` or `toString` are not fields (the lookup would find Object's).
+    const max = Object.hasOwn(limits, k) ? limits[k] : undefined;
     if (max === undefined || typeof x !== 'string' || x.length > max || looksSecret(x)) return false;
     out[k] = x;
   }

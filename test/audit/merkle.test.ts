@@ -268,6 +268,19 @@ describe('event validation fast path', () => {
     expect(fastHits).toBeGreaterThan(0);
   });
 
+  it('refuses the names of Object.prototype as fields, as zod does', async () => {
+    const { normalizeEvent } = await import('../../src/audit/event.js');
+    for (const where of ['source', 'target'] as const) {
+      for (const k of ['constructor', 'toString', 'hasOwnProperty', 'valueOf']) {
+        const input = { kind: 'access.decision', [where]: { [k]: 'x' } };
+        expect(normalizeOutcome(normalizeEvent, input, 16_384, true)).toEqual(
+          normalizeOutcome(normalizeEvent, input, 16_384, false),
+        );
+        expect(() => normalizeEvent(input)).toThrow(/unknown field/);
+      }
+    }
+  });
+
   it('flat details (what enforcement points record) give what zod gives, secrets and sizes included', async () => {
     const { normalizeEvent } = await import('../../src/audit/event.js');
     const key = fc.constantFrom(
