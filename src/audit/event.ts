@@ -243,15 +243,16 @@ const TOP_KEYS = new Set([
   'latency_us',
   'details',
 ]);
-const SOURCE_LIMITS: Record<string, number> = {
+/** Longest strings the schema takes in `source` and `target` (UTF-16 units), and in `reason`. */
+export const SOURCE_LIMITS = {
   spiffe_id: 2048,
   user: 256,
   device_id: 256,
   ip: 64,
   service: 256,
   namespace: 256,
-};
-const TARGET_LIMITS: Record<string, number> = {
+} as const satisfies Record<string, number>;
+export const TARGET_LIMITS = {
   spiffe_id: 2048,
   service: 256,
   namespace: 256,
@@ -259,7 +260,8 @@ const TARGET_LIMITS: Record<string, number> = {
   method: 32,
   path: 2048,
   resource: 2048,
-};
+} as const satisfies Record<string, number>;
+export const REASON_MAX = 2048;
 const OUTCOME_SET = new Set<string>(OUTCOMES);
 
 function plainObject(v: unknown): v is Record<string, unknown> {
@@ -342,7 +344,7 @@ function fastNormalize(input: Record<string, unknown>, now: number): AuditEvent 
   )
     return undefined;
   if (i.outcome !== undefined && !(typeof i.outcome === 'string' && OUTCOME_SET.has(i.outcome))) return undefined;
-  if (!(okText(i.reason, 2048) && okText(i.policy, 256) && okText(i.rule, 256) && okText(i.enforcer, 256)))
+  if (!(okText(i.reason, REASON_MAX) && okText(i.policy, 256) && okText(i.rule, 256) && okText(i.enforcer, 256)))
     return undefined;
   if (
     i.latency_us !== undefined &&

@@ -4,7 +4,7 @@
  * reason. Recording never blocks: the recorder is an event emitter the audit log listens to.
  */
 import { coarseNow } from '../audit/coarse-clock.js';
-import { newEventId } from '../audit/event.js';
+import { newEventId, REASON_MAX, SOURCE_LIMITS, TARGET_LIMITS } from '../audit/event.js';
 import { type AccessRequest, type Decision, decide, type PolicySnapshot } from '../policy/index.js';
 
 /** The decision as enforcement points answer it (the native `/v1/decide` body). */
@@ -167,18 +167,18 @@ function recordDecision(
       rule: d.rule ?? undefined,
       enforcer: ctx.pep,
       source: {
-        spiffe_id: clip(src?.spiffe_id, 2048),
-        user: clip(src?.user, 256),
-        service: clip(src?.service, 256),
-        ip: clip(ctx.ip ?? src?.ip, 64),
+        spiffe_id: clip(src?.spiffe_id, SOURCE_LIMITS.spiffe_id),
+        user: clip(src?.user, SOURCE_LIMITS.user),
+        service: clip(src?.service, SOURCE_LIMITS.service),
+        ip: clip(ctx.ip ?? src?.ip, SOURCE_LIMITS.ip),
       },
       target: {
-        spiffe_id: clip(tgt?.spiffe_id, 2048),
-        service: clip(tgt?.service, 256),
-        path: clip(r.request?.path, 2048),
-        method: clip(r.request?.method, 32),
+        spiffe_id: clip(tgt?.spiffe_id, TARGET_LIMITS.spiffe_id),
+        service: clip(tgt?.service, TARGET_LIMITS.service),
+        path: clip(r.request?.path, TARGET_LIMITS.path),
+        method: clip(r.request?.method, TARGET_LIMITS.method),
       },
-      reason: clip(d.reason, 2048) as string,
+      reason: clip(d.reason, REASON_MAX) as string,
       details: { pep: ctx.pep, version: d.version, ...ctx.details },
     });
   } catch {
