@@ -25,7 +25,6 @@ export {
   type Outcome,
   REDACTED,
   type StoredAuditEvent,
-  legacySourceKey,
   sourceKey,
   targetKey,
 } from './event.js';

@@ -30,6 +30,8 @@ import {
   type NormalizeOptions,
   normalizeEvent,
   type StoredAuditEvent,
+  sourceKey,
+  targetKey,
 } from './event.js';
 import {
   consistencyProof,
@@ -632,18 +634,12 @@ export class AuditLog {
             const seq = size + i;
             const body = bodies[i] as string;
             const leaf = leaves[i] as Buffer;
-            const src = e.source;
-            const tgt = e.target;
             // One prepared single-row INSERT per event: cheaper in better-sqlite3 than multi-row
-            // statements (measured); the term values are eventTerms()'s, inlined.
+            // statements (measured); the term values are eventTerms()'s.
             const kind = terms.resolveSync(ts, 'kind', e.kind);
             const outcome = terms.resolveSync(ts, 'outcome', e.outcome ?? '');
-            const source = terms.resolveSync(
-              ts,
-              'source',
-              src ? (src.spiffe_id ?? src.user ?? src.service ?? src.ip ?? '') : '',
-            );
-            const target = terms.resolveSync(ts, 'target', tgt ? (tgt.service ?? tgt.spiffe_id ?? tgt.host ?? '') : '');
+            const source = terms.resolveSync(ts, 'source', sourceKey(e));
+            const target = terms.resolveSync(ts, 'target', targetKey(e));
             st.insertEvent.run(seq, e.id, e.time, kind, outcome, source, target, e.decision_id ?? null, body, leaf);
             blocks.add(kind, outcome, source, target, e.time);
           }

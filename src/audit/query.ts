@@ -253,9 +253,8 @@ function matchingSeqs(
   for (const c of cols) top = Math.min(top, c.length);
   const first = cols[0] as Int32Array;
   const ids = (terms[0] as TermFilter).ids;
-  const id = ids.length === 1 ? (ids[0] as number) : -1;
   for (let p = top - 1; p >= 0; p--) {
-    if (id >= 0 ? first[p] !== id : !ids.includes(first[p] as number)) continue;
+    if (!hasTerm(ids, first[p] as number)) continue;
     let all = true;
     for (let k = 1; k < cols.length && all; k++)
       all = hasTerm((terms[k] as TermFilter).ids, (cols[k] as Int32Array)[p] as number);
