@@ -448,6 +448,27 @@ describe('ingestion by SVID on the agent port', () => {
           (e.details as { reported_by?: string }).reported_by?.startsWith('spiffe://example.org/ns/x/sa/'),
         ),
       ).toBe(true);
+      // Hammering the route without a certificate is refused every time, but recorded once per
+      // 10 s, the next record counting the ones in between: the log cannot be flooded from outside.
+      const anonymous = new Agent({ connect: { rejectUnauthorized: false } });
+      try {
+        for (let i = 0; i < 20; i++) expect((await post(anonymous, 1, 'anon')).status).toBe(401);
+        const now = Date.now;
+        const later = vi.spyOn(Date, 'now').mockImplementation(() => now() + 11_000);
+        try {
+          expect((await post(anonymous, 1, 'anon')).status).toBe(401);
+        } finally {
+          later.mockRestore();
+        }
+      } finally {
+        await anonymous.close();
+      }
+      await audit.handle.recorder().flush();
+      const unauthenticated = (await queryAuditLog(server.store, { kind: 'admin.action', outcome: 'deny' })).events
+        .map((e) => e.reason ?? '')
+        .filter((r) => r.includes('no client certificate'));
+      expect(unauthenticated).toHaveLength(2);
+      expect(unauthenticated.some((r) => r.endsWith('(19 more like it since the last record)'))).toBe(true);
     } finally {
       await noisy.close();
       await quiet.close();

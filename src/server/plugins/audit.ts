@@ -246,8 +246,36 @@ export function auditPlugin(
       const ingestHash = opts.ingestToken ? createHash('sha256').update(opts.ingestToken).digest() : undefined;
       const rate = opts.ingestRate ?? 50_000;
       const perReporter = new RateLimiter(Math.max(2 * rate, MAX_BATCH), rate);
-      // Refusals for going over the rate are recorded once per reporter per 10 s, not per batch.
+      // A refusal on the agent port is recorded at most once per 10 s for the same caller and reason,
+      // with how many were refused since: a caller hammering the route cannot flood the log.
       const refusalRecords = new RateLimiter(1, 0.1);
+      const unrecorded = new Map<string, number>();
+      const refuse = (
+        req: IncomingMessage,
+        res: ServerResponse,
+        reporter: string | undefined,
+        status: number,
+        body: { error: string; message: string },
+        headers?: Record<string, string>,
+      ) => {
+        const ip = req.socket.remoteAddress;
+        const key = `${reporter ?? ip}\n${body.error}\n${body.message}`;
+        if (refusalRecords.take(key)) {
+          const more = unrecorded.get(key) ?? 0;
+          unrecorded.delete(key);
+          ctx.events.record({
+            kind: 'admin.action',
+            outcome: 'deny',
+            source: { id: reporter, ip },
+            target: { resource: AGENT_PORT_INGEST_PATH, method: 'POST' },
+            reason: `audit ingestion refused: ${body.message}${more > 0 ? ` (${more} more like it since the last record)` : ''}`,
+          });
+        } else {
+          if (unrecorded.size >= 10_000) unrecorded.clear();
+          unrecorded.set(key, (unrecorded.get(key) ?? 0) + 1);
+        }
+        sendJson(res, status, body, headers);
+      };
       /** `reporter` is stamped into each event; `limited` holds it to the per-reporter rate (SVIDs). */
       const ingest = async (req: IncomingMessage, res: ServerResponse, reporter: string, limited = false) => {
         const body = await readBody(req, opts.maxIngestBytes ?? 16 << 20);
@@ -265,23 +293,8 @@ export function auditPlugin(
           return sendJson(res, 413, { error: 'too_many_events', message: 'at most 10,000 events per batch' });
         }
         if (limited && !perReporter.take(reporter, events.length)) {
-          if (refusalRecords.take(reporter)) {
-            ctx.events.record({
-              kind: 'admin.action',
-              outcome: 'deny',
-              source: { id: reporter, ip: req.socket.remoteAddress },
-              target: { resource: AGENT_PORT_INGEST_PATH, method: 'POST' },
-              reason: `audit ingestion refused: ${reporter} is over ${rate} events/s (it retries; nothing is lost)`,
-            });
-          }
-          return sendJson(
-            res,
-            429,
-            { error: 'rate_limited', message: `over ${rate} events/s; retry later` },
-            {
-              'retry-after': '1',
-            },
-          );
+          const message = `${reporter} is over ${rate} events/s (it retries; nothing is lost)`;
+          return refuse(req, res, reporter, 429, { error: 'rate_limited', message }, { 'retry-after': '1' });
         }
         try {
           const r = await theLog.appendInputs(events.map((e) => stampReporter(e, reporter)));
@@ -307,26 +320,12 @@ export function auditPlugin(
           reporter = verifyPeerSvid(req.socket as TLSSocket, ca.current().bundle()).spiffeId.toString();
         } catch (e) {
           if (!(e instanceof PeerSvidError)) throw e;
-          ctx.events.record({
-            kind: 'admin.action',
-            outcome: 'deny',
-            source: { ip: req.socket.remoteAddress },
-            target: { resource: AGENT_PORT_INGEST_PATH, method: 'POST' },
-            reason: `audit ingestion refused: ${e.message}`,
-          });
-          return sendJson(res, 401, { error: 'unauthenticated', message: e.message });
+          return refuse(req, res, undefined, 401, { error: 'unauthenticated', message: e.message });
         }
         // A banned agent's SVID stays valid until it expires; its reports are refused meanwhile.
         const agent = await ctx.store.agents.get(reporter);
         if (agent?.banned) {
-          ctx.events.record({
-            kind: 'admin.action',
-            outcome: 'deny',
-            source: { id: reporter, ip: req.socket.remoteAddress },
-            target: { resource: AGENT_PORT_INGEST_PATH, method: 'POST' },
-            reason: `audit ingestion refused: ${reporter} is banned`,
-          });
-          return sendJson(res, 403, { error: 'agent_banned', message: `${reporter} is banned` });
+          return refuse(req, res, reporter, 403, { error: 'agent_banned', message: `${reporter} is banned` });
         }
         return ingest(req, res, reporter, true);
       };
