@@ -6,7 +6,7 @@ import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditLog, AuditRecorder, queryAuditLog } from '../../src/audit/index.js';
 import type { AccessDecisionEvent } from '../../src/pep/decision.js';
-import { SnapshotHolder, withNevertrust } from '../../src/pep/middleware/index.js';
+import { type EnforcerOptions, SnapshotHolder, withNevertrust } from '../../src/pep/middleware/index.js';
 import { loadPolicies } from '../../src/policy/index.js';
 import { openStore } from '../../src/store/index.js';
 import { tempDir } from '../support/tmp.js';
@@ -38,6 +38,24 @@ beforeAll(async () => {
       .setAudience('payments')
       .setExpirationTime('5m')
       .sign(privateKey);
+  url = await serve(
+    {
+      jwtSvidAudience: 'payment-service',
+      oidc: { issuer: idpUrl, audience: 'payments', jwksUri: `${idpUrl}/jwks`, algorithms: ['ES256'] },
+      recorder: { record: (e) => events.push(e) },
+    },
+    '0.0.0.0',
+  );
+});
+afterAll(() => {
+  for (const c of closers) c();
+});
+
+/**
+ * payment-service behind the middleware (XFCC trusted from 127.0.0.1), answering with the verified
+ * identity; `extra` adds to or overrides the options. Closed after the file.
+ */
+async function serve(extra: Partial<EnforcerOptions>, host = '127.0.0.1'): Promise<string> {
   const server = createServer(
     withNevertrust(
       {
@@ -45,24 +63,25 @@ beforeAll(async () => {
         snapshot: holder.get,
         bundles: pki.bundle(),
         trustedProxies: ['127.0.0.1'],
-        jwtSvidAudience: 'payment-service',
-        oidc: { issuer: idpUrl, audience: 'payments', jwksUri: `${idpUrl}/jwks`, algorithms: ['ES256'] },
-        recorder: { record: (e) => events.push(e) },
+        ...extra,
       },
       (req, res) => res.end(JSON.stringify(req.nevertrust.identity)),
     ),
   );
-  await new Promise<void>((r) => server.listen(0, '0.0.0.0', () => r()));
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  await new Promise<void>((r) => server.listen(0, host, () => r()));
   closers.push(() => server.close());
-});
-afterAll(() => {
-  for (const c of closers) c();
-});
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
 
-function call(method: string, path: string, headers: Record<string, string> = {}, localAddress = '127.0.0.1') {
+function call(
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  localAddress = '127.0.0.1',
+  base = url,
+) {
   return new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const u = new URL(url);
+    const u = new URL(base);
     const r = request({ host: u.hostname, port: u.port, method, path, headers, localAddress }, (res) => {
       let body = '';
       res.on('data', (d) => (body += d));
@@ -118,22 +137,9 @@ describe('nevertrust/middleware (node:http)', () => {
     const store = await openStore({ dataDir });
     const log = await AuditLog.open(store, { dataDir });
     const recorder = new AuditRecorder({ sink: { append: (e) => log.append(e) }, spillDir: join(dataDir, 'spill') });
-    const server = createServer(
-      withNevertrust(
-        {
-          target: id('payment-service'),
-          snapshot: holder.get,
-          bundles: pki.bundle(),
-          trustedProxies: ['127.0.0.1'],
-          recorder,
-        },
-        (_req, res) => res.end('ok'),
-      ),
-    );
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const base = await serve({ recorder });
     const send = (method: string, path: string, headers: Record<string, string>) =>
-      fetch(`${base}${path}`, { method, headers }).then(async (r) => ({ status: r.status, body: await r.text() }));
+      call(method, path, headers, '127.0.0.1', base);
     try {
       expect((await send('POST', '/v1/charges', xfcc('api-gateway'))).status).toBe(200);
       const long = await send('POST', `/v1/charges/${'a'.repeat(5000)}`, xfcc('api-gateway'));
@@ -148,7 +154,6 @@ describe('nevertrust/middleware (node:http)', () => {
       expect(clipped?.target?.path?.endsWith('…')).toBe(true);
       expect(clipped).toMatchObject({ enforcer: 'middleware', source: { spiffe_id: id('api-gateway') } });
     } finally {
-      server.close();
       await recorder.close();
       await log.close();
       await store.close();
