@@ -23,6 +23,7 @@ import { type CallerIdentity, createEnforcer, type EnforcementResult, refusalOf 
 import { attachMtls, authorizeAny, tlsOptionsFrom, type X509SvidSource } from '../mtls/index.js';
 import { type InboundConfig, splitHostPort } from './config.js';
 import { forwardHeaders, requestHead } from './headers.js';
+import { Http1Connections, type Http1Request, type Http1Verdict } from './http1.js';
 import { splice, writeRawResponse } from './tunnel.js';
 import { listen } from '../../util/listen.js';
 
@@ -133,6 +134,32 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
       );
     },
   );
+  // HTTP/1.1 connections to an HTTP/1.1 app are served by the leaner path of ./http1.ts; HTTP/2
+  // (and everything for an h2c app) stays with node:http2. The server's own connection listener is
+  // the only one so far: it is kept for those and wrapped, so the mTLS check below still runs
+  // after it, synchronously, before any byte is read.
+  let h1: Http1Connections | undefined;
+  const viaNode = server.listeners('secureConnection') as ((s: TLSSocket) => void)[];
+  if (!h2c && viaNode.length === 1) {
+    const node = viaNode[0] as (s: TLSSocket) => void;
+    const decide = async (req: Http1Request): Promise<Http1Verdict> => {
+      const r = await enforcer.check(req);
+      if (!r.ok) return { ok: false, ...refusalOf(r) };
+      const headers = forwardHeaders(req.headers, { stripIdentity: true });
+      return new Promise((resolve) =>
+        withIdentity(
+          r,
+          headers,
+          () => resolve({ ok: true, headers }),
+          () => resolve({ ok: false, status: 503, headers: JSON_TYPE, body: UNAVAILABLE }),
+        ),
+      );
+    };
+    const conns = new Http1Connections({ app, timeoutMs: ib.timeout_ms, decide, log });
+    h1 = conns;
+    server.removeListener('secureConnection', node);
+    server.on('secureConnection', (s: TLSSocket) => (s.alpnProtocol === 'h2' ? node.call(server, s) : conns.serve(s)));
+  }
   attachMtls(server, source, { authorize: authorizeAny() });
 
   // WebSocket: the handshake is an HTTP/1.1 request like any other — decided, stripped, asserted —
@@ -204,6 +231,7 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
+        h1?.close();
         // Graceful: HTTP/2 sessions get GOAWAY and finish their streams; HTTP/1.1 connections get
         // a moment to finish, then go.
         for (const s of sessions) s.close();

@@ -1,0 +1,266 @@
+/**
+ * The sidecar's own HTTP/1.1 path (src/pep/sidecar/http1.ts), byte by byte over real mTLS: what a
+ * raw client can send that a library client never would — pipelined requests with a denied one
+ * between, request smuggling shapes (Content-Length with Transfer-Encoding, bad chunk framing, a
+ * bare LF), a missing or repeated Host, an oversized head, a head that never ends, HTTP/1.0,
+ * `Expect: 100-continue` — and what an app can answer: chunked, ended by close, late.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { certificatesToPem } from '../../src/ca/index.js';
+import { MemorySvidSource } from '../../src/pep/mtls/index.js';
+import { type RunningSidecar, SidecarConfigSchema, startSidecar } from '../../src/pep/sidecar/index.js';
+import { tempDir } from '../support/tmp.js';
+import { id, ingressPolicy, makePki, type Pki, type Svid } from './pki.js';
+
+const dir = tempDir();
+let pki: Pki;
+let app: Server;
+let gateway: Svid;
+let sidecar: RunningSidecar;
+/** What reached the app: "METHOD url body" per request. */
+const seen: string[] = [];
+
+beforeAll(async () => {
+  pki = await makePki(dir);
+  gateway = pki.mint('api-gateway');
+  const policies = join(dir, 'policies');
+  mkdirSync(policies);
+  writeFileSync(
+    join(policies, 'p.yaml'),
+    ingressPolicy('payment-service', [
+      { name: 'gateway-charges', from: ['api-gateway'], methods: ['POST'], paths: ['/v1/charges'] },
+      { name: 'gateway-reads', from: ['api-gateway'], methods: ['GET', 'HEAD'], paths: ['/v1/*'] },
+    ]),
+  );
+  app = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      seen.push(`${req.method} ${req.url} ${body}`);
+      if (req.url === '/v1/chunked') {
+        res.writeHead(200, { 'content-type': 'text/plain' }); // no length: chunked
+        res.write('part one,');
+        setTimeout(() => res.end(' part two'), 20);
+      } else if (req.url === '/v1/close-delimited') {
+        // No length, no chunking: the body ends when the app closes the connection.
+        req.socket.end('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nuntil close');
+      } else if (req.url === '/v1/late') {
+        // never answers: the sidecar's timeout answers for it
+      } else {
+        const out = JSON.stringify({
+          method: req.method,
+          url: req.url,
+          body,
+          peer: req.headers['x-nevertrust-peer-id'],
+        });
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
+        res.end(req.method === 'HEAD' ? undefined : out);
+      }
+    });
+  });
+  await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
+  const ps = pki.ca.mintX509Svid({ spiffeId: id('payment-service'), dnsNames: ['localhost'] });
+  sidecar = await startSidecar(
+    SidecarConfigSchema.parse({
+      svid: { workload_api: 'unused' },
+      policies,
+      inbound: { listen: '127.0.0.1:0', app: `127.0.0.1:${(app.address() as AddressInfo).port}`, timeout_ms: 1500 },
+    }),
+    {
+      source: new MemorySvidSource(
+        {
+          spiffeId: id('payment-service'),
+          certChainPem: certificatesToPem(ps.chain),
+          privateKeyPem: ps.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+        },
+        [pki.bundle()],
+      ),
+    },
+  );
+}, 60_000);
+
+afterAll(async () => {
+  await sidecar?.close();
+  app?.close();
+});
+
+/** An mTLS connection as api-gateway, speaking HTTP/1.1 (ALPN) unless told otherwise. */
+async function open(alpn = ['http/1.1']): Promise<TLSSocket> {
+  const s = tlsConnect({
+    host: '127.0.0.1',
+    port: sidecar.inboundPort as number,
+    servername: 'localhost',
+    cert: gateway.certChainPem,
+    key: gateway.privateKeyPem,
+    ca: pki.bundle().toPem(),
+    ALPNProtocols: alpn,
+  });
+  await new Promise<void>((resolve, reject) => {
+    s.once('secureConnect', resolve);
+    s.once('error', reject);
+  });
+  return s;
+}
+
+/** Sends `bytes` and collects what comes back until the sidecar closes or `until` matches. */
+async function exchange(
+  bytes: string | string[],
+  opts: { until?: (text: string) => boolean; gapMs?: number; waitMs?: number } = {},
+): Promise<{ text: string; closed: boolean }> {
+  const s = await open();
+  let text = '';
+  let closed = false;
+  const done = new Promise<void>((resolve) => {
+    s.on('data', (d) => {
+      text += d;
+      if (opts.until?.(text)) resolve();
+    });
+    s.on('close', () => {
+      closed = true;
+      resolve();
+    });
+    s.on('error', () => {});
+    setTimeout(resolve, opts.waitMs ?? 5000);
+  });
+  for (const part of Array.isArray(bytes) ? bytes : [bytes]) {
+    s.write(part);
+    if (opts.gapMs) await new Promise((r) => setTimeout(r, opts.gapMs));
+  }
+  await done;
+  s.destroy();
+  return { text, closed };
+}
+
+// Status lines, wherever they start (a response body needs no newline before the next response).
+const statuses = (text: string) => [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+/** The body of a response: what follows its head. */
+const bodyOf = (response: string | undefined) => response?.slice(response.indexOf('\r\n\r\n') + 4);
+const count = (text: string, needle: RegExp) => [...text.matchAll(needle)].length;
+
+describe('sidecar HTTP/1.1 path', () => {
+  it('answers pipelined requests in order, a denied one between two allowed ones included', async () => {
+    seen.length = 0;
+    const r = await exchange(
+      [
+        'POST /v1/charges HTTP/1.1\r\nHost: ps\r\nContent-Length: 5\r\n\r\nfirst',
+        'POST /v1/admin HTTP/1.1\r\nHost: ps\r\nContent-Length: 6\r\n\r\nsecret',
+        'GET /v1/charges/2 HTTP/1.1\r\nHost: ps\r\n\r\n',
+      ].join(''),
+      { until: (t) => statuses(t).length === 3 && t.endsWith('}') },
+    );
+    expect(statuses(r.text)).toEqual([200, 403, 200]);
+    const bodies = r.text.split('\r\n\r\n');
+    expect(bodies[1]).toContain('"url":"/v1/charges"');
+    expect(bodies[2]).toMatch(/"error":"[a-z_]+","decision_id"/);
+    expect(bodies[3]).toContain('"url":"/v1/charges/2"');
+    // The denied request and its body never reached the app.
+    expect(seen).toEqual(['POST /v1/charges first', 'GET /v1/charges/2 ']);
+    expect(r.closed).toBe(false);
+  });
+
+  it('refuses request-smuggling shapes with 400 and passes nothing on', async () => {
+    seen.length = 0;
+    const shapes = [
+      // Content-Length and Transfer-Encoding together (CL.TE / TE.CL)
+      'POST /v1/charges HTTP/1.1\r\nHost: ps\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/admin HTTP/1.1\r\nHost: ps\r\n\r\n',
+      // a chunk size that is not hex
+      'POST /v1/charges HTTP/1.1\r\nHost: ps\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n',
+      // two different lengths
+      'POST /v1/charges HTTP/1.1\r\nHost: ps\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\nabc',
+      // a bare LF inside the head
+      'GET /v1/charges/1 HTTP/1.1\r\nHost: ps\nX-Evil: 1\r\n\r\n',
+      // whitespace before the colon (a proxy and an app could read different names)
+      'GET /v1/charges/1 HTTP/1.1\r\nHost: ps\r\nTransfer-Encoding : chunked\r\n\r\n',
+    ];
+    for (const shape of shapes) {
+      const r = await exchange(shape);
+      expect(statuses(r.text), shape).toEqual([400]);
+      expect(r.closed, shape).toBe(true);
+    }
+    expect(seen).toEqual([]);
+  });
+
+  it('refuses a missing or repeated Host (400), and an oversized head (431)', async () => {
+    seen.length = 0;
+    expect(statuses((await exchange('GET /v1/charges/1 HTTP/1.1\r\n\r\n')).text)).toEqual([400]);
+    expect(statuses((await exchange('GET /v1/charges/1 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n')).text)).toEqual([400]);
+    const big = `GET /v1/charges/1 HTTP/1.1\r\nHost: ps\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`;
+    expect(statuses((await exchange(big)).text)).toEqual([431]);
+    expect(seen).toEqual([]);
+  });
+
+  it('answers 408 to a head that never ends and 504 when the app does not answer in time', async () => {
+    const slow = await exchange('GET /v1/charges/1 HTTP/1.1\r\nHost: ps\r\n', { waitMs: 5000 });
+    expect(statuses(slow.text)).toEqual([408]);
+    expect(slow.closed).toBe(true);
+    const late = await exchange('GET /v1/late HTTP/1.1\r\nHost: ps\r\n\r\n', { waitMs: 5000 });
+    expect(statuses(late.text)).toEqual([504]);
+    expect(late.text).toContain('{"error":"gateway_timeout"}');
+  });
+
+  it('HTTP/1.0: answered without chunking, then closed', async () => {
+    const r = await exchange('GET /v1/chunked HTTP/1.0\r\n\r\n');
+    expect(statuses(r.text)).toEqual([200]);
+    expect(r.text.toLowerCase()).not.toContain('transfer-encoding');
+    expect(r.text.endsWith('\r\n\r\npart one, part two')).toBe(true);
+    expect(r.closed).toBe(true);
+  });
+
+  it('passes chunked and close-delimited responses on as chunked, byte for byte, and keeps the connection', async () => {
+    const r = await exchange(
+      'GET /v1/chunked HTTP/1.1\r\nHost: ps\r\n\r\nGET /v1/close-delimited HTTP/1.1\r\nHost: ps\r\n\r\n',
+      {
+        until: (t) => count(t, /\r\n0\r\n\r\n/g) === 2,
+      },
+    );
+    expect(statuses(r.text)).toEqual([200, 200]);
+    const [first, second] = r.text.split(/(?=HTTP\/1\.1 200)/);
+    expect(first?.toLowerCase()).toContain('transfer-encoding: chunked');
+    expect(bodyOf(first)).toBe('9\r\npart one,\r\n9\r\n part two\r\n0\r\n\r\n');
+    expect(bodyOf(second)).toBe('b\r\nuntil close\r\n0\r\n\r\n');
+    expect(r.closed).toBe(false);
+  });
+
+  it('Expect: 100-continue — "100 Continue" only once the request is allowed; a denied one gets its 403 instead', async () => {
+    seen.length = 0;
+    const s = await open();
+    let text = '';
+    s.on('data', (d) => (text += d));
+    s.write('POST /v1/charges HTTP/1.1\r\nHost: ps\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n');
+    await expect.poll(() => text, { timeout: 3000 }).toContain('100 Continue');
+    expect(seen).toEqual([]);
+    s.write('body');
+    await expect.poll(() => statuses(text), { timeout: 3000 }).toEqual([100, 200]);
+    s.destroy();
+    const denied = await exchange(
+      'POST /v1/refunds HTTP/1.1\r\nHost: ps\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n',
+    );
+    expect(statuses(denied.text)).toEqual([403]);
+    expect(denied.closed).toBe(true); // its body may still come: nothing of it is read as a request
+    expect(seen).toEqual(['POST /v1/charges body']);
+  });
+
+  it('HEAD: the head only, then the next request on the same connection', async () => {
+    const r = await exchange(
+      'HEAD /v1/charges/1 HTTP/1.1\r\nHost: ps\r\n\r\nGET /v1/charges/3 HTTP/1.1\r\nHost: ps\r\n\r\n',
+      {
+        until: (t) => t.endsWith('}'),
+      },
+    );
+    expect(statuses(r.text)).toEqual([200, 200]);
+    expect(r.text).toContain('"url":"/v1/charges/3"');
+    expect(count(r.text, /"url"/g)).toBe(1);
+  });
+
+  it('a client that says Connection: close gets its answer and the connection ends', async () => {
+    const r = await exchange('GET /v1/charges/1 HTTP/1.1\r\nHost: ps\r\nConnection: close\r\n\r\n');
+    expect(statuses(r.text)).toEqual([200]);
+    expect(r.text.toLowerCase()).toContain('connection: close');
+    expect(r.closed).toBe(true);
+  });
+});
