@@ -2,9 +2,12 @@
  * Sidecar mTLS proxy, side by side in one run on loopback: direct to the app (plain HTTP); through
  * our sidecar (mTLS in with a client SVID, policy decision, plain HTTP to the app); through Debian's
  * nginx as an mTLS-terminating reverse proxy with client-certificate verification (1 worker, like
- * our single-threaded sidecar; keep-alive upstream). App, sidecar and nginx are separate processes.
- * Figures: requests/s at saturation (32 in flight) and latency at a fixed ~1,000 requests/s, from
- * which the proxies' added p50/p90/p99 over direct. Targets: ≤ 0.5 ms added p90; ≥ 0.5× nginx.
+ * our single-threaded sidecar; keep-alive upstream); and, as the floor of any proxy written for
+ * Node, a bare Node TLS pipe: mTLS terminated by node:tls with client-certificate verification,
+ * bytes copied to one app connection per client connection — no HTTP, no decision, no logging.
+ * App, sidecar, nginx and the pipe are separate processes. Figures: requests/s at saturation (32 in
+ * flight) and latency at a fixed ~1,000 requests/s, from which the proxies' added p50/p90/p99 over
+ * direct. Targets: ≤ 0.5 ms added p90; ≥ 0.5× nginx.
  *
  * Run: npx tsx bench/sidecar.bench.ts   (about 1 minute; BENCH_SIDECAR_NODE_ARGS="--cpu-prof
  *      --cpu-prof-dir=DIR" profiles the sidecar process alone)
@@ -110,6 +113,22 @@ const nginx = await startNginx(
   WORKERS,
 );
 
+// The floor: what node:tls alone adds (no HTTP parsing, no decision, no log line).
+const pipePort = Number(
+  await spawnReady(
+    [
+      '-e',
+      `const fs=require('node:fs'),net=require('node:net'),tls=require('node:tls');const [c,k,ca,app]=process.argv.slice(1);const s=tls.createServer({cert:fs.readFileSync(c),key:fs.readFileSync(k),ca:fs.readFileSync(ca),requestCert:true,rejectUnauthorized:true},(x)=>{x.setNoDelay(true);const u=net.connect(Number(app),'127.0.0.1');u.setNoDelay(true);x.pipe(u);u.pipe(x);x.on('error',()=>u.destroy());u.on('error',()=>x.destroy())});s.listen(0,'127.0.0.1',()=>console.log('PORT',s.address().port))`,
+      psFiles.cert,
+      psFiles.key,
+      bundle,
+      String(appPort),
+    ],
+    /PORT (\d+)/,
+  ),
+);
+const pipePid = children.at(-1)?.pid as number;
+
 const gw = pki.mint('api-gateway');
 const tls = { cert: gw.certChainPem, key: gw.privateKeyPem, ca: pki.bundle().toPem(), servername: 'localhost' };
 const pool = (url: string) => new Pool(url, { connections: 32, connect: url.startsWith('https') ? tls : undefined });
@@ -117,7 +136,10 @@ const targets = {
   direct: pool(`http://127.0.0.1:${appPort}`),
   sidecar: pool(`https://127.0.0.1:${sidecarPort}`),
   nginx: pool(`https://127.0.0.1:${nginxPort}`),
+  pipe: pool(`https://127.0.0.1:${pipePort}`),
 };
+const KINDS = ['direct', 'sidecar', 'nginx', 'pipe'] as const;
+type Proxy = Exclude<(typeof KINDS)[number], 'direct'>;
 const hit = (p: Pool) => async () => {
   const r = await p.request({ path: '/v1/charges', method: 'POST', body: '{"amount":1}' });
   await r.body.text();
@@ -144,16 +166,17 @@ function cpuUs(pid: number): number {
   } catch {}
   return one(String(pid)) + kids.reduce((a, k) => a + one(k), 0);
 }
-const proxyPid = { sidecar: sidecarPid, nginx: nginx.child.pid as number } as const;
-const cpu: Record<'sidecar' | 'nginx', { us: number; requests: number }> = {
+const proxyPid: Record<Proxy, number> = { sidecar: sidecarPid, nginx: nginx.child.pid as number, pipe: pipePid };
+const cpu: Record<Proxy, { us: number; requests: number }> = {
   sidecar: { us: 0, requests: 0 },
   nginx: { us: 0, requests: 0 },
+  pipe: { us: 0, requests: 0 },
 };
 
 // Saturation: interleaved rounds.
-const rps: Record<string, number[]> = { direct: [], sidecar: [], nginx: [] };
+const rps: Record<string, number[]> = { direct: [], sidecar: [], nginx: [], pipe: [] };
 for (let round = 0; round < 3; round++) {
-  for (const k of ['direct', 'sidecar', 'nginx'] as const) {
+  for (const k of KINDS) {
     const before = k === 'direct' ? 0 : cpuUs(proxyPid[k]);
     const st = await measureAsync(hit(targets[k]), { seconds: 3, concurrency: 32, warmup: 300 });
     rps[k]?.push(st.opsPerSec);
@@ -163,9 +186,9 @@ for (let round = 0; round < 3; round++) {
     }
   }
 }
-// Fixed rate: one request every millisecond, latency of each. The three targets take turns in
-// 250-ms windows (16 rounds, 4 s each in all), so a stall of this shared machine — direct requests
-// alone show p99s of tens of ms here — falls on all three alike instead of on whichever ran then.
+// Fixed rate: one request every millisecond, latency of each. The targets take turns in 250-ms
+// windows (16 rounds, 4 s each in all), so a stall of this shared machine — direct requests alone
+// show p99s of tens of ms here — falls on all of them alike instead of on whichever ran then.
 async function fixedRate(p: Pool, seconds: number, lat: number[]): Promise<void> {
   const inflight: Promise<void>[] = [];
   const start = performance.now();
@@ -180,10 +203,10 @@ async function fixedRate(p: Pool, seconds: number, lat: number[]): Promise<void>
   }
   await Promise.all(inflight);
 }
-const lat: Record<string, number[]> = { direct: [], sidecar: [], nginx: [] };
-for (const k of ['direct', 'sidecar', 'nginx'] as const) await fixedRate(targets[k], 0.5, []);
+const lat: Record<string, number[]> = { direct: [], sidecar: [], nginx: [], pipe: [] };
+for (const k of KINDS) await fixedRate(targets[k], 0.5, []);
 for (let round = 0; round < 16; round++) {
-  for (const k of ['direct', 'sidecar', 'nginx'] as const) await fixedRate(targets[k], 0.25, lat[k] as number[]);
+  for (const k of KINDS) await fixedRate(targets[k], 0.25, lat[k] as number[]);
 }
 for (const a of Object.values(lat)) a.sort((x, y) => x - y);
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)] as number;
@@ -218,6 +241,15 @@ figures.push({
   ours: cpu.sidecar.us / cpu.sidecar.requests,
   higherIsBetter: false,
 });
+figures.push({
+  bench: 'sidecar',
+  metric: 'requests/s at saturation vs the Node floor (node:tls piping bytes, no HTTP, no decision)',
+  unit: 'req/s',
+  peerName: 'Node TLS pipe',
+  peer: median(rps.pipe as number[]),
+  ours: median(rps.sidecar as number[]),
+  higherIsBetter: true,
+});
 for (const p of [50, 90, 99]) {
   figures.push({
     bench: 'sidecar',
@@ -229,9 +261,20 @@ for (const p of [50, 90, 99]) {
     higherIsBetter: false,
   });
 }
+for (const p of [50, 90]) {
+  figures.push({
+    bench: 'sidecar',
+    metric: `added p${p} at ~1,000 req/s vs the Node floor (node:tls piping bytes, no HTTP, no decision)`,
+    unit: 'µs',
+    peerName: 'Node TLS pipe',
+    peer: Math.max(1, added('pipe', p)),
+    ours: Math.max(1, added('sidecar', p)),
+    higherIsBetter: false,
+  });
+}
 report(figures);
 process.stdout.write(
-  `fixed-rate samples: direct ${lat.direct?.length}, sidecar ${lat.sidecar?.length}, nginx ${lat.nginx?.length}; added p90: sidecar ${added('sidecar', 90).toFixed(0)} µs (target ≤ 500), nginx ${added('nginx', 90).toFixed(0)} µs\n`,
+  `fixed-rate samples: direct ${lat.direct?.length}, sidecar ${lat.sidecar?.length}, nginx ${lat.nginx?.length}, pipe ${lat.pipe?.length}; added p90: sidecar ${added('sidecar', 90).toFixed(0)} µs (target ≤ 500), nginx ${added('nginx', 90).toFixed(0)} µs, Node TLS pipe ${added('pipe', 90).toFixed(0)} µs; CPU per request at saturation: pipe ${(cpu.pipe.us / cpu.pipe.requests).toFixed(0)} µs\n`,
 );
 for (const p of Object.values(targets)) await p.close();
 await nginx.stop();

@@ -158,6 +158,9 @@ describe('sidecar HTTP/1.1 path', () => {
     expect(bodies[1]).toContain('"url":"/v1/charges"');
     expect(bodies[2]).toMatch(/"error":"[a-z_]+","decision_id"/);
     expect(bodies[3]).toContain('"url":"/v1/charges/2"');
+    // Every response on the kept connection says how long it stays open: clients (undici) close
+    // idle connections after a few seconds otherwise, and pay a new mTLS handshake each time.
+    expect(count(r.text.toLowerCase(), /\r\nkeep-alive: timeout=60\r\n/g)).toBe(3);
     // The denied request and its body never reached the app.
     expect(seen).toEqual(['POST /v1/charges first', 'GET /v1/charges/2 ']);
     expect(r.closed).toBe(false);

@@ -61,6 +61,11 @@ const HEADERS_TIMEOUT_MS = 10_000;
 /** Requests parsed ahead of the one being answered (pipelining) before the client is paused. */
 const MAX_PIPELINED = 32;
 const KEEP_ALIVE_MS = 60_000;
+/**
+ * Told to clients on every kept connection (as node:http does): clients such as undici otherwise
+ * close idle connections after a few seconds and pay a new mTLS handshake for the next request.
+ */
+const KEEP_ALIVE_HINT = `timeout=${KEEP_ALIVE_MS / 1000}`;
 
 /** Headers whose repeats node:http discards (the first counts); the decision and the app see the same one. */
 const SINGLE = new Set([
@@ -376,7 +381,8 @@ class Http1Connection {
   #writeResponse(status: number, headers: Record<string, string | number>, body: string, keepAlive: boolean): void {
     let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
     for (const k in headers) if (k !== 'content-length' && k !== 'connection') head += `${k}: ${headers[k]}\r\n`;
-    head += `content-length: ${Buffer.byteLength(body)}\r\nconnection: ${keepAlive ? 'keep-alive' : 'close'}\r\n\r\n`;
+    head += `content-length: ${Buffer.byteLength(body)}\r\n`;
+    head += keepAlive ? `connection: keep-alive\r\nkeep-alive: ${KEEP_ALIVE_HINT}\r\n\r\n` : 'connection: close\r\n\r\n';
     this.client.write(head + body);
   }
 
@@ -542,7 +548,7 @@ class Http1Connection {
     if (!ex.keepAlive || ex.http10 || ex.upgrade) {
       out.connection = 'close';
       ex.keepAlive = false;
-    }
+    } else out['keep-alive'] = KEEP_ALIVE_HINT;
     ex.appCloses = !appKeepAlive;
     // Head and the body bytes parsed with it leave in one TLS write; uncorked on the next tick so
     // streamed responses still flow.
