@@ -35,8 +35,22 @@ export function matchAnyOf(ms: readonly StringMatcher[], vs: readonly string[]):
   return false;
 }
 
+type ParsedIp = Readonly<{ family: 4 | 6; value: bigint }>;
+/** Recently parsed addresses: a service sees the same few callers request after request. */
+const recentIps = new Map<string, ParsedIp | undefined>();
+const RECENT_IPS = 1024;
+
 /** Parses an IPv4 or IPv6 address into family and bigint value; `undefined` when it is not one. */
-export function parseIp(s: string): { family: 4 | 6; value: bigint } | undefined {
+export function parseIp(s: string): ParsedIp | undefined {
+  const known = recentIps.get(s);
+  if (known !== undefined || recentIps.has(s)) return known;
+  const parsed = parseIpUncached(s);
+  if (recentIps.size >= RECENT_IPS) recentIps.clear();
+  recentIps.set(s, parsed);
+  return parsed;
+}
+
+function parseIpUncached(s: string): ParsedIp | undefined {
   if (s.includes(':')) return parseIpv6(s);
   const parts = s.split('.');
   if (parts.length !== 4) return undefined;

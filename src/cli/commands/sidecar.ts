@@ -51,8 +51,9 @@ export function registerSidecarCommands(program: Command): void {
         throw e;
       }
       // Asynchronous, buffered log writes: a decision must never wait for a terminal or a pipe, and one
-      // write per 4 KiB instead of one per line (flushed at least every 250 ms and on exit).
-      const dest = pino.destination({ dest: 2, sync: false, minLength: 4096 });
+      // write per 32 KiB instead of one per line (flushed at least every 250 ms and on exit): each
+      // write costs the event loop about as much as a request does.
+      const dest = pino.destination({ dest: 2, sync: false, minLength: 32 * 1024, maxWrite: 64 * 1024 });
       const flusher = setInterval(() => dest.flush(), 250);
       flusher.unref();
       const worker = workerIndex();
@@ -61,6 +62,18 @@ export function registerSidecarCommands(program: Command): void {
         dest,
       );
       const log = (msg: string, fields?: Record<string, unknown>) => logger.info(fields ?? {}, msg);
+      // One line per decision, in pino's line format, written without pino's generic serializer
+      // (a decision record is plain JSON); that serializer was ~5 % of the sidecar's CPU per request.
+      const lineBase = JSON.stringify({
+        service: 'nevertrust-sidecar',
+        ...(worker === undefined ? {} : { worker }),
+      }).slice(1, -1);
+      const decisionLine = (e: object) => {
+        const fields = JSON.stringify(e);
+        dest.write(
+          `{"level":30,"time":${Date.now()},${lineBase}${fields.length > 2 ? `,${fields.slice(1, -1)}` : ''},"msg":"access decision"}\n`,
+        );
+      };
       if (config.workers > 1 && cluster.isPrimary) {
         // The primary only supervises; every worker runs this same command as a whole sidecar.
         const code = await runPrimary({ workers: config.workers, log });
@@ -87,7 +100,7 @@ export function registerSidecarCommands(program: Command): void {
                 return { recorder: shipper, close: () => shipper.close(5000) };
               }
             : undefined,
-          recorder: { record: (e) => log('access decision', { ...e }) },
+          recorder: { record: decisionLine },
         });
       } catch (e) {
         if (e instanceof SidecarConfigError) {
