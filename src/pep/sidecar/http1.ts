@@ -382,7 +382,9 @@ class Http1Connection {
     let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
     for (const k in headers) if (k !== 'content-length' && k !== 'connection') head += `${k}: ${headers[k]}\r\n`;
     head += `content-length: ${Buffer.byteLength(body)}\r\n`;
-    head += keepAlive ? `connection: keep-alive\r\nkeep-alive: ${KEEP_ALIVE_HINT}\r\n\r\n` : 'connection: close\r\n\r\n';
+    head += keepAlive
+      ? `connection: keep-alive\r\nkeep-alive: ${KEEP_ALIVE_HINT}\r\n\r\n`
+      : 'connection: close\r\n\r\n';
     this.client.write(head + body);
   }
 
