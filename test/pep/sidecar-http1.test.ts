@@ -5,17 +5,13 @@
  * bare LF), a missing or repeated Host, an oversized head, a head that never ends, HTTP/1.0,
  * `Expect: 100-continue` — and what an app can answer: chunked, ended by close, late.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { certificatesToPem } from '../../src/ca/index.js';
-import { MemorySvidSource } from '../../src/pep/mtls/index.js';
 import { type RunningSidecar, SidecarConfigSchema, startSidecar } from '../../src/pep/sidecar/index.js';
 import { tempDir } from '../support/tmp.js';
-import { id, ingressPolicy, makePki, type Pki, type Svid } from './pki.js';
+import { ingressPolicyDir, makePki, type Pki, type Svid } from './pki.js';
 
 const dir = tempDir();
 let pki: Pki;
@@ -28,15 +24,10 @@ const seen: string[] = [];
 beforeAll(async () => {
   pki = await makePki(dir);
   gateway = pki.mint('api-gateway');
-  const policies = join(dir, 'policies');
-  mkdirSync(policies);
-  writeFileSync(
-    join(policies, 'p.yaml'),
-    ingressPolicy('payment-service', [
-      { name: 'gateway-charges', from: ['api-gateway'], methods: ['POST'], paths: ['/v1/charges'] },
-      { name: 'gateway-reads', from: ['api-gateway'], methods: ['GET', 'HEAD'], paths: ['/v1/*'] },
-    ]),
-  );
+  const policies = ingressPolicyDir(dir, 'payment-service', [
+    { name: 'gateway-charges', from: ['api-gateway'], methods: ['POST'], paths: ['/v1/charges'] },
+    { name: 'gateway-reads', from: ['api-gateway'], methods: ['GET', 'HEAD'], paths: ['/v1/*'] },
+  ]);
   app = createServer((req, res) => {
     let body = '';
     req.on('data', (d) => (body += d));
@@ -64,23 +55,13 @@ beforeAll(async () => {
     });
   });
   await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
-  const ps = pki.ca.mintX509Svid({ spiffeId: id('payment-service'), dnsNames: ['localhost'] });
   sidecar = await startSidecar(
     SidecarConfigSchema.parse({
       svid: { workload_api: 'unused' },
       policies,
       inbound: { listen: '127.0.0.1:0', app: `127.0.0.1:${(app.address() as AddressInfo).port}`, timeout_ms: 1500 },
     }),
-    {
-      source: new MemorySvidSource(
-        {
-          spiffeId: id('payment-service'),
-          certChainPem: certificatesToPem(ps.chain),
-          privateKeyPem: ps.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-        },
-        [pki.bundle()],
-      ),
-    },
+    { source: pki.source('payment-service') },
   );
 }, 60_000);
 

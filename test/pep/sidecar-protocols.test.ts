@@ -5,12 +5,10 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, request as httpRequest, type Server } from 'node:http';
 import { connect as http2Connect, createServer as createH2cServer, type Http2Server } from 'node:http2';
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { Agent, WebSocket } from 'undici';
@@ -23,7 +21,7 @@ import {
   startSidecar,
 } from '../../src/pep/sidecar/index.js';
 import { tempDir } from '../support/tmp.js';
-import { id, ingressPolicy, makePki, type Pki, type Svid } from './pki.js';
+import { id, makePki, type Pki, type Svid, ingressPolicyDir } from './pki.js';
 
 const run = promisify(execFile);
 const dir = tempDir();
@@ -81,20 +79,15 @@ const charges = {
 
 beforeAll(async () => {
   pki = await makePki(dir);
-  const policies = join(dir, 'policies');
-  mkdirSync(policies);
-  writeFileSync(
-    join(policies, 'payment-service.yaml'),
-    ingressPolicy('payment-service', [
-      {
-        name: 'gateway-charges',
-        from: ['api-gateway'],
-        methods: ['POST'],
-        paths: ['/v1/charges', '/v1/charges/stream', '/payments.Charges/Charge', '/trailers'],
-      },
-      { name: 'gateway-live-updates', from: ['api-gateway'], methods: ['GET'], paths: ['/ws/charges'] },
-    ]),
-  );
+  const policies = ingressPolicyDir(dir, 'payment-service', [
+    {
+      name: 'gateway-charges',
+      from: ['api-gateway'],
+      methods: ['POST'],
+      paths: ['/v1/charges', '/v1/charges/stream', '/payments.Charges/Charge', '/trailers'],
+    },
+    { name: 'gateway-live-updates', from: ['api-gateway'], methods: ['GET'], paths: ['/ws/charges'] },
+  ]);
 
   app = createServer((req, res) => {
     if (req.url === '/v1/charges/stream') {

@@ -7,19 +7,15 @@
  * client never finishes reaches the app not at all.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { connect as http2Connect } from 'node:http2';
 import { request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { certificatesToPem } from '../../src/ca/index.js';
-import { MemorySvidSource } from '../../src/pep/mtls/index.js';
 import { type RunningSidecar, SidecarConfigSchema, startSidecar } from '../../src/pep/sidecar/index.js';
 import { freePort } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
-import { id, ingressPolicy, makePki, type Pki, type Svid } from './pki.js';
+import { ingressPolicyDir, makePki, type Pki, type Svid } from './pki.js';
 
 const dir = tempDir();
 const BIG = randomBytes(8 * 1024 * 1024);
@@ -37,15 +33,10 @@ let partialSeen = 0;
 beforeAll(async () => {
   pki = await makePki(dir);
   gateway = pki.mint('api-gateway');
-  const policies = join(dir, 'policies');
-  mkdirSync(policies);
-  writeFileSync(
-    join(policies, 'p.yaml'),
-    ingressPolicy('payment-service', [
-      { name: 'gateway-reads', from: ['api-gateway'], methods: ['GET'], paths: ['/big', '/headers', '/dies', '/slow'] },
-      { name: 'gateway-writes', from: ['api-gateway'], methods: ['POST'], paths: ['/echo', '/partial'] },
-    ]),
-  );
+  const policies = ingressPolicyDir(dir, 'payment-service', [
+    { name: 'gateway-reads', from: ['api-gateway'], methods: ['GET'], paths: ['/big', '/headers', '/dies', '/slow'] },
+    { name: 'gateway-writes', from: ['api-gateway'], methods: ['POST'], paths: ['/echo', '/partial'] },
+  ]);
   slowClosed = new Promise<void>((r) => (sawSlowClose = r));
   app = createServer((req, res) => {
     if (req.url === '/echo' || req.url === '/partial') {
@@ -100,12 +91,6 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
   const appPort = (app.address() as AddressInfo).port;
-  const ps = pki.ca.mintX509Svid({ spiffeId: id('payment-service'), dnsNames: ['localhost'] });
-  const psSvid: Svid = {
-    spiffeId: id('payment-service'),
-    certChainPem: certificatesToPem(ps.chain),
-    privateKeyPem: ps.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-  };
   const start = (appAddr: string) =>
     startSidecar(
       SidecarConfigSchema.parse({
@@ -113,12 +98,7 @@ beforeAll(async () => {
         policies,
         inbound: { listen: '127.0.0.1:0', app: appAddr },
       }),
-      {
-        source: new MemorySvidSource(
-          { spiffeId: psSvid.spiffeId, certChainPem: psSvid.certChainPem, privateKeyPem: psSvid.privateKeyPem },
-          [pki.bundle()],
-        ),
-      },
+      { source: pki.source('payment-service') },
     );
   const a = await start(`127.0.0.1:${appPort}`);
   const b = await start(`127.0.0.1:${await freePort()}`);

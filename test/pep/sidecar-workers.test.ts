@@ -5,7 +5,7 @@
  * instead of being restarted forever.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -15,7 +15,7 @@ import { certificatesToPem } from '../../src/ca/index.js';
 import { freePort } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { spawnSidecar } from './sidecar-process.js';
-import { id, ingressPolicy, makePki, type Pki, type Svid } from './pki.js';
+import { id, makePki, type Pki, type Svid, ingressPolicyDir } from './pki.js';
 
 const dir = tempDir();
 let pki: Pki;
@@ -61,14 +61,9 @@ let policies: string;
 beforeAll(async () => {
   pki = await makePki(dir);
   gateway = pki.mint('api-gateway');
-  policies = join(dir, 'policies');
-  mkdirSync(policies);
-  writeFileSync(
-    join(policies, 'p.yaml'),
-    ingressPolicy('payment-service', [
-      { name: 'gateway-reads', from: ['api-gateway'], methods: ['GET'], paths: ['/v1/charges'] },
-    ]),
-  );
+  policies = ingressPolicyDir(dir, 'payment-service', [
+    { name: 'gateway-reads', from: ['api-gateway'], methods: ['GET'], paths: ['/v1/charges'] },
+  ]);
   app = createServer((req, res) => {
     req.resume();
     res.end('ok');
