@@ -259,11 +259,9 @@ class Http1Connection {
     this.#parser = p;
     client.on('data', (d: Buffer) => this.#onClientData(d));
     client.on('error', () => client.destroy());
-    client.on('end', () => {
-      // A client that half-closes after its request still gets the response; one with nothing
-      // in flight is done.
-      if (this.#queue.length === 0) client.end();
-    });
+    // A client's FIN ends the connection (the server does not allow half-open sockets): as with
+    // node:http and nginx, a client that closes has gone away, and its request to the app is
+    // aborted when the socket closes.
   }
 
   // ── client side ───────────────────────────────────────────────────────────────────────────
@@ -499,7 +497,6 @@ class Http1Connection {
     } else {
       this.#phase = 'idle';
       this.deadline = Date.now() + KEEP_ALIVE_MS;
-      if (this.client.readableEnded) this.client.end();
     }
     this.#resumeClient();
   }
