@@ -248,3 +248,78 @@ describe('sidecar HTTP/1.1 path', () => {
     expect(r.closed).toBe(true);
   });
 });
+
+describe('sidecar HTTP/1.1 path under malformed input', () => {
+  /** Small deterministic PRNG (mulberry32): a failing case can be replayed from its seed. */
+  function rng(seed: number) {
+    let a = seed >>> 0;
+    return () => {
+      a = (a + 0x6d2b79f5) >>> 0;
+      let t = a;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+  const pick = <T>(r: () => number, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)] as T;
+
+  // Heads and framings that disagree about where a request ends, each followed by a request the
+  // policy refuses: if any framing made the sidecar and the app split the bytes differently, the
+  // app would receive the smuggled request.
+  const SMUGGLED = 'GET /admin/export HTTP/1.1\r\nHost: ps\r\n\r\n';
+  const framings = [
+    (b: string) => `Content-Length: ${b.length}\r\n\r\n${b}`,
+    (b: string) => `Content-Length: ${b.length}\r\nTransfer-Encoding: chunked\r\n\r\n${b}`,
+    (b: string) =>
+      `Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n${b.length.toString(16)}\r\n${b}\r\n0\r\n\r\n`,
+    (b: string) => `Transfer-Encoding: chunked\r\n\r\n${b.length.toString(16)}\r\n${b}\r\n0\r\n\r\n`,
+    (b: string) => `Transfer-Encoding: xchunked\r\n\r\n${b}`,
+    (b: string) => `Transfer-Encoding: chunked, identity\r\n\r\n${b}`,
+    (b: string) => `Transfer-Encoding:\tchunked\r\n\r\n0\r\n\r\n${b}`,
+    (b: string) => `Transfer-Encoding\r\n : chunked\r\n\r\n${b}`,
+    (b: string) => `Content-Length: +${b.length}\r\n\r\n${b}`,
+    (b: string) => `Content-Length: ${b.length}, ${b.length}\r\n\r\n${b}`,
+    (b: string) => `Content-Length: 0\r\nContent-Length: ${b.length}\r\n\r\n${b}`,
+    (b: string) => `Content-Length: ${b.length}\n\n${b}`,
+    (b: string) => `Content-Length: 1e2\r\n\r\n${b}`,
+    (b: string) => `Transfer-Encoding: chunked\r\n\r\n1;ext=${'a'.repeat(10)}\r\nx\r\n0\r\n\r\n${b}`,
+    (b: string) => `Transfer-Encoding: chunked\r\n\r\nffffffffffffffff1\r\n${b}\r\n0\r\n\r\n`,
+    (b: string) => `Transfer-Encoding: chunked\r\n\r\n${b.length.toString(16)} \r\n${b}\r\n0\r\n\r\n`,
+    (b: string) => `X-Pad: a\u0000b\r\nContent-Length: ${b.length}\r\n\r\n${b}`,
+    (b: string) => `\r\n${b}`,
+  ];
+  const lines = [
+    'POST /v1/charges HTTP/1.1',
+    'POST /v1/charges HTTP/1.0',
+    'GET /v1/charges/1 HTTP/1.1',
+    'POST  /v1/charges HTTP/1.1',
+  ];
+
+  it('never lets a request the policy refuses reach the app, and keeps serving (200 seeded cases)', async () => {
+    seen.length = 0;
+    const r = rng(20261204);
+    const answered: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const body = r() < 0.5 ? SMUGGLED : `x=${i}&${SMUGGLED}`;
+      let bytes = `${pick(r, lines)}\r\nHost: ps\r\n${pick(r, framings)(body)}`;
+      if (r() < 0.3) {
+        // one random byte flipped somewhere in the head
+        const at = Math.floor(r() * Math.min(bytes.length, 80));
+        bytes = bytes.slice(0, at) + String.fromCharCode(Math.floor(r() * 128)) + bytes.slice(at + 1);
+      }
+      const got = await exchange(bytes, {
+        waitMs: 400,
+        until: (t) => t.length > 0 && (t.endsWith('}') || t.endsWith('\r\n\r\n')),
+      });
+      answered.push(...statuses(got.text));
+    }
+    const refused = seen.filter((s) => !/^(POST \/v1\/charges|GET \/v1\/|HEAD \/v1\/)/.test(s));
+    expect(refused).toEqual([]);
+    // Not vacuous: some cases were well-formed and reached the app, others were refused as malformed.
+    expect(seen.length).toBeGreaterThan(20);
+    expect(answered.filter((s) => s === 400).length).toBeGreaterThan(20);
+    // Still serving.
+    const ok = await exchange('GET /v1/charges/9 HTTP/1.1\r\nHost: ps\r\n\r\n', { until: (t) => t.endsWith('}') });
+    expect(statuses(ok.text)).toEqual([200]);
+  }, 120_000);
+});
