@@ -187,6 +187,16 @@ describe('sidecar HTTP/1.1 path', () => {
     expect(late.text).toContain('{"error":"gateway_timeout"}');
   });
 
+  it('a chunked body reaches the app whole, under the transfer codings the client named', async () => {
+    seen.length = 0;
+    const r = await exchange(
+      'POST /v1/charges HTTP/1.1\r\nHost: ps\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;x=y\r\nefg\r\n0\r\n\r\n',
+      { until: (t) => t.endsWith('}') },
+    );
+    expect(statuses(r.text)).toEqual([200]);
+    expect(seen).toEqual(['POST /v1/charges abcdefg']);
+  });
+
   it('HTTP/1.0: answered without chunking, then closed', async () => {
     const r = await exchange('GET /v1/chunked HTTP/1.0\r\n\r\n');
     expect(statuses(r.text)).toEqual([200]);

@@ -62,15 +62,35 @@ export function forwardHeaders(h: IncomingHttpHeaders, opts: ForwardOptions): Ou
   return out;
 }
 
+/** Characters a header value may hold on the wire (RFC 9110 field-value: no CR, LF or NUL). */
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+/** Header names: RFC 9110 tokens. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** A header the sidecar was asked to send cannot be written (its name or value has a forbidden character). */
+export class HeaderValueError extends Error {
+  override readonly name = 'HeaderValueError';
+}
+
 /**
- * Serializes a request head for a raw tunnel (WebSocket): request line, headers, blank line.
- * Names and values come from Node's parser, which refuses CR and LF, so nothing can be smuggled.
+ * Serializes a request head: request line, headers, blank line, to be written as latin1 (each
+ * character one byte, as node:http does). What came from Node's parser cannot hold CR or LF; what
+ * the sidecar adds (a user name from a JWT claim, say) is checked here, so nothing can be smuggled.
+ *
+ * @throws {HeaderValueError} for a name that is not a token or a value with CR, LF, NUL or a
+ *   character beyond latin1
  */
 export function requestHead(method: string, path: string, headers: OutgoingHttpHeaders): string {
   let s = `${method} ${path} HTTP/1.1\r\n`;
   for (const [k, v] of Object.entries(headers)) {
     if (v === undefined) continue;
-    for (const one of Array.isArray(v) ? v : [v]) s += `${k}: ${String(one)}\r\n`;
+    if (!TOKEN.test(k)) throw new HeaderValueError(`header name not allowed: ${JSON.stringify(k)}`);
+    for (const one of Array.isArray(v) ? v : [v]) {
+      const value = String(one);
+      if (!FIELD_VALUE.test(value))
+        throw new HeaderValueError(`header ${k}: value has a character HTTP/1.1 cannot carry`);
+      s += `${k}: ${value}\r\n`;
+    }
   }
   return `${s}\r\n`;
 }

@@ -428,7 +428,8 @@ class Http1Connection {
       headers.connection = 'Upgrade';
       headers.upgrade = String(ex.headers.upgrade);
     }
-    if (ex.chunked) headers['transfer-encoding'] = 'chunked';
+    // The body is passed on re-chunked, under the codings the client named ("gzip, chunked" stays so).
+    if (ex.chunked) headers['transfer-encoding'] = String(ex.headers['transfer-encoding']);
     ex.state = 'forwarding';
     ex.forward = headers;
     if (!ex.received && !ex.upgrade && String(ex.headers.expect ?? '').toLowerCase() === '100-continue') {
@@ -444,21 +445,29 @@ class Http1Connection {
 
   /** Writes the request head and every body byte held so far to the app. */
   #sendHead(ex: Exchange): void {
+    let head: string;
+    try {
+      head = requestHead(ex.method, ex.url, ex.forward ?? {});
+    } catch (e) {
+      // An identity the sidecar would assert (a user claim, say) that HTTP/1.1 cannot carry.
+      this.opts.log('request refused: a header for the app cannot be written', { error: (e as Error).message });
+      this.#fail(400, 'unrepresentable_header');
+      return;
+    }
     ex.state = 'forwarding';
     const up = this.#upstream().socket;
-    const head = requestHead(ex.method, ex.url, ex.forward ?? {});
     if (ex.upgrade) {
-      up.write(head); // the bytes after the handshake follow once the app has answered 101
+      up.write(head, 'latin1'); // the bytes after the handshake follow once the app has answered 101
       return;
     }
     this.#buffered -= ex.pendingBytes;
     if (ex.chunked) {
       up.cork();
-      up.write(head);
+      up.write(head, 'latin1');
       for (const b of ex.pending) this.#sendBody(ex, b);
       if (ex.received) up.write(LAST_CHUNK);
       up.uncork();
-    } else if (ex.pending.length === 0) up.write(head);
+    } else if (ex.pending.length === 0) up.write(head, 'latin1');
     else {
       // Head and body in one write: one packet to the app for a small request.
       up.write(Buffer.concat([Buffer.from(head, 'latin1'), ...ex.pending]));
@@ -525,7 +534,7 @@ class Http1Connection {
     const h = headersFromRaw(raw);
     if (status === 101 && ex.upgrade) {
       const out = forwardHeaders(h, { stripIdentity: false, keepUpgrade: true });
-      this.client.write(statusHead(101, message, out));
+      this.client.write(statusHead(101, message, out), 'latin1');
       ex.responded = true;
       ex.state = 'tunnel';
       this.#tunnel(ex, up);
@@ -554,7 +563,7 @@ class Http1Connection {
     const client = this.client;
     client.cork();
     process.nextTick(() => client.uncork());
-    client.write(statusHead(status, message, out));
+    client.write(statusHead(status, message, out), 'latin1');
     ex.responded = true;
     return bodiless ? 1 : 0;
   }
@@ -660,7 +669,10 @@ function hasRepeat(raw: readonly string[], name: string): boolean {
   return false;
 }
 
-/** A response head: status line, headers, blank line (names and values as parsed: no CR or LF). */
+/**
+ * A response head: status line, headers, blank line (names and values as parsed: no CR or LF).
+ * Heads are written as latin1, as node:http does: each character is the byte that was received.
+ */
 function statusHead(status: number, message: string, headers: OutgoingHttpHeaders): string {
   let s = `HTTP/1.1 ${status} ${message || STATUS_CODES[status] || ''}\r\n`;
   for (const k in headers) {

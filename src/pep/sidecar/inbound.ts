@@ -179,6 +179,14 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
         }
         const headers = forwardHeaders(req.headers, { stripIdentity: true, keepUpgrade: true });
         const pass = () => {
+          let handshake: string;
+          try {
+            handshake = requestHead(req.method ?? 'GET', req.url ?? '/', headers);
+          } catch (e) {
+            log('WebSocket refused: a header for the app cannot be written', { error: (e as Error).message });
+            writeRawResponse(socket, 400, JSON_TYPE, '{"error":"unrepresentable_header"}');
+            return;
+          }
           const up = netConnect(app.port, app.host);
           up.setNoDelay(true);
           const timer = setTimeout(() => up.destroy(new Error('connect timeout')), ib.timeout_ms);
@@ -186,7 +194,7 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
           up.once('connect', () => {
             connected = true;
             clearTimeout(timer);
-            up.write(requestHead(req.method ?? 'GET', req.url ?? '/', headers));
+            up.write(handshake, 'latin1');
             if (head.length > 0) up.write(head);
             splice(socket, up);
           });

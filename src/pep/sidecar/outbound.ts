@@ -92,7 +92,16 @@ export async function startOutbound(
     }).then(
       (tls) => {
         const headers = forwardHeaders(req.headers, { stripIdentity: true, keepUpgrade: true });
-        tls.write(requestHead(req.method ?? 'GET', req.url ?? '/', headers));
+        let handshake: string;
+        try {
+          handshake = requestHead(req.method ?? 'GET', req.url ?? '/', headers);
+        } catch (e) {
+          tls.destroy();
+          log('outbound WebSocket refused: a header cannot be written', { error: (e as Error).message });
+          writeRawResponse(socket, 400, JSON_TYPE, '{"error":"unrepresentable_header"}');
+          return;
+        }
+        tls.write(handshake, 'latin1');
         if (head.length > 0) tls.write(head);
         splice(socket, tls);
       },
