@@ -6,6 +6,7 @@
  * `Expect: 100-continue` — and what an app can answer: chunked, ended by close, late.
  */
 import { createServer, type Server } from 'node:http';
+import { connect as http2Connect } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -256,6 +257,50 @@ describe('sidecar HTTP/1.1 path', () => {
     expect(statuses(r.text)).toEqual([200]);
     expect(r.text.toLowerCase()).toContain('connection: close');
     expect(r.closed).toBe(true);
+  });
+});
+
+describe('HTTP/2 clients of the same HTTP/1.1 app (the shared pool)', () => {
+  /** One HTTP/2 request as api-gateway: status, body. */
+  async function h2(method: string, path: string, body?: string): Promise<{ status: number; text: string }> {
+    const session = http2Connect(`https://localhost:${sidecar.inboundPort}`, {
+      cert: gateway.certChainPem,
+      key: gateway.privateKeyPem,
+      ca: pki.bundle().toPem(),
+    });
+    try {
+      return await new Promise((resolve, reject) => {
+        session.on('error', reject);
+        const req = session.request({ ':method': method, ':path': path });
+        let status = 0;
+        let text = '';
+        req.on('response', (h) => (status = Number(h[':status'])));
+        req.on('data', (d) => (text += d));
+        req.on('end', () => resolve({ status, text }));
+        req.on('error', reject);
+        req.end(body);
+      });
+    } finally {
+      session.close();
+    }
+  }
+
+  it('passes bodies without a length (chunked to the app) and streamed responses', async () => {
+    seen.length = 0;
+    const r = await h2('POST', '/v1/charges', 'over h2');
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.text)).toMatchObject({ url: '/v1/charges', body: 'over h2' });
+    expect(await h2('GET', '/v1/chunked')).toEqual({ status: 200, text: 'part one, part two' });
+    expect(seen).toEqual(['POST /v1/charges over h2', 'GET /v1/chunked ']);
+  });
+
+  it('answers 504 when the app does not answer in time, and 403 without asking it', async () => {
+    const late = await h2('GET', '/v1/late');
+    expect(late).toEqual({ status: 504, text: '{"error":"gateway_timeout"}' });
+    seen.length = 0;
+    const denied = await h2('POST', '/v1/admin', 'x');
+    expect(denied.status).toBe(403);
+    expect(seen).toEqual([]);
   });
 });
 

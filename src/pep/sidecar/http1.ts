@@ -17,46 +17,17 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { STATUS_CODES } from 'node:http';
-import { createRequire } from 'node:module';
-import { connect as netConnect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import type { AppConnection, AppExchange, AppPool } from './app-pool.js';
+import { LAST_CHUNK, writeChunk } from './app-pool.js';
 import { forwardHeaders, requestHead } from './headers.js';
+import { HTTPParser, headersFromRaw, MAX_HEAD, methods, type NativeParser } from './llhttp.js';
 import { splice } from './tunnel.js';
 
-/** Node's binding of llhttp (the parser node:http uses), as `_http_common` exports it. */
-interface NativeParser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  execute(data: Buffer): number | Error;
-  finish(): number | Error | undefined;
-  close(): void;
-  [callback: number]: ((...args: never[]) => unknown) | undefined;
-}
-interface ParserModule {
-  HTTPParser: {
-    new (): NativeParser;
-    REQUEST: number;
-    RESPONSE: number;
-    kOnMessageBegin: number;
-    kOnHeaders: number;
-    kOnHeadersComplete: number;
-    kOnBody: number;
-    kOnMessageComplete: number;
-    kOnExecute: number;
-  };
-  methods: string[];
-}
-const { HTTPParser, methods } = createRequire(import.meta.url)('_http_common') as ParserModule;
-
-/** Request or response heads over this size are refused (node:http's default). */
-const MAX_HEAD = 16 * 1024;
 /** Bodies up to this size (with a Content-Length) are gathered and leave with the head in one write. */
 const SMALL_BODY = 64 * 1024;
 /** Request bytes held for a request that is not forwarded yet before the client is paused. */
 const MAX_BUFFERED = 1024 * 1024;
-/** An upstream connection idle longer than this is not reused (the app may be closing it). */
-const UPSTREAM_IDLE_MS = 2000;
-/** Idle keep-alive connections to the app kept at most. */
-const MAX_IDLE_UPSTREAM = 256;
 const HEADERS_TIMEOUT_MS = 10_000;
 /** Requests parsed ahead of the one being answered (pipelining) before the client is paused. */
 const MAX_PIPELINED = 32;
@@ -66,43 +37,6 @@ const KEEP_ALIVE_MS = 60_000;
  * close idle connections after a few seconds and pay a new mTLS handshake for the next request.
  */
 const KEEP_ALIVE_HINT = `timeout=${KEEP_ALIVE_MS / 1000}`;
-
-/** Headers whose repeats node:http discards (the first counts); the decision and the app see the same one. */
-const SINGLE = new Set([
-  'age',
-  'authorization',
-  'content-length',
-  'content-type',
-  'etag',
-  'expires',
-  'from',
-  'host',
-  'if-modified-since',
-  'if-unmodified-since',
-  'last-modified',
-  'location',
-  'max-forwards',
-  'proxy-authorization',
-  'referer',
-  'retry-after',
-  'server',
-  'user-agent',
-]);
-
-/** Raw header pairs as node:http would present them (lower-case names, repeats joined or dropped). */
-export function headersFromRaw(raw: readonly string[]): IncomingHttpHeaders {
-  const out: Record<string, string | string[]> = {};
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const k = (raw[i] as string).toLowerCase();
-    const v = raw[i + 1] as string;
-    const prev = out[k];
-    if (prev === undefined) out[k] = k === 'set-cookie' ? [v] : v;
-    else if (k === 'set-cookie') (prev as string[]).push(v);
-    else if (SINGLE.has(k)) continue;
-    else out[k] = `${prev}${k === 'cookie' ? '; ' : ', '}${v}`;
-  }
-  return out;
-}
 
 /** What {@link serveHttp1} asks of the decision for each request. */
 export type Http1Verdict =
@@ -160,26 +94,16 @@ interface Exchange {
   appCloses?: boolean;
 }
 
-const LAST_CHUNK = '0\r\n\r\n';
-
-/** One chunk of a chunked body in one write. */
-function writeChunk(s: Socket, b: Buffer): boolean {
-  s.cork();
-  s.write(`${b.length.toString(16)}\r\n`);
-  s.write(b);
-  const ok = s.write('\r\n');
-  s.uncork();
-  return ok;
-}
-
 /** The connections of one listener: timeouts are checked by one sweep a second, not a timer per request. */
 export class Http1Connections {
   readonly #live = new Set<Http1Connection>();
   readonly #sweep: NodeJS.Timeout;
-  readonly #pool: AppPool;
 
-  constructor(readonly opts: Http1Options) {
-    this.#pool = new AppPool(opts.app);
+  /** `pool`: the listener's connections to the app (closed by whoever made it). */
+  constructor(
+    readonly opts: Http1Options,
+    readonly pool: AppPool,
+  ) {
     this.#sweep = setInterval(() => {
       const now = Date.now();
       for (const c of this.#live) if (c.deadline !== 0 && now > c.deadline) c.timedOut();
@@ -196,7 +120,7 @@ export class Http1Connections {
    * ```
    */
   serve(socket: TLSSocket): void {
-    const c = new Http1Connection(socket, this.opts, this.#pool);
+    const c = new Http1Connection(socket, this.opts, this.pool);
     this.#live.add(c);
     socket.once('close', () => {
       this.#live.delete(c);
@@ -206,11 +130,10 @@ export class Http1Connections {
 
   close(): void {
     clearInterval(this.#sweep);
-    this.#pool.close();
   }
 }
 
-class Http1Connection {
+class Http1Connection implements AppExchange {
   /** When the current phase times out (ms since the epoch; 0: never). */
   deadline: number;
   #phase: 'idle' | 'head' | 'exchange' = 'idle';
@@ -682,136 +605,4 @@ function statusHead(status: number, message: string, headers: OutgoingHttpHeader
     else s += `${k}: ${v}\r\n`;
   }
   return `${s}\r\n`;
-}
-
-/**
- * Keep-alive connections to the app shared by all client connections, as nginx's upstream
- * `keepalive`: one is taken for an exchange and given back once its response is complete; the
- * most recently used is taken first, and one idle longer than {@link UPSTREAM_IDLE_MS} is closed
- * rather than reused (the app may be closing it at that very moment).
- */
-class AppPool {
-  readonly #idle: AppConnection[] = [];
-
-  constructor(readonly app: { host: string; port: number }) {}
-
-  acquire(owner: Http1Connection): AppConnection {
-    const now = Date.now();
-    for (let c = this.#idle.pop(); c; c = this.#idle.pop()) {
-      if (now - c.idleSince <= UPSTREAM_IDLE_MS && !c.socket.destroyed) {
-        c.owner = owner;
-        return c;
-      }
-      c.destroy();
-    }
-    return new AppConnection(this, owner);
-  }
-
-  release(c: AppConnection): void {
-    c.owner = undefined;
-    c.idleSince = Date.now();
-    if (this.#idle.length >= MAX_IDLE_UPSTREAM) c.destroy();
-    else this.#idle.push(c);
-  }
-
-  /** An idle connection closed by the app leaves the pool. */
-  forget(c: AppConnection): void {
-    const i = this.#idle.indexOf(c);
-    if (i >= 0) this.#idle.splice(i, 1);
-  }
-
-  close(): void {
-    for (const c of this.#idle.splice(0)) c.destroy();
-  }
-}
-
-/** One connection to the app with its response parser; events go to the exchange that holds it. */
-class AppConnection {
-  readonly socket: Socket;
-  owner: Http1Connection | undefined;
-  idleSince = 0;
-  readonly #parser: NativeParser;
-  #headers: string[] = [];
-
-  constructor(
-    readonly pool: AppPool,
-    owner: Http1Connection,
-  ) {
-    this.owner = owner;
-    const up = netConnect(pool.app.port, pool.app.host);
-    up.setNoDelay(true);
-    this.socket = up;
-    const p = new HTTPParser();
-    p.initialize(HTTPParser.RESPONSE, {}, MAX_HEAD, 0);
-    p[HTTPParser.kOnHeaders] = ((headers: string[]) => {
-      for (const h of headers) this.#headers.push(h);
-    }) as never;
-    p[HTTPParser.kOnHeadersComplete] = ((
-      _major: number,
-      _minor: number,
-      headers: string[] | undefined,
-      _method: number,
-      _url: string,
-      status: number,
-      message: string,
-      _upgrade: boolean,
-      keepAlive: boolean,
-    ) => {
-      const raw = headers ?? this.#headers;
-      this.#headers = [];
-      return this.owner ? this.owner.onResponseHead(this, raw, status, message, keepAlive) : 1;
-    }) as never;
-    p[HTTPParser.kOnBody] = ((b: Buffer) => this.owner?.onResponseBody(this, b)) as never;
-    p[HTTPParser.kOnMessageComplete] = (() => this.owner?.onResponseEnd(this)) as never;
-    this.#parser = p;
-    up.on('data', (d: Buffer) => {
-      // Bytes from an idle connection answer nothing: the connection is not to be trusted again.
-      if (!this.owner) return this.destroy();
-      const owner = this.owner;
-      const r = p.execute(d);
-      if (r instanceof Error) return this.#failed(r);
-      if (r < d.length && this.detached) owner.onTunnelBytes(d.subarray(r));
-    });
-    up.on('end', () => {
-      // A response framed by the end of the connection ends here.
-      if (this.owner) {
-        const r = p.finish();
-        if (r instanceof Error) this.#failed(r);
-      }
-      up.destroy();
-    });
-    up.on('error', (e) => this.#failed(e));
-    up.on('close', () => {
-      this.#failed(new Error('the app closed the connection'));
-      this.pool.forget(this);
-      p.close(); // never inside p.execute(): 'close' is emitted on a later tick
-    });
-  }
-
-  detached = false;
-
-  /** Hands the socket over to a tunnel: no more parsing, no pool. */
-  detach(): Socket {
-    this.detached = true;
-    const up = this.socket;
-    const p = this.#parser;
-    setImmediate(() => p.close()); // called from inside p.execute()
-    up.removeAllListeners('data');
-    up.removeAllListeners('end');
-    up.removeAllListeners('close');
-    up.removeAllListeners('error');
-    return up;
-  }
-
-  #failed(e: Error): void {
-    const owner = this.owner;
-    this.owner = undefined;
-    this.socket.destroy();
-    owner?.onUpstreamFailed(this, e);
-  }
-
-  destroy(): void {
-    this.owner = undefined;
-    this.socket.destroy();
-  }
 }

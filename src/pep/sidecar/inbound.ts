@@ -4,7 +4,7 @@
  * client may have forged, and passes allowed requests to the app on its local port with the
  * verified caller in `x-nevertrust-*` headers. Bodies are streamed (pipe: backpressure both ways).
  */
-import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import {
   type ClientHttp2Session,
   connect as http2Connect,
@@ -16,13 +16,14 @@ import {
 import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import { type Dispatcher, Pool } from 'undici';
 import { ASSERTION_HEADER } from '../assertion.js';
 import type { DecisionRecorder, SnapshotProvider } from '../decision.js';
 import { type CallerIdentity, createEnforcer, type EnforcementResult, refusalOf } from '../middleware/index.js';
 import { attachMtls, authorizeAny, tlsOptionsFrom, type X509SvidSource } from '../mtls/index.js';
 import { type InboundConfig, splitHostPort } from './config.js';
 import { forwardHeaders, requestHead } from './headers.js';
+import { AppPool } from './app-pool.js';
+import { forwardToApp } from './h2-forward.js';
 import { Http1Connections, type Http1Request, type Http1Verdict } from './http1.js';
 import { splice, writeRawResponse } from './tunnel.js';
 import { listen } from '../../util/listen.js';
@@ -47,8 +48,6 @@ type AnyRequest = IncomingMessage | Http2ServerRequest;
 type AnyResponse = ServerResponse | Http2ServerResponse;
 
 const BAD_GATEWAY = '{"error":"bad_gateway"}';
-/** Request bodies up to this size (with a content-length) are sent to the app in one piece. */
-const SMALL_BODY = 64 * 1024;
 const JSON_TYPE = { 'content-type': 'application/json' };
 
 /**
@@ -72,7 +71,14 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
     pep: 'sidecar',
   });
   const h2c = ib.app_protocol === 'h2c';
-  const upstream = h2c ? h2cUpstream(ib, log) : http1Upstream(ib, log);
+  // Keep-alive connections to an HTTP/1.1 app, shared by HTTP/1.1 and HTTP/2 clients.
+  const pool = h2c ? undefined : new AppPool(app);
+  const upstream: Upstream = pool
+    ? {
+        forward: (req, res, headers) => forwardToApp(req, res, headers, { pool, app, timeoutMs: ib.timeout_ms, log }),
+        close: () => pool.close(),
+      }
+    : h2cUpstream(ib, log);
 
   /**
    * The headers that tell the app who called: the verified peer, the decision, and (when
@@ -140,7 +146,7 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
   // after it, synchronously, before any byte is read.
   let h1: Http1Connections | undefined;
   const viaNode = server.listeners('secureConnection') as ((s: TLSSocket) => void)[];
-  if (!h2c && viaNode.length === 1) {
+  if (pool && viaNode.length === 1) {
     const node = viaNode[0] as (s: TLSSocket) => void;
     const decide = async (req: Http1Request): Promise<Http1Verdict> => {
       const r = await enforcer.check(req);
@@ -155,7 +161,7 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
         ),
       );
     };
-    const conns = new Http1Connections({ app, timeoutMs: ib.timeout_ms, decide, log });
+    const conns = new Http1Connections({ app, timeoutMs: ib.timeout_ms, decide, log }, pool);
     h1 = conns;
     server.removeListener('secureConnection', node);
     server.on('secureConnection', (s: TLSSocket) => (s.alpnProtocol === 'h2' ? node.call(server, s) : conns.serve(s)));
@@ -279,143 +285,6 @@ function refuseGrpc(res: AnyResponse, r: Extract<EnforcementResult, { ok: false 
 function badGateway(res: AnyResponse): void {
   if (!res.headersSent) (res as ServerResponse).writeHead(502, JSON_TYPE).end(BAD_GATEWAY);
   else res.destroy();
-}
-
-/** Whether a request carries a body to pass on (HTTP/2 says so on its HEADERS frame). */
-function hasBody(req: AnyRequest): boolean {
-  const len = req.headers['content-length'];
-  if (len !== undefined) return len !== '0';
-  if (req.headers['transfer-encoding'] !== undefined) return true;
-  return 'stream' in req && !req.stream.endAfterHeaders;
-}
-
-/**
- * HTTP/1.1 to the app over a keep-alive pool (undici: about 1.4× the requests per second of
- * node:http's client on this path, measured side by side). Requests go through undici's
- * `dispatch` with a handler of our own ({@link ForwardHandler}): the response streams straight into
- * the client's response, with none of the per-request AbortSignal, promise and stream plumbing of
- * `pool.stream()`.
- */
-function http1Upstream(ib: InboundConfig, log: InboundDeps['log']): Upstream {
-  // Idle upstream sockets are closed well before the app's own keep-alive timeout (Node's default
-  // is 5 s): reusing a socket the app is closing at that moment would fail the request with a 502.
-  const pool = new Pool(`http://${ib.app}`, {
-    connections: 256,
-    keepAliveTimeout: 2000,
-    keepAliveMaxTimeout: 2000,
-    headersTimeout: ib.timeout_ms,
-    bodyTimeout: ib.timeout_ms,
-  });
-  return {
-    forward(req, res, headers) {
-      const handler = new ForwardHandler(res as ServerResponse, log);
-      // A client that goes away mid-request takes its upstream request with it.
-      res.once('close', () => handler.clientGone());
-      const dispatch = (body: IncomingMessage | Buffer | null) => {
-        try {
-          pool.dispatch(
-            {
-              path: req.url ?? '/',
-              method: (req.method ?? 'GET') as Dispatcher.HttpMethod,
-              headers: headers as Record<string, string | string[]>,
-              body,
-            },
-            handler,
-          );
-        } catch (e) {
-          handler.onError(e as Error);
-        }
-      };
-      if (!hasBody(req)) {
-        req.resume();
-        return dispatch(null);
-      }
-      const length = Number(req.headers['content-length']);
-      if (!('stream' in req) && length > 0 && length <= SMALL_BODY) {
-        // A small body of known length (node:http holds it to exactly that length) is gathered and
-        // leaves with the head in one write: no stream plumbing per request, one packet to the app.
-        const chunks: Buffer[] = [];
-        req.on('data', (c: Buffer) => chunks.push(c));
-        req.once('end', () => dispatch(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)));
-        return;
-      }
-      dispatch(req as IncomingMessage);
-    },
-    close: () => void pool.destroy().catch(() => {}),
-  };
-}
-
-/**
- * Copies one upstream response into the client's response: head (hop-by-hop headers dropped),
- * body chunks with backpressure (undici pauses while the client's socket is full), end. An upstream
- * failure before the head is a 502; after it, the client's response is cut off, never completed.
- */
-class ForwardHandler {
-  #abort: ((reason?: Error) => void) | undefined;
-  #gone = false;
-  #resume: (() => void) | undefined;
-
-  constructor(
-    readonly res: ServerResponse,
-    readonly log: InboundDeps['log'],
-  ) {}
-
-  /** The client's response closed: abort the upstream request unless it already completed. */
-  clientGone(): void {
-    if (this.res.writableFinished) return;
-    this.#gone = true;
-    this.#abort?.(new Error('the client went away'));
-  }
-
-  onConnect(abort: (reason?: Error) => void): void {
-    this.#abort = abort;
-    if (this.#gone) abort(new Error('the client went away'));
-  }
-
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    if (statusCode < 200) return true; // 1xx: informational, nothing to pass on
-    const res = this.res;
-    res.writeHead(statusCode, forwardHeaders(headersOf(rawHeaders), { stripIdentity: false }));
-    // Head and the body chunks that arrived with it leave in one TLS write, not several;
-    // uncorked on the next tick so streamed responses still flow.
-    if ('cork' in res) {
-      res.cork();
-      process.nextTick(() => res.uncork());
-    }
-    this.#resume = resume;
-    res.on('drain', resume);
-    return !res.writableNeedDrain;
-  }
-
-  onData(chunk: Buffer): boolean {
-    return this.res.write(chunk);
-  }
-
-  onComplete(): void {
-    if (this.#resume) this.res.off('drain', this.#resume);
-    this.res.end();
-  }
-
-  onError(e: Error): void {
-    if (this.#resume) this.res.off('drain', this.#resume);
-    if (this.#gone) return;
-    this.log('upstream (app) request failed', { error: e.message });
-    badGateway(this.res);
-  }
-}
-
-/** Raw header pairs (as received, byte for byte: latin1) as Node's header object; repeats become arrays. */
-function headersOf(raw: Buffer[]): IncomingHttpHeaders {
-  const out: Record<string, string | string[]> = {};
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const k = (raw[i] as Buffer).toString('latin1').toLowerCase();
-    const v = (raw[i + 1] as Buffer).toString('latin1');
-    const prev = out[k];
-    if (prev === undefined) out[k] = v;
-    else if (Array.isArray(prev)) prev.push(v);
-    else out[k] = [prev, v];
-  }
-  return out;
 }
 
 /** HTTP/2 without TLS to the app (gRPC): one multiplexed session, trailers passed through. */
