@@ -262,7 +262,12 @@ describe('sidecar HTTP/1.1 path', () => {
 
 describe('HTTP/2 clients of the same HTTP/1.1 app (the shared pool)', () => {
   /** One HTTP/2 request as api-gateway: status, body. */
-  async function h2(method: string, path: string, body?: string): Promise<{ status: number; text: string }> {
+  async function h2(
+    method: string,
+    path: string,
+    body?: string,
+    extra: Record<string, string> = {},
+  ): Promise<{ status: number; text: string }> {
     const session = http2Connect(`https://localhost:${sidecar.inboundPort}`, {
       cert: gateway.certChainPem,
       key: gateway.privateKeyPem,
@@ -271,7 +276,7 @@ describe('HTTP/2 clients of the same HTTP/1.1 app (the shared pool)', () => {
     try {
       return await new Promise((resolve, reject) => {
         session.on('error', reject);
-        const req = session.request({ ':method': method, ':path': path });
+        const req = session.request({ ':method': method, ':path': path, ...extra });
         let status = 0;
         let text = '';
         req.on('response', (h) => (status = Number(h[':status'])));
@@ -292,6 +297,27 @@ describe('HTTP/2 clients of the same HTTP/1.1 app (the shared pool)', () => {
     expect(JSON.parse(r.text)).toMatchObject({ url: '/v1/charges', body: 'over h2' });
     expect(await h2('GET', '/v1/chunked')).toEqual({ status: 200, text: 'part one, part two' });
     expect(seen).toEqual(['POST /v1/charges over h2', 'GET /v1/chunked ']);
+  });
+
+  it('a body that does not match its content-length is refused, and never read by the app as a next request', async () => {
+    // nghttp2 already resets such a stream (it checks DATA against content-length); the sidecar's
+    // own count in h2-forward.ts stands behind it. Either way: no desync.
+    seen.length = 0;
+    const smuggled = 'GET /admin/export HTTP/1.1\r\nHost: ps\r\n\r\n';
+    const longer = await h2('POST', '/v1/charges', `abc${smuggled}`, { 'content-length': '3' }).catch(() => ({
+      status: 0,
+      text: 'reset',
+    }));
+    expect([400, 0]).toContain(longer.status);
+    const shorter = await h2('POST', '/v1/charges', 'abc', { 'content-length': '10' }).catch(() => ({
+      status: 0,
+      text: 'reset',
+    }));
+    expect([400, 0]).toContain(shorter.status);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(seen.filter((s) => s.includes('/admin'))).toEqual([]);
+    // The pool still serves.
+    expect((await h2('GET', '/v1/charges/5')).status).toBe(200);
   });
 
   it('answers 504 when the app does not answer in time, and 403 without asking it', async () => {

@@ -69,7 +69,17 @@ class Forward implements AppExchange {
   start(headers: OutgoingHttpHeaders): void {
     const { req, res } = this;
     const body = hasBody(req);
-    const chunked = body && headers['content-length'] === undefined;
+    const declared = headers['content-length'];
+    if (declared !== undefined && !/^\d{1,15}$/.test(String(declared))) {
+      this.#done = true;
+      req.resume();
+      res.writeHead(400, JSON_TYPE).end('{"error":"bad_request"}');
+      return;
+    }
+    // With a declared length the app frames the body by it: exactly that many bytes may go up, or
+    // the rest would be read by the app as a next request (an HTTP/2-to-HTTP/1.1 desync).
+    let remaining = declared === undefined ? -1 : Number(declared);
+    const chunked = body && declared === undefined;
     if (chunked) headers['transfer-encoding'] = 'chunked';
     if (headers.host === undefined) headers.host = `${this.opts.app.host}:${this.opts.app.port}`;
     let head: string;
@@ -99,6 +109,10 @@ class Forward implements AppExchange {
     }
     req.on('data', (b: Buffer) => {
       if (this.#done) return;
+      if (remaining >= 0) {
+        remaining -= b.length;
+        if (remaining < 0) return this.#badBody(up, 'more request body than its content-length');
+      }
       this.#timer?.refresh();
       const ok = chunked ? writeChunk(up.socket, b) : up.socket.write(b);
       if (!ok) {
@@ -108,6 +122,7 @@ class Forward implements AppExchange {
     });
     req.once('end', () => {
       if (this.#done) return;
+      if (remaining > 0) return this.#badBody(up, 'less request body than its content-length');
       if (chunked) up.socket.write(LAST_CHUNK);
       this.#sent = true;
     });
@@ -150,6 +165,14 @@ class Forward implements AppExchange {
 
   onTunnelBytes(): void {
     // No upgrades on this path: WebSocket handshakes come over HTTP/1.1 (./http1.ts).
+  }
+
+  /** The client's body does not match its declared length: the app's connection cannot be used again. */
+  #badBody(up: AppConnection, why: string): void {
+    this.#finish();
+    up.destroy();
+    this.opts.log('request refused', { error: why });
+    this.#refuse(400, 'bad_request');
   }
 
   #timedOut(): void {
