@@ -24,6 +24,14 @@ describe('requestHead', () => {
     expect(() => requestHead('GET', '/', { 'x-nevertrust-user': value })).toThrow(HeaderValueError);
   });
 
+  it('refuses a method that is not a token and a target with a space or a control character', () => {
+    expect(() => requestHead('GET /admin HTTP/1.1\r\nx:', '/', {})).toThrow(HeaderValueError);
+    expect(() => requestHead('GET', '/v1/a HTTP/1.1\r\nHost: x\r\n\r\nGET /admin', {})).toThrow(HeaderValueError);
+    expect(() => requestHead('GET', '/v1/a b', {})).toThrow(HeaderValueError);
+    expect(() => requestHead('GET', '', {})).toThrow(HeaderValueError);
+    expect(requestHead('GET', '/v1/a?b=%20&c=caf\u00e9', {})).toBe('GET /v1/a?b=%20&c=caf\u00e9 HTTP/1.1\r\n\r\n');
+  });
+
   it('refuses a header name that is not a token', () => {
     expect(() => requestHead('GET', '/', { 'x evil': '1' })).toThrow(HeaderValueError);
     expect(() => requestHead('GET', '/', { 'x-a\r\nx-b': '1' })).toThrow(HeaderValueError);

@@ -64,8 +64,10 @@ export function forwardHeaders(h: IncomingHttpHeaders, opts: ForwardOptions): Ou
 
 /** Characters a header value may hold on the wire (RFC 9110 field-value: no CR, LF or NUL). */
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
-/** Header names: RFC 9110 tokens. */
+/** Header names and methods: RFC 9110 tokens. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** A request target: visible characters only (a space or a control character would end the request line). */
+const TARGET = /^[\x21-\x7e\x80-\xff]+$/;
 
 /** A header the sidecar was asked to send cannot be written (its name or value has a forbidden character). */
 export class HeaderValueError extends Error {
@@ -77,10 +79,12 @@ export class HeaderValueError extends Error {
  * character one byte, as node:http does). What came from Node's parser cannot hold CR or LF; what
  * the sidecar adds (a user name from a JWT claim, say) is checked here, so nothing can be smuggled.
  *
- * @throws {HeaderValueError} for a name that is not a token or a value with CR, LF, NUL or a
- *   character beyond latin1
+ * @throws {HeaderValueError} for a method or name that is not a token, a target with a space or a
+ *   control character, or a value with CR, LF, NUL or a character beyond latin1
  */
 export function requestHead(method: string, path: string, headers: OutgoingHttpHeaders): string {
+  if (!TOKEN.test(method)) throw new HeaderValueError(`method not allowed: ${JSON.stringify(method)}`);
+  if (!TARGET.test(path)) throw new HeaderValueError('request target has a character HTTP/1.1 cannot carry');
   let s = `${method} ${path} HTTP/1.1\r\n`;
   for (const [k, v] of Object.entries(headers)) {
     if (v === undefined) continue;
