@@ -41,6 +41,9 @@ beforeAll(async () => {
       } else if (req.url === '/v1/close-delimited') {
         // No length, no chunking: the body ends when the app closes the connection.
         req.socket.end('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nuntil close');
+      } else if (req.url === '/v1/weird-status') {
+        // A status HTTP/1.1 can carry and HTTP/2 cannot (node:http2 allows 100–599).
+        req.socket.end('HTTP/1.1 999 Weird\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
       } else if (req.url === '/v1/late') {
         // never answers: the sidecar's timeout answers for it
       } else {
@@ -318,6 +321,11 @@ describe('HTTP/2 clients of the same HTTP/1.1 app (the shared pool)', () => {
     expect(seen.filter((s) => s.includes('/admin'))).toEqual([]);
     // The pool still serves.
     expect((await h2('GET', '/v1/charges/5')).status).toBe(200);
+  });
+
+  it('an app status HTTP/2 cannot carry is a 502 for the HTTP/2 client, and the sidecar keeps serving', async () => {
+    expect(await h2('GET', '/v1/weird-status')).toEqual({ status: 502, text: '{"error":"bad_gateway"}' });
+    expect((await h2('GET', '/v1/charges/6')).status).toBe(200);
   });
 
   it('answers 504 when the app does not answer in time, and 403 without asking it', async () => {

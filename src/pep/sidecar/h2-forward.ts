@@ -133,7 +133,16 @@ class Forward implements AppExchange {
     if (status < 200) return 0; // informational: not passed on
     this.#timer?.refresh();
     this.#appCloses = !appKeepAlive;
-    this.res.writeHead(status, forwardHeaders(headersFromRaw(raw), { stripIdentity: false }));
+    try {
+      this.res.writeHead(status, forwardHeaders(headersFromRaw(raw), { stripIdentity: false }));
+    } catch (e) {
+      // A head HTTP/2 cannot carry (node:http2 refuses it): a 502, never a throw inside the parser.
+      this.#finish();
+      up.destroy();
+      this.opts.log('upstream (app) response refused', { error: (e as Error).message });
+      this.#refuse(502, 'bad_gateway');
+      return 1;
+    }
     return this.req.method === 'HEAD' ? 1 : 0;
   }
 
@@ -187,8 +196,14 @@ class Forward implements AppExchange {
   /** An error of the sidecar's own before the app's head; after it, the response is cut off. */
   #refuse(status: number, code: string): void {
     this.req.resume();
-    if (!this.res.headersSent) this.res.writeHead(status, JSON_TYPE).end(`{"error":"${code}"}`);
-    else this.res.destroy();
+    const res = this.res;
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    // A writeHead that threw may have left the app's headers (its content-length, say) behind.
+    for (const name of res.getHeaderNames()) res.removeHeader(name);
+    res.writeHead(status, JSON_TYPE).end(`{"error":"${code}"}`);
   }
 
   #finish(): void {

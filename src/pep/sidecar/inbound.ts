@@ -283,8 +283,13 @@ function refuseGrpc(res: AnyResponse, r: Extract<EnforcementResult, { ok: false 
 }
 
 function badGateway(res: AnyResponse): void {
-  if (!res.headersSent) (res as ServerResponse).writeHead(502, JSON_TYPE).end(BAD_GATEWAY);
-  else res.destroy();
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  // A writeHead that threw may have left the app's headers behind.
+  for (const name of res.getHeaderNames()) res.removeHeader(name);
+  (res as ServerResponse).writeHead(502, JSON_TYPE).end(BAD_GATEWAY);
 }
 
 /** HTTP/2 without TLS to the app (gRPC): one multiplexed session, trailers passed through. */
@@ -322,7 +327,15 @@ function h2cUpstream(ib: InboundConfig, log: InboundDeps['log']): Upstream {
       us.on('response', (h) => {
         responded = true;
         const status = Number(h[':status'] ?? 502);
-        (res as ServerResponse).writeHead(status, forwardHeaders(h, { stripIdentity: false }));
+        try {
+          (res as ServerResponse).writeHead(status, forwardHeaders(h, { stripIdentity: false }));
+        } catch (e) {
+          // A head the client's protocol cannot carry: a 502, never an exception in this callback.
+          log('upstream (app) response refused', { error: (e as Error).message });
+          us.close(0x8 /* CANCEL */);
+          badGateway(res);
+          return;
+        }
         us.pipe(res as ServerResponse);
       });
       us.on('trailers', (t) => res.addTrailers(forwardHeaders(t, { stripIdentity: false }) as Record<string, string>));
