@@ -9,7 +9,9 @@ import { createServer, type Server } from 'node:http';
 import { connect as http2Connect } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MemorySvidSource } from '../../src/pep/mtls/index.js';
 import { type RunningSidecar, SidecarConfigSchema, startSidecar } from '../../src/pep/sidecar/index.js';
 import { tempDir } from '../support/tmp.js';
 import { ingressPolicyDir, makePki, type Pki, type Svid } from './pki.js';
@@ -19,6 +21,8 @@ let pki: Pki;
 let app: Server;
 let gateway: Svid;
 let sidecar: RunningSidecar;
+/** The sidecar's own SVID source: replaced during traffic by the rotation test. */
+let sidecarSource: MemorySvidSource;
 /** What reached the app: "METHOD url body" per request. */
 const seen: string[] = [];
 
@@ -65,7 +69,7 @@ beforeAll(async () => {
       policies,
       inbound: { listen: '127.0.0.1:0', app: `127.0.0.1:${(app.address() as AddressInfo).port}`, timeout_ms: 1500 },
     }),
-    { source: pki.source('payment-service') },
+    { source: (sidecarSource = pki.source('payment-service')) },
   );
 }, 60_000);
 
@@ -336,6 +340,58 @@ describe('HTTP/2 clients of the same HTTP/1.1 app (the shared pool)', () => {
     expect(denied.status).toBe(403);
     expect(seen).toEqual([]);
   });
+});
+
+describe('SVID rotation of the sidecar under traffic', () => {
+  it('new connections get the new SVID, connections in use keep working: zero failed requests', async () => {
+    // Idle connections close after 20 ms: traffic keeps making new handshakes across the rotations.
+    const pool = new Pool(`https://127.0.0.1:${sidecar.inboundPort}`, {
+      connections: 4,
+      keepAliveTimeout: 20,
+      keepAliveMaxTimeout: 20,
+      connect: {
+        cert: gateway.certChainPem,
+        key: gateway.privateKeyPem,
+        ca: pki.bundle().toPem(),
+        servername: 'localhost',
+      },
+    });
+    let ok = 0;
+    let failed = 0;
+    let stop = false;
+    const worker = async (w: number) => {
+      for (let i = 0; !stop; i++) {
+        try {
+          const r = await pool.request({ path: `/v1/charges/${w}-${i}`, method: 'GET' });
+          await r.body.text();
+          if (r.statusCode === 200) ok++;
+          else failed++;
+        } catch {
+          failed++;
+        }
+        if (i % 5 === 0) await new Promise((r) => setTimeout(r, 30)); // let connections go idle and close
+      }
+    };
+    const workers = Array.from({ length: 4 }, (_, w) => worker(w));
+    let newest = '';
+    for (let i = 0; i < 6; i++) {
+      await new Promise((r) => setTimeout(r, 150));
+      const next = pki.mint('payment-service', { dnsNames: ['localhost'] });
+      newest = next.certChainPem;
+      sidecarSource.set(next);
+    }
+    await new Promise((r) => setTimeout(r, 150));
+    stop = true;
+    await Promise.all(workers);
+    await pool.close();
+    expect(failed).toBe(0);
+    expect(ok).toBeGreaterThan(50);
+    // A new handshake presents the newest SVID.
+    const s = await open();
+    const leaf = s.getPeerX509Certificate()?.toString();
+    s.destroy();
+    expect(newest.startsWith(leaf?.trim() ?? 'none')).toBe(true);
+  }, 30_000);
 });
 
 describe('sidecar HTTP/1.1 path under malformed input', () => {
