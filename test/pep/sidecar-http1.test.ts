@@ -63,13 +63,14 @@ beforeAll(async () => {
     });
   });
   await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
+  sidecarSource = pki.source('payment-service');
   sidecar = await startSidecar(
     SidecarConfigSchema.parse({
       svid: { workload_api: 'unused' },
       policies,
       inbound: { listen: '127.0.0.1:0', app: `127.0.0.1:${(app.address() as AddressInfo).port}`, timeout_ms: 1500 },
     }),
-    { source: (sidecarSource = pki.source('payment-service')) },
+    { source: sidecarSource },
   );
 }, 60_000);
 
