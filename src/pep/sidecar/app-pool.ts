@@ -5,7 +5,7 @@
  * that holds it.
  */
 import { connect as netConnect, type Socket } from 'node:net';
-import { HTTPParser, MAX_HEAD, type NativeParser } from './llhttp.js';
+import { createParser, type NativeParser } from './llhttp.js';
 
 /** An upstream connection idle longer than this is not reused (the app may be closing it). */
 const UPSTREAM_IDLE_MS = 2000;
@@ -83,7 +83,6 @@ export class AppConnection {
   owner: AppExchange | undefined;
   idleSince = 0;
   readonly #parser: NativeParser;
-  #headers: string[] = [];
 
   constructor(
     readonly pool: AppPool,
@@ -93,28 +92,12 @@ export class AppConnection {
     const up = netConnect(pool.app.port, pool.app.host);
     up.setNoDelay(true);
     this.socket = up;
-    const p = new HTTPParser();
-    p.initialize(HTTPParser.RESPONSE, {}, MAX_HEAD, 0);
-    p[HTTPParser.kOnHeaders] = ((headers: string[]) => {
-      for (const h of headers) this.#headers.push(h);
-    }) as never;
-    p[HTTPParser.kOnHeadersComplete] = ((
-      _major: number,
-      _minor: number,
-      headers: string[] | undefined,
-      _method: number,
-      _url: string,
-      status: number,
-      message: string,
-      _upgrade: boolean,
-      keepAlive: boolean,
-    ) => {
-      const raw = headers ?? this.#headers;
-      this.#headers = [];
-      return this.owner ? this.owner.onResponseHead(this, raw, status, message, keepAlive) : 1;
-    }) as never;
-    p[HTTPParser.kOnBody] = ((b: Buffer) => this.owner?.onResponseBody(this, b)) as never;
-    p[HTTPParser.kOnMessageComplete] = (() => this.owner?.onResponseEnd(this)) as never;
+    const p = createParser('response', {
+      onHead: (head) =>
+        this.owner ? this.owner.onResponseHead(this, head.raw, head.status, head.message, head.keepAlive) : 1,
+      onBody: (b) => this.owner?.onResponseBody(this, b),
+      onEnd: () => this.owner?.onResponseEnd(this),
+    });
     this.#parser = p;
     up.on('data', (d: Buffer) => {
       // Bytes from an idle connection answer nothing: the connection is not to be trusted again.

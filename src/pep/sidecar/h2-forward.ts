@@ -9,7 +9,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { type AppConnection, type AppExchange, type AppPool, LAST_CHUNK, writeChunk } from './app-pool.js';
-import { forwardHeaders, requestHead } from './headers.js';
+import { forwardHeaders, JSON_TYPE, requestHead } from './headers.js';
 import { headersFromRaw } from './llhttp.js';
 
 type AnyRequest = IncomingMessage | Http2ServerRequest;
@@ -23,8 +23,6 @@ export interface ForwardOptions {
   timeoutMs: number;
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
-
-const JSON_TYPE = { 'content-type': 'application/json' };
 
 /** Whether a request carries a body to pass on (HTTP/2 says so on its HEADERS frame). */
 function hasBody(req: AnyRequest): boolean {

@@ -3,7 +3,10 @@
  * `Connection` stay on their hop; HTTP/2 pseudo-headers are turned back into HTTP/1.1 terms; and
  * identity headers a client could forge never reach the app — the sidecar adds its own.
  */
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { type IncomingHttpHeaders, type OutgoingHttpHeaders, STATUS_CODES } from 'node:http';
+
+/** The content type of every body the sidecar writes itself (errors and refusals). */
+export const JSON_TYPE = { 'content-type': 'application/json' } as const;
 
 // `expect` too: the sidecar answers `100-continue` itself (node:http does), so it ends here.
 const HOP = new Set([
@@ -97,4 +100,25 @@ export function requestHead(method: string, path: string, headers: OutgoingHttpH
     }
   }
   return `${s}\r\n`;
+}
+
+/**
+ * Serializes a response head: status line, headers, blank line; written as latin1 like
+ * {@link requestHead}. Names and values are the app's as llhttp parsed them (no CR or LF) or the
+ * sidecar's own.
+ */
+export function responseHead(status: number, message: string, headers: OutgoingHttpHeaders): string {
+  let s = `HTTP/1.1 ${status} ${message || STATUS_CODES[status] || ''}\r\n`;
+  for (const k in headers) {
+    const v = headers[k];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const one of v) s += `${k}: ${one}\r\n`;
+    else s += `${k}: ${v}\r\n`;
+  }
+  return `${s}\r\n`;
+}
+
+/** A whole response of the sidecar's own (an error or a refusal): head with the body's length, then the body. */
+export function rawResponse(status: number, headers: OutgoingHttpHeaders, body: string): string {
+  return responseHead(status, '', { ...headers, 'content-length': Buffer.byteLength(body) }) + body;
 }

@@ -16,12 +16,11 @@
  * decided like any request and become a byte tunnel once the app answers 101.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import { STATUS_CODES } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { AppConnection, AppExchange, AppPool } from './app-pool.js';
 import { LAST_CHUNK, writeChunk } from './app-pool.js';
-import { forwardHeaders, requestHead } from './headers.js';
-import { HTTPParser, headersFromRaw, MAX_HEAD, methods, type NativeParser } from './llhttp.js';
+import { forwardHeaders, JSON_TYPE, rawResponse, requestHead, responseHead } from './headers.js';
+import { createParser, headersFromRaw, type NativeParser, type ParsedHead } from './llhttp.js';
 import { splice } from './tunnel.js';
 
 /** Bodies up to this size (with a Content-Length) are gathered and leave with the head in one write. */
@@ -62,8 +61,6 @@ export interface Http1Options {
   decide(req: Http1Request): Promise<Http1Verdict>;
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
-
-const JSON_TYPE = 'application/json';
 
 /** One request and its response on a connection. */
 interface Exchange {
@@ -140,8 +137,6 @@ class Http1Connection implements AppExchange {
   readonly #parser: NativeParser;
   readonly #queue: Exchange[] = [];
   #buffered = 0;
-  #rawHeaders: string[] = [];
-  #url = '';
   #up: AppConnection | undefined;
   /** The response being parsed: status, head, whether its body is skipped. */
   #resStatus = 0;
@@ -155,31 +150,16 @@ class Http1Connection implements AppExchange {
   ) {
     client.setNoDelay(true);
     this.deadline = Date.now() + KEEP_ALIVE_MS;
-    const p = new HTTPParser();
-    p.initialize(HTTPParser.REQUEST, {}, MAX_HEAD, 0);
-    p[HTTPParser.kOnMessageBegin] = () => {
-      if (this.#queue.length > 0) return; // pipelined: the exchange in progress keeps its deadline
-      this.#phase = 'head';
-      this.deadline = Date.now() + Math.min(HEADERS_TIMEOUT_MS, opts.timeoutMs);
-    };
-    p[HTTPParser.kOnHeaders] = ((headers: string[], url: string) => {
-      for (const h of headers) this.#rawHeaders.push(h);
-      this.#url += url;
-    }) as never;
-    p[HTTPParser.kOnHeadersComplete] = ((
-      major: number,
-      minor: number,
-      headers: string[] | undefined,
-      method: number,
-      url: string | undefined,
-      _status: number,
-      _message: string,
-      upgrade: boolean,
-      keepAlive: boolean,
-    ) => this.#onRequestHead(major, minor, headers, method, url, upgrade, keepAlive)) as never;
-    p[HTTPParser.kOnBody] = ((b: Buffer) => this.#onRequestBody(b)) as never;
-    p[HTTPParser.kOnMessageComplete] = (() => this.#onRequestEnd()) as never;
-    this.#parser = p;
+    this.#parser = createParser('request', {
+      onBegin: () => {
+        if (this.#queue.length > 0) return; // pipelined: the exchange in progress keeps its deadline
+        this.#phase = 'head';
+        this.deadline = Date.now() + Math.min(HEADERS_TIMEOUT_MS, opts.timeoutMs);
+      },
+      onHead: (head) => this.#onRequestHead(head),
+      onBody: (b) => this.#onRequestBody(b),
+      onEnd: () => this.#onRequestEnd(),
+    });
     client.on('data', (d: Buffer) => this.#onClientData(d));
     client.on('error', () => client.destroy());
     // A client's FIN ends the connection (the server does not allow half-open sockets): as with
@@ -206,27 +186,16 @@ class Http1Connection implements AppExchange {
     }
   }
 
-  #onRequestHead(
-    major: number,
-    minor: number,
-    headers: string[] | undefined,
-    method: number,
-    url: string | undefined,
-    upgrade: boolean,
-    keepAlive: boolean,
-  ): number {
+  #onRequestHead(head: ParsedHead): number {
     if (this.#gone) return 1;
-    const raw = headers ?? this.#rawHeaders;
-    const target = url ?? this.#url;
-    this.#rawHeaders = [];
-    this.#url = '';
+    const { raw, upgrade, keepAlive } = head;
     const h = headersFromRaw(raw);
-    const http10 = major === 1 && minor === 0;
+    const http10 = head.httpMajor === 1 && head.httpMinor === 0;
     const te = h['transfer-encoding'];
     const cl = h['content-length'];
     const ex: Exchange = {
-      method: methods[method] ?? 'GET',
-      url: target,
+      method: head.method,
+      url: head.url,
       headers: h,
       http10,
       keepAlive,
@@ -295,18 +264,15 @@ class Http1Connection implements AppExchange {
     this.#gone = true;
     this.#queue.length = 0;
     this.#dropUpstream();
-    if (this.client.writable) this.#writeResponse(status, { 'content-type': JSON_TYPE }, `{"error":"${code}"}`, false);
+    if (this.client.writable) this.#writeResponse(status, JSON_TYPE, `{"error":"${code}"}`, false);
     this.client.destroySoon();
   }
 
   #writeResponse(status: number, headers: Record<string, string | number>, body: string, keepAlive: boolean): void {
-    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
-    for (const k in headers) if (k !== 'content-length' && k !== 'connection') head += `${k}: ${headers[k]}\r\n`;
-    head += `content-length: ${Buffer.byteLength(body)}\r\n`;
-    head += keepAlive
-      ? `connection: keep-alive\r\nkeep-alive: ${KEEP_ALIVE_HINT}\r\n\r\n`
-      : 'connection: close\r\n\r\n';
-    this.client.write(head + body);
+    const connection = keepAlive
+      ? { connection: 'keep-alive', 'keep-alive': KEEP_ALIVE_HINT }
+      : { connection: 'close' };
+    this.client.write(rawResponse(status, { ...headers, ...connection }, body), 'latin1');
   }
 
   // ── one exchange ──────────────────────────────────────────────────────────────────────────
@@ -323,7 +289,7 @@ class Http1Connection implements AppExchange {
         this.#decided(ex, {
           ok: false,
           status: 403,
-          headers: { 'content-type': JSON_TYPE },
+          headers: JSON_TYPE,
           body: '{"error":"forbidden"}',
         }),
     );
@@ -457,7 +423,7 @@ class Http1Connection implements AppExchange {
     const h = headersFromRaw(raw);
     if (status === 101 && ex.upgrade) {
       const out = forwardHeaders(h, { stripIdentity: false, keepUpgrade: true });
-      this.client.write(statusHead(101, message, out), 'latin1');
+      this.client.write(responseHead(101, message, out), 'latin1');
       ex.responded = true;
       ex.state = 'tunnel';
       this.#tunnel(ex, up);
@@ -486,7 +452,7 @@ class Http1Connection implements AppExchange {
     const client = this.client;
     client.cork();
     process.nextTick(() => client.uncork());
-    client.write(statusHead(status, message, out), 'latin1');
+    client.write(responseHead(status, message, out), 'latin1');
     ex.responded = true;
     return bodiless ? 1 : 0;
   }
@@ -590,19 +556,4 @@ function hasRepeat(raw: readonly string[], name: string): boolean {
     seen = true;
   }
   return false;
-}
-
-/**
- * A response head: status line, headers, blank line (names and values as parsed: no CR or LF).
- * Heads are written as latin1, as node:http does: each character is the byte that was received.
- */
-function statusHead(status: number, message: string, headers: OutgoingHttpHeaders): string {
-  let s = `HTTP/1.1 ${status} ${message || STATUS_CODES[status] || ''}\r\n`;
-  for (const k in headers) {
-    const v = headers[k];
-    if (v === undefined) continue;
-    if (Array.isArray(v)) for (const one of v) s += `${k}: ${one}\r\n`;
-    else s += `${k}: ${v}\r\n`;
-  }
-  return `${s}\r\n`;
 }

@@ -21,7 +21,7 @@ import type { DecisionRecorder, SnapshotProvider } from '../decision.js';
 import { type CallerIdentity, createEnforcer, type EnforcementResult, refusalOf } from '../middleware/index.js';
 import { attachMtls, authorizeAny, tlsOptionsFrom, type X509SvidSource } from '../mtls/index.js';
 import { type InboundConfig, splitHostPort } from './config.js';
-import { forwardHeaders, requestHead } from './headers.js';
+import { forwardHeaders, JSON_TYPE, requestHead } from './headers.js';
 import { AppPool } from './app-pool.js';
 import { forwardToApp } from './h2-forward.js';
 import { Http1Connections, type Http1Request, type Http1Verdict } from './http1.js';
@@ -48,7 +48,6 @@ type AnyRequest = IncomingMessage | Http2ServerRequest;
 type AnyResponse = ServerResponse | Http2ServerResponse;
 
 const BAD_GATEWAY = '{"error":"bad_gateway"}';
-const JSON_TYPE = { 'content-type': 'application/json' };
 
 /**
  * Starts the inbound listener.

@@ -8,12 +8,10 @@ import { createServer as createHttpServer, type IncomingMessage, type Server } f
 import type { Duplex } from 'node:stream';
 import { authorizeId, connectMtls, createMtlsAgent, type X509SvidSource } from '../mtls/index.js';
 import { type OutboundConfig, splitHostPort } from './config.js';
-import { forwardHeaders, requestHead } from './headers.js';
+import { forwardHeaders, JSON_TYPE, requestHead } from './headers.js';
 import type { RunningLeg } from './inbound.js';
 import { listen } from '../../util/listen.js';
 import { splice, writeRawResponse } from './tunnel.js';
-
-const JSON_TYPE = { 'content-type': 'application/json' };
 
 /** The reason code for a failed origination: a refused server is not the same as a missing one. */
 function failureCode(e: Error): 'peer_rejected' | 'bad_gateway' {

@@ -3,8 +3,8 @@
  * passed on, the sidecar only copies bytes, with backpressure both ways, and closes both sides
  * together.
  */
-import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { rawResponse } from './headers.js';
 
 /**
  * Joins two connections: bytes flow both ways; an end or error on either closes both.
@@ -41,8 +41,5 @@ export function writeRawResponse(
   headers: Record<string, string | number>,
   body: string,
 ): void {
-  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
-  for (const [k, v] of Object.entries({ ...headers, 'content-length': Buffer.byteLength(body), connection: 'close' }))
-    head += `${k}: ${v}\r\n`;
-  socket.end(`${head}\r\n${body}`);
+  socket.end(rawResponse(status, { ...headers, connection: 'close' }, body), 'latin1');
 }
