@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { sql } from 'kysely';
 import { type AuditQuery, AuditLog, normalizeEvent, queryAuditLog } from '../src/audit/index.js';
+import { findTermId } from '../src/audit/terms.js';
 import { openStore, type Store } from '../src/store/index.js';
 import { type Figure, report } from './harness.js';
 
@@ -78,14 +79,9 @@ async function peerQuery(store: Store, q: AuditQuery): Promise<number[]> {
   for (const field of ['source', 'target', 'outcome', 'kind'] as const) {
     const value = q[field];
     if (value === undefined) continue;
-    const term = await store.db
-      .selectFrom('audit_term')
-      .select('id')
-      .where('field', '=', field)
-      .where('value', '=', value)
-      .executeTakeFirst();
-    if (!term) return [];
-    sel = sel.where(TERM_COLUMN[field], '=', Number(term.id));
+    const term = await findTermId(store.db, field, value);
+    if (term === undefined) return [];
+    sel = sel.where(TERM_COLUMN[field], '=', term);
   }
   if (q.since !== undefined) sel = sel.where('time', '>=', q.since);
   if (q.until !== undefined) sel = sel.where('time', '<', q.until);

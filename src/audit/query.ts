@@ -12,7 +12,7 @@ import { BLOCK_EVENTS, mayContain, readColumn } from '../store/audit-blocks.js';
 import type { Store } from '../store/index.js';
 import { AuditEventError } from './errors.js';
 import { OUTCOMES, type StoredAuditEvent } from './event.js';
-import type { TermField } from './terms.js';
+import { findTermId, type TermField } from './terms.js';
 
 export const auditQuerySchema = z.strictObject({
   source: z.string().min(1).max(2048).optional(),
@@ -112,13 +112,8 @@ const MAX_NAME_TERMS = 1000;
  * name a workload by its SPIFFE ID; people name it by its service.
  */
 async function termIds(store: Store, field: TermField, value: string): Promise<number[]> {
-  const exact = await store.db
-    .selectFrom('audit_term')
-    .select('id')
-    .where('field', '=', field)
-    .where('value', '=', value)
-    .executeTakeFirst();
-  const ids = exact ? [Number(exact.id)] : [];
+  const exact = await findTermId(store.db, field, value);
+  const ids = exact === undefined ? [] : [exact];
   if ((field !== 'source' && field !== 'target') || !/^[^/\s]+$/.test(value) || /^spiffe:/i.test(value)) return ids;
   // LIKE narrows (its case rules differ between engines); the derivation decides exactly.
   const pattern = `spiffe://%/${value.replace(/[\\%_]/g, (c) => `\\${c}`)}`;

@@ -41,6 +41,21 @@ export function prepareTermStatements(db: BetterSqlite3.Database): SqliteTermSta
   };
 }
 
+/** The stored id of one term, if it is stored. */
+export async function findTermId(
+  db: Kysely<Database> | Transaction<Database>,
+  field: TermField,
+  value: string,
+): Promise<number | undefined> {
+  const row = await db
+    .selectFrom('audit_term')
+    .select('id')
+    .where('field', '=', field)
+    .where('value', '=', value)
+    .executeTakeFirst();
+  return row ? Number(row.id) : undefined;
+}
+
 export class TermDictionary {
   // One map per field: a lookup hashes only the value (this runs four times per appended event).
   private readonly ids: Record<TermField, Map<string, number>> = {
