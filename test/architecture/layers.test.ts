@@ -1,0 +1,92 @@
+/**
+ * Folders depend downward. Each folder of src/ has a rank; a module may import from a folder of a
+ * strictly lower rank (or its own folder), never from a higher or equal one. The ranks are the map in
+ * docs/architecture.md; a new folder must be placed here before it can import anything.
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const SRC = resolve(import.meta.dirname, '../../src');
+
+/** Lower ranks are lower in the tree. Folders of one rank may not import each other. */
+export const RANK: Record<string, number> = {
+  'errors.ts': 0,
+  util: 0,
+  spiffe: 1,
+  config: 1,
+  api: 2,
+  policy: 2,
+  ca: 2,
+  registration: 3,
+  store: 4,
+  audit: 5,
+  workload: 5,
+  pep: 6,
+  agent: 7,
+  server: 7,
+  mesh: 8,
+  cli: 9,
+  'index.ts': 10,
+};
+
+function* tsFiles(dir: string): Generator<string> {
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) yield* tsFiles(p);
+    else if (p.endsWith('.ts')) yield p;
+  }
+}
+
+/** Relative specifiers of every static import/export-from and dynamic import() in `text`. */
+export function relativeImports(text: string): string[] {
+  const out: string[] = [];
+  const re =
+    /(?:^|[\s;])(?:import|export)\s[^'"`;]*?from\s*['"](\.[^'"]+)['"]|import\(\s*['"](\.[^'"]+)['"]\s*\)|^import\s+['"](\.[^'"]+)['"]/gm;
+  for (const m of text.matchAll(re)) out.push((m[1] ?? m[2] ?? m[3]) as string);
+  return out;
+}
+
+function folderOf(file: string): string {
+  return relative(SRC, file).split('/')[0] as string;
+}
+
+describe('folders depend downward', () => {
+  it('the import scanner sees static, re-export, type-only, side-effect and dynamic imports', () => {
+    const text = [
+      "import { a } from '../policy/index.js';",
+      "import type { B } from '../store/index.js';",
+      "export { c } from '../audit/index.js';",
+      "import '../util/logger.js';",
+      "const m = await import('../server/server.js');",
+      'const s = \'from "../not/an/import.js"\';',
+    ].join('\n');
+    expect(relativeImports(text)).toEqual([
+      '../policy/index.js',
+      '../store/index.js',
+      '../audit/index.js',
+      '../util/logger.js',
+      '../server/server.js',
+    ]);
+  });
+
+  it('every folder of src/ has a rank', () => {
+    const unranked = readdirSync(SRC).filter((n) => RANK[n] === undefined);
+    expect(unranked).toEqual([]);
+  });
+
+  it('no module imports from a folder of its own rank or above', () => {
+    const upward: string[] = [];
+    for (const file of tsFiles(SRC)) {
+      const from = folderOf(file);
+      for (const spec of relativeImports(readFileSync(file, 'utf8'))) {
+        const to = folderOf(resolve(dirname(file), spec));
+        if (to === from) continue;
+        const rf = RANK[from] as number;
+        const rt = RANK[to];
+        if (rt === undefined || rt >= rf) upward.push(`${relative(SRC, file)} → ${spec} (${from} ${rf} → ${to} ${rt})`);
+      }
+    }
+    expect(upward).toEqual([]);
+  });
+});
