@@ -103,6 +103,7 @@ export class NodeAgent
   /** The policy message the snapshot was compiled from, as cached on disk (null: none). */
   private policyMsg: unknown = null;
   private cacheTimer: NodeJS.Timeout | undefined;
+  private revoked = false;
   private readonly svids = new Map<string, HeldSvid>();
   private readonly jwts = new Map<string, { token: string; exp: number; issued: number }>();
   private api: WorkloadApiServer | undefined;
@@ -230,7 +231,7 @@ export class NodeAgent
   }
 
   private scheduleCacheWrite(): void {
-    if (this.cacheTimer || this.stopped) return;
+    if (this.cacheTimer || this.stopped || this.revoked) return;
     this.cacheTimer = setTimeout(() => this.writeCache(), CACHE_WRITE_DELAY_MS);
     this.cacheTimer.unref();
   }
@@ -446,7 +447,8 @@ export class NodeAgent
   /** Banned or deleted: drop every identity at once (zero trust: no grace period). */
   private revoke(reason: string): void {
     this.opts.logger.error({ reason }, 'agent revoked by the server: dropping all identities');
-    // Also on disk: a restart while the server is away must not bring them back.
+    // Also on disk, and nothing cached again: a restart while the server is away must not bring them back.
+    this.revoked = true;
     if (this.cacheTimer) clearTimeout(this.cacheTimer);
     this.cacheTimer = undefined;
     try {

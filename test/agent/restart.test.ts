@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -309,5 +309,26 @@ describe('agent restarted while the server is down', () => {
     expect(await workload()).toMatchObject({ error: 7 });
     expect((await decide('/v1/items/7')).allow).toBe(false);
     expect(agent.output()).toMatch(/ignoring the agent cache/);
+  });
+
+  it('a banned agent removes its cache: restarted while the server is down, it serves nothing', async () => {
+    await startServer();
+    await until(async () => (await workload()).spiffe_id, 'the root SVID from the server again', 30_000);
+    await until(async () => {
+      try {
+        return readCache().svids.length > 0;
+      } catch {
+        return false;
+      }
+    }, 'a fresh cache');
+    expect((await api('POST', '/v1/admin/agents/ban', { spiffe_id: agentId })).status).toBe(200);
+    await until(async () => /agent revoked/.test(agent.output()), 'the revocation');
+    await new Promise((r) => setTimeout(r, 300)); // past the cache write delay: nothing is written again
+    expect(existsSync(cacheFile)).toBe(false);
+    await kill(server);
+    await kill(agent);
+    await startAgent();
+    expect(await workload()).toMatchObject({ error: 7 });
+    expect((await decide('/v1/items/7')).allow).toBe(false);
   });
 });
