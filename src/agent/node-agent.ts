@@ -6,17 +6,26 @@
  *
  * When the server is unreachable, the agent keeps serving what it has until it expires, and
  * reconnects with exponential backoff. Its SVID and key live on disk (mode 0600), so a restart
- * needs no new token.
+ * needs no new token; the entries, workload SVIDs with their keys and the last policy snapshot are
+ * cached there too (`agent-cache.ts`), so a restart while the server is down still serves them.
  */
 import { type CompileOptions, compile, type Policy, type PolicySnapshot } from '../policy/index.js';
 import { type KeyObject, randomInt, X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCsr, csrToPem, generatePrivateKey } from '../ca/index.js';
 import { selectorsMatch } from '../registration/selector.js';
 import { type SpiffeJwks, TrustBundle } from '../spiffe/index.js';
 import type { Logger } from '../util/logger.js';
+import {
+  agentCachePath,
+  type EntryView,
+  loadAgentCache,
+  removeAgentCache,
+  saveAgentCache,
+  writePrivateFile,
+} from './agent-cache.js';
 import { leafNotAfter, ServerCallError, ServerClient } from './server-client.js';
 import type { Selector } from './unix-attestor.js';
 import { type WorkloadIdentity, type WorkloadResolver, WorkloadApiServer } from './workload-api.js';
@@ -36,16 +45,15 @@ export interface NodeAgentOptions {
   logger: Logger;
   /** Max reconnect delay, ms (default 30 s). */
   maxBackoffMs?: number;
+  /** Workload API connection limits (config `agent.workload_api`); defaults in {@link GrpcServerOptions}. */
+  workloadApi?: WorkloadApiLimits;
 }
 
-interface EntryView {
-  id: string;
-  spiffe_id: string;
-  selectors: string[];
-  x509_svid_ttl: number;
-  jwt_svid_ttl: number;
-  hint: string;
-  revision: number;
+/** Per-uid limits of the Workload API (see `GrpcServerOptions`). */
+export interface WorkloadApiLimits {
+  maxConnectionsPerPeer?: number;
+  maxCallsPerPeer?: number;
+  handshakeTimeoutMs?: number;
 }
 
 interface HeldSvid {
@@ -77,11 +85,8 @@ function rotateTime(notBefore: number, notAfter: number): number {
   return notBefore + life / 2 - randomInt(0, Math.max(1, Math.floor(life / 10)));
 }
 
-function writePrivate(file: string, text: string): void {
-  const tmp = `${file}.tmp`;
-  writeFileSync(tmp, text, { mode: 0o600 });
-  renameSync(tmp, file);
-}
+/** Coalesces cache writes: a burst of changes (a signing batch, a sync) is one write. */
+const CACHE_WRITE_DELAY_MS = 100;
 
 export class NodeAgent
   extends EventEmitter<{ change: []; revoked: [string]; policy: [PolicySnapshot | undefined] }>
@@ -95,6 +100,10 @@ export class NodeAgent
   private client: ServerClient | undefined;
   private entries: EntryView[] = [];
   private policy: PolicySnapshot | undefined;
+  /** The policy message the snapshot was compiled from, as cached on disk (null: none). */
+  private policyMsg: unknown = null;
+  private cacheTimer: NodeJS.Timeout | undefined;
+  private revoked = false;
   private readonly svids = new Map<string, HeldSvid>();
   private readonly jwts = new Map<string, { token: string; exp: number; issued: number }>();
   private api: WorkloadApiServer | undefined;
@@ -110,6 +119,10 @@ export class NodeAgent
     this.serverId = `spiffe://${opts.trustDomain}/nevertrust/server`;
     this.bundle = TrustBundle.fromPem(opts.trustDomain, opts.trustBundlePem);
     mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
+    // It holds private keys: whatever made the directory, only the agent may enter it.
+    chmodSync(opts.dir, 0o700);
+    this.on('change', () => this.scheduleCacheWrite());
+    this.on('policy', () => this.scheduleCacheWrite());
   }
 
   get id(): string {
@@ -150,10 +163,13 @@ export class NodeAgent
         throw new AgentError(`the agent SVID in ${this.opts.dir} has expired: attest again with a new --join-token`);
       await this.attest(this.opts.joinToken);
     }
+    this.loadCache();
     this.api = new WorkloadApiServer({
       socketPath: this.opts.socketPath,
       resolver: this,
+      ...this.opts.workloadApi,
       onError: (err, method) => this.opts.logger.error({ err, method }, 'workload API handler failed'),
+      onLimit: (reason) => this.opts.logger.warn({ reason }, 'workload API connection refused'),
     });
     await this.api.start();
     this.syncing = this.syncLoop();
@@ -168,6 +184,87 @@ export class NodeAgent
     await this.api?.close();
     await this.syncing?.catch(() => {});
     await this.client?.close().catch(() => {});
+    if (this.cacheTimer) this.writeCache();
+  }
+
+  // --- cache across restarts (agent-cache.ts) --------------------------------------------------
+
+  /** Loads what the last run cached; serves only what is still valid and verifies. */
+  private loadCache(): void {
+    const file = agentCachePath(this.opts.dir);
+    const r = loadAgentCache(this.opts.dir, this.agentId, this.bundle);
+    if (r.kind === 'missing') return;
+    if (r.kind === 'corrupt') {
+      this.opts.logger.warn(
+        { file, reason: r.reason },
+        'ignoring the agent cache: it is corrupt or not ours; nothing is served from it',
+      );
+      return;
+    }
+    let policy: PolicySnapshot | undefined;
+    if (r.policy !== null) {
+      try {
+        policy = this.compilePolicy(r.policy);
+      } catch (e) {
+        this.opts.logger.warn(
+          { file, reason: `policy: ${(e as Error).message}` },
+          'ignoring the agent cache: it is corrupt or not ours; nothing is served from it',
+        );
+        return;
+      }
+    }
+    this.entries = r.entries;
+    for (const s of r.svids) this.svids.set(s.entryId, { ...s, rotateAt: rotateTime(s.notBefore, s.notAfter) });
+    this.policy = policy;
+    this.policyMsg = policy ? r.policy : null;
+    this.opts.logger.info(
+      {
+        file,
+        svids: r.svids.length,
+        expired: r.expired,
+        stale: r.stale,
+        entries: r.entries.length,
+        policy: policy?.version,
+      },
+      'loaded the agent cache (expired SVIDs are not served)',
+    );
+  }
+
+  private scheduleCacheWrite(): void {
+    if (this.cacheTimer || this.stopped || this.revoked) return;
+    this.cacheTimer = setTimeout(() => this.writeCache(), CACHE_WRITE_DELAY_MS);
+    this.cacheTimer.unref();
+  }
+
+  private writeCache(): void {
+    if (this.cacheTimer) clearTimeout(this.cacheTimer);
+    this.cacheTimer = undefined;
+    try {
+      saveAgentCache(this.opts.dir, {
+        agentId: this.agentId,
+        entries: this.entries,
+        svids: this.svids.values(),
+        policy: this.policyMsg,
+      });
+    } catch (e) {
+      this.opts.logger.error(
+        { err: (e as Error).message },
+        'could not write the agent cache; a restart without the server will serve less',
+      );
+    }
+  }
+
+  /** What the agent serves right now: the number of valid SVIDs and when the first of them expires. */
+  private servingSummary(): { count: number; until: number } {
+    const now = Date.now();
+    let count = 0;
+    let until = Number.POSITIVE_INFINITY;
+    for (const s of this.svids.values()) {
+      if (s.notAfter <= now) continue;
+      count++;
+      until = Math.min(until, s.notAfter);
+    }
+    return { count, until };
   }
 
   // --- own identity ----------------------------------------------------------------------------
@@ -200,7 +297,7 @@ export class NodeAgent
     const next = TrustBundle.fromJwks(this.opts.trustDomain, jwks as SpiffeJwks);
     if (JSON.stringify(next.toJwks()) === JSON.stringify(this.bundle.toJwks())) return;
     this.bundle = next;
-    writePrivate(this.paths().bundle, JSON.stringify(next.toJwks()));
+    writePrivateFile(this.paths().bundle, JSON.stringify(next.toJwks()));
     this.resetClient();
     this.emit('change');
   }
@@ -241,8 +338,8 @@ export class NodeAgent
     this.agentCert = chainPem;
     this.agentKey = key.export({ format: 'pem', type: 'pkcs8' }) as string;
     this.agentId = id;
-    writePrivate(this.paths().key, this.agentKey);
-    writePrivate(this.paths().cert, this.agentCert);
+    writePrivateFile(this.paths().key, this.agentKey);
+    writePrivateFile(this.paths().cert, this.agentCert);
     this.resetClient();
   }
 
@@ -288,10 +385,21 @@ export class NodeAgent
           this.revoke(e.message);
           return;
         }
-        this.opts.logger.warn(
-          { err: (e as Error).message, retry_ms: backoff },
-          'server unreachable; serving cached SVIDs',
-        );
+        // Say what is really served: the count and expiry of the SVIDs held, or nothing.
+        const { count, until } = this.servingSummary();
+        const dir = this.opts.dir;
+        if (count > 0) {
+          const t = new Date(until).toISOString();
+          this.opts.logger.warn(
+            { err: (e as Error).message, retry_ms: backoff, svids: count, valid_until: t, dir },
+            `server unreachable; serving ${count} cached SVIDs valid until ${t} from ${dir}`,
+          );
+        } else {
+          this.opts.logger.warn(
+            { err: (e as Error).message, retry_ms: backoff, svids: 0, dir },
+            'server unreachable; no cached SVIDs: serving nothing until the server answers',
+          );
+        }
       }
       this.connected = false;
       await new Promise((r) => setTimeout(r, backoff + randomInt(0, backoff / 2 + 1)));
@@ -306,17 +414,15 @@ export class NodeAgent
   private setPolicy(msg: unknown): void {
     if (msg === null) {
       this.policy = undefined;
+      this.policyMsg = null;
       this.opts.logger.warn('the server has no policies: every local decision denies');
       this.emit('policy', undefined);
       return;
     }
-    const m = msg as { version?: unknown; policies?: unknown; options?: unknown };
     try {
-      if (!Array.isArray(m.policies)) throw new Error('policies: expected an array');
-      const snap = compile(m.policies as Policy[], (m.options ?? {}) as CompileOptions);
-      if (snap.version !== m.version)
-        throw new Error(`version mismatch: got ${snap.version}, announced ${String(m.version)}`);
+      const snap = this.compilePolicy(msg);
       this.policy = snap;
+      this.policyMsg = msg;
       this.opts.logger.info({ version: snap.version, rules: snap.ruleCount }, 'policy snapshot received');
       this.emit('policy', snap);
     } catch (e) {
@@ -327,11 +433,32 @@ export class NodeAgent
     }
   }
 
+  /** A policy message of the sync stream → its snapshot; throws unless it compiles to the announced version. */
+  private compilePolicy(msg: unknown): PolicySnapshot {
+    const m = msg as { version?: unknown; policies?: unknown; options?: unknown };
+    if (typeof m !== 'object' || m === null || !Array.isArray(m.policies))
+      throw new Error('policies: expected an array');
+    const snap = compile(m.policies as Policy[], (m.options ?? {}) as CompileOptions);
+    if (snap.version !== m.version)
+      throw new Error(`version mismatch: got ${snap.version}, announced ${String(m.version)}`);
+    return snap;
+  }
+
   /** Banned or deleted: drop every identity at once (zero trust: no grace period). */
   private revoke(reason: string): void {
     this.opts.logger.error({ reason }, 'agent revoked by the server: dropping all identities');
+    // Also on disk, and nothing cached again: a restart while the server is away must not bring them back.
+    this.revoked = true;
+    if (this.cacheTimer) clearTimeout(this.cacheTimer);
+    this.cacheTimer = undefined;
+    try {
+      removeAgentCache(this.opts.dir);
+    } catch (e) {
+      this.opts.logger.error({ err: (e as Error).message }, 'could not remove the agent cache');
+    }
     this.entries = [];
     this.policy = undefined;
+    this.policyMsg = null;
     this.svids.clear();
     this.jwts.clear();
     this.emit('change');

@@ -35,6 +35,7 @@ import {
   type CallContext,
   GrpcError,
   GrpcServer,
+  type GrpcServerOptions,
   type ListenAddress,
   type MethodDefinition,
   Status,
@@ -534,6 +535,14 @@ export interface WorkloadApiServerOptions extends WorkloadApiHandlersOptions {
   maxMessageBytes?: number;
   /** Unexpected handler errors (they reach clients as INTERNAL). */
   onError?: (err: unknown, method: string) => void;
+  /** Open connections per uid; see {@link GrpcServerOptions.maxConnectionsPerPeer}. */
+  maxConnectionsPerPeer?: number;
+  /** Calls in flight per uid; see {@link GrpcServerOptions.maxCallsPerPeer}. */
+  maxCallsPerPeer?: number;
+  /** Time to the first request; see {@link GrpcServerOptions.handshakeTimeoutMs}. */
+  handshakeTimeoutMs?: number;
+  /** A connection or call refused by those limits (for the log). */
+  onLimit?: (reason: string) => void;
 }
 
 /**
@@ -560,6 +569,10 @@ export class WorkloadApiServer {
     const grpcOpts: ConstructorParameters<typeof GrpcServer>[0] = { socketMode: 0o777 };
     if (opts.maxMessageBytes !== undefined) grpcOpts.maxReceiveMessageBytes = opts.maxMessageBytes;
     if (opts.onError) grpcOpts.onHandlerError = opts.onError;
+    if (opts.maxConnectionsPerPeer !== undefined) grpcOpts.maxConnectionsPerPeer = opts.maxConnectionsPerPeer;
+    if (opts.maxCallsPerPeer !== undefined) grpcOpts.maxCallsPerPeer = opts.maxCallsPerPeer;
+    if (opts.handshakeTimeoutMs !== undefined) grpcOpts.handshakeTimeoutMs = opts.handshakeTimeoutMs;
+    if (opts.onLimit) grpcOpts.onLimit = opts.onLimit;
     this.grpc = new GrpcServer(grpcOpts);
     const c = workloadApiCodec();
     const h = this.handlers;

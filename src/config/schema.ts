@@ -85,6 +85,20 @@ export const configSchema = z.strictObject({
       ingest_rate: z.number().int().min(1).default(50_000),
     })
     .prefault({}),
+  /** The node agent (`nevertrust agent`). */
+  agent: z
+    .strictObject({
+      /** Limits of the Workload API socket, per local uid: one user must not exhaust the agent. */
+      workload_api: z
+        .strictObject({
+          max_connections_per_uid: z.number().int().min(1).default(64),
+          max_calls_per_uid: z.number().int().min(1).default(256),
+          /** A connection that sends no request within this time is closed. */
+          handshake_timeout: duration.default(10),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   ca: z
     .strictObject({
       key_type: z.enum(['ec-p256', 'ec-p384', 'rsa-2048']).default('ec-p256'),

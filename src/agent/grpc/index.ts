@@ -2,6 +2,9 @@
 export { DEFAULT_MAX_MESSAGE_BYTES, frameMessage, MessageReader, parseGrpcTimeout } from './framing.js';
 export {
   type CallContext,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_MAX_CALLS_PER_PEER,
+  DEFAULT_MAX_CONNECTIONS_PER_PEER,
   GrpcServer,
   type GrpcServerOptions,
   type ListenAddress,

@@ -67,7 +67,31 @@ export interface GrpcServerOptions {
   socketMode?: number;
   /** Called with errors that handlers threw other than {@link GrpcError} (they reach the client as INTERNAL). */
   onHandlerError?: (err: unknown, method: string) => void;
+  /**
+   * Open connections one peer may hold (a peer is a uid on a Unix socket with peer credentials,
+   * else a remote address); one more is closed at once with GOAWAY `ENHANCE_YOUR_CALM`.
+   * Default {@link DEFAULT_MAX_CONNECTIONS_PER_PEER}.
+   */
+  maxConnectionsPerPeer?: number;
+  /**
+   * Calls in flight per peer, over all its connections; one more ends at once with
+   * `RESOURCE_EXHAUSTED`. Default {@link DEFAULT_MAX_CALLS_PER_PEER}.
+   */
+  maxCallsPerPeer?: number;
+  /**
+   * A connection that has not sent its first request (HTTP/2 preface, settings, HEADERS) within
+   * this many ms is closed. Default {@link DEFAULT_HANDSHAKE_TIMEOUT_MS}.
+   */
+  handshakeTimeoutMs?: number;
+  /** Called when a connection or call is refused by the limits above, with the reason. */
+  onLimit?: (reason: string) => void;
 }
+
+/** Enough for every process of a uid to keep a channel open; far below what exhausts the agent. */
+export const DEFAULT_MAX_CONNECTIONS_PER_PEER = 64;
+/** A few streams per connection on average. */
+export const DEFAULT_MAX_CALLS_PER_PEER = 256;
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 type Registered =
   | { kind: 'unary'; def: MethodDefinition<unknown, unknown>; handler: UnaryHandler<unknown, unknown> }
@@ -76,6 +100,8 @@ type Registered =
 interface SessionPeer {
   peer: PeerCredentials | undefined;
   error: Error | undefined;
+  /** What the per-peer limits count by: `uid 1000`, or the remote address without credentials. */
+  key: string;
 }
 
 /** A parsed listen address. */
@@ -138,6 +164,12 @@ export class GrpcServer {
   private readonly maxSend: number;
   private readonly socketMode: number;
   private readonly onHandlerError: ((err: unknown, method: string) => void) | undefined;
+  private readonly maxConnsPerPeer: number;
+  private readonly maxCallsPerPeer: number;
+  private readonly handshakeMs: number;
+  private readonly onLimit: ((reason: string) => void) | undefined;
+  private readonly connsByPeer = new Map<string, number>();
+  private readonly callsByPeer = new Map<string, number>();
   private http2: Http2Server | undefined;
   private listening: ListenAddress | undefined;
 
@@ -146,6 +178,17 @@ export class GrpcServer {
     this.maxSend = opts.maxSendMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.socketMode = opts.socketMode ?? 0o777;
     this.onHandlerError = opts.onHandlerError;
+    this.maxConnsPerPeer = opts.maxConnectionsPerPeer ?? DEFAULT_MAX_CONNECTIONS_PER_PEER;
+    this.maxCallsPerPeer = opts.maxCallsPerPeer ?? DEFAULT_MAX_CALLS_PER_PEER;
+    this.handshakeMs = opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    this.onLimit = opts.onLimit;
+    for (const [name, v] of [
+      ['maxConnectionsPerPeer', this.maxConnsPerPeer],
+      ['maxCallsPerPeer', this.maxCallsPerPeer],
+      ['handshakeTimeoutMs', this.handshakeMs],
+    ] as const) {
+      if (!Number.isInteger(v) || v < 1) throw new Error(`GrpcServer: ${name} must be a positive integer, got ${v}`);
+    }
   }
 
   /** Registers a unary method. */
@@ -221,18 +264,42 @@ export class GrpcServer {
 
   private onSession(session: ServerHttp2Session): void {
     this.sessions.add(session);
-    session.once('close', () => this.sessions.delete(session));
     session.on('error', () => {
       // A broken connection concerns only its own calls; their streams report it.
     });
-    let info: SessionPeer;
+    let peer: PeerCredentials | undefined;
+    let error: Error | undefined;
     try {
       // `session.socket` is a proxy of the net.Socket; its `_handle.fd` is the accepted fd.
-      info = { peer: peerCredentials(session.socket as Socket), error: undefined };
+      peer = peerCredentials(session.socket as Socket);
     } catch (e) {
-      info = { peer: undefined, error: e as Error };
+      error = e as Error;
     }
+    const key = peer ? `uid ${peer.uid}` : `address ${session.socket.remoteAddress ?? 'unknown'}`;
+    const info: SessionPeer = { peer, error, key };
     this.peers.set(session, info);
+    // One local user must not exhaust the agent with idle connections: a cap per peer, and a
+    // deadline for the first request so that a socket that never speaks does not hold a slot.
+    const open = (this.connsByPeer.get(key) ?? 0) + 1;
+    this.connsByPeer.set(key, open);
+    const handshake = setTimeout(() => {
+      this.onLimit?.(`${key}: no request within ${this.handshakeMs} ms of connecting; closed`);
+      session.destroy();
+    }, this.handshakeMs);
+    handshake.unref();
+    session.once('stream', () => clearTimeout(handshake));
+    session.once('close', () => {
+      clearTimeout(handshake);
+      this.sessions.delete(session);
+      const left = (this.connsByPeer.get(key) ?? 1) - 1;
+      if (left > 0) this.connsByPeer.set(key, left);
+      else this.connsByPeer.delete(key);
+    });
+    if (open > this.maxConnsPerPeer) {
+      this.onLimit?.(`${key}: more than ${this.maxConnsPerPeer} open connections; refused`);
+      session.goaway(h2.NGHTTP2_ENHANCE_YOUR_CALM);
+      session.destroy();
+    }
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
@@ -252,9 +319,23 @@ export class GrpcServer {
     const sessionPeer = this.peers.get(stream.session as ServerHttp2Session) ?? {
       peer: undefined,
       error: new Error('no session'),
+      key: 'unknown',
     };
-    const call = new ActiveCall(stream, path, headers, sessionPeer, this.maxSend, () => this.calls.delete(call));
+    const key = sessionPeer.key;
+    const inFlight = (this.callsByPeer.get(key) ?? 0) + 1;
+    this.callsByPeer.set(key, inFlight);
+    const call = new ActiveCall(stream, path, headers, sessionPeer, this.maxSend, () => {
+      this.calls.delete(call);
+      const left = (this.callsByPeer.get(key) ?? 1) - 1;
+      if (left > 0) this.callsByPeer.set(key, left);
+      else this.callsByPeer.delete(key);
+    });
     this.calls.add(call);
+    if (inFlight > this.maxCallsPerPeer) {
+      this.onLimit?.(`${key}: more than ${this.maxCallsPerPeer} calls in flight; refused`);
+      call.finish(Status.RESOURCE_EXHAUSTED, `too many calls in flight from ${key} (max ${this.maxCallsPerPeer})`);
+      return;
+    }
     const method = this.methods.get(path);
     if (!method) {
       call.finish(Status.UNIMPLEMENTED, `unknown method ${path}`);

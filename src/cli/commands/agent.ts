@@ -122,6 +122,11 @@ Examples:
           dir: agentDir,
           socketPath,
           logger,
+          workloadApi: {
+            maxConnectionsPerPeer: config.agent.workload_api.max_connections_per_uid,
+            maxCallsPerPeer: config.agent.workload_api.max_calls_per_uid,
+            handshakeTimeoutMs: Math.max(1, Math.round(config.agent.workload_api.handshake_timeout * 1000)),
+          },
         });
         const listen = o.decisionListen === 'off' ? undefined : parseHostPort(o.decisionListen, '--decision-listen');
         let token: string | undefined;
