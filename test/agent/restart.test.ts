@@ -71,9 +71,8 @@ async function startAgent(joinToken?: string) {
       'agent',
       '--server-address',
       `https://127.0.0.1:${agentPort}`,
-      ...(joinToken ? ['--join-token', joinToken] : []),
-      '--trust-bundle',
-      bundleFile,
+      // A restart (no join token) finds the bundle the first start kept: no --trust-bundle then.
+      ...(joinToken ? ['--join-token', joinToken, '--trust-bundle', bundleFile] : []),
       '--socket',
       socket,
       '--decision-listen',

@@ -91,12 +91,14 @@ Examples:
           { AGENT_PORT_INGEST_PATH, AuditRecorder, createHttpShipper, ingestionError },
           { startDecisionListener },
           { fromServerEvent },
+          { writePrivateFile },
         ] = await Promise.all([
           import('../../agent/node-agent.js'),
           import('../../agent/server-client.js'),
           import('../../audit/index.js'),
           import('../../server/decision-listener.js'),
           import('../../server/plugins/audit.js'),
+          import('../../agent/agent-cache.js'),
         ]);
         const dataDir = resolve(config.data_dir);
         const agentDir = join(dataDir, 'agent');
@@ -108,11 +110,18 @@ Examples:
           chmodSync(dataDir, 0o711);
           chmodSync(join(dataDir, 'public'), 0o755);
         }
+        // The bootstrap bundle given on first start is kept in the agent's directory, so a restart
+        // (after a reboot, with the server down) needs no flag; the synced bundle.json overrides it.
+        const keptBundle = join(agentDir, 'bootstrap-bundle.pem');
         let bundlePem: string;
         try {
-          bundlePem = readFileSync(o.trustBundle ?? join(agentDir, 'bootstrap-bundle.pem'), 'utf8');
+          bundlePem = readFileSync(o.trustBundle ?? keptBundle, 'utf8');
         } catch {
           throw new CliError('--trust-bundle FILE is required on first start (PEM from `nevertrust bundle show`)', 2);
+        }
+        if (o.trustBundle) {
+          mkdirSync(agentDir, { recursive: true, mode: 0o700 });
+          writePrivateFile(keptBundle, bundlePem);
         }
         const a = new NodeAgent({
           serverUrl: o.serverAddress ?? `https://${config.server.host}:${config.server.agent_port}`,
