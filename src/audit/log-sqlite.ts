@@ -2,7 +2,7 @@
  * The log's writer for SQLite: a whole batch in one synchronous better-sqlite3 transaction
  * (BEGIN IMMEDIATE) with statements prepared once, while holding kysely's only connection so nothing
  * interleaves. Same rows, bytes and hashes as the kysely writer (`log-kysely.ts`); also the
- * synchronous frontier rebuild and the planner statistics SQLite is seeded with.
+ * planner statistics SQLite is seeded with.
  */
 import type BetterSqlite3 from 'better-sqlite3';
 import { type Kysely, sql } from 'kysely';
@@ -16,7 +16,6 @@ import {
   upsertBlocks,
 } from '../store/audit-blocks.js';
 import type { Database } from '../store/index.js';
-import { AuditProofError } from './errors.js';
 import { type AuditEvent, canonicalEvent, sourceKey, targetKey } from './event.js';
 import {
   type BatchContext,
@@ -26,16 +25,7 @@ import {
   isDuplicateId,
   storedNodes,
 } from './log-batch.js';
-import { NODE_MIN_SIZE } from './log-tree.js';
-import {
-  EMPTY_ROOT,
-  edgeSizes,
-  type FrontierEntry,
-  MerkleFrontier,
-  merkleRoot,
-  nodeHash,
-  splitPoint,
-} from './merkle.js';
+import { loadFrontierSync } from './log-tree.js';
 import type { Checkpoint } from './signer.js';
 import { prepareTermStatements, type SqliteTermStatements } from './terms.js';
 
@@ -88,34 +78,6 @@ function prepareSqlite(db: BetterSqlite3.Database, kdb: Kysely<Database>): Sqlit
     upsertBlockColumn: db.prepare(upsertBlockColumns(kdb, [column]).compile().sql),
     terms: prepareTermStatements(db),
   };
-}
-
-/** {@link loadFrontier} for the synchronous SQLite path (same reads, same errors). */
-function loadFrontierSync(st: SqliteStatements, size: number): MerkleFrontier {
-  const subtree = (start: number, end: number): Buffer => {
-    const n = end - start;
-    if (n <= 0) return EMPTY_ROOT;
-    if (n >= NODE_MIN_SIZE && (n & (n - 1)) === 0 && start % n === 0) {
-      const hash = st.node.get(Math.log2(n), start / n);
-      if (hash !== undefined) return Buffer.from(hash, 'hex');
-    }
-    if (n <= NODE_MIN_SIZE) {
-      const rows = st.leaves.all(start, end);
-      if (rows.length !== n) {
-        throw new AuditProofError(`leaves ${start}..${end - 1} are not all in the database (sealed or removed)`);
-      }
-      return merkleRoot(rows);
-    }
-    const k = splitPoint(n);
-    return nodeHash(subtree(start, start + k), subtree(start + k, end));
-  };
-  const entries: FrontierEntry[] = [];
-  let start = 0;
-  for (const bit of edgeSizes(size)) {
-    entries.push({ hash: subtree(start, start + bit), size: bit });
-    start += bit;
-  }
-  return new MerkleFrontier(entries);
 }
 
 /**

@@ -1,7 +1,8 @@
 /**
  * The log's Merkle tree as stored: which interior nodes are kept (subtrees of 256 leaves or more),
  * subtree hashes read from the database, and the frontier (the tree's right edge) rebuilt from them
- * in O(log n) reads. Shared by the log, retention and verification.
+ * in O(log n) reads, through kysely or synchronously through the SQLite writer's statements. Shared
+ * by the log, its writers, retention and verification.
  */
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../store/index.js';
@@ -19,10 +20,14 @@ import {
 
 /** Interior nodes at this level and above are stored (subtrees of 256 leaves or more). */
 export const NODE_MIN_LEVEL = 8;
-export const NODE_MIN_SIZE = 2 ** NODE_MIN_LEVEL;
+const NODE_MIN_SIZE = 2 ** NODE_MIN_LEVEL;
 
 /** The database, or a transaction on it. */
 export type Db = Kysely<Database> | Transaction<Database>;
+
+function missingLeaves(start: number, end: number): AuditProofError {
+  return new AuditProofError(`leaves ${start}..${end - 1} are not all in the database (sealed or removed)`);
+}
 
 /** Subtree hashes from the database: stored nodes for aligned ranges of ≥256, leaf hashes below. */
 export function dbSubtreeSource(db: Db): SubtreeSource {
@@ -47,9 +52,7 @@ export function dbSubtreeSource(db: Db): SubtreeSource {
         .where('seq', '<', end)
         .orderBy('seq')
         .execute();
-      if (rows.length !== n) {
-        throw new AuditProofError(`leaves ${start}..${end - 1} are not all in the database (sealed or removed)`);
-      }
+      if (rows.length !== n) throw missingLeaves(start, end);
       return merkleRoot(rows.map((r) => r.leaf_hash));
     }
     const k = splitPoint(n);
@@ -65,6 +68,38 @@ export async function loadFrontier(db: Db, size: number): Promise<MerkleFrontier
   let start = 0;
   for (const bit of edgeSizes(size)) {
     entries.push({ hash: await src.subtree(start, start + bit), size: bit });
+    start += bit;
+  }
+  return new MerkleFrontier(entries);
+}
+
+/** Stored nodes and leaf hashes read synchronously (the SQLite writer's prepared statements). */
+export interface SyncTreeReads {
+  node: { get(level: number, idx: number): string | undefined };
+  leaves: { all(start: number, end: number): Buffer[] };
+}
+
+/** {@link loadFrontier} for the synchronous SQLite path (same reads, same errors). */
+export function loadFrontierSync(st: SyncTreeReads, size: number): MerkleFrontier {
+  const subtree = (start: number, end: number): Buffer => {
+    const n = end - start;
+    if (n <= 0) return EMPTY_ROOT;
+    if (n >= NODE_MIN_SIZE && (n & (n - 1)) === 0 && start % n === 0) {
+      const hash = st.node.get(Math.log2(n), start / n);
+      if (hash !== undefined) return Buffer.from(hash, 'hex');
+    }
+    if (n <= NODE_MIN_SIZE) {
+      const rows = st.leaves.all(start, end);
+      if (rows.length !== n) throw missingLeaves(start, end);
+      return merkleRoot(rows);
+    }
+    const k = splitPoint(n);
+    return nodeHash(subtree(start, start + k), subtree(start + k, end));
+  };
+  const entries: FrontierEntry[] = [];
+  let start = 0;
+  for (const bit of edgeSizes(size)) {
+    entries.push({ hash: subtree(start, start + bit), size: bit });
     start += bit;
   }
   return new MerkleFrontier(entries);
