@@ -34,12 +34,10 @@ export {
   type AuditLogger,
   type AuditLogOptions,
   type ConsistencyProofResult,
-  dbSubtreeSource,
-  type ExternalCheckpoint,
   type InclusionProofResult,
-  loadFrontier,
-  NODE_MIN_LEVEL,
 } from './log.js';
+export type { ExternalCheckpoint } from './log-publish.js';
+export { dbSubtreeSource, loadFrontier, NODE_MIN_LEVEL } from './log-tree.js';
 export {
   consistencyProof,
   EMPTY_ROOT,

@@ -14,7 +14,8 @@ import { isAbsolute, join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { z } from 'zod';
 import { AuditProofError } from './errors.js';
-import { type AuditLog, loadFrontier, NODE_MIN_LEVEL } from './log.js';
+import type { AuditLog } from './log.js';
+import { loadFrontier, NODE_MIN_LEVEL } from './log-tree.js';
 import { leafHash, MerkleFrontier } from './merkle.js';
 import { type Checkpoint, verifyCheckpoint } from './signer.js';
 

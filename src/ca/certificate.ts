@@ -4,6 +4,7 @@
  * (subject key id), a few small concatenations and a single `crypto.sign`.
  */
 import { createHash, createPublicKey, type KeyObject, randomFillSync, sign } from 'node:crypto';
+import { OID } from '../spiffe/cert.js';
 import {
   bits,
   children,
@@ -25,20 +26,15 @@ import {
 import { type SignatureProfile, signatureProfile } from './keys.js';
 import { nativeP256Signer, type P256Sign } from './p256-native.js';
 
+// The extension and key-purpose OIDs are the validator's (one list for what we write and what we
+// check); name attributes and key algorithms are only written here.
 const OIDS = {
+  ...OID,
   C: '2.5.4.6',
   O: '2.5.4.10',
   OU: '2.5.4.11',
   CN: '2.5.4.3',
   serialNumber: '2.5.4.5',
-  basicConstraints: '2.5.29.19',
-  keyUsage: '2.5.29.15',
-  extKeyUsage: '2.5.29.37',
-  subjectAltName: '2.5.29.17',
-  subjectKeyIdentifier: '2.5.29.14',
-  authorityKeyIdentifier: '2.5.29.35',
-  serverAuth: '1.3.6.1.5.5.7.3.1',
-  clientAuth: '1.3.6.1.5.5.7.3.2',
   ecPublicKey: '1.2.840.10045.2.1',
   rsaEncryption: '1.2.840.113549.1.1.1',
 } as const;

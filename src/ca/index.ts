@@ -10,15 +10,14 @@ export {
   DEFAULT_JWT_SVID_TTL_SECONDS,
   DEFAULT_X509_SVID_TTL_SECONDS,
   type IssuedJwtSvid,
-  type IssuedX509Svid,
-  loadUpstreamAuthority,
   type MintedX509Svid,
   type MintJwtSvidRequest,
   type MintX509SvidRequest,
-  NOT_BEFORE_CUSHION_SECONDS,
   type SignX509SvidRequest,
-  type UpstreamAuthority,
 } from './authority.js';
+export { NOT_BEFORE_CUSHION_SECONDS } from './generation.js';
+export type { IssuedX509Svid } from './issuance.js';
+export { loadUpstreamAuthority, type UpstreamAuthority } from './upstream.js';
 export { createCsr, csrToPem, type VerifiedCsr, verifyCsr, verifyCsrAsync } from './csr.js';
 export { CaError, type CaErrorCode, CsrError, type CsrErrorCode, KekError, type KekErrorCode } from './errors.js';
 export { KEK_ENV_VAR, Kek, type LoadedKek, type LoadKekOptions, loadOrCreateKek, type SealedKey } from './kek.js';

@@ -139,6 +139,34 @@ describe.each(engines)('audit log on $name', ({ open }) => {
     expect((await verifyLog(store)).ok).toBe(true);
   });
 
+  it('a batch whose transaction fails leaves the log as before it: tree, root and new terms', async () => {
+    const { store, log } = await fresh(300);
+    const size = log.treeSize;
+    const root = log.rootHash();
+    // A trigger that fails the insert of one event: the batch's leaves are hashed and its new term
+    // resolved by then, so the log's memory has moved on and must be put back.
+    if (store.engine === 'sqlite') {
+      await sql`create trigger boom before insert on audit_event when new.decision_id = 'boom'
+        begin select raise(abort, 'boom'); end`.execute(store.db);
+    } else {
+      await sql`create function boom() returns trigger language plpgsql as $$
+        begin if new.decision_id = 'boom' then raise exception 'boom'; end if; return new; end $$`.execute(store.db);
+      await sql`create trigger boom before insert on audit_event for each row execute function boom()`.execute(
+        store.db,
+      );
+    }
+    const ghost = (i: number, decision: string) =>
+      normalizeEvent({ ...ev(3000 + i), decision_id: decision, source: { user: 'ghost' } });
+    await expect(log.append([ghost(0, 'ok'), ghost(1, 'boom')])).rejects.toThrow(/boom/);
+    expect(log.treeSize).toBe(size);
+    expect(log.rootHash()).toBe(root);
+    await sql`drop trigger boom${sql.raw(store.engine === 'sqlite' ? '' : ' on audit_event')}`.execute(store.db);
+    const r = await log.append([ghost(2, 'ok')]);
+    expect(r).toMatchObject({ stored: 1, firstSeq: size, treeSize: size + 1 });
+    expect((await queryAuditLog(store, { source: 'ghost' })).events.map((e) => e.seq)).toEqual([size]);
+    expect((await verifyLog(store)).ok).toBe(true);
+  });
+
   it('never stores secrets', async () => {
     const { store, log } = await fresh(0);
     const jwt = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzcGlmZmU6Ly9leGFtcGxlLm9yZy9hIn0.c2lnbmF0dXJl';
