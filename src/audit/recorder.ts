@@ -4,7 +4,8 @@
  * a sink (the log in the server, the HTTP shipper in a remote enforcement point). When the queue is
  * full, or the sink fails, events spill to an fsync'd NDJSON buffer in `spillDir` and are shipped
  * later, also after a restart. Nothing is dropped silently: malformed events are counted as rejected
- * and reported; `lost` counts only events that could neither be shipped nor written to disk.
+ * and reported; oversized ones are clipped to fit (counted as clipped); `lost` counts events that
+ * could neither be shipped nor written to disk, or could not be clipped to fit.
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,7 +13,8 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { type Dispatcher, request } from 'undici';
 import { acquireCoarseClock, coarseNow, releaseCoarseClock } from './coarse-clock.js';
 import { AuditEventError, AuditRecorderClosedError } from './errors.js';
-import { type AuditEvent, type AuditEventInput, normalizeEvent } from './event.js';
+import { normalizeClipped } from './clip.js';
+import { type AuditEvent, type AuditEventInput, DEFAULT_MAX_EVENT_BYTES } from './event.js';
 import { EventQueue } from './event-queue.js';
 import type { AuditLogger } from './log.js';
 
@@ -65,6 +67,8 @@ export interface RecorderStats {
   spillPending: number;
   shipped: number;
   rejected: number;
+  /** Oversized events stored with their longest strings clipped to fit. */
+  clipped: number;
   lost: number;
 }
 
@@ -84,6 +88,7 @@ class RecorderMetrics {
   readonly spillPending: Gauge<'recorder'>;
   readonly shipped: Counter<'recorder'>;
   readonly rejected: Counter<'recorder'>;
+  readonly clipped: Counter<'recorder'>;
   readonly lost: Counter<'recorder'>;
   constructor(registry: Registry) {
     const registers = [registry];
@@ -118,9 +123,15 @@ class RecorderMetrics {
       labelNames,
       registers,
     });
+    this.clipped = new Counter({
+      name: 'nevertrust_audit_clipped_total',
+      help: 'Oversized audit events stored with their longest strings clipped to fit',
+      labelNames,
+      registers,
+    });
     this.lost = new Counter({
       name: 'nevertrust_audit_lost_total',
-      help: 'Audit events neither shipped nor written to disk (must stay 0)',
+      help: 'Audit events recorded but neither stored nor written to disk, nor refused as malformed (must stay 0)',
       labelNames,
       registers,
     });
@@ -158,7 +169,7 @@ export class AuditRecorder {
   private readonly metrics: RecorderMetrics | undefined;
   private readonly label: { recorder: string };
   private fileCounter = 0;
-  private readonly s = { spilled: 0, shipped: 0, rejected: 0, lost: 0, spillPending: 0 };
+  private readonly s = { spilled: 0, shipped: 0, rejected: 0, clipped: 0, lost: 0, spillPending: 0 };
 
   constructor(private readonly opts: RecorderOptions) {
     this.q = new EventQueue(opts.maxQueue ?? 10_000);
@@ -222,7 +233,18 @@ export class AuditRecorder {
 
   private normalize(input: unknown, now: number): AuditEvent | undefined {
     try {
-      return normalizeEvent(input, { now, maxBytes: this.opts.maxEventBytes });
+      // Events recorded here are our own (a decision, a refusal): an oversized one is clipped to
+      // fit rather than refused, and one that cannot be made to fit is lost, and counted as such.
+      const r = normalizeClipped(input, { now, maxBytes: this.opts.maxEventBytes });
+      if (r === undefined) {
+        this.loseOne(input);
+        return undefined;
+      }
+      if (r.clipped) {
+        this.s.clipped++;
+        this.metrics?.clipped.inc(this.label);
+      }
+      return r.event;
     } catch (err) {
       this.s.rejected++;
       this.metrics?.rejected.inc(this.label);
@@ -282,6 +304,15 @@ export class AuditRecorder {
       closeSync(file.fd);
       file.fd = undefined;
     }
+  }
+
+  private loseOne(input: unknown): void {
+    this.s.lost++;
+    this.metrics?.lost.inc(this.label);
+    this.logger.error(
+      { kind: (input as { kind?: unknown } | null)?.kind, limit: this.opts.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES },
+      'AUDIT EVENT LOST: over the size limit even with its strings clipped',
+    );
   }
 
   private loseAll(items: { s: number; e: AuditEvent }[], err: unknown): void {
@@ -461,6 +492,7 @@ export class AuditRecorder {
       spillPending: this.s.spillPending,
       shipped: this.s.shipped,
       rejected: this.s.rejected,
+      clipped: this.s.clipped,
       lost: this.s.lost,
     };
   }
