@@ -20,7 +20,8 @@
  *    points make them (time-ordered); random ones used to cost most at this point.
  *
  * Run: node --import tsx --expose-gc bench/audit-append.bench.ts   (about 1–3 minutes;
- *      AUDIT_BENCH_PG=N sets the PostgreSQL events, 0 leaves PostgreSQL out)
+ *      AUDIT_BENCH_PG=N sets the PostgreSQL events, 0 leaves PostgreSQL out;
+ *      AUDIT_BENCH_ONLY=record measures only the decision with and without record())
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -381,6 +382,14 @@ async function main(): Promise<void> {
     higherIsBetter: false,
     targetRatio: 1 / 1.1,
   });
+  // AUDIT_BENCH_ONLY=record stops after the hot-path figure (seconds instead of minutes).
+  if (process.env.AUDIT_BENCH_ONLY === 'record') {
+    report(figures);
+    process.stdout.write(
+      `record() alone: ${rec.recordNs.toFixed(0)} ns median; decision off ${rec.off.toFixed(0)} ns, on ${rec.on.toFixed(0)} ns (on/off ${(rec.on / rec.off).toFixed(3)})\n`,
+    );
+    return;
+  }
 
   const norm = normalizeCost();
   figures.push({

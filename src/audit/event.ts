@@ -262,6 +262,8 @@ export const TARGET_LIMITS = {
   resource: 2048,
 } as const satisfies Record<string, number>;
 export const REASON_MAX = 2048;
+/** Longest `policy`, `rule` and `enforcer` the schema takes. */
+export const SHORT_TEXT_MAX = 256;
 const OUTCOME_SET = new Set<string>(OUTCOMES);
 
 function plainObject(v: unknown): v is Record<string, unknown> {

@@ -2,6 +2,8 @@
  * `nevertrust/audit`: every decision as a structured event in a tamper-evident, queryable log.
  * See docs/audit.md.
  */
+export { CLIP_MARK, clipText, normalizeClipped } from './clip.js';
+export { OTHER_CALLERS, RefusalAggregator, type RefusalAggregatorOptions } from './refusals.js';
 export {
   AuditEventError,
   AuditEventTooLargeError,

@@ -4,7 +4,8 @@
  * a sink (the log in the server, the HTTP shipper in a remote enforcement point). When the queue is
  * full, or the sink fails, events spill to an fsync'd NDJSON buffer in `spillDir` and are shipped
  * later, also after a restart. Nothing is dropped silently: malformed events are counted as rejected
- * and reported; `lost` counts only events that could neither be shipped nor written to disk.
+ * and reported; oversized ones are clipped to fit (counted as clipped); `lost` counts events that
+ * could neither be shipped nor written to disk, or could not be clipped to fit.
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,7 +13,8 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { type Dispatcher, request } from 'undici';
 import { acquireCoarseClock, coarseNow, releaseCoarseClock } from './coarse-clock.js';
 import { AuditEventError, AuditRecorderClosedError } from './errors.js';
-import { type AuditEvent, type AuditEventInput, normalizeEvent } from './event.js';
+import { normalizeClipped } from './clip.js';
+import { type AuditEvent, type AuditEventInput, DEFAULT_MAX_EVENT_BYTES } from './event.js';
 import { EventQueue } from './event-queue.js';
 import type { AuditLogger } from './log.js';
 
@@ -65,7 +67,13 @@ export interface RecorderStats {
   spillPending: number;
   shipped: number;
   rejected: number;
+  /** Oversized events stored with their longest strings clipped to fit. */
+  clipped: number;
   lost: number;
+  /** Recorded but not yet stored or fsynced (what a kill -9 now would lose). */
+  notDurable: number;
+  /** Events found in the spill buffer at start, left by an earlier process. */
+  recovered: number;
 }
 
 interface SpillFile {
@@ -84,8 +92,14 @@ class RecorderMetrics {
   readonly spillPending: Gauge<'recorder'>;
   readonly shipped: Counter<'recorder'>;
   readonly rejected: Counter<'recorder'>;
+  readonly clipped: Counter<'recorder'>;
   readonly lost: Counter<'recorder'>;
+  readonly recovered: Counter<'recorder'>;
+  readonly notDurable: Gauge<'recorder'>;
+  /** Recorders reporting into this registry, read when it is scraped. */
+  readonly recorders = new Set<AuditRecorder>();
   constructor(registry: Registry) {
+    const recorders = this.recorders;
     const registers = [registry];
     const labelNames = ['recorder'] as const;
     this.depth = new Gauge({
@@ -118,9 +132,30 @@ class RecorderMetrics {
       labelNames,
       registers,
     });
+    this.clipped = new Counter({
+      name: 'nevertrust_audit_clipped_total',
+      help: 'Oversized audit events stored with their longest strings clipped to fit',
+      labelNames,
+      registers,
+    });
+    this.recovered = new Counter({
+      name: 'nevertrust_audit_recovered_total',
+      help: 'Audit events found in the spill buffer at start (left by an earlier process) and queued to ship',
+      labelNames,
+      registers,
+    });
+    this.notDurable = new Gauge({
+      name: 'nevertrust_audit_not_durable',
+      help: 'Audit events recorded but neither stored by the sink nor fsynced to the spill buffer (lost on kill -9)',
+      labelNames,
+      registers,
+      collect() {
+        for (const r of recorders) this.set(r.metricLabel(), r.notDurable());
+      },
+    });
     this.lost = new Counter({
       name: 'nevertrust_audit_lost_total',
-      help: 'Audit events neither shipped nor written to disk (must stay 0)',
+      help: 'Audit events recorded but neither stored nor written to disk, nor refused as malformed (must stay 0)',
       labelNames,
       registers,
     });
@@ -142,6 +177,8 @@ export class AuditRecorder {
   private overflow: { s: number; e: AuditEvent }[] = [];
   private spillFiles: SpillFile[] = [];
   private inflightMin = Number.POSITIVE_INFINITY;
+  /** Events of the batch the sink holds now (not durable until it resolves). */
+  private inflightCount = 0;
   private recordedSeq = 0;
   private timer: NodeJS.Timeout | undefined;
   private immediate: NodeJS.Immediate | undefined;
@@ -158,7 +195,7 @@ export class AuditRecorder {
   private readonly metrics: RecorderMetrics | undefined;
   private readonly label: { recorder: string };
   private fileCounter = 0;
-  private readonly s = { spilled: 0, shipped: 0, rejected: 0, lost: 0, spillPending: 0 };
+  private readonly s = { spilled: 0, shipped: 0, rejected: 0, clipped: 0, lost: 0, spillPending: 0, recovered: 0 };
 
   constructor(private readonly opts: RecorderOptions) {
     this.q = new EventQueue(opts.maxQueue ?? 10_000);
@@ -176,6 +213,7 @@ export class AuditRecorder {
       }
       this.metrics = m;
       m.lost.inc(this.label, 0);
+      m.recorders.add(this);
     }
     mkdirSync(opts.spillDir, { recursive: true, mode: 0o700 });
     // Spill files left by an earlier process ship first.
@@ -188,7 +226,12 @@ export class AuditRecorder {
       this.s.spillPending += count;
     }
     this.metrics?.spillPending.set(this.label, this.s.spillPending);
-    if (this.spillFiles.length > 0) this.schedule(0);
+    if (this.spillFiles.length > 0) {
+      this.s.recovered = this.s.spillPending;
+      this.metrics?.recovered.inc(this.label, this.s.recovered);
+      this.logger.info({ count: this.s.recovered }, 'audit events recovered from the spill buffer; shipping them');
+      this.schedule(0);
+    }
     acquireCoarseClock();
   }
 
@@ -222,7 +265,18 @@ export class AuditRecorder {
 
   private normalize(input: unknown, now: number): AuditEvent | undefined {
     try {
-      return normalizeEvent(input, { now, maxBytes: this.opts.maxEventBytes });
+      // Events recorded here are our own (a decision, a refusal): an oversized one is clipped to
+      // fit rather than refused, and one that cannot be made to fit is lost, and counted as such.
+      const r = normalizeClipped(input, { now, maxBytes: this.opts.maxEventBytes });
+      if (r === undefined) {
+        this.loseOne(input);
+        return undefined;
+      }
+      if (r.clipped) {
+        this.s.clipped++;
+        this.metrics?.clipped.inc(this.label);
+      }
+      return r.event;
     } catch (err) {
       this.s.rejected++;
       this.metrics?.rejected.inc(this.label);
@@ -282,6 +336,15 @@ export class AuditRecorder {
       closeSync(file.fd);
       file.fd = undefined;
     }
+  }
+
+  private loseOne(input: unknown): void {
+    this.s.lost++;
+    this.metrics?.lost.inc(this.label);
+    this.logger.error(
+      { kind: (input as { kind?: unknown } | null)?.kind, limit: this.opts.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES },
+      'AUDIT EVENT LOST: over the size limit even with its strings clipped',
+    );
   }
 
   private loseAll(items: { s: number; e: AuditEvent }[], err: unknown): void {
@@ -363,6 +426,7 @@ export class AuditRecorder {
     const { inputs, times, seqs } = this.q.take(this.batchSize);
     const n = inputs.length;
     this.inflightMin = seqs[0] ?? Number.POSITIVE_INFINITY;
+    this.inflightCount = n;
     this.metrics?.depth.set(this.label, this.q.length);
     const batch: { s: number; e: AuditEvent }[] = [];
     for (let i = 0; i < n; i++) {
@@ -383,6 +447,7 @@ export class AuditRecorder {
       return false;
     } finally {
       this.inflightMin = Number.POSITIVE_INFINITY;
+      this.inflightCount = 0;
       this.wake();
     }
   }
@@ -452,6 +517,19 @@ export class AuditRecorder {
     });
   }
 
+  /**
+   * Events recorded but not yet durable: queued, in the in-memory overflow, or in the batch the sink
+   * holds. These are what a kill -9 now would lose.
+   */
+  notDurable(): number {
+    return this.q.length + this.overflow.length + this.inflightCount;
+  }
+
+  /** @internal The metric label of this recorder. */
+  metricLabel(): { recorder: string } {
+    return this.label;
+  }
+
   /** Counters for tests and status output. */
   stats(): RecorderStats {
     return {
@@ -461,7 +539,10 @@ export class AuditRecorder {
       spillPending: this.s.spillPending,
       shipped: this.s.shipped,
       rejected: this.s.rejected,
+      clipped: this.s.clipped,
       lost: this.s.lost,
+      notDurable: this.notDurable(),
+      recovered: this.s.recovered,
     };
   }
 
@@ -487,6 +568,8 @@ export class AuditRecorder {
     this.writeSpill(rest);
     for (const f of this.spillFiles) this.closeSpillFile(f);
     if (this.timer) clearTimeout(this.timer);
+    this.metrics?.recorders.delete(this);
+    this.metrics?.notDurable.set(this.label, this.notDurable());
     await this.opts.sink.close?.().catch(() => {});
   }
 }

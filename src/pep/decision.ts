@@ -4,6 +4,7 @@
  * reason. Recording never blocks: the recorder is an event emitter the audit log listens to.
  */
 import { coarseNow } from '../audit/coarse-clock.js';
+import { clipText as clip } from '../audit/clip.js';
 import { newEventId, REASON_MAX, SOURCE_LIMITS, TARGET_LIMITS } from '../audit/event.js';
 import { type AccessRequest, type Decision, decide, type PolicySnapshot } from '../policy/index.js';
 
@@ -141,11 +142,6 @@ export function refuse(
 
 function deny(id: string, reason: string): EnforcedDecision {
   return { decision: 'deny', allow: false, policy: null, rule: null, reason, decision_id: id, version: null };
-}
-
-/** `s` within `max` UTF-16 units (the audit schema's limits), marked when cut. */
-function clip(s: string | undefined, max: number): string | undefined {
-  return s === undefined || s.length <= max ? s : `${s.slice(0, max - 1)}…`;
 }
 
 function recordDecision(

@@ -4,6 +4,7 @@
  * never waits on the audit log and never needs to know it exists.
  */
 import { EventEmitter } from 'node:events';
+import { RefusalAggregator } from '../audit/refusals.js';
 
 export interface ServerEvent {
   kind:
@@ -38,7 +39,24 @@ export interface ServerEvent {
   details?: Record<string, unknown>;
 }
 
+/** A refusal standing for `repeated` more of its kind (0: itself only), with the count in `reason` and `details`. */
+export function withRepeats(e: ServerEvent, repeated: number): ServerEvent {
+  if (repeated === 0) return e;
+  return {
+    ...e,
+    reason: `${e.reason} (${repeated} more like it since the last record)`,
+    details: { ...e.details, repeated },
+  };
+}
+
 export class ServerEvents extends EventEmitter<{ event: [ServerEvent] }> {
+  /**
+   * Refused requests (admin routes, audit ingestion): the first of a caller's run for a reason is
+   * recorded at once, the ones within the next 10 s as one event with their exact count.
+   * `refusals.refused(key, event)` returns true when it recorded `event` now.
+   */
+  readonly refusals = new RefusalAggregator<ServerEvent>({ record: (e, n) => this.record(withRepeats(e, n)) });
+
   record(e: ServerEvent): void {
     this.emit('event', e);
   }

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/index.js';
 import { openStore, type Store } from '../store/index.js';
 import type { Logger } from '../util/logger.js';
-import { AdminAuth, AdminAuthError, type AdminPrincipal } from './admin-auth.js';
+import { AdminAuth, AdminAuthError, type AdminPrincipal, recordAdminRefusal } from './admin-auth.js';
 import { ServerEvents } from './events.js';
 import { ServerMetrics } from './metrics.js';
 import { dispatch, type Handler, Router, sendJson, sendText } from './router.js';
@@ -228,14 +228,7 @@ export function adminRoute(
       who = await ctx.admin.authenticate(req);
     } catch (e) {
       if (e instanceof AdminAuthError) {
-        ctx.logger.warn({ path: url.pathname, reason: e.message }, 'admin request refused');
-        ctx.events.record({
-          kind: 'admin.action',
-          outcome: 'deny',
-          source: { ip: req.socket.remoteAddress },
-          target: { resource: url.pathname, method: req.method },
-          reason: e.message,
-        });
+        recordAdminRefusal(ctx, req, url.pathname, e);
         return sendJson(res, e.status, { error: 'unauthenticated', message: e.message });
       }
       throw e;

@@ -43,6 +43,9 @@ import {
   verifyLog,
   anomalyEvent,
 } from '../../audit/index.js';
+import { clipText } from '../../audit/clip.js';
+import { REASON_MAX, SHORT_TEXT_MAX, SOURCE_LIMITS, TARGET_LIMITS } from '../../audit/event.js';
+import type { RefusalAggregator } from '../../audit/refusals.js';
 import type { ServerEvent } from '../events.js';
 import { PeerSvidError, verifyPeerSvid } from '../peer-svid.js';
 import { RateLimiter } from '../rate-limiter.js';
@@ -102,7 +105,11 @@ export interface AuditHandle {
   record(event: AuditEventInput): void;
 }
 
-/** A server-side event (or an enforcement point's decision) as an audit event input. */
+/**
+ * A server-side event (or an enforcement point's decision) as an audit event input. Strings are
+ * clipped to the schema's limits: what a hostile request brought (a 16 KB path) is recorded cut,
+ * not refused.
+ */
 export function fromServerEvent(e: ServerEvent): AuditEventInput {
   const s = e.source;
   const source: NonNullable<AuditEventInput['source']> = {};
@@ -126,14 +133,25 @@ export function fromServerEvent(e: ServerEvent): AuditEventInput {
     kind: e.kind,
     outcome: e.outcome,
     decision_id: e.decision_id,
-    source: Object.keys(source).length > 0 ? source : undefined,
-    target: Object.keys(target).length > 0 ? target : undefined,
-    reason: e.reason,
-    policy: e.policy,
-    rule: e.rule,
-    enforcer: e.enforcer ?? 'server',
+    source: Object.keys(source).length > 0 ? clipFields(source, SOURCE_LIMITS) : undefined,
+    target: Object.keys(target).length > 0 ? clipFields(target, TARGET_LIMITS) : undefined,
+    reason: clipText(e.reason, REASON_MAX),
+    policy: clipText(e.policy, SHORT_TEXT_MAX),
+    rule: clipText(e.rule, SHORT_TEXT_MAX),
+    enforcer: clipText(e.enforcer, SHORT_TEXT_MAX) ?? 'server',
     details: e.details,
   };
+}
+
+/** Each string field of `o` within its schema limit. */
+function clipFields<T extends Record<string, unknown>>(o: T, limits: Record<string, number>): T {
+  const out: Record<string, unknown> = { ...o };
+  for (const k of Object.keys(out)) {
+    const v = out[k];
+    const max = limits[k];
+    if (typeof v === 'string' && max !== undefined) out[k] = clipText(v, max);
+  }
+  return out as T;
 }
 
 const TAIL_POLL_MS = 250;
@@ -158,6 +176,7 @@ export function auditPlugin(
   let sealTimer: NodeJS.Timeout | undefined;
   let unsubscribe: (() => void) | undefined;
   let stopEvents: (() => void) | undefined;
+  let refusals: RefusalAggregator<ServerEvent> | undefined;
   const tails = new Set<() => void>();
   const need = <T>(v: T | undefined): T => {
     if (v === undefined) throw new Error('the audit plugin is not registered yet');
@@ -246,10 +265,11 @@ export function auditPlugin(
       const ingestHash = opts.ingestToken ? createHash('sha256').update(opts.ingestToken).digest() : undefined;
       const rate = opts.ingestRate ?? 50_000;
       const perReporter = new RateLimiter(Math.max(2 * rate, MAX_BATCH), rate);
-      // A refusal on the agent port is recorded at most once per 10 s for the same caller and reason,
-      // with how many were refused since: a caller hammering the route cannot flood the log.
-      const refusalRecords = new RateLimiter(1, 0.1);
-      const unrecorded = new Map<string, number>();
+      // A refusal on the agent port is recorded at once, the same caller's further refusals for the
+      // same reason within 10 s as one event with their count: a caller hammering the route cannot
+      // flood the log, and the count is exact.
+      const agentRefusals = ctx.events.refusals;
+      refusals = agentRefusals;
       const refuse = (
         req: IncomingMessage,
         res: ServerResponse,
@@ -259,21 +279,13 @@ export function auditPlugin(
         headers?: Record<string, string>,
       ) => {
         const ip = req.socket.remoteAddress;
-        const key = `${reporter ?? ip}\n${body.error}\n${body.message}`;
-        if (refusalRecords.take(key)) {
-          const more = unrecorded.get(key) ?? 0;
-          unrecorded.delete(key);
-          ctx.events.record({
-            kind: 'admin.action',
-            outcome: 'deny',
-            source: { id: reporter, ip },
-            target: { resource: AGENT_PORT_INGEST_PATH, method: 'POST' },
-            reason: `audit ingestion refused: ${body.message}${more > 0 ? ` (${more} more like it since the last record)` : ''}`,
-          });
-        } else {
-          if (unrecorded.size >= 10_000) unrecorded.clear();
-          unrecorded.set(key, (unrecorded.get(key) ?? 0) + 1);
-        }
+        agentRefusals.refused(`${reporter ?? ip}\n${body.error}\n${body.message}`, {
+          kind: 'admin.action',
+          outcome: 'deny',
+          source: { id: reporter, ip },
+          target: { resource: AGENT_PORT_INGEST_PATH, method: 'POST' },
+          reason: `audit ingestion refused: ${body.message}`,
+        });
         sendJson(res, status, body, headers);
       };
       /** `reporter` is stamped into each event; `limited` holds it to the per-reporter rate (SVIDs). */
@@ -507,6 +519,8 @@ export function auditPlugin(
     },
     async close() {
       svidIngest = undefined;
+      // Refusals counted but not yet recorded are recorded now, while the recorder still listens.
+      refusals?.flush();
       stopEvents?.();
       for (const stop of [...tails]) stop();
       if (sealTimer) clearInterval(sealTimer);
