@@ -6,6 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { isSecretKey, REDACTED } from '../util/secret-keys.js';
 import { AuditEventError, AuditEventTooLargeError } from './errors.js';
 
 /** Version of the stored event shape; bumped on any incompatible change. */
@@ -120,16 +121,14 @@ export interface StoredAuditEvent extends AuditEvent {
   seq: number;
 }
 
-// Keys whose values are credentials by name; matched case-insensitively on the whole key or its suffix.
-const SECRET_KEY =
-  /(^|[_-])(authorization|proxy-authorization|cookie|set-cookie|password|passwd|passphrase|secret|token|jwt|svid_key|private_?key|api_?key|credentials?|bearer|kek|otp)$/i;
 const SECRET_VALUE = [
   /^(Bearer|Basic|Negotiate)\s+\S+/i,
   /\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/,
   /-----BEGIN [A-Z ]*PRIVATE KEY-----/,
 ];
 
-export const REDACTED = '[redacted]';
+// Secret field names are found by isSecretKey, the logger's predicate too (src/util/secret-keys.ts).
+export { REDACTED };
 
 function looksSecret(v: string): boolean {
   // Cheap screen first: this runs on every string of every event.
@@ -196,7 +195,7 @@ function scrub(v: unknown, path: string, removed: string[], depth: number): unkn
     const out: Record<string, unknown> = {};
     for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
       if (x === undefined) continue;
-      if (SECRET_KEY.test(k)) {
+      if (isSecretKey(k)) {
         removed.push(path ? `${path}.${k}` : k);
         continue;
       }
@@ -316,7 +315,7 @@ function fastDetails(v: unknown): Record<string, unknown> | false {
   for (const k in v) {
     const x = v[k];
     if (x === undefined) continue;
-    if (k === '__proto__' || SECRET_KEY.test(k)) return false;
+    if (k === '__proto__' || isSecretKey(k)) return false;
     if (typeof x === 'string') {
       if (looksSecret(x)) return false;
     } else if (typeof x === 'number') {

@@ -1,4 +1,4 @@
-export { formatDuration, parseDuration } from './duration.js';
+export { formatDuration, parseDuration } from '../util/duration.js';
 export { type ConfigProblem, ConfigError, formatProblem } from './errors.js';
 export {
   configLeafPaths,

@@ -3,7 +3,8 @@
  * local use needs no file. Unknown keys are errors: a typo must not silently fall back to a default.
  */
 import { z } from 'zod';
-import { parseDuration } from './duration.js';
+import { trustedProxySchema } from '../pep/identity.js';
+import { parseDuration } from '../util/duration.js';
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   try {
@@ -55,8 +56,12 @@ export const configSchema = z.strictObject({
       envoy_grpc_tls: z.enum(['mtls', 'plaintext']).default('mtls'),
       /** SPIFFE IDs that may call ext_authz over mTLS (Envoy's); empty: any workload of the trust domain. */
       envoy_grpc_clients: z.array(z.string().startsWith('spiffe://')).default([]),
-      /** Addresses or CIDRs whose identity headers (XFCC, X-Client-Cert) are believed. */
-      trusted_proxies: z.array(z.string().min(1)).default(['127.0.0.1/32', '::1/128']),
+      /**
+       * Proxies whose identity headers (X-Client-Cert, XFCC) the decision APIs believe: an address or
+       * CIDR (certificates only), or `{address, identity: [x-client-cert | xfcc-cert | xfcc-uri]}`.
+       * Used by the server and by the agent's decision listener.
+       */
+      trusted_proxies: z.array(trustedProxySchema).default([{ address: '127.0.0.1/32' }, { address: '::1/128' }]),
       /** Target for nginx/Envoy checks that name none. */
       default_target: z.string().min(1).optional(),
     })

@@ -1,11 +1,14 @@
 /**
  * Who is calling, from what a proxy in front of us says: XFCC (Envoy's
  * `x-forwarded-client-cert`) or nginx's `X-Client-Cert` (`$ssl_client_escaped_cert`). Such headers
- * are believed only from configured proxy addresses: anyone can send them. Certificates in them
- * are verified as X.509-SVIDs against the trust bundle, with `verifyX509Svid` (no handshake needed).
+ * are believed only from configured proxy addresses, and only in the form each proxy is configured
+ * to send: a proxy that forwards whatever its client sent would otherwise turn a client's own header
+ * into an identity. Certificates in them are verified as X.509-SVIDs against the trust bundle, with
+ * `verifyX509Svid` (no handshake needed).
  */
-import { type BundleSource, parseSpiffeId, verifyX509Svid, X509SvidError } from '../spiffe/index.js';
+import { z } from 'zod';
 import { type Cidr, cidrContains, parseCidr, parseIp } from '../policy/index.js';
+import { type BundleSource, parseSpiffeId, verifyX509Svid, X509SvidError } from '../spiffe/index.js';
 
 /** One XFCC element: the client certificate facts one proxy hop added. Keys are lower-case. */
 export interface XfccElement {
@@ -116,37 +119,100 @@ export function parseXfcc(value: string): XfccElement[] {
   return out;
 }
 
-/** A list of trusted proxy addresses (IPs or CIDRs), parsed once. */
+/**
+ * The forms in which a trusted proxy may forward its client's identity:
+ * - `x-client-cert`: nginx's `X-Client-Cert` header, the client certificate (`$ssl_client_escaped_cert`);
+ * - `xfcc-cert`: an XFCC element with `Cert=` (Envoy's `set_current_client_cert_details: {cert: true}`);
+ * - `xfcc-uri`: an XFCC element with a bare `URI=` and no certificate, believed as the proxy says it.
+ *
+ * Certificates are verified against the trust bundle; a bare URI is the proxy's word alone, so it is
+ * believed only from a proxy listed with `xfcc-uri`.
+ */
+export const FORWARDED_IDENTITY_FORMS = ['x-client-cert', 'xfcc-cert', 'xfcc-uri'] as const;
+export type ForwardedIdentityForm = (typeof FORWARDED_IDENTITY_FORMS)[number];
+
+/** What a proxy listed by address alone may send: certificates, never a bare URI. */
+export const DEFAULT_FORWARDED_IDENTITY: readonly ForwardedIdentityForm[] = ['x-client-cert', 'xfcc-cert'];
+
+/** One trusted proxy: its address (IP or CIDR) and the identity forms it sends. */
+export interface TrustedProxyEntry {
+  address: string;
+  /** Default {@link DEFAULT_FORWARDED_IDENTITY}. */
+  identity?: readonly ForwardedIdentityForm[];
+}
+
+/** A trusted proxy as configured: an address alone (certificates only) or an entry naming its forms. */
+export type TrustedProxy = string | TrustedProxyEntry;
+
+function cidrOf(address: string): Cidr | string {
+  const text = address.includes('/') ? address : address.includes(':') ? `${address}/128` : `${address}/32`;
+  return parseCidr(text);
+}
+
+/**
+ * The zod schema of one trusted proxy in configuration files (the server's `decision.trusted_proxies`,
+ * the sidecar's `inbound.trusted_proxies`): `10.0.0.7` or `{address: 10.0.0.0/24, identity: [xfcc-uri]}`.
+ * An address alone is read as `{address}` (certificates only), so each problem names its own field.
+ */
+export const trustedProxySchema = z.preprocess(
+  (v) => (typeof v === 'string' ? { address: v } : v),
+  z.strictObject({
+    address: z
+      .string()
+      .min(1)
+      .superRefine((address, ctx) => {
+        const c = cidrOf(address);
+        if (typeof c === 'string') {
+          ctx.addIssue({ code: 'custom', message: `${JSON.stringify(address)} is not an IP address or CIDR: ${c}` });
+        }
+      }),
+    identity: z.array(z.enum(FORWARDED_IDENTITY_FORMS)).min(1).optional(),
+  }),
+);
+
+/** Trusted proxies (IPs or CIDRs, each with the identity forms it sends), parsed once. */
 export class TrustedProxies {
-  private readonly cidrs: Cidr[];
+  private readonly entries: { cidr: Cidr; forms: ReadonlySet<ForwardedIdentityForm> }[];
 
   /**
    * @example
    * ```ts
-   * const proxies = new TrustedProxies(['127.0.0.1', '10.0.0.0/8']);
+   * const proxies = new TrustedProxies(['127.0.0.1', { address: '10.0.0.0/8', identity: ['xfcc-uri'] }]);
    * proxies.has('::ffff:127.0.0.1'); // true
+   * proxies.formsFor('127.0.0.1');   // Set { 'x-client-cert', 'xfcc-cert' }
    * ```
    * @throws {Error} for an entry that is not an IP address or CIDR
    */
-  constructor(entries: readonly string[]) {
-    this.cidrs = entries.map((e) => {
-      const text = e.includes('/') ? e : e.includes(':') ? `${e}/128` : `${e}/32`;
-      const c = parseCidr(text);
-      if (typeof c === 'string') throw new Error(`trusted proxy ${JSON.stringify(e)}: ${c}`);
-      return c;
+  constructor(entries: readonly TrustedProxy[]) {
+    this.entries = entries.map((e) => {
+      const address = typeof e === 'string' ? e : e.address;
+      const c = cidrOf(address);
+      if (typeof c === 'string') throw new Error(`trusted proxy ${JSON.stringify(address)}: ${c}`);
+      const forms = typeof e === 'string' ? DEFAULT_FORWARDED_IDENTITY : (e.identity ?? DEFAULT_FORWARDED_IDENTITY);
+      return { cidr: c, forms: new Set(forms) };
     });
   }
 
   get size(): number {
-    return this.cidrs.length;
+    return this.entries.length;
   }
 
   has(address: string | undefined): boolean {
-    if (!address || this.cidrs.length === 0) return false;
+    return this.formsFor(address) !== undefined;
+  }
+
+  /** The identity forms `address` may send (the union over the entries it falls in); undefined: not a proxy. */
+  formsFor(address: string | undefined): ReadonlySet<ForwardedIdentityForm> | undefined {
+    if (!address || this.entries.length === 0) return undefined;
     const ip = parseIp(address);
-    if (!ip) return false;
-    for (const c of this.cidrs) if (cidrContains(c, ip)) return true;
-    return false;
+    if (!ip) return undefined;
+    let out: Set<ForwardedIdentityForm> | undefined;
+    for (const e of this.entries) {
+      if (!cidrContains(e.cidr, ip)) continue;
+      out ??= new Set();
+      for (const f of e.forms) out.add(f);
+    }
+    return out;
   }
 }
 
@@ -154,21 +220,23 @@ export class TrustedProxies {
 export type ProxyIdentity =
   /** No identity header (or only ignored ones). */
   | { kind: 'none'; ignored?: string[] }
-  | { kind: 'ok'; spiffeId: string; via: 'xfcc' | 'x-client-cert' | 'envoy-principal'; verified: boolean }
+  | {
+      kind: 'ok';
+      spiffeId: string;
+      via: 'xfcc' | 'x-client-cert' | 'envoy-principal';
+      verified: boolean;
+      /** Identity headers present but not believed (a form this proxy is not configured to send). */
+      ignored?: string[];
+    }
   /** A header was present and trusted but did not hold a valid identity: refuse, never fall back. */
   | { kind: 'invalid'; reason: string };
 
 /** Where proxy-supplied identity may come from. */
 export interface ProxyTrust {
-  /** Only these addresses may assert identity through headers. */
+  /** Only these addresses may assert identity through headers, each in the forms it is listed with. */
   proxies: TrustedProxies;
   /** Verifies forwarded certificates; without it, a forwarded certificate cannot be believed. */
   bundles?: BundleSource;
-  /**
-   * Accept a bare `URI=` in XFCC without a `Cert=` to verify (the proxy verified the peer). Default
-   * true: Envoy sends `URI` alone unless told to forward the certificate.
-   */
-  trustXfccUri?: boolean;
 }
 
 type Headers = Record<string, string | string[] | undefined>;
@@ -210,8 +278,10 @@ export function verifyForwardedCertificate(
 
 /**
  * Reads the caller's identity from `x-client-cert` (nginx) or `x-forwarded-client-cert` (Envoy),
- * believing them only when `remoteAddress` is a trusted proxy. Headers from anyone else are
- * reported in `ignored` so that the caller can record them.
+ * believing them only when `remoteAddress` is a trusted proxy, and only in the forms that proxy is
+ * listed with. A header from anyone else, or one its proxy is not listed as sending, is reported in
+ * `ignored` so that the caller can record it. An XFCC without a certificate from a proxy not listed
+ * with `xfcc-uri` is refused: that proxy was to send certificates.
  *
  * @example
  * ```ts
@@ -226,16 +296,18 @@ export function identityFromProxyHeaders(
   const clientCert = header(headers, 'x-client-cert');
   const xfcc = header(headers, 'x-forwarded-client-cert');
   if (clientCert === undefined && xfcc === undefined) return { kind: 'none' };
-  if (!trust.proxies.has(remoteAddress)) {
-    const ignored: string[] = [];
-    if (clientCert !== undefined) ignored.push('x-client-cert');
-    if (xfcc !== undefined) ignored.push('x-forwarded-client-cert');
-    return { kind: 'none', ignored };
+  const forms = trust.proxies.formsFor(remoteAddress);
+  const useClientCert = clientCert !== undefined && forms?.has('x-client-cert') === true;
+  const useXfcc = xfcc !== undefined && (forms?.has('xfcc-cert') === true || forms?.has('xfcc-uri') === true);
+  const ignored: string[] = [];
+  if (clientCert !== undefined && !useClientCert) ignored.push('x-client-cert');
+  if (xfcc !== undefined && !useXfcc) ignored.push('x-forwarded-client-cert');
+  const withIgnored = (r: ProxyIdentity): ProxyIdentity => (r.kind === 'ok' && ignored.length ? { ...r, ignored } : r);
+
+  if (useClientCert && clientCert !== '') {
+    return withIgnored(verifyForwardedCertificate(clientCert, trust.bundles, 'x-client-cert'));
   }
-  if (clientCert !== undefined && clientCert !== '') {
-    return verifyForwardedCertificate(clientCert, trust.bundles, 'x-client-cert');
-  }
-  if (xfcc !== undefined && xfcc !== '') {
+  if (useXfcc && xfcc !== '') {
     let els: XfccElement[];
     try {
       els = parseXfcc(xfcc);
@@ -244,16 +316,26 @@ export function identityFromProxyHeaders(
     }
     // The last element is the one the nearest (trusted) proxy appended about its own client.
     const el = els[els.length - 1];
-    if (!el) return { kind: 'none' };
-    if (el.cert) return verifyForwardedCertificate(el.cert, trust.bundles, 'xfcc');
-    if (trust.trustXfccUri === false) return { kind: 'invalid', reason: 'xfcc_no_cert: XFCC carries no certificate' };
+    if (!el) return ignored.length ? { kind: 'none', ignored } : { kind: 'none' };
+    if (el.cert) return withIgnored(verifyForwardedCertificate(el.cert, trust.bundles, 'xfcc'));
+    if (!forms?.has('xfcc-uri')) {
+      return {
+        kind: 'invalid',
+        reason: 'xfcc_no_cert: XFCC carries no certificate, and this proxy is not trusted for a bare URI (xfcc-uri)',
+      };
+    }
     const uris = el.uri.filter((u) => u.startsWith('spiffe://'));
     if (uris.length !== 1) return { kind: 'invalid', reason: 'xfcc_no_spiffe_id: XFCC needs exactly one SPIFFE URI' };
     try {
-      return { kind: 'ok', spiffeId: parseSpiffeId(uris[0] as string).toString(), via: 'xfcc', verified: false };
+      return withIgnored({
+        kind: 'ok',
+        spiffeId: parseSpiffeId(uris[0] as string).toString(),
+        via: 'xfcc',
+        verified: false,
+      });
     } catch {
       return { kind: 'invalid', reason: 'xfcc_bad_spiffe_id: the XFCC URI is not a SPIFFE ID' };
     }
   }
-  return { kind: 'none' };
+  return ignored.length ? { kind: 'none', ignored } : { kind: 'none' };
 }

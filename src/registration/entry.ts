@@ -3,7 +3,7 @@
  * selectors. Input is validated here once, for the API and the CLI alike.
  */
 import { z } from 'zod';
-import { parseDuration } from '../config/duration.js';
+import { parseDuration } from '../util/duration.js';
 import { parseSpiffeId, type SpiffeId } from '../spiffe/index.js';
 import { parseSelector } from './selector.js';
 

@@ -4,6 +4,7 @@
  * fail-closed handling and the same decision records as the server's `decisionPlugin`.
  */
 import { createServer } from 'node:http';
+import type { TrustedProxy } from '../pep/identity.js';
 import type { BundleSource } from '../spiffe/index.js';
 import { listen } from '../util/listen.js';
 import type { Logger } from '../util/logger.js';
@@ -19,8 +20,8 @@ export interface DecisionListenerOptions {
   policy: PolicyHandle;
   /** Bundles that forwarded certificates (XFCC, nginx `X-Client-Cert`) are verified against. */
   bundles: () => BundleSource | undefined;
-  /** Addresses whose identity headers are believed (default: loopback). */
-  trustedProxies?: readonly string[];
+  /** Proxies whose identity headers are believed, in the forms each is listed with (default: loopback, certificates only). */
+  trustedProxies?: readonly TrustedProxy[];
   defaultTarget?: string;
   /** Every decision, allowed or denied. */
   record: (event: ServerEvent) => void;

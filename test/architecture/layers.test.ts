@@ -14,7 +14,6 @@ export const RANK: Record<string, number> = {
   'errors.ts': 0,
   util: 0,
   spiffe: 1,
-  config: 1,
   api: 2,
   policy: 2,
   ca: 2,
@@ -23,11 +22,13 @@ export const RANK: Record<string, number> = {
   audit: 5,
   workload: 5,
   pep: 6,
-  agent: 7,
-  server: 7,
-  mesh: 8,
-  cli: 9,
-  'index.ts': 10,
+  // The one config file composes the schemas of the parts it configures (e.g. pep's trusted proxies).
+  config: 7,
+  agent: 8,
+  server: 8,
+  mesh: 9,
+  cli: 10,
+  'index.ts': 11,
 };
 
 function* tsFiles(dir: string): Generator<string> {

@@ -14,7 +14,7 @@ import { policyPlugin } from '../../src/server/plugins/policy.js';
 import { createLogger } from '../../src/util/logger.js';
 import { freePort } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
-import { hasNginx, type RunningNginx, startNginx } from './nginx.js';
+import { documentedNginxServer, hasNginx, type RunningNginx, startNginx } from './nginx.js';
 import { id, makePki, type Pki } from './pki.js';
 
 const run = promisify(execFile);
@@ -202,11 +202,20 @@ describe('Envoy ext_authz', () => {
         r.on('error', reject);
         r.end();
       });
+    // Loopback is trusted for certificates (the default form): Envoy forwards the client certificate.
     const xfcc = (name: string) => ({
-      'x-forwarded-client-cert': `By=${PAYMENT};Hash=abc;URI=${id(name)}`,
+      'x-forwarded-client-cert': `By=${PAYMENT};Hash=abc;Cert="${encodeURIComponent(pki.mint(name).certChainPem)}";URI=${id(name)}`,
       'x-nevertrust-target': PAYMENT,
     });
     expect(await call('POST', '/v1/charges', xfcc('api-gateway'))).toBe(200);
+    // A bare URI is the proxy's word alone: not believed from a proxy that is not listed with xfcc-uri.
+    const bare = events.length;
+    const uriOnly = {
+      'x-forwarded-client-cert': `By=${PAYMENT};URI=${id('api-gateway')}`,
+      'x-nevertrust-target': PAYMENT,
+    };
+    expect(await call('POST', '/v1/charges', uriOnly)).toBe(401);
+    expect(events.slice(bare).map((e) => e.reason)).toEqual([expect.stringMatching(/^xfcc_no_cert/)]);
     expect(await call('GET', '/v1/charges', xfcc('api-gateway'))).toBe(403);
     expect(await call('POST', '/v1/charges/%2e%2e/admin', xfcc('api-gateway'))).toBe(403);
     expect(await call('POST', '/v1/charges', xfcc('audit-service'))).toBe(403);
@@ -218,92 +227,132 @@ describe('Envoy ext_authz', () => {
   });
 });
 
-describe.skipIf(!hasNginx() && !process.env.CI)('nginx auth_request against Debian nginx', () => {
-  let nginx: RunningNginx;
-  let app: ReturnType<typeof createServer>;
-  let port: number;
-  beforeAll(async () => {
-    app = createServer((req, res) => {
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.end(`app saw ${req.method} ${req.url} as ${req.headers['x-nevertrust-peer-id'] ?? '-'}`);
+describe.skipIf(!hasNginx() && !process.env.CI)(
+  'nginx auth_request: the documented config, against Debian nginx',
+  () => {
+    let nginx: RunningNginx;
+    let app: ReturnType<typeof createServer>;
+    let port: number;
+    beforeAll(async () => {
+      // The app answers with what it was told: the caller nginx passed on and any identity headers it got.
+      app = createServer((req, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end(
+          `app saw ${req.method} ${req.url} as ${req.headers['x-nevertrust-peer-id'] ?? '-'}` +
+            ` xfcc=${req.headers['x-forwarded-client-cert'] ?? '-'} real-ip=${req.headers['x-real-ip'] ?? '-'}`,
+        );
+      });
+      await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
+      const appPort = (app.address() as { port: number }).port;
+      port = await freePort();
+      const server_ = pki.ca.mintX509Svid({ spiffeId: PAYMENT, dnsNames: ['localhost'] });
+      const nd = join(dir, 'nginx');
+      const files = pki.files(dir, 'nginx-server', {
+        spiffeId: PAYMENT,
+        certChainPem: (await import('../../src/ca/index.js')).certificatesToPem(server_.chain),
+        privateKeyPem: server_.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+      });
+      nginx = await startNginx(
+        nd,
+        documentedNginxServer({ port, cert: files.cert, key: files.key, decisionPort: server.port, appPort }),
+        port,
+      );
     });
-    await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
-    const appPort = (app.address() as { port: number }).port;
-    port = await freePort();
-    const server_ = pki.ca.mintX509Svid({ spiffeId: PAYMENT, dnsNames: ['localhost'] });
-    const nd = join(dir, 'nginx');
-    const files = pki.files(dir, 'nginx-server', {
-      spiffeId: PAYMENT,
-      certChainPem: (await import('../../src/ca/index.js')).certificatesToPem(server_.chain),
-      privateKeyPem: server_.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    afterAll(async () => {
+      await nginx?.stop();
+      app?.close();
     });
-    nginx = await startNginx(
-      nd,
-      `
-  server {
-    listen 127.0.0.1:${port} ssl;
-    ssl_certificate ${files.cert};
-    ssl_certificate_key ${files.key};
-    # nginx asks for a certificate; nevertrust verifies it as an X.509-SVID (trust domain, expiry, SPIFFE rules).
-    ssl_verify_client optional_no_ca;
-    location / {
-      auth_request /_nevertrust;
-      auth_request_set $peer $upstream_http_x_nevertrust_peer_id;
-      auth_request_set $decision $upstream_http_x_nevertrust_decision_id;
-      proxy_set_header X-Nevertrust-Peer-Id $peer;
-      add_header X-Decision-Id $decision always;
-      proxy_pass http://127.0.0.1:${appPort};
-    }
-    location = /_nevertrust {
-      internal;
-      proxy_pass http://127.0.0.1:${server.port}/v1/authz/nginx;
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
-      proxy_set_header X-Original-URI $request_uri;
-      proxy_set_header X-Original-Method $request_method;
-      proxy_set_header X-Client-Cert $ssl_client_escaped_cert;
-      proxy_set_header X-Nevertrust-Target ${PAYMENT};
-    }
-  }`,
-      port,
-    );
-  });
-  afterAll(async () => {
-    await nginx?.stop();
-    app?.close();
-  });
 
-  async function curl(method: string, path: string, cert?: { cert: string; key: string }): Promise<[number, string]> {
-    const args = ['-s', '-o', '-', '-w', '\n%{http_code}', '-X', method, '--resolve', `localhost:${port}:127.0.0.1`];
-    args.push('--cacert', pki.bundleFile(dir), '--path-as-is');
-    if (cert) args.push('--cert', cert.cert, '--key', cert.key);
-    const { stdout } = await run('curl', [...args, `https://localhost:${port}${path}`]);
-    const i = stdout.lastIndexOf('\n');
-    return [Number(stdout.slice(i + 1)), stdout.slice(0, i)];
-  }
+    async function curl(
+      method: string,
+      path: string,
+      cert?: { cert: string; key: string },
+      headers: Record<string, string> = {},
+    ): Promise<[number, string]> {
+      const args = ['-s', '-o', '-', '-w', '\n%{http_code}', '-X', method];
+      args.push('--resolve', `localhost:${port}:127.0.0.1`, '--cacert', pki.bundleFile(dir), '--path-as-is');
+      if (cert) args.push('--cert', cert.cert, '--key', cert.key);
+      for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
+      const { stdout } = await run('curl', [...args, `https://localhost:${port}${path}`]);
+      const i = stdout.lastIndexOf('\n');
+      return [Number(stdout.slice(i + 1)), stdout.slice(0, i)];
+    }
+    /** The decision record of the last nginx check (nginx asks once per request). */
+    const lastNginxEvent = () => events.filter((e) => e.details?.pep === 'nginx').at(-1);
 
-  it('allows and denies as the policy says; refuses missing, foreign and expired certificates', async () => {
-    const gw = pki.files(dir, 'gw', pki.mint('api-gateway'));
-    const audit = pki.files(dir, 'audit', pki.mint('audit-service'));
-    const foreign = pki.files(dir, 'foreign', pki.mint('api-gateway', { other: true }));
-    const expired = pki.files(
-      dir,
-      'expired',
-      pki.mint('api-gateway', { ttlSeconds: 60, now: new Date(Date.now() - 3_600_000) }),
-    );
-    const [s1, b1] = await curl('POST', '/v1/charges', gw);
-    expect(s1).toBe(200);
-    expect(b1).toBe(`app saw POST /v1/charges as ${id('api-gateway')}`);
-    expect((await curl('POST', '/v1/refunds', gw))[0]).toBe(200);
-    expect((await curl('GET', '/v1/charges', gw))[0]).toBe(403);
-    expect((await curl('POST', '/v1/charges/../admin', gw))[0]).toBe(403);
-    expect((await curl('POST', '/v1/charges/%2e%2e/admin', gw))[0]).toBe(403);
-    expect((await curl('POST', '/v1/charges', audit))[0]).toBe(403);
-    expect((await curl('POST', '/v1/charges'))[0]).toBe(401);
-    expect((await curl('POST', '/v1/charges', foreign))[0]).toBe(401);
-    // nginx itself rejects an expired certificate even with optional_no_ca (400); either way, refused.
-    expect([400, 401]).toContain((await curl('POST', '/v1/charges', expired))[0]);
-    const refused = events.filter((e) => e.details?.pep === 'nginx' && /x509svid_invalid/.test(e.reason));
-    expect(refused.map((e) => e.reason)).toEqual(expect.arrayContaining([expect.stringMatching(/NO_BUNDLE/)]));
-  });
-});
+    it('allows and denies as the policy says; refuses missing, foreign and expired certificates', async () => {
+      const gw = pki.files(dir, 'gw', pki.mint('api-gateway'));
+      const audit = pki.files(dir, 'audit', pki.mint('audit-service'));
+      const foreign = pki.files(dir, 'foreign', pki.mint('api-gateway', { other: true }));
+      const expired = pki.files(
+        dir,
+        'expired',
+        pki.mint('api-gateway', { ttlSeconds: 60, now: new Date(Date.now() - 3_600_000) }),
+      );
+      const [s1, b1] = await curl('POST', '/v1/charges', gw);
+      expect(s1).toBe(200);
+      expect(b1).toBe(`app saw POST /v1/charges as ${id('api-gateway')} xfcc=- real-ip=127.0.0.1`);
+      expect((await curl('POST', '/v1/refunds', gw))[0]).toBe(200);
+      expect((await curl('GET', '/v1/charges', gw))[0]).toBe(403);
+      expect((await curl('POST', '/v1/charges/../admin', gw))[0]).toBe(403);
+      expect((await curl('POST', '/v1/charges/%2e%2e/admin', gw))[0]).toBe(403);
+      expect((await curl('POST', '/v1/charges', audit))[0]).toBe(403);
+      expect((await curl('POST', '/v1/charges'))[0]).toBe(401);
+      expect((await curl('POST', '/v1/charges', foreign))[0]).toBe(401);
+      // nginx itself rejects an expired certificate even with optional_no_ca (400); either way, refused.
+      expect([400, 401]).toContain((await curl('POST', '/v1/charges', expired))[0]);
+      const refused = events.filter((e) => e.details?.pep === 'nginx' && /x509svid_invalid/.test(e.reason));
+      expect(refused.map((e) => e.reason)).toEqual(expect.arrayContaining([expect.stringMatching(/NO_BUNDLE/)]));
+    });
+
+    it("a client's own XFCC never becomes an identity: without a certificate denied, with one the certificate decides", async () => {
+      const forged = { 'X-Forwarded-Client-Cert': `URI=${id('api-gateway')}` };
+      // No client certificate, a forged XFCC naming a caller the policy allows: denied, no identity.
+      const [s1, b1] = await curl('POST', '/v1/charges', undefined, forged);
+      expect(s1).toBe(401);
+      expect(b1).not.toContain('app saw');
+      const e1 = lastNginxEvent();
+      expect(e1).toMatchObject({ outcome: 'deny', source: { ip: '127.0.0.1' } });
+      expect(e1?.source?.spiffe_id).toBeUndefined();
+      expect(e1?.details?.identity).toBeUndefined();
+      // The subrequest did not carry it at all (nginx set the header empty), so nothing was refused for it.
+      expect(e1?.reason).not.toMatch(/xfcc/);
+      expect(e1?.details?.ignored_identity_headers).toBeUndefined();
+
+      // With a certificate: its identity, never the forged one, and the app never sees the forged header.
+      const gw = pki.files(dir, 'gw2', pki.mint('api-gateway'));
+      const [s2, b2] = await curl('POST', '/v1/charges', gw, { 'X-Forwarded-Client-Cert': `URI=${id('admin')}` });
+      expect(s2).toBe(200);
+      expect(b2).toBe(`app saw POST /v1/charges as ${id('api-gateway')} xfcc=- real-ip=127.0.0.1`);
+      expect(lastNginxEvent()).toMatchObject({
+        outcome: 'allow',
+        source: { spiffe_id: id('api-gateway') },
+        details: { identity: 'x-client-cert' },
+      });
+      // A caller the policy refuses cannot borrow an allowed identity through XFCC.
+      const audit = pki.files(dir, 'audit2', pki.mint('audit-service'));
+      const [s3] = await curl('POST', '/v1/charges', audit, forged);
+      expect(s3).toBe(403);
+      expect(lastNginxEvent()).toMatchObject({ outcome: 'deny', source: { spiffe_id: id('audit-service') } });
+      // Nor through a forged X-Client-Cert: nginx replaces it with the connection's certificate.
+      const gwPem = encodeURIComponent(pki.mint('api-gateway').certChainPem);
+      const [s4] = await curl('POST', '/v1/charges', audit, { 'X-Client-Cert': gwPem });
+      expect(s4).toBe(403);
+      expect(lastNginxEvent()?.source?.spiffe_id).toBe(id('audit-service'));
+      const [s5] = await curl('POST', '/v1/charges', undefined, { 'X-Client-Cert': gwPem });
+      expect(s5).toBe(401);
+      expect(lastNginxEvent()?.source?.spiffe_id).toBeUndefined();
+    });
+
+    it('a forged X-Real-IP does not become source.ip', async () => {
+      const gw = pki.files(dir, 'gw3', pki.mint('api-gateway'));
+      const [s, body] = await curl('POST', '/v1/charges', gw, { 'X-Real-IP': '203.0.113.9' });
+      expect(s).toBe(200);
+      expect(body).toContain('real-ip=127.0.0.1');
+      expect(lastNginxEvent()).toMatchObject({ outcome: 'allow', source: { ip: '127.0.0.1' } });
+      const [s2] = await curl('POST', '/v1/charges', undefined, { 'X-Real-IP': '203.0.113.9' });
+      expect(s2).toBe(401);
+      expect(lastNginxEvent()?.source?.ip).toBe('127.0.0.1');
+    });
+  },
+);

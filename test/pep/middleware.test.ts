@@ -62,7 +62,8 @@ async function serve(extra: Partial<EnforcerOptions>, host = '127.0.0.1'): Promi
         target: id('payment-service'),
         snapshot: holder.get,
         bundles: pki.bundle(),
-        trustedProxies: ['127.0.0.1'],
+        // Listed with xfcc-uri: this proxy is one that sends a bare XFCC URI (an address alone would mean certificates only).
+        trustedProxies: [{ address: '127.0.0.1', identity: ['xfcc-uri'] }],
         ...extra,
       },
       (req, res) => res.end(JSON.stringify(req.nevertrust.identity)),

@@ -1,8 +1,9 @@
 /** Runs Debian's nginx as a child process with its own prefix, config and ports (tests and benchmarks). */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export const NGINX = '/usr/sbin/nginx';
 export const hasNginx = (): boolean => existsSync(NGINX);
@@ -69,4 +70,38 @@ ${httpBody}
       clearTimeout(t);
     },
   };
+}
+
+/** Where the documented nginx configuration lives (the first `nginx` block of the page). */
+export const NGINX_DOC = fileURLToPath(new URL('../../docs/enforcement.md', import.meta.url));
+
+/**
+ * The nginx `server` block of docs/enforcement.md, with only its ports and file paths replaced, so
+ * that tests run exactly what the docs tell operators to run. Each replacement must match exactly
+ * once: a doc edit that moves one of them fails here instead of silently testing something else.
+ */
+export function documentedNginxServer(o: {
+  port: number;
+  cert: string;
+  key: string;
+  decisionPort: number;
+  appPort: number;
+}): string {
+  const doc = readFileSync(NGINX_DOC, 'utf8');
+  const block = /```nginx\n([\s\S]*?)```/.exec(doc)?.[1];
+  if (!block) throw new Error(`${NGINX_DOC}: no \`\`\`nginx block`);
+  const swaps: [string, string][] = [
+    ['listen 443 ssl;', `listen 127.0.0.1:${o.port} ssl;`],
+    ['/etc/nginx/tls/server.crt', o.cert],
+    ['/etc/nginx/tls/server.key', o.key],
+    ['http://127.0.0.1:8181/', `http://127.0.0.1:${o.decisionPort}/`],
+    ['http://127.0.0.1:8080;', `http://127.0.0.1:${o.appPort};`],
+  ];
+  let out = block;
+  for (const [from, to] of swaps) {
+    const n = out.split(from).length - 1;
+    if (n !== 1) throw new Error(`${NGINX_DOC}: expected "${from}" once in the nginx block, found it ${n} times`);
+    out = out.replace(from, to);
+  }
+  return out;
 }

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Command, Option } from 'commander';
 import type { ExternalCheckpoint, Outcome, StoredAuditEvent, VerifyReport } from '../../audit/index.js';
-import { parseDuration } from '../../config/duration.js';
+import { parseDuration } from '../../util/duration.js';
 import { adminClient } from '../admin-client.js';
 import { exactly } from '../choices.js';
 import { resolveConfig } from '../context.js';

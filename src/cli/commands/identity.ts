@@ -10,7 +10,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { KeyType } from '../../ca/index.js';
-import { parseDuration } from '../../config/duration.js';
+import { parseDuration } from '../../util/duration.js';
 import type { caOpener } from '../../server/plugins/ca.js';
 import type { TrustBundle } from '../../spiffe/index.js';
 import { type AdminClient, adminClient } from '../admin-client.js';

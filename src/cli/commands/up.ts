@@ -4,7 +4,7 @@
  */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { parseDuration } from '../../config/duration.js';
+import { parseDuration } from '../../util/duration.js';
 import type { LocalMesh } from '../../mesh/local-mesh.js';
 import { STEPS } from '../../mesh/scenario.js';
 import { type AnomalyLine, renderSummary } from '../../mesh/summary.js';

@@ -17,7 +17,7 @@ import type { AccessRequest, PolicySnapshot } from '../../policy/index.js';
 import { type BundleSource, JwtSvidError, validateJwtSvid } from '../../spiffe/index.js';
 import { type DecisionRecorder, type EnforcedDecision, enforce, refuse, type SnapshotProvider } from '../decision.js';
 import { plainAddress, targetOf } from '../http.js';
-import { identityFromProxyHeaders, TrustedProxies } from '../identity.js';
+import { identityFromProxyHeaders, type TrustedProxy, TrustedProxies } from '../identity.js';
 import { PeerAuthorizationError, authorizeAny, peerIdentity, verifyPeer } from '../mtls/index.js';
 
 export type { DecisionRecorder, EnforcedDecision } from '../decision.js';
@@ -39,8 +39,11 @@ export interface EnforcerOptions {
   snapshot: SnapshotProvider;
   /** Trust bundles for TLS peers (when not accepted by `createMtlsServer`), XFCC certificates and JWT-SVIDs. */
   bundles?: BundleSource;
-  /** Addresses (IPs/CIDRs) whose XFCC is believed. Default: none. */
-  trustedProxies?: readonly string[];
+  /**
+   * Proxies whose XFCC / X-Client-Cert is believed, in the forms each is listed with (an address
+   * alone: certificates only; `{address, identity: ['xfcc-uri']}` also a bare XFCC URI). Default: none.
+   */
+  trustedProxies?: readonly TrustedProxy[];
   /** Accept JWT-SVID bearer tokens for this audience. */
   jwtSvidAudience?: string;
   /** Accept users' JWTs from an OIDC issuer. */

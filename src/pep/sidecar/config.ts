@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
+import { trustedProxySchema } from '../identity.js';
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected HOST:PORT');
 
@@ -34,7 +35,8 @@ export const SidecarConfigSchema = z
         /** This service as policy target; default: the SVID's SPIFFE ID. */
         target: z.string().optional(),
         timeout_ms: z.number().int().positive().default(30_000),
-        trusted_proxies: z.array(z.string()).default([]),
+        /** Proxies whose identity headers are believed (see `trustedProxySchema`): certificates only unless listed with `xfcc-uri`. */
+        trusted_proxies: z.array(trustedProxySchema).default([]),
         /**
          * Signed identity assertions for the app (`x-nevertrust-assertion`, see docs/enforcement.md):
          * the signing key is registered with the server, which publishes it as JWKS.

@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type EnforcedDecision, enforce, refuse } from '../../pep/decision.js';
 import { type EnvoyAuthzServer, startEnvoyAuthzServer } from '../../pep/envoy.js';
 import { BodyError, plainAddress, readJsonBody, targetOf } from '../../pep/http.js';
-import { identityFromProxyHeaders, type ProxyTrust, TrustedProxies } from '../../pep/identity.js';
+import { identityFromProxyHeaders, type ProxyTrust, type TrustedProxy, TrustedProxies } from '../../pep/identity.js';
 import { type AccessRequest, parseAccessRequest } from '../../policy/index.js';
 import type { BundleSource } from '../../spiffe/index.js';
 import { authorizeMemberOf, authorizeOneOf } from '../../pep/mtls/index.js';
@@ -31,10 +31,12 @@ export interface DecisionPluginOptions {
   policy: PolicyHandle;
   /** Trust bundles that forwarded certificates (XFCC `Cert=`, nginx `X-Client-Cert`) are verified against. */
   bundles?: BundleSource | (() => BundleSource | undefined);
-  /** Addresses (IPs or CIDRs) whose identity headers are believed. Default: loopback only. */
-  trustedProxies?: readonly string[];
-  /** Believe a bare XFCC `URI=` (no certificate) from a trusted proxy. Default true. */
-  trustXfccUri?: boolean;
+  /**
+   * Proxies whose identity headers are believed, each in the forms it is listed with (an address
+   * alone: certificates only; `{address, identity: ['xfcc-uri']}` also a bare XFCC URI). Default:
+   * loopback, certificates only.
+   */
+  trustedProxies?: readonly TrustedProxy[];
   /** Target used by nginx/Envoy checks that name none (`x-nevertrust-target` or `?target=`). */
   defaultTarget?: string;
   /**
@@ -117,7 +119,7 @@ export function decisionPlugin(opts: DecisionPluginOptions): ServerPlugin & {
     grpcPort: () => grpcServer?.port,
     async register(ctx: DecisionContext) {
       const { router, events, logger } = ctx;
-      const trust = (): ProxyTrust => ({ proxies, bundles: bundles(), trustXfccUri: opts.trustXfccUri });
+      const trust = (): ProxyTrust => ({ proxies, bundles: bundles() });
 
       const readBody = async (req: IncomingMessage, res: ServerResponse, pep: string): Promise<unknown> => {
         try {
@@ -232,7 +234,7 @@ export function decisionPlugin(opts: DecisionPluginOptions): ServerPlugin & {
       ): void {
         const who = identityFromProxyHeaders(req.headers, peerIp, trust());
         const details: Record<string, unknown> = {};
-        if (who.kind === 'none' && who.ignored) details.ignored_identity_headers = who.ignored;
+        if (who.kind !== 'invalid' && who.ignored) details.ignored_identity_headers = who.ignored;
         if (who.kind === 'invalid') {
           const d = refuse(who.reason, request, events, { pep, ip: clientIp, details });
           deny(res, 401, 'unauthenticated', d);

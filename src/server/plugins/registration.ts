@@ -3,7 +3,7 @@
  * (`adminRoute`) and recorded as an `admin.action` event, allowed or refused.
  */
 import { randomBytes } from 'node:crypto';
-import { parseDuration } from '../../config/duration.js';
+import { parseDuration } from '../../util/duration.js';
 import {
   checkTrustDomain,
   EntryValidationError,
