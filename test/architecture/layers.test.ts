@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 const SRC = resolve(import.meta.dirname, '../../src');
 
 /** Lower ranks are lower in the tree. Folders of one rank may not import each other. */
-export const RANK: Record<string, number> = {
+const RANK: Record<string, number> = {
   'errors.ts': 0,
   util: 0,
   spiffe: 1,
@@ -40,7 +40,7 @@ function* tsFiles(dir: string): Generator<string> {
 }
 
 /** Relative specifiers of every static import/export-from and dynamic import() in `text`. */
-export function relativeImports(text: string): string[] {
+function relativeImports(text: string): string[] {
   const out: string[] = [];
   const re =
     /(?:^|[\s;])(?:import|export)\s[^'"`;]*?from\s*['"](\.[^'"]+)['"]|import\(\s*['"](\.[^'"]+)['"]\s*\)|^import\s+['"](\.[^'"]+)['"]/gm;
