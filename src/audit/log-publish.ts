@@ -5,7 +5,7 @@
  * never undo a commit.
  */
 import { appendFile } from 'node:fs/promises';
-import { request } from 'undici';
+import { postJson } from '../util/post-json.js';
 import type { StoredAuditEvent } from './event.js';
 import type { AuditLogger, AuditLogOptions } from './log.js';
 import type { Checkpoint } from './signer.js';
@@ -66,14 +66,7 @@ export class LogPublisher {
     }
     if (this.opts.checkpointWebhook) {
       const url = this.opts.checkpointWebhook;
-      request(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(external),
-        headersTimeout: 5000,
-      })
-        .then((r) => r.body.dump())
-        .catch((e: unknown) => this.logger.warn({ err: e, url }, 'checkpoint webhook failed'));
+      postJson(url, external).catch((e: unknown) => this.logger.warn({ err: e, url }, 'checkpoint webhook failed'));
     }
   }
 

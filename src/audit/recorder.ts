@@ -10,7 +10,8 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { type Dispatcher, request } from 'undici';
+import type { Dispatcher } from 'undici';
+import { postJsonRaw } from '../util/post-json.js';
 import { acquireCoarseClock, coarseNow, releaseCoarseClock } from './coarse-clock.js';
 import { AuditEventError, AuditRecorderClosedError } from './errors.js';
 import { normalizeClipped } from './clip.js';
@@ -615,21 +616,17 @@ export function ingestionError(status: number, text: string): Error {
  */
 export function httpSink(opts: HttpSinkOptions): AuditSink {
   const url = `${opts.url.replace(/\/+$/, '')}${opts.path ?? '/v1/audit/events'}`;
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  const headers: Record<string, string> = {};
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
   return {
     async append(events) {
-      const res = await request(url, {
-        method: 'POST',
-        headers,
-        dispatcher: opts.dispatcher,
-        body: JSON.stringify({ events }),
-        headersTimeout: opts.timeoutMs ?? 10_000,
-        bodyTimeout: opts.timeoutMs ?? 10_000,
-      });
-      const text = await res.body.text();
-      if (res.statusCode === 200) return JSON.parse(text) as unknown;
-      throw ingestionError(res.statusCode, text);
+      const res = await postJsonRaw(
+        url,
+        { events },
+        { headers, timeoutMs: opts.timeoutMs ?? 10_000, ...(opts.dispatcher ? { dispatcher: opts.dispatcher } : {}) },
+      );
+      if (res.status === 200) return JSON.parse(res.text) as unknown;
+      throw ingestionError(res.status, res.text);
     },
   };
 }

@@ -3,7 +3,7 @@
  * committed; a failing sink never blocks or fails the log (it is told of its errors through `onError`).
  */
 import { appendFile } from 'node:fs/promises';
-import { request } from 'undici';
+import { postJson } from '../util/post-json.js';
 import type { StoredAuditEvent } from './event.js';
 
 export interface ExportSink {
@@ -60,15 +60,7 @@ export function webhookSink(url: string, headers: Record<string, string> = {}, t
   return {
     name: `webhook:${new URL(url).host}`,
     async write(events) {
-      const res = await request(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', ...headers },
-        body: JSON.stringify({ events }),
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
-      });
-      await res.body.dump();
-      if (res.statusCode >= 300) throw new Error(`webhook ${url} answered ${res.statusCode}`);
+      await postJson(url, { events }, { headers, timeoutMs });
     },
   };
 }

@@ -23,7 +23,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
-import { request } from 'undici';
+import { postJson } from '../../util/post-json.js';
 import {
   AGENT_PORT_INGEST_PATH,
   type AnomalyConfig,
@@ -238,14 +238,9 @@ export function auditPlugin(
             ctx.logger.warn({ signal: s.signal, source: s.source, target: s.target }, s.why);
             rec.record(anomalyEvent(s));
             if (opts.anomalyWebhook) {
-              request(opts.anomalyWebhook, {
-                method: 'POST',
-                headers: { 'content-type': 'application/json' },
-                body: JSON.stringify({ signal: s }),
-                headersTimeout: 5000,
-              })
-                .then((r) => r.body.dump())
-                .catch((err: unknown) => ctx.logger.warn({ err }, 'anomaly webhook failed'));
+              postJson(opts.anomalyWebhook, { signal: s }).catch((err: unknown) =>
+                ctx.logger.warn({ err }, 'anomaly webhook failed'),
+              );
             }
           }
         });
