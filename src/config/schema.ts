@@ -3,6 +3,7 @@
  * local use needs no file. Unknown keys are errors: a typo must not silently fall back to a default.
  */
 import { z } from 'zod';
+import { PATH_NORMALIZATIONS } from '../policy/path.js';
 import { parseDuration } from './duration.js';
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -46,6 +47,12 @@ export const configSchema = z.strictObject({
     .prefault({}),
   /** A policy file or directory loaded at start and watched. */
   policies: z.string().min(1).optional(),
+  /**
+   * How request paths are normalized before those policies see them (docs/policy-language.md):
+   * `strict` (default) refuses paths backends resolve differently; `lenient` is the normalization of
+   * earlier versions; `decode_and_merge_slashes` decodes `%2F`/`%5C` instead of refusing them.
+   */
+  path_normalization: z.enum(PATH_NORMALIZATIONS).default('strict'),
   /** Decision APIs for enforcement points that are not ours (OPA clients, Envoy, nginx). */
   decision: z
     .strictObject({

@@ -19,15 +19,16 @@ export const PATH_NORMALIZATIONS = ['strict', 'lenient', 'decode_and_merge_slash
 export type PathNormalization = (typeof PATH_NORMALIZATIONS)[number];
 
 /**
- * The {@link PathOptions} of a named mode.
+ * The {@link PathOptions} of a named mode; undefined for `strict`, the default, so that a strict
+ * policy set's options (and content hash) are what they were before the modes existed.
  *
  * @example
  * compile(policies, { path: pathOptionsFor('lenient') })
  */
-export function pathOptionsFor(mode: PathNormalization): PathOptions {
+export function pathOptionsFor(mode: PathNormalization): PathOptions | undefined {
   switch (mode) {
     case 'strict':
-      return {};
+      return undefined;
     case 'lenient':
       return { strict: false };
     case 'decode_and_merge_slashes':
