@@ -48,7 +48,10 @@ export interface PathOptions {
   mergeSlashes?: boolean;
   /** Decode `%2F`/`%5C` into `/` before resolving segments (default false, as in Istio). */
   decodeSlashes?: boolean;
-  /** `decode` (default): `%2e` is a dot and takes part in dot-segment removal; `reject`: refuse it. */
+  /**
+   * `decode` (default): `%2e` is a dot and takes part in dot-segment removal; `reject`: refuse it.
+   * Strict mode refuses it either way.
+   */
   encodedDots?: 'decode' | 'reject';
   /** Longer paths are refused (default 4096 bytes). */
   maxLength?: number;
