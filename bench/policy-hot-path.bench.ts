@@ -13,7 +13,10 @@
  *   IMPL=dist node --import tsx --expose-gc bench/policy-hot-path.bench.ts
  * Options (env): ROUNDS (default 7), SECONDS per engine per round (default 1.5),
  * IMPL=dist|src (default src), BEFORE=<module path>, CASBIN=0 to skip casbin,
- * NORMALIZED=1 to add a round for `decideNormalized` on pre-normalized requests.
+ * NORMALIZED=1 to add a round for `decideNormalized` on pre-normalized requests,
+ * PATH_NORMALIZATION=lenient|strict|decode_and_merge_slashes for this engine's snapshot (default
+ * strict: the workload's `..` paths are then refused before any rule; lenient resolves them, as a
+ * BEFORE build without the modes does).
  */
 import { newEnforcer, newModelFromString } from 'casbin';
 import { type LatencyStats, measureSync } from './harness.js';
@@ -71,10 +74,11 @@ async function main(): Promise<void> {
   const engines: Engine[] = [];
 
   progress('parsing and compiling 10,000 rules');
-  const snap = ours.compile(ours.parsePolicyText(yamlText, 'bench.yaml'));
+  const mode = (process.env.PATH_NORMALIZATION ?? 'strict') as 'strict' | 'lenient' | 'decode_and_merge_slashes';
+  const snap = ours.compile(ours.parsePolicyText(yamlText, 'bench.yaml'), { path: ours.pathOptionsFor(mode) });
   let i = 0;
   engines.push({
-    name: `ours (${process.env.IMPL === 'dist' ? 'dist' : 'src via tsx'})`,
+    name: `ours (${process.env.IMPL === 'dist' ? 'dist' : 'src via tsx'}, ${mode})`,
     run: () => ours.decide(snap, fullReqs[i++ % fullReqs.length] as (typeof fullReqs)[number]),
     batch: 20,
     warmup: 20_000,

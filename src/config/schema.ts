@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { trustedProxySchema } from '../pep/identity.js';
+import { PATH_NORMALIZATIONS } from '../policy/path.js';
 import { parseDuration } from '../util/duration.js';
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -47,6 +48,12 @@ export const configSchema = z.strictObject({
     .prefault({}),
   /** A policy file or directory loaded at start and watched. */
   policies: z.string().min(1).optional(),
+  /**
+   * How request paths are normalized before those policies see them (docs/policy-language.md):
+   * `strict` (default) refuses paths backends resolve differently; `lenient` is the normalization of
+   * earlier versions; `decode_and_merge_slashes` decodes `%2F`/`%5C` instead of refusing them.
+   */
+  path_normalization: z.enum(PATH_NORMALIZATIONS).default('strict'),
   /** Decision APIs for enforcement points that are not ours (OPA clients, Envoy, nginx). */
   decision: z
     .strictObject({

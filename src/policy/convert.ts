@@ -6,7 +6,7 @@ import type { z } from 'zod';
 import { parseConditionKey, timeFormatter } from './conditions.js';
 import { parseCidr } from './match.js';
 import { type Cidr, type Condition, type OperationMatch, parseStringMatcher, type StringMatcher } from './model.js';
-import { KNOWN_METHODS, normalizePath } from './path.js';
+import { KNOWN_METHODS, normalizePath, type PathOptions } from './path.js';
 import type { DocContext } from './yamldoc.js';
 
 type Path = readonly PropertyKey[];
@@ -70,24 +70,43 @@ export function methods(ctx: DocContext, path: Path, vals: readonly string[] | u
   return ms;
 }
 
-/** Paths must already be normalized, or they could never match a normalized request. */
-export function paths(ctx: DocContext, path: Path, vals: readonly string[] | undefined): StringMatcher[] | undefined {
+/**
+ * Rule paths must be what request normalization makes of a path (with the policy set's
+ * `pathOptions`), or no request could ever match them: a DENY rule on `/v1//admin` would silently
+ * never deny, since request paths have `//` merged. Such a path is refused, naming what it would
+ * have to be. A prefix is checked as the start of a longer path (`/v1/charges/.*` may match
+ * `/v1/charges/.well-known`), a suffix as the end of one.
+ */
+export function paths(
+  ctx: DocContext,
+  path: Path,
+  vals: readonly string[] | undefined,
+  pathOptions?: PathOptions,
+): StringMatcher[] | undefined {
   const ms = matchers(ctx, path, vals);
   ms?.forEach((m, i) => {
-    if (m.kind === 'exact' || m.kind === 'prefix') {
-      if (!m.value.startsWith('/')) {
-        ctx.error([...path, i], `path ${JSON.stringify(vals?.[i])} must begin with / (or be a *suffix pattern)`);
-        return;
-      }
-      const n = normalizePath(m.value, { mergeSlashes: false });
-      // A prefix may end in a partial segment such as `/v1/charges.` — only compare full segments.
-      if (!n.ok || (n.path !== m.value && !(m.kind === 'prefix' && n.path === m.value.replace(/\/\.*$/, '/')))) {
-        ctx.error(
-          [...path, i],
-          `path ${JSON.stringify(vals?.[i])} is not normalized${n.ok ? ` (would be ${JSON.stringify(n.path)})` : `: ${n.reason}`}`,
-        );
-      }
+    if (m.kind === 'presence') return;
+    if (m.kind !== 'suffix' && !m.value.startsWith('/')) {
+      ctx.error([...path, i], `path ${JSON.stringify(vals?.[i])} must begin with / (or be a *suffix pattern)`);
+      return;
     }
+    // A sentinel segment character after a prefix, and a root before a suffix, make them whole paths.
+    const whole = m.kind === 'prefix' ? `${m.value}x` : m.kind === 'suffix' ? `/x${m.value}` : m.value;
+    const n = normalizePath(whole, pathOptions);
+    if (n.ok && n.path === whole) return;
+    // What to write instead: the normalized path, or for a refused one what lenient mode makes of it.
+    const fixed = n.ok ? n : normalizePath(whole, { ...pathOptions, strict: false });
+    const write =
+      fixed.ok && fixed.path !== whole
+        ? ` (write ${JSON.stringify(m.kind === 'prefix' ? `${fixed.path.slice(0, -1)}*` : m.kind === 'suffix' ? `*${fixed.path.slice(2)}` : fixed.path)})`
+        : '';
+    const shown = JSON.stringify(vals?.[i]);
+    ctx.error(
+      [...path, i],
+      n.ok
+        ? `path ${shown} is not normalized: requests are normalized before matching, so it can never match${write}`
+        : `path ${shown} can never match a request: ${n.reason}${write}`,
+    );
   });
   return ms;
 }
@@ -241,7 +260,12 @@ export interface RawOperation {
 }
 
 /** The operation fields into the model, the same for the native and Istio formats (before `strip`). */
-export function operationFields(ctx: DocContext, p: Path, o: RawOperation): OperationMatch {
+export function operationFields(
+  ctx: DocContext,
+  p: Path,
+  o: RawOperation,
+  pathOptions: PathOptions | undefined,
+): OperationMatch {
   return {
     hosts: matchers(ctx, [...p, 'hosts'], o.hosts, true),
     notHosts: matchers(ctx, [...p, 'notHosts'], o.notHosts, true),
@@ -249,8 +273,8 @@ export function operationFields(ctx: DocContext, p: Path, o: RawOperation): Oper
     notPorts: ports(ctx, [...p, 'notPorts'], o.notPorts),
     methods: methods(ctx, [...p, 'methods'], o.methods),
     notMethods: methods(ctx, [...p, 'notMethods'], o.notMethods),
-    paths: paths(ctx, [...p, 'paths'], o.paths),
-    notPaths: paths(ctx, [...p, 'notPaths'], o.notPaths),
+    paths: paths(ctx, [...p, 'paths'], o.paths, pathOptions),
+    notPaths: paths(ctx, [...p, 'notPaths'], o.notPaths, pathOptions),
   };
 }
 

@@ -6,9 +6,13 @@ import { LineCounter, parseAllDocuments } from 'yaml';
 import { type IstioOptions, parseIstioDocument } from './istio.js';
 import type { Policy } from './model.js';
 import { NATIVE_API_VERSION, parseNativeDocument } from './native.js';
+import type { PathOptions } from './path.js';
 import { DocContext, PolicyLoadError, type PolicyIssue } from './yamldoc.js';
 
-export interface ParseOptions extends IstioOptions {}
+export interface ParseOptions extends IstioOptions {
+  /** The request path normalization of the policy set: rule paths it would change are refused. */
+  path?: PathOptions;
+}
 
 /** A parsed YAML document that is not a policy (e.g. a `PolicyTest`), with its context for errors. */
 export interface OtherDocument {
@@ -69,13 +73,13 @@ export function parsePolicyDocuments(text: string, file: string, opts: ParseOpti
     }
     const { apiVersion, kind } = value as { apiVersion?: unknown; kind?: unknown };
     let p: Policy | undefined;
-    if (apiVersion === NATIVE_API_VERSION && kind === 'AccessPolicy') p = parseNativeDocument(ctx, value);
+    if (apiVersion === NATIVE_API_VERSION && kind === 'AccessPolicy') p = parseNativeDocument(ctx, value, opts.path);
     else if (
       typeof apiVersion === 'string' &&
       apiVersion.startsWith('security.istio.io/') &&
       kind === 'AuthorizationPolicy'
     ) {
-      p = parseIstioDocument(ctx, value, opts);
+      p = parseIstioDocument(ctx, value, opts, opts.path);
     } else if (apiVersion === NATIVE_API_VERSION && typeof kind === 'string' && kind !== 'AccessPolicy') {
       others.push({ kind, value, ctx });
       if (kind !== 'PolicyTest')

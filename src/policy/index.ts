@@ -53,7 +53,16 @@ export { cidrContains, matchString, parseCidr, parseIp } from './match.js';
 export * from './model.js';
 export { type NaiveDecision, naiveDecide } from './naive.js';
 export { NATIVE_API_VERSION, type NativePolicyDocument, NativePolicySchema, parseNativeDocument } from './native.js';
-export { checkMethod, KNOWN_METHODS, normalizePath, type PathOptions, type PathResult } from './path.js';
+export {
+  checkMethod,
+  KNOWN_METHODS,
+  normalizePath,
+  PATH_NORMALIZATIONS,
+  type PathNormalization,
+  type PathOptions,
+  type PathResult,
+  pathOptionsFor,
+} from './path.js';
 export {
   type AccessRequest,
   AccessRequestSchema,

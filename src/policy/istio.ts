@@ -8,6 +8,7 @@ import { condition, ipBlockFields, matchers, operationFields, reportZodIssues } 
 import type { Condition, OperationMatch, Policy, Rule, SourceMatch, Target } from './model.js';
 import { strip } from './native.js';
 import { istioSourceShape, operationSchema } from './match-schema.js';
+import type { PathOptions } from './path.js';
 import type { DocContext } from './yamldoc.js';
 
 export const ISTIO_API_VERSIONS = ['security.istio.io/v1', 'security.istio.io/v1beta1'] as const;
@@ -76,7 +77,12 @@ const nonEmpty = <T>(a: readonly T[] | undefined): a is readonly T[] => a !== un
  * @example
  * const p = parseIstioDocument(ctx, doc.toJS(), { rootNamespace: 'istio-system' });
  */
-export function parseIstioDocument(ctx: DocContext, raw: unknown, opts: IstioOptions = {}): Policy | undefined {
+export function parseIstioDocument(
+  ctx: DocContext,
+  raw: unknown,
+  opts: IstioOptions = {},
+  pathOptions?: PathOptions,
+): Policy | undefined {
   const r = IstioPolicySchema.safeParse(raw);
   if (!r.success) {
     reportZodIssues(ctx, r.error.issues);
@@ -115,7 +121,7 @@ export function parseIstioDocument(ctx: DocContext, raw: unknown, opts: IstioOpt
     const to = rule.to?.map((t, i): OperationMatch => {
       const p = [...rp, 'to', i, 'operation'];
       const o = t.operation ?? {};
-      return strip(operationFields(ctx, p, o));
+      return strip(operationFields(ctx, p, o, pathOptions));
     });
     const when = (rule.when ?? [])
       .map((c, i) => condition(ctx, [...rp, 'when', i], c, 'istio'))

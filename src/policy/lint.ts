@@ -1,6 +1,7 @@
 /**
  * Static checks over a policy set: shadowed rules, ALLOW rules a DENY always overrides,
- * principals outside the trust domain, allow-everyone on sensitive paths, stale dry-runs.
+ * principals outside the trust domain, allow-everyone on sensitive paths, stale dry-runs, path
+ * prefixes without a `/` boundary.
  * Subsumption is decided conservatively: a finding is reported only when it is certain.
  */
 import type { Cidr, OperationMatch, Policy, Rule, SourceMatch, StringMatcher, Target } from './model.js';
@@ -13,7 +14,8 @@ export interface LintFinding {
     | 'allow-overridden-by-deny'
     | 'foreign-principal'
     | 'allow-everyone-sensitive'
-    | 'stale-dry-run';
+    | 'stale-dry-run'
+    | 'path-prefix-without-slash';
   file: string;
   line: number;
   column: number;
@@ -164,6 +166,19 @@ export function lintPolicies(policies: readonly Policy[], opts: LintOptions = {}
               );
             }
           }
+        }
+      }
+      // `/v1/charges*` is a literal prefix: it also matches `/v1/chargesadmin`, rarely what was meant.
+      for (const o of r.to ?? []) {
+        for (const m of [...(o.paths ?? []), ...(o.notPaths ?? [])]) {
+          if (m.kind !== 'prefix' || m.value.endsWith('/')) continue;
+          at(
+            p,
+            r,
+            'warning',
+            'path-prefix-without-slash',
+            `path ${JSON.stringify(formatStringMatcher(m))} also matches ${JSON.stringify(`${m.value}admin`)}: a prefix * that does not follow "/" is a literal prefix; for the path and what is under it write ${JSON.stringify(m.value)} and ${JSON.stringify(`${m.value}/*`)}`,
+          );
         }
       }
       if (p.action === 'ALLOW' && !p.dryRun) {

@@ -8,6 +8,7 @@ import { condition, ipBlockFields, matchers, operationFields, reportZodIssues } 
 import { istioPrincipal, spiffeParts } from './identity.js';
 import type { Condition, OperationMatch, Policy, Rule, SourceMatch, StringMatcher, Target } from './model.js';
 import { istioSourceShape, operationSchema } from './match-schema.js';
+import type { PathOptions } from './path.js';
 import type { DocContext } from './yamldoc.js';
 
 export const NATIVE_API_VERSION = 'nevertrust.dev/v1';
@@ -123,11 +124,12 @@ function targetIds(
 
 /**
  * Parses one native document (already read from YAML) into a policy; problems go to `ctx`.
+ * Rule paths are checked against the request normalization `pathOptions` of the policy set.
  *
  * @example
  * const p = parseNativeDocument(ctx, doc.toJS());
  */
-export function parseNativeDocument(ctx: DocContext, raw: unknown): Policy | undefined {
+export function parseNativeDocument(ctx: DocContext, raw: unknown, pathOptions?: PathOptions): Policy | undefined {
   const r = NativePolicySchema.safeParse(raw);
   if (!r.success) {
     reportZodIssues(ctx, r.error.issues);
@@ -159,7 +161,7 @@ export function parseNativeDocument(ctx: DocContext, raw: unknown): Policy | und
     });
     const to = rule.to?.map((o, i): OperationMatch => {
       const p = [...rp, 'to', i];
-      return strip(operationFields(ctx, p, o));
+      return strip(operationFields(ctx, p, o, pathOptions));
     });
     const when = (rule.when ?? [])
       .map((c, i) => condition(ctx, [...rp, 'when', i], c, 'native'))

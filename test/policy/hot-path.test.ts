@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { compile, decide, lookupCandidates, normalizePath, normalizeRequest } from '../../src/policy/index.js';
 
 // The one-scan canonical check of normalizePath must send everything that is not already
-// canonical to the full normalization, and must cut at the first `?` or `#` only.
+// canonical to the full normalization, and must cut at the first `?` or `#` only. The table
+// resolves dot segments and backslashes, which only lenient mode does (strict mode refuses them).
+const LENIENT = { strict: false };
 describe('normalizePath canonical fast path', () => {
   it.each([
     ['/v1/charges', '/v1/charges'],
@@ -20,7 +22,25 @@ describe('normalizePath canonical fast path', () => {
     ['/a/%2e%2e/b', '/b'],
     ['/a\\..\\b', '/b'],
   ])('%s → %s', (raw, want) => {
-    expect(normalizePath(raw)).toEqual({ ok: true, path: want });
+    expect(normalizePath(raw, LENIENT)).toEqual({ ok: true, path: want });
+  });
+
+  it.each([
+    ['/v1/charges', '/v1/charges'],
+    ['/a.', '/a.'],
+    ['/a/b.?x=/../c', '/a/b.'],
+    ['/a//b', '/a/b'],
+    ['/.well-known/x', '/.well-known/x'],
+    ['/a/b;c?x=;', null],
+    ['/a/.', null],
+    ['/a/..', null],
+    ['/a/./b', null],
+    ['/a%2e%2e/b', null],
+    ['/a\\..\\b', null],
+  ])('strict: %s → %s', (raw, want) => {
+    const r = normalizePath(raw);
+    if (want === null) expect(r.ok).toBe(false);
+    else expect(r).toEqual({ ok: true, path: want });
   });
 
   it.each([

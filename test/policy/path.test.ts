@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { checkMethod, decide, normalizePath } from '../../src/policy/index.js';
+import { checkMethod, decide, normalizePath, pathOptionsFor } from '../../src/policy/index.js';
 import { snap } from './helpers.js';
 
-const policy = snap(`apiVersion: nevertrust.dev/v1
+const POLICIES = `apiVersion: nevertrust.dev/v1
 kind: AccessPolicy
 metadata: { name: charges }
 spec:
@@ -19,11 +19,18 @@ spec:
   target: { services: [payment-service] }
   rules:
     - to: [{ paths: [/admin*, /v1/charges/admin*] }]
-`);
+`;
+const policy = snap(POLICIES);
+const lenientPolicy = snap(POLICIES, { path: pathOptionsFor('lenient') });
 const call = (path: string, method = 'POST') =>
   decide(policy, { target: { service: 'payment-service' }, request: { method, path } });
+const callLenient = (path: string) =>
+  decide(lenientPolicy, { target: { service: 'payment-service' }, request: { method: 'POST', path } });
+// Lenient mode (`path_normalization: lenient`) is the normalization before strict mode existed:
+// these tables assert that it stays exactly as it was.
+const LENIENT = pathOptionsFor('lenient');
 
-describe('path normalization', () => {
+describe('lenient path normalization', () => {
   it.each([
     ['/v1/charges/../admin', '/v1/admin'],
     ['/v1/charges/%2e%2e/admin', '/v1/admin'],
@@ -42,12 +49,15 @@ describe('path normalization', () => {
     ['/a%2fb', '/a%2Fb'],
     ['/a%5cb', '/a%5Cb'],
   ])('%s → %s', (raw, want) => {
-    expect(normalizePath(raw)).toEqual({ ok: true, path: want });
+    expect(normalizePath(raw, LENIENT)).toEqual({ ok: true, path: want });
   });
 
   it('keeps // when merging is off and decodes %2F only when asked', () => {
-    expect(normalizePath('/a//b', { mergeSlashes: false })).toEqual({ ok: true, path: '/a//b' });
-    expect(normalizePath('/v1/charges%2F..%2Fadmin', { decodeSlashes: true })).toEqual({ ok: true, path: '/v1/admin' });
+    expect(normalizePath('/a//b', { ...LENIENT, mergeSlashes: false })).toEqual({ ok: true, path: '/a//b' });
+    expect(normalizePath('/v1/charges%2F..%2Fadmin', { ...LENIENT, decodeSlashes: true })).toEqual({
+      ok: true,
+      path: '/v1/admin',
+    });
   });
 
   it.each([
@@ -61,13 +71,75 @@ describe('path normalization', () => {
     ['/a\nb', 'control character'],
     [`/${'a'.repeat(5000)}`, 'longer than'],
   ])('refuses %j', (raw, why) => {
-    const r = normalizePath(raw);
-    expect(r.ok).toBe(false);
-    if (!r.ok) expect(r.reason).toContain(why);
+    for (const opts of [LENIENT, {}]) {
+      const r = normalizePath(raw, opts);
+      expect(r.ok).toBe(false);
+      if (!r.ok) expect(r.reason).toContain(why);
+    }
   });
 
   it('can reject encoded dots outright', () => {
-    expect(normalizePath('/v1/%2e%2e/x', { encodedDots: 'reject' }).ok).toBe(false);
+    expect(normalizePath('/v1/%2e%2e/x', { ...LENIENT, encodedDots: 'reject' }).ok).toBe(false);
+  });
+});
+
+// Backends resolve these differently (Tomcat and Spring drop `;…` from a segment, many decode
+// `%2f`, `%25` twice or accept overlong UTF-8): `/v1/charges/..;/admin` is `/v1/admin` to a Spring
+// app. Lenient mode lets them match `/v1/charges*`; strict mode (the default) refuses them.
+const DECODED_DIFFERENTLY = [
+  ['/v1/charges/..;/admin', '";" path parameter'],
+  ['/v1/charges;x=1', '";" path parameter'],
+  ['/v1/charges/%2f..%2fadmin', 'encoded slash (%2F)'],
+  ['/v1/charges/%2F..%2Fadmin', 'encoded slash (%2F)'],
+  ['/v1/charges/%5c..%5cadmin', 'encoded backslash (%5C)'],
+  ['/v1/charges/..%3b/admin', 'encoded ";" (%3B) path parameter'],
+  ['/v1/charges/%2e%2e%2fadmin', 'encoded dot (%2E)'],
+  ['/v1/charges/%252e%252e/admin', 'double-encoded escape (%252E)'],
+  ['/v1/charges/%252f', 'double-encoded escape (%252F)'],
+  ['/v1/charges/%c0%ae%c0%ae/admin', 'not well-formed UTF-8 at offset 12'],
+  ['/v1/charges/%e0%80%ae', 'not well-formed UTF-8'],
+  ['/v1/charges/%ed%a0%80', 'not well-formed UTF-8'],
+  ['/v1/charges/%f4%90%80%80', 'not well-formed UTF-8'],
+  ['/v1/charges/%c3', 'not well-formed UTF-8'],
+  ['/v1/charges/%a9', 'not well-formed UTF-8'],
+  ['/v1/charges/%c3%28', 'not well-formed UTF-8'],
+  ['/v1/charges/../admin', '".." segment'],
+  ['/v1/charges/./x', '"." segment'],
+  ['/v1/charges/x/..', '".." segment'],
+  ['/v1/charges\\..\\admin', 'backslash'],
+] as const;
+
+describe('strict path normalization (the default)', () => {
+  it.each(DECODED_DIFFERENTLY)('%s is denied, the reason naming the rule', (path, why) => {
+    const r = call(path);
+    expect(r).toMatchObject({ decision: 'deny', policy: null, rule: null });
+    expect(r.reason).toContain(why);
+    expect(r.reason).toContain('(refused by path_normalization: strict)');
+  });
+
+  it.each(DECODED_DIFFERENTLY.slice(0, 10))('%s matches /v1/charges* in lenient mode, as before', (path) => {
+    expect(callLenient(path).decision).toBe('allow');
+  });
+
+  it.each([
+    ['/v1/charges', '/v1/charges'],
+    ['/v1//charges', '/v1/charges'],
+    ['/v1/charges/%61b', '/v1/charges/ab'],
+    ['/v1/charges/caf%c3%a9', '/v1/charges/caf%C3%A9'],
+    ['/v1/charges/%F0%9F%98%80', '/v1/charges/%F0%9F%98%80'],
+    ['/v1/charges/%25zz', '/v1/charges/%25zz'],
+    ['/v1/charges/...', '/v1/charges/...'],
+    ['/v1/charges/x?q=../..;%2f', '/v1/charges/x'],
+  ])('keeps %s as %s', (raw, want) => {
+    expect(normalizePath(raw)).toEqual({ ok: true, path: want });
+    expect(call(raw).decision).toBe('allow');
+  });
+
+  it('decode_and_merge_slashes decodes %2F and %5C, then checks what they make', () => {
+    const o = pathOptionsFor('decode_and_merge_slashes');
+    expect(normalizePath('/v1/charges%2Fx%5cy', o)).toEqual({ ok: true, path: '/v1/charges/x/y' });
+    expect(normalizePath('/v1/charges/%2f..%2fadmin', o)).toMatchObject({ ok: false });
+    expect(normalizePath('/v1/charges/..;/admin', o)).toMatchObject({ ok: false });
   });
 });
 
@@ -82,8 +154,9 @@ describe('path attacks never match /v1/charges*', () => {
     '/v1/charges/./../../admin',
     '/v1/charges//..//..//admin',
   ])('%s', (p) => {
-    const r = call(p);
-    const n = normalizePath(p);
+    const r = callLenient(p);
+    const n = normalizePath(p, LENIENT);
+    expect(call(p).decision).toBe('deny');
     // Allowed only when the resolved path really is under /v1/charges with no dot segment left
     // (`..%2F` stays one opaque segment, as in Istio: %2F is not decoded by default).
     if (r.decision === 'allow') {
@@ -92,9 +165,10 @@ describe('path attacks never match /v1/charges*', () => {
     expect(n.ok && /^\/admin/.test(n.path) ? r.decision : 'deny').toBe('deny');
   });
 
-  it('escapes into the denied admin area are denied', () => {
-    expect(call('/v1/charges/%2e%2e/charges/admin')).toMatchObject({ decision: 'deny', policy: 'no-admin' });
-    expect(call('/x/../admin')).toMatchObject({ decision: 'deny', policy: 'no-admin' });
+  it('escapes into the denied admin area are denied (lenient: by the DENY rule)', () => {
+    expect(callLenient('/v1/charges/%2e%2e/charges/admin')).toMatchObject({ decision: 'deny', policy: 'no-admin' });
+    expect(callLenient('/x/../admin')).toMatchObject({ decision: 'deny', policy: 'no-admin' });
+    expect(callLenient('/v1/charges/1').decision).toBe('allow');
     expect(call('/v1/charges/1').decision).toBe('allow');
   });
 

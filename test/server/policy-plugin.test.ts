@@ -100,6 +100,33 @@ describe('policies in the server', () => {
     expect(r.stderr).toMatch(/bad\.yaml:\d+:\d+/);
   });
 
+  it('path_normalization reaches the snapshot agents get: strict by default, lenient on request', async () => {
+    const dotted = { ...charge, request: { method: 'POST', path: '/v1/x/../charges' } };
+    const decisions: string[] = [];
+    for (const mode of [undefined, 'lenient']) {
+      const dir = tempDir();
+      const plugin = policyPlugin();
+      const server = await startServer({
+        config: configSchema.parse({
+          data_dir: dir,
+          server: { port: 0 },
+          policies: EXAMPLE,
+          ...(mode ? { path_normalization: mode } : {}),
+        }),
+        logger: createLogger('silent'),
+        plugins: [plugin],
+      });
+      running.push(server);
+      const snap = plugin.handle.current();
+      const d = decide(snap!, dotted);
+      decisions.push(d.decision);
+      if (!mode) expect(d.reason).toContain('refused by path_normalization: strict');
+      else expect(snap?.options).toEqual({ path: { strict: false } });
+    }
+    expect(decisions).toEqual(['deny', 'allow']);
+    expect(() => configSchema.parse({ path_normalization: 'loose' })).toThrow(/strict/);
+  });
+
   it('the policy CLI runs through the main program: test passes on the example, eval explains', async () => {
     const t = await runCli(['policy', 'test', EXAMPLE]);
     expect(t.code, t.stderr + t.stdout).toBe(0);
@@ -112,5 +139,15 @@ describe('policies in the server', () => {
     expect(JSON.parse(e.stdout)).toMatchObject({ decision: 'deny' });
     const usage = await runCli(['policy', 'eval', '--input', join(dir, 'req.json')]);
     expect(usage.code).toBe(2);
+    // --path-normalization: strict (the default) refuses the dot segment, lenient resolves it.
+    writeFileSync(
+      join(dir, 'dotted.json'),
+      JSON.stringify({ ...charge, request: { method: 'POST', path: '/v1/x/../charges' } }),
+    );
+    const evalAs = (...mode: string[]) =>
+      runCli(['policy', 'eval', '--policies', EXAMPLE, '--input', join(dir, 'dotted.json'), ...mode]);
+    expect(JSON.parse((await evalAs()).stdout)).toMatchObject({ decision: 'deny' });
+    expect(JSON.parse((await evalAs('--path-normalization', 'lenient')).stdout)).toMatchObject({ decision: 'allow' });
+    expect((await evalAs('--path-normalization', 'loose')).code).toBe(2);
   });
 });

@@ -3,7 +3,8 @@
  * one-line errors with file:line:col on stderr. Exit codes: 0 ok, 1 failure, 2 usage error.
  */
 import { readFileSync } from 'node:fs';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
+import { PATH_NORMALIZATIONS, type PathNormalization } from '../../policy/path.js';
 import type YAML from 'yaml';
 import type * as Policy from '../../policy/index.js';
 
@@ -19,6 +20,15 @@ async function loadLibs(): Promise<Libs> {
   const [policy, yaml] = await Promise.all([import('../../policy/index.js'), import('yaml')]);
   return { policy, yaml: yaml.default };
 }
+
+/** `--path-normalization`: how request paths are normalized, as `path_normalization` in the configs. */
+const pathNormalizationOption = () =>
+  new Option(
+    '--path-normalization <mode>',
+    'request path normalization the policies are loaded and decided with (as path_normalization in the server and sidecar configs)',
+  )
+    .choices(PATH_NORMALIZATIONS)
+    .default('strict');
 
 function out(v: unknown): void {
   process.stdout.write(typeof v === 'string' ? v : `${JSON.stringify(v, null, 2)}\n`);
@@ -78,31 +88,43 @@ export function registerPolicyCommands(program: Command): void {
     .requiredOption('--input <file>', 'access request (JSON or YAML; full or OPA flat shape)')
     .option('--explain', 'list every candidate policy and rule and why each matched or not')
     .option('--istio-default-allow', 'allow workloads that no policy selects (Istio default; off = zero trust)')
+    .addOption(pathNormalizationOption())
     .addHelpText(
       'after',
       '\nExample:\n  $ nevertrust policy eval --policies examples/policies/payments --input request.json --explain\n' +
         '\nExit codes: 0 decided (allow, deny or step_up), 1 error, 2 usage error.\n',
     )
-    .action((o: { policies: string; input: string; explain?: boolean; istioDefaultAllow?: boolean }) =>
-      run(({ policy: { decide, explain, loadPolicies, parseAccessRequest }, yaml }) => {
-        const snap = loadPolicies(o.policies, { istioDefaultAllow: o.istioDefaultAllow === true });
-        const req = parseAccessRequest(readInput(o.input, yaml));
-        out(o.explain ? explain(snap, req) : decide(snap, req));
-        return 0;
-      }),
+    .action(
+      (o: {
+        policies: string;
+        input: string;
+        explain?: boolean;
+        istioDefaultAllow?: boolean;
+        pathNormalization: PathNormalization;
+      }) =>
+        run(({ policy: { decide, explain, loadPolicies, parseAccessRequest, pathOptionsFor }, yaml }) => {
+          const snap = loadPolicies(o.policies, {
+            istioDefaultAllow: o.istioDefaultAllow === true,
+            path: pathOptionsFor(o.pathNormalization),
+          });
+          const req = parseAccessRequest(readInput(o.input, yaml));
+          out(o.explain ? explain(snap, req) : decide(snap, req));
+          return 0;
+        }),
     );
 
   policy
     .command('test')
     .argument('<path>', 'test file or directory (documents of kind PolicyTest)')
     .description('run policy tests: each case is a request and the decision it must get')
+    .addOption(pathNormalizationOption())
     .addHelpText(
       'after',
       '\nExample:\n  $ nevertrust policy test examples/policies/payments\n\nExit codes: 0 all passed, 1 a case failed or a file is invalid.\n',
     )
-    .action((path: string) =>
-      run(({ policy: { runPolicyTests } }) => {
-        const r = runPolicyTests(path);
+    .action((path: string, o: { pathNormalization: PathNormalization }) =>
+      run(({ policy: { runPolicyTests, pathOptionsFor } }) => {
+        const r = runPolicyTests(path, { path: pathOptionsFor(o.pathNormalization) });
         for (const c of r.results) {
           const line = `${c.ok ? 'PASS' : 'FAIL'} ${c.suite}: ${c.name}${c.ok ? '' : ` (${c.file}:${c.line}: ${c.message})`}\n`;
           process.stderr.write(line);
@@ -116,16 +138,17 @@ export function registerPolicyCommands(program: Command): void {
     .command('lint')
     .argument('<path>', 'policy file or directory')
     .description(
-      'find shadowed rules, ALLOWs a DENY overrides, foreign principals, allow-everyone on sensitive paths, stale dry-runs',
+      'find shadowed rules, ALLOWs a DENY overrides, foreign principals, allow-everyone on sensitive paths, stale dry-runs, path prefixes without a / boundary',
     )
     .option('--trust-domain <domain>', 'trust domain principals must belong to (default: inferred from targets)')
+    .addOption(pathNormalizationOption())
     .addHelpText(
       'after',
       '\nExample:\n  $ nevertrust policy lint policies/ --trust-domain example.org\n\nExit codes: 0 no errors (warnings allowed), 1 errors found.\n',
     )
-    .action((path: string, o: { trustDomain?: string }) =>
-      run(({ policy: { lintPolicies, PolicyLoadError, readPolicyTree } }) => {
-        const tree = readPolicyTree(path);
+    .action((path: string, o: { trustDomain?: string; pathNormalization: PathNormalization }) =>
+      run(({ policy: { lintPolicies, PolicyLoadError, readPolicyTree, pathOptionsFor } }) => {
+        const tree = readPolicyTree(path, { path: pathOptionsFor(o.pathNormalization) });
         if (tree.issues.length > 0) throw new PolicyLoadError(tree.issues);
         const findings = lintPolicies(tree.policies, o.trustDomain ? { trustDomain: o.trustDomain } : {});
         for (const f of findings)

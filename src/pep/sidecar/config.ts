@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
+import { PATH_NORMALIZATIONS } from '../../policy/index.js';
 import { trustedProxySchema } from '../identity.js';
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected HOST:PORT');
@@ -17,6 +18,13 @@ export const SidecarConfigSchema = z
       z.object({ workload_api: z.string() }).strict(),
     ]),
     policies: z.string().describe('policy file or directory, watched'),
+    /**
+     * How request paths are normalized before the policies see them (docs/policy-language.md).
+     * `strict` (default) refuses paths that backends resolve differently (`..;/`, `%2f`, `%252e`,
+     * `%c0%ae`, dot segments…), so they are never forwarded; `lenient` is the normalization of
+     * earlier versions; `decode_and_merge_slashes` decodes `%2F`/`%5C` instead of refusing them.
+     */
+    path_normalization: z.enum(PATH_NORMALIZATIONS).default('strict'),
     /**
      * Processes serving the same ports (as nginx's `worker_processes`): connections are spread over
      * them; each holds its own SVID stream, policy snapshot, assertion key and audit queue. One

@@ -8,7 +8,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
-import { PolicyWatcher } from '../../policy/index.js';
+import { PolicyWatcher, pathOptionsFor } from '../../policy/index.js';
 import { type SpiffeId, spiffeIdFromCertificate, TrustBundle } from '../../spiffe/index.js';
 import { startAssertionSigner } from '../assertion.js';
 import type { DecisionRecorder } from '../decision.js';
@@ -108,7 +108,8 @@ export async function startSidecar(config: SidecarConfig, opts: SidecarOptions =
       stopSource = f.stop;
     }
   }
-  const watcher = new PolicyWatcher(config.policies);
+  // The same normalization for the rules' paths (checked at load) and for every request's path.
+  const watcher = new PolicyWatcher(config.policies, { path: pathOptionsFor(config.path_normalization) });
   watcher.on('error', (e) =>
     log('policy change rejected; the last good snapshot stays in force', { issues: e.issues }),
   );

@@ -5,7 +5,7 @@
  * recorded too, with the file, line and column of the mistake.
  */
 import { resolve } from 'node:path';
-import { type PolicySnapshot, PolicyWatcher, formatIssue } from '../../policy/index.js';
+import { type PolicySnapshot, PolicyWatcher, formatIssue, pathOptionsFor } from '../../policy/index.js';
 import { sendJson } from '../router.js';
 import { adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
 
@@ -46,7 +46,8 @@ export function policyPlugin(): ServerPlugin & { handle: PolicyHandle } {
       };
       if (source) {
         // A broken policy at start is a start failure: nothing to fall back to.
-        watcher = new PolicyWatcher(source);
+        // Agents get the normalization with the snapshot (its options), so they decide alike.
+        watcher = new PolicyWatcher(source, { path: pathOptionsFor(config.path_normalization) });
         await accept(watcher.current);
         watcher.on(
           'reload',
