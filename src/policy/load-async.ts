@@ -1,13 +1,13 @@
 /**
  * Loads a policy path without stalling the event loop: the reading, parsing and validation run on a
- * worker thread; the main thread takes the policies back chunk by chunk (yielding between chunks)
- * and compiles them, because the compiled index is made of class instances and shared references
- * that cannot cross threads.
+ * worker thread; the main thread takes the policies back chunk by chunk and compiles them in steps
+ * (yielding between chunks and steps), because the compiled index is made of class instances and
+ * shared references that cannot cross threads.
  */
 import { setImmediate as turn } from 'node:timers/promises';
 import { deserialize } from 'node:v8';
 import { siblingWorker, spawnWorker } from '../util/worker.js';
-import { compile, type PolicySnapshot } from './compile.js';
+import { compileSteps, type PolicySnapshot } from './compile.js';
 import { compileOptions, type LoadOptions } from './load.js';
 import type { LoadWorkerInput, LoadWorkerResult } from './load-worker.js';
 import type { Policy } from './model.js';
@@ -62,5 +62,12 @@ export async function loadPoliciesOffThread(
     await turn();
     signal?.throwIfAborted();
   }
-  return { snapshot: compile(policies, compileOptions(opts)), warnings: result.warnings };
+  // Compiled in steps, yielding between them: requests keep being served while the index is built.
+  const steps = compileSteps(policies, compileOptions(opts));
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return { snapshot: r.value, warnings: result.warnings };
+    await turn();
+    signal?.throwIfAborted();
+  }
 }
