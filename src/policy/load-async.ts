@@ -14,7 +14,7 @@ import type { Policy } from './model.js';
 import { PolicyLoadError, type PolicyIssue } from './yamldoc.js';
 
 /** Policies per serialized chunk: small enough that taking one in is a short pause. */
-const CHUNK = 256;
+const CHUNK = 64;
 
 export interface LoadResult {
   snapshot: PolicySnapshot;
