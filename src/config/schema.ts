@@ -54,6 +54,17 @@ export const configSchema = z.strictObject({
    * earlier versions; `decode_and_merge_slashes` decodes `%2F`/`%5C` instead of refusing them.
    */
   path_normalization: z.enum(PATH_NORMALIZATIONS).default('strict'),
+  /**
+   * Bounds on what a policy load reads; a load over any of them is refused (the last good policy
+   * stays). Unset: the policy library's defaults (16 MiB per file, 64 MiB in all, 100,000 rules).
+   */
+  policy_limits: z
+    .strictObject({
+      max_file_bytes: z.number().int().positive().optional(),
+      max_total_bytes: z.number().int().positive().optional(),
+      max_rules: z.number().int().positive().optional(),
+    })
+    .prefault({}),
   /** Decision APIs for enforcement points that are not ours (OPA clients, Envoy, nginx). */
   decision: z
     .strictObject({

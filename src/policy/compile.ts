@@ -140,13 +140,38 @@ function canonical(v: unknown): string {
  * decide(snap, { source: { spiffe_id: '…' }, target: { spiffe_id: '…' }, request: { method: 'POST', path: '/v1/charges' } });
  */
 export function compile(policies: readonly Policy[], options: CompileOptions = {}): PolicySnapshot {
+  const steps = compileSteps(policies, options);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/** Policies compiled between two yields of {@link compileSteps}. */
+const STEP = 256;
+
+/**
+ * {@link compile} in steps: yields after every few hundred policies, so a caller on the event loop
+ * can serve requests between steps while a large set compiles. Returns the same snapshot.
+ *
+ * @example
+ * const steps = compileSteps(policies);
+ * for (let r = steps.next(); ; r = steps.next()) { if (r.done) return r.value; await setImmediate(); }
+ */
+export function* compileSteps(
+  policies: readonly Policy[],
+  options: CompileOptions = {},
+): Generator<void, PolicySnapshot, void> {
   const ids = new Set<string>();
   for (const p of policies) {
     if (ids.has(p.id))
       throw new Error(`${p.loc.file}:${p.loc.line}:${p.loc.column}: duplicate policy name ${JSON.stringify(p.id)}`);
     ids.add(p.id);
   }
-  const frozen = deepFreeze(policies.map((p) => p));
+  // Frozen and hashed policy by policy in the loop below, so no single step walks the whole set.
+  const frozen = Object.freeze(policies.map((p) => p));
+  // The version: the SHA-256 of canonical({ policies, options }), fed piece by piece.
+  const hash = createHash('sha256').update(`{"options":${canonical(options)},"policies":[`);
   const index: TargetIndex = {
     bySpiffe: new PatternIndex(),
     byService: new PatternIndex(),
@@ -169,7 +194,10 @@ export function compile(policies: readonly Policy[], options: CompileOptions = {
   let seq = 0;
   let ruleCount = 0;
   const compiled: CompiledPolicy[] = [];
-  frozen.forEach((policy, order) => {
+  for (let order = 0; order < frozen.length; order++) {
+    if (order > 0 && order % STEP === 0) yield;
+    const policy = deepFreeze(frozen[order] as Policy);
+    hash.update(order > 0 ? `,${canonical(policy)}` : canonical(policy));
     const t = policy.target;
     const selectors = (t.spiffeIds ? 1 : 0) + (t.services ? 1 : 0) + (t.namespace !== undefined ? 1 : 0);
     const targetCheck = t.labels !== undefined || selectors > 1;
@@ -207,7 +235,8 @@ export function compile(policies: readonly Policy[], options: CompileOptions = {
       b.policies.push(cp);
       for (const r of rules) b.rules.add(r);
     }
-  });
+  }
+  yield;
   index.bySpiffe.seal();
   index.byService.seal();
   const allBuckets = [
@@ -217,10 +246,9 @@ export function compile(policies: readonly Policy[], options: CompileOptions = {
     index.global,
   ];
   for (const b of allBuckets) b.rules.byPrincipal.seal();
+  yield;
   const idTable = buildIdTable(index, compiled);
-  const version = `sha256:${createHash('sha256')
-    .update(canonical({ policies: frozen, options }))
-    .digest('hex')}`;
+  const version = `sha256:${hash.update(']}').digest('hex')}`;
   return Object.freeze({
     version,
     policies: frozen,

@@ -42,13 +42,23 @@ export { istioPrincipal, type SpiffeParts, spiffeIdFromPrincipal, spiffeParts } 
 export { ISTIO_API_VERSIONS, type IstioOptions, IstioPolicySchema, parseIstioDocument } from './istio.js';
 export { type LintFinding, type LintOptions, lintPolicies, ruleCovers } from './lint.js';
 export {
+  DEFAULT_POLICY_LIMITS,
   type LoadOptions,
   listPolicyFiles,
   loadPolicies,
+  type PolicyLimits,
+  type PolicyTree,
+  readPolicyTree,
+  walkPolicyTree,
+} from './load.js';
+export { type LoadResult, loadPoliciesOffThread } from './load-async.js';
+export {
   PolicyWatcher,
   type PolicyWatcherEvents,
-  readPolicyTree,
-} from './load.js';
+  type PolicyWatcherOptions,
+  policyFingerprint,
+  type WatchStatus,
+} from './watcher.js';
 export { cidrContains, matchString, parseCidr, parseIp } from './match.js';
 export * from './model.js';
 export { type NaiveDecision, naiveDecide } from './naive.js';

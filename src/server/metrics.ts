@@ -27,6 +27,18 @@ export class ServerMetrics {
     registers: [this.registry],
   });
 
+  readonly policyReloads = new Counter({
+    name: 'nevertrust_policy_reload_total',
+    help: 'Policy loads after the first, by result: changed, unchanged or rejected (last good policy kept)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly policyWatchErrors = new Counter({
+    name: 'nevertrust_policy_watch_errors_total',
+    help: 'Failures of the file system watch on the policy path (changes are still found by polling)',
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'nevertrust_process_' });
   }

@@ -44,9 +44,11 @@ describe('policies in the server', () => {
     const file = join(policies, 'payment-service.yaml');
     const good = readFileSync(file, 'utf8');
     writeFileSync(file, good.replace('action: ALLOW', 'action: ALLOWW'));
-    await new Promise((r) => setTimeout(r, 600));
+    // Reloads run on a worker thread: wait for the verdict rather than a fixed time.
+    const isRejection = (e: ServerEvent) => e.kind === 'policy.changed' && e.outcome === 'deny';
+    for (let i = 0; i < 100 && !events.some(isRejection); i++) await new Promise((r) => setTimeout(r, 100));
     expect(plugin.handle.current()?.version).toBe(first?.version);
-    const rejected = events.find((e) => e.kind === 'policy.changed' && e.outcome === 'deny');
+    const rejected = events.find(isRejection);
     expect(rejected?.reason).toMatch(/payment-service\.yaml:\d+:\d+/);
     const token = readFileSync(join(dir, 'admin.token'), 'utf8').trim();
     const status = (await (
@@ -60,7 +62,7 @@ describe('policies in the server', () => {
 
     // A good edit: a new version in force, stored, recorded.
     writeFileSync(file, good.replace('paths: [/v1/charges, /v1/refunds]', 'paths: [/v1/refunds]'));
-    for (let i = 0; i < 30 && plugin.handle.current()?.version === first?.version; i++)
+    for (let i = 0; i < 100 && plugin.handle.current()?.version === first?.version; i++)
       await new Promise((r) => setTimeout(r, 100));
     const second = plugin.handle.current();
     expect(second?.version).not.toBe(first?.version);

@@ -151,9 +151,11 @@ export function registerPolicyCommands(program: Command): void {
         const tree = readPolicyTree(path, { path: pathOptionsFor(o.pathNormalization) });
         if (tree.issues.length > 0) throw new PolicyLoadError(tree.issues);
         const findings = lintPolicies(tree.policies, o.trustDomain ? { trustDomain: o.trustDomain } : {});
+        // A directory without any policy denies everything: lint-clean, yet almost never what was meant.
+        for (const w of tree.warnings) process.stderr.write(`warning: ${w.file}:${w.line}:${w.column}: ${w.message}\n`);
         for (const f of findings)
           process.stderr.write(`${f.severity}: ${f.file}:${f.line}:${f.column}: ${f.code}: ${f.message}\n`);
-        out({ findings });
+        out({ findings, warnings: tree.warnings });
         return findings.some((f) => f.severity === 'error') ? 1 : 0;
       }),
     );

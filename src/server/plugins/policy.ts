@@ -1,11 +1,19 @@
 /**
  * Policies in the server: loads the configured file or directory as one snapshot, watches it, and
- * keeps the last good snapshot in force when a change is broken. Every accepted snapshot is stored
- * with its version (content hash) and recorded as a `policy.changed` event; a rejected change is
- * recorded too, with the file, line and column of the mistake.
+ * keeps the last good snapshot in force when a change is broken. Loads run on a worker thread, so
+ * decisions keep being answered (from the previous snapshot) while a large policy set is parsed.
+ * Every accepted snapshot is stored with its version (content hash) and recorded as a
+ * `policy.changed` event; a rejected change is recorded too, with the file, line and column of the
+ * mistake. `GET /v1/admin/policy` shows the last error, warnings and the state of the watch.
  */
 import { resolve } from 'node:path';
-import { type PolicySnapshot, PolicyWatcher, formatIssue, pathOptionsFor } from '../../policy/index.js';
+import {
+  formatIssue,
+  type PolicyLimits,
+  type PolicySnapshot,
+  PolicyWatcher,
+  pathOptionsFor,
+} from '../../policy/index.js';
 import { sendJson } from '../router.js';
 import { adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
 
@@ -16,17 +24,15 @@ export interface PolicyHandle {
 
 export function policyPlugin(): ServerPlugin & { handle: PolicyHandle } {
   let watcher: PolicyWatcher | undefined;
-  let lastError: string | undefined;
   let loadedAt = 0;
   return {
     name: 'policy',
     handle: { current: () => watcher?.current },
     async register(ctx: ServerContext) {
-      const { config, store, events, logger, router } = ctx;
+      const { config, store, events, logger, router, metrics } = ctx;
       const source = config.policies ? resolve(config.policies) : undefined;
       const accept = async (snap: PolicySnapshot) => {
         loadedAt = Date.now();
-        lastError = undefined;
         const isNew = await store.policySnapshots.put({
           version: snap.version,
           createdAt: loadedAt,
@@ -45,31 +51,44 @@ export function policyPlugin(): ServerPlugin & { handle: PolicyHandle } {
         logger.info({ version: snap.version, rules: snap.ruleCount, source }, 'policy snapshot in force');
       };
       if (source) {
+        const l = config.policy_limits;
+        const limits: Partial<PolicyLimits> = {
+          ...(l.max_file_bytes !== undefined && { maxFileBytes: l.max_file_bytes }),
+          ...(l.max_total_bytes !== undefined && { maxTotalBytes: l.max_total_bytes }),
+          ...(l.max_rules !== undefined && { maxRules: l.max_rules }),
+        };
         // A broken policy at start is a start failure: nothing to fall back to.
-        // Agents get the normalization with the snapshot (its options), so they decide alike.
-        watcher = new PolicyWatcher(source, { path: pathOptionsFor(config.path_normalization) });
-        await accept(watcher.current);
-        watcher.on(
+        const w = await PolicyWatcher.open(source, { limits, path: pathOptionsFor(config.path_normalization) });
+        watcher = w;
+        await accept(w.current);
+        for (const warning of w.warnings) logger.warn({ source }, formatIssue(warning));
+        w.on(
           'reload',
           (snap) =>
             void accept(snap).catch((err: unknown) => logger.error({ err }, 'storing the policy snapshot failed')),
         );
-        watcher.on('error', (err) => {
-          lastError = err.issues.map(formatIssue).join('\n');
+        w.on('loaded', (_snap, changed) => metrics.policyReloads.inc({ result: changed ? 'changed' : 'unchanged' }));
+        w.on('warning', (warnings) => {
+          for (const warning of warnings) logger.warn({ source }, formatIssue(warning));
+        });
+        w.on('watch-error', (err) => {
+          metrics.policyWatchErrors.inc();
+          logger.error({ err: err.message, source }, 'watching the policy path failed; changes are found by polling');
+        });
+        w.on('error', (err) => {
+          metrics.policyReloads.inc({ result: 'rejected' });
+          const text = err.issues.map(formatIssue).join('\n');
           logger.error({ issues: err.issues }, 'policy change rejected; the last good snapshot stays in force');
           events.record({
             kind: 'policy.changed',
             outcome: 'deny',
             source: { id: 'server' },
             target: { resource: source },
-            reason: `rejected: ${lastError}`,
-            details: { kept_version: watcher?.current.version },
+            reason: `rejected: ${text}`,
+            details: { kept_version: w.current.version },
           });
         });
-        ctx.announce(
-          'policies',
-          `${source} (${watcher.current.ruleCount} rules, ${watcher.current.version.slice(0, 19)}…)`,
-        );
+        ctx.announce('policies', `${source} (${w.current.ruleCount} rules, ${w.current.version.slice(0, 19)}…)`);
       } else {
         ctx.announce('policies', 'none loaded: every request is denied (set --policies PATH)');
       }
@@ -79,12 +98,15 @@ export function policyPlugin(): ServerPlugin & { handle: PolicyHandle } {
         '/v1/admin/policy',
         adminRoute(ctx, (_req, res) => {
           const snap = watcher?.current;
+          const watch = watcher?.watchStatus;
           sendJson(res, 200, {
             source: source ?? null,
             version: snap?.version ?? null,
             rules: snap?.ruleCount ?? 0,
             loaded_at: loadedAt ? new Date(loadedAt).toISOString() : null,
-            last_error: lastError ?? null,
+            last_error: watcher?.lastError?.issues.map(formatIssue).join('\n') ?? null,
+            warnings: watcher?.warnings.map(formatIssue) ?? [],
+            watch: watch ? { ok: watch.ok, error: watch.error, since: new Date(watch.since).toISOString() } : null,
           });
         }),
       );
