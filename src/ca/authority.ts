@@ -8,7 +8,7 @@ import { createPrivateKey, createPublicKey, type KeyObject, randomBytes } from '
 import { readFile } from 'node:fs/promises';
 import { inspect } from 'node:util';
 import { parseCert } from '../spiffe/cert.js';
-import { pemBlocks, toPem } from '../spiffe/der.js';
+import { pemBlocks, toPem } from '../spiffe/pem.js';
 import {
   mintJwtSvid as mintJwt,
   parseSpiffeId,

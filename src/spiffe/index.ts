@@ -25,6 +25,7 @@ export {
   type SpiffeIdErrorCode,
   spiffeIdFromSegments,
   TrustDomain,
+  tryParseSpiffeId,
   type WorkloadCoordinates,
   workloadCoordinates,
 } from './id.js';

@@ -4,6 +4,7 @@
  */
 import type { KeyObject, webcrypto } from 'node:crypto';
 import { compactVerify, decodeJwt, decodeProtectedHeader, errors as joseErrors, type JWTPayload, SignJWT } from 'jose';
+import { NevertrustError } from '../errors.js';
 import type { BundleSource } from './bundle.js';
 import { parseSpiffeId, type SpiffeId, SpiffeIdError } from './id.js';
 
@@ -44,13 +45,14 @@ export type JwtSvidErrorCode =
   | 'ERR_JWTSVID_INVALID_REQUEST';
 
 /** Thrown when a JWT-SVID is rejected (or cannot be minted); `code` names the failed rule. */
-export class JwtSvidError extends Error {
+export class JwtSvidError extends NevertrustError<JwtSvidErrorCode> {
   override readonly name = 'JwtSvidError';
   constructor(
     readonly code: JwtSvidErrorCode,
     message: string,
   ) {
-    super(message);
+    // A bad mint request is the caller's bad input (400); a refused token is an authentication failure (401).
+    super(message, { status: code === 'ERR_JWTSVID_INVALID_REQUEST' ? 400 : 401 });
   }
 }
 
