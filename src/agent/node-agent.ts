@@ -16,7 +16,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCsr, csrToPem, generatePrivateKey } from '../ca/index.js';
 import { selectorsMatch } from '../registration/selector.js';
-import { type SpiffeJwks, TrustBundle } from '../spiffe/index.js';
+import { certificatesFromPem, type SpiffeJwks, serverSpiffeId, TrustBundle } from '../spiffe/index.js';
 import type { Logger } from '../util/logger.js';
 import {
   agentCachePath,
@@ -75,11 +75,6 @@ export class AgentError extends Error {
   readonly code = 'ERR_AGENT';
 }
 
-const pemToDers = (pem: string): Buffer[] =>
-  [...pem.matchAll(/-----BEGIN CERTIFICATE-----([\s\S]+?)-----END CERTIFICATE-----/g)].map((m) =>
-    Buffer.from((m[1] ?? '').replace(/\s+/g, ''), 'base64'),
-  );
-
 function rotateTime(notBefore: number, notAfter: number): number {
   const life = notAfter - notBefore;
   return notBefore + life / 2 - randomInt(0, Math.max(1, Math.floor(life / 10)));
@@ -116,7 +111,7 @@ export class NodeAgent
 
   constructor(private readonly opts: NodeAgentOptions) {
     super();
-    this.serverId = `spiffe://${opts.trustDomain}/nevertrust/server`;
+    this.serverId = serverSpiffeId(opts.trustDomain);
     this.bundle = TrustBundle.fromPem(opts.trustDomain, opts.trustBundlePem);
     mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
     // It holds private keys: whatever made the directory, only the agent may enter it.
@@ -529,7 +524,7 @@ export class NodeAgent
         this.svids.set(r.entry_id, {
           entryId: r.entry_id,
           revision: entry.revision,
-          chain: pemToDers(r.chain_pem),
+          chain: certificatesFromPem(r.chain_pem),
           key,
           pkcs8: key.export({ format: 'der', type: 'pkcs8' }) as Buffer,
           notBefore: nb,

@@ -11,7 +11,7 @@
 import type { KeyObject } from 'node:crypto';
 import { inspect } from 'node:util';
 import { parseCert } from '../spiffe/cert.js';
-import { toPem } from '../spiffe/der.js';
+import { toPem } from '../spiffe/pem.js';
 import {
   mintJwtSvid as mintJwt,
   parseTrustDomain,

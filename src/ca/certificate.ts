@@ -4,7 +4,6 @@
  * (subject key id), a few small concatenations and a single `crypto.sign`.
  */
 import { createHash, createPublicKey, type KeyObject, randomFillSync, sign } from 'node:crypto';
-import { OID } from '../spiffe/cert.js';
 import {
   bits,
   children,
@@ -23,21 +22,9 @@ import {
   tlv,
   uint,
 } from '../spiffe/der.js';
+import { OID } from '../spiffe/oid.js';
 import { type SignatureProfile, signatureProfile } from './keys.js';
 import { nativeP256Signer, type P256Sign } from './p256-native.js';
-
-// The extension and key-purpose OIDs are the validator's (one list for what we write and what we
-// check); name attributes and key algorithms are only written here.
-const OIDS = {
-  ...OID,
-  C: '2.5.4.6',
-  O: '2.5.4.10',
-  OU: '2.5.4.11',
-  CN: '2.5.4.3',
-  serialNumber: '2.5.4.5',
-  ecPublicKey: '1.2.840.10045.2.1',
-  rsaEncryption: '1.2.840.113549.1.1.1',
-} as const;
 
 export type NameAttribute = ['C' | 'O' | 'OU' | 'CN' | 'serialNumber', string];
 
@@ -47,7 +34,7 @@ export function encodeName(attrs: readonly NameAttribute[]): Buffer {
     ...attrs.map(([type, value]) => {
       const printable = type === 'C' || type === 'serialNumber';
       const v = tlv(printable ? TAG.PRINTABLE_STRING : TAG.UTF8_STRING, Buffer.from(value, 'utf8'));
-      return set(seq(oid(OIDS[type]), v));
+      return set(seq(oid(OID[type]), v));
     }),
   );
 }
@@ -61,7 +48,7 @@ export function spkiFamily(spki: Buffer): 'ec' | 'rsa' | 'other' {
   const [alg] = children(readOne(spki, TAG.SEQUENCE).value);
   const first = alg ? children(alg.value)[0] : undefined;
   const id = first ? decodeOid(first.value) : '';
-  return id === OIDS.ecPublicKey ? 'ec' : id === OIDS.rsaEncryption ? 'rsa' : 'other';
+  return id === OID.ecPublicKey ? 'ec' : id === OID.rsaEncryption ? 'rsa' : 'other';
 }
 
 /** RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits. */
@@ -100,12 +87,12 @@ const KU_LEAF_EC = Buffer.from([0x03, 0x02, 0x03, 0x88]); // digitalSignature, k
 const KU_LEAF_RSA = Buffer.from([0x03, 0x02, 0x05, 0xa0]); // digitalSignature, keyEncipherment
 const KU_CA = Buffer.from([0x03, 0x02, 0x01, 0x86]); // digitalSignature, keyCertSign, cRLSign
 
-const EXT_BC_LEAF = extension(OIDS.basicConstraints, true, seq());
-const EXT_KU_LEAF_EC = extension(OIDS.keyUsage, true, KU_LEAF_EC);
-const EXT_KU_LEAF_RSA = extension(OIDS.keyUsage, true, KU_LEAF_RSA);
-const EXT_EKU = extension(OIDS.extKeyUsage, false, seq(oid(OIDS.serverAuth), oid(OIDS.clientAuth)));
+const EXT_BC_LEAF = extension(OID.basicConstraints, true, seq());
+const EXT_KU_LEAF_EC = extension(OID.keyUsage, true, KU_LEAF_EC);
+const EXT_KU_LEAF_RSA = extension(OID.keyUsage, true, KU_LEAF_RSA);
+const EXT_EKU = extension(OID.extKeyUsage, false, seq(oid(OID.serverAuth), oid(OID.clientAuth)));
 const VERSION_V3 = explicit(0, smallInt(2));
-const SAN_OID = oid(OIDS.subjectAltName);
+const SAN_OID = oid(OID.subjectAltName);
 // SEQUENCE { OID subjectKeyIdentifier, OCTET STRING { OCTET STRING (20 bytes) } }, before the 20 key-id bytes
 const SKI_EXT_PREFIX = Buffer.from([0x30, 0x1d, 0x06, 0x03, 0x55, 0x1d, 0x0e, 0x04, 0x16, 0x04, 0x14]);
 
@@ -185,11 +172,11 @@ export function buildCaCertificate(p: CaCertificateParams): Buffer {
   const profile = signatureProfile(p.signingKey);
   const bc = p.pathLen === undefined ? seq(DER_TRUE) : seq(DER_TRUE, smallInt(p.pathLen));
   const exts = [
-    extension(OIDS.basicConstraints, true, bc),
-    extension(OIDS.keyUsage, true, KU_CA),
-    extension(OIDS.subjectKeyIdentifier, false, octets(ski)),
-    extension(OIDS.authorityKeyIdentifier, false, seq(implicitPrimitive(0, p.issuerKeyId ?? ski))),
-    extension(OIDS.subjectAltName, false, seq(tlv(0x86, Buffer.from(p.trustDomainId, 'latin1')))),
+    extension(OID.basicConstraints, true, bc),
+    extension(OID.keyUsage, true, KU_CA),
+    extension(OID.subjectKeyIdentifier, false, octets(ski)),
+    extension(OID.authorityKeyIdentifier, false, seq(implicitPrimitive(0, p.issuerKeyId ?? ski))),
+    extension(OID.subjectAltName, false, seq(tlv(0x86, Buffer.from(p.trustDomainId, 'latin1')))),
   ];
   const tbs = seq(
     VERSION_V3,
@@ -255,7 +242,7 @@ export class LeafIssuer {
     const caSki = keyIdentifier((tbs[off + 5] as { raw: Buffer }).raw);
     this.#extTail = Buffer.concat([
       EXT_EKU,
-      extension(OIDS.authorityKeyIdentifier, false, seq(implicitPrimitive(0, caSki))),
+      extension(OID.authorityKeyIdentifier, false, seq(implicitPrimitive(0, caSki))),
     ]);
   }
 

@@ -3,19 +3,8 @@
  * (subject, SANs, extensions) is used — identity comes from the caller's authorization.
  */
 import { createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
-import {
-  children,
-  DerError,
-  decodeOid,
-  pemBlocks,
-  readOne,
-  seq,
-  TAG,
-  tlv,
-  toPem,
-  bits,
-  smallInt,
-} from '../spiffe/der.js';
+import { children, DerError, decodeOid, readOne, seq, TAG, tlv, bits, smallInt } from '../spiffe/der.js';
+import { pemBlocks, toPem } from '../spiffe/pem.js';
 import { spkiOf } from './certificate.js';
 import { CsrError } from './errors.js';
 import { signatureProfile } from './keys.js';

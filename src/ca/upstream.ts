@@ -6,7 +6,7 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { parseCert } from '../spiffe/cert.js';
-import { pemBlocks } from '../spiffe/der.js';
+import { pemBlocks } from '../spiffe/pem.js';
 import { keyIdentifier, spkiOf } from './certificate.js';
 import { CaError } from './errors.js';
 

@@ -1,8 +1,7 @@
 /**
  * Whom an enforcement point expects on the server's agent port: the server's own SVID ID.
  */
-import { parseSpiffeId } from '../spiffe/index.js';
-import { SERVER_ID_PATH } from './assertion/wire.js';
+import { parseSpiffeId, serverSpiffeId } from '../spiffe/index.js';
 
 /**
  * `explicit`, else `spiffe://<the trust domain of ownId>/nevertrust/server`, parsed and normalized.
@@ -13,5 +12,5 @@ import { SERVER_ID_PATH } from './assertion/wire.js';
  */
 export function serverIdFor(ownId: string, explicit?: string): string {
   const self = parseSpiffeId(ownId);
-  return parseSpiffeId(explicit ?? `${self.trustDomain.idString()}${SERVER_ID_PATH}`).toString();
+  return parseSpiffeId(explicit ?? serverSpiffeId(self.trustDomain)).toString();
 }

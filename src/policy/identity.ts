@@ -1,11 +1,11 @@
 /**
- * The minimum of SPIFFE-ID handling the policy engine needs: scheme stripping and the
- * `/ns/<ns>/sa/<sa>` path convention. Kept in this one file so that the integrator can point
- * it at the shared SPIFFE parser (src/policy imports nothing of ours from outside).
+ * What the policy engine derives from a SPIFFE ID: its Istio principal and the `/ns/<ns>/sa/<sa>`
+ * path convention. Parsing is the one SPIFFE-ID parser's (src/spiffe/id.ts, its cached
+ * non-throwing form), so the engine accepts exactly the IDs the rest of the product accepts.
  */
+import { SpiffeIdError, tryParseSpiffeId } from '../spiffe/id.js';
 
 const SCHEME = 'spiffe://';
-const TD = /^[a-z0-9._-]+$/;
 
 /** Parts of a SPIFFE ID that the policy engine derives request attributes from. */
 export interface SpiffeParts {
@@ -18,20 +18,17 @@ export interface SpiffeParts {
 }
 
 /**
- * Splits a SPIFFE ID; returns `undefined` when it is not one.
+ * Splits a SPIFFE ID, or returns the {@link SpiffeIdError} naming the rule it breaks.
  *
  * @example
- * spiffeParts('spiffe://example.org/ns/payments/sa/api-gateway')
- * // { trustDomain: 'example.org', path: '/ns/payments/sa/api-gateway', namespace: 'payments', service: 'api-gateway' }
+ * spiffePartsOrError('SPIFFE://example.org/x') // SpiffeIdError { code: 'ERR_SPIFFEID_WRONG_SCHEME' }
  */
-export function spiffeParts(id: string): SpiffeParts | undefined {
-  if (id.length > 2048 || id.length <= SCHEME.length) return undefined;
-  if (!id.startsWith(SCHEME) && id.slice(0, SCHEME.length).toLowerCase() !== SCHEME) return undefined;
-  const slash = id.indexOf('/', SCHEME.length);
-  const trustDomain = (slash < 0 ? id.slice(SCHEME.length) : id.slice(SCHEME.length, slash)).toLowerCase();
-  if (trustDomain === '' || !TD.test(trustDomain)) return undefined;
-  const path = slash < 0 ? '' : id.slice(slash);
-  const out: SpiffeParts = { trustDomain, path, namespace: undefined, service: undefined };
+export function spiffePartsOrError(id: string): SpiffeParts | SpiffeIdError {
+  const p = tryParseSpiffeId(id);
+  if (p instanceof SpiffeIdError) return p;
+  const path = p.path;
+  const out: SpiffeParts = { trustDomain: p.trustDomain.name, path, namespace: undefined, service: undefined };
+  // Exactly `/ns/<ns>/sa/<sa>` (the parser already refused empty segments).
   if (path.startsWith('/ns/')) {
     const sa = path.indexOf('/sa/', 4);
     if (sa > 4 && path.indexOf('/', 4) === sa && path.indexOf('/', sa + 4) < 0 && sa + 4 < path.length) {
@@ -46,13 +43,25 @@ export function spiffeParts(id: string): SpiffeParts | undefined {
 }
 
 /**
+ * Splits a SPIFFE ID; returns `undefined` when it is not one.
+ *
+ * @example
+ * spiffeParts('spiffe://example.org/ns/payments/sa/api-gateway')
+ * // { trustDomain: 'example.org', path: '/ns/payments/sa/api-gateway', namespace: 'payments', service: 'api-gateway' }
+ */
+export function spiffeParts(id: string): SpiffeParts | undefined {
+  const p = spiffePartsOrError(id);
+  return p instanceof SpiffeIdError ? undefined : p;
+}
+
+/**
  * The Istio principal form of a SPIFFE ID: the ID without `spiffe://`.
  *
  * @example
  * istioPrincipal('spiffe://cluster.local/ns/x/sa/y') // 'cluster.local/ns/x/sa/y'
  */
 export function istioPrincipal(id: string): string {
-  return id.slice(0, SCHEME.length).toLowerCase() === SCHEME ? id.slice(SCHEME.length) : id;
+  return id.startsWith(SCHEME) ? id.slice(SCHEME.length) : id;
 }
 
 /** `spiffe://` + principal: the inverse of {@link istioPrincipal}. */

@@ -12,6 +12,7 @@
 import type { Bucket, CompiledPolicy, CompiledRule, TargetIndex } from './compile.js';
 import { flatString, holds } from './fastmatch.js';
 import { PatternIndex } from './pattern-index.js';
+import { SpiffeIdError } from '../spiffe/id.js';
 import { deriveIdInfo, deriveRequest, type IdInfo, type NormalizedRequest } from './request.js';
 import { targetApplies } from './rules.js';
 
@@ -219,7 +220,7 @@ export function buildIdTable(index: TargetIndex, compiled: readonly CompiledPoli
   for (const name of names) {
     const id = flatString(name);
     const info = deriveIdInfo(id);
-    if (info === null) continue;
+    if (info instanceof SpiffeIdError) continue;
     const principal = intern(info.principal);
     const plan = info.labels === undefined ? null : planOf(index, id, plans, intern);
     ids.set(id, {

@@ -4,7 +4,8 @@
  * `normalizeRequest` is on the hot path, so it is hand-written rather than zod-driven.
  */
 import { z } from 'zod';
-import { istioPrincipal, spiffeParts } from './identity.js';
+import { SpiffeIdError } from '../spiffe/id.js';
+import { istioPrincipal, spiffePartsOrError } from './identity.js';
 import { parseIp } from './match.js';
 import { checkMethod, isPath, normalizePathText, type PathOptions } from './path.js';
 import type { TargetPlan } from './plan.js';
@@ -190,13 +191,14 @@ export interface IdInfo {
 }
 
 /**
- * Derives {@link IdInfo} from a SPIFFE ID; `null` when it is not one. Used for the module cache
- * below and, at compile time, for a snapshot's ID table, so both derive exactly alike.
+ * Derives {@link IdInfo} from a SPIFFE ID, or the {@link SpiffeIdError} naming the rule it breaks.
+ * Used for the module cache below and, at compile time, for a snapshot's ID table, so both derive
+ * exactly alike.
  * @internal
  */
-export function deriveIdInfo(id: string, plan: TargetPlan | null = null): IdInfo | null {
-  const p = spiffeParts(id);
-  if (!p) return null;
+export function deriveIdInfo(id: string, plan: TargetPlan | null = null): IdInfo | SpiffeIdError {
+  const p = spiffePartsOrError(id);
+  if (p instanceof SpiffeIdError) return p;
   return {
     id,
     principal: istioPrincipal(id),
@@ -208,10 +210,10 @@ export function deriveIdInfo(id: string, plan: TargetPlan | null = null): IdInfo
 }
 
 // Workload IDs repeat endlessly on the hot path: remember their derivations (bounded, reset when full).
-const idCache = new Map<string, IdInfo | null>();
+const idCache = new Map<string, IdInfo | SpiffeIdError>();
 const ID_CACHE_MAX = 65_536;
 
-function idInfo(id: string, known: ReadonlyMap<string, IdInfo> | undefined): IdInfo | null {
+function idInfo(id: string, known: ReadonlyMap<string, IdInfo> | undefined): IdInfo | SpiffeIdError {
   // IDs named by the snapshot's policies come from its table, which also holds their plans.
   const k = known?.get(id);
   if (k !== undefined) return k;
@@ -222,6 +224,11 @@ function idInfo(id: string, known: ReadonlyMap<string, IdInfo> | undefined): IdI
     idCache.set(id, v);
   }
   return v;
+}
+
+/** The deny reason for an invalid SPIFFE ID: which one, and the rule it breaks. */
+function invalidId(side: 'source' | 'target', id: unknown, e: SpiffeIdError): string {
+  return `${side}.spiffe_id is not a valid SPIFFE ID (${e.code}: ${e.message}): ${JSON.stringify(id).slice(0, 256)}`;
 }
 
 /**
@@ -333,7 +340,7 @@ export function deriveRequest(
   if (src) {
     if (src.spiffe_id !== undefined) {
       const p = idInfo(src.spiffe_id, known);
-      if (!p) return `source.spiffe_id is not a SPIFFE ID: ${JSON.stringify(src.spiffe_id)}`;
+      if (p instanceof SpiffeIdError) return invalidId('source', src.spiffe_id, p);
       out.sourceSpiffeId = src.spiffe_id;
       out.sourcePrincipal = p.principal;
       out.sourceNamespace = p.namespace;
@@ -368,7 +375,7 @@ export function deriveRequest(
     let idLabels: Record<string, string> | undefined;
     if (tgt.spiffe_id !== undefined) {
       const p = idInfo(tgt.spiffe_id, known);
-      if (!p) return `target.spiffe_id is not a SPIFFE ID: ${JSON.stringify(tgt.spiffe_id)}`;
+      if (p instanceof SpiffeIdError) return invalidId('target', tgt.spiffe_id, p);
       out.targetSpiffeId = tgt.spiffe_id;
       out.targetNamespace = p.namespace;
       out.targetService = p.service;

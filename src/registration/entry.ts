@@ -3,8 +3,9 @@
  * selectors. Input is validated here once, for the API and the CLI alike.
  */
 import { z } from 'zod';
+import { NevertrustError } from '../errors.js';
+import { parseSpiffeId, reservedIdReason, type SpiffeId } from '../spiffe/index.js';
 import { parseDuration } from '../util/duration.js';
-import { parseSpiffeId, type SpiffeId } from '../spiffe/index.js';
 import { parseSelector } from './selector.js';
 
 export interface RegistrationEntry {
@@ -83,11 +84,12 @@ export const entryUpdateSchema = entryInputSchema.partial().extend({
 });
 export type EntryUpdate = z.output<typeof entryUpdateSchema>;
 
-export class EntryValidationError extends Error {
+/** An entry breaks a rule; `problems` name each field and why. */
+export class EntryValidationError extends NevertrustError<'ERR_ENTRY_INVALID'> {
+  override readonly name = 'EntryValidationError';
   readonly code = 'ERR_ENTRY_INVALID';
   constructor(readonly problems: { field: string; message: string }[]) {
-    super(problems.map((p) => `${p.field || 'entry'}: ${p.message}`).join('; '));
-    this.name = 'EntryValidationError';
+    super(problems.map((p) => `${p.field || 'entry'}: ${p.message}`).join('; '), { status: 400 });
   }
 }
 
@@ -98,7 +100,11 @@ export function zodProblems(error: z.ZodError): { field: string; message: string
   }));
 }
 
-/** Both IDs must be in the server's trust domain: a server only issues identities it is the authority for. */
+/**
+ * Both IDs must be in the server's trust domain: a server only issues identities it is the authority
+ * for; and the entry's own ID must not be a reserved one (the server's, an agent's, a device's), which
+ * only the server issues, for itself and for what it attested.
+ */
 export function checkTrustDomain(input: { spiffe_id?: string; parent_id?: string }, trustDomain: string): void {
   const problems: { field: string; message: string }[] = [];
   for (const field of ['spiffe_id', 'parent_id'] as const) {
@@ -109,6 +115,8 @@ export function checkTrustDomain(input: { spiffe_id?: string; parent_id?: string
       problems.push({ field, message: `${v} is not in this server's trust domain ${trustDomain}` });
     }
     if (field === 'spiffe_id' && id.path === '') problems.push({ field, message: 'a workload SPIFFE ID needs a path' });
+    const reserved = field === 'spiffe_id' ? reservedIdReason(id) : undefined;
+    if (reserved !== undefined) problems.push({ field, message: reserved });
   }
   if (problems.length) throw new EntryValidationError(problems);
 }

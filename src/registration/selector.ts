@@ -4,6 +4,8 @@
  * matching callers). Unknown types and malformed values are refused: a selector that could never be
  * produced by attestation would silently match nothing.
  */
+import { NevertrustError } from '../errors.js';
+
 /** A selector: `type:value`, e.g. type `unix`, value `uid:1000`. */
 export interface Selector {
   readonly type: string;
@@ -13,13 +15,13 @@ export interface Selector {
 export type SelectorErrorCode = 'ERR_SELECTOR_MALFORMED' | 'ERR_SELECTOR_UNKNOWN_TYPE' | 'ERR_SELECTOR_INVALID_VALUE';
 
 /** Thrown by {@link parseSelector} for a selector that is not well formed. */
-export class SelectorError extends Error {
+export class SelectorError extends NevertrustError<SelectorErrorCode> {
   override readonly name = 'SelectorError';
   constructor(
     readonly code: SelectorErrorCode,
     message: string,
   ) {
-    super(message);
+    super(message, { status: 400 });
   }
 }
 

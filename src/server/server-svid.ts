@@ -5,10 +5,11 @@
  */
 import { certificatesToPem } from '../ca/index.js';
 import { MemorySvidSource } from '../pep/mtls/index.js';
+import { SERVER_ID_PATH, serverSpiffeId } from '../spiffe/index.js';
 import type { CaHandle } from './plugins/ca.js';
 
-/** Path of the server's SPIFFE ID in its trust domain. */
-export const SERVER_SVID_PATH = '/nevertrust/server';
+/** Path of the server's SPIFFE ID in its trust domain (the one definition is in src/spiffe/well-known.ts). */
+export const SERVER_SVID_PATH = SERVER_ID_PATH;
 
 /** A rotating server SVID; `stop()` ends its timer and bundle subscription. */
 export interface ServerSvid {
@@ -27,7 +28,7 @@ export interface ServerSvid {
  * ```
  */
 export function serverSvidSource(ca: CaHandle, trustDomain: string, checkEveryMs = 10_000): ServerSvid {
-  const spiffeId = `spiffe://${trustDomain}${SERVER_SVID_PATH}`;
+  const spiffeId = serverSpiffeId(trustDomain);
   let renewAt = 0;
   const mint = () => {
     const authority = ca.current();

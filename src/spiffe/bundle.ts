@@ -3,7 +3,8 @@
  * the X.509 and JWT authorities of one trust domain, with SPIFFE JWKS encode/decode.
  */
 import { createPublicKey, type JsonWebKey, type KeyObject, X509Certificate } from 'node:crypto';
-import { pemBlocks, toPem } from './der.js';
+import { NevertrustError } from '../errors.js';
+import { pemBlocks, toPem } from './pem.js';
 import { parseTrustDomain, type TrustDomain } from './id.js';
 
 export type TrustBundleErrorCode =
@@ -18,13 +19,13 @@ export type TrustBundleErrorCode =
   | 'ERR_BUNDLE_DUPLICATE_TRUST_DOMAIN';
 
 /** Thrown when a trust bundle document breaks the SPIFFE bundle format. */
-export class TrustBundleError extends Error {
+export class TrustBundleError extends NevertrustError<TrustBundleErrorCode> {
   override readonly name = 'TrustBundleError';
   constructor(
     readonly code: TrustBundleErrorCode,
     message: string,
   ) {
-    super(message);
+    super(message, { status: 400 });
   }
 }
 

@@ -5,20 +5,9 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { children, DerError, decodeOid, decodeTime, readOne, readTlv, TAG, type Tlv } from './der.js';
+import { OID } from './oid.js';
 
-export const OID = {
-  basicConstraints: '2.5.29.19',
-  keyUsage: '2.5.29.15',
-  extKeyUsage: '2.5.29.37',
-  subjectAltName: '2.5.29.17',
-  subjectKeyIdentifier: '2.5.29.14',
-  authorityKeyIdentifier: '2.5.29.35',
-  nameConstraints: '2.5.29.30',
-  certificatePolicies: '2.5.29.32',
-  serverAuth: '1.3.6.1.5.5.7.3.1',
-  clientAuth: '1.3.6.1.5.5.7.3.2',
-  anyExtendedKeyUsage: '2.5.29.37.0',
-} as const;
+export { OID } from './oid.js';
 
 /** Key usage bits as masks over the first two content octets (RFC 5280 §4.2.1.3). */
 export const KU = {

@@ -181,21 +181,3 @@ export function time(d: Date): Buffer {
 /** Context-specific tag helpers. */
 export const explicit = (n: number, inner: Buffer): Buffer => tlv(0xa0 | n, inner);
 export const implicitPrimitive = (n: number, value: Buffer): Buffer => tlv(0x80 | n, value);
-
-// ---------------------------------------------------------------- PEM
-
-/** All DER blocks of the given PEM label, in order. */
-export function pemBlocks(pem: string, label: string): Buffer[] {
-  const re = new RegExp(`-----BEGIN ${label}-----([\\s\\S]*?)-----END ${label}-----`, 'g');
-  const out: Buffer[] = [];
-  for (const m of pem.matchAll(re)) out.push(Buffer.from((m[1] as string).replace(/\s+/g, ''), 'base64'));
-  return out;
-}
-
-/** PEM text for one DER block (64-column lines, trailing newline). */
-export function toPem(der: Buffer, label: string): string {
-  const b64 = der.toString('base64');
-  let body = '';
-  for (let i = 0; i < b64.length; i += 64) body += `${b64.slice(i, i + 64)}\n`;
-  return `-----BEGIN ${label}-----\n${body}-----END ${label}-----\n`;
-}

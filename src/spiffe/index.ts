@@ -25,6 +25,7 @@ export {
   type SpiffeIdErrorCode,
   spiffeIdFromSegments,
   TrustDomain,
+  tryParseSpiffeId,
   type WorkloadCoordinates,
   workloadCoordinates,
 } from './id.js';
@@ -53,3 +54,12 @@ export {
   type X509SvidErrorCode,
   type X509SvidValidationOptions,
 } from './x509svid.js';
+export { certificatesFromPem, toPem } from './pem.js';
+export {
+  AGENT_ID_PREFIX,
+  agentSpiffeId,
+  DEVICE_ID_PREFIX,
+  reservedIdReason,
+  SERVER_ID_PATH,
+  serverSpiffeId,
+} from './well-known.js';

@@ -4,8 +4,9 @@
  */
 import type { KeyObject, webcrypto } from 'node:crypto';
 import { compactVerify, decodeJwt, decodeProtectedHeader, errors as joseErrors, type JWTPayload, SignJWT } from 'jose';
+import { NevertrustError } from '../errors.js';
 import type { BundleSource } from './bundle.js';
-import { parseSpiffeId, type SpiffeId, SpiffeIdError } from './id.js';
+import { parseWorkloadSpiffeId, type SpiffeId, SpiffeIdError, type TrustDomain } from './id.js';
 
 /** The only algorithms JWT-SVID allows (§3). */
 export const JWT_SVID_ALGORITHMS = [
@@ -41,16 +42,20 @@ export type JwtSvidErrorCode =
   | 'ERR_JWTSVID_EXP_MISSING'
   | 'ERR_JWTSVID_EXPIRED'
   | 'ERR_JWTSVID_NOT_YET_VALID'
+  | 'ERR_JWTSVID_BAD_NUMERIC_DATE'
+  | 'ERR_JWTSVID_ISSUED_IN_FUTURE'
+  | 'ERR_JWTSVID_TRUST_DOMAIN_MISMATCH'
   | 'ERR_JWTSVID_INVALID_REQUEST';
 
 /** Thrown when a JWT-SVID is rejected (or cannot be minted); `code` names the failed rule. */
-export class JwtSvidError extends Error {
+export class JwtSvidError extends NevertrustError<JwtSvidErrorCode> {
   override readonly name = 'JwtSvidError';
   constructor(
     readonly code: JwtSvidErrorCode,
     message: string,
   ) {
-    super(message);
+    // A bad mint request is the caller's bad input (400); a refused token is an authentication failure (401).
+    super(message, { status: code === 'ERR_JWTSVID_INVALID_REQUEST' ? 400 : 401 });
   }
 }
 
@@ -85,8 +90,29 @@ export interface JwtSvid {
 export interface ValidateJwtSvidOptions {
   /** Validation time; defaults to now. */
   now?: Date;
-  /** Clock skew allowed on exp/nbf, seconds (default 30). */
+  /** Clock skew allowed on exp/nbf/iat, seconds (default 30). */
   leewaySeconds?: number;
+  /** When set, the subject must be in this trust domain (the one the caller's bundle belongs to). */
+  trustDomain?: TrustDomain;
+}
+
+/** Latest numeric date accepted (9999-12-31T23:59:59Z): a larger value is garbage, not a time. */
+const MAX_NUMERIC_DATE = 253_402_300_799;
+
+/**
+ * RFC 7519 §2 NumericDate: a finite number of seconds, not negative and not absurdly far ahead.
+ * Absent is `undefined`; anything else present (a string, 1e300, NaN via JSON tricks) is refused.
+ */
+function numericDate(claims: JWTPayload, name: 'exp' | 'nbf' | 'iat'): number | undefined {
+  const v: unknown = claims[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > MAX_NUMERIC_DATE) {
+    throw new JwtSvidError(
+      'ERR_JWTSVID_BAD_NUMERIC_DATE',
+      `RFC 7519 §4.1: the ${name} claim must be a NumericDate (seconds since the epoch), found ${JSON.stringify(v)?.slice(0, 64)}`,
+    );
+  }
+  return v;
 }
 
 function defaultAlg(key: JwtSigningKey): JwtSvidAlgorithm {
@@ -131,7 +157,13 @@ function audienceList(a: readonly string[] | string): string[] {
  * ```
  */
 export async function mintJwtSvid(opts: MintJwtSvidOptions): Promise<string> {
-  const id = typeof opts.spiffeId === 'string' ? parseSpiffeId(opts.spiffeId) : opts.spiffeId;
+  const id = typeof opts.spiffeId === 'string' ? parseWorkloadSpiffeId(opts.spiffeId) : opts.spiffeId;
+  if (id.isTrustDomainId) {
+    throw new JwtSvidError(
+      'ERR_JWTSVID_INVALID_REQUEST',
+      'JWT-SVID §3: sub must be a workload SPIFFE ID (with a path)',
+    );
+  }
   const aud = audienceList(opts.audience);
   if (!opts.kid) throw new JwtSvidError('ERR_JWTSVID_INVALID_REQUEST', 'a kid is required to mint a JWT-SVID');
   const alg = opts.alg ?? defaultAlg(opts.key);
@@ -157,8 +189,10 @@ export async function mintJwtSvid(opts: MintJwtSvidOptions): Promise<string> {
  * Rules, in order: compact JWS; `alg` in {@link JWT_SVID_ALGORITHMS} (checked before any key lookup);
  * `typ` absent or `JWT`/`JOSE`; `kid` present; `sub` a SPIFFE ID; a bundle for its trust domain;
  * `kid` known in that bundle; signature valid (jose `compactVerify` with the allow-list);
- * `aud` present, non-empty and containing one of `audience`; `exp` present and not past
- * (leeway 30 s by default); `nbf`, if present, not in the future.
+ * `aud` present, non-empty and containing one of `audience`; `exp`, `nbf`, `iat` numbers (finite,
+ * within year 9999) when present; `exp` present and not past (leeway 30 s by default); `nbf` not
+ * in the future; `iat` not in the future beyond the leeway. `sub` must be a workload SPIFFE ID (with
+ * a path) and, with `opts.trustDomain`, in that trust domain.
  *
  * @example
  * ```ts
@@ -210,10 +244,17 @@ export async function validateJwtSvid(
   }
   let id: SpiffeId;
   try {
-    id = parseSpiffeId(unverified.sub);
+    // JWT-SVID §3: sub is the workload's SPIFFE ID, so it has a path (a trust-domain ID names no workload).
+    id = parseWorkloadSpiffeId(unverified.sub);
   } catch (e) {
-    const why = e instanceof SpiffeIdError ? e.message : String(e);
-    throw new JwtSvidError('ERR_JWTSVID_SUBJECT_INVALID', `JWT-SVID §3: sub is not a SPIFFE ID (${why})`);
+    const why = e instanceof SpiffeIdError ? `${e.code}: ${e.message}` : String(e);
+    throw new JwtSvidError('ERR_JWTSVID_SUBJECT_INVALID', `JWT-SVID §3: sub is not a workload SPIFFE ID (${why})`);
+  }
+  if (opts.trustDomain && !id.memberOf(opts.trustDomain)) {
+    throw new JwtSvidError(
+      'ERR_JWTSVID_TRUST_DOMAIN_MISMATCH',
+      `JWT-SVID §5: the subject ${id.toString()} is not in trust domain ${opts.trustDomain.name}`,
+    );
   }
   const bundle = bundles.getBundleForTrustDomain(id.trustDomain);
   if (!bundle) {
@@ -256,19 +297,29 @@ export async function validateJwtSvid(
       `JWT-SVID §3: aud does not contain the expected audience ${JSON.stringify(expected.length === 1 ? expected[0] : expected)}`,
     );
   }
-  if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) {
+  const exp = numericDate(claims, 'exp');
+  const nbf = numericDate(claims, 'nbf');
+  const iat = numericDate(claims, 'iat');
+  if (exp === undefined) {
     throw new JwtSvidError('ERR_JWTSVID_EXP_MISSING', 'JWT-SVID §3: the exp claim is required');
   }
   const nowS = (opts.now ?? new Date()).getTime() / 1000;
   const leeway = opts.leewaySeconds ?? DEFAULT_JWT_LEEWAY_SECONDS;
-  if (claims.exp + leeway <= nowS) {
+  if (exp + leeway <= nowS) {
     throw new JwtSvidError(
       'ERR_JWTSVID_EXPIRED',
-      `JWT-SVID §3: the token expired at ${new Date(claims.exp * 1000).toISOString()}`,
+      `JWT-SVID §3: the token expired at ${new Date(exp * 1000).toISOString()}`,
     );
   }
-  if (typeof claims.nbf === 'number' && claims.nbf - leeway > nowS) {
+  if (nbf !== undefined && nbf - leeway > nowS) {
     throw new JwtSvidError('ERR_JWTSVID_NOT_YET_VALID', 'RFC 7519 §4.1.5: the token is not valid yet (nbf)');
   }
-  return { spiffeId: id, audience: aud as string[], expiresAt: new Date(claims.exp * 1000), kid: header.kid, claims };
+  // A token "issued" later than now (beyond the skew) comes from a wrong clock or a forger planning ahead.
+  if (iat !== undefined && iat - leeway > nowS) {
+    throw new JwtSvidError(
+      'ERR_JWTSVID_ISSUED_IN_FUTURE',
+      `RFC 7519 §4.1.6: the token claims to be issued in the future (${new Date(iat * 1000).toISOString()})`,
+    );
+  }
+  return { spiffeId: id, audience: aud as string[], expiresAt: new Date(exp * 1000), kid: header.kid, claims };
 }

@@ -5,10 +5,12 @@
  * proxy forwarded (XFCC) are checked the same way as a live peer's.
  */
 import { X509Certificate } from 'node:crypto';
+import { NevertrustError } from '../errors.js';
 import type { BundleSource } from './bundle.js';
 import { type ParsedCert, KU, OID, parseCert, splitDerChain } from './cert.js';
-import { children, DerError, pemBlocks, readOne, TAG } from './der.js';
+import { children, DerError, readOne, TAG } from './der.js';
 import { parseSpiffeId, type SpiffeId, SpiffeIdError } from './id.js';
+import { certificatesFromPem } from './pem.js';
 
 export type X509SvidErrorCode =
   | 'ERR_X509SVID_EMPTY_CHAIN'
@@ -16,6 +18,7 @@ export type X509SvidErrorCode =
   | 'ERR_X509SVID_NO_URI_SAN'
   | 'ERR_X509SVID_MULTIPLE_URI_SANS'
   | 'ERR_X509SVID_INVALID_SPIFFE_ID'
+  | 'ERR_X509SVID_LEAF_ID_WITHOUT_PATH'
   | 'ERR_X509SVID_LEAF_IS_CA'
   | 'ERR_X509SVID_LEAF_KEY_USAGE_MISSING'
   | 'ERR_X509SVID_LEAF_KEY_USAGE_NOT_CRITICAL'
@@ -38,13 +41,14 @@ export type X509SvidErrorCode =
   | 'ERR_X509SVID_NAME_CONSTRAINTS_UNSUPPORTED';
 
 /** Thrown when an X.509-SVID chain fails validation; `code` names the failed rule. */
-export class X509SvidError extends Error {
+export class X509SvidError extends NevertrustError<X509SvidErrorCode> {
   override readonly name = 'X509SvidError';
   constructor(
     readonly code: X509SvidErrorCode,
     message: string,
   ) {
-    super(message);
+    // The presented credential is refused: an authentication failure, the presenter's fault.
+    super(message, { status: 401 });
   }
 }
 
@@ -158,7 +162,7 @@ function checkNameConstraints(nc: NameConstraints, c: ParsedCert, who: string, s
 }
 
 function toDerList(chain: CertificateChainInput): Buffer[] {
-  if (typeof chain === 'string') return pemBlocks(chain, 'CERTIFICATE');
+  if (typeof chain === 'string') return certificatesFromPem(chain);
   if (Buffer.isBuffer(chain)) return splitDerChain(chain);
   return chain.map((c) =>
     c instanceof X509Certificate ? c.raw : Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength),
@@ -194,7 +198,8 @@ function signedBy(child: ParsedCert, issuer: ParsedCert): boolean {
  * ```ts
  * const id = spiffeIdFromCertificate(tlsSocket.getPeerCertificate().raw);
  * ```
- * @throws {X509SvidError} ERR_X509SVID_NO_URI_SAN, ERR_X509SVID_MULTIPLE_URI_SANS, ERR_X509SVID_INVALID_SPIFFE_ID
+ * @throws {X509SvidError} ERR_X509SVID_NO_URI_SAN, ERR_X509SVID_MULTIPLE_URI_SANS, ERR_X509SVID_INVALID_SPIFFE_ID,
+ *   ERR_X509SVID_LEAF_ID_WITHOUT_PATH
  */
 export function spiffeIdFromCertificate(cert: Buffer | X509Certificate): SpiffeId {
   const [leaf] = parseAll([cert instanceof X509Certificate ? cert.raw : cert], 'leaf');
@@ -214,12 +219,21 @@ function leafId(leaf: ParsedCert): SpiffeId {
       `X509-SVID §2: the leaf must have exactly one URI SAN, found ${leaf.uris.length}`,
     );
   }
+  let id: SpiffeId;
   try {
-    return parseSpiffeId(leaf.uris[0] as string);
+    id = parseSpiffeId(leaf.uris[0] as string);
   } catch (e) {
     const why = e instanceof SpiffeIdError ? `${e.code}: ${e.message}` : String(e);
     throw new X509SvidError('ERR_X509SVID_INVALID_SPIFFE_ID', `X509-SVID §2: the URI SAN is not a SPIFFE ID (${why})`);
   }
+  // A trust-domain ID names the authority, never a workload: a leaf claiming it would impersonate the CA.
+  if (id.isTrustDomainId) {
+    throw new X509SvidError(
+      'ERR_X509SVID_LEAF_ID_WITHOUT_PATH',
+      `X509-SVID §3.1/§5.2: a leaf SVID's SPIFFE ID must have a non-root path (found ${id.toString()})`,
+    );
+  }
+  return id;
 }
 
 function checkLeafProfile(leaf: ParsedCert): void {
@@ -427,7 +441,7 @@ export function verifyX509Svid(
  * Validates an X.509-SVID chain (leaf first; intermediates follow in any order) against the
  * bundle of the leaf's own trust domain and returns its SPIFFE ID.
  *
- * Checks: exactly one URI SAN holding a valid SPIFFE ID; leaf cA=false, key usage critical with
+ * Checks: exactly one URI SAN holding a valid SPIFFE ID with a non-root path; leaf cA=false, key usage critical with
  * digitalSignature and without keyCertSign/cRLSign, EKU (if present) with serverAuth+clientAuth;
  * not self-signed; a signature path to a bundle authority; every certificate within its validity
  * window; every signer cA=true with keyCertSign and within its pathLen; signer SPIFFE IDs without path;

@@ -158,6 +158,52 @@ describe('CA in the server, with the identity CLI', { timeout: 90_000 }, () => {
     expect((await fetch(`${server.url}/v1/admin/x509/sign`, { method: 'POST', body: '{}' })).status).toBe(401);
   });
 
+  it("refuses to mint reserved identities (the server's, agents', devices'), over the API and in the CLI", async () => {
+    const token = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
+    const call = (path: string, body: unknown) =>
+      fetch(`${server.url}${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}` },
+        body: JSON.stringify(body),
+      });
+    const { createCsr, csrToPem, generatePrivateKey } = await import('../../src/ca/index.js');
+    const csr = csrToPem(createCsr(generatePrivateKey('ec-p256')));
+    for (const id of [
+      'spiffe://example.org/nevertrust/server',
+      'spiffe://example.org/spire/agent/join_token/0123456789abcdef0123456789abcdef',
+      'spiffe://example.org/device/laptop',
+    ]) {
+      const x = await call('/v1/admin/x509/sign', { csr, spiffe_id: id });
+      expect(x.status, id).toBe(403);
+      expect(((await x.json()) as { error: string }).error).toBe('reserved_spiffe_id');
+      const j = await call('/v1/admin/jwt/mint', { spiffe_id: id, audience: ['a'] });
+      expect(j.status, id).toBe(403);
+    }
+    const common = ['--data-dir', dataDir, '--server', server.url];
+    const x509 = await runCli([
+      'x509',
+      'mint',
+      '--spiffe-id',
+      'spiffe://example.org/nevertrust/server',
+      '--out',
+      join(dataDir, 'reserved'),
+      ...common,
+    ]);
+    expect(x509.code).toBe(2);
+    expect(x509.stderr).toMatch(/--spiffe-id: spiffe:\/\/example\.org\/nevertrust\/server is reserved/);
+    const jwt = await runCli([
+      'jwt',
+      'mint',
+      '--spiffe-id',
+      'spiffe://example.org/spire/agent/x',
+      '--audience',
+      'a',
+      ...common,
+    ]);
+    expect(jwt.code).toBe(2);
+    expect(jwt.stderr).toMatch(/is reserved/);
+  });
+
   it('keeps CA keys sealed in the store, and a restart keeps the same CA', async () => {
     const row = await server.store.kv.get('ca', 'example.org');
     expect(row?.value).toBeDefined();

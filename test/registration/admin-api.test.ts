@@ -189,6 +189,76 @@ describe('registration entries API', () => {
   });
 });
 
+describe('reserved identities', () => {
+  // Only the server issues these, for itself and for what it attested: an entry for one would
+  // hand a workload the control plane's (or an agent's) identity.
+  const RESERVED = [
+    'spiffe://example.org/nevertrust/server',
+    'spiffe://example.org/nevertrust/anything',
+    'spiffe://example.org/spire/agent/join_token/abc',
+    'spiffe://example.org/spire/server',
+    'spiffe://example.org/device/laptop-1',
+  ];
+
+  it.each(RESERVED)('refuses an entry for %s on create and update, changing nothing', async (reserved) => {
+    const before = ((await api('GET', '/v1/admin/entries')).body.entries as unknown[]).length;
+    const c = await api('POST', '/v1/admin/entries', {
+      spiffe_id: reserved,
+      parent_id: AGENT,
+      selectors: ['unix:uid:1002'],
+    });
+    expect(c.status).toBe(400);
+    expect(String(c.body.message)).toMatch(/spiffe_id: .* is reserved/);
+    expect(((await api('GET', '/v1/admin/entries')).body.entries as unknown[]).length).toBe(before);
+
+    const ok = await api('POST', '/v1/admin/entries', {
+      spiffe_id: 'spiffe://example.org/ns/x/sa/reserved-test',
+      parent_id: AGENT,
+      selectors: ['unix:uid:1003'],
+    });
+    expect(ok.status).toBe(201);
+    const id = ok.body.id as string;
+    const u = await api('PATCH', `/v1/admin/entries/${id}`, { spiffe_id: reserved });
+    expect(u.status).toBe(400);
+    expect(String(u.body.message)).toMatch(/is reserved/);
+    expect((await api('GET', `/v1/admin/entries/${id}`)).body.spiffe_id).toBe(
+      'spiffe://example.org/ns/x/sa/reserved-test',
+    );
+    expect((await api('DELETE', `/v1/admin/entries/${id}`)).status).toBe(200);
+  });
+
+  it('the CLI reports the refusal', async () => {
+    const r = await runCli([
+      'entry',
+      'create',
+      '--spiffe-id',
+      'spiffe://example.org/nevertrust/server',
+      '--parent-id',
+      AGENT,
+      '--selector',
+      'unix:uid:1000',
+      '--data-dir',
+      dataDir,
+      '--server',
+      server.url,
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /server refused \(400\): spiffe_id: spiffe:\/\/example\.org\/nevertrust\/server is reserved/,
+    );
+  });
+
+  it('a lookalike outside the reserved namespaces is an ordinary workload ID', async () => {
+    const r = await api('POST', '/v1/admin/entries', {
+      spiffe_id: 'spiffe://example.org/ns/nevertrust/sa/server',
+      parent_id: AGENT,
+      selectors: ['unix:uid:1004'],
+    });
+    expect(r.status).toBe(201);
+    expect((await api('DELETE', `/v1/admin/entries/${r.body.id as string}`)).status).toBe(200);
+  });
+});
+
 describe('selectors', () => {
   it('parses and matches (all entry selectors must be present)', () => {
     expect(parseSelector('unix:sha256:' + 'a'.repeat(64))).toEqual({ type: 'unix', value: `sha256:${'a'.repeat(64)}` });

@@ -4,8 +4,10 @@ import {
   parseSpiffeId,
   parseTrustDomain,
   parseWorkloadSpiffeId,
+  SpiffeId,
   SpiffeIdError,
   spiffeIdFromSegments,
+  tryParseSpiffeId,
   workloadCoordinates,
 } from '../../src/spiffe/index.js';
 
@@ -24,7 +26,6 @@ describe('parseSpiffeId accepts', () => {
     ['spiffe://example.org', 'example.org', ''],
     ['spiffe://example.org/ns/prod/sa/api', 'example.org', '/ns/prod/sa/api'],
     ['spiffe://a-b_c.9/A.b-C_9', 'a-b_c.9', '/A.b-C_9'],
-    ['SPIFFE://example.org/x', 'example.org', '/x'],
     ['spiffe://example.org/...', 'example.org', '/...'],
     ['spiffe://example.org/.a/b.', 'example.org', '/.a/b.'],
   ])('%s', (text, td, path) => {
@@ -61,6 +62,10 @@ describe('parseSpiffeId rejects, naming the rule', () => {
     ['http://example.org/x', 'ERR_SPIFFEID_WRONG_SCHEME'],
     ['spiffe:/example.org', 'ERR_SPIFFEID_WRONG_SCHEME'],
     ['example.org/x', 'ERR_SPIFFEID_WRONG_SCHEME'],
+    // One spelling per principal: go-spiffe and SPIRE refuse any other case of the scheme.
+    ['SPIFFE://example.org/x', 'ERR_SPIFFEID_WRONG_SCHEME'],
+    ['Spiffe://example.org/x', 'ERR_SPIFFEID_WRONG_SCHEME'],
+    ['spiffE://example.org', 'ERR_SPIFFEID_WRONG_SCHEME'],
     ['spiffe://', 'ERR_SPIFFEID_MISSING_TRUST_DOMAIN'],
     ['spiffe:///path', 'ERR_SPIFFEID_MISSING_TRUST_DOMAIN'],
     ['spiffe://Example.org/x', 'ERR_SPIFFEID_TRUST_DOMAIN_UPPERCASE'],
@@ -129,7 +134,7 @@ describe('trust domains, workload IDs and coordinates', () => {
 
   it('equality and membership', () => {
     const a = parseSpiffeId('spiffe://example.org/x');
-    expect(a.equals(parseSpiffeId('SPIFFE://example.org/x'))).toBe(true);
+    expect(a.equals(parseSpiffeId('spiffe://example.org/x'))).toBe(true);
     expect(a.equals(parseSpiffeId('spiffe://example.org/X'))).toBe(false);
     expect(a.memberOf(parseTrustDomain('example.org'))).toBe(true);
     expect(JSON.stringify({ a })).toBe('{"a":"spiffe://example.org/x"}');
@@ -144,5 +149,66 @@ describe('trust domains, workload IDs and coordinates', () => {
     expect(workloadCoordinates(parseSpiffeId('spiffe://example.org/region/eu/ns/prod/sa/api')).namespace).toBe('prod');
     expect(workloadCoordinates(parseSpiffeId('spiffe://example.org/billing/worker'))).toEqual({ service: 'worker' });
     expect(workloadCoordinates(parseSpiffeId('spiffe://example.org'))).toEqual({});
+  });
+});
+
+describe('tryParseSpiffeId (the hot-path form)', () => {
+  it('returns the error instead of throwing, and caches both outcomes', () => {
+    const bad = tryParseSpiffeId('SPIFFE://example.org/x');
+    expect(bad).toBeInstanceOf(SpiffeIdError);
+    expect((bad as SpiffeIdError).code).toBe('ERR_SPIFFEID_WRONG_SCHEME');
+    expect(tryParseSpiffeId('SPIFFE://example.org/x')).toBe(bad);
+    const ok = tryParseSpiffeId('spiffe://example.org/x');
+    expect(ok).toBeInstanceOf(SpiffeId);
+    expect(tryParseSpiffeId('spiffe://example.org/x')).toBe(ok);
+    expect((tryParseSpiffeId('x'.repeat(10_000)) as SpiffeIdError).code).toBe('ERR_SPIFFEID_TOO_LONG');
+  });
+
+  // Held to the throwing parser over random and hostile strings: same accept/reject, same rule, same ID.
+  it('agrees with parseSpiffeId on every input (differential property)', () => {
+    const piece = fc.constantFrom(
+      'spiffe://',
+      'SPIFFE://',
+      'Spiffe:/',
+      'example.org',
+      'Example.org',
+      'ex%41mple.org',
+      ':8080',
+      'user@',
+      '/',
+      '//',
+      '/.',
+      '/..',
+      '/ns/prod/sa/api',
+      '%20',
+      '?q',
+      '#f',
+      ' ',
+      'ä',
+      '\u0000',
+      'a'.repeat(300),
+    );
+    const hostile = fc.array(piece, { maxLength: 8 }).map((xs) => xs.join(''));
+    const anyText = fc.oneof(hostile, fc.string({ maxLength: 64 }), fc.string({ unit: 'binary', maxLength: 64 }));
+    const outcome = (f: () => SpiffeId | SpiffeIdError) => {
+      const r = f();
+      return r instanceof SpiffeIdError ? { err: r.code, msg: r.message } : { id: r.toString(), path: r.path };
+    };
+    fc.assert(
+      fc.property(anyText, (text) => {
+        const thrown = outcome(() => {
+          try {
+            return parseSpiffeId(text);
+          } catch (e) {
+            if (e instanceof SpiffeIdError) return e;
+            throw e;
+          }
+        });
+        // twice: the second answer comes from the cache
+        expect(outcome(() => tryParseSpiffeId(text))).toEqual(thrown);
+        expect(outcome(() => tryParseSpiffeId(text))).toEqual(thrown);
+      }),
+      { numRuns: 3000 },
+    );
   });
 });

@@ -179,3 +179,45 @@ describe('validateJwtSvid rejects, each with its own code', () => {
     expect(await codeOf(validateJwtSvid('a.b.c', bundle, 'p'))).toBe('ERR_JWTSVID_MALFORMED');
   });
 });
+
+describe('JWT-SVID claim conformance (hostile claims, validly signed)', () => {
+  const sign = (claims: Record<string, unknown>) =>
+    new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: 'k1', typ: 'JWT' }).sign(ec.privateKey);
+  const base = () => ({ sub: ID, aud: ['p'], exp: now() + 60 });
+
+  it.each([
+    ['nbf as a string', { nbf: String(now() - 10) }, 'ERR_JWTSVID_BAD_NUMERIC_DATE'],
+    ['exp as a string', { exp: String(now() + 60) }, 'ERR_JWTSVID_BAD_NUMERIC_DATE'],
+    ['exp of 1e300', { exp: 1e300 }, 'ERR_JWTSVID_BAD_NUMERIC_DATE'],
+    ['exp past year 9999', { exp: 253_402_300_800 }, 'ERR_JWTSVID_BAD_NUMERIC_DATE'],
+    ['negative iat', { iat: -1 }, 'ERR_JWTSVID_BAD_NUMERIC_DATE'],
+    ['iat as an object', { iat: { $date: 1 } }, 'ERR_JWTSVID_BAD_NUMERIC_DATE'],
+    ['iat a year ahead', { iat: now() + 365 * 86_400 }, 'ERR_JWTSVID_ISSUED_IN_FUTURE'],
+    ['iat beyond the skew', { iat: now() + 120 }, 'ERR_JWTSVID_ISSUED_IN_FUTURE'],
+    ['a trust-domain-only sub', { sub: 'spiffe://example.org' }, 'ERR_JWTSVID_SUBJECT_INVALID'],
+    ['an uppercase-scheme sub', { sub: 'SPIFFE://example.org/ns/prod/sa/api' }, 'ERR_JWTSVID_SUBJECT_INVALID'],
+  ])('%s is refused', async (_what, extra, code) => {
+    expect(await codeOf(validateJwtSvid(await sign({ ...base(), ...extra }), bundle, 'p'))).toBe(code);
+  });
+
+  it('iat within the skew, now and in the past are fine', async () => {
+    for (const iat of [now() + 10, now(), now() - 3600]) {
+      const v = await validateJwtSvid(await sign({ ...base(), iat }), bundle, 'p');
+      expect(v.spiffeId.toString()).toBe(ID);
+    }
+  });
+
+  it('with trustDomain, the subject must be in it (a bundle belongs to one trust domain)', async () => {
+    const t = await sign(base());
+    expect((await validateJwtSvid(t, bundle, 'p', { trustDomain: td })).spiffeId.toString()).toBe(ID);
+    expect(await codeOf(validateJwtSvid(t, bundle, 'p', { trustDomain: parseTrustDomain('other.org') }))).toBe(
+      'ERR_JWTSVID_TRUST_DOMAIN_MISMATCH',
+    );
+  });
+
+  it('refuses to mint a JWT-SVID for a trust-domain ID', async () => {
+    await expect(
+      mintJwtSvid({ spiffeId: 'spiffe://example.org', audience: 'p', key: ec.privateKey, kid: 'k1' }),
+    ).rejects.toThrow(/path/);
+  });
+});

@@ -54,6 +54,11 @@ beforeAll(() => {
   leaf('serverOnly', withoutLine(LEAF_EXTS(ID), 'extendedKeyUsage', 'extendedKeyUsage=serverAuth'));
   leaf('noEku', withoutLine(LEAF_EXTS(ID), 'extendedKeyUsage'));
   leaf('badId', withoutLine(LEAF_EXTS(ID), 'subjectAltName', 'subjectAltName=URI:spiffe://Example.org/x'));
+  // X509-SVID §3.1/§5.2: a leaf's ID must have a path; the trust-domain ID names the authority.
+  leaf('tdOnly', withoutLine(LEAF_EXTS(ID), 'subjectAltName', 'subjectAltName=URI:spiffe://example.org'));
+  leaf('upperScheme', withoutLine(LEAF_EXTS(ID), 'subjectAltName', 'subjectAltName=URI:SPIFFE://example.org/ok'));
+  // `\#`: in an openssl config an unescaped `#` starts a comment and would cut the fragment off.
+  leaf('fragment', withoutLine(LEAF_EXTS(ID), 'subjectAltName', `subjectAltName=URI:${ID}\\#x`));
   const day = 86_400_000;
   leaf('expired', LEAF_EXTS(ID), {
     startdate: osslDate(new Date(Date.now() - 3 * day)),
@@ -194,6 +199,9 @@ describe('validateX509Svid rejects, each with its own code', () => {
     ['crlSign', 'ERR_X509SVID_LEAF_CRL_SIGN'],
     ['serverOnly', 'ERR_X509SVID_LEAF_EXT_KEY_USAGE'],
     ['badId', 'ERR_X509SVID_INVALID_SPIFFE_ID'],
+    ['tdOnly', 'ERR_X509SVID_LEAF_ID_WITHOUT_PATH'],
+    ['upperScheme', 'ERR_X509SVID_INVALID_SPIFFE_ID'],
+    ['fragment', 'ERR_X509SVID_INVALID_SPIFFE_ID'],
     ['expired', 'ERR_X509SVID_EXPIRED'],
     ['future', 'ERR_X509SVID_NOT_YET_VALID'],
     ['otherTd', 'ERR_X509SVID_UNKNOWN_AUTHORITY'],
@@ -201,6 +209,17 @@ describe('validateX509Svid rejects, each with its own code', () => {
     ['critPolicy', 'ERR_X509SVID_UNHANDLED_CRITICAL_EXTENSION'],
   ])('%s → %s', (name, code) => {
     expect(codeOf(() => validateX509Svid(pem[name] as string, bundle))).toBe(code);
+  });
+
+  it('the leaf ID checks hold for spiffeIdFromCertificate too (the post-handshake helpers use it)', () => {
+    expect(new X509Certificate(pem.fragment as string).subjectAltName).toBe(`URI:${ID}#x`);
+    for (const [name, code] of [
+      ['tdOnly', 'ERR_X509SVID_LEAF_ID_WITHOUT_PATH'],
+      ['upperScheme', 'ERR_X509SVID_INVALID_SPIFFE_ID'],
+      ['fragment', 'ERR_X509SVID_INVALID_SPIFFE_ID'],
+    ] as const) {
+      expect(codeOf(() => spiffeIdFromCertificate(new X509Certificate(pem[name] as string)))).toBe(code);
+    }
   });
 
   it('a broken signature', () => {

@@ -12,7 +12,7 @@ import type { Command } from 'commander';
 import type { KeyType } from '../../ca/index.js';
 import { parseDuration } from '../../util/duration.js';
 import type { caOpener } from '../../server/plugins/ca.js';
-import type { TrustBundle } from '../../spiffe/index.js';
+import type { TrustBundle, TrustDomain } from '../../spiffe/index.js';
 import { type AdminClient, adminClient } from '../admin-client.js';
 import { resolveConfig } from '../context.js';
 import { CliError } from '../errors.js';
@@ -72,14 +72,84 @@ function readText(file: string, what: string): string {
   }
 }
 
-/** A bundle file is PEM (CA certificates) or SPIFFE JWKS JSON; its trust domain is the one being validated. */
-async function bundleFromFile(file: string, trustDomain: string): Promise<TrustBundle> {
-  const text = readText(file, 'bundle');
+const isJwks = (text: string) => text.trimStart().startsWith('{');
+
+/**
+ * The trust domain a bundle file belongs to, as its X.509 authorities name it (X509-SVID §3.2: a
+ * signing certificate's URI SAN is `spiffe://<td>`); undefined when none does. Several different
+ * names are refused: a bundle belongs to one trust domain.
+ */
+async function trustDomainNamedBy(file: string, text: string): Promise<string | undefined> {
+  const { certificatesFromPem, parseSpiffeId } = await import('../../spiffe/index.js');
+  let ders: Buffer[];
+  try {
+    ders = isJwks(text)
+      ? ((JSON.parse(text) as { keys?: { use?: unknown; x5c?: unknown }[] }).keys ?? [])
+          .filter((k) => k.use === 'x509-svid' && Array.isArray(k.x5c) && typeof k.x5c[0] === 'string')
+          .map((k) => Buffer.from((k.x5c as string[])[0] as string, 'base64'))
+      : certificatesFromPem(text);
+  } catch (e) {
+    throw new CliError(`bundle ${file}: ${(e as Error).message}`);
+  }
+  const named = new Set<string>();
+  for (const der of ders) {
+    let uris: string[] = [];
+    try {
+      uris = (new X509Certificate(der).subjectAltName ?? '')
+        .split(', ')
+        .filter((n) => n.startsWith('URI:spiffe://'))
+        .map((n) => n.slice(4));
+    } catch {
+      continue; // bundleFromFile reports the broken certificate
+    }
+    for (const uri of uris) {
+      try {
+        const id = parseSpiffeId(uri);
+        if (id.isTrustDomainId) named.add(id.trustDomain.name);
+      } catch {
+        // not a trust-domain ID: names nothing
+      }
+    }
+  }
+  if (named.size > 1) {
+    throw new CliError(
+      `bundle ${file} names several trust domains (${[...named].join(', ')}): a bundle belongs to one`,
+    );
+  }
+  return [...named][0];
+}
+
+/** `--trust-domain`, parsed; a malformed one is a usage error. */
+async function trustDomainOption(value: string): Promise<TrustDomain> {
+  const { parseTrustDomain } = await import('../../spiffe/index.js');
+  try {
+    return parseTrustDomain(value);
+  } catch (e) {
+    throw new CliError(`--trust-domain: ${(e as Error).message}`, 2);
+  }
+}
+
+/** `--spiffe-id` for minting: a valid SPIFFE ID that is not reserved for the server's own use. */
+async function mintableSpiffeId(value: string): Promise<void> {
+  const { parseSpiffeId, reservedIdReason } = await import('../../spiffe/index.js');
+  let reserved: string | undefined;
+  try {
+    reserved = reservedIdReason(parseSpiffeId(value));
+  } catch (e) {
+    throw new CliError(`--spiffe-id: ${(e as Error).message}`, 2);
+  }
+  if (reserved !== undefined) throw new CliError(`--spiffe-id: ${reserved}`, 2);
+}
+
+/** A bundle file is PEM (CA certificates) or SPIFFE JWKS JSON, of the given trust domain. */
+async function bundleFromFile(
+  file: string,
+  trustDomain: string,
+  text = readText(file, 'bundle'),
+): Promise<TrustBundle> {
   const { TrustBundle } = await import('../../spiffe/index.js');
   try {
-    return text.trimStart().startsWith('{')
-      ? TrustBundle.fromJwks(trustDomain, text)
-      : TrustBundle.fromPem(trustDomain, text);
+    return isJwks(text) ? TrustBundle.fromJwks(trustDomain, text) : TrustBundle.fromPem(trustDomain, text);
   } catch (e) {
     throw new CliError(`bundle ${file}: ${(e as Error).message}`);
   }
@@ -110,15 +180,9 @@ Examples:
       async (o: { spiffeId: string; ttl?: string; dns?: string[]; keyType: string; out: string }, cmd: Command) => {
         if (!['ec-p256', 'ec-p384', 'rsa-2048'].includes(o.keyType))
           throw new CliError(`--key-type: unknown key type ${o.keyType}`, 2);
-        const [{ certificatesToPem, createCsr, csrToPem, generatePrivateKey }, { parseSpiffeId }] = await Promise.all([
-          import('../../ca/index.js'),
-          import('../../spiffe/index.js'),
-        ]);
-        try {
-          parseSpiffeId(o.spiffeId);
-        } catch (e) {
-          throw new CliError(`--spiffe-id: ${(e as Error).message}`, 2);
-        }
+        const { certificatesToPem, createCsr, csrToPem, generatePrivateKey } = await import('../../ca/index.js');
+        // Checked here too, because without a server the data dir's CA signs directly.
+        await mintableSpiffeId(o.spiffeId);
         const ttl = seconds(o.ttl, '--ttl');
         const key = generatePrivateKey(o.keyType as KeyType);
         const csr = createCsr(key);
@@ -166,19 +230,33 @@ Examples:
     .description(
       'validate an X.509-SVID (PEM, leaf first) against a bundle: prints the SPIFFE ID (exit 0) or the reason (exit 1)',
     )
-    .requiredOption('--bundle <file>', "trust bundle: PEM CA certificates or SPIFFE JWKS of the SVID's trust domain")
-    .addHelpText('after', '\nExamples:\n  $ nevertrust x509 validate --bundle certs/bundle.pem certs/svid.pem')
-    .action(async (cert: string, o: { bundle: string }) => {
+    .requiredOption('--bundle <file>', 'trust bundle: PEM CA certificates or SPIFFE JWKS of one trust domain')
+    .option(
+      '--trust-domain <td>',
+      "the bundle's trust domain (default: the one its CA certificates name); the SVID must belong to it",
+    )
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ nevertrust x509 validate --bundle certs/bundle.pem certs/svid.pem\n  $ nevertrust x509 validate --trust-domain example.org --bundle bundle.json certs/svid.pem',
+    )
+    .action(async (cert: string, o: { bundle: string; trustDomain?: string }) => {
       const pem = readText(cert, 'certificate');
+      const bundleText = readText(o.bundle, 'bundle');
       const { spiffeIdFromCertificate, validateX509Svid } = await import('../../spiffe/index.js');
-      let td: string;
-      try {
-        td = spiffeIdFromCertificate(new X509Certificate(pem)).trustDomain.name;
-      } catch (e) {
-        throw new CliError(`invalid: ${(e as Error).message}`);
+      // The bundle decides the trust domain, never the SVID under test: a bundle belongs to one trust domain.
+      const td = o.trustDomain
+        ? (await trustDomainOption(o.trustDomain)).name
+        : await trustDomainNamedBy(o.bundle, bundleText);
+      if (td === undefined) {
+        throw new CliError(
+          `invalid: bundle ${o.bundle} does not name its trust domain (no spiffe://<td> URI SAN on its CA certificates); pass --trust-domain`,
+        );
       }
       try {
-        process.stdout.write(`${validateX509Svid(pem, await bundleFromFile(o.bundle, td)).toString()}\n`);
+        const claimed = spiffeIdFromCertificate(new X509Certificate(pem)).trustDomain.name;
+        if (claimed !== td)
+          throw new Error(`the SVID's trust domain ${claimed} is not the bundle's trust domain ${td}`);
+        process.stdout.write(`${validateX509Svid(pem, await bundleFromFile(o.bundle, td, bundleText)).toString()}\n`);
       } catch (e) {
         if (e instanceof CliError) throw e;
         throw new CliError(`invalid: ${(e as Error).message}`);
@@ -199,6 +277,7 @@ Examples:
       '\nExamples:\n  $ nevertrust jwt mint --spiffe-id spiffe://example.org/ns/payments/sa/api-gateway --audience payment-service',
     )
     .action(async (o: { spiffeId: string; audience: string[]; ttl?: string }, cmd: Command) => {
+      await mintableSpiffeId(o.spiffeId);
       const ttl = seconds(o.ttl, '--ttl');
       const out = await viaServerOrDataDir(
         cmd,
@@ -222,25 +301,35 @@ Examples:
     .description('validate a JWT-SVID for an audience: prints the SPIFFE ID (exit 0) or the reason (exit 1)')
     .requiredOption('--audience <aud>', "the audience this validator is (must be in the token's aud)")
     .option('--bundle <file>', "SPIFFE JWKS bundle file; default: the server's /v1/bundle, else the data dir")
+    .option(
+      '--trust-domain <td>',
+      "the bundle's trust domain (default: the one the bundle's CA certificates name, else the config's); the token's sub must belong to it",
+    )
     .option(...SERVER_OPT)
     .addHelpText(
       'after',
-      '\nExamples:\n  $ nevertrust jwt validate --audience payment-service eyJhbGciOiJFUzI1NiIs…\n  $ nevertrust jwt validate --audience payment-service --bundle bundle.json "$TOKEN"',
+      '\nExamples:\n  $ nevertrust jwt validate --audience payment-service eyJhbGciOiJFUzI1NiIs…\n  $ nevertrust jwt validate --audience payment-service --trust-domain example.org --bundle bundle.json "$TOKEN"',
     )
-    .action(async (token: string, o: { audience: string; bundle?: string }, cmd: Command) => {
-      const { parseSpiffeId, validateJwtSvid } = await import('../../spiffe/index.js');
+    .action(async (token: string, o: { audience: string; bundle?: string; trustDomain?: string }, cmd: Command) => {
+      const { parseTrustDomain, validateJwtSvid } = await import('../../spiffe/index.js');
+      // The bundle decides the trust domain, never the token's own sub: a bundle belongs to one trust domain.
+      const wanted = o.trustDomain ? (await trustDomainOption(o.trustDomain)).name : undefined;
       let td: string;
-      try {
-        const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as {
-          sub?: unknown;
-        };
-        td = parseSpiffeId(String(payload.sub)).trustDomain.name;
-      } catch {
-        throw new CliError('invalid: the token is not a JWT whose sub is a SPIFFE ID');
+      let bundle: TrustBundle;
+      if (o.bundle !== undefined) {
+        const text = readText(o.bundle, 'bundle');
+        td = wanted ?? (await trustDomainNamedBy(o.bundle, text)) ?? (await resolveConfig(cmd)).trust_domain;
+        bundle = await bundleFromFile(o.bundle, td, text);
+      } else {
+        // The server's bundle is the bundle of the server's trust domain.
+        td = (await resolveConfig(cmd)).trust_domain;
+        if (wanted !== undefined && wanted !== td) {
+          throw new CliError(`--trust-domain ${wanted}: the server's bundle is the bundle of ${td}; pass --bundle`, 2);
+        }
+        bundle = await fetchBundle(cmd, td);
       }
-      const bundle = o.bundle ? await bundleFromFile(o.bundle, td) : await fetchBundle(cmd, td);
       try {
-        const svid = await validateJwtSvid(token, bundle, o.audience);
+        const svid = await validateJwtSvid(token, bundle, o.audience, { trustDomain: parseTrustDomain(td) });
         process.stdout.write(`${svid.spiffeId.toString()}\n`);
       } catch (e) {
         throw new CliError(`invalid: ${(e as Error).message}`);

@@ -25,12 +25,8 @@ export const ASSERTION_JWKS_PATH = '/v1/assertion-keys/jwks.json';
 /** Non-standard JWK member (RFC 7517 §4 allows them) naming the SPIFFE ID a key belongs to. */
 export const JWK_OWNER_MEMBER = 'spiffe_id';
 
-/**
- * The path of the server's own SVID on the agent port. The same value as `SERVER_SVID_PATH` in
- * `src/server/plugins/agent-endpoint.ts` (a test keeps them equal): enforcement points do not import
- * the server.
- */
-export const SERVER_ID_PATH = '/nevertrust/server';
+/** The path of the server's own SVID on the agent port (defined once in src/spiffe/well-known.ts). */
+export { SERVER_ID_PATH } from '../../spiffe/well-known.js';
 
 /** How the sidecar established the caller; carried in the `nevertrust.identity` claim. */
 export const ASSERTION_IDENTITY_KINDS = ['x509', 'xfcc', 'jwt-svid', 'user-jwt'] as const;

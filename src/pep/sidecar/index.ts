@@ -9,7 +9,7 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { PolicyWatcher, pathOptionsFor } from '../../policy/index.js';
-import { type SpiffeId, spiffeIdFromCertificate, TrustBundle } from '../../spiffe/index.js';
+import { certificatesFromPem, type SpiffeId, spiffeIdFromCertificate, TrustBundle } from '../../spiffe/index.js';
 import { startAssertionSigner } from '../assertion.js';
 import type { DecisionRecorder } from '../decision.js';
 import { MemorySvidSource, type X509SvidSource } from '../mtls/index.js';
@@ -55,10 +55,7 @@ function filesSource(c: { cert: string; key: string; bundle: string }): { source
     const spiffeId: SpiffeId = spiffeIdFromCertificate(new X509Certificate(certChainPem));
     const bundle = new TrustBundle({
       trustDomain: spiffeId.trustDomain,
-      x509Authorities: bundlePem
-        .split(/(?=-----BEGIN CERTIFICATE-----)/)
-        .filter((p) => p.includes('BEGIN CERTIFICATE'))
-        .map((p) => new X509Certificate(p)),
+      x509Authorities: certificatesFromPem(bundlePem).map((d) => new X509Certificate(d)),
     });
     return { svid: { spiffeId, certChainPem, privateKeyPem: readFileSync(c.key, 'utf8') }, bundle };
   };

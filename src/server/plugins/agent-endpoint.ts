@@ -14,10 +14,10 @@ import { listen } from '../../util/listen.js';
 import type { TLSSocket } from 'node:tls';
 import { certificatesToPem, type IssuedX509Svid } from '../../ca/index.js';
 import type { RegistrationEntry } from '../../registration/entry.js';
-import { parseSpiffeId } from '../../spiffe/index.js';
+import { agentSpiffeId, parseSpiffeId, serverSpiffeId } from '../../spiffe/index.js';
 import { verifyPeerSvid } from '../peer-svid.js';
 import { type Handler, HttpError, readJson, Router, sendJson } from '../router.js';
-import { SERVER_SVID_PATH, type ServerSvid, serverSvidSource } from '../server-svid.js';
+import { type ServerSvid, serverSvidSource } from '../server-svid.js';
 import type { ServerContext, ServerPlugin } from '../server.js';
 import type { CaHandle } from './ca.js';
 import type { PolicyHandle } from './policy.js';
@@ -90,7 +90,7 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
     async register(ctx: ServerContext) {
       const { config, store, logger, events } = ctx;
       const td = config.trust_domain;
-      const serverId = `spiffe://${td}${SERVER_SVID_PATH}`;
+      const serverId = serverSpiffeId(td);
       const limiter = new RateLimiter(opts.attestBurst ?? 10, (opts.attestPerMinute ?? 10) / 60);
       const router = new Router();
       for (const r of opts.routes ?? []) router.on(r.method, r.path, r.handler);
@@ -162,7 +162,7 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
         }
         if (typeof body.csr !== 'string') deny(400, 'invalid_request', 'csr (PEM) is required');
         const token = body.join_token as string;
-        const agentId = `spiffe://${td}/spire/agent/join_token/${token}`;
+        const agentId = agentSpiffeId(td, 'join_token', token);
         const redeemed = await store.joinTokens.redeem(token, agentId);
         if (!redeemed.ok) {
           const why = { unknown: 'unknown join token', used: 'join token already used', expired: 'join token expired' }[

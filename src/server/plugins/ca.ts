@@ -15,7 +15,7 @@ import {
   loadUpstreamAuthority,
 } from '../../ca/index.js';
 import type { Config } from '../../config/index.js';
-import { parseSpiffeId } from '../../spiffe/index.js';
+import { parseSpiffeId, reservedIdReason } from '../../spiffe/index.js';
 import { StoreConflictError, type Store } from '../../store/index.js';
 import { HttpError, readJson, sendJson, sendText } from '../router.js';
 import { adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
@@ -148,7 +148,7 @@ export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: C
       timer = setInterval(() => void tick(), opts.tickMs ?? 5000);
       timer.unref();
 
-      /** A SPIFFE ID this server may issue for: well formed and in its own trust domain. */
+      /** A SPIFFE ID this server may issue for: well formed, in its own trust domain and not reserved. */
       const memberId = (text: string) => {
         const id = parseSpiffeId(text);
         if (id.trustDomain.name !== config.trust_domain) {
@@ -158,6 +158,9 @@ export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: C
             `${text} is not in this server's trust domain ${config.trust_domain}`,
           );
         }
+        // The server's and the agents' identities are minted only by the server, for itself and attested agents.
+        const reserved = reservedIdReason(id);
+        if (reserved !== undefined) throw new HttpError(403, 'reserved_spiffe_id', reserved);
         return id;
       };
 
