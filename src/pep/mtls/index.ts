@@ -23,6 +23,7 @@ import {
   verifyX509Svid,
   X509SvidError,
 } from '../../spiffe/index.js';
+import { NevertrustError } from '../../errors.js';
 
 /** The SVID material a source serves (the Workload API's `X509Svid` has these fields). */
 export interface SvidMaterial {
@@ -119,14 +120,16 @@ export function authorizeAny(): Authorizer {
 }
 
 /** Why a peer was refused. */
-export class PeerAuthorizationError extends Error {
+export class PeerAuthorizationError extends NevertrustError<
+  'ERR_PEER_NO_CERTIFICATE' | 'ERR_PEER_INVALID_SVID' | 'ERR_PEER_UNAUTHORIZED'
+> {
   override readonly name = 'PeerAuthorizationError';
   constructor(
     readonly code: 'ERR_PEER_NO_CERTIFICATE' | 'ERR_PEER_INVALID_SVID' | 'ERR_PEER_UNAUTHORIZED',
     message: string,
     readonly spiffeId?: string,
   ) {
-    super(message);
+    super(message, { status: code === 'ERR_PEER_UNAUTHORIZED' ? 403 : 401 });
   }
 }
 
