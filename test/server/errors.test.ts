@@ -6,7 +6,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -178,5 +178,33 @@ describe('one error mapping', () => {
     expect(await declared.json()).toMatchObject({ error: 'body_too_large' });
     // The server still answers afterwards.
     expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+  });
+
+  it('warns about a data dir open to group or others; traverse-only 0711 is fine', async () => {
+    for (const [mode, warned] of [
+      [0o755, true],
+      [0o777, true],
+      [0o711, false],
+      [0o700, false],
+    ] as const) {
+      const dataDir = join(tempDir(), 'data');
+      mkdirSync(dataDir);
+      chmodSync(dataDir, mode);
+      const lines: string[] = [];
+      const sink = new Writable({
+        write(chunk, _enc, done) {
+          lines.push(String(chunk));
+          done();
+        },
+      });
+      const server = await startServer({
+        config: configSchema.parse({ data_dir: dataDir, server: { port: 0 } }),
+        logger: createLogger('warn', sink),
+      });
+      await server.close();
+      const warning = lines.find((l) => l.includes('open to group or others'));
+      expect(Boolean(warning), mode.toString(8)).toBe(warned);
+      if (warned) expect(warning).toContain(`chmod 700 ${dataDir}`);
+    }
   });
 });
