@@ -104,14 +104,17 @@ export function sqliteCorruption(e: unknown, file: string): StoreOpenError | und
 }
 
 /**
- * Refuses an initialised data dir (a KEK or audit signing key in it) whose database is missing or
- * empty: SQLite would silently create a new one, i.e. a new CA and an empty audit log that verifies.
+ * Refuses an initialised data dir whose database is missing or empty: SQLite would silently create a
+ * new one, i.e. a new CA and an empty audit log that verifies. Initialised means the server has run
+ * here: the audit signing key or the admin token, which it writes only once the database exists. A
+ * KEK alone does not count, since it may be provisioned before the first start; it is named
+ * in the message when it is there.
  */
 function refuseLostDatabase(dataDir: string, file: string): void {
   const size = existsSync(file) ? statSync(file).size : -1;
   if (size > 0) return;
-  const keys = ['kek', 'audit-signing.key'].filter((f) => existsSync(join(dataDir, f)));
-  if (keys.length === 0) return;
+  if (!['audit-signing.key', 'admin.token'].some((f) => existsSync(join(dataDir, f)))) return;
+  const keys = ['kek', 'audit-signing.key', 'admin.token'].filter((f) => existsSync(join(dataDir, f)));
   throw new StoreOpenError(
     `data dir ${dataDir} is initialised (${keys.join(', ')}) but its database ${file} is ${size < 0 ? 'missing' : 'empty'}: ` +
       `restore the database file from backup (${RESTORE_DOC}); to start a new trust domain instead, use a new data dir`,

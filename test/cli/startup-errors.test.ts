@@ -4,6 +4,7 @@
  */
 import {
   closeSync,
+  copyFileSync,
   existsSync,
   mkdirSync,
   openSync,
@@ -94,6 +95,15 @@ describe('start-up failures: one clear line', { timeout: 120_000 }, () => {
     expect(missing.code, missing.stderr).toBe(1);
     expect(expectOneLine(missing.stderr)).toContain('missing');
     expect(existsSync(db)).toBe(false);
+
+    // A KEK provisioned before the first start is not an initialised data dir: the server starts.
+    const fresh = join(tempDir(), 'data');
+    mkdirSync(fresh, { mode: 0o700 });
+    copyFileSync(join(dir, 'kek'), join(fresh, 'kek'));
+    const config = configSchema.parse({ data_dir: fresh, server: { port: 0, agent_port: 0 } });
+    const server = await startServer({ config, logger: createLogger('silent'), plugins: serverPlugins(config) });
+    await server.close();
+    expect(statSync(join(fresh, 'nevertrust.db')).size).toBeGreaterThan(0);
   });
 
   it('a corrupt database: one line naming the file, exit 1', async () => {
