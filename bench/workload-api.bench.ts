@@ -91,7 +91,7 @@ function mdRecord(m: grpc.Metadata): Record<string, string> {
 
 function toServiceError(e: unknown): Partial<grpc.StatusObject> {
   return e instanceof GrpcError
-    ? { code: e.code, details: e.message }
+    ? { code: e.grpcStatus, details: e.message }
     : { code: grpc.status.INTERNAL, details: 'internal error' };
 }
 

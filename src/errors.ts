@@ -29,6 +29,11 @@ export interface NevertrustErrorOptions {
   cause?: unknown;
 }
 
+/** `ERR_CSR_MALFORMED` → `csr_malformed`: the lowercase reason code of the JSON wire format. */
+export function wireReason(code: ErrorCode): string {
+  return code.slice(4).toLowerCase();
+}
+
 /** The base of every nevertrust error. `code` is stable; messages may be reworded. */
 export abstract class NevertrustError<C extends ErrorCode = ErrorCode> extends Error {
   abstract override readonly name: string;
@@ -45,6 +50,54 @@ export abstract class NevertrustError<C extends ErrorCode = ErrorCode> extends E
   get expose(): boolean {
     return this.status < 500;
   }
+
+  /** The `error` field of a JSON answer: the code in wire form unless a class keeps an older reason. */
+  get reason(): string {
+    return wireReason(this.code);
+  }
+
+  /** Extra fields of a JSON answer (only ever sent when {@link expose}). */
+  get details(): Record<string, unknown> {
+    return {};
+  }
+}
+
+/** gRPC status names by number (grpc/grpc `doc/statuscodes.md`), for the `ERR_…` code of a gRPC error. */
+const GRPC_NAMES = [
+  'OK',
+  'CANCELLED',
+  'UNKNOWN',
+  'INVALID_ARGUMENT',
+  'DEADLINE_EXCEEDED',
+  'NOT_FOUND',
+  'ALREADY_EXISTS',
+  'PERMISSION_DENIED',
+  'RESOURCE_EXHAUSTED',
+  'FAILED_PRECONDITION',
+  'ABORTED',
+  'OUT_OF_RANGE',
+  'UNIMPLEMENTED',
+  'INTERNAL',
+  'UNAVAILABLE',
+  'DATA_LOSS',
+  'UNAUTHENTICATED',
+] as const;
+
+/** The HTTP status of each gRPC status (grpc-gateway's mapping), same order as {@link GRPC_NAMES}. */
+const GRPC_HTTP = [200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401] as const;
+
+/**
+ * The `ERR_<AREA>_<STATUS NAME>` code and HTTP status of a gRPC status number, so errors carrying a
+ * gRPC status fit the one taxonomy; the number itself stays on the error for the gRPC wire.
+ *
+ * @example
+ * grpcErrorCode('ERR_GRPC', 7); // { code: 'ERR_GRPC_PERMISSION_DENIED', status: 403 }
+ */
+export function grpcErrorCode<A extends ErrorCode>(
+  area: A,
+  grpcStatus: number,
+): { code: `${A}_${string}`; status: number } {
+  return { code: `${area}_${GRPC_NAMES[grpcStatus] ?? 'UNKNOWN'}`, status: GRPC_HTTP[grpcStatus] ?? 500 };
 }
 
 /** Whether `e` is one of ours; a plain `Error` reaching an API boundary is always an internal error. */

@@ -29,6 +29,8 @@ import {
 import { leafNotAfter, ServerCallError, ServerClient } from './server-client.js';
 import type { Selector } from './unix-attestor.js';
 import { type WorkloadIdentity, type WorkloadResolver, WorkloadApiServer } from './workload-api.js';
+import { requirePeerCredentials } from './peercred.js';
+import { NevertrustError } from '../errors.js';
 
 export interface NodeAgentOptions {
   /** Agent port of the server, `https://127.0.0.1:8081`. */
@@ -71,8 +73,12 @@ interface HeldSvid {
 /** CSRs per signing request. */
 const SIGN_BATCH = 200;
 
-export class AgentError extends Error {
+export class AgentError extends NevertrustError<'ERR_AGENT'> {
+  override readonly name = 'AgentError';
   readonly code = 'ERR_AGENT';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, { status: 500, cause: options?.cause });
+  }
 }
 
 function rotateTime(notBefore: number, notAfter: number): number {
@@ -145,6 +151,8 @@ export class NodeAgent
 
   /** Attests (or loads the SVID from disk), starts syncing and serves the Workload API. */
   async start(): Promise<void> {
+    // Without SO_PEERCRED no workload can be attested: say so now, not as denials later.
+    requirePeerCredentials();
     this.loadFromDisk();
     if (!this.agentCert) {
       if (!this.opts.joinToken) {

@@ -5,8 +5,8 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import { join } from 'node:path';
-import { packageRoot } from '../util/package-root.js';
+import { NevertrustError } from '../errors.js';
+import { NativeAddonMissingError, nativeAddonFile } from '../util/native-addon.js';
 
 /** The process on the other end of a Unix socket, as the kernel recorded it at connect(). */
 export interface PeerCredentials {
@@ -16,13 +16,15 @@ export interface PeerCredentials {
 }
 
 /** Thrown when peer credentials cannot be established; callers must deny. */
-export class PeerCredentialsError extends Error {
+export class PeerCredentialsError extends NevertrustError<
+  'ERR_PEERCRED_ADDON_MISSING' | 'ERR_PEERCRED_NO_FD' | 'ERR_PEERCRED_GETSOCKOPT'
+> {
   override readonly name = 'PeerCredentialsError';
   constructor(
     readonly code: 'ERR_PEERCRED_ADDON_MISSING' | 'ERR_PEERCRED_NO_FD' | 'ERR_PEERCRED_GETSOCKOPT',
     message: string,
   ) {
-    super(message);
+    super(message, { status: 500 });
   }
 }
 
@@ -35,29 +37,45 @@ let addonError: PeerCredentialsError | undefined;
 
 /** Where the addon is looked for, in order (node-gyp's Release build, then a Debug build). */
 export function peerCredAddonCandidates(): string[] {
-  const base = join(packageRoot(), 'native', 'peercred', 'build');
-  return [join(base, 'Release', 'peercred.node'), join(base, 'Debug', 'peercred.node')];
+  return [nativeAddonFile('peercred', 'Release'), nativeAddonFile('peercred', 'Debug')];
+}
+
+function missing(detail?: string): PeerCredentialsError {
+  return new PeerCredentialsError(
+    'ERR_PEERCRED_ADDON_MISSING',
+    new NativeAddonMissingError('peercred', detail).message,
+  );
 }
 
 function loadAddon(): PeerCredAddon {
   if (addon) return addon;
   if (addonError) throw addonError;
   const file = peerCredAddonCandidates().find((f) => existsSync(f));
-  if (!file) {
-    addonError = new PeerCredentialsError(
-      'ERR_PEERCRED_ADDON_MISSING',
-      'the peercred addon is not built (expected native/peercred/build/Release/peercred.node); ' +
-        'run `npx node-gyp rebuild --directory native/peercred`',
-    );
-    throw addonError;
+  if (!file) throw missing();
+  let loaded: Partial<PeerCredAddon>;
+  try {
+    loaded = createRequire(import.meta.url)(file) as Partial<PeerCredAddon>;
+  } catch (e) {
+    // Built for another Node (ABI) or another machine: as good as missing.
+    throw missing(`${file} does not load: ${(e as Error).message.split('\n')[0]}`);
   }
-  const loaded = createRequire(import.meta.url)(file) as Partial<PeerCredAddon>;
-  if (typeof loaded.getPeerCred !== 'function') {
-    addonError = new PeerCredentialsError('ERR_PEERCRED_ADDON_MISSING', `${file} does not export getPeerCred`);
-    throw addonError;
-  }
+  if (typeof loaded.getPeerCred !== 'function') throw missing(`${file} does not export getPeerCred`);
   addon = loaded as PeerCredAddon;
   return addon;
+}
+
+/**
+ * Loads the addon now, so a process that needs it (the agent, `nevertrust up`) refuses to start
+ * with one clear line instead of denying every workload later.
+ *
+ * @example
+ * ```ts
+ * requirePeerCredentials(); // throws PeerCredentialsError ERR_PEERCRED_ADDON_MISSING when not built
+ * ```
+ * @throws {PeerCredentialsError}
+ */
+export function requirePeerCredentials(): void {
+  loadAddon();
 }
 
 /**

@@ -5,15 +5,23 @@
 import { X509Certificate } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
 import { Agent, request } from 'undici';
+import { NevertrustError } from '../errors.js';
 
-export class ServerCallError extends Error {
+export class ServerCallError extends NevertrustError<'ERR_SERVER_CALL_REFUSED'> {
+  override readonly name = 'ServerCallError';
+  readonly code = 'ERR_SERVER_CALL_REFUSED';
   constructor(
-    readonly status: number,
+    /** The server's HTTP status. */
+    status: number,
+    /** The server's wire reason, e.g. `agent_banned`. */
     readonly error: string,
     message: string,
   ) {
-    super(message);
-    this.name = 'ServerCallError';
+    super(message, { status });
+  }
+
+  override get reason(): string {
+    return this.error;
   }
 }
 

@@ -12,6 +12,7 @@ import { closeSync, fstatSync, openSync, readFileSync, readlinkSync, statSync } 
 import { open } from 'node:fs/promises';
 import type { PeerCredentials } from './peercred.js';
 import { NAME_RE, NUMERIC_RE, type Selector, type UnixSelectorKey } from '../registration/selector.js';
+import { NevertrustError } from '../errors.js';
 
 export type AttestationErrorCode =
   | 'ERR_ATTEST_PROCESS_GONE'
@@ -20,13 +21,14 @@ export type AttestationErrorCode =
   | 'ERR_ATTEST_PROC_UNREADABLE';
 
 /** Thrown when a caller cannot be attested; the Workload API denies the call. */
-export class AttestationError extends Error {
+export class AttestationError extends NevertrustError<AttestationErrorCode> {
   override readonly name = 'AttestationError';
   constructor(
     readonly code: AttestationErrorCode,
     message: string,
   ) {
-    super(message);
+    // An unreadable /proc is ours; a caller that cannot be attested is refused.
+    super(message, { status: code === 'ERR_ATTEST_PROC_UNREADABLE' ? 500 : 403 });
   }
 }
 

@@ -18,6 +18,7 @@ import { normalizeClipped } from './clip.js';
 import { type AuditEvent, type AuditEventInput, DEFAULT_MAX_EVENT_BYTES } from './event.js';
 import { EventQueue } from './event-queue.js';
 import type { AuditLogger } from './log.js';
+import { NevertrustError } from '../errors.js';
 
 /** Where batches go. `append` resolves only once the events are durable (committed or acknowledged). */
 export interface AuditSink {
@@ -27,11 +28,11 @@ export interface AuditSink {
 }
 
 /** A sink's permanent refusal (e.g. 400 from the server): retrying cannot help. */
-export class AuditSinkRejectedError extends Error {
+export class AuditSinkRejectedError extends NevertrustError<'ERR_AUDIT_SINK_REJECTED'> {
+  override readonly name = 'AuditSinkRejectedError';
   readonly code = 'ERR_AUDIT_SINK_REJECTED';
   constructor(message: string) {
-    super(message);
-    this.name = 'AuditSinkRejectedError';
+    super(message, { status: 502 });
   }
 }
 

@@ -9,7 +9,7 @@
 import { type Command, CommanderError } from 'commander';
 import { ConfigError } from '../config/errors.js';
 import type { formatIssue as FormatIssue, PolicyLoadError as PolicyLoadErrorClass } from '../policy/yamldoc.js';
-import { StoreOpenError } from '../store/errors.js';
+import { isNevertrustError } from '../errors.js';
 import { CliError } from './errors.js';
 import { buildProgram } from './program.js';
 
@@ -20,18 +20,6 @@ async function asPolicyLoadError(
   if (!(e instanceof Error) || e.name !== 'PolicyLoadError') return undefined;
   const { PolicyLoadError, formatIssue } = await import('../policy/yamldoc.js');
   return e instanceof PolicyLoadError ? { error: e, format: formatIssue } : undefined;
-}
-
-/** The server's start failure, if `e` is one. */
-async function isServerStartError(e: unknown): Promise<boolean> {
-  if (!(e instanceof Error) || e.name !== 'ServerStartError') return false;
-  const { ServerStartError } = await import('../server/server.js');
-  return e instanceof ServerStartError;
-}
-
-/** Errors whose message is already the whole story for a person. */
-async function isExpected(e: unknown): Promise<boolean> {
-  return e instanceof StoreOpenError || e instanceof CliError || (await isServerStartError(e));
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -63,7 +51,8 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`nevertrust: invalid configuration\n${e.message}\n`);
       return 2;
     }
-    if (e instanceof Error && (await isExpected(e))) {
+    // Every error of ours is one line that already tells the whole story; a stack is only for bugs.
+    if (isNevertrustError(e)) {
       process.stderr.write(`nevertrust: ${e.message}\n`);
       return e instanceof CliError ? e.exitCode : 1;
     }

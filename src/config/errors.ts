@@ -1,4 +1,5 @@
 /** One problem in the configuration, located precisely enough to fix without guessing. */
+import { NevertrustError } from '../errors.js';
 export interface ConfigProblem {
   /** `nevertrust.yaml:3:9`, `environment variable NEVERTRUST_SERVER_PORT`, `flag --port`, or `defaults`. */
   where: string;
@@ -12,11 +13,11 @@ export interface ConfigProblem {
 }
 
 /** Thrown for any bad configuration; its message is the whole human report, one problem per line. */
-export class ConfigError extends Error {
+export class ConfigError extends NevertrustError<'ERR_CONFIG'> {
+  override readonly name = 'ConfigError';
   readonly code = 'ERR_CONFIG';
   constructor(readonly problems: ConfigProblem[]) {
-    super(problems.map(formatProblem).join('\n'));
-    this.name = 'ConfigError';
+    super(problems.map(formatProblem).join('\n'), { status: 400 });
   }
 }
 

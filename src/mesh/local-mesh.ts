@@ -13,6 +13,7 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { NodeAgent } from '../agent/node-agent.js';
+import { requirePeerCredentials } from '../agent/peercred.js';
 import type { Config } from '../config/index.js';
 import { DuplicateEntryError } from '../store/index.js';
 import { type RunningServer, type ServerEvent, type ServerPlugin, startServer } from '../server/index.js';
@@ -20,6 +21,7 @@ import { packageRoot } from '../util/package-root.js';
 import { listen } from '../util/listen.js';
 import type { Logger } from '../util/logger.js';
 import { judge, SERVICES, type ServiceName, type Step, type StepResult } from './scenario.js';
+import { NevertrustError } from '../errors.js';
 
 export interface ServiceInfo {
   name: ServiceName;
@@ -112,15 +114,19 @@ function serviceBinary(dir: string, name: string): string {
 }
 
 /** A service process that exited before it was ready; `addressInUse` when its port was taken. */
-export class ServiceStartError extends Error {
+export class ServiceStartError extends NevertrustError<'ERR_MESH_SERVICE_START'> {
   override readonly name = 'ServiceStartError';
+  readonly code = 'ERR_MESH_SERVICE_START';
   readonly addressInUse: boolean;
   constructor(
     readonly service: string,
-    code: number | null,
+    /** What happened, e.g. `exited with 1` or `did not start within 30 s`. */
+    what: string,
     stderr: string,
   ) {
-    super(`${service} exited with ${code}: ${stderr.trim().split('\n').slice(-3).join(' ')}`);
+    // The last lines of its stderr, on one line: the cause without a page of stack.
+    const tail = stderr.trim().split('\n').slice(-3).join(' ');
+    super(`${service} ${what}${tail ? `: ${tail}` : ''}`);
     this.addressInUse = stderr.includes('EADDRINUSE');
   }
 }
@@ -146,6 +152,9 @@ export class LocalMesh {
     const root = packageRoot();
     const policies = resolve(opts.policies ?? config.policies ?? join(root, 'examples', 'policies', 'payments'));
     const dataDir = resolve(config.data_dir);
+    // The in-process agent attests the services by SO_PEERCRED: without the addon nothing could
+    // start, so say what to build before starting anything (not after 30 s of denied workloads).
+    requirePeerCredentials();
     const server = await startServer({ config: { ...config, policies }, logger, plugins: opts.plugins });
     try {
       // Workloads reach the socket in <data-dir>/public; the data dir is traverse-only for others.
@@ -257,7 +266,10 @@ export class LocalMesh {
           child.stderr?.on('data', (d: Buffer) => {
             stderr = (stderr + d.toString()).slice(-4000);
           });
-          const timer = setTimeout(() => reject(new Error(`${svc.name} did not start within 30 s: ${stderr}`)), 30_000);
+          const timer = setTimeout(
+            () => reject(new ServiceStartError(svc.name, 'did not start within 30 s', stderr)),
+            30_000,
+          );
           child.on('message', (m: { type?: string; event?: ServerEvent; service?: string }) => {
             if (m.type === 'ready') {
               svc.ready = true;
@@ -274,7 +286,7 @@ export class LocalMesh {
             // mesh starts stopping them: a clean exit of a running service is not an error.
             const clean = wasReady && (code === 0 || signal === 'SIGINT' || signal === 'SIGTERM');
             this.opts.logger[clean ? 'warn' : 'error']({ service: svc.name, code, signal, stderr }, 'service exited');
-            reject(new ServiceStartError(svc.name, code, stderr));
+            reject(new ServiceStartError(svc.name, `exited with ${code ?? signal}`, stderr));
           });
         }),
     );

@@ -4,16 +4,25 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { AccessRequest } from '../policy/index.js';
+import { NevertrustError } from '../errors.js';
 
 /** A request body that cannot be used; `status` is what to answer (400, 408, 413). */
-export class BodyError extends Error {
+export class BodyError extends NevertrustError<'ERR_BODY_BAD_JSON' | 'ERR_BODY_TIMEOUT' | 'ERR_BODY_TOO_LARGE'> {
   override readonly name = 'BodyError';
+  readonly code: 'ERR_BODY_BAD_JSON' | 'ERR_BODY_TIMEOUT' | 'ERR_BODY_TOO_LARGE';
   constructor(
-    readonly status: 400 | 408 | 413,
-    readonly code: 'bad_json' | 'body_timeout' | 'body_too_large',
+    status: 400 | 408 | 413,
+    /** The wire reason (`error` of the JSON answer) decision clients already switch on. */
+    readonly wire: 'bad_json' | 'body_timeout' | 'body_too_large',
     message: string,
   ) {
-    super(message);
+    super(message, { status });
+    this.code =
+      wire === 'bad_json' ? 'ERR_BODY_BAD_JSON' : wire === 'body_timeout' ? 'ERR_BODY_TIMEOUT' : 'ERR_BODY_TOO_LARGE';
+  }
+
+  override get reason(): string {
+    return this.wire;
   }
 }
 

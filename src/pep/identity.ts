@@ -9,6 +9,7 @@
 import { z } from 'zod';
 import { type Cidr, cidrContains, parseCidr, parseIp } from '../policy/index.js';
 import { type BundleSource, parseSpiffeId, verifyX509Svid, X509SvidError } from '../spiffe/index.js';
+import { NevertrustError } from '../errors.js';
 
 /** One XFCC element: the client certificate facts one proxy hop added. Keys are lower-case. */
 export interface XfccElement {
@@ -25,9 +26,12 @@ export interface XfccElement {
 }
 
 /** Thrown for an XFCC header that cannot be parsed (an unterminated quote, a pair without `=`). */
-export class XfccParseError extends Error {
+export class XfccParseError extends NevertrustError<'ERR_XFCC_MALFORMED'> {
   override readonly name = 'XfccParseError';
   readonly code = 'ERR_XFCC_MALFORMED';
+  constructor(message: string) {
+    super(message, { status: 400 });
+  }
 }
 
 /**

@@ -4,6 +4,7 @@
  */
 import { isMap, isScalar, isSeq, type LineCounter, type Node, type Document as YamlDocument } from 'yaml';
 import type { SourceLocation } from './model.js';
+import { NevertrustError } from '../errors.js';
 
 /** One mistake in a policy or test file. */
 export interface PolicyIssue {
@@ -16,13 +17,14 @@ export interface PolicyIssue {
 }
 
 /** Thrown when a policy set is rejected; `issues` holds every mistake found, `message` the first. */
-export class PolicyLoadError extends Error {
+export class PolicyLoadError extends NevertrustError<'ERR_POLICY_INVALID'> {
+  override readonly name = 'PolicyLoadError';
+  readonly code = 'ERR_POLICY_INVALID';
   readonly issues: readonly PolicyIssue[];
   constructor(issues: PolicyIssue[]) {
     const first = issues[0];
     const more = issues.length > 1 ? ` (and ${issues.length - 1} more)` : '';
-    super(first ? `${formatIssue(first)}${more}` : 'policy set rejected');
-    this.name = 'PolicyLoadError';
+    super(first ? `${formatIssue(first)}${more}` : 'policy set rejected', { status: 400 });
     this.issues = issues;
   }
 }

@@ -13,6 +13,7 @@ import { TARGET_LIMITS } from '../audit/event.js';
 import { clipText } from '../audit/clip.js';
 import type { Store } from '../store/index.js';
 import type { ServerEvents } from './events.js';
+import { NevertrustError } from '../errors.js';
 
 export const ADMIN_TOKEN_FILE = 'admin.token';
 const KV_NS = 'admin';
@@ -24,14 +25,15 @@ export interface AdminPrincipal {
   id: string;
 }
 
-export class AdminAuthError extends Error {
+export class AdminAuthError extends NevertrustError<'ERR_ADMIN_AUTH'> {
+  override readonly name = 'AdminAuthError';
   readonly code = 'ERR_ADMIN_AUTH';
-  constructor(
-    message: string,
-    readonly status: 401 | 403 = 401,
-  ) {
-    super(message);
-    this.name = 'AdminAuthError';
+  constructor(message: string, status: 401 | 403 = 401) {
+    super(message, { status });
+  }
+
+  override get reason(): string {
+    return 'unauthenticated';
   }
 }
 

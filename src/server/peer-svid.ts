@@ -6,9 +6,18 @@
 import type { TLSSocket } from 'node:tls';
 import { peerChain } from '../pep/mtls/index.js';
 import { type BundleSource, type VerifiedX509Svid, verifyX509Svid } from '../spiffe/index.js';
+import { NevertrustError } from '../errors.js';
 
-export class PeerSvidError extends Error {
+export class PeerSvidError extends NevertrustError<'ERR_PEER_SVID'> {
+  override readonly name = 'PeerSvidError';
   readonly code = 'ERR_PEER_SVID';
+  constructor(message: string) {
+    super(message, { status: 401 });
+  }
+
+  override get reason(): string {
+    return 'unauthenticated';
+  }
 }
 
 /** Verifies the peer's SVID; throws PeerSvidError with the reason. */

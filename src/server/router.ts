@@ -4,6 +4,7 @@
  * request that the decision API cannot afford.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isNevertrustError, NevertrustError } from '../errors.js';
 
 export type Handler = (req: IncomingMessage, res: ServerResponse, url: URL) => void | Promise<void>;
 
@@ -59,20 +60,40 @@ export function sendText(
   res.end(text);
 }
 
-export class BodyTooLargeError extends Error {
+/** A request body over the route's limit: 413 `body_too_large`. */
+export class BodyTooLargeError extends NevertrustError<'ERR_BODY_TOO_LARGE'> {
+  override readonly name = 'BodyTooLargeError';
   readonly code = 'ERR_BODY_TOO_LARGE';
+  constructor(message: string) {
+    super(message, { status: 413 });
+  }
 }
 
-/** An error that is the caller's fault: answered with `status` and a JSON body `{error, message, …details}`. */
-export class HttpError extends Error {
+/**
+ * An error that is the caller's fault: answered with `status` and a JSON body `{error, message, …details}`.
+ * `error` is the lowercase wire reason (the contract clients switch on); `code` is `ERR_HTTP_<REASON>`.
+ */
+export class HttpError extends NevertrustError {
+  override readonly name = 'HttpError';
+  readonly code: `ERR_HTTP_${string}`;
+  private readonly extra: Record<string, unknown>;
   constructor(
-    readonly status: number,
+    status: number,
     readonly error: string,
     message: string,
-    readonly details: Record<string, unknown> = {},
+    details: Record<string, unknown> = {},
   ) {
-    super(message);
-    this.name = 'HttpError';
+    super(message, { status });
+    this.code = `ERR_HTTP_${error.toUpperCase()}`;
+    this.extra = details;
+  }
+
+  override get reason(): string {
+    return this.error;
+  }
+
+  override get details(): Record<string, unknown> {
+    return this.extra;
   }
 }
 
@@ -98,24 +119,45 @@ export function readBody(req: IncomingMessage, limit = 1 << 20): Promise<Buffer>
     }
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (c: Buffer) => {
+    const onData = (c: Buffer) => {
       size += c.length;
       if (size > limit) {
+        // Not destroyed here: the 413 must reach the caller first. The rest is discarded until
+        // dispatch() has answered with `connection: close`.
+        req.off('data', onData);
+        req.resume();
         reject(new BodyTooLargeError(`request body over ${limit} bytes`));
-        req.destroy();
         return;
       }
       chunks.push(c);
-    });
+    };
+    req.on('data', onData);
     req.on('end', () => resolvePromise(Buffer.concat(chunks)));
     req.on('error', reject);
   });
 }
 
 /**
- * Answers one request through `router`: 404/405 for unknown routes, and every error as a JSON reason
- * code (413 body too large, 400 broken percent-encoding, an HttpError's own status, else 500 with
- * the details in the log only). Returns a low-cardinality route label for metrics.
+ * The one mapping from an error to an HTTP answer. A {@link NevertrustError} below 500 is the
+ * caller's fault: its status, reason and message. A broken percent-encoding is a 400. Anything else
+ * (a status of 500 or more, a plain Error) is ours: 500 with a fixed message, `log` true.
+ */
+export function errorAnswer(e: unknown): { status: number; body: Record<string, unknown>; log: boolean } {
+  if (isNevertrustError(e) && e.expose)
+    return { status: e.status, body: { error: e.reason, message: e.message, ...e.details }, log: false };
+  // A path or query with broken percent-encoding is the caller's mistake, never a 500.
+  if (e instanceof URIError)
+    return {
+      status: 400,
+      body: { error: 'bad_request', message: 'malformed percent-encoding in the request' },
+      log: false,
+    };
+  return { status: 500, body: { error: 'internal', message: 'internal error' }, log: true };
+}
+
+/**
+ * Answers one request through `router`: 404/405 for unknown routes, and every error through
+ * {@link errorAnswer} (internals only in the log). Returns a low-cardinality route label for metrics.
  *
  * @example
  * ```ts
@@ -142,20 +184,12 @@ export async function dispatch(
       sendJson(res, 405, { error: 'method_not_allowed', message: `${req.method} not allowed on ${url.pathname}` });
     else await route(req, res, url);
   } catch (e) {
-    if (e instanceof BodyTooLargeError) {
-      if (!res.headersSent) sendJson(res, 413, { error: 'body_too_large', message: e.message });
-    } else if (e instanceof URIError) {
-      // A path or query with broken percent-encoding is the caller's mistake, never a 500.
-      if (!res.headersSent)
-        sendJson(res, 400, { error: 'bad_request', message: 'malformed percent-encoding in the request' });
-    } else if (e instanceof HttpError) {
-      if (!res.headersSent) sendJson(res, e.status, { error: e.error, message: e.message, ...e.details });
-    } else {
-      logError(e, url.pathname);
-      // Internals stay in the log; the caller gets a reason code only.
-      if (!res.headersSent) sendJson(res, 500, { error: 'internal', message: 'internal error (see server log)' });
-      else res.destroy();
-    }
+    const answer = errorAnswer(e);
+    if (answer.log) logError(e, url.pathname);
+    if (!res.headersSent) {
+      // A body left unread (e.g. over the limit) is not drained forever: answer, then close.
+      sendJson(res, answer.status, answer.body, req.complete ? {} : { connection: 'close' });
+    } else if (answer.log) res.destroy();
   }
   return typeof route === 'function' ? url.pathname.split('/').slice(0, 3).join('/') : 'unmatched';
 }

@@ -3,16 +3,18 @@
  * that a port conflict fails before anything touches the data dir, then opens and migrates the store
  * (`/readyz` turns 200 only after that), then registers plugins that add their routes.
  */
+import { statSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/index.js';
-import { openStore, type Store } from '../store/index.js';
+import { openStore, type Store, sqliteCorruption } from '../store/index.js';
 import type { Logger } from '../util/logger.js';
 import { AdminAuth, AdminAuthError, type AdminPrincipal, recordAdminRefusal } from './admin-auth.js';
 import { ServerEvents } from './events.js';
 import { ServerMetrics } from './metrics.js';
 import { dispatch, type Handler, Router, sendJson, sendText } from './router.js';
 import { listen } from '../util/listen.js';
+import { NevertrustError } from '../errors.js';
 
 export interface ServerContext {
   readonly config: Config;
@@ -55,11 +57,11 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export class ServerStartError extends Error {
+export class ServerStartError extends NevertrustError<'ERR_SERVER_START'> {
+  override readonly name = 'ServerStartError';
   readonly code = 'ERR_SERVER_START';
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'ServerStartError';
+    super(message, { status: 500, cause: options?.cause });
   }
 }
 
@@ -86,6 +88,25 @@ async function listenOrExplain(server: Server, host: string, port: number): Prom
     throw new ServerStartError(`cannot listen on ${host}:${port}: ${err.message}`, { cause: err });
   }
   return server.address() as AddressInfo;
+}
+
+/**
+ * The data dir holds the KEK, the admin token and the audit key: readable or writable by group or
+ * others is a warning (traverse-only 0711, which the agent's public socket dir needs, is fine).
+ */
+function warnLooseDataDir(dir: string, logger: Logger): void {
+  let mode: number;
+  try {
+    mode = statSync(dir).mode & 0o777;
+  } catch {
+    return; // PostgreSQL without a data dir yet: nothing to warn about.
+  }
+  if ((mode & 0o066) !== 0) {
+    logger.warn(
+      { dataDir: dir, mode: mode.toString(8) },
+      `data dir ${dir} is open to group or others (mode ${mode.toString(8)}): run chmod 700 ${dir}`,
+    );
+  }
 }
 
 /**
@@ -149,6 +170,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const plugins = opts.plugins ?? [];
   try {
     store = await openStore({ url: config.database.url, dataDir: config.data_dir });
+    warnLooseDataDir(config.data_dir, logger);
     const admin = await AdminAuth.init(store, config.data_dir);
     const ctx: ServerContext = {
       config,
@@ -165,7 +187,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     await closeHttp();
     for (const p of plugins) await Promise.resolve(p.close?.()).catch(() => {});
     await store?.close().catch(() => {});
-    throw e;
+    // A damaged page may first be read by a plugin (CA state, audit log): one line naming the file.
+    throw (store?.engine === 'sqlite' && sqliteCorruption(e, store.location)) || e;
   }
   ready = true;
   metrics.ready.set(1);

@@ -4,6 +4,7 @@
  * certificate, and so the CA can assemble a TBSCertificate with no per-field objects.
  * @internal not part of the public API
  */
+import { NevertrustError } from '../errors.js';
 
 export const TAG = {
   BOOLEAN: 0x01,
@@ -22,8 +23,13 @@ export const TAG = {
 } as const;
 
 /** Raised on any malformed DER; callers wrap it into their own error kind. */
-export class DerError extends Error {
+export class DerError extends NevertrustError<'ERR_DER_MALFORMED'> {
   override readonly name = 'DerError';
+  readonly code = 'ERR_DER_MALFORMED';
+  constructor(message: string) {
+    // Malformed DER comes from the caller (a certificate or CSR it sent).
+    super(message, { status: 400 });
+  }
 }
 
 /** One decoded TLV; `value` and `raw` are views into the input, not copies. */

@@ -3,14 +3,15 @@ import type { Kysely, Selectable } from 'kysely';
 import type { RegistrationEntry } from '../registration/entry.js';
 import { StoreConflictError } from './errors.js';
 import type { Database, RegistrationEntryTable } from './schema.js';
+import { NevertrustError } from '../errors.js';
 
 export type NewEntry = Omit<RegistrationEntry, 'id' | 'revision' | 'createdAt' | 'updatedAt'>;
 
-export class DuplicateEntryError extends Error {
+export class DuplicateEntryError extends NevertrustError<'ERR_ENTRY_DUPLICATE'> {
+  override readonly name = 'DuplicateEntryError';
   readonly code = 'ERR_ENTRY_DUPLICATE';
   constructor(readonly existingId: string) {
-    super(`an entry with the same SPIFFE ID, parent and selectors already exists (${existingId})`);
-    this.name = 'DuplicateEntryError';
+    super(`an entry with the same SPIFFE ID, parent and selectors already exists (${existingId})`, { status: 409 });
   }
 }
 

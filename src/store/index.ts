@@ -10,7 +10,9 @@ export {
   migrateToLatest,
   type OpenStoreOptions,
   openStore,
+  RESTORE_DOC,
   redactUrl,
   type Store,
+  sqliteCorruption,
 } from './open.js';
 export type { Database } from './schema.js';

@@ -2,7 +2,7 @@
  * Opens the store: SQLite in the data dir by default, PostgreSQL when the URL says so. Migrations run
  * on open, under kysely's migration lock, so several servers may start against one PostgreSQL at once.
  */
-import { accessSync, chmodSync, constants, mkdirSync } from 'node:fs';
+import { accessSync, chmodSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { Kysely, type Migration, type MigrationProvider, Migrator, PostgresDialect, sql } from 'kysely';
@@ -86,6 +86,41 @@ function ensureDataDir(dir: string): void {
   }
 }
 
+/** Where the backup and restore steps are documented (named in the errors that need them). */
+export const RESTORE_DOC = 'docs/operations.md#backup-and-restore';
+
+/**
+ * A SQLite corruption error (`SQLITE_CORRUPT*`, `SQLITE_NOTADB`), as one line that names the file
+ * and what to do; undefined for any other error. Corruption can surface at open, in a migration, or
+ * in the first query that reads a damaged page, so every start-up step passes its errors through here.
+ */
+export function sqliteCorruption(e: unknown, file: string): StoreOpenError | undefined {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !(code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB')) return undefined;
+  return new StoreOpenError(
+    `SQLite database ${file} is damaged (${(e as Error).message}): stop the server and restore it from backup (${RESTORE_DOC})`,
+    { cause: e },
+  );
+}
+
+/**
+ * Refuses an initialised data dir whose database is missing or empty: SQLite would silently create a
+ * new one, i.e. a new CA and an empty audit log that verifies. Initialised means the server has run
+ * here: the audit signing key or the admin token, which it writes only once the database exists. A
+ * KEK alone does not count, since it may be provisioned before the first start; it is named
+ * in the message when it is there.
+ */
+function refuseLostDatabase(dataDir: string, file: string): void {
+  const size = existsSync(file) ? statSync(file).size : -1;
+  if (size > 0) return;
+  if (!['audit-signing.key', 'admin.token'].some((f) => existsSync(join(dataDir, f)))) return;
+  const keys = ['kek', 'audit-signing.key', 'admin.token'].filter((f) => existsSync(join(dataDir, f)));
+  throw new StoreOpenError(
+    `data dir ${dataDir} is initialised (${keys.join(', ')}) but its database ${file} is ${size < 0 ? 'missing' : 'empty'}: ` +
+      `restore the database file from backup (${RESTORE_DOC}); to start a new trust domain instead, use a new data dir`,
+  );
+}
+
 function openSqlite(file: string): { db: Kysely<Database>; native: SqliteDatabase.Database } {
   let native: SqliteDatabase.Database;
   try {
@@ -103,7 +138,10 @@ function openSqlite(file: string): { db: Kysely<Database>; native: SqliteDatabas
     native.pragma('busy_timeout = 5000');
     native.pragma('foreign_keys = ON');
   } catch (e) {
-    throw new StoreOpenError(`cannot open SQLite database ${file}: ${(e as Error).message}`, { cause: e });
+    throw (
+      sqliteCorruption(e, file) ??
+      new StoreOpenError(`cannot open SQLite database ${file}: ${(e as Error).message}`, { cause: e })
+    );
   }
   return { db: new Kysely<Database>({ dialect: new LockingSqliteDialect({ database: native }) }), native };
 }
@@ -183,6 +221,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     engine = 'sqlite';
     ensureDataDir(dataDir);
     const file = opts.url ? resolve(opts.url.slice('sqlite:'.length)) : join(dataDir, 'nevertrust.db');
+    refuseLostDatabase(dataDir, file);
     location = file;
     ({ db, native } = openSqlite(file));
   }
@@ -190,7 +229,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     if (opts.migrate !== false) await migrateToLatest(db);
   } catch (e) {
     await db.destroy().catch(() => {});
-    throw e;
+    throw (engine === 'sqlite' && sqliteCorruption((e as { cause?: unknown }).cause ?? e, location)) || e;
   }
   let closed = false;
   return {

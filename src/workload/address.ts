@@ -3,13 +3,18 @@
  * `unix:///path` (or `unix:/path`) or `tcp://<ip>:<port>`, usually from `SPIFFE_ENDPOINT_SOCKET`.
  */
 import { isIP } from 'node:net';
+import { NevertrustError } from '../errors.js';
 
 /** The environment variable SPIFFE clients read the endpoint from. */
 export const SPIFFE_ENDPOINT_SOCKET = 'SPIFFE_ENDPOINT_SOCKET';
 
 /** Thrown for a missing or malformed endpoint address. */
-export class EndpointAddressError extends Error {
+export class EndpointAddressError extends NevertrustError<'ERR_WORKLOAD_ADDRESS'> {
   override readonly name = 'EndpointAddressError';
+  readonly code = 'ERR_WORKLOAD_ADDRESS';
+  constructor(message: string) {
+    super(message, { status: 400 });
+  }
 }
 
 /** A parsed endpoint, with the target string `@grpc/grpc-js` understands. */

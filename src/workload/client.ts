@@ -15,24 +15,34 @@ import {
 } from '../spiffe/index.js';
 import { type EndpointAddress, resolveEndpoint } from './address.js';
 import { workloadProtoPath } from './paths.js';
+import { grpcErrorCode, NevertrustError } from '../errors.js';
 
 /** Metadata key and value every Workload API call carries. */
 export const WORKLOAD_API_HEADER = 'workload.spiffe.io';
 
 /** A Workload API call failed; `code` is the gRPC status code (e.g. 7 PermissionDenied). */
-export class WorkloadApiError extends Error {
+export class WorkloadApiError extends NevertrustError<`ERR_WORKLOAD_API_${string}`> {
   override readonly name = 'WorkloadApiError';
+  /** `ERR_WORKLOAD_API_<STATUS NAME>`, e.g. `ERR_WORKLOAD_API_PERMISSION_DENIED`. */
+  readonly code: `ERR_WORKLOAD_API_${string}`;
   constructor(
-    readonly code: number,
+    /** The gRPC status number the Workload API answered (e.g. 7, PERMISSION_DENIED). */
+    readonly grpcCode: number,
     message: string,
   ) {
-    super(message);
+    const { code, status } = grpcErrorCode('ERR_WORKLOAD_API', grpcCode);
+    super(message, { status });
+    this.code = code;
   }
 }
 
 /** The Workload API answered something that is not a valid SVID or bundle. */
-export class WorkloadResponseError extends Error {
+export class WorkloadResponseError extends NevertrustError<'ERR_WORKLOAD_RESPONSE'> {
   override readonly name = 'WorkloadResponseError';
+  readonly code = 'ERR_WORKLOAD_RESPONSE';
+  constructor(message: string) {
+    super(message, { status: 502 });
+  }
 }
 
 /** One X.509-SVID as a workload uses it. */
@@ -263,7 +273,7 @@ export class WorkloadApiClient {
   /**
    * Validates a JWT-SVID through the agent (ValidateJWTSVID).
    *
-   * @throws {WorkloadApiError} code 3 (InvalidArgument) for a token that does not validate
+   * @throws {WorkloadApiError} grpcCode 3 (`ERR_WORKLOAD_API_INVALID_ARGUMENT`) for a token that does not validate
    */
   validateJwtSvid(token: string, audience: string): Promise<ValidatedJwtSvid> {
     return new Promise((resolve, reject) => {

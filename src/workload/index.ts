@@ -46,7 +46,7 @@ export {
  * ```ts
  * const { spiffeId, claims } = await validateJwtSvid(token, 'payments');
  * ```
- * @throws {WorkloadApiError} code 3 when the token does not validate
+ * @throws {WorkloadApiError} grpcCode 3 (`ERR_WORKLOAD_API_INVALID_ARGUMENT`) when the token does not validate
  */
 export async function validateJwtSvid(
   token: string,

@@ -47,7 +47,7 @@ export class JwtSource {
   /**
    * A JWT-SVID (compact JWS) for `audience`, from the cache while fresh.
    *
-   * @throws {WorkloadApiError} e.g. code 7 when the workload has no identity
+   * @throws {WorkloadApiError} e.g. grpcCode 7 (`ERR_WORKLOAD_API_PERMISSION_DENIED`) when the workload has no identity
    */
   async fetchToken(audience: readonly string[] | string, opts: { spiffeId?: string } = {}): Promise<string> {
     return (await this.fetchSvid(audience, opts)).token;

@@ -14,10 +14,15 @@ import {
   type X509Context,
   type X509Svid,
 } from './client.js';
+import { NevertrustError } from '../errors.js';
 
 /** Thrown when no valid SVID is available (never received, expired, revoked, or the source is closed). */
-export class X509SourceError extends Error {
+export class X509SourceError extends NevertrustError<'ERR_X509_SOURCE'> {
   override readonly name = 'X509SourceError';
+  readonly code = 'ERR_X509_SOURCE';
+  constructor(message: string) {
+    super(message, { status: 503 });
+  }
 }
 
 export interface BackoffOptions {
@@ -135,7 +140,7 @@ export class X509Source extends EventEmitter<X509SourceEvents> {
     this.watch = undefined;
     if (this.closed) return;
     this.lastError = err;
-    if (err instanceof WorkloadApiError && err.code === status.PERMISSION_DENIED && this.ctx) {
+    if (err instanceof WorkloadApiError && err.grpcCode === status.PERMISSION_DENIED && this.ctx) {
       // The agent says this workload no longer has an identity: stop serving the old one.
       this.ctx = undefined;
       this.emit('revoked', err);

@@ -119,7 +119,7 @@ describe('GrpcServer over node:http2 (client: @grpc/grpc-js)', () => {
     await three;
     expect(got).toEqual(['n0', 'n1', 'n2']);
     call.cancel();
-    expect(await aborted).toMatchObject({ code: Status.CANCELLED });
+    expect(await aborted).toMatchObject({ grpcStatus: Status.CANCELLED, code: 'ERR_GRPC_CANCELLED' });
   });
 
   it('ends a stream with OK when the handler returns', async () => {

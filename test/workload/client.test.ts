@@ -113,7 +113,7 @@ describe('X509Source', () => {
     try {
       const revoked = new Promise<Error>((r) => source.once('revoked', r));
       resolver.remove(ID);
-      expect(await revoked).toMatchObject({ code: 7 });
+      expect(await revoked).toMatchObject({ grpcCode: 7, code: 'ERR_WORKLOAD_API_PERMISSION_DENIED' });
       expect(() => source.svid).toThrow(X509SourceError);
       const back = nextUpdate(source);
       resolver.add(ID, ['unix:uid:0']);
@@ -159,11 +159,17 @@ describe('JwtSource and JWT helpers', () => {
   it('reports API errors with their gRPC code', async () => {
     const jwt = new JwtSource({ address });
     try {
-      await expect(jwt.fetchToken([])).rejects.toMatchObject({ code: 3 });
+      await expect(jwt.fetchToken([])).rejects.toMatchObject({
+        grpcCode: 3,
+        code: 'ERR_WORKLOAD_API_INVALID_ARGUMENT',
+      });
       await expect(jwt.fetchToken(['a'], { spiffeId: `spiffe://${TD}/not-mine` })).rejects.toBeInstanceOf(
         WorkloadApiError,
       );
-      await expect(validateJwtSvid('a.b.c', 'a', { address })).rejects.toMatchObject({ code: 3 });
+      await expect(validateJwtSvid('a.b.c', 'a', { address })).rejects.toMatchObject({
+        grpcCode: 3,
+        code: 'ERR_WORKLOAD_API_INVALID_ARGUMENT',
+      });
     } finally {
       jwt.close();
     }

@@ -477,7 +477,7 @@ class ActiveCall {
 
   /** Ends the call with the status of `err` (GrpcError) or INTERNAL. */
   fail(err: unknown): void {
-    if (err instanceof GrpcError) this.finish(err.code, err.message);
+    if (err instanceof GrpcError) this.finish(err.grpcStatus, err.message);
     else this.finish(Status.INTERNAL, 'internal error');
   }
 

@@ -1,4 +1,5 @@
 /** gRPC status codes and the error handlers throw to answer with one. */
+import { grpcErrorCode, NevertrustError } from '../../errors.js';
 
 /** The gRPC status codes (grpc/grpc `doc/statuscodes.md`). */
 export const Status = {
@@ -32,13 +33,18 @@ export type StatusCode = (typeof Status)[keyof typeof Status];
  * throw new GrpcError(Status.PERMISSION_DENIED, 'no identity issued');
  * ```
  */
-export class GrpcError extends Error {
+export class GrpcError extends NevertrustError<`ERR_GRPC_${string}`> {
   override readonly name = 'GrpcError';
+  /** `ERR_GRPC_<STATUS NAME>`, e.g. `ERR_GRPC_PERMISSION_DENIED`. */
+  readonly code: `ERR_GRPC_${string}`;
   constructor(
-    readonly code: StatusCode,
+    /** The status sent as `grpc-status`. */
+    readonly grpcStatus: StatusCode,
     message: string,
   ) {
-    super(message);
+    const { code, status } = grpcErrorCode('ERR_GRPC', grpcStatus);
+    super(message, { status });
+    this.code = code;
   }
 }
 

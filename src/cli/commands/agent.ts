@@ -85,6 +85,9 @@ Examples:
         const config = await resolveConfig(cmd);
         const logger = await commandLogger(config);
         // The agent, audit shipper and decision listener are loaded only when the agent runs.
+        // Before anything else (and the heavy imports): without SO_PEERCRED the agent could attest no workload.
+        const { requirePeerCredentials } = await import('../../agent/peercred.js');
+        requirePeerCredentials();
         const [
           { NodeAgent },
           { ServerCallError },

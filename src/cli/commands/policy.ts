@@ -7,8 +7,10 @@ import { type Command, Option } from 'commander';
 import { PATH_NORMALIZATIONS, type PathNormalization } from '../../policy/path.js';
 import type YAML from 'yaml';
 import type * as Policy from '../../policy/index.js';
+import { CliError } from '../errors.js';
 
-class UsageError extends Error {}
+/** A usage mistake (exit 2). */
+const usageError = (message: string) => new CliError(message, 2);
 
 /** What the actions use: the policy engine and the YAML parser, loaded when a command runs. */
 interface Libs {
@@ -45,7 +47,7 @@ async function run(body: (libs: Libs) => number): Promise<void> {
     if (err instanceof PolicyLoadError) {
       for (const i of err.issues) process.stderr.write(`error: ${formatIssue(i)}\n`);
       code = 1;
-    } else if (err instanceof UsageError) {
+    } else if (err instanceof CliError && err.exitCode === 2) {
       process.stderr.write(`error: ${err.message}\n`);
       code = 2;
     } else {
@@ -61,7 +63,7 @@ function readInput(file: string, yaml: typeof YAML): unknown {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new UsageError(`${file}: ${err instanceof Error ? err.message : String(err)}`);
+    throw usageError(`${file}: ${err instanceof Error ? err.message : String(err)}`);
   }
   try {
     return file.endsWith('.json') ? JSON.parse(text) : yaml.parse(text);
@@ -172,7 +174,7 @@ export function registerPolicyCommands(program: Command): void {
     .action((path: string, o: { format: string }) =>
       run(({ policy: { loadPolicies, policyGraph, toDot, toMermaid } }) => {
         if (!['dot', 'mermaid', 'json'].includes(o.format))
-          throw new UsageError(`--format must be dot, mermaid or json (got ${JSON.stringify(o.format)})`);
+          throw usageError(`--format must be dot, mermaid or json (got ${JSON.stringify(o.format)})`);
         const g = policyGraph(loadPolicies(path).policies);
         out(o.format === 'dot' ? toDot(g) : o.format === 'mermaid' ? toMermaid(g) : g);
         return 0;
@@ -193,7 +195,7 @@ export function registerPolicyCommands(program: Command): void {
     .action((path: string, o: { format: string; podLabel: string }) =>
       run(({ policy: { exportIstio, exportNetworkPolicies, loadPolicies }, yaml }) => {
         if (o.format !== 'k8s-networkpolicy' && o.format !== 'istio') {
-          throw new UsageError(`--format must be k8s-networkpolicy or istio (got ${JSON.stringify(o.format)})`);
+          throw usageError(`--format must be k8s-networkpolicy or istio (got ${JSON.stringify(o.format)})`);
         }
         const policies = loadPolicies(path).policies;
         const r =

@@ -35,6 +35,9 @@ async function startMesh(cmd: Command, plugins: ServerPluginsFactory) {
     ...config,
     log_level: cmd.optsWithGlobals<{ logLevel?: string }>().logLevel ? config.log_level : 'error',
   });
+  // Checked before the heavy imports, so a missing addon is one line at once (LocalMesh checks too).
+  const { requirePeerCredentials } = await import('../../agent/peercred.js');
+  requirePeerCredentials();
   const { LocalMesh } = await import('../../mesh/local-mesh.js');
   const mesh = await LocalMesh.start({ config, logger, plugins: await plugins(config) });
   return { config, mesh };

@@ -3,6 +3,7 @@
  * server's key registry: header and media type, routes, the JWK member naming a key's owner, and
  * the error type. One place, so the three sides cannot drift apart.
  */
+import { NevertrustError } from '../../errors.js';
 
 /** The header a sidecar forwards the assertion in (like Pomerium's `X-Pomerium-Jwt-Assertion`). */
 export const ASSERTION_HEADER = 'x-nevertrust-assertion';
@@ -59,12 +60,29 @@ export type IdentityAssertionErrorCode =
   | 'ERR_ASSERTION_CLOSED';
 
 /** Thrown when an assertion is refused, or cannot be made; `code` names the reason. */
-export class IdentityAssertionError extends Error {
+export class IdentityAssertionError extends NevertrustError<IdentityAssertionErrorCode> {
   override readonly name = 'IdentityAssertionError';
   constructor(
     readonly code: IdentityAssertionErrorCode,
     message: string,
   ) {
-    super(message);
+    super(message, { status: assertionStatus(code) });
+  }
+}
+
+/** A refused token or caller is the caller's fault; a signer that cannot work is ours. */
+function assertionStatus(code: IdentityAssertionErrorCode): number {
+  switch (code) {
+    case 'ERR_ASSERTION_INVALID_REQUEST':
+      return 400;
+    case 'ERR_ASSERTION_KEYS_UNAVAILABLE':
+    case 'ERR_ASSERTION_REGISTER_TIMEOUT':
+      return 503;
+    case 'ERR_ASSERTION_CONFIG':
+    case 'ERR_ASSERTION_NO_KEY':
+    case 'ERR_ASSERTION_CLOSED':
+      return 500;
+    default:
+      return 401;
   }
 }

@@ -5,18 +5,21 @@
  */
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { NevertrustError } from '../../errors.js';
 import { type BundleSource, type SpiffeId, verifyX509Svid, X509SvidError } from '../../spiffe/index.js';
 import type { Authorizer } from './authorizer.js';
 
 /** Why a peer was refused. */
-export class PeerAuthorizationError extends Error {
+export class PeerAuthorizationError extends NevertrustError<
+  'ERR_PEER_NO_CERTIFICATE' | 'ERR_PEER_INVALID_SVID' | 'ERR_PEER_UNAUTHORIZED'
+> {
   override readonly name = 'PeerAuthorizationError';
   constructor(
     readonly code: 'ERR_PEER_NO_CERTIFICATE' | 'ERR_PEER_INVALID_SVID' | 'ERR_PEER_UNAUTHORIZED',
     message: string,
     readonly spiffeId?: string,
   ) {
-    super(message);
+    super(message, { status: code === 'ERR_PEER_UNAUTHORIZED' ? 403 : 401 });
   }
 }
 

@@ -7,6 +7,7 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { PATH_NORMALIZATIONS } from '../../policy/index.js';
 import { trustedProxySchema } from '../identity.js';
+import { NevertrustError } from '../../errors.js';
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected HOST:PORT');
 
@@ -99,9 +100,12 @@ export type InboundConfig = NonNullable<SidecarConfig['inbound']>;
 export type OutboundConfig = NonNullable<SidecarConfig['outbound']>;
 
 /** A config file that cannot be used, with the field that is wrong. */
-export class SidecarConfigError extends Error {
+export class SidecarConfigError extends NevertrustError<'ERR_SIDECAR_CONFIG'> {
   override readonly name = 'SidecarConfigError';
   readonly code = 'ERR_SIDECAR_CONFIG';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, { status: 400, cause: options?.cause });
+  }
 }
 
 /**

@@ -4,6 +4,7 @@
  * identity headers a client could forge never reach the app — the sidecar adds its own.
  */
 import { type IncomingHttpHeaders, type OutgoingHttpHeaders, STATUS_CODES } from 'node:http';
+import { NevertrustError } from '../../errors.js';
 
 /** The content type of every body the sidecar writes itself (errors and refusals). */
 export const JSON_TYPE = { 'content-type': 'application/json' } as const;
@@ -73,8 +74,12 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const TARGET = /^[\x21-\x7e\x80-\xff]+$/;
 
 /** A header the sidecar was asked to send cannot be written (its name or value has a forbidden character). */
-export class HeaderValueError extends Error {
+export class HeaderValueError extends NevertrustError<'ERR_SIDECAR_HEADER_VALUE'> {
   override readonly name = 'HeaderValueError';
+  readonly code = 'ERR_SIDECAR_HEADER_VALUE';
+  constructor(message: string) {
+    super(message, { status: 400 });
+  }
 }
 
 /**

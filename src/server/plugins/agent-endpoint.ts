@@ -16,7 +16,8 @@ import { certificatesToPem, type IssuedX509Svid } from '../../ca/index.js';
 import type { RegistrationEntry } from '../../registration/entry.js';
 import { agentSpiffeId, parseSpiffeId, serverSpiffeId } from '../../spiffe/index.js';
 import { verifyPeerSvid } from '../peer-svid.js';
-import { type Handler, HttpError, readJson, Router, sendJson } from '../router.js';
+import { isNevertrustError } from '../../errors.js';
+import { dispatch, type Handler, HttpError, readJson, Router, sendJson } from '../router.js';
 import { type ServerSvid, serverSvidSource } from '../server-svid.js';
 import type { ServerContext, ServerPlugin } from '../server.js';
 import type { CaHandle } from './ca.js';
@@ -174,7 +175,9 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
         try {
           svid = await issue(body.csr as string, agentId, [], config.ca.x509_svid_ttl);
         } catch (e) {
-          return deny(400, 'invalid_csr', (e as Error).message, agentId);
+          // A CSR the CA refuses is the caller's fault; a CA that cannot sign is ours (dispatch() answers 500).
+          if (isNevertrustError(e) && e.expose) return deny(400, 'invalid_csr', e.message, agentId);
+          throw e;
         }
         await store.agents.create({
           spiffeId: agentId,
@@ -401,22 +404,9 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
 
       https = createServer(
         { cert: current.cert, key: current.key, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
-        async (req, res) => {
-          const url = new URL(req.url ?? '/', 'https://agent');
-          const h = router.match(req.method ?? 'GET', url.pathname);
-          try {
-            if (typeof h !== 'function')
-              throw new HttpError(h === 405 ? 405 : 404, 'not_found', `no route ${req.method} ${url.pathname}`);
-            await h(req, res, url);
-          } catch (e) {
-            if (res.headersSent) return void res.destroy();
-            if (e instanceof HttpError) sendJson(res, e.status, { error: e.error, message: e.message });
-            else {
-              logger.error({ err: e }, 'agent endpoint error');
-              sendJson(res, 500, { error: 'internal', message: 'internal error (see server log)' });
-            }
-          }
-        },
+        // The same one error mapping as the API port: 413 for an oversized body, internals logged only.
+        (req, res) =>
+          void dispatch(router, req, res, (err, path) => logger.error({ err, path }, 'agent endpoint error')),
       );
       let agentPort: number;
       try {

@@ -8,14 +8,16 @@
  */
 import { join, resolve } from 'node:path';
 import {
+  CaError,
   CertificateAuthority,
   type CaStateStore,
   certificatesToPem,
   loadOrCreateKek,
   loadUpstreamAuthority,
+  type SigningPool,
 } from '../../ca/index.js';
 import type { Config } from '../../config/index.js';
-import { parseSpiffeId, reservedIdReason } from '../../spiffe/index.js';
+import { parseSpiffeId, reservedIdReason, type SpiffeId } from '../../spiffe/index.js';
 import { StoreConflictError, type Store } from '../../store/index.js';
 import { HttpError, readJson, sendJson, sendText } from '../router.js';
 import { adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
@@ -52,7 +54,7 @@ export class KvCaStateStore implements CaStateStore {
  * NEVERTRUST_KEK or the KEK file, created on first use), the optional upstream CA, the state store.
  * Used by the server and by CLI commands that work on a data dir directly.
  */
-export async function caOpener(config: Config, store: Store, clock?: () => Date) {
+export async function caOpener(config: Config, store: Store, clock?: () => Date, signingPool?: SigningPool | null) {
   const kekFile = resolve(config.ca.kek_file ?? join(config.data_dir, 'kek'));
   const loaded = await loadOrCreateKek({ file: kekFile });
   const upstream =
@@ -71,6 +73,7 @@ export async function caOpener(config: Config, store: Store, clock?: () => Date)
       jwtSvidTtlSeconds: config.ca.jwt_svid_ttl,
       upstream,
       clock,
+      signingPool,
     });
   return { kekGenerated: loaded.generated, kekFile, stateStore, open };
 }
@@ -86,6 +89,8 @@ export interface CaPluginOptions {
   /** How often to advance rotation and look for other servers' changes (default 5 s). */
   tickMs?: number;
   clock?: () => Date;
+  /** The CA's signing workers (default the process-wide pool; see CertificateAuthorityOptions). */
+  signingPool?: SigningPool | null;
 }
 
 export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: CaHandle } {
@@ -94,7 +99,7 @@ export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: C
   const listeners = new Set<() => void>();
   const handle: CaHandle = {
     current() {
-      if (!ca) throw new Error('the CA is not open yet');
+      if (!ca) throw new CaError('ERR_CA_NO_ACTIVE_AUTHORITY', 'the CA is not open yet');
       return ca;
     },
     onBundleChange(fn) {
@@ -111,7 +116,7 @@ export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: C
     handle,
     async register(ctx: ServerContext) {
       const { config, store, logger, router, events } = ctx;
-      const { kekGenerated, kekFile, stateStore, open } = await caOpener(config, store, opts.clock);
+      const { kekGenerated, kekFile, stateStore, open } = await caOpener(config, store, opts.clock, opts.signingPool);
       if (kekGenerated) {
         logger.warn(
           { kekFile },
@@ -150,7 +155,13 @@ export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: C
 
       /** A SPIFFE ID this server may issue for: well formed, in its own trust domain and not reserved. */
       const memberId = (text: string) => {
-        const id = parseSpiffeId(text);
+        let id: SpiffeId;
+        try {
+          id = parseSpiffeId(text);
+        } catch (e) {
+          // A malformed ID in the request is the caller's fault, whatever its parser throws.
+          throw new HttpError(400, 'invalid_request', `spiffe_id: ${(e as Error).message}`);
+        }
         if (id.trustDomain.name !== config.trust_domain) {
           throw new HttpError(
             400,
@@ -207,16 +218,15 @@ export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: C
               not_after: svid.notAfter.toISOString(),
             });
           } catch (e) {
-            const reason = e instanceof HttpError ? e.message : (e as Error).message;
+            // Every refusal is audited; dispatch() answers it (a caller's error 4xx, ours 500 without details).
             events.record({
               kind: 'svid.issued',
               outcome: 'deny',
               source: { id: who.id },
               target: { id: spiffeId },
-              reason,
+              reason: (e as Error).message,
             });
-            if (e instanceof HttpError) throw e;
-            throw new HttpError(400, 'signing_refused', reason);
+            throw e;
           }
         }),
       );
@@ -249,16 +259,14 @@ export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: C
               expires_at: jwt.expiresAt.toISOString(),
             });
           } catch (e) {
-            const reason = (e as Error).message;
             events.record({
               kind: 'jwt.issued',
               outcome: 'deny',
               source: { id: who.id },
               target: { id: spiffeId },
-              reason,
+              reason: (e as Error).message,
             });
-            if (e instanceof HttpError) throw e;
-            throw new HttpError(400, 'minting_refused', reason);
+            throw e;
           }
         }),
       );

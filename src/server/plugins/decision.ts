@@ -126,8 +126,11 @@ export function decisionPlugin(opts: DecisionPluginOptions): ServerPlugin & {
           return await readJsonBody(req, bodyOpts);
         } catch (e) {
           if (!(e instanceof BodyError)) throw e;
-          const d = refuse(`${e.code}: ${e.message}`, {}, events, { pep, ip: plainAddress(req.socket.remoteAddress) });
-          sendJson(res, e.status, { error: e.code, message: e.message, decision_id: d.decision_id });
+          const d = refuse(`${e.reason}: ${e.message}`, {}, events, {
+            pep,
+            ip: plainAddress(req.socket.remoteAddress),
+          });
+          sendJson(res, e.status, { error: e.reason, message: e.message, decision_id: d.decision_id });
           return BODY_FAILED;
         }
       };
