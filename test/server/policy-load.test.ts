@@ -92,8 +92,9 @@ describe('loading a large policy set', () => {
       `50,000 rules: in force after ${Math.round(loadMs)} ms; ${latencies.length} decisions meanwhile, slowest ${Math.round(Math.max(...latencies))} ms; longest event-loop stall ${Math.round(delay.max / 1e6)} ms`,
     );
     expect(latencies.length).toBeGreaterThanOrEqual(20);
-    // Generous for a loaded CI machine; before, one decision waited the whole load (32 s at 100,000 rules).
-    expect(Math.max(...latencies)).toBeLessThan(1000);
+    // Before, one decision waited the whole load (32 s at 100,000 rules). Relative to the load's own
+    // time, so a slow or busy machine slows both sides alike.
+    expect(Math.max(...latencies)).toBeLessThan(loadMs / 4);
 
     // The new policy is in force: bobby allowed, alice no longer, and the large set decides.
     expect(answer.decision).toBe('deny');
