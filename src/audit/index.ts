@@ -92,6 +92,14 @@ export {
   verifyLog,
 } from './verify.js';
 export {
+  type AccessDecisionEvent,
+  type DecisionAnswer,
+  type DecisionOutcome,
+  type DecisionRequest,
+  type DecisionSite,
+  decisionEvent,
+} from './decision-event.js';
+export {
   AuditRecorder,
   type AuditSink,
   AuditSinkRejectedError,

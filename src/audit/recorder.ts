@@ -15,6 +15,13 @@ import { postJsonRaw } from '../util/post-json.js';
 import { acquireCoarseClock, coarseNow, releaseCoarseClock } from './coarse-clock.js';
 import { AuditEventError, AuditRecorderClosedError } from './errors.js';
 import { normalizeClipped } from './clip.js';
+import {
+  type DecisionAnswer,
+  type DecisionOutcome,
+  type DecisionRequest,
+  type DecisionSite,
+  decisionEvent,
+} from './decision-event.js';
 import { type AuditEvent, type AuditEventInput, DEFAULT_MAX_EVENT_BYTES } from './event.js';
 import { EventQueue } from './event-queue.js';
 import type { AuditLogger } from './log.js';
@@ -246,12 +253,37 @@ export class AuditRecorder {
     const seq = ++this.recordedSeq;
     const now = coarseNow();
     if (this.q.push(event, now, seq)) {
-      if (this.q.length >= this.batchSize) {
-        if (this.immediate === undefined && !this.pumping) this.immediate = setImmediate(() => this.pump());
-      } else if (this.timer === undefined && this.immediate === undefined) this.schedule(this.interval);
+      this.queued();
       return;
     }
     this.overflowOne(event, seq, now);
+  }
+
+  /**
+   * Records access decision `d` of request `r` at `site`: the same event as
+   * `record(decisionEvent(d, r, site, outcome))`, but its fields are copied into the queue's columns
+   * and the event is built when the writer drains the queue, so the decision path keeps no object
+   * of its own alive (see event-queue.ts for why that matters). Do not mutate `site.details` afterwards.
+   *
+   * @example
+   * recorder.recordDecision(answer, request, { pep: 'sidecar', ip: '10.0.0.7' }, 'allow');
+   */
+  recordDecision(d: DecisionAnswer, r: DecisionRequest, site: DecisionSite, outcome: DecisionOutcome): void {
+    if (this.closed) throw new AuditRecorderClosedError();
+    const seq = ++this.recordedSeq;
+    const now = coarseNow();
+    if (this.q.pushDecision(d, r, site, outcome, now, seq)) {
+      this.queued();
+      return;
+    }
+    this.overflowOne(decisionEvent(d, r, site, outcome), seq, now);
+  }
+
+  /** Starts the drain of what was just queued: at once for a full batch, else within the interval. */
+  private queued(): void {
+    if (this.q.length >= this.batchSize) {
+      if (this.immediate === undefined && !this.pumping) this.immediate = setImmediate(() => this.pump());
+    } else if (this.timer === undefined && this.immediate === undefined) this.schedule(this.interval);
   }
 
   private overflowOne(input: unknown, seq: number, now: number): void {

@@ -4,8 +4,15 @@
  * reason. Recording never blocks: the recorder is an event emitter the audit log listens to.
  */
 import { coarseNow } from '../audit/coarse-clock.js';
-import { clipText as clip } from '../audit/clip.js';
-import { newEventId, REASON_MAX, SOURCE_LIMITS, TARGET_LIMITS } from '../audit/event.js';
+import {
+  type AccessDecisionEvent,
+  type DecisionAnswer,
+  type DecisionOutcome,
+  type DecisionRequest,
+  type DecisionSite,
+  decisionEvent,
+} from '../audit/decision-event.js';
+import { newEventId } from '../audit/event.js';
 import { type AccessRequest, type Decision, decide, type PolicySnapshot } from '../policy/index.js';
 
 /** The decision as enforcement points answer it (the native `/v1/decide` body). */
@@ -27,26 +34,18 @@ export interface EnforcedDecision {
  * `ctx.events` takes it too. The decision id, policy, rule and enforcement point are fields of their
  * own: `nevertrust audit query --decision-id` finds the record of an answer by the id the caller
  * was given. Strings are clipped to the audit schema's limits, so an oversized request is still
- * recorded (and still denied).
+ * recorded (and still denied). Built by `decisionEvent()` (src/audit/decision-event.ts).
  */
-export interface AccessDecisionEvent {
-  kind: 'access.decision';
-  outcome: 'allow' | 'deny' | 'step_up' | 'error';
-  decision_id: string;
-  policy?: string;
-  rule?: string;
-  /** The enforcement point (`DecisionContext.pep`), which a deployment may name more precisely. */
-  enforcer: string;
-  source: { spiffe_id?: string; user?: string; service?: string; ip?: string };
-  target: { spiffe_id?: string; service?: string; path?: string; method?: string };
-  reason: string;
-  /** The snapshot version that decided, the kind of enforcement point, and what it adds (flat values). */
-  details?: Record<string, unknown>;
-}
+export type { AccessDecisionEvent } from '../audit/decision-event.js';
 
-/** Where decisions are recorded (an `AuditRecorder` and the server's `ServerEvents` satisfy it). */
+/**
+ * Where decisions are recorded (an `AuditRecorder` and the server's `ServerEvents` satisfy it).
+ * A recorder with `recordDecision` (an `AuditRecorder`) is given the decision's parts instead of a
+ * built event, and records the same event without keeping a per-decision object alive.
+ */
 export interface DecisionRecorder {
   record(e: AccessDecisionEvent): void;
+  recordDecision?(d: DecisionAnswer, r: DecisionRequest, site: DecisionSite, outcome: DecisionOutcome): void;
 }
 
 /** The snapshot in force; `undefined` means no policy, which denies everything. */
@@ -152,31 +151,9 @@ function recordDecision(
   outcome: AccessDecisionEvent['outcome'],
 ): void {
   if (!recorder) return;
-  const src = r.source;
-  const tgt = r.target;
   try {
-    recorder.record({
-      kind: 'access.decision',
-      outcome,
-      decision_id: d.decision_id,
-      policy: d.policy ?? undefined,
-      rule: d.rule ?? undefined,
-      enforcer: ctx.pep,
-      source: {
-        spiffe_id: clip(src?.spiffe_id, SOURCE_LIMITS.spiffe_id),
-        user: clip(src?.user, SOURCE_LIMITS.user),
-        service: clip(src?.service, SOURCE_LIMITS.service),
-        ip: clip(ctx.ip ?? src?.ip, SOURCE_LIMITS.ip),
-      },
-      target: {
-        spiffe_id: clip(tgt?.spiffe_id, TARGET_LIMITS.spiffe_id),
-        service: clip(tgt?.service, TARGET_LIMITS.service),
-        path: clip(r.request?.path, TARGET_LIMITS.path),
-        method: clip(r.request?.method, TARGET_LIMITS.method),
-      },
-      reason: clip(d.reason, REASON_MAX) as string,
-      details: { pep: ctx.pep, version: d.version, ...ctx.details },
-    });
+    if (recorder.recordDecision) recorder.recordDecision(d, r, ctx, outcome);
+    else recorder.record(decisionEvent(d, r, ctx, outcome));
   } catch {
     // A failing listener must not turn a decision into an error; the audit side reports its own faults.
   }
