@@ -31,9 +31,13 @@ export interface DecisionRequest {
 }
 
 /** The enforcement point that decided, the caller's address, and extra facts (never secrets). */
+/** Where a decision was made: what enforcement points pass to `enforce()` (pep's `DecisionContext`). */
 export interface DecisionSite {
+  /** Which enforcement point decided, e.g. `decide-api`, `nginx`, `envoy-grpc`, `middleware`, `sidecar`. */
   pep: string;
+  /** The caller's network address. */
   ip?: string;
+  /** Extra facts for the audit record (ignored XFCC, identity kind…); not to be changed after the call. */
   details?: Record<string, unknown>;
 }
 

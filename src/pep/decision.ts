@@ -52,14 +52,8 @@ export interface DecisionRecorder {
 export type SnapshotProvider = () => PolicySnapshot | undefined;
 
 /** Context recorded with a decision (never secrets). */
-export interface DecisionContext {
-  /** Which enforcement point decided, e.g. `decide-api`, `nginx`, `envoy-grpc`, `middleware`, `sidecar`. */
-  pep: string;
-  /** The caller's network address. */
-  ip?: string;
-  /** Extra facts for the audit record (ignored XFCC, identity kind…). */
-  details?: Record<string, unknown>;
-}
+/** Where a decision is made; one shape with the audit side's {@link DecisionSite}. */
+export type DecisionContext = DecisionSite;
 
 /**
  * A fresh decision id, answered to the caller and recorded, to join the two: a UUIDv7 like event
