@@ -17,19 +17,8 @@ import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { type EntryView, entryViewSchema } from '../api/entries.js';
 import { spiffeIdFromCertificate, type TrustBundle, verifyX509Svid } from '../spiffe/index.js';
-
-/** A registration entry as the server's sync stream sends it to the agent. */
-export const entryViewSchema = z.object({
-  id: z.string().min(1),
-  spiffe_id: z.string().startsWith('spiffe://'),
-  selectors: z.array(z.string()),
-  x509_svid_ttl: z.number(),
-  jwt_svid_ttl: z.number(),
-  hint: z.string(),
-  revision: z.number(),
-});
-export type EntryView = z.infer<typeof entryViewSchema>;
 
 const FORMAT = 'nevertrust-agent-cache/1';
 

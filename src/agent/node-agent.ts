@@ -16,16 +16,15 @@ import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCsr, csrToPem, generatePrivateKey } from '../ca/index.js';
 import { selectorsMatch } from '../registration/selector.js';
-import { certificatesFromPem, type SpiffeJwks, serverSpiffeId, TrustBundle } from '../spiffe/index.js';
+import { certificatesFromPem, serverSpiffeId, TrustBundle } from '../spiffe/index.js';
 import type { Logger } from '../util/logger.js';
-import {
-  agentCachePath,
-  type EntryView,
-  loadAgentCache,
-  removeAgentCache,
-  saveAgentCache,
-  writePrivateFile,
-} from './agent-cache.js';
+import type { z } from 'zod';
+import { agentSvidSchema, jwtSvidSchema, signResponseSchema } from '../api/attest.js';
+import type { EntryView } from '../api/entries.js';
+import type { JwksWire } from '../api/fields.js';
+import { parseWire, WireFormatError } from '../api/parse.js';
+import { type PolicyWire, policyWireSchema, type SyncMessage, syncMessageSchema } from '../api/sync.js';
+import { agentCachePath, loadAgentCache, removeAgentCache, saveAgentCache, writePrivateFile } from './agent-cache.js';
 import { leafNotAfter, ServerCallError, ServerClient } from './server-client.js';
 import type { Selector } from './unix-attestor.js';
 import { type WorkloadIdentity, type WorkloadResolver, WorkloadApiServer } from './workload-api.js';
@@ -143,10 +142,11 @@ export class NodeAgent
   /**
    * POSTs `body` to `path` on the server's agent port over the agent's own mTLS connection (its
    * current SVID, the server's SPIFFE ID checked), for other parts of the node such as its decision
-   * shipper. Throws `ServerCallError` with the status on a refusal.
+   * shipper. Throws `ServerCallError` with the status on a refusal, `WireFormatError` when the
+   * answer does not fit `schema`.
    */
-  postToServer<T>(path: string, body: unknown): Promise<T> {
-    return this.server().call<T>('POST', path, body);
+  postToServer<S extends z.ZodType>(path: string, body: unknown, schema: S): Promise<z.output<S>> {
+    return this.server().call('POST', path, body, schema);
   }
 
   /** Attests (or loads the SVID from disk), starts syncing and serves the Workload API. */
@@ -296,8 +296,8 @@ export class NodeAgent
     }
   }
 
-  private setBundle(jwks: unknown): void {
-    const next = TrustBundle.fromJwks(this.opts.trustDomain, jwks as SpiffeJwks);
+  private setBundle(jwks: JwksWire): void {
+    const next = TrustBundle.fromJwks(this.opts.trustDomain, jwks);
     if (JSON.stringify(next.toJwks()) === JSON.stringify(this.bundle.toJwks())) return;
     this.bundle = next;
     writePrivateFile(this.paths().bundle, JSON.stringify(next.toJwks()));
@@ -325,10 +325,7 @@ export class NodeAgent
   private async attest(token: string): Promise<void> {
     const key = generatePrivateKey('ec-p256');
     const r = await this.server()
-      .call<{ spiffe_id: string; chain_pem: string; bundle: unknown }>('POST', '/agent/v1/attest', {
-        join_token: token,
-        csr: csrToPem(createCsr(key)),
-      })
+      .call('POST', '/agent/v1/attest', { join_token: token, csr: csrToPem(createCsr(key)) }, agentSvidSchema)
       .catch((e: unknown) => {
         throw new AgentError(`attestation refused: ${(e as Error).message}`);
       });
@@ -352,9 +349,7 @@ export class NodeAgent
     const na = new Date(cert.validTo).getTime();
     if (Date.now() < nb + (na - nb) / 2) return;
     const key = generatePrivateKey('ec-p256');
-    const r = await this.server().call<{ chain_pem: string; bundle: unknown }>('POST', '/agent/v1/renew', {
-      csr: csrToPem(createCsr(key)),
-    });
+    const r = await this.server().call('POST', '/agent/v1/renew', { csr: csrToPem(createCsr(key)) }, agentSvidSchema);
     this.saveAgentSvid(r.chain_pem, key, this.agentId);
     this.setBundle(r.bundle);
     this.opts.logger.info({ agent_id: this.agentId }, 'agent SVID renewed');
@@ -367,18 +362,19 @@ export class NodeAgent
     const max = this.opts.maxBackoffMs ?? 30_000;
     while (!this.stopped) {
       try {
-        for await (const msg of this.server().stream('/agent/v1/sync', this.abort.signal)) {
+        for await (const raw of this.server().stream('/agent/v1/sync', this.abort.signal)) {
           if (!this.connected) this.opts.logger.info('connected to the server');
           this.connected = true;
           backoff = 250;
-          if (msg.type === 'state') {
+          const msg = this.syncMessage(raw);
+          if (msg?.type === 'state') {
             this.setBundle(msg.bundle);
-            this.entries = msg.entries as EntryView[];
+            this.entries = msg.entries;
             await this.reconcile();
-          } else if (msg.type === 'policy') {
+          } else if (msg?.type === 'policy') {
             this.setPolicy(msg.policy);
-          } else if (msg.type === 'revoked') {
-            this.revoke(String(msg.reason));
+          } else if (msg?.type === 'revoked') {
+            this.revoke(msg.reason);
             return;
           }
         }
@@ -411,10 +407,30 @@ export class NodeAgent
   }
 
   /**
+   * A line of the sync stream checked against its contract (src/api/sync.ts). A message that does
+   * not fit is refused, naming the field, and changes nothing: the entries, SVIDs and policy held
+   * (and cached) stay as they were. A message of a type this agent does not know is ignored.
+   */
+  private syncMessage(raw: unknown): SyncMessage | undefined {
+    try {
+      return parseWire(syncMessageSchema, raw, 'sync message');
+    } catch (e) {
+      if (!(e instanceof WireFormatError)) throw e;
+      const type = (raw as { type?: unknown } | null)?.type;
+      if (e.field === 'type' && typeof type === 'string') return undefined;
+      this.opts.logger.error(
+        { err: e.message, field: e.field },
+        `${e.message}; refused, what the agent holds stays as it was`,
+      );
+      return undefined;
+    }
+  }
+
+  /**
    * Compiles the snapshot the server sent and swaps it in atomically. The compiled version must be
    * the one the server announced (same content hash); anything else keeps the last good snapshot.
    */
-  private setPolicy(msg: unknown): void {
+  private setPolicy(msg: PolicyWire | null): void {
     if (msg === null) {
       this.policy = undefined;
       this.policyMsg = null;
@@ -436,14 +452,15 @@ export class NodeAgent
     }
   }
 
-  /** A policy message of the sync stream → its snapshot; throws unless it compiles to the announced version. */
+  /**
+   * A policy of the sync stream (or the cache) → its snapshot; throws unless it compiles to the
+   * announced version. The documents are trusted only through that check: the version is the
+   * content hash of what compiles, so a document the compiler reads differently cannot pass.
+   */
   private compilePolicy(msg: unknown): PolicySnapshot {
-    const m = msg as { version?: unknown; policies?: unknown; options?: unknown };
-    if (typeof m !== 'object' || m === null || !Array.isArray(m.policies))
-      throw new Error('policies: expected an array');
-    const snap = compile(m.policies as Policy[], (m.options ?? {}) as CompileOptions);
-    if (snap.version !== m.version)
-      throw new Error(`version mismatch: got ${snap.version}, announced ${String(m.version)}`);
+    const m = parseWire(policyWireSchema, msg, 'policy');
+    const snap = compile(m.policies as readonly Policy[], (m.options ?? {}) as CompileOptions);
+    if (snap.version !== m.version) throw new Error(`version mismatch: got ${snap.version}, announced ${m.version}`);
     return snap;
   }
 
@@ -514,16 +531,19 @@ export class NodeAgent
     for (let i = 0; i < due.length; i += SIGN_BATCH) {
       const batch = due.slice(i, i + SIGN_BATCH);
       const keys = new Map(batch.map((e) => [e.id, generatePrivateKey('ec-p256')]));
-      const { results } = await this.server().call<{
-        results: { entry_id: string; chain_pem?: string; error?: string }[];
-      }>('POST', '/agent/v1/sign', {
-        requests: batch.map((e) => ({ entry_id: e.id, csr: csrToPem(createCsr(keys.get(e.id) as KeyObject)) })),
-      });
+      const { results } = await this.server().call(
+        'POST',
+        '/agent/v1/sign',
+        {
+          requests: batch.map((e) => ({ entry_id: e.id, csr: csrToPem(createCsr(keys.get(e.id) as KeyObject)) })),
+        },
+        signResponseSchema,
+      );
       for (const r of results) {
         const key = keys.get(r.entry_id);
         const entry = wanted.get(r.entry_id);
-        if (!r.chain_pem || !key || !entry) {
-          this.opts.logger.warn({ entry_id: r.entry_id, error: r.error }, 'SVID not issued');
+        if ('error' in r || !key || !entry) {
+          this.opts.logger.warn({ entry_id: r.entry_id, error: 'error' in r ? r.error : undefined }, 'SVID not issued');
           continue;
         }
         const leaf = new X509Certificate(r.chain_pem);
@@ -575,10 +595,12 @@ export class NodeAgent
     const now = Date.now();
     // Refresh at half of the token's life, so callers never get a token about to expire.
     if (cached && now < cached.issued + (cached.exp - cached.issued) / 2) return cached.token;
-    const r = await this.server().call<{ token: string; expires_at: string }>('POST', '/agent/v1/jwt', {
-      entry_id: entry.id,
-      audience,
-    });
+    const r = await this.server().call(
+      'POST',
+      '/agent/v1/jwt',
+      { entry_id: entry.id, audience: [...audience] },
+      jwtSvidSchema,
+    );
     this.jwts.set(cacheKey, { token: r.token, exp: Date.parse(r.expires_at), issued: now });
     if (this.jwts.size > 10_000) this.jwts.delete(this.jwts.keys().next().value as string);
     return r.token;

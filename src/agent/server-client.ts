@@ -6,6 +6,9 @@ import { X509Certificate } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
 import { Agent, request } from 'undici';
 import { NevertrustError } from '../errors.js';
+import type { z } from 'zod';
+import { errorBodySchema } from '../api/fields.js';
+import { parseWire } from '../api/parse.js';
 
 export class ServerCallError extends NevertrustError<'ERR_SERVER_CALL_REFUSED'> {
   override readonly name = 'ServerCallError';
@@ -61,7 +64,22 @@ export class ServerClient {
     });
   }
 
-  async call<T>(method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = 15_000): Promise<T> {
+  /**
+   * Sends `body` as JSON and returns the answer parsed by `schema` (its contract in src/api/); an
+   * answer that does not fit throws `WireFormatError` naming the field.
+   *
+   * @example
+   * ```ts
+   * const r = await client.call('POST', '/agent/v1/jwt', { entry_id, audience }, jwtSvidSchema);
+   * ```
+   */
+  async call<S extends z.ZodType>(
+    method: 'GET' | 'POST',
+    path: string,
+    body: unknown,
+    schema: S,
+    timeoutMs = 15_000,
+  ): Promise<z.output<S>> {
     const res = await request(`${this.opts.url}${path}`, {
       method,
       dispatcher: this.dispatcher,
@@ -77,15 +95,15 @@ export class ServerClient {
     } catch {
       parsed = undefined;
     }
-    if (res.statusCode >= 400) {
-      const p = (parsed ?? {}) as { error?: string; message?: string };
-      throw new ServerCallError(res.statusCode, p.error ?? 'error', p.message ?? text);
-    }
-    return parsed as T;
+    if (res.statusCode >= 400) throw callError(res.statusCode, parsed, text);
+    return parseWire(schema, parsed, `${method} ${path}`);
   }
 
-  /** Opens the sync stream and yields each NDJSON message until it ends. */
-  async *stream(path: string, signal: AbortSignal): AsyncGenerator<Record<string, unknown>> {
+  /**
+   * Opens the sync stream and yields each NDJSON line, parsed as JSON, until it ends; the caller
+   * checks each against its contract (src/api/sync.ts), so one bad message need not end the stream.
+   */
+  async *stream(path: string, signal: AbortSignal): AsyncGenerator<unknown> {
     const res = await request(`${this.opts.url}${path}`, {
       method: 'GET',
       dispatcher: this.dispatcher,
@@ -94,11 +112,11 @@ export class ServerClient {
     });
     if (res.statusCode >= 400) {
       const text = await res.body.text();
-      let p: { error?: string; message?: string } = {};
+      let parsed: unknown;
       try {
-        p = JSON.parse(text) as typeof p;
+        parsed = JSON.parse(text);
       } catch {}
-      throw new ServerCallError(res.statusCode, p.error ?? 'error', p.message ?? text);
+      throw callError(res.statusCode, parsed, text);
     }
     let buf = '';
     for await (const chunk of res.body) {
@@ -107,7 +125,7 @@ export class ServerClient {
       while (nl >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        if (line.trim()) yield JSON.parse(line) as Record<string, unknown>;
+        if (line.trim()) yield JSON.parse(line) as unknown;
         nl = buf.indexOf('\n');
       }
     }
@@ -116,6 +134,13 @@ export class ServerClient {
   close(): Promise<void> {
     return this.dispatcher.close();
   }
+}
+
+/** A refusal: the server's `{error, message}` when it sent one, else its status and text. */
+function callError(status: number, parsed: unknown, text: string): ServerCallError {
+  const body = errorBodySchema.partial().safeParse(parsed);
+  const p = body.success ? body.data : {};
+  return new ServerCallError(status, p.error ?? 'error', p.message ?? text);
 }
 
 /** notAfter of the first certificate of a PEM chain, ms. */

@@ -5,14 +5,30 @@
  * actually calls the server.
  */
 import type { Command } from 'commander';
+import type { z } from 'zod';
+import { errorBodySchema } from '../api/fields.js';
+import { parseWire, WireFormatError } from '../api/parse.js';
 import { readAdminToken } from '../server/admin-auth.js';
 import { resolveConfig } from './context.js';
 import { CliError } from './errors.js';
 
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
 export interface AdminClient {
   readonly baseUrl: string;
-  /** Sends a JSON request; throws CliError with the server's message on a non-2xx answer. */
-  call<T>(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', path: string, body?: unknown): Promise<T>;
+  /**
+   * Sends a JSON request and returns the answer parsed by `schema`, its contract in src/api/.
+   * Throws CliError with the server's message on a non-2xx answer, and with the field named when the
+   * answer does not fit the contract.
+   *
+   * @example
+   * ```ts
+   * const { entries } = await client.call('GET', '/v1/admin/entries', undefined, entryListSchema);
+   * ```
+   */
+  call<S extends z.ZodType>(method: Method, path: string, body: unknown, schema: S): Promise<z.output<S>>;
+  /** As `call`, for answers that have no contract in src/api/ yet: the parsed JSON, unchecked. */
+  callUnchecked(method: Method, path: string, body?: unknown): Promise<unknown>;
   /** Opens a streaming GET (for `tail -f`); the caller reads the body. */
   stream(path: string): Promise<AsyncIterable<Buffer>>;
 }
@@ -43,22 +59,32 @@ export async function adminClient(cmd: Command): Promise<AdminClient> {
       );
     }
   };
+  const callUnchecked = async (method: string, path: string, body?: unknown): Promise<unknown> => {
+    const res = await send(method, path, body);
+    const text = await res.body.text();
+    let parsed: unknown;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      parsed = text;
+    }
+    if (res.statusCode >= 400) {
+      const refusal = errorBodySchema.partial().safeParse(parsed);
+      throw new CliError(`server refused (${res.statusCode}): ${(refusal.success && refusal.data.message) || text}`);
+    }
+    return parsed;
+  };
   return {
     baseUrl,
-    async call<T>(method: string, path: string, body?: unknown): Promise<T> {
-      const res = await send(method, path, body);
-      const text = await res.body.text();
-      let parsed: unknown;
+    callUnchecked,
+    async call<S extends z.ZodType>(method: Method, path: string, body: unknown, schema: S): Promise<z.output<S>> {
+      const parsed = await callUnchecked(method, path, body);
       try {
-        parsed = text ? JSON.parse(text) : undefined;
-      } catch {
-        parsed = text;
+        return parseWire(schema, parsed, `${method} ${path.split('?')[0]}`);
+      } catch (e) {
+        if (!(e instanceof WireFormatError)) throw e;
+        throw new CliError(`unexpected answer from the server at ${baseUrl}: ${e.message}`);
       }
-      if (res.statusCode >= 400) {
-        const msg = (parsed as { message?: string } | undefined)?.message ?? text;
-        throw new CliError(`server refused (${res.statusCode}): ${msg}`);
-      }
-      return parsed as T;
     },
     async stream(path: string) {
       const res = await send('GET', path);

@@ -8,22 +8,8 @@ import { parseSpiffeId, reservedIdReason, type SpiffeId } from '../spiffe/index.
 import { parseDuration } from '../util/duration.js';
 import { parseSelector } from './selector.js';
 
-export interface RegistrationEntry {
-  id: string;
-  spiffeId: string;
-  parentId: string;
-  selectors: string[];
-  x509SvidTtl: number;
-  jwtSvidTtl: number;
-  dnsNames: string[];
-  hint: string;
-  admin: boolean;
-  /** ms since epoch, or null for no expiry. */
-  expiresAt: number | null;
-  revision: number;
-  createdAt: number;
-  updatedAt: number;
-}
+/** The model type of an entry lives with its wire form in src/api/entries.ts. */
+export type { RegistrationEntry } from '../api/entries.js';
 
 const ttl = z.union([z.string(), z.number()]).transform((v, ctx) => {
   try {

@@ -1,16 +1,9 @@
 import type { Kysely, Selectable } from 'kysely';
+import type { AgentRecord } from '../api/agents.js';
 import type { AgentTable, Database } from './schema.js';
 
-export interface AgentRecord {
-  spiffeId: string;
-  attestation: string;
-  serial: string;
-  svidExpiresAt: number;
-  attestedAt: number;
-  renewedAt: number;
-  banned: boolean;
-  remoteAddr: string;
-}
+/** The model type of an agent lives with its wire form in src/api/agents.ts. */
+export type { AgentRecord } from '../api/agents.js';
 
 const toAgent = (r: Selectable<AgentTable>): AgentRecord => ({
   spiffeId: r.spiffe_id,

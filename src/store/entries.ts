@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely, Selectable } from 'kysely';
-import type { RegistrationEntry } from '../registration/entry.js';
+import type { RegistrationEntry } from '../api/entries.js';
 import { StoreConflictError } from './errors.js';
 import type { Database, RegistrationEntryTable } from './schema.js';
 import { NevertrustError } from '../errors.js';

@@ -4,13 +4,8 @@
  */
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import {
-  agentCachePath,
-  type EntryView,
-  loadAgentCache,
-  removeAgentCache,
-  saveAgentCache,
-} from '../../src/agent/agent-cache.js';
+import { agentCachePath, loadAgentCache, removeAgentCache, saveAgentCache } from '../../src/agent/agent-cache.js';
+import type { EntryView } from '../../src/api/entries.js';
 import { newCa, TD } from './fixtures.js';
 import { sharedTempDir } from './peer.js';
 

@@ -1,3 +1,4 @@
+import { auditIngestResponseSchema } from '../../api/audit-ingest.js';
 import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { type Command, Option } from 'commander';
@@ -174,9 +175,11 @@ Examples:
                   logger,
                   sink: {
                     append: (events) =>
-                      a.postToServer(AGENT_PORT_INGEST_PATH, { events }).catch((e: unknown) => {
-                        throw e instanceof ServerCallError ? ingestionError(e.status, e.message) : e;
-                      }),
+                      a
+                        .postToServer(AGENT_PORT_INGEST_PATH, { events }, auditIngestResponseSchema)
+                        .catch((e: unknown) => {
+                          throw e instanceof ServerCallError ? ingestionError(e.status, e.message) : e;
+                        }),
                   },
                 })
               : undefined;
@@ -219,10 +222,8 @@ Examples:
     .option(...SERVER_OPT)
     .addHelpText('after', '\nExamples:\n  $ nevertrust agent list\n  $ nevertrust agent list --json')
     .action(async (o: { json?: boolean }, cmd: Command) => {
-      const { agents } = await (await adminClient(cmd)).call<{ agents: Record<string, unknown>[] }>(
-        'GET',
-        '/v1/admin/agents',
-      );
+      const { agentListSchema } = await import('../../api/agents.js');
+      const { agents } = await (await adminClient(cmd)).call('GET', '/v1/admin/agents', undefined, agentListSchema);
       if (o.json) printJson(agents);
       else process.stdout.write(table(agents, ['spiffe_id', 'expires_at', 'banned', 'remote_addr']));
     });
@@ -233,7 +234,8 @@ Examples:
     .option(...SERVER_OPT)
     .addHelpText('after', '\nExamples:\n  $ nevertrust agent ban spiffe://example.org/spire/agent/join_token/3f2a…')
     .action(async (id: string, _o: unknown, cmd: Command) => {
-      await (await adminClient(cmd)).call('POST', '/v1/admin/agents/ban', { spiffe_id: id });
+      const { banResultSchema } = await import('../../api/agents.js');
+      await (await adminClient(cmd)).call('POST', '/v1/admin/agents/ban', { spiffe_id: id }, banResultSchema);
       process.stdout.write(`banned ${id}\n`);
     });
 }

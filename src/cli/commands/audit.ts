@@ -145,10 +145,10 @@ Examples:
       if (!/^\d+$/.test(o.limit ?? '')) throw new CliError(`--limit: not a number: ${o.limit}`, 2);
       p.set('limit', o.limit as string);
       if (o.cursor) p.set('cursor', o.cursor);
-      const r = await (await adminClient(cmd)).call<{ events: StoredAuditEvent[]; next_cursor?: number }>(
-        'GET',
-        `/v1/admin/audit/events?${p}`,
-      );
+      const r = (await (await adminClient(cmd)).callUnchecked('GET', `/v1/admin/audit/events?${p}`)) as {
+        events: StoredAuditEvent[];
+        next_cursor?: number;
+      };
       if (o.format === 'json') out(`${JSON.stringify(r, null, 2)}\n`);
       else if (o.format === 'ndjson') for (const e of r.events) out(`${JSON.stringify(e)}\n`);
       else {
@@ -187,7 +187,9 @@ Examples:
       '\nExamples:\n  $ nevertrust audit show 42\n  $ nevertrust audit show 0193c4c2-8a4e-7c1d-9f00-1a2b3c4d5e6f --format json',
     )
     .action(async (id: string, o: { publicKey?: string; format: string }, cmd: Command) => {
-      const r = await (await adminClient(cmd)).call<{
+      const r = (await (
+        await adminClient(cmd)
+      ).callUnchecked('GET', `/v1/admin/audit/events/${encodeURIComponent(id)}`)) as {
         event: StoredAuditEvent;
         inclusion: null | {
           seq: number;
@@ -198,7 +200,7 @@ Examples:
         };
         public_key: string;
         note?: string;
-      }>('GET', `/v1/admin/audit/events/${encodeURIComponent(id)}`);
+      };
       let proofOk: boolean | undefined;
       let sigOk: boolean | undefined;
       if (r.inclusion) {
@@ -263,9 +265,11 @@ Examples:
         }
         let report: VerifyReport;
         if (o.server) {
-          report = await (await adminClient(cmd)).call<VerifyReport>('POST', '/v1/admin/audit/verify', {
+          report = (await (
+            await adminClient(cmd)
+          ).callUnchecked('POST', '/v1/admin/audit/verify', {
             checkpoints: external,
-          });
+          })) as VerifyReport;
         } else {
           const config = await resolveConfig(cmd, [
             { flag: '--database', option: 'database', field: ['database', 'url'] },
@@ -327,11 +331,13 @@ Examples:
   withServer(audit.command('checkpoint').description('sign a checkpoint of the log now and print it'))
     .addHelpText('after', '\nExamples:\n  $ nevertrust audit checkpoint >> /secure/audit-checkpoints.ndjson')
     .action(async (_o: unknown, cmd: Command) => {
-      const cp = await (await adminClient(cmd)).call<Record<string, unknown>>('POST', '/v1/admin/audit/checkpoint');
-      const { public_key } = await (await adminClient(cmd)).call<{ public_key: string }>(
-        'GET',
-        '/v1/admin/audit/checkpoints?limit=1',
-      );
+      const cp = (await (await adminClient(cmd)).callUnchecked('POST', '/v1/admin/audit/checkpoint')) as Record<
+        string,
+        unknown
+      >;
+      const { public_key } = (await (
+        await adminClient(cmd)
+      ).callUnchecked('GET', '/v1/admin/audit/checkpoints?limit=1')) as { public_key: string };
       out(`${JSON.stringify({ ...cp, public_key })}\n`);
     });
 }

@@ -1,20 +1,23 @@
 import type { Command } from 'commander';
+import type { EntryWire } from '../../api/entries.js';
 import { adminClient } from '../admin-client.js';
 import { printJson, table } from '../output.js';
 
-type Entry = Record<string, unknown>;
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 const SERVER_OPT = [
   '--server <url>',
   'server API URL (default: http://<server.host>:<server.port> from the config)',
 ] as const;
 
-function showEntry(e: Entry, json?: boolean): void {
+/** The contracts, loaded when a command runs (the command tree stays light). */
+const entryApi = () => import('../../api/entries.js');
+
+function showEntry(e: EntryWire, json?: boolean): void {
   if (json) {
     printJson(e);
     return;
   }
-  const rows = [
+  const rows: (keyof EntryWire)[] = [
     'id',
     'spiffe_id',
     'parent_id',
@@ -73,7 +76,10 @@ Examples:
         ...(o.admin !== undefined && { admin: true }),
         ...(o.expiresAt !== undefined && { expires_at: o.expiresAt }),
       };
-      showEntry(await (await adminClient(cmd)).call<Entry>('POST', '/v1/admin/entries', body), o.json as boolean);
+      showEntry(
+        await (await adminClient(cmd)).call('POST', '/v1/admin/entries', body, (await entryApi()).entrySchema),
+        o.json === true,
+      );
     });
 
   entry
@@ -93,7 +99,12 @@ Examples:
       if (typeof o.parentId === 'string') q.set('parent_id', o.parentId);
       if (typeof o.spiffeId === 'string') q.set('spiffe_id', o.spiffeId);
       if (typeof o.selector === 'string') q.set('selector', o.selector);
-      const { entries } = await (await adminClient(cmd)).call<{ entries: Entry[] }>('GET', `/v1/admin/entries?${q}`);
+      const { entries } = await (await adminClient(cmd)).call(
+        'GET',
+        `/v1/admin/entries?${q}`,
+        undefined,
+        (await entryApi()).entryListSchema,
+      );
       if (o.json) printJson(entries);
       else process.stdout.write(table(entries, ['id', 'spiffe_id', 'parent_id', 'selectors', 'x509_svid_ttl']));
     });
@@ -106,7 +117,12 @@ Examples:
     .addHelpText('after', '\nExamples:\n  $ nevertrust entry show 0b6f5c1e-8f0a-4c55-9d2e-6a1b2c3d4e5f')
     .action(async (id: string, o: { json?: boolean }, cmd: Command) => {
       showEntry(
-        await (await adminClient(cmd)).call<Entry>('GET', `/v1/admin/entries/${encodeURIComponent(id)}`),
+        await (await adminClient(cmd)).call(
+          'GET',
+          `/v1/admin/entries/${encodeURIComponent(id)}`,
+          undefined,
+          (await entryApi()).entrySchema,
+        ),
         o.json,
       );
     });
@@ -140,8 +156,13 @@ Examples:
         ...(o.revision !== undefined && { revision: Number(o.revision) }),
       };
       showEntry(
-        await (await adminClient(cmd)).call<Entry>('PATCH', `/v1/admin/entries/${encodeURIComponent(id)}`, body),
-        o.json as boolean,
+        await (await adminClient(cmd)).call(
+          'PATCH',
+          `/v1/admin/entries/${encodeURIComponent(id)}`,
+          body,
+          (await entryApi()).entrySchema,
+        ),
+        o.json === true,
       );
     });
 
@@ -151,7 +172,12 @@ Examples:
     .option(...SERVER_OPT)
     .addHelpText('after', '\nExamples:\n  $ nevertrust entry delete 0b6f5c1e-8f0a-4c55-9d2e-6a1b2c3d4e5f')
     .action(async (id: string, _o: unknown, cmd: Command) => {
-      await (await adminClient(cmd)).call('DELETE', `/v1/admin/entries/${encodeURIComponent(id)}`);
+      await (await adminClient(cmd)).call(
+        'DELETE',
+        `/v1/admin/entries/${encodeURIComponent(id)}`,
+        undefined,
+        (await entryApi()).entryDeletedSchema,
+      );
       process.stdout.write(`deleted ${id}\n`);
     });
 }
@@ -167,12 +193,11 @@ export function registerTokenCommands(program: Command): void {
     .option(...SERVER_OPT)
     .addHelpText('after', '\nExamples:\n  $ nevertrust token generate\n  $ nevertrust token generate --ttl 1h --json')
     .action(async (o: { ttl?: string; json?: boolean }, cmd: Command) => {
-      const out = await (await adminClient(cmd)).call<{ token: string; expires_at: string }>(
+      const out = await (await adminClient(cmd)).call(
         'POST',
         '/v1/admin/join-tokens',
-        {
-          ...(o.ttl !== undefined && { ttl: o.ttl }),
-        },
+        { ...(o.ttl !== undefined && { ttl: o.ttl }) },
+        (await import('../../api/join-tokens.js')).joinTokenSchema,
       );
       if (o.json) printJson(out);
       else process.stdout.write(`${out.token}\n(one use, expires ${out.expires_at})\n`);

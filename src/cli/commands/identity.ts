@@ -188,8 +188,8 @@ Examples:
         const csr = createCsr(key);
         const out = await viaServerOrDataDir(
           cmd,
-          (client) =>
-            client.call<{ chain_pem: string; bundle_pem: string; spiffe_id: string; not_after: string }>(
+          async (client) =>
+            client.call(
               'POST',
               '/v1/admin/x509/sign',
               {
@@ -198,6 +198,7 @@ Examples:
                 dns_names: o.dns ?? [],
                 ...(ttl !== undefined && { ttl }),
               },
+              (await import('../../api/ca.js')).adminX509SvidSchema,
             ),
           async (ca) => {
             const svid = await ca.signX509SvidFromCsrAsync({
@@ -281,12 +282,13 @@ Examples:
       const ttl = seconds(o.ttl, '--ttl');
       const out = await viaServerOrDataDir(
         cmd,
-        (client) =>
-          client.call<{ token: string }>('POST', '/v1/admin/jwt/mint', {
-            spiffe_id: o.spiffeId,
-            audience: o.audience,
-            ...(ttl !== undefined && { ttl }),
-          }),
+        async (client) =>
+          client.call(
+            'POST',
+            '/v1/admin/jwt/mint',
+            { spiffe_id: o.spiffeId, audience: o.audience, ...(ttl !== undefined && { ttl }) },
+            (await import('../../api/ca.js')).adminJwtSvidSchema,
+          ),
         async (ca) => {
           const t = await ca.mintJwtSvid({ spiffeId: o.spiffeId, audience: o.audience, ttlSeconds: ttl });
           await ca.tick();
@@ -342,7 +344,9 @@ Examples:
     .option(...SERVER_OPT)
     .addHelpText('after', '\nExamples:\n  $ nevertrust ca show')
     .action(async (_o: unknown, cmd: Command) => {
-      process.stdout.write(`${JSON.stringify(await (await adminClient(cmd)).call('GET', '/v1/admin/ca'), null, 2)}\n`);
+      process.stdout.write(
+        `${JSON.stringify(await (await adminClient(cmd)).callUnchecked('GET', '/v1/admin/ca'), null, 2)}\n`,
+      );
     });
   ca.command('rotate')
     .description(
@@ -351,10 +355,8 @@ Examples:
     .option(...SERVER_OPT)
     .addHelpText('after', '\nExamples:\n  $ nevertrust ca rotate     # run twice: prepare and publish, then activate')
     .action(async (_o: unknown, cmd: Command) => {
-      const r = await (await adminClient(cmd)).call<{ changed: boolean; sequence: number }>(
-        'POST',
-        '/v1/admin/ca/rotate',
-      );
+      const { caRotateSchema } = await import('../../api/ca.js');
+      const r = await (await adminClient(cmd)).call('POST', '/v1/admin/ca/rotate', undefined, caRotateSchema);
       process.stdout.write(`${r.changed ? 'rotated' : 'nothing to rotate'} (bundle sequence ${r.sequence})\n`);
     });
 

@@ -1,37 +1,23 @@
 /**
- * The identity-assertion contract shared by the signer (sidecar), the verifier (apps) and the
- * server's key registry: header and media type, routes, the JWK member naming a key's owner, and
- * the error type. One place, so the three sides cannot drift apart.
+ * The identity-assertion contract for `nevertrust/assertion`: its wire part (header, media type,
+ * routes, request and JWKS schemas) lives in src/api/assertion-keys.ts, shared with the server's key
+ * registry, and is re-exported here; the error type of signer and verifier is defined here.
  */
 import { NevertrustError } from '../../errors.js';
 
-/** The header a sidecar forwards the assertion in (like Pomerium's `X-Pomerium-Jwt-Assertion`). */
-export const ASSERTION_HEADER = 'x-nevertrust-assertion';
-
-/**
- * The JWS `typ` of an assertion (RFC 8725 §3.11: explicit typing). A JWT-SVID or any other JWT
- * signed by a key of the same set can therefore never pass as an assertion, nor the reverse.
- */
-export const ASSERTION_TYP = 'nevertrust-assertion+jwt';
-
-/** The only signature algorithm of assertions (keys are P-256). */
-export const ASSERTION_ALG = 'ES256';
-
-/** Agent port (mTLS, caller authenticated by its X.509-SVID): register a public key. */
-export const ASSERTION_KEYS_PATH = '/workload/v1/assertion-keys';
-
-/** API port (public: public keys only): the JWKS, `?issuer=<SPIFFE ID>` for one workload's keys. */
-export const ASSERTION_JWKS_PATH = '/v1/assertion-keys/jwks.json';
-
-/** Non-standard JWK member (RFC 7517 §4 allows them) naming the SPIFFE ID a key belongs to. */
-export const JWK_OWNER_MEMBER = 'spiffe_id';
+export {
+  ASSERTION_ALG,
+  ASSERTION_HEADER,
+  ASSERTION_IDENTITY_KINDS,
+  ASSERTION_JWKS_PATH,
+  ASSERTION_KEYS_PATH,
+  ASSERTION_TYP,
+  type AssertionIdentityKind,
+  JWK_OWNER_MEMBER,
+} from '../../api/assertion-keys.js';
 
 /** The path of the server's own SVID on the agent port (defined once in src/spiffe/well-known.ts). */
 export { SERVER_ID_PATH } from '../../spiffe/well-known.js';
-
-/** How the sidecar established the caller; carried in the `nevertrust.identity` claim. */
-export const ASSERTION_IDENTITY_KINDS = ['x509', 'xfcc', 'jwt-svid', 'user-jwt'] as const;
-export type AssertionIdentityKind = (typeof ASSERTION_IDENTITY_KINDS)[number];
 
 /** One code per reason a token, a caller or a signer setup is refused. */
 export type IdentityAssertionErrorCode =

@@ -12,8 +12,23 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { listen } from '../../util/listen.js';
 import type { TLSSocket } from 'node:tls';
-import { certificatesToPem, type IssuedX509Svid } from '../../ca/index.js';
-import type { RegistrationEntry } from '../../registration/entry.js';
+import type { ZodError } from 'zod';
+import {
+  type AgentSvidWire,
+  attestRequestSchema,
+  jwtRequestSchema,
+  jwtSvidToWire,
+  MAX_SIGN_REQUESTS,
+  renewRequestSchema,
+  signRequestSchema,
+  type SignResponse,
+  svidToWire,
+} from '../../api/attest.js';
+import type { RegistrationEntry } from '../../api/entries.js';
+import { entryToWire } from '../../api/entries.js';
+import { firstIssue } from '../../api/parse.js';
+import { type SyncMessage, syncLine } from '../../api/sync.js';
+import type { IssuedX509Svid } from '../../ca/index.js';
 import { agentSpiffeId, parseSpiffeId, serverSpiffeId } from '../../spiffe/index.js';
 import { verifyPeerSvid } from '../peer-svid.js';
 import { isNevertrustError } from '../../errors.js';
@@ -22,7 +37,6 @@ import { type ServerSvid, serverSvidSource } from '../server-svid.js';
 import type { ServerContext, ServerPlugin } from '../server.js';
 import type { CaHandle } from './ca.js';
 import type { PolicyHandle } from './policy.js';
-import { entryJson } from './registration.js';
 import { RateLimiter } from '../rate-limiter.js';
 
 export { SERVER_SVID_PATH } from '../server-svid.js';
@@ -77,6 +91,305 @@ interface SyncClient {
   res: ServerResponse;
 }
 
+/** What the handlers of the agent port share: the server, the options, and the open sync streams. */
+interface Port {
+  ctx: ServerContext;
+  opts: AgentEndpointOptions;
+  limiter: RateLimiter;
+  clients: Set<SyncClient>;
+  /** The entry list, re-read only when the store's change mark moved. */
+  entryCache?: { mark: string; entries: RegistrationEntry[] };
+}
+
+type AgentHandler = (p: Port, req: IncomingMessage, res: ServerResponse, agent: { agentId: string }) => Promise<void>;
+
+/** The first problem of a request that does not fit its contract, as a 400. */
+function invalidRequest(error: ZodError, expected: string): HttpError {
+  const { field, message } = firstIssue(error);
+  return new HttpError(400, 'invalid_request', `${field}: ${message} (expected ${expected})`);
+}
+
+/** The agent's SVID verified against the bundle in force, attested, not banned, and its current one. */
+async function authenticateAgent(p: Port, req: IncomingMessage): Promise<{ agentId: string }> {
+  const verified = verifyPeerSvid(req.socket as TLSSocket, p.opts.ca.current().bundle());
+  const agentId = verified.spiffeId.toString();
+  const rec = await p.ctx.store.agents.get(agentId);
+  if (!rec) throw new HttpError(403, 'unknown_agent', `${agentId} is not an attested agent`);
+  if (rec.banned) throw new HttpError(403, 'agent_banned', `${agentId} is banned`);
+  const leaf = (req.socket as TLSSocket).getPeerX509Certificate();
+  if (!leaf || leaf.serialNumber.toLowerCase().replace(/^0+/, '') !== rec.serial.toLowerCase().replace(/^0+/, '')) {
+    throw new HttpError(403, 'stale_agent_svid', `${agentId} presented an SVID that is no longer its current one`);
+  }
+  return { agentId };
+}
+
+/** Wraps a handler of an mTLS route: the agent is authenticated first, a refusal recorded. */
+function agentRoute(p: Port, fn: AgentHandler): Handler {
+  return async (req, res) => {
+    let agent: { agentId: string };
+    try {
+      agent = await authenticateAgent(p, req);
+    } catch (e) {
+      const reason = (e as Error).message;
+      p.ctx.events.record({
+        kind: 'agent.attested',
+        outcome: 'deny',
+        source: { ip: req.socket.remoteAddress },
+        target: { resource: req.url },
+        reason,
+      });
+      if (e instanceof HttpError) throw e;
+      throw new HttpError(401, 'unauthenticated', reason);
+    }
+    await fn(p, req, res, agent);
+  };
+}
+
+// The entry list, re-read only when the store's change mark moved (one cheap aggregate query per
+// call instead of every row): exact, since every create, update and delete moves the mark.
+async function allEntries(p: Port): Promise<RegistrationEntry[]> {
+  const mark = await p.ctx.store.entries.changeMark();
+  if (p.entryCache?.mark !== mark) p.entryCache = { mark, entries: await p.ctx.store.entries.list() };
+  return p.entryCache.entries;
+}
+
+function issue(p: Port, csr: string, spiffeId: string, dnsNames: string[], ttl: number): Promise<IssuedX509Svid> {
+  return p.opts.ca.current().signX509SvidFromCsrAsync({ csr, spiffeId, dnsNames, ttlSeconds: ttl });
+}
+
+/** `POST /agent/v1/attest` `{join_token, csr}` (TLS, no client certificate): a one-time join token. */
+async function attest(p: Port, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const { store, events, config } = p.ctx;
+  const ip = req.socket.remoteAddress ?? 'unknown';
+  const deny = (status: number, error: string, reason: string, agentId?: string): never => {
+    events.record({
+      kind: 'agent.attested',
+      outcome: 'deny',
+      source: { ip, id: agentId },
+      target: { resource: 'join_token' },
+      reason,
+    });
+    throw new HttpError(status, error, reason);
+  };
+  if (!p.limiter.take(ip)) deny(429, 'rate_limited', `too many attestation attempts from ${ip}; wait a minute`);
+  const parsed = attestRequestSchema.safeParse((await readJson(req, 64 * 1024)) ?? {});
+  if (!parsed.success) {
+    const { field } = firstIssue(parsed.error);
+    if (field === 'csr') deny(400, 'invalid_request', 'csr (PEM) is required');
+    deny(400, 'invalid_token', 'join_token must be the 32-hex-digit token from `nevertrust token generate`');
+    return;
+  }
+  const { join_token: token, csr } = parsed.data;
+  const agentId = agentSpiffeId(config.trust_domain, 'join_token', token);
+  const redeemed = await store.joinTokens.redeem(token, agentId);
+  if (!redeemed.ok) {
+    const why = { unknown: 'unknown join token', used: 'join token already used', expired: 'join token expired' }[
+      redeemed.reason
+    ];
+    deny(403, `token_${redeemed.reason}`, why, agentId);
+    return;
+  }
+  let svid: IssuedX509Svid;
+  try {
+    svid = await issue(p, csr, agentId, [], config.ca.x509_svid_ttl);
+  } catch (e) {
+    // A CSR the CA refuses is the caller's fault; a CA that cannot sign is ours (dispatch() answers 500).
+    if (isNevertrustError(e) && e.expose) return deny(400, 'invalid_csr', e.message, agentId);
+    throw e;
+  }
+  await store.agents.create({
+    spiffeId: agentId,
+    attestation: 'join_token',
+    serial: svid.serialHex,
+    svidExpiresAt: svid.notAfter.getTime(),
+    attestedAt: Date.now(),
+    remoteAddr: ip,
+  });
+  events.record({
+    kind: 'agent.attested',
+    outcome: 'allow',
+    source: { ip, id: agentId },
+    target: { id: agentId },
+    reason: 'join token redeemed',
+  });
+  sendJson(res, 200, agentSvidAnswer(p, svid));
+}
+
+/** The answer to attest and renew: the SVID and the bundle in force. */
+function agentSvidAnswer(p: Port, svid: IssuedX509Svid): AgentSvidWire {
+  return { ...svidToWire(svid), bundle: p.opts.ca.current().bundle().toJwks() };
+}
+
+/** `POST /agent/v1/renew` `{csr}`: a new SVID for the agent itself. */
+const renew: AgentHandler = async (p, req, res, { agentId }) => {
+  const { store, events, config } = p.ctx;
+  const parsed = renewRequestSchema.safeParse((await readJson(req, 64 * 1024)) ?? {});
+  if (!parsed.success) throw new HttpError(400, 'invalid_request', 'csr (PEM) is required');
+  const rec = await store.agents.get(agentId);
+  const svid = await issue(p, parsed.data.csr, agentId, [], config.ca.x509_svid_ttl);
+  if (!rec || !(await store.agents.renew(agentId, rec.serial, svid.serialHex, svid.notAfter.getTime()))) {
+    throw new HttpError(409, 'conflict', 'the agent was renewed or banned concurrently');
+  }
+  events.record({
+    kind: 'svid.issued',
+    outcome: 'allow',
+    source: { id: agentId },
+    target: { id: agentId },
+    reason: 'agent SVID renewed',
+    details: { serial: svid.serialHex },
+  });
+  sendJson(res, 200, agentSvidAnswer(p, svid));
+};
+
+/** `POST /agent/v1/sign` `{requests: [{entry_id, csr}]}`: workload SVIDs for entries under the agent. */
+const sign: AgentHandler = async (p, req, res, { agentId }) => {
+  const { events } = p.ctx;
+  const parsed = signRequestSchema.safeParse((await readJson(req, 4 << 20)) ?? {});
+  if (!parsed.success)
+    throw invalidRequest(parsed.error, `requests: an array of at most ${MAX_SIGN_REQUESTS} {entry_id, csr}`);
+  const { requests } = parsed.data;
+  const authorized = new Map(entriesForAgent(await allEntries(p), agentId).map((e) => [e.id, e]));
+  // All authorized CSRs go to the CA at once, so its worker threads sign the batch in parallel;
+  // results and events keep the request order.
+  const issued = requests.map((r) => {
+    const entry = authorized.get(r.entry_id);
+    if (!entry) return undefined;
+    return issue(p, r.csr, entry.spiffeId, entry.dnsNames, entry.x509SvidTtl).then(
+      (svid) => ({ svid }),
+      (e: Error) => ({ error: e }),
+    );
+  });
+  const results: SignResponse['results'] = [];
+  for (const [i, r] of requests.entries()) {
+    const entry = authorized.get(r.entry_id);
+    const outcome = await issued[i];
+    if (!entry || !outcome) {
+      const reason = `entry ${r.entry_id} is not authorized for ${agentId}`;
+      events.record({
+        kind: 'svid.issued',
+        outcome: 'deny',
+        source: { id: agentId },
+        target: { id: r.entry_id },
+        reason,
+      });
+      results.push({ entry_id: r.entry_id, error: reason });
+      continue;
+    }
+    if ('svid' in outcome) {
+      const { svid } = outcome;
+      events.record({
+        kind: 'svid.issued',
+        outcome: 'allow',
+        source: { id: agentId },
+        target: { id: entry.spiffeId },
+        reason: `entry ${entry.id}`,
+        details: { serial: svid.serialHex, not_after: svid.notAfter.toISOString() },
+      });
+      results.push({ entry_id: entry.id, ...svidToWire(svid) });
+    } else {
+      results.push({ entry_id: entry.id, error: outcome.error.message });
+    }
+  }
+  sendJson(res, 200, { results });
+};
+
+/** `POST /agent/v1/jwt` `{entry_id, audience}`: a JWT-SVID for an entry under the agent. */
+const jwt: AgentHandler = async (p, req, res, { agentId }) => {
+  const parsed = jwtRequestSchema.safeParse((await readJson(req, 64 * 1024)) ?? {});
+  if (!parsed.success) throw invalidRequest(parsed.error, '{entry_id, audience: [non-empty strings]}');
+  const { entry_id, audience } = parsed.data;
+  const entry = entriesForAgent(await allEntries(p), agentId).find((e) => e.id === entry_id);
+  if (!entry) throw new HttpError(403, 'not_authorized', `entry ${entry_id} is not authorized for ${agentId}`);
+  const minted = await p.opts.ca
+    .current()
+    .mintJwtSvid({ spiffeId: entry.spiffeId, audience, ttlSeconds: entry.jwtSvidTtl });
+  p.ctx.events.record({
+    kind: 'jwt.issued',
+    outcome: 'allow',
+    source: { id: agentId },
+    target: { id: entry.spiffeId },
+    reason: `entry ${entry.id}`,
+    details: { audience },
+  });
+  sendJson(res, 200, jwtSvidToWire(minted));
+};
+
+/** The `state` message of one agent: its entries and the bundle. */
+async function stateFor(p: Port, agentId: string): Promise<SyncMessage> {
+  return {
+    type: 'state',
+    entries: entriesForAgent(await allEntries(p), agentId).map(entryToWire),
+    bundle: p.opts.ca.current().bundle().toJwks(),
+  };
+}
+
+// The policy snapshot travels as its own message, sent on connect and whenever its version
+// changes: agents compile it and decide locally (`null`: no policies, so they deny everything).
+function policyMessage(p: Port): string {
+  const snap = p.opts.policy?.current();
+  return syncLine({
+    type: 'policy',
+    policy: snap ? { version: snap.version, policies: snap.policies, options: snap.options } : null,
+  });
+}
+
+/** The current state to every open stream; a banned or deleted agent's stream ends with `revoked`. */
+async function push(p: Port): Promise<void> {
+  for (const c of p.clients) {
+    try {
+      const rec = await p.ctx.store.agents.get(c.agentId);
+      if (!rec || rec.banned) {
+        c.res.end(syncLine({ type: 'revoked', reason: rec ? 'agent banned' : 'agent deleted' }));
+        p.clients.delete(c);
+        continue;
+      }
+      c.res.write(syncLine(await stateFor(p, c.agentId)));
+    } catch (e) {
+      p.ctx.logger.error({ err: e, agent: c.agentId }, 'sync push failed');
+    }
+  }
+}
+
+/** `GET /agent/v1/sync`: the NDJSON stream of src/api/sync.ts. */
+const sync: AgentHandler = async (p, req, res, { agentId }) => {
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+  res.write(syncLine(await stateFor(p, agentId)));
+  if (p.opts.policy) res.write(policyMessage(p));
+  const client = { agentId, res };
+  p.clients.add(client);
+  req.on('close', () => p.clients.delete(client));
+};
+
+/**
+ * Watches for changes made through any server: the policy version, and one change mark covering
+ * entries changed on the shared store and bans. Returns the timer.
+ */
+function watchChanges(p: Port): NodeJS.Timeout {
+  let policyVersion = p.opts.policy?.current()?.version;
+  let mark = '';
+  const timer = setInterval(async () => {
+    const v = p.opts.policy?.current()?.version;
+    if (v !== policyVersion) {
+      policyVersion = v;
+      const msg = policyMessage(p);
+      for (const c of p.clients) c.res.write(msg);
+    }
+    try {
+      const agentsMark = (await p.ctx.store.agents.list()).filter((a) => a.banned).length;
+      const m = `${await p.ctx.store.entries.changeMark()}/${agentsMark}`;
+      if (m !== mark) {
+        const first = mark === '';
+        mark = m;
+        if (!first) await push(p);
+      }
+    } catch (e) {
+      p.ctx.logger.error({ err: e }, 'entry change poll failed');
+    }
+  }, p.opts.pollMs ?? 500);
+  timer.unref();
+  return timer;
+}
+
 export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & { address(): AddressInfo | undefined } {
   let https: Server | undefined;
   let serverSvid: ServerSvid | undefined;
@@ -89,12 +402,18 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
     name: 'agent-endpoint',
     address: () => (https?.address() as AddressInfo | null) ?? undefined,
     async register(ctx: ServerContext) {
-      const { config, store, logger, events } = ctx;
+      const { config, logger } = ctx;
       const td = config.trust_domain;
       const serverId = serverSpiffeId(td);
       const limiter = new RateLimiter(opts.attestBurst ?? 10, (opts.attestPerMinute ?? 10) / 60);
+      const p: Port = { ctx, opts, limiter, clients };
       const router = new Router();
       for (const r of opts.routes ?? []) router.on(r.method, r.path, r.handler);
+      router.on('POST', '/agent/v1/attest', (req, res) => attest(p, req, res));
+      router.on('POST', '/agent/v1/renew', agentRoute(p, renew));
+      router.on('POST', '/agent/v1/sign', agentRoute(p, sign));
+      router.on('POST', '/agent/v1/jwt', agentRoute(p, jwt));
+      router.on('GET', '/agent/v1/sync', agentRoute(p, sync));
 
       // The server's own SVID for this port, re-minted at half-life and on every bundle change.
       serverSvid = serverSvidSource(opts.ca, td);
@@ -105,302 +424,12 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
       serverSvid.source.on('update', () => https?.setSecureContext(tlsMaterial()));
       const current = tlsMaterial();
 
-      const authenticateAgent = async (req: IncomingMessage) => {
-        const verified = verifyPeerSvid(req.socket as TLSSocket, opts.ca.current().bundle());
-        const agentId = verified.spiffeId.toString();
-        const rec = await store.agents.get(agentId);
-        if (!rec) throw new HttpError(403, 'unknown_agent', `${agentId} is not an attested agent`);
-        if (rec.banned) throw new HttpError(403, 'agent_banned', `${agentId} is banned`);
-        const leaf = (req.socket as TLSSocket).getPeerX509Certificate();
-        if (
-          !leaf ||
-          leaf.serialNumber.toLowerCase().replace(/^0+/, '') !== rec.serial.toLowerCase().replace(/^0+/, '')
-        ) {
-          throw new HttpError(
-            403,
-            'stale_agent_svid',
-            `${agentId} presented an SVID that is no longer its current one`,
-          );
-        }
-        return { agentId, rec };
-      };
-
-      // The entry list, re-read only when the store's change mark moved (one cheap aggregate query
-      // per call instead of every row): exact, since every create, update and delete moves the mark.
-      let entryCache: { mark: string; entries: RegistrationEntry[] } | undefined;
-      const allEntries = async (): Promise<RegistrationEntry[]> => {
-        const mark = await store.entries.changeMark();
-        if (entryCache?.mark !== mark) entryCache = { mark, entries: await store.entries.list() };
-        return entryCache.entries;
-      };
-
-      const issue = async (csr: string, spiffeId: string, dnsNames: string[], ttl: number): Promise<IssuedX509Svid> =>
-        opts.ca.current().signX509SvidFromCsrAsync({ csr, spiffeId, dnsNames, ttlSeconds: ttl });
-
-      const svidJson = (s: IssuedX509Svid) => ({
-        spiffe_id: s.spiffeId.toString(),
-        chain_pem: certificatesToPem(s.chain),
-        serial: s.serialHex,
-        expires_at: s.notAfter.toISOString(),
-      });
-
-      router.on('POST', '/agent/v1/attest', async (req, res) => {
-        const ip = req.socket.remoteAddress ?? 'unknown';
-        const deny = (status: number, error: string, reason: string, agentId?: string) => {
-          events.record({
-            kind: 'agent.attested',
-            outcome: 'deny',
-            source: { ip, id: agentId },
-            target: { resource: 'join_token' },
-            reason,
-          });
-          throw new HttpError(status, error, reason);
-        };
-        if (!limiter.take(ip)) deny(429, 'rate_limited', `too many attestation attempts from ${ip}; wait a minute`);
-        const body = ((await readJson(req, 64 * 1024)) ?? {}) as { join_token?: unknown; csr?: unknown };
-        if (typeof body.join_token !== 'string' || !/^[0-9a-f]{32}$/.test(body.join_token)) {
-          deny(400, 'invalid_token', 'join_token must be the 32-hex-digit token from `nevertrust token generate`');
-        }
-        if (typeof body.csr !== 'string') deny(400, 'invalid_request', 'csr (PEM) is required');
-        const token = body.join_token as string;
-        const agentId = agentSpiffeId(td, 'join_token', token);
-        const redeemed = await store.joinTokens.redeem(token, agentId);
-        if (!redeemed.ok) {
-          const why = { unknown: 'unknown join token', used: 'join token already used', expired: 'join token expired' }[
-            redeemed.reason
-          ];
-          deny(403, `token_${redeemed.reason}`, why, agentId);
-        }
-        let svid: IssuedX509Svid;
-        try {
-          svid = await issue(body.csr as string, agentId, [], config.ca.x509_svid_ttl);
-        } catch (e) {
-          // A CSR the CA refuses is the caller's fault; a CA that cannot sign is ours (dispatch() answers 500).
-          if (isNevertrustError(e) && e.expose) return deny(400, 'invalid_csr', e.message, agentId);
-          throw e;
-        }
-        await store.agents.create({
-          spiffeId: agentId,
-          attestation: 'join_token',
-          serial: svid.serialHex,
-          svidExpiresAt: svid.notAfter.getTime(),
-          attestedAt: Date.now(),
-          remoteAddr: ip,
-        });
-        events.record({
-          kind: 'agent.attested',
-          outcome: 'allow',
-          source: { ip, id: agentId },
-          target: { id: agentId },
-          reason: 'join token redeemed',
-        });
-        sendJson(res, 200, { ...svidJson(svid), bundle: opts.ca.current().bundle().toJwks() });
-      });
-
-      const agentRoute =
-        (fn: (req: IncomingMessage, res: ServerResponse, agent: { agentId: string }) => Promise<void>) =>
-        async (req: IncomingMessage, res: ServerResponse) => {
-          let agent: { agentId: string };
-          try {
-            agent = await authenticateAgent(req);
-          } catch (e) {
-            const reason = (e as Error).message;
-            events.record({
-              kind: 'agent.attested',
-              outcome: 'deny',
-              source: { ip: req.socket.remoteAddress },
-              target: { resource: req.url },
-              reason,
-            });
-            if (e instanceof HttpError) throw e;
-            throw new HttpError(401, 'unauthenticated', reason);
-          }
-          await fn(req, res, agent);
-        };
-
-      router.on(
-        'POST',
-        '/agent/v1/renew',
-        agentRoute(async (req, res, { agentId }) => {
-          const body = ((await readJson(req, 64 * 1024)) ?? {}) as { csr?: unknown };
-          if (typeof body.csr !== 'string') throw new HttpError(400, 'invalid_request', 'csr (PEM) is required');
-          const rec = await store.agents.get(agentId);
-          const svid = await issue(body.csr, agentId, [], config.ca.x509_svid_ttl);
-          if (!rec || !(await store.agents.renew(agentId, rec.serial, svid.serialHex, svid.notAfter.getTime()))) {
-            throw new HttpError(409, 'conflict', 'the agent was renewed or banned concurrently');
-          }
-          events.record({
-            kind: 'svid.issued',
-            outcome: 'allow',
-            source: { id: agentId },
-            target: { id: agentId },
-            reason: 'agent SVID renewed',
-            details: { serial: svid.serialHex },
-          });
-          sendJson(res, 200, { ...svidJson(svid), bundle: opts.ca.current().bundle().toJwks() });
-        }),
-      );
-
-      router.on(
-        'POST',
-        '/agent/v1/sign',
-        agentRoute(async (req, res, { agentId }) => {
-          const body = ((await readJson(req, 4 << 20)) ?? {}) as { requests?: unknown };
-          if (!Array.isArray(body.requests) || body.requests.length > 1000) {
-            throw new HttpError(400, 'invalid_request', 'requests: an array of at most 1000 {entry_id, csr}');
-          }
-          const authorized = new Map(entriesForAgent(await allEntries(), agentId).map((e) => [e.id, e]));
-          const requests = body.requests as { entry_id?: unknown; csr?: unknown }[];
-          const entryOf = (r: (typeof requests)[number]) =>
-            typeof r.entry_id === 'string' ? authorized.get(r.entry_id) : undefined;
-          // All authorized CSRs go to the CA at once, so its worker threads sign the batch in parallel;
-          // results and events keep the request order.
-          const issued = requests.map((r) => {
-            const entry = entryOf(r);
-            if (!entry || typeof r.csr !== 'string') return undefined;
-            return issue(r.csr, entry.spiffeId, entry.dnsNames, entry.x509SvidTtl).then(
-              (svid) => ({ svid }),
-              (e: Error) => ({ error: e }),
-            );
-          });
-          const results = [];
-          for (const [i, r] of requests.entries()) {
-            const entry = entryOf(r);
-            const outcome = await issued[i];
-            if (!entry || !outcome) {
-              const reason = `entry ${String(r.entry_id)} is not authorized for ${agentId}`;
-              events.record({
-                kind: 'svid.issued',
-                outcome: 'deny',
-                source: { id: agentId },
-                target: { id: String(r.entry_id) },
-                reason,
-              });
-              results.push({ entry_id: r.entry_id, error: reason });
-              continue;
-            }
-            if ('svid' in outcome) {
-              const { svid } = outcome;
-              events.record({
-                kind: 'svid.issued',
-                outcome: 'allow',
-                source: { id: agentId },
-                target: { id: entry.spiffeId },
-                reason: `entry ${entry.id}`,
-                details: { serial: svid.serialHex, not_after: svid.notAfter.toISOString() },
-              });
-              results.push({ entry_id: entry.id, ...svidJson(svid) });
-            } else {
-              results.push({ entry_id: entry.id, error: outcome.error.message });
-            }
-          }
-          sendJson(res, 200, { results });
-        }),
-      );
-
-      router.on(
-        'POST',
-        '/agent/v1/jwt',
-        agentRoute(async (req, res, { agentId }) => {
-          const body = ((await readJson(req, 64 * 1024)) ?? {}) as { entry_id?: unknown; audience?: unknown };
-          const entry = entriesForAgent(await allEntries(), agentId).find((e) => e.id === body.entry_id);
-          const audience = Array.isArray(body.audience) ? body.audience.map(String).filter((a) => a.length > 0) : [];
-          if (!entry)
-            throw new HttpError(
-              403,
-              'not_authorized',
-              `entry ${String(body.entry_id)} is not authorized for ${agentId}`,
-            );
-          if (audience.length === 0) throw new HttpError(400, 'invalid_request', 'at least one audience is required');
-          const jwt = await opts.ca
-            .current()
-            .mintJwtSvid({ spiffeId: entry.spiffeId, audience, ttlSeconds: entry.jwtSvidTtl });
-          events.record({
-            kind: 'jwt.issued',
-            outcome: 'allow',
-            source: { id: agentId },
-            target: { id: entry.spiffeId },
-            reason: `entry ${entry.id}`,
-            details: { audience },
-          });
-          sendJson(res, 200, { token: jwt.token, expires_at: jwt.expiresAt.toISOString() });
-        }),
-      );
-
-      const stateFor = async (agentId: string) => ({
-        type: 'state',
-        entries: entriesForAgent(await allEntries(), agentId).map(entryJson),
-        bundle: opts.ca.current().bundle().toJwks(),
-      });
-      // The policy snapshot travels as its own message, sent on connect and whenever its version
-      // changes: agents compile it and decide locally (`null`: no policies, so they deny everything).
-      const policyMessage = () => {
-        const snap = opts.policy?.current();
-        return `${JSON.stringify({
-          type: 'policy',
-          policy: snap ? { version: snap.version, policies: snap.policies, options: snap.options } : null,
-        })}\n`;
-      };
-      let policyVersion = opts.policy?.current()?.version;
-      const pushPolicy = () => {
-        const msg = policyMessage();
-        for (const c of clients) c.res.write(msg);
-      };
-      const push = async () => {
-        for (const c of clients) {
-          try {
-            const rec = await store.agents.get(c.agentId);
-            if (!rec || rec.banned) {
-              c.res.end(`${JSON.stringify({ type: 'revoked', reason: rec ? 'agent banned' : 'agent deleted' })}\n`);
-              clients.delete(c);
-              continue;
-            }
-            c.res.write(`${JSON.stringify(await stateFor(c.agentId))}\n`);
-          } catch (e) {
-            logger.error({ err: e, agent: c.agentId }, 'sync push failed');
-          }
-        }
-      };
-
-      router.on(
-        'GET',
-        '/agent/v1/sync',
-        agentRoute(async (req, res, { agentId }) => {
-          res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
-          res.write(`${JSON.stringify(await stateFor(agentId))}\n`);
-          if (opts.policy) res.write(policyMessage());
-          const client = { agentId, res };
-          clients.add(client);
-          req.on('close', () => clients.delete(client));
-        }),
-      );
-
-      // One change mark covers entries changed by any server on the shared store, and bans.
-      let mark = '';
-      poll = setInterval(async () => {
-        const v = opts.policy?.current()?.version;
-        if (v !== policyVersion) {
-          policyVersion = v;
-          pushPolicy();
-        }
-        try {
-          const agentsMark = (await store.agents.list()).filter((a) => a.banned).length;
-          const m = `${await store.entries.changeMark()}/${agentsMark}`;
-          if (m !== mark) {
-            const first = mark === '';
-            mark = m;
-            if (!first) await push();
-          }
-        } catch (e) {
-          logger.error({ err: e }, 'entry change poll failed');
-        }
-      }, opts.pollMs ?? 500);
-      poll.unref();
+      poll = watchChanges(p);
       heartbeat = setInterval(() => {
-        for (const c of clients) c.res.write(`${JSON.stringify({ type: 'ping' })}\n`);
+        for (const c of clients) c.res.write(syncLine({ type: 'ping' }));
       }, 15_000);
       heartbeat.unref();
-      unsubscribe = opts.ca.onBundleChange(() => void push());
+      unsubscribe = opts.ca.onBundleChange(() => void push(p));
 
       https = createServer(
         { cert: current.cert, key: current.key, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },

@@ -16,7 +16,16 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { calculateJwkThumbprint } from 'jose';
 import { z } from 'zod';
-import { ASSERTION_ALG, ASSERTION_JWKS_PATH, ASSERTION_KEYS_PATH, JWK_OWNER_MEMBER } from '../../pep/assertion/wire.js';
+import {
+  ASSERTION_JWKS_PATH,
+  ASSERTION_KEYS_PATH,
+  type AssertionJwk,
+  type AssertionKeyRecord,
+  type AssertionKeyResponse,
+  assertionKeyRequestSchema,
+  assertionKeyToJwk,
+  PRIVATE_JWK_MEMBERS,
+} from '../../api/assertion-keys.js';
 import { parseSpiffeId, SpiffeIdError } from '../../spiffe/index.js';
 import { StoreConflictError } from '../../store/index.js';
 import { PeerSvidError, verifyPeerSvid } from '../peer-svid.js';
@@ -50,14 +59,7 @@ export interface AssertionKeysOptions {
   registerPerMinute?: number;
 }
 
-interface StoredKey {
-  kid: string;
-  x: string;
-  y: string;
-  /** ms since the epoch */
-  expires_at: number;
-  registered_at: number;
-}
+type StoredKey = AssertionKeyRecord;
 
 const StoredDoc = z.object({
   keys: z.array(
@@ -65,44 +67,12 @@ const StoredDoc = z.object({
   ),
 });
 
-// base64url of a 32-byte P-256 coordinate, unpadded (RFC 7518 §6.2.1.2: full length, 43 characters).
-const coordinate = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'a base64url 32-byte coordinate (43 characters)');
-
-/** Public-key members only: `.strict()` refuses any other member (and so any private one). */
-const RegisterBody = z
-  .object({
-    jwk: z
-      .object({
-        kty: z.literal('EC', { error: 'must be "EC"' }),
-        crv: z.literal('P-256', { error: 'must be "P-256"' }),
-        x: coordinate,
-        y: coordinate,
-      })
-      .strict(),
-    expires_at: z.iso.datetime({ offset: true, error: 'an RFC 3339 date-time' }),
-  })
-  .strict();
-
-// RFC 7517/7518 private (or symmetric secret) members: named in the refusal, never their values.
-const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
-
 function parseDoc(value: string | undefined, owner: string): StoredKey[] {
   if (value === undefined) return [];
   const r = StoredDoc.safeParse(JSON.parse(value));
   if (!r.success) throw new Error(`stored assertion keys of ${owner} are malformed`);
   return r.data.keys;
 }
-
-const publicJwk = (owner: string, k: StoredKey) => ({
-  kty: 'EC',
-  crv: 'P-256',
-  x: k.x,
-  y: k.y,
-  kid: k.kid,
-  alg: ASSERTION_ALG,
-  use: 'sig',
-  [JWK_OWNER_MEMBER]: owner,
-});
 
 /**
  * The assertion-key registry: `POST /workload/v1/assertion-keys` on the agent port (pass
@@ -167,7 +137,7 @@ export function assertionKeysPlugin(opts: AssertionKeysOptions): ServerPlugin & 
     }
     const jwkIn = (raw as { jwk?: unknown } | undefined)?.jwk;
     if (jwkIn && typeof jwkIn === 'object') {
-      const present = PRIVATE_MEMBERS.filter((m) => Object.hasOwn(jwkIn, m));
+      const present = PRIVATE_JWK_MEMBERS.filter((m) => Object.hasOwn(jwkIn, m));
       if (present.length > 0)
         refuse(
           400,
@@ -175,7 +145,7 @@ export function assertionKeysPlugin(opts: AssertionKeysOptions): ServerPlugin & 
           `jwk must be a public key: private member ${present.join(', ')} refused (the key was not stored)`,
         );
     }
-    const parsed = RegisterBody.safeParse(raw);
+    const parsed = assertionKeyRequestSchema.safeParse(raw);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
       refuse(
@@ -232,7 +202,8 @@ export function assertionKeysPlugin(opts: AssertionKeysOptions): ServerPlugin & 
       reason: created ? 'assertion key registered' : 'assertion key re-registered',
       details: { kid, expires_at: new Date(expiresAt).toISOString(), ...(dropped.length ? { dropped } : {}) },
     });
-    sendJson(res, created ? 201 : 200, { kid, spiffe_id: owner, expires_at: new Date(expiresAt).toISOString() });
+    const answer: AssertionKeyResponse = { kid, spiffe_id: owner, expires_at: new Date(expiresAt).toISOString() };
+    sendJson(res, created ? 201 : 200, answer);
   };
 
   const jwks = async (_req: IncomingMessage, res: ServerResponse, url: URL) => {
@@ -254,10 +225,10 @@ export function assertionKeysPlugin(opts: AssertionKeysOptions): ServerPlugin & 
     } else {
       for (const d of await store.kv.list(KV_NS)) docs.push({ owner: d.key, value: d.value });
     }
-    const keys = docs.flatMap((d) =>
+    const keys: AssertionJwk[] = docs.flatMap((d) =>
       parseDoc(d.value, d.owner)
         .filter((k) => k.expires_at > now)
-        .map((k) => publicJwk(d.owner, k)),
+        .map((k) => assertionKeyToJwk(d.owner, k)),
     );
     sendJson(res, 200, { keys }, { 'cache-control': `public, max-age=${maxAge}` });
   };

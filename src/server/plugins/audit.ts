@@ -19,6 +19,7 @@
  *   GET  /v1/admin/audit/consistency?from=&to= consistency proof between two checkpoints
  *   POST /v1/admin/audit/seal                  seal events older than the hot window into segments now
  */
+import { type AuditIngestResponse, auditIngestRequestSchema, MAX_INGEST_BATCH } from '../../api/audit-ingest.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
@@ -155,8 +156,8 @@ function clipFields<T extends Record<string, unknown>>(o: T, limits: Record<stri
 }
 
 const TAIL_POLL_MS = 250;
-/** Most events in one ingested batch. */
-const MAX_BATCH = 10_000;
+/** Most events in one ingested batch (the ingestion contract's). */
+const MAX_BATCH = MAX_INGEST_BATCH;
 
 /**
  * The audit server plugin.
@@ -292,10 +293,11 @@ export function auditPlugin(
         } catch (e) {
           return sendJson(res, 400, { error: 'malformed_json', message: `body is not JSON: ${(e as Error).message}` });
         }
-        const events = (parsed as { events?: unknown } | null)?.events;
-        if (!Array.isArray(events)) {
+        const envelope = auditIngestRequestSchema.safeParse(parsed);
+        if (!envelope.success) {
           return sendJson(res, 400, { error: 'bad_request', message: 'expected {"events": [ … ]}' });
         }
+        const { events } = envelope.data;
         if (events.length > MAX_BATCH) {
           return sendJson(res, 413, { error: 'too_many_events', message: 'at most 10,000 events per batch' });
         }
@@ -305,7 +307,8 @@ export function auditPlugin(
         }
         try {
           const r = await theLog.appendInputs(events.map((e) => stampReporter(e, reporter)));
-          sendJson(res, 200, { stored: r.stored, duplicates: r.duplicates, tree_size: r.treeSize });
+          const answer: AuditIngestResponse = { stored: r.stored, duplicates: r.duplicates, tree_size: r.treeSize };
+          sendJson(res, 200, answer);
         } catch (e) {
           if (
             e instanceof Error &&
