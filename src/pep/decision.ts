@@ -6,7 +6,9 @@
 import { coarseNow } from '../audit/coarse-clock.js';
 import { clipText as clip } from '../audit/clip.js';
 import { newEventId, REASON_MAX, SOURCE_LIMITS, TARGET_LIMITS } from '../audit/event.js';
-import { type AccessRequest, type Decision, decide, type PolicySnapshot } from '../policy/index.js';
+import { type Decision, decide } from '../policy/evaluate.js';
+import type { AccessRequest } from '../policy/request.js';
+import type { PolicySnapshot } from '../policy/snapshot.js';
 
 /** The decision as enforcement points answer it (the native `/v1/decide` body). */
 export interface EnforcedDecision {

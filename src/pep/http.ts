@@ -3,7 +3,7 @@
  * (a slow client must not hold a decision open), and target parsing.
  */
 import type { IncomingMessage } from 'node:http';
-import type { AccessRequest } from '../policy/index.js';
+import type { AccessRequest } from '../policy/request.js';
 
 /** A request body that cannot be used; `status` is what to answer (400, 408, 413). */
 export class BodyError extends Error {
