@@ -63,8 +63,6 @@ export interface DecideOptions {
   now?: number;
 }
 
-export type { Candidates };
-
 /**
  * Finds the policies whose target selects the request's workload and, among their rules, the
  * ones that could match the source principal. Never scans the whole snapshot.
