@@ -9,7 +9,9 @@
  * needs no new token; the entries, workload SVIDs with their keys and the last policy snapshot are
  * cached there too (`agent-cache.ts`), so a restart while the server is down still serves them.
  */
-import { type CompileOptions, compile, type Policy, type PolicySnapshot } from '../policy/index.js';
+import { compile } from '../policy/compile.js';
+import type { Policy } from '../policy/model.js';
+import type { CompileOptions, PolicySnapshot } from '../policy/snapshot.js';
 import { type KeyObject, randomInt, X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';

@@ -13,7 +13,9 @@ import {
   decisionEvent,
 } from '../audit/decision-event.js';
 import { newEventId } from '../audit/event.js';
-import { type AccessRequest, type Decision, decide, type PolicySnapshot } from '../policy/index.js';
+import { type Decision, decide } from '../policy/evaluate.js';
+import type { AccessRequest } from '../policy/request.js';
+import type { PolicySnapshot } from '../policy/snapshot.js';
 
 /** The decision as enforcement points answer it (the native `/v1/decide` body). */
 export interface EnforcedDecision {

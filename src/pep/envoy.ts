@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import type { AccessRequest } from '../policy/index.js';
+import type { AccessRequest } from '../policy/request.js';
 import { type BundleSource, parseSpiffeId } from '../spiffe/index.js';
 import { packageRoot } from '../util/package-root.js';
 import { type EnforcedDecision, type DecisionRecorder, enforce, refuse, type SnapshotProvider } from './decision.js';

@@ -3,8 +3,8 @@
  * (a slow client must not hold a decision open), and target parsing.
  */
 import type { IncomingMessage } from 'node:http';
-import type { AccessRequest } from '../policy/index.js';
 import { NevertrustError } from '../errors.js';
+import type { AccessRequest } from '../policy/request.js';
 
 /** A request body that cannot be used; `status` is what to answer (400, 408, 413). */
 export class BodyError extends NevertrustError<'ERR_BODY_BAD_JSON' | 'ERR_BODY_TIMEOUT' | 'ERR_BODY_TOO_LARGE'> {

@@ -7,7 +7,8 @@
  * `verifyX509Svid` (no handshake needed).
  */
 import { z } from 'zod';
-import { type Cidr, cidrContains, parseCidr, parseIp } from '../policy/index.js';
+import { cidrContains, parseCidr, parseIp } from '../policy/match.js';
+import type { Cidr } from '../policy/model.js';
 import { type BundleSource, parseSpiffeId, verifyX509Svid, X509SvidError } from '../spiffe/index.js';
 import { NevertrustError } from '../errors.js';
 

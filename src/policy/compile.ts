@@ -8,102 +8,20 @@ import { createHash } from 'node:crypto';
 import { FastRule } from './fastmatch.js';
 import type { Policy, Rule, StringMatcher } from './model.js';
 import { PatternIndex } from './pattern-index.js';
-import type { PathOptions } from './path.js';
-import { buildIdTable, type TargetPlan } from './plan.js';
-import type { IdInfo } from './request.js';
-
-export { PatternIndex };
-
-/** A policy in a snapshot, with its position (evaluation order) and a scratch stamp for dedup. */
-export interface CompiledPolicy {
-  readonly policy: Policy;
-  readonly order: number;
-  readonly rules: CompiledRule[];
-  /** @internal lookup scratch: the generation in which this policy was last visited. */
-  stamp: number;
-  /** @internal lookup scratch: whether the target applied in that generation. */
-  applies: boolean;
-  /**
-   * @internal False when being found through its bucket already proves that the target applies:
-   * the target has no labels and at most one of spiffeIds/services/namespace, which is the
-   * bucket's key (its pattern matched the request, or the namespace is equal, or it is global).
-   */
-  readonly targetCheck: boolean;
-}
-
-export interface CompiledRule {
-  readonly policy: CompiledPolicy;
-  readonly rule: Rule;
-  /** Global evaluation order (policy order, then rule order). */
-  readonly seq: number;
-  /** @internal `<ACTION> policy "<id>" rule "<id>"`, built once so reasons cost one concatenation. */
-  readonly label: string;
-  /** @internal The reason of an allow by this rule, built once: the common decision allocates no string. */
-  readonly allowReason: string;
-  /** @internal `policy.policy.id` and `rule.id`, held here so a decision reads one object, not three. */
-  readonly policyId: string;
-  readonly ruleId: string;
-  /** @internal the rule precompiled for matching (see fastmatch.ts). */
-  readonly fast: FastRule;
-  /** @internal lookup scratch. */
-  stamp: number;
-}
-
-/** Rules of one target bucket, indexed by the source principal. */
-export class RuleIndex {
-  readonly byPrincipal = new PatternIndex<CompiledRule>();
-  /** Rules that can match without a principal (no `from`, or a `from` without `principals`). */
-  readonly always: CompiledRule[] = [];
-
-  add(cr: CompiledRule): void {
-    const from = cr.rule.from;
-    if (!from || from.some((s) => !s.principals)) {
-      this.always.push(cr);
-      return;
-    }
-    for (const s of from) for (const m of s.principals ?? []) this.byPrincipal.add(m, cr);
-  }
-}
-
-/** Policies sharing one target key, with their rules indexed. */
-export interface Bucket {
-  readonly policies: CompiledPolicy[];
-  readonly rules: RuleIndex;
-}
+import { buildIdTable } from './plan.js';
+import {
+  type Bucket,
+  type CompiledPolicy,
+  type CompiledRule,
+  type CompileOptions,
+  DecisionScratch,
+  type PolicySnapshot,
+  RuleIndex,
+  type TargetIndex,
+} from './snapshot.js';
 
 function newBucket(): Bucket {
   return { policies: [], rules: new RuleIndex() };
-}
-
-export interface CompileOptions {
-  /** Istio's default for a workload that no policy selects: allow. Off by default (zero trust). */
-  istioDefaultAllow?: boolean;
-  /** Path normalization applied to every request. */
-  path?: PathOptions;
-}
-
-/** An immutable compiled policy set. `version` is the SHA-256 of its content. */
-export interface PolicySnapshot {
-  readonly version: string;
-  readonly policies: readonly Policy[];
-  readonly options: Readonly<CompileOptions>;
-  readonly compiled: readonly CompiledPolicy[];
-  /** @internal */
-  readonly index: TargetIndex;
-  /**
-   * @internal Every SPIFFE ID the policies name exactly (targets and principals), with its
-   * derivations and its {@link TargetPlan}: the decision's one lookup per ID.
-   */
-  readonly ids: ReadonlyMap<string, IdInfo>;
-  readonly ruleCount: number;
-}
-
-/** @internal */
-export interface TargetIndex {
-  bySpiffe: PatternIndex<Bucket>;
-  byService: PatternIndex<Bucket>;
-  byNamespace: Map<string, Bucket>;
-  global: Bucket;
 }
 
 function labelOf(policy: Policy, rule: Rule): string {
@@ -257,5 +175,6 @@ export function* compileSteps(
     index,
     ids: idTable,
     ruleCount,
+    scratch: new DecisionScratch(),
   });
 }

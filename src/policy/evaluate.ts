@@ -4,14 +4,24 @@
  * records and dry-run records. Fails closed: a request that cannot be normalized, and any thrown
  * error, deny with a reason.
  */
-import type { Bucket, CompiledPolicy, CompiledRule, PolicySnapshot } from './compile.js';
-import type { Action } from './model.js';
 import { type FastRule, matchFast, matchSimple } from './fastmatch.js';
+import type { Action } from './model.js';
 import { methodBit } from './path.js';
-import { type PlanCell, planFor, planRules, ROW_GENERAL, rowAccepts, type TargetPlan } from './plan.js';
+import {
+  type PlanCell,
+  planFor,
+  planRules,
+  ROW_CELLS,
+  ROW_GENERAL,
+  ROW_KIND,
+  ROW_METHODS,
+  ROW_PATH,
+  ROW_RULE,
+  rowAccepts,
+  type TargetPlan,
+} from './plan.js';
 import {
   type AccessRequest,
-  blankRequest,
   deriveRequest,
   type FlatAccessRequest,
   fromFlat,
@@ -19,6 +29,7 @@ import {
   resetRequest,
 } from './request.js';
 import { MATCH, type RuleResult, targetApplies, unknownMatches } from './rules.js';
+import type { Bucket, Candidates, CompiledPolicy, CompiledRule, PolicySnapshot } from './snapshot.js';
 
 export type DecisionKind = 'allow' | 'deny' | 'step_up';
 
@@ -52,22 +63,6 @@ export interface DecideOptions {
   now?: number;
 }
 
-/** The result of candidate lookup, in evaluation order. */
-export interface Candidates {
-  applicable: CompiledPolicy[];
-  rules: CompiledRule[];
-}
-
-let generation = 0;
-const bucketScratch: Bucket[] = [];
-const ruleScratch: CompiledRule[] = [];
-// Candidate and result lists of the decision in progress. A decision is synchronous and never
-// re-enters the engine, so one set of module-level lists serves every call without allocating.
-const applicableScratch: CompiledPolicy[] = [];
-const rulesScratch: CompiledRule[] = [];
-const scratchCandidates: Candidates = { applicable: applicableScratch, rules: rulesScratch };
-const resultScratch: RuleResult[] = [];
-
 /**
  * Finds the policies whose target selects the request's workload and, among their rules, the
  * ones that could match the source principal. Never scans the whole snapshot.
@@ -77,11 +72,12 @@ export function lookupCandidates(snap: PolicySnapshot, r: NormalizedRequest): Ca
   return { applicable: c.applicable.slice(), rules: c.rules.slice() };
 }
 
-/** {@link lookupCandidates} into the module's scratch lists (valid until the next call). */
+/** {@link lookupCandidates} into the snapshot's scratch lists (valid until the next call). */
 function findCandidates(snap: PolicySnapshot, r: NormalizedRequest): Candidates {
-  const gen = ++generation;
+  const scratch = snap.scratch;
+  const gen = ++scratch.generation;
   const idx = snap.index;
-  const buckets = bucketScratch;
+  const buckets = scratch.buckets;
   idx.bySpiffe.collect(r.targetSpiffeId, buckets);
   idx.byService.collect(r.targetService, buckets);
   if (r.targetNamespace !== undefined) {
@@ -89,8 +85,9 @@ function findCandidates(snap: PolicySnapshot, r: NormalizedRequest): Candidates 
     if (b) buckets.push(b);
   }
   if (idx.global.policies.length > 0) buckets.push(idx.global);
-  const applicable = applicableScratch;
-  const rules = rulesScratch;
+  const c = scratch.candidates;
+  const applicable = c.applicable;
+  const rules = c.rules;
   clear(applicable);
   clear(rules);
   for (let bi = 0; bi < buckets.length; bi++) {
@@ -104,7 +101,7 @@ function findCandidates(snap: PolicySnapshot, r: NormalizedRequest): Candidates 
         if (cp.applies) applicable.push(cp);
       }
     }
-    const found = ruleScratch;
+    const found = scratch.found;
     clear(found);
     b.rules.byPrincipal.collect(r.sourcePrincipal, found);
     const always = b.rules.always;
@@ -119,7 +116,7 @@ function findCandidates(snap: PolicySnapshot, r: NormalizedRequest): Candidates 
   }
   // Drop the references so that the scratch lists never pin a replaced snapshot.
   clear(buckets);
-  clear(ruleScratch);
+  clear(scratch.found);
   if (applicable.length > 1) applicable.sort(byOrder);
   // Insertion sort: candidate lists are short and mostly sorted already.
   for (let i = 1; i < rules.length; i++) {
@@ -131,7 +128,7 @@ function findCandidates(snap: PolicySnapshot, r: NormalizedRequest): Candidates 
     }
     rules[j + 1] = x;
   }
-  return scratchCandidates;
+  return c;
 }
 
 /** Empties a short list; `pop` is inlined where assigning `length` is a runtime call. */
@@ -296,8 +293,9 @@ export function decide(
   // The request is derived into one reused object: it never leaves this call, and a fresh one
   // per decision would be most of what a decision allocates. Reading the input can run the
   // caller's code (getters), which could call decide again: such a nested call gets its own.
-  const into = scratchBusy ? undefined : scratchRequest;
-  scratchBusy = true;
+  const scratch = snap.scratch;
+  const into = scratch.busy ? undefined : scratch.request;
+  scratch.busy = true;
   try {
     // IDs are looked up in the snapshot's own table first: that one lookup also finds the plan.
     const r = deriveRequest(fromFlat(input), snap.options.path, snap.ids, into);
@@ -310,19 +308,10 @@ export function decide(
     if (into !== undefined) {
       // Drop the request's references (and through its target entry, the snapshot's).
       resetRequest(into);
-      scratchBusy = false;
+      scratch.busy = false;
     }
   }
 }
-
-const scratchRequest: NormalizedRequest = blankRequest();
-let scratchBusy = false;
-
-// The candidates of a planned request, for the general combination (see decideNormalized);
-// emptied after use with lists that are never modified.
-const NO_POLICIES: CompiledPolicy[] = [];
-const NO_RULES: CompiledRule[] = [];
-const planCandidates: Candidates = { applicable: NO_POLICIES, rules: NO_RULES };
 
 /** {@link decide} for an already normalized request. */
 export function decideNormalized(
@@ -331,16 +320,17 @@ export function decideNormalized(
   opts: DecideOptions = NO_OPTIONS,
 ): Decision {
   const plan = planFor(snap.index, r);
+  const scratch = snap.scratch;
   let c: Candidates;
   if (plan !== null) {
     if (plan.rows !== null) return firstAllowInRows(snap, plan, plan.rows, r, opts);
-    const rules = planRules(plan, r.sourcePrincipal);
+    const rules = planRules(plan, r.sourcePrincipal, scratch.merged);
     if (plan.allowOnly) return firstAllow(snap, rules, r, opts);
-    planCandidates.applicable = plan.policies;
-    planCandidates.rules = rules;
-    c = planCandidates;
+    c = scratch.planned;
+    c.applicable = plan.policies;
+    c.rules = rules;
   } else c = findCandidates(snap, r);
-  const results = resultScratch;
+  const results = scratch.results;
   clear(results);
   let now = Number.NaN;
   for (let i = 0; i < c.rules.length; i++) {
@@ -386,9 +376,7 @@ export function decideNormalized(
       };
     });
   }
-  // Drop the references so that the scratch candidates never pin a replaced snapshot.
-  planCandidates.applicable = NO_POLICIES;
-  planCandidates.rules = NO_RULES;
+  scratch.releasePlanned();
   return d;
 }
 
@@ -427,17 +415,18 @@ function firstAllowInRows(
     const method = methodBit(r.method);
     const path = r.path;
     let now = Number.NaN;
-    const end = at + 1 + 4 * (rows[at] as number);
-    for (let o = at + 1; o < end; o += 4) {
-      const kind = rows[o + 1] as number;
+    const end = at + 1 + ROW_CELLS * (rows[at] as number);
+    for (let o = at + 1; o < end; o += ROW_CELLS) {
+      const kind = rows[o + ROW_KIND] as number;
       let match: boolean;
-      if (kind !== ROW_GENERAL) match = rowAccepts(rows[o] as number, kind, rows[o + 2] as string, method, path);
+      if (kind !== ROW_GENERAL)
+        match = rowAccepts(rows[o + ROW_METHODS] as number, kind, rows[o + ROW_PATH] as string, method, path);
       else {
-        const fr = (rows[o + 3] as CompiledRule).fast;
+        const fr = (rows[o + ROW_RULE] as CompiledRule).fast;
         now = clock(fr, now, opts);
         match = ruleMatches(fr, r, method, now);
       }
-      if (match) return allowBy(rows[o + 3] as CompiledRule, snap);
+      if (match) return allowBy(rows[o + ROW_RULE] as CompiledRule, snap);
     }
   }
   return decision('deny', null, null, NO_ALLOW_MATCHED, snap.version);

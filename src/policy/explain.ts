@@ -3,7 +3,6 @@
  * why it matched or not, next to the decision itself.
  */
 import { evalCondition } from './conditions.js';
-import type { PolicySnapshot } from './compile.js';
 import { type Decision, type DecideOptions, decideNormalized } from './evaluate.js';
 import { formatStringMatcher, type Rule, type StringMatcher } from './model.js';
 import {
@@ -14,6 +13,7 @@ import {
   normalizeRequest,
 } from './request.js';
 import { operationMatches, sourceMatches, targetApplies } from './rules.js';
+import type { PolicySnapshot } from './snapshot.js';
 
 export interface RuleExplanation {
   rule: string;

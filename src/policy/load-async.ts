@@ -7,11 +7,12 @@
 import { setImmediate as turn } from 'node:timers/promises';
 import { deserialize } from 'node:v8';
 import { siblingWorker, spawnWorker } from '../util/worker.js';
-import { compileSteps, type PolicySnapshot } from './compile.js';
+import { compileSteps } from './compile.js';
 import { compileOptions, type LoadOptions } from './load.js';
 import type { LoadWorkerInput, LoadWorkerResult } from './load-worker.js';
 import type { Policy } from './model.js';
 import { PolicyLoadError, type PolicyIssue } from './yamldoc.js';
+import type { PolicySnapshot } from './snapshot.js';
 
 /** Policies per serialized chunk: small enough that taking one in is a short pause. */
 const CHUNK = 64;

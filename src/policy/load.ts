@@ -7,10 +7,11 @@
  */
 import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
-import { type CompileOptions, compile, type PolicySnapshot } from './compile.js';
+import { compile } from './compile.js';
 import { type OtherDocument, type ParseOptions, parsePolicyDocuments } from './document.js';
 import type { Policy } from './model.js';
 import { PolicyLoadError, type PolicyIssue } from './yamldoc.js';
+import type { CompileOptions, PolicySnapshot } from './snapshot.js';
 
 /** Bounds on what one load may read, so a huge or runaway file cannot exhaust the process. */
 export interface PolicyLimits {

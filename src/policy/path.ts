@@ -254,10 +254,6 @@ function utf8Tail(p: string, i: number, v: number): number {
   return n;
 }
 
-// Kept segments of the path being resolved (see removeDotSegments); the hot path is
-// synchronous, so one list serves every call.
-const kept: number[] = [];
-
 /**
  * RFC 3986 §5.2.4 on an absolute path; `..` above the root stays at the root. One pass over the
  * segments, remembering each kept segment as its range in `p` (with its leading `/`), so that
@@ -267,7 +263,8 @@ const kept: number[] = [];
  * that does not resolve it would see another resource than the one decided on.
  */
 function removeDotSegments(p: string, merge: boolean, refuseDots: boolean): string {
-  const ranges = kept;
+  // Its own list: only paths that need resolving come here, and they build strings anyway.
+  const ranges: number[] = [];
   let trailing = false;
   let i = 1;
   while (i <= p.length) {
@@ -283,7 +280,6 @@ function removeDotSegments(p: string, merge: boolean, refuseDots: boolean): stri
           ? 2
           : 0;
     if (dots > 0 && refuseDots) {
-      while (ranges.length > 0) ranges.pop();
       return `path contains a "${dots === 1 ? '.' : '..'}" segment ${STRICT}`;
     }
     if (dots === 1) trailing = last;
@@ -309,7 +305,6 @@ function removeDotSegments(p: string, merge: boolean, refuseDots: boolean): stri
     }
     out = start === 0 && stop === p.length ? p : out + p.slice(start, stop);
   }
-  while (ranges.length > 0) ranges.pop();
   if (out === '') return '/';
   return trailing ? `${out}/` : out;
 }

@@ -9,12 +9,12 @@
  * Requests outside that (an ID no policy names, explicit target service, namespace or labels)
  * take the general candidate lookup of evaluate.ts, which decides the same.
  */
-import type { Bucket, CompiledPolicy, CompiledRule, TargetIndex } from './compile.js';
+import { SpiffeIdError } from '../spiffe/id.js';
 import { flatString, holds } from './fastmatch.js';
 import { PatternIndex } from './pattern-index.js';
-import { SpiffeIdError } from '../spiffe/id.js';
 import { deriveIdInfo, deriveRequest, type IdInfo, type NormalizedRequest } from './request.js';
 import { targetApplies } from './rules.js';
+import type { Bucket, CompiledPolicy, CompiledRule, TargetIndex } from './snapshot.js';
 
 const NO_PRINCIPALS: ReadonlyMap<string, CompiledRule[]> = new Map();
 
@@ -41,7 +41,8 @@ export class TargetPlan {
   /**
    * For an allow-only plan whose rules are all reached through exact principals (the common
    * case): every principal's rules as consecutive rows of one flat array, `[count, (methods,
-   * pathKind, path, rule) × count]`, and where each principal's rows begin. A decision then
+   * pathKind, path, rule) × count]` (cells at the `ROW_*` offsets below), and where each
+   * principal's rows begin. A decision then
    * reads the method mask and path pattern of its candidates from adjacent cells, built here in
    * one go, instead of from a rule, its matcher and its pattern objects scattered over the heap.
    * `pathKind` is a pattern kind of fastmatch.ts, {@link ROW_ANY_PATH}, or {@link ROW_GENERAL}
@@ -93,7 +94,11 @@ export class TargetPlan {
         for (const cr of list) {
           const fr = cr.fast;
           const one = fr.simple && fr.morePaths === null;
-          rows.push(fr.methods, one ? fr.pathKind : ROW_GENERAL, one ? flatString(fr.path) : '', cr);
+          const at = rows.length;
+          rows[at + ROW_METHODS] = fr.methods;
+          rows[at + ROW_KIND] = one ? fr.pathKind : ROW_GENERAL;
+          rows[at + ROW_PATH] = one ? flatString(fr.path) : '';
+          rows[at + ROW_RULE] = cr;
         }
       }
       this.rows = rows;
@@ -109,6 +114,20 @@ export class TargetPlan {
 
 /** A cell of {@link TargetPlan.rows}. */
 export type PlanCell = number | string | CompiledRule;
+/*
+ * The layout of {@link TargetPlan.rows}: at a principal's start, its number of rows; then each row
+ * as ROW_CELLS cells, at these offsets from the row's first cell.
+ */
+/** Row cell: the rule's method mask (methodBit bits). */
+export const ROW_METHODS = 0;
+/** Row cell: the path pattern kind (fastmatch.ts), {@link ROW_ANY_PATH} or {@link ROW_GENERAL}. */
+export const ROW_KIND = 1;
+/** Row cell: the path pattern (flat string), `''` when the kind has none. */
+export const ROW_PATH = 2;
+/** Row cell: the CompiledRule itself. */
+export const ROW_RULE = 3;
+/** Cells per row. */
+export const ROW_CELLS = 4;
 /** Row path kind: the rule has no `paths` (any path). */
 export const ROW_ANY_PATH = -1;
 /** Row path kind: match the row's rule with fastmatch.ts. */
@@ -131,16 +150,13 @@ export function rowAccepts(
 }
 
 const NONE: CompiledRule[] = [];
-// The merged list of a request whose principal reaches rules through more than one list. A
-// decision is synchronous and never re-enters the engine, so one list serves every call.
-const merged: CompiledRule[] = [];
 
 /**
  * The plan's candidate rules for a source principal, in evaluation order, each once. Usually one
- * of the plan's own lists (do not modify it); otherwise a shared scratch list valid until the
- * next call.
+ * of the plan's own lists (do not modify it); otherwise `out` (the snapshot's scratch list,
+ * emptied first), valid until the next call.
  */
-export function planRules(plan: TargetPlan, principal: string | undefined): CompiledRule[] {
+export function planRules(plan: TargetPlan, principal: string | undefined, out: CompiledRule[]): CompiledRule[] {
   const exact = principal === undefined ? NONE : (plan.byPrincipal.get(principal) ?? NONE);
   const always = plan.always;
   const patterns = plan.patterns;
@@ -148,7 +164,6 @@ export function planRules(plan: TargetPlan, principal: string | undefined): Comp
     if (always.length === 0) return exact;
     if (exact.length === 0) return always;
   }
-  const out = merged;
   while (out.length > 0) out.pop();
   for (let i = 0; i < exact.length; i++) out.push(exact[i] as CompiledRule);
   for (let i = 0; i < always.length; i++) out.push(always[i] as CompiledRule);
@@ -187,7 +202,8 @@ export function planFor(index: TargetIndex, r: NormalizedRequest): TargetPlan | 
     r.targetSpiffeId !== k.id
   )
     return null;
-  return plan;
+  // Only a TargetPlan (buildIdTable below) is owned by a snapshot's index.
+  return plan as TargetPlan;
 }
 
 /**

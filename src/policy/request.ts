@@ -8,7 +8,6 @@ import { SpiffeIdError } from '../spiffe/id.js';
 import { istioPrincipal, spiffePartsOrError } from './identity.js';
 import { parseIp } from './match.js';
 import { checkMethod, isPath, normalizePathText, type PathOptions } from './path.js';
-import type { TargetPlan } from './plan.js';
 
 const DeviceSchema = z
   .object({
@@ -187,7 +186,17 @@ export interface IdInfo {
    * Set in a compiled snapshot's ID table (see plan.ts): the candidates for a request whose
    * target is this ID and whose attributes all derive from it. `null` in the module cache.
    */
-  readonly plan: TargetPlan | null;
+  readonly plan: PlanRef | null;
+}
+
+/**
+ * A compiled snapshot's plan for a target ID (plan.ts's `TargetPlan`), opaque at this layer: a
+ * request only carries it from the snapshot's ID table to the decision, and the request layer
+ * stays below the compiled one. `owner` is the index of the snapshot that built it.
+ * @internal
+ */
+export interface PlanRef {
+  readonly owner: object;
 }
 
 /**
@@ -196,7 +205,7 @@ export interface IdInfo {
  * exactly alike.
  * @internal
  */
-export function deriveIdInfo(id: string, plan: TargetPlan | null = null): IdInfo | SpiffeIdError {
+export function deriveIdInfo(id: string, plan: PlanRef | null = null): IdInfo | SpiffeIdError {
   const p = spiffePartsOrError(id);
   if (p instanceof SpiffeIdError) return p;
   return {

@@ -4,12 +4,12 @@
  */
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
-import type { PolicySnapshot } from './compile.js';
 import { reportZodIssues } from './convert.js';
 import { decide } from './evaluate.js';
 import { type LoadOptions, loadPolicies, readPolicyTree } from './load.js';
 import { AccessRequestSchema, fromFlat } from './request.js';
 import { PolicyLoadError, type PolicyIssue } from './yamldoc.js';
+import type { PolicySnapshot } from './snapshot.js';
 
 export const PolicyTestSchema = z
   .object({

@@ -12,10 +12,11 @@
 import { EventEmitter } from 'node:events';
 import { type FSWatcher, lstatSync, statSync, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { compile, type PolicySnapshot } from './compile.js';
+import { compile } from './compile.js';
 import { compileOptions, type LoadOptions, readPolicyTree, walkPolicyTree } from './load.js';
 import { type LoadResult, loadPoliciesOffThread } from './load-async.js';
 import { PolicyLoadError, type PolicyIssue } from './yamldoc.js';
+import type { PolicySnapshot } from './snapshot.js';
 
 export interface PolicyWatcherOptions extends LoadOptions {
   /** Quiet time after a change event before reloading (default 100 ms). */

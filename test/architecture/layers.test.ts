@@ -3,9 +3,10 @@
  * strictly lower rank (or its own folder), never from a higher or equal one. The ranks are the map in
  * docs/architecture.md; a new folder must be placed here before it can import anything.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, relative, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { relativeImports, tsFiles } from './imports.js';
 
 const SRC = resolve(import.meta.dirname, '../../src');
 
@@ -30,23 +31,6 @@ const RANK: Record<string, number> = {
   cli: 10,
   'index.ts': 11,
 };
-
-function* tsFiles(dir: string): Generator<string> {
-  for (const name of readdirSync(dir)) {
-    const p = join(dir, name);
-    if (statSync(p).isDirectory()) yield* tsFiles(p);
-    else if (p.endsWith('.ts')) yield p;
-  }
-}
-
-/** Relative specifiers of every static import/export-from and dynamic import() in `text`. */
-function relativeImports(text: string): string[] {
-  const out: string[] = [];
-  const re =
-    /(?:^|[\s;])(?:import|export)\s[^'"`;]*?from\s*['"](\.[^'"]+)['"]|import\(\s*['"](\.[^'"]+)['"]\s*\)|^import\s+['"](\.[^'"]+)['"]/gm;
-  for (const m of text.matchAll(re)) out.push((m[1] ?? m[2] ?? m[3]) as string);
-  return out;
-}
 
 /** The top folder of src/ a file is in, or a top-level module's own name (`errors.ts`). */
 function folderOf(file: string): string {

@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { compile, decide, lookupCandidates, normalizePath, normalizeRequest } from '../../src/policy/index.js';
+import { compile, decide } from '../../src/policy/index.js';
+import { lookupCandidates } from '../../src/policy/evaluate.js';
+import { normalizePath } from '../../src/policy/path.js';
+import { normalizeRequest } from '../../src/policy/request.js';
 
 // The one-scan canonical check of normalizePath must send everything that is not already
 // canonical to the full normalization, and must cut at the first `?` or `#` only. The table

@@ -4,7 +4,9 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decide, normalizeRequest, spiffeParts } from '../../src/policy/index.js';
+import { decide } from '../../src/policy/index.js';
+import { spiffeParts } from '../../src/policy/identity.js';
+import { normalizeRequest } from '../../src/policy/request.js';
 import { parseSpiffeId, SpiffeIdError } from '../../src/spiffe/index.js';
 import { snap } from './helpers.js';
 

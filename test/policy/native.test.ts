@@ -7,19 +7,16 @@ import {
   accessRequestJsonSchema,
   decide,
   explain,
-  exportIstio,
-  exportNetworkPolicies,
   lintPolicies,
   loadPolicies,
   PolicyLoadError,
   PolicyWatcher,
   parseAccessRequest,
   parsePolicyText,
-  policyGraph,
   runPolicyTests,
-  toDot,
-  toMermaid,
 } from '../../src/policy/index.js';
+import { exportIstio, exportNetworkPolicies } from '../../src/policy/export.js';
+import { policyGraph, toDot, toMermaid } from '../../src/policy/graph.js';
 import { snap } from './helpers.js';
 
 const native = (name: string, spec: string) =>

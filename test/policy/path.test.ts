@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { checkMethod, decide, normalizePath, pathOptionsFor } from '../../src/policy/index.js';
+import { decide, pathOptionsFor } from '../../src/policy/index.js';
+import { checkMethod, normalizePath } from '../../src/policy/path.js';
 import { snap } from './helpers.js';
 
 const POLICIES = `apiVersion: nevertrust.dev/v1

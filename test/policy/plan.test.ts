@@ -1,13 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import {
-  type AccessRequest,
-  compile,
-  decide,
-  decideNormalized,
-  normalizeRequest,
-  type Policy,
-  type Rule,
-} from '../../src/policy/index.js';
+import { type AccessRequest, compile, decide, type Policy } from '../../src/policy/index.js';
+import { decideNormalized } from '../../src/policy/evaluate.js';
+import type { Rule } from '../../src/policy/model.js';
+import { normalizeRequest } from '../../src/policy/request.js';
 import { methodBit, NO_METHOD_BIT, OTHER_METHOD_BIT, type PathOptions } from '../../src/policy/path.js';
 import { deriveRequest } from '../../src/policy/request.js';
 

@@ -1,20 +1,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import {
-  type Action,
-  type Condition,
-  compile,
-  decide,
-  decideNormalized,
-  naiveDecide,
-  normalizeRequest,
-  type OperationMatch,
-  type Policy,
-  type Rule,
-  type SourceMatch,
-  type StringMatcher,
-  type Target,
-} from '../../src/policy/index.js';
+import { type Action, compile, decide, type Policy } from '../../src/policy/index.js';
+import { decideNormalized } from '../../src/policy/evaluate.js';
+import type { Condition, OperationMatch, Rule, SourceMatch, StringMatcher, Target } from '../../src/policy/model.js';
+import { naiveDecide } from '../../src/policy/naive.js';
+import { normalizeRequest } from '../../src/policy/request.js';
 
 const loc = { file: 'gen', line: 1, column: 1 };
 const NS = ['a', 'b'];

@@ -6,21 +6,31 @@ import { readFileSync } from 'node:fs';
 import { type Command, Option } from 'commander';
 import { PATH_NORMALIZATIONS, type PathNormalization } from '../../policy/path.js';
 import type YAML from 'yaml';
+import type * as PolicyExport from '../../policy/export.js';
+import type * as PolicyGraph from '../../policy/graph.js';
 import type * as Policy from '../../policy/index.js';
 import { CliError } from '../errors.js';
 
 /** A usage mistake (exit 2). */
 const usageError = (message: string) => new CliError(message, 2);
 
-/** What the actions use: the policy engine and the YAML parser, loaded when a command runs. */
+/**
+ * What the actions use, loaded when a command runs: the policy engine (its public surface, plus
+ * graph and export, which only this CLI offers) and the YAML parser.
+ */
 interface Libs {
-  policy: typeof Policy;
+  policy: typeof Policy & typeof PolicyGraph & typeof PolicyExport;
   yaml: typeof YAML;
 }
 
 async function loadLibs(): Promise<Libs> {
-  const [policy, yaml] = await Promise.all([import('../../policy/index.js'), import('yaml')]);
-  return { policy, yaml: yaml.default };
+  const [policy, graph, exporter, yaml] = await Promise.all([
+    import('../../policy/index.js'),
+    import('../../policy/graph.js'),
+    import('../../policy/export.js'),
+    import('yaml'),
+  ]);
+  return { policy: { ...policy, ...graph, ...exporter }, yaml: yaml.default };
 }
 
 /** `--path-normalization`: how request paths are normalized, as `path_normalization` in the configs. */

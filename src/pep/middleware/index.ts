@@ -13,7 +13,8 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { createRemoteJWKSet, type JWTPayload, jwtVerify } from 'jose';
-import type { AccessRequest, PolicySnapshot } from '../../policy/index.js';
+import type { AccessRequest } from '../../policy/request.js';
+import type { PolicySnapshot } from '../../policy/snapshot.js';
 import { type BundleSource, JwtSvidError, validateJwtSvid } from '../../spiffe/index.js';
 import { type DecisionRecorder, type EnforcedDecision, enforce, refuse, type SnapshotProvider } from '../decision.js';
 import { plainAddress, targetOf } from '../http.js';

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
-import { PATH_NORMALIZATIONS } from '../../policy/index.js';
+import { PATH_NORMALIZATIONS } from '../../policy/path.js';
 import { trustedProxySchema } from '../identity.js';
 import { NevertrustError } from '../../errors.js';
 

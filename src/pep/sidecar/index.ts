@@ -8,7 +8,8 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
-import { PolicyWatcher, pathOptionsFor } from '../../policy/index.js';
+import { pathOptionsFor } from '../../policy/path.js';
+import { PolicyWatcher } from '../../policy/watcher.js';
 import { certificatesFromPem, type SpiffeId, spiffeIdFromCertificate, TrustBundle } from '../../spiffe/index.js';
 import { startAssertionSigner } from '../assertion.js';
 import type { DecisionRecorder } from '../decision.js';

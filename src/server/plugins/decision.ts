@@ -9,7 +9,7 @@ import { type EnforcedDecision, enforce, refuse } from '../../pep/decision.js';
 import { type EnvoyAuthzServer, startEnvoyAuthzServer } from '../../pep/envoy.js';
 import { BodyError, plainAddress, readJsonBody, targetOf } from '../../pep/http.js';
 import { identityFromProxyHeaders, type ProxyTrust, type TrustedProxy, TrustedProxies } from '../../pep/identity.js';
-import { type AccessRequest, parseAccessRequest } from '../../policy/index.js';
+import { type AccessRequest, parseAccessRequest } from '../../policy/request.js';
 import type { BundleSource } from '../../spiffe/index.js';
 import { authorizeMemberOf, authorizeOneOf } from '../../pep/mtls/index.js';
 import { sendJson } from '../router.js';

@@ -7,13 +7,11 @@
  * mistake. `GET /v1/admin/policy` shows the last error, warnings and the state of the watch.
  */
 import { resolve } from 'node:path';
-import {
-  formatIssue,
-  type PolicyLimits,
-  type PolicySnapshot,
-  PolicyWatcher,
-  pathOptionsFor,
-} from '../../policy/index.js';
+import type { PolicyLimits } from '../../policy/load.js';
+import { pathOptionsFor } from '../../policy/path.js';
+import type { PolicySnapshot } from '../../policy/snapshot.js';
+import { PolicyWatcher } from '../../policy/watcher.js';
+import { formatIssue } from '../../policy/yamldoc.js';
 import { sendJson } from '../router.js';
 import { adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
 
