@@ -29,7 +29,14 @@ import { entryToWire } from '../../api/entries.js';
 import { firstIssue } from '../../api/parse.js';
 import { type SyncMessage, syncLine } from '../../api/sync.js';
 import type { IssuedX509Svid } from '../../ca/index.js';
-import { agentSpiffeId, parseSpiffeId, serverSpiffeId } from '../../spiffe/index.js';
+import {
+  agentSpiffeId,
+  parseSpiffeId,
+  reservedIdReason,
+  SpiffeIdError,
+  serverSpiffeId,
+  tryParseSpiffeId,
+} from '../../spiffe/index.js';
 import { verifyPeerSvid } from '../peer-svid.js';
 import { isNevertrustError } from '../../errors.js';
 import { dispatch, type Handler, HttpError, readJson, Router, sendJson } from '../router.js';
@@ -41,13 +48,21 @@ import { RateLimiter } from '../rate-limiter.js';
 
 export { SERVER_SVID_PATH } from '../server-svid.js';
 
+/** Whether a workload may be issued `spiffeId`: well formed and not reserved for the server's own issuance. */
+function mayBeIssued(spiffeId: string): boolean {
+  const id = tryParseSpiffeId(spiffeId);
+  return !(id instanceof SpiffeIdError) && reservedIdReason(id) === undefined;
+}
+
 /** Entries an agent is authorized for: children of the agent, and of those entries, transitively. */
 export function entriesForAgent(
   all: readonly RegistrationEntry[],
   agentId: string,
   now = Date.now(),
 ): RegistrationEntry[] {
-  const live = all.filter((e) => e.expiresAt === null || e.expiresAt > now);
+  // Entries with a reserved ID (the server's, agents', devices') are never handed out or signed,
+  // even if one was stored before such IDs were refused at registration.
+  const live = all.filter((e) => (e.expiresAt === null || e.expiresAt > now) && mayBeIssued(e.spiffeId));
   const byParent = new Map<string, RegistrationEntry[]>();
   for (const e of live) byParent.set(e.parentId, [...(byParent.get(e.parentId) ?? []), e]);
   const out: RegistrationEntry[] = [];
