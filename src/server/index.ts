@@ -6,7 +6,10 @@ export {
   HttpError,
   readBody,
   readJson,
+  type RefusalHook,
+  type RefusalNote,
   Router,
+  refusal,
   sendJson,
   sendText,
 } from './router.js';
@@ -15,6 +18,7 @@ export {
   type RunningServer,
   type ServerContext,
   type ServerPlugin,
+  checkPluginDependencies,
   ServerStartError,
   type StartServerOptions,
   startServer,

@@ -17,6 +17,7 @@ import type { RegistrationEntry } from '../../registration/entry.js';
 import { agentSpiffeId, parseSpiffeId, serverSpiffeId } from '../../spiffe/index.js';
 import { verifyPeerSvid } from '../peer-svid.js';
 import { isNevertrustError } from '../../errors.js';
+import { refusalRecorder } from '../refusal-hook.js';
 import { dispatch, type Handler, HttpError, readJson, Router, sendJson } from '../router.js';
 import { type ServerSvid, serverSvidSource } from '../server-svid.js';
 import type { ServerContext, ServerPlugin } from '../server.js';
@@ -87,13 +88,14 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
 
   return {
     name: 'agent-endpoint',
+    dependsOn: ['ca'],
     address: () => (https?.address() as AddressInfo | null) ?? undefined,
     async register(ctx: ServerContext) {
       const { config, store, logger, events } = ctx;
       const td = config.trust_domain;
       const serverId = serverSpiffeId(td);
       const limiter = new RateLimiter(opts.attestBurst ?? 10, (opts.attestPerMinute ?? 10) / 60);
-      const router = new Router();
+      const router = new Router().onRefusal(refusalRecorder(ctx));
       for (const r of opts.routes ?? []) router.on(r.method, r.path, r.handler);
 
       // The server's own SVID for this port, re-minted at half-life and on every bundle change.

@@ -49,7 +49,7 @@ import type { RefusalAggregator } from '../../audit/refusals.js';
 import type { ServerEvent } from '../events.js';
 import { PeerSvidError, verifyPeerSvid } from '../peer-svid.js';
 import { RateLimiter } from '../rate-limiter.js';
-import { readBody, sendJson } from '../router.js';
+import { HttpError, type RefusalNote, readBody, refusal, sendJson } from '../router.js';
 import { adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
 import type { AgentPortRoute } from './agent-endpoint.js';
 import type { CaHandle } from './ca.js';
@@ -190,6 +190,8 @@ export function auditPlugin(
 
   return {
     name: 'audit',
+    // SVID ingestion verifies reporters against the CA's bundle.
+    dependsOn: opts.ca ? ['ca'] : [],
     handle,
     agentRoutes: [
       {
@@ -260,29 +262,11 @@ export function auditPlugin(
       const ingestHash = opts.ingestToken ? createHash('sha256').update(opts.ingestToken).digest() : undefined;
       const rate = opts.ingestRate ?? 50_000;
       const perReporter = new RateLimiter(Math.max(2 * rate, MAX_BATCH), rate);
-      // A refusal on the agent port is recorded at once, the same caller's further refusals for the
-      // same reason within 10 s as one event with their count: a caller hammering the route cannot
-      // flood the log, and the count is exact.
-      const agentRefusals = ctx.events.refusals;
-      refusals = agentRefusals;
-      const refuse = (
-        req: IncomingMessage,
-        res: ServerResponse,
-        reporter: string | undefined,
-        status: number,
-        body: { error: string; message: string },
-        headers?: Record<string, string>,
-      ) => {
-        const ip = req.socket.remoteAddress;
-        agentRefusals.refused(`${reporter ?? ip}\n${body.error}\n${body.message}`, {
-          kind: 'admin.action',
-          outcome: 'deny',
-          source: { id: reporter, ip },
-          target: { resource: AGENT_PORT_INGEST_PATH, method: 'POST' },
-          reason: `audit ingestion refused: ${body.message}`,
-        });
-        sendJson(res, status, body, headers);
-      };
+      // Refusals on the agent port are thrown as `refusal(…)`: the router's refusal hook records them
+      // (a caller hammering the route is one event per run with its count); flushed at close.
+      refusals = ctx.events.refusals;
+      const refused = (status: number, error: string, message: string, note: RefusalNote = {}) =>
+        refusal(new HttpError(status, error, message), { ...note, context: 'audit ingestion refused' });
       /** `reporter` is stamped into each event; `limited` holds it to the per-reporter rate (SVIDs). */
       const ingest = async (req: IncomingMessage, res: ServerResponse, reporter: string, limited = false) => {
         const body = await readBody(req, opts.maxIngestBytes ?? 16 << 20);
@@ -301,7 +285,7 @@ export function auditPlugin(
         }
         if (limited && !perReporter.take(reporter, events.length)) {
           const message = `${reporter} is over ${rate} events/s (it retries; nothing is lost)`;
-          return refuse(req, res, reporter, 429, { error: 'rate_limited', message }, { 'retry-after': '1' });
+          throw refused(429, 'rate_limited', message, { by: reporter, headers: { 'retry-after': '1' } });
         }
         try {
           const r = await theLog.appendInputs(events.map((e) => stampReporter(e, reporter)));
@@ -327,12 +311,12 @@ export function auditPlugin(
           reporter = verifyPeerSvid(req.socket as TLSSocket, ca.current().bundle()).spiffeId.toString();
         } catch (e) {
           if (!(e instanceof PeerSvidError)) throw e;
-          return refuse(req, res, undefined, 401, { error: 'unauthenticated', message: e.message });
+          throw refused(401, 'unauthenticated', e.message);
         }
         // A banned agent's SVID stays valid until it expires; its reports are refused meanwhile.
         const agent = await ctx.store.agents.get(reporter);
         if (agent?.banned) {
-          return refuse(req, res, reporter, 403, { error: 'agent_banned', message: `${reporter} is banned` });
+          throw refused(403, 'agent_banned', `${reporter} is banned`, { by: reporter });
         }
         return ingest(req, res, reporter, true);
       };

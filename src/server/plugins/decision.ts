@@ -116,6 +116,8 @@ export function decisionPlugin(opts: DecisionPluginOptions): ServerPlugin & {
 
   return {
     name: 'decision',
+    // Its snapshots come from the policy plugin; the gRPC port's mTLS needs the CA open.
+    dependsOn: opts.grpc?.mtls ? ['policy', 'ca'] : ['policy'],
     grpcPort: () => grpcServer?.port,
     async register(ctx: DecisionContext) {
       const { router, events, logger } = ctx;
