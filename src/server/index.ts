@@ -8,12 +8,14 @@ export {
   readJson,
   type RefusalHook,
   type RefusalNote,
+  type Route,
   Router,
   refusal,
   sendJson,
   sendText,
 } from './router.js';
 export {
+  type AdminHandler,
   adminRoute,
   type RunningServer,
   type ServerContext,

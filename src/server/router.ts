@@ -38,6 +38,14 @@ export function refusal<E extends NevertrustError>(err: E, note: RefusalNote = {
   return err;
 }
 
+/** One route of a plugin's `routes` table: `prefix` routes match every path under `path`. */
+export interface Route {
+  readonly method: string;
+  readonly path: string;
+  readonly prefix?: boolean;
+  readonly handler: Handler;
+}
+
 export class Router {
   private readonly exact = new Map<string, Handler>();
   private readonly prefixes: { method: string; prefix: string; handler: Handler }[] = [];
@@ -75,6 +83,15 @@ export class Router {
 
   onPrefix(method: string, prefix: string, handler: Handler): this {
     this.prefixes.push({ method, prefix, handler });
+    return this;
+  }
+
+  /** Adds a plugin's routes table. */
+  add(routes: readonly Route[]): this {
+    for (const r of routes) {
+      if (r.prefix) this.onPrefix(r.method, r.path, r.handler);
+      else this.on(r.method, r.path, r.handler);
+    }
     return this;
   }
 

@@ -273,6 +273,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   };
 }
 
+/** A route handler for an authenticated admin (see {@link adminRoute}). */
+export type AdminHandler = (...args: [...Parameters<Handler>, AdminPrincipal]) => void | Promise<void>;
+
 /**
  * Wraps an admin handler: the caller must authenticate as an admin, or gets 401 with a reason (a
  * refusal: recorded by the router's refusal hook).
@@ -280,10 +283,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
  * @example
  * router.on('GET', '/v1/admin/entries', adminRoute(ctx, async (req, res, url, who) => sendJson(res, 200, [])));
  */
-export function adminRoute(
-  ctx: Pick<ServerContext, 'admin'>,
-  handler: (...args: [...Parameters<Handler>, AdminPrincipal]) => void | Promise<void>,
-): Handler {
+export function adminRoute(ctx: Pick<ServerContext, 'admin'>, handler: AdminHandler): Handler {
   return async (req, res, url) => {
     let who: AdminPrincipal;
     try {
