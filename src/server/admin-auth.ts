@@ -8,11 +8,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { closeSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
-import type { Logger } from '../util/logger.js';
-import { TARGET_LIMITS } from '../audit/event.js';
-import { clipText } from '../audit/clip.js';
 import type { Store } from '../store/index.js';
-import type { ServerEvents } from './events.js';
 import { NevertrustError } from '../errors.js';
 
 export const ADMIN_TOKEN_FILE = 'admin.token';
@@ -136,31 +132,4 @@ export class AdminAuth {
     }
     return { kind: 'admin', id: `token:${hash.toString('hex').slice(0, 8)}` };
   }
-}
-
-/**
- * Records a refused admin request: an `admin.action` deny with the caller's address, the path (clipped
- * to the schema's limit, so a 16 KB path is recorded rather than refused by the log) and why. A
- * caller's repeated refusals for the same reason are one event with their count
- * (`ServerEvents.refusals`); the warning is logged once per such run, not once per request.
- *
- * @example
- * recordAdminRefusal(ctx, req, url.pathname, err); // then answer 401
- */
-export function recordAdminRefusal(
-  ctx: { events: ServerEvents; logger: Pick<Logger, 'warn'> },
-  req: IncomingMessage,
-  path: string,
-  err: AdminAuthError,
-): void {
-  const ip = req.socket.remoteAddress;
-  const resource = clipText(path, TARGET_LIMITS.resource) as string;
-  const first = ctx.events.refusals.refused(`admin\n${ip}\n${err.status}\n${err.message}`, {
-    kind: 'admin.action',
-    outcome: 'deny',
-    source: { ip },
-    target: { resource, method: req.method },
-    reason: err.message,
-  });
-  if (first) ctx.logger.warn({ path: clipText(path, 256), ip, reason: err.message }, 'admin request refused');
 }

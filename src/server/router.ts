@@ -8,10 +8,72 @@ import { isNevertrustError, NevertrustError } from '../errors.js';
 
 export type Handler = (req: IncomingMessage, res: ServerResponse, url: URL) => void | Promise<void>;
 
+/** What is recorded about a refusal beyond the request and the error (see {@link refusal}). */
+export interface RefusalNote {
+  /** Who was refused, when known (a SPIFFE ID); else the caller's address stands for it. */
+  by?: string;
+  /** Put before the error's message in the recorded reason, e.g. `audit ingestion refused`. */
+  context?: string;
+  /** Extra answer headers, e.g. `retry-after`. */
+  headers?: Record<string, string>;
+  /** Logged as a warning with the first refusal of a run (not once per request). */
+  log?: string;
+}
+
+/** Called by {@link dispatch} for each refusal before it is answered (the server records it). */
+export type RefusalHook = (req: IncomingMessage, url: URL, err: NevertrustError, note: RefusalNote) => void;
+
+const refusalNotes = new WeakMap<NevertrustError, RefusalNote>();
+
+/**
+ * Marks `err` (a caller's fault, status < 500) as a refusal the server records: a handler throws it,
+ * {@link dispatch} passes it to the router's refusal hooks and answers it like any other error, so
+ * answering and recording are written once.
+ *
+ * @example
+ * throw refusal(new HttpError(429, 'rate_limited', 'over 50 events/s'), { by: spiffeId, headers: { 'retry-after': '1' } });
+ */
+export function refusal<E extends NevertrustError>(err: E, note: RefusalNote = {}): E {
+  refusalNotes.set(err, note);
+  return err;
+}
+
+/** One route of a plugin's `routes` table: `prefix` routes match every path under `path`. */
+export interface Route {
+  readonly method: string;
+  readonly path: string;
+  readonly prefix?: boolean;
+  readonly handler: Handler;
+}
+
 export class Router {
   private readonly exact = new Map<string, Handler>();
   private readonly prefixes: { method: string; prefix: string; handler: Handler }[] = [];
   private readonly knownPaths = new Set<string>();
+  private readonly refusalHooks: RefusalHook[] = [];
+
+  /** Adds a hook run for every refusal (an error marked with {@link refusal}) this router answers. */
+  onRefusal(hook: RefusalHook): this {
+    this.refusalHooks.push(hook);
+    return this;
+  }
+
+  /** Runs the refusal hooks; a hook that throws is reported to `logError` and the refusal still answered. */
+  refused(
+    req: IncomingMessage,
+    url: URL,
+    err: NevertrustError,
+    note: RefusalNote,
+    logError: (e: unknown) => void,
+  ): void {
+    for (const hook of this.refusalHooks) {
+      try {
+        hook(req, url, err, note);
+      } catch (e) {
+        logError(e);
+      }
+    }
+  }
 
   on(method: string, path: string, handler: Handler): this {
     this.exact.set(`${method} ${path}`, handler);
@@ -21,6 +83,15 @@ export class Router {
 
   onPrefix(method: string, prefix: string, handler: Handler): this {
     this.prefixes.push({ method, prefix, handler });
+    return this;
+  }
+
+  /** Adds a plugin's routes table. */
+  add(routes: readonly Route[]): this {
+    for (const r of routes) {
+      if (r.prefix) this.onPrefix(r.method, r.path, r.handler);
+      else this.on(r.method, r.path, r.handler);
+    }
     return this;
   }
 
@@ -157,7 +228,8 @@ export function errorAnswer(e: unknown): { status: number; body: Record<string, 
 
 /**
  * Answers one request through `router`: 404/405 for unknown routes, and every error through
- * {@link errorAnswer} (internals only in the log). Returns a low-cardinality route label for metrics.
+ * {@link errorAnswer} (internals only in the log); a {@link refusal} goes to the router's refusal
+ * hooks first. Returns a low-cardinality route label for metrics.
  *
  * @example
  * ```ts
@@ -185,10 +257,12 @@ export async function dispatch(
     else await route(req, res, url);
   } catch (e) {
     const answer = errorAnswer(e);
+    const note = isNevertrustError(e) && !answer.log ? refusalNotes.get(e) : undefined;
+    if (note && isNevertrustError(e)) router.refused(req, url, e, note, (err) => logError(err, url.pathname));
     if (answer.log) logError(e, url.pathname);
     if (!res.headersSent) {
       // A body left unread (e.g. over the limit) is not drained forever: answer, then close.
-      sendJson(res, answer.status, answer.body, req.complete ? {} : { connection: 'close' });
+      sendJson(res, answer.status, answer.body, { ...note?.headers, ...(req.complete ? {} : { connection: 'close' }) });
     } else if (answer.log) res.destroy();
   }
   return typeof route === 'function' ? url.pathname.split('/').slice(0, 3).join('/') : 'unmatched';

@@ -9,10 +9,11 @@ import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/index.js';
 import { openStore, type Store, sqliteCorruption } from '../store/index.js';
 import type { Logger } from '../util/logger.js';
-import { AdminAuth, AdminAuthError, type AdminPrincipal, recordAdminRefusal } from './admin-auth.js';
+import { AdminAuth, AdminAuthError, type AdminPrincipal } from './admin-auth.js';
 import { ServerEvents } from './events.js';
 import { ServerMetrics } from './metrics.js';
-import { dispatch, type Handler, Router, sendJson, sendText } from './router.js';
+import { refusalRecorder } from './refusal-hook.js';
+import { dispatch, type Handler, Router, refusal, sendJson, sendText } from './router.js';
 import { listen } from '../util/listen.js';
 import { NevertrustError } from '../errors.js';
 
@@ -33,6 +34,11 @@ export interface ServerContext {
 /** A part of the server with its own routes and lifecycle, in the spirit of Fastify plugins. */
 export interface ServerPlugin {
   readonly name: string;
+  /**
+   * Names of plugins this one uses (their handles, their routes): they must be in the server's
+   * plugin list before this one, which `startServer` checks before it binds anything.
+   */
+  readonly dependsOn?: readonly string[];
   register(ctx: ServerContext): void | Promise<void>;
   close?(): void | Promise<void>;
 }
@@ -63,6 +69,35 @@ export class ServerStartError extends NevertrustError<'ERR_SERVER_START'> {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, { status: 500, cause: options?.cause });
   }
+}
+
+/**
+ * Checks the plugins' declared dependencies: each named plugin is present and listed earlier. Wrong
+ * order is refused rather than sorted: the list's order is also the order of routes and of closing,
+ * so it stays the one the caller wrote.
+ *
+ * @example
+ * checkPluginDependencies([policy, decision]); // ok; [decision, policy] throws ServerStartError
+ */
+export function checkPluginDependencies(plugins: readonly ServerPlugin[]): void {
+  const position = new Map<string, number>();
+  plugins.forEach((p, i) => {
+    if (position.has(p.name))
+      throw new ServerStartError(`two plugins are named '${p.name}': plugin names must be unique`);
+    position.set(p.name, i);
+  });
+  plugins.forEach((p, i) => {
+    for (const dep of p.dependsOn ?? []) {
+      if (dep === p.name) throw new ServerStartError(`plugin '${p.name}' depends on itself`);
+      const at = position.get(dep);
+      if (at === undefined)
+        throw new ServerStartError(`plugin '${p.name}' depends on plugin '${dep}', which is not registered: add it`);
+      if (at > i)
+        throw new ServerStartError(
+          `plugin '${p.name}' depends on plugin '${dep}', which is listed after it: list '${dep}' before '${p.name}'`,
+        );
+    }
+  });
 }
 
 /** Listens on host:port; a failure becomes a ServerStartError that says what to change. */
@@ -119,9 +154,13 @@ function warnLooseDataDir(dir: string, logger: Logger): void {
  */
 export async function startServer(opts: StartServerOptions): Promise<RunningServer> {
   const { config, logger } = opts;
+  const plugins = opts.plugins ?? [];
+  checkPluginDependencies(plugins);
   const metrics = new ServerMetrics();
   const router = new Router();
   const events = new ServerEvents();
+  // Every refusal (auth failure, rate limit, banned caller) is recorded here, once, for all plugins.
+  router.onRefusal(refusalRecorder({ events, logger }));
   const endpoints: { label: string; where: string }[] = [];
   let store: Store | undefined;
   let ready = false;
@@ -167,7 +206,6 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       http.closeIdleConnections();
     });
 
-  const plugins = opts.plugins ?? [];
   try {
     store = await openStore({ url: config.database.url, dataDir: config.data_dir });
     warnLooseDataDir(config.data_dir, logger);
@@ -235,25 +273,24 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   };
 }
 
+/** A route handler for an authenticated admin (see {@link adminRoute}). */
+export type AdminHandler = (...args: [...Parameters<Handler>, AdminPrincipal]) => void | Promise<void>;
+
 /**
- * Wraps an admin handler: the caller must authenticate as an admin, or gets 401 with a reason.
+ * Wraps an admin handler: the caller must authenticate as an admin, or gets 401 with a reason (a
+ * refusal: recorded by the router's refusal hook).
  *
  * @example
  * router.on('GET', '/v1/admin/entries', adminRoute(ctx, async (req, res, url, who) => sendJson(res, 200, [])));
  */
-export function adminRoute(
-  ctx: Pick<ServerContext, 'admin' | 'logger' | 'events'>,
-  handler: (...args: [...Parameters<Handler>, AdminPrincipal]) => void | Promise<void>,
-): Handler {
+export function adminRoute(ctx: Pick<ServerContext, 'admin'>, handler: AdminHandler): Handler {
   return async (req, res, url) => {
     let who: AdminPrincipal;
     try {
       who = await ctx.admin.authenticate(req);
     } catch (e) {
-      if (e instanceof AdminAuthError) {
-        recordAdminRefusal(ctx, req, url.pathname, e);
-        return sendJson(res, e.status, { error: 'unauthenticated', message: e.message });
-      }
+      // dispatch() answers it (401, reason `unauthenticated`) and the router's refusal hook records it.
+      if (e instanceof AdminAuthError) throw refusal(e, { log: 'admin request refused' });
       throw e;
     }
     return handler(req, res, url, who);

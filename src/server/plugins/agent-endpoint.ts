@@ -39,6 +39,7 @@ import {
 } from '../../spiffe/index.js';
 import { verifyPeerSvid } from '../peer-svid.js';
 import { isNevertrustError } from '../../errors.js';
+import { refusalRecorder } from '../refusal-hook.js';
 import { dispatch, type Handler, HttpError, readJson, Router, sendJson } from '../router.js';
 import { type ServerSvid, serverSvidSource } from '../server-svid.js';
 import type { ServerContext, ServerPlugin } from '../server.js';
@@ -415,6 +416,7 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
 
   return {
     name: 'agent-endpoint',
+    dependsOn: ['ca'],
     address: () => (https?.address() as AddressInfo | null) ?? undefined,
     async register(ctx: ServerContext) {
       const { config, logger } = ctx;
@@ -422,7 +424,7 @@ export function agentEndpointPlugin(opts: AgentEndpointOptions): ServerPlugin & 
       const serverId = serverSpiffeId(td);
       const limiter = new RateLimiter(opts.attestBurst ?? 10, (opts.attestPerMinute ?? 10) / 60);
       const p: Port = { ctx, opts, limiter, clients };
-      const router = new Router();
+      const router = new Router().onRefusal(refusalRecorder(ctx));
       for (const r of opts.routes ?? []) router.on(r.method, r.path, r.handler);
       router.on('POST', '/agent/v1/attest', (req, res) => attest(p, req, res));
       router.on('POST', '/agent/v1/renew', agentRoute(p, renew));

@@ -50,8 +50,8 @@ import type { RefusalAggregator } from '../../audit/refusals.js';
 import type { ServerEvent } from '../events.js';
 import { PeerSvidError, verifyPeerSvid } from '../peer-svid.js';
 import { RateLimiter } from '../rate-limiter.js';
-import { readBody, sendJson } from '../router.js';
-import { adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
+import { type Handler, HttpError, type RefusalNote, type Route, readBody, refusal, sendJson } from '../router.js';
+import { type AdminHandler, adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
 import type { AgentPortRoute } from './agent-endpoint.js';
 import type { CaHandle } from './ca.js';
 
@@ -159,6 +159,266 @@ const TAIL_POLL_MS = 250;
 /** Most events in one ingested batch (the ingestion contract's). */
 const MAX_BATCH = MAX_INGEST_BATCH;
 
+/** What the audit routes use. */
+interface AuditRouteDeps {
+  ctx: ServerContext;
+  log: AuditLog;
+  recorder: AuditRecorder;
+  opts: AuditPluginOptions;
+  /** Where sealed segments are (verify reads them, seal writes them). */
+  segmentDir: string;
+  /** Stops of the open `tail -f` streams, ended at close. */
+  tails: Set<() => void>;
+}
+
+/** Stores a batch; `reporter` is stamped into each event, `limited` holds it to the per-reporter rate (SVIDs). */
+type Ingest = (req: IncomingMessage, res: ServerResponse, reporter: string, limited?: boolean) => Promise<void>;
+
+/** An ingestion refusal, recorded once by the router's refusal hook (a flood is one event per run with its count). */
+function ingestRefusal(status: number, error: string, message: string, note: RefusalNote = {}): HttpError {
+  return refusal(new HttpError(status, error, message), { ...note, context: 'audit ingestion refused' });
+}
+
+/** The ingestion of a batch `{events: [...]}`, shared by the admin/token route and the agent port. */
+function ingestBatch({ log, opts }: AuditRouteDeps): Ingest {
+  const rate = opts.ingestRate ?? 50_000;
+  const perReporter = new RateLimiter(Math.max(2 * rate, MAX_BATCH), rate);
+  return async (req, res, reporter, limited = false) => {
+    const body = await readBody(req, opts.maxIngestBytes ?? 16 << 20);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString('utf8'));
+    } catch (e) {
+      return sendJson(res, 400, { error: 'malformed_json', message: `body is not JSON: ${(e as Error).message}` });
+    }
+    const envelope = auditIngestRequestSchema.safeParse(parsed);
+    if (!envelope.success) {
+      return sendJson(res, 400, { error: 'bad_request', message: 'expected {"events": [ … ]}' });
+    }
+    const { events } = envelope.data;
+    if (events.length > MAX_BATCH) {
+      return sendJson(res, 413, { error: 'too_many_events', message: 'at most 10,000 events per batch' });
+    }
+    if (limited && !perReporter.take(reporter, events.length)) {
+      const message = `${reporter} is over ${rate} events/s (it retries; nothing is lost)`;
+      throw ingestRefusal(429, 'rate_limited', message, { by: reporter, headers: { 'retry-after': '1' } });
+    }
+    try {
+      const r = await log.appendInputs(events.map((e) => stampReporter(e, reporter)));
+      const answer: AuditIngestResponse = { stored: r.stored, duplicates: r.duplicates, tree_size: r.treeSize };
+      sendJson(res, 200, answer);
+    } catch (e) {
+      if (e instanceof Error && 'code' in e && String((e as { code: unknown }).code).startsWith('ERR_AUDIT_EVENT')) {
+        return sendJson(res, 400, { error: 'invalid_event', message: e.message });
+      }
+      throw e;
+    }
+  };
+}
+
+/** `POST /agent/v1/audit/events` on the agent port: the reporter is the peer's X.509-SVID. */
+function ingestBySvid(
+  { ctx, opts }: AuditRouteDeps,
+  ingest: Ingest,
+): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
+  const ca = opts.ca;
+  return async (req, res) => {
+    if (!ca) return sendJson(res, 503, { error: 'no_ca', message: 'SVID ingestion needs the CA plugin' });
+    let reporter: string;
+    try {
+      // Any workload of the trust domain may report decisions: enforcement points are workloads.
+      reporter = verifyPeerSvid(req.socket as TLSSocket, ca.current().bundle()).spiffeId.toString();
+    } catch (e) {
+      if (!(e instanceof PeerSvidError)) throw e;
+      throw ingestRefusal(401, 'unauthenticated', e.message);
+    }
+    // A banned agent's SVID stays valid until it expires; its reports are refused meanwhile.
+    const agent = await ctx.store.agents.get(reporter);
+    if (agent?.banned) throw ingestRefusal(403, 'agent_banned', `${reporter} is banned`, { by: reporter });
+    return ingest(req, res, reporter, true);
+  };
+}
+
+/** `POST /v1/audit/events`: the separate ingest token, else an admin bearer. */
+function ingestByToken({ ctx, opts }: AuditRouteDeps, ingest: Ingest): Handler {
+  const ingestHash = opts.ingestToken ? createHash('sha256').update(opts.ingestToken).digest() : undefined;
+  const adminIngest = adminRoute(ctx, (req, res, _url, who) => ingest(req, res, who.id));
+  return async (req, res, url) => {
+    const m = /^Bearer\s+(\S+)\s*$/.exec(req.headers.authorization ?? '');
+    if (ingestHash && m?.[1]) {
+      const h = createHash('sha256').update(m[1]).digest();
+      if (timingSafeEqual(h, ingestHash)) return ingest(req, res, 'ingest-token');
+    }
+    return adminIngest(req, res, url);
+  };
+}
+
+/** `GET /v1/admin/audit/events?…`: a query. */
+function queryEvents({ ctx }: AuditRouteDeps): AdminHandler {
+  return async (_req, res, url) => {
+    let q: ReturnType<typeof parseQueryParams>;
+    try {
+      q = parseQueryParams(url.searchParams);
+    } catch (e) {
+      return sendJson(res, 400, { error: 'bad_query', message: (e as Error).message });
+    }
+    sendJson(res, 200, await queryAuditLog(ctx.store, q));
+  };
+}
+
+/** `GET /v1/admin/audit/events/<id|seq>`: one event with its inclusion proof. */
+function showEvent({ log }: AuditRouteDeps): AdminHandler {
+  return async (_req, res, url) => {
+    const key = decodeURIComponent(url.pathname.slice('/v1/admin/audit/events/'.length));
+    const event = await log.get(/^\d+$/.test(key) ? Number(key) : key);
+    if (!event) return sendJson(res, 404, { error: 'not_found', message: `no audit event ${key}` });
+    try {
+      const inclusion = await log.inclusionProof(event.seq);
+      sendJson(res, 200, { event, inclusion, public_key: log.signer.publicKeyPem });
+    } catch (e) {
+      if (e instanceof AuditProofError) return sendJson(res, 200, { event, inclusion: null, note: e.message });
+      throw e;
+    }
+  };
+}
+
+/** `GET /v1/admin/audit/tail?last=N&follow=1`: NDJSON, live with follow. */
+function tailEvents({ ctx, log, tails }: AuditRouteDeps): AdminHandler {
+  return async (req, res, url) => {
+    const last = Math.min(Number(url.searchParams.get('last') ?? 20) || 0, 10_000);
+    const follow = ['1', 'true'].includes(url.searchParams.get('follow') ?? '');
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    // Headers now, so a follower with nothing to read yet is connected (tail -f).
+    res.flushHeaders();
+    let next = Math.max(0, log.treeSize - last);
+    const head = await ctx.store.db.selectFrom('audit_head').select(['tree_size', 'sealed_size']).executeTakeFirst();
+    next = Math.max(next, Number(head?.sealed_size ?? 0));
+    const pump = async () => {
+      for (;;) {
+        const batch = await readAuditSince(ctx.store, next, 1000);
+        for (const e of batch) res.write(`${JSON.stringify(e)}\n`);
+        const lastEvent = batch[batch.length - 1];
+        if (lastEvent) next = lastEvent.seq + 1;
+        if (batch.length < 1000) return;
+      }
+    };
+    await pump();
+    if (!follow) return void res.end();
+    // Local appends wake the stream at once; a poll catches appends by other servers.
+    let busy = false;
+    let again = false;
+    const wake = () => {
+      if (busy) {
+        again = true;
+        return;
+      }
+      busy = true;
+      pump()
+        .catch(() => res.destroy())
+        .finally(() => {
+          busy = false;
+          if (again) {
+            again = false;
+            wake();
+          }
+        });
+    };
+    const off = log.onAppend(wake);
+    const poll = setInterval(wake, TAIL_POLL_MS);
+    const stop = () => {
+      off();
+      clearInterval(poll);
+      tails.delete(stop);
+      res.end();
+    };
+    tails.add(stop);
+    req.on('close', stop);
+    res.on('error', stop);
+  };
+}
+
+/** `POST /v1/admin/audit/verify` `{checkpoints?}`: recompute everything. */
+function verifyEvents({ ctx, recorder, segmentDir }: AuditRouteDeps): AdminHandler {
+  return async (req, res) => {
+    const body = await readBody(req, 64 << 20);
+    let checkpoints: ExternalCheckpoint[] | undefined;
+    if (body.length > 0) {
+      try {
+        checkpoints = (JSON.parse(body.toString('utf8')) as { checkpoints?: ExternalCheckpoint[] }).checkpoints;
+      } catch {
+        return sendJson(res, 400, { error: 'malformed_json', message: 'expected {"checkpoints": [ … ]}' });
+      }
+    }
+    await recorder.flush();
+    const report = await verifyLog(ctx.store, { externalCheckpoints: checkpoints, segmentDir });
+    sendJson(res, 200, report);
+  };
+}
+
+/** `POST /v1/admin/audit/checkpoint`: sign a checkpoint now. */
+function checkpointNow({ log, recorder }: AuditRouteDeps): AdminHandler {
+  return async (_req, res) => {
+    await recorder.flush();
+    sendJson(res, 200, await log.checkpoint());
+  };
+}
+
+/** `GET /v1/admin/audit/checkpoints?limit=`: signed checkpoints and the public key. */
+function listCheckpoints({ log }: AuditRouteDeps): AdminHandler {
+  return async (_req, res, url) => {
+    const limit = Math.min(Number(url.searchParams.get('limit') ?? 100) || 100, 10_000);
+    sendJson(res, 200, {
+      checkpoints: await log.checkpoints(limit),
+      key_id: log.signer.keyId,
+      public_key: log.signer.publicKeyPem,
+    });
+  };
+}
+
+/** `GET /v1/admin/audit/consistency?from=&to=`: a consistency proof between two checkpoints. */
+function consistency({ log }: AuditRouteDeps): AdminHandler {
+  return async (_req, res, url) => {
+    const from = Number(url.searchParams.get('from'));
+    const to = Number(url.searchParams.get('to'));
+    if (!Number.isInteger(from) || !Number.isInteger(to)) {
+      return sendJson(res, 400, { error: 'bad_query', message: 'from and to must be checkpoint tree sizes' });
+    }
+    try {
+      sendJson(res, 200, await log.consistencyProof(from, to));
+    } catch (e) {
+      if (e instanceof AuditProofError) return sendJson(res, 404, { error: 'not_found', message: e.message });
+      throw e;
+    }
+  };
+}
+
+/** `POST /v1/admin/audit/seal`: seal events older than the hot window into segments now. */
+function sealNow({ log, recorder, opts, segmentDir }: AuditRouteDeps): AdminHandler {
+  return async (_req, res) => {
+    const r = opts.retention;
+    if (!r) return sendJson(res, 409, { error: 'not_configured', message: 'audit retention is not configured' });
+    await recorder.flush();
+    const sealed = await sealSegments(log, { dir: segmentDir, hotWindowMs: r.hotWindowMs });
+    sendJson(res, 200, { sealed });
+  };
+}
+
+/** The audit plugin's routes on the server port (the agent port's are `agentRoutes`). */
+function auditRoutes(deps: AuditRouteDeps, ingest: Ingest): Route[] {
+  const admin = (h: AdminHandler) => adminRoute(deps.ctx, h);
+  return [
+    { method: 'POST', path: '/v1/audit/events', handler: ingestByToken(deps, ingest) },
+    { method: 'GET', path: '/v1/admin/audit/events', handler: admin(queryEvents(deps)) },
+    { method: 'GET', path: '/v1/admin/audit/events/', prefix: true, handler: admin(showEvent(deps)) },
+    { method: 'GET', path: '/v1/admin/audit/tail', handler: admin(tailEvents(deps)) },
+    { method: 'POST', path: '/v1/admin/audit/verify', handler: admin(verifyEvents(deps)) },
+    { method: 'POST', path: '/v1/admin/audit/checkpoint', handler: admin(checkpointNow(deps)) },
+    { method: 'GET', path: '/v1/admin/audit/checkpoints', handler: admin(listCheckpoints(deps)) },
+    { method: 'GET', path: '/v1/admin/audit/consistency', handler: admin(consistency(deps)) },
+    { method: 'POST', path: '/v1/admin/audit/seal', handler: admin(sealNow(deps)) },
+  ];
+}
+
 /**
  * The audit server plugin.
  *
@@ -191,6 +451,8 @@ export function auditPlugin(
 
   return {
     name: 'audit',
+    // SVID ingestion verifies reporters against the CA's bundle.
+    dependsOn: opts.ca ? ['ca'] : [],
     handle,
     agentRoutes: [
       {
@@ -258,262 +520,19 @@ export function auditPlugin(
         sealTimer.unref();
       }
 
-      const ingestHash = opts.ingestToken ? createHash('sha256').update(opts.ingestToken).digest() : undefined;
-      const rate = opts.ingestRate ?? 50_000;
-      const perReporter = new RateLimiter(Math.max(2 * rate, MAX_BATCH), rate);
-      // A refusal on the agent port is recorded at once, the same caller's further refusals for the
-      // same reason within 10 s as one event with their count: a caller hammering the route cannot
-      // flood the log, and the count is exact.
-      const agentRefusals = ctx.events.refusals;
-      refusals = agentRefusals;
-      const refuse = (
-        req: IncomingMessage,
-        res: ServerResponse,
-        reporter: string | undefined,
-        status: number,
-        body: { error: string; message: string },
-        headers?: Record<string, string>,
-      ) => {
-        const ip = req.socket.remoteAddress;
-        agentRefusals.refused(`${reporter ?? ip}\n${body.error}\n${body.message}`, {
-          kind: 'admin.action',
-          outcome: 'deny',
-          source: { id: reporter, ip },
-          target: { resource: AGENT_PORT_INGEST_PATH, method: 'POST' },
-          reason: `audit ingestion refused: ${body.message}`,
-        });
-        sendJson(res, status, body, headers);
+      // Refusals are thrown as `refusal(…)`: the router's refusal hook records them; flushed at close.
+      refusals = ctx.events.refusals;
+      const deps: AuditRouteDeps = {
+        ctx,
+        log: theLog,
+        recorder: rec,
+        opts,
+        segmentDir: opts.retention?.dir ?? join(dataDir, 'audit-segments'),
+        tails,
       };
-      /** `reporter` is stamped into each event; `limited` holds it to the per-reporter rate (SVIDs). */
-      const ingest = async (req: IncomingMessage, res: ServerResponse, reporter: string, limited = false) => {
-        const body = await readBody(req, opts.maxIngestBytes ?? 16 << 20);
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(body.toString('utf8'));
-        } catch (e) {
-          return sendJson(res, 400, { error: 'malformed_json', message: `body is not JSON: ${(e as Error).message}` });
-        }
-        const envelope = auditIngestRequestSchema.safeParse(parsed);
-        if (!envelope.success) {
-          return sendJson(res, 400, { error: 'bad_request', message: 'expected {"events": [ … ]}' });
-        }
-        const { events } = envelope.data;
-        if (events.length > MAX_BATCH) {
-          return sendJson(res, 413, { error: 'too_many_events', message: 'at most 10,000 events per batch' });
-        }
-        if (limited && !perReporter.take(reporter, events.length)) {
-          const message = `${reporter} is over ${rate} events/s (it retries; nothing is lost)`;
-          return refuse(req, res, reporter, 429, { error: 'rate_limited', message }, { 'retry-after': '1' });
-        }
-        try {
-          const r = await theLog.appendInputs(events.map((e) => stampReporter(e, reporter)));
-          const answer: AuditIngestResponse = { stored: r.stored, duplicates: r.duplicates, tree_size: r.treeSize };
-          sendJson(res, 200, answer);
-        } catch (e) {
-          if (
-            e instanceof Error &&
-            'code' in e &&
-            String((e as { code: unknown }).code).startsWith('ERR_AUDIT_EVENT')
-          ) {
-            return sendJson(res, 400, { error: 'invalid_event', message: e.message });
-          }
-          throw e;
-        }
-      };
-      const adminIngest = adminRoute(ctx, (req, res, _url, who) => ingest(req, res, who.id));
-      const ca = opts.ca;
-      svidIngest = async (req, res) => {
-        if (!ca) return sendJson(res, 503, { error: 'no_ca', message: 'SVID ingestion needs the CA plugin' });
-        let reporter: string;
-        try {
-          // Any workload of the trust domain may report decisions: enforcement points are workloads.
-          reporter = verifyPeerSvid(req.socket as TLSSocket, ca.current().bundle()).spiffeId.toString();
-        } catch (e) {
-          if (!(e instanceof PeerSvidError)) throw e;
-          return refuse(req, res, undefined, 401, { error: 'unauthenticated', message: e.message });
-        }
-        // A banned agent's SVID stays valid until it expires; its reports are refused meanwhile.
-        const agent = await ctx.store.agents.get(reporter);
-        if (agent?.banned) {
-          return refuse(req, res, reporter, 403, { error: 'agent_banned', message: `${reporter} is banned` });
-        }
-        return ingest(req, res, reporter, true);
-      };
-      ctx.router.on('POST', '/v1/audit/events', async (req, res, url) => {
-        const m = /^Bearer\s+(\S+)\s*$/.exec(req.headers.authorization ?? '');
-        if (ingestHash && m?.[1]) {
-          const h = createHash('sha256').update(m[1]).digest();
-          if (timingSafeEqual(h, ingestHash)) return ingest(req, res, 'ingest-token');
-        }
-        return adminIngest(req, res, url);
-      });
-
-      ctx.router.on(
-        'GET',
-        '/v1/admin/audit/events',
-        adminRoute(ctx, async (_req, res, url) => {
-          let q: ReturnType<typeof parseQueryParams>;
-          try {
-            q = parseQueryParams(url.searchParams);
-          } catch (e) {
-            return sendJson(res, 400, { error: 'bad_query', message: (e as Error).message });
-          }
-          sendJson(res, 200, await queryAuditLog(ctx.store, q));
-        }),
-      );
-
-      ctx.router.onPrefix(
-        'GET',
-        '/v1/admin/audit/events/',
-        adminRoute(ctx, async (_req, res, url) => {
-          const key = decodeURIComponent(url.pathname.slice('/v1/admin/audit/events/'.length));
-          const event = await theLog.get(/^\d+$/.test(key) ? Number(key) : key);
-          if (!event) return sendJson(res, 404, { error: 'not_found', message: `no audit event ${key}` });
-          try {
-            const inclusion = await theLog.inclusionProof(event.seq);
-            sendJson(res, 200, { event, inclusion, public_key: theLog.signer.publicKeyPem });
-          } catch (e) {
-            if (e instanceof AuditProofError) return sendJson(res, 200, { event, inclusion: null, note: e.message });
-            throw e;
-          }
-        }),
-      );
-
-      ctx.router.on(
-        'GET',
-        '/v1/admin/audit/tail',
-        adminRoute(ctx, async (req, res, url) => {
-          const last = Math.min(Number(url.searchParams.get('last') ?? 20) || 0, 10_000);
-          const follow = ['1', 'true'].includes(url.searchParams.get('follow') ?? '');
-          res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
-          // Headers now, so a follower with nothing to read yet is connected (tail -f).
-          res.flushHeaders();
-          let next = Math.max(0, theLog.treeSize - last);
-          const head = await ctx.store.db
-            .selectFrom('audit_head')
-            .select(['tree_size', 'sealed_size'])
-            .executeTakeFirst();
-          next = Math.max(next, Number(head?.sealed_size ?? 0));
-          const pump = async () => {
-            for (;;) {
-              const batch = await readAuditSince(ctx.store, next, 1000);
-              for (const e of batch) res.write(`${JSON.stringify(e)}\n`);
-              const lastEvent = batch[batch.length - 1];
-              if (lastEvent) next = lastEvent.seq + 1;
-              if (batch.length < 1000) return;
-            }
-          };
-          await pump();
-          if (!follow) return void res.end();
-          // Local appends wake the stream at once; a poll catches appends by other servers.
-          let busy = false;
-          let again = false;
-          const wake = () => {
-            if (busy) {
-              again = true;
-              return;
-            }
-            busy = true;
-            pump()
-              .catch(() => res.destroy())
-              .finally(() => {
-                busy = false;
-                if (again) {
-                  again = false;
-                  wake();
-                }
-              });
-          };
-          const off = theLog.onAppend(wake);
-          const poll = setInterval(wake, TAIL_POLL_MS);
-          const stop = () => {
-            off();
-            clearInterval(poll);
-            tails.delete(stop);
-            res.end();
-          };
-          tails.add(stop);
-          req.on('close', stop);
-          res.on('error', stop);
-        }),
-      );
-
-      ctx.router.on(
-        'POST',
-        '/v1/admin/audit/verify',
-        adminRoute(ctx, async (req, res) => {
-          const body = await readBody(req, 64 << 20);
-          let checkpoints: ExternalCheckpoint[] | undefined;
-          if (body.length > 0) {
-            try {
-              checkpoints = (JSON.parse(body.toString('utf8')) as { checkpoints?: ExternalCheckpoint[] }).checkpoints;
-            } catch {
-              return sendJson(res, 400, { error: 'malformed_json', message: 'expected {"checkpoints": [ … ]}' });
-            }
-          }
-          await rec.flush();
-          const report = await verifyLog(ctx.store, {
-            externalCheckpoints: checkpoints,
-            segmentDir: opts.retention?.dir ?? join(dataDir, 'audit-segments'),
-          });
-          sendJson(res, 200, report);
-        }),
-      );
-
-      ctx.router.on(
-        'POST',
-        '/v1/admin/audit/checkpoint',
-        adminRoute(ctx, async (_req, res) => {
-          await rec.flush();
-          sendJson(res, 200, await theLog.checkpoint());
-        }),
-      );
-
-      ctx.router.on(
-        'GET',
-        '/v1/admin/audit/checkpoints',
-        adminRoute(ctx, async (_req, res, url) => {
-          const limit = Math.min(Number(url.searchParams.get('limit') ?? 100) || 100, 10_000);
-          sendJson(res, 200, {
-            checkpoints: await theLog.checkpoints(limit),
-            key_id: theLog.signer.keyId,
-            public_key: theLog.signer.publicKeyPem,
-          });
-        }),
-      );
-
-      ctx.router.on(
-        'GET',
-        '/v1/admin/audit/consistency',
-        adminRoute(ctx, async (_req, res, url) => {
-          const from = Number(url.searchParams.get('from'));
-          const to = Number(url.searchParams.get('to'));
-          if (!Number.isInteger(from) || !Number.isInteger(to)) {
-            return sendJson(res, 400, { error: 'bad_query', message: 'from and to must be checkpoint tree sizes' });
-          }
-          try {
-            sendJson(res, 200, await theLog.consistencyProof(from, to));
-          } catch (e) {
-            if (e instanceof AuditProofError) return sendJson(res, 404, { error: 'not_found', message: e.message });
-            throw e;
-          }
-        }),
-      );
-
-      ctx.router.on(
-        'POST',
-        '/v1/admin/audit/seal',
-        adminRoute(ctx, async (_req, res) => {
-          const r = opts.retention;
-          if (!r) return sendJson(res, 409, { error: 'not_configured', message: 'audit retention is not configured' });
-          await rec.flush();
-          const sealed = await sealSegments(theLog, {
-            dir: r.dir ?? join(dataDir, 'audit-segments'),
-            hotWindowMs: r.hotWindowMs,
-          });
-          sendJson(res, 200, { sealed });
-        }),
-      );
+      const ingest = ingestBatch(deps);
+      svidIngest = ingestBySvid(deps, ingest);
+      ctx.router.add(auditRoutes(deps, ingest));
     },
     async close() {
       svidIngest = undefined;

@@ -19,8 +19,8 @@ import {
 import type { Config } from '../../config/index.js';
 import { parseSpiffeId, reservedIdReason, type SpiffeId } from '../../spiffe/index.js';
 import { StoreConflictError, type Store } from '../../store/index.js';
-import { HttpError, readJson, sendJson, sendText } from '../router.js';
-import { adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
+import { type Handler, HttpError, type Route, readJson, sendJson, sendText } from '../router.js';
+import { type AdminHandler, adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
 
 const KV_NS = 'ca';
 
@@ -93,6 +93,164 @@ export interface CaPluginOptions {
   signingPool?: SigningPool | null;
 }
 
+/** What the CA routes use: the CA, where to record issuance, and how to announce a bundle change. */
+interface CaRouteDeps {
+  handle: CaHandle;
+  events: ServerContext['events'];
+  trustDomain: string;
+  notify(): void;
+}
+
+/** A SPIFFE ID this server may issue for: well formed, in its own trust domain and not reserved. */
+function memberId(text: string, trustDomain: string): SpiffeId {
+  let id: SpiffeId;
+  try {
+    id = parseSpiffeId(text);
+  } catch (e) {
+    // A malformed ID in the request is the caller's fault, whatever its parser throws.
+    throw new HttpError(400, 'invalid_request', `spiffe_id: ${(e as Error).message}`);
+  }
+  if (id.trustDomain.name !== trustDomain) {
+    throw new HttpError(400, 'invalid_request', `${text} is not in this server's trust domain ${trustDomain}`);
+  }
+  // The server's and the agents' identities are minted only by the server, for itself and attested agents.
+  const reserved = reservedIdReason(id);
+  if (reserved !== undefined) throw new HttpError(403, 'reserved_spiffe_id', reserved);
+  return id;
+}
+
+/** `GET /v1/bundle`: public by design (SPIFFE bundle endpoint), it holds only public keys. JWKS or `?format=pem`. */
+function showBundle({ handle }: CaRouteDeps): Handler {
+  return (_req, res, url) => {
+    const bundle = handle.current().bundle();
+    if (url.searchParams.get('format') === 'pem') return sendText(res, 200, bundle.toPem(), 'application/x-pem-file');
+    sendJson(res, 200, bundle.toJwks());
+  };
+}
+
+/** `POST /v1/admin/x509/sign` `{csr, spiffe_id, ttl?, dns_names?}`: an X.509-SVID for a member ID. */
+function signX509({ handle, events, trustDomain }: CaRouteDeps): AdminHandler {
+  return async (req, res, _url, who) => {
+    const body = ((await readJson(req)) ?? {}) as {
+      csr?: unknown;
+      spiffe_id?: unknown;
+      ttl?: unknown;
+      dns_names?: unknown;
+    };
+    const spiffeId = typeof body.spiffe_id === 'string' ? body.spiffe_id : '';
+    try {
+      if (typeof body.csr !== 'string') throw new HttpError(400, 'invalid_request', 'csr (PEM) is required');
+      const id = memberId(spiffeId, trustDomain);
+      const dnsNames = Array.isArray(body.dns_names) ? body.dns_names.map(String) : [];
+      const ttl = typeof body.ttl === 'number' ? body.ttl : undefined;
+      const svid = await handle
+        .current()
+        .signX509SvidFromCsrAsync({ csr: body.csr, spiffeId: id, dnsNames, ttlSeconds: ttl });
+      events.record({
+        kind: 'svid.issued',
+        outcome: 'allow',
+        source: { id: who.id },
+        target: { id: svid.spiffeId.toString() },
+        reason: 'admin x509 mint',
+        details: { serial: svid.serialHex, not_after: svid.notAfter.toISOString(), dns_names: dnsNames },
+      });
+      sendJson(res, 200, {
+        spiffe_id: svid.spiffeId.toString(),
+        chain_pem: certificatesToPem(svid.chain),
+        bundle_pem: handle.current().bundle().toPem(),
+        serial: svid.serialHex,
+        not_after: svid.notAfter.toISOString(),
+      });
+    } catch (e) {
+      // Every refusal is audited; dispatch() answers it (a caller's error 4xx, ours 500 without details).
+      events.record({
+        kind: 'svid.issued',
+        outcome: 'deny',
+        source: { id: who.id },
+        target: { id: spiffeId },
+        reason: (e as Error).message,
+      });
+      throw e;
+    }
+  };
+}
+
+/** `POST /v1/admin/jwt/mint` `{spiffe_id, audience, ttl?}`: a JWT-SVID for a member ID. */
+function mintJwt({ handle, events, trustDomain }: CaRouteDeps): AdminHandler {
+  return async (req, res, _url, who) => {
+    const body = ((await readJson(req)) ?? {}) as { spiffe_id?: unknown; audience?: unknown; ttl?: unknown };
+    const spiffeId = typeof body.spiffe_id === 'string' ? body.spiffe_id : '';
+    try {
+      const audience = Array.isArray(body.audience) ? body.audience.map(String) : [];
+      if (audience.length === 0 || audience.some((a) => a.length === 0)) {
+        throw new HttpError(400, 'invalid_request', 'at least one non-empty audience is required');
+      }
+      const id = memberId(spiffeId, trustDomain);
+      const ttl = typeof body.ttl === 'number' ? body.ttl : undefined;
+      const jwt = await handle.current().mintJwtSvid({ spiffeId: id, audience, ttlSeconds: ttl });
+      events.record({
+        kind: 'jwt.issued',
+        outcome: 'allow',
+        source: { id: who.id },
+        target: { id: jwt.spiffeId.toString() },
+        reason: 'admin jwt mint',
+        details: { audience, kid: jwt.kid, expires_at: jwt.expiresAt.toISOString() },
+      });
+      sendJson(res, 200, {
+        token: jwt.token,
+        spiffe_id: jwt.spiffeId.toString(),
+        expires_at: jwt.expiresAt.toISOString(),
+      });
+    } catch (e) {
+      events.record({
+        kind: 'jwt.issued',
+        outcome: 'deny',
+        source: { id: who.id },
+        target: { id: spiffeId },
+        reason: (e as Error).message,
+      });
+      throw e;
+    }
+  };
+}
+
+/** `GET /v1/admin/ca`: the CA's state (authorities, sequence, schedule). */
+function showCa({ handle }: CaRouteDeps): AdminHandler {
+  return (_req, res) => sendJson(res, 200, handle.current().toJSON());
+}
+
+/**
+ * `POST /v1/admin/ca/rotate`: forces the next step of the rotation schedule now (prepare, or
+ * activate the prepared CA), e.g. after a suspected key compromise; the retired CA stays in the
+ * bundle until its SVIDs expire.
+ */
+function rotateCa({ handle, events, notify }: CaRouteDeps): AdminHandler {
+  return async (_req, res, _url, who) => {
+    const changed = await handle.current().rotate();
+    events.record({
+      kind: 'admin.action',
+      outcome: 'allow',
+      source: { id: who.id },
+      target: { resource: 'ca.rotate' },
+      reason: changed ? 'CA rotated' : 'CA rotation: nothing to do',
+      details: { sequence: handle.current().sequence },
+    });
+    if (changed) notify();
+    sendJson(res, 200, { changed, ...handle.current().toJSON() });
+  };
+}
+
+/** The CA plugin's routes: the public bundle, and admin signing, minting, state and rotation. */
+function caRoutes(ctx: ServerContext, deps: CaRouteDeps): Route[] {
+  return [
+    { method: 'GET', path: '/v1/bundle', handler: showBundle(deps) },
+    { method: 'POST', path: '/v1/admin/x509/sign', handler: adminRoute(ctx, signX509(deps)) },
+    { method: 'POST', path: '/v1/admin/jwt/mint', handler: adminRoute(ctx, mintJwt(deps)) },
+    { method: 'GET', path: '/v1/admin/ca', handler: adminRoute(ctx, showCa(deps)) },
+    { method: 'POST', path: '/v1/admin/ca/rotate', handler: adminRoute(ctx, rotateCa(deps)) },
+  ];
+}
+
 export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: CaHandle } {
   let ca: CertificateAuthority | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -153,148 +311,7 @@ export function caPlugin(opts: CaPluginOptions = {}): ServerPlugin & { handle: C
       timer = setInterval(() => void tick(), opts.tickMs ?? 5000);
       timer.unref();
 
-      /** A SPIFFE ID this server may issue for: well formed, in its own trust domain and not reserved. */
-      const memberId = (text: string) => {
-        let id: SpiffeId;
-        try {
-          id = parseSpiffeId(text);
-        } catch (e) {
-          // A malformed ID in the request is the caller's fault, whatever its parser throws.
-          throw new HttpError(400, 'invalid_request', `spiffe_id: ${(e as Error).message}`);
-        }
-        if (id.trustDomain.name !== config.trust_domain) {
-          throw new HttpError(
-            400,
-            'invalid_request',
-            `${text} is not in this server's trust domain ${config.trust_domain}`,
-          );
-        }
-        // The server's and the agents' identities are minted only by the server, for itself and attested agents.
-        const reserved = reservedIdReason(id);
-        if (reserved !== undefined) throw new HttpError(403, 'reserved_spiffe_id', reserved);
-        return id;
-      };
-
-      // The bundle is public by design (SPIFFE bundle endpoint): it holds only public keys.
-      router.on('GET', '/v1/bundle', (_req, res, url) => {
-        const bundle = handle.current().bundle();
-        if (url.searchParams.get('format') === 'pem')
-          return sendText(res, 200, bundle.toPem(), 'application/x-pem-file');
-        sendJson(res, 200, bundle.toJwks());
-      });
-
-      router.on(
-        'POST',
-        '/v1/admin/x509/sign',
-        adminRoute(ctx, async (req, res, _url, who) => {
-          const body = ((await readJson(req)) ?? {}) as {
-            csr?: unknown;
-            spiffe_id?: unknown;
-            ttl?: unknown;
-            dns_names?: unknown;
-          };
-          const spiffeId = typeof body.spiffe_id === 'string' ? body.spiffe_id : '';
-          try {
-            if (typeof body.csr !== 'string') throw new HttpError(400, 'invalid_request', 'csr (PEM) is required');
-            const id = memberId(spiffeId);
-            const dnsNames = Array.isArray(body.dns_names) ? body.dns_names.map(String) : [];
-            const ttl = typeof body.ttl === 'number' ? body.ttl : undefined;
-            const svid = await handle
-              .current()
-              .signX509SvidFromCsrAsync({ csr: body.csr, spiffeId: id, dnsNames, ttlSeconds: ttl });
-            events.record({
-              kind: 'svid.issued',
-              outcome: 'allow',
-              source: { id: who.id },
-              target: { id: svid.spiffeId.toString() },
-              reason: 'admin x509 mint',
-              details: { serial: svid.serialHex, not_after: svid.notAfter.toISOString(), dns_names: dnsNames },
-            });
-            sendJson(res, 200, {
-              spiffe_id: svid.spiffeId.toString(),
-              chain_pem: certificatesToPem(svid.chain),
-              bundle_pem: handle.current().bundle().toPem(),
-              serial: svid.serialHex,
-              not_after: svid.notAfter.toISOString(),
-            });
-          } catch (e) {
-            // Every refusal is audited; dispatch() answers it (a caller's error 4xx, ours 500 without details).
-            events.record({
-              kind: 'svid.issued',
-              outcome: 'deny',
-              source: { id: who.id },
-              target: { id: spiffeId },
-              reason: (e as Error).message,
-            });
-            throw e;
-          }
-        }),
-      );
-
-      router.on(
-        'POST',
-        '/v1/admin/jwt/mint',
-        adminRoute(ctx, async (req, res, _url, who) => {
-          const body = ((await readJson(req)) ?? {}) as { spiffe_id?: unknown; audience?: unknown; ttl?: unknown };
-          const spiffeId = typeof body.spiffe_id === 'string' ? body.spiffe_id : '';
-          try {
-            const audience = Array.isArray(body.audience) ? body.audience.map(String) : [];
-            if (audience.length === 0 || audience.some((a) => a.length === 0)) {
-              throw new HttpError(400, 'invalid_request', 'at least one non-empty audience is required');
-            }
-            const id = memberId(spiffeId);
-            const ttl = typeof body.ttl === 'number' ? body.ttl : undefined;
-            const jwt = await handle.current().mintJwtSvid({ spiffeId: id, audience, ttlSeconds: ttl });
-            events.record({
-              kind: 'jwt.issued',
-              outcome: 'allow',
-              source: { id: who.id },
-              target: { id: jwt.spiffeId.toString() },
-              reason: 'admin jwt mint',
-              details: { audience, kid: jwt.kid, expires_at: jwt.expiresAt.toISOString() },
-            });
-            sendJson(res, 200, {
-              token: jwt.token,
-              spiffe_id: jwt.spiffeId.toString(),
-              expires_at: jwt.expiresAt.toISOString(),
-            });
-          } catch (e) {
-            events.record({
-              kind: 'jwt.issued',
-              outcome: 'deny',
-              source: { id: who.id },
-              target: { id: spiffeId },
-              reason: (e as Error).message,
-            });
-            throw e;
-          }
-        }),
-      );
-
-      router.on(
-        'GET',
-        '/v1/admin/ca',
-        adminRoute(ctx, (_req, res) => sendJson(res, 200, handle.current().toJSON())),
-      );
-      // Forces the next step of the rotation schedule now (prepare, or activate the prepared CA),
-      // e.g. after a suspected key compromise; the retired CA stays in the bundle until its SVIDs expire.
-      router.on(
-        'POST',
-        '/v1/admin/ca/rotate',
-        adminRoute(ctx, async (_req, res, _url, who) => {
-          const changed = await handle.current().rotate();
-          events.record({
-            kind: 'admin.action',
-            outcome: 'allow',
-            source: { id: who.id },
-            target: { resource: 'ca.rotate' },
-            reason: changed ? 'CA rotated' : 'CA rotation: nothing to do',
-            details: { sequence: handle.current().sequence },
-          });
-          if (changed) notify();
-          sendJson(res, 200, { changed, ...handle.current().toJSON() });
-        }),
-      );
+      router.add(caRoutes(ctx, { handle, events, trustDomain: config.trust_domain, notify }));
     },
     close() {
       if (timer) clearInterval(timer);

@@ -10,9 +10,10 @@ import { type EnvoyAuthzServer, startEnvoyAuthzServer } from '../../pep/envoy.js
 import { BodyError, plainAddress, readJsonBody, targetOf } from '../../pep/http.js';
 import { identityFromProxyHeaders, type ProxyTrust, type TrustedProxy, TrustedProxies } from '../../pep/identity.js';
 import { type AccessRequest, parseAccessRequest } from '../../policy/request.js';
+import type { PolicySnapshot } from '../../policy/snapshot.js';
 import type { BundleSource } from '../../spiffe/index.js';
 import { authorizeMemberOf, authorizeOneOf } from '../../pep/mtls/index.js';
-import { sendJson } from '../router.js';
+import { type Handler, type Route, sendJson } from '../router.js';
 import { type ServerSvid, serverSvidSource } from '../server-svid.js';
 import type { ServerContext, ServerPlugin } from '../server.js';
 import type { CaHandle } from './ca.js';
@@ -92,6 +93,186 @@ function h(req: IncomingMessage, name: string): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
+/** What the decision routes use. */
+interface DecisionDeps {
+  snapshot(): PolicySnapshot | undefined;
+  events: DecisionContext['events'];
+  proxies: TrustedProxies;
+  trust(): ProxyTrust;
+  bodyOpts: { limit: number; timeoutMs: number };
+  defaultTarget: string | undefined;
+}
+
+/** The JSON body, or BODY_FAILED once a refusal (with its decision record) has been answered. */
+async function readDecisionBody(
+  deps: DecisionDeps,
+  req: IncomingMessage,
+  res: ServerResponse,
+  pep: string,
+): Promise<unknown> {
+  try {
+    return await readJsonBody(req, deps.bodyOpts);
+  } catch (e) {
+    if (!(e instanceof BodyError)) throw e;
+    const d = refuse(`${e.reason}: ${e.message}`, {}, deps.events, {
+      pep,
+      ip: plainAddress(req.socket.remoteAddress),
+    });
+    sendJson(res, e.status, { error: e.reason, message: e.message, decision_id: d.decision_id });
+    return BODY_FAILED;
+  }
+}
+
+/** `POST /v1/decide`: the native decision API. */
+function decide(deps: DecisionDeps): Handler {
+  return async (req, res) => {
+    const body = await readDecisionBody(deps, req, res, 'decide-api');
+    if (body === BODY_FAILED) return;
+    const ip = plainAddress(req.socket.remoteAddress);
+    let request: AccessRequest;
+    try {
+      request = parseAccessRequest(body ?? {});
+    } catch (e) {
+      const d = refuse((e as Error).message, {}, deps.events, { pep: 'decide-api', ip });
+      return sendJson(res, 400, {
+        error: 'invalid_request',
+        message: (e as Error).message,
+        decision_id: d.decision_id,
+      });
+    }
+    sendJson(res, 200, decisionBody(enforce(deps.snapshot, request, deps.events, { pep: 'decide-api', ip })));
+  };
+}
+
+/** `POST /v1/data/<path>`: OPA's Data API; a path ending in `/allow` answers a boolean. */
+function opaData(deps: DecisionDeps): Handler {
+  return async (req, res, url) => {
+    const body = await readDecisionBody(deps, req, res, 'opa');
+    if (body === BODY_FAILED) return;
+    const ip = plainAddress(req.socket.remoteAddress);
+    if (body !== undefined && (typeof body !== 'object' || body === null || Array.isArray(body))) {
+      return sendJson(res, 400, { code: 'invalid_parameter', message: 'body must be {"input": …}' });
+    }
+    let parsed: { request: AccessRequest; ignored?: string[] };
+    try {
+      parsed = opaInput((body as { input?: unknown } | undefined)?.input);
+    } catch (e) {
+      const d = refuse((e as Error).message, {}, deps.events, { pep: 'opa', ip });
+      return sendJson(res, 400, {
+        code: 'invalid_parameter',
+        message: (e as Error).message,
+        decision_id: d.decision_id,
+      });
+    }
+    const pkg = url.pathname.slice('/v1/data'.length);
+    const d = enforce(deps.snapshot, parsed.request, deps.events, {
+      pep: 'opa',
+      ip,
+      details: { package: pkg, ...(parsed.ignored ? { ignored_input: parsed.ignored } : {}) },
+    });
+    // OPA answers `decision_id` beside `result` when decision logging is on; clients ignore it otherwise.
+    const result = pkg.endsWith('/allow') ? d.allow : decisionBody(d);
+    sendJson(res, 200, { result, decision_id: d.decision_id });
+  };
+}
+
+/** `GET /v1/authz/nginx`: auth_request, a subrequest with the original method and URI in headers (never a body). */
+function nginxAuthz(deps: DecisionDeps): Handler {
+  return (req, res, url) => {
+    const ip = plainAddress(req.socket.remoteAddress);
+    const fromProxy = deps.proxies.has(ip);
+    const target =
+      (fromProxy ? h(req, 'x-nevertrust-target') : undefined) ?? url.searchParams.get('target') ?? deps.defaultTarget;
+    const clientIp = fromProxy ? (h(req, 'x-real-ip') ?? ip) : ip;
+    const request: AccessRequest = {
+      target: targetOf(target),
+      request: {
+        method: fromProxy ? h(req, 'x-original-method') : undefined,
+        path: fromProxy ? h(req, 'x-original-uri') : undefined,
+      },
+    };
+    authzAnswer(deps, req, res, request, 'nginx', clientIp, ip);
+  };
+}
+
+/**
+ * `/v1/authz/envoy/<original path>`: Envoy ext_authz over HTTP appends the original path to the
+ * configured prefix and keeps the method. The raw request target is used: a parsed URL would already
+ * have resolved `..` and `%2e%2e`, hiding what the caller really asked for from the policy engine.
+ */
+function envoyAuthz(deps: DecisionDeps): Handler {
+  return (req, res) => {
+    const ip = plainAddress(req.socket.remoteAddress);
+    const raw = req.url ?? '/';
+    const prefix = '/v1/authz/envoy';
+    const path = raw.startsWith(prefix) ? raw.slice(prefix.length) || '/' : '/';
+    const fromProxy = deps.proxies.has(ip);
+    const target = (fromProxy ? h(req, 'x-nevertrust-target') : undefined) ?? deps.defaultTarget;
+    const request: AccessRequest = {
+      target: targetOf(target),
+      request: { method: req.method, path },
+    };
+    authzAnswer(deps, req, res, request, 'envoy-http', ip, ip);
+  };
+}
+
+/** Shared by nginx and Envoy HTTP: 200 with identity headers, 401 without identity, 403 denied. */
+function authzAnswer(
+  deps: DecisionDeps,
+  req: IncomingMessage,
+  res: ServerResponse,
+  request: AccessRequest,
+  pep: string,
+  clientIp: string | undefined,
+  peerIp: string | undefined,
+): void {
+  const who = identityFromProxyHeaders(req.headers, peerIp, deps.trust());
+  const details: Record<string, unknown> = {};
+  if (who.kind !== 'invalid' && who.ignored) details.ignored_identity_headers = who.ignored;
+  if (who.kind === 'invalid') {
+    const d = refuse(who.reason, request, deps.events, { pep, ip: clientIp, details });
+    deny(res, 401, 'unauthenticated', d);
+    return;
+  }
+  if (who.kind === 'ok') {
+    request.source = { spiffe_id: who.spiffeId, ip: clientIp };
+    details.identity = who.via;
+  } else if (clientIp) request.source = { ip: clientIp };
+  const d = enforce(deps.snapshot, request, deps.events, { pep, ip: clientIp, details });
+  if (!d.allow) {
+    deny(res, who.kind === 'ok' ? 403 : 401, who.kind === 'ok' ? 'forbidden' : 'unauthenticated', d);
+    return;
+  }
+  const headers: Record<string, string> = { 'x-nevertrust-decision-id': d.decision_id };
+  if (who.kind === 'ok') headers['x-nevertrust-peer-id'] = who.spiffeId;
+  if (d.policy) headers['x-nevertrust-policy'] = d.policy;
+  res.writeHead(200, { ...headers, 'content-length': 0, 'cache-control': 'no-store' });
+  res.end();
+}
+
+function deny(res: ServerResponse, status: 401 | 403, error: string, d: EnforcedDecision): void {
+  sendJson(res, status, { error, decision_id: d.decision_id }, { 'x-nevertrust-decision-id': d.decision_id });
+}
+
+const ENVOY_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
+
+/** The decision plugin's routes. */
+function decisionRoutes(deps: DecisionDeps): Route[] {
+  const opa = opaData(deps);
+  const envoy = envoyAuthz(deps);
+  return [
+    { method: 'GET', path: '/health', handler: (_req, res) => sendJson(res, 200, {}) },
+    { method: 'POST', path: '/v1/decide', handler: decide(deps) },
+    { method: 'POST', path: '/v1/data', handler: opa },
+    { method: 'POST', path: '/v1/data/', prefix: true, handler: opa },
+    { method: 'GET', path: '/v1/authz/nginx', handler: nginxAuthz(deps) },
+    ...ENVOY_METHODS.flatMap((method) => [
+      { method, path: '/v1/authz/envoy', handler: envoy },
+      { method, path: '/v1/authz/envoy/', prefix: true, handler: envoy },
+    ]),
+  ];
+}
+
 /**
  * Adds the decision APIs to the server.
  *
@@ -116,152 +297,21 @@ export function decisionPlugin(opts: DecisionPluginOptions): ServerPlugin & {
 
   return {
     name: 'decision',
+    // Its snapshots come from the policy plugin; the gRPC port's mTLS needs the CA open.
+    dependsOn: opts.grpc?.mtls ? ['policy', 'ca'] : ['policy'],
     grpcPort: () => grpcServer?.port,
     async register(ctx: DecisionContext) {
       const { router, events, logger } = ctx;
-      const trust = (): ProxyTrust => ({ proxies, bundles: bundles() });
-
-      const readBody = async (req: IncomingMessage, res: ServerResponse, pep: string): Promise<unknown> => {
-        try {
-          return await readJsonBody(req, bodyOpts);
-        } catch (e) {
-          if (!(e instanceof BodyError)) throw e;
-          const d = refuse(`${e.reason}: ${e.message}`, {}, events, {
-            pep,
-            ip: plainAddress(req.socket.remoteAddress),
-          });
-          sendJson(res, e.status, { error: e.reason, message: e.message, decision_id: d.decision_id });
-          return BODY_FAILED;
-        }
-      };
-
-      router.on('GET', '/health', (_req, res) => sendJson(res, 200, {}));
-
-      router.on('POST', '/v1/decide', async (req, res) => {
-        const body = await readBody(req, res, 'decide-api');
-        if (body === BODY_FAILED) return;
-        const ip = plainAddress(req.socket.remoteAddress);
-        let request: AccessRequest;
-        try {
-          request = parseAccessRequest(body ?? {});
-        } catch (e) {
-          const d = refuse((e as Error).message, {}, events, { pep: 'decide-api', ip });
-          return sendJson(res, 400, {
-            error: 'invalid_request',
-            message: (e as Error).message,
-            decision_id: d.decision_id,
-          });
-        }
-        sendJson(res, 200, decisionBody(enforce(snapshot, request, events, { pep: 'decide-api', ip })));
-      });
-
-      const opa = async (req: IncomingMessage, res: ServerResponse, url: URL) => {
-        const body = await readBody(req, res, 'opa');
-        if (body === BODY_FAILED) return;
-        const ip = plainAddress(req.socket.remoteAddress);
-        if (body !== undefined && (typeof body !== 'object' || body === null || Array.isArray(body))) {
-          return sendJson(res, 400, { code: 'invalid_parameter', message: 'body must be {"input": …}' });
-        }
-        let parsed: { request: AccessRequest; ignored?: string[] };
-        try {
-          parsed = opaInput((body as { input?: unknown } | undefined)?.input);
-        } catch (e) {
-          const d = refuse((e as Error).message, {}, events, { pep: 'opa', ip });
-          return sendJson(res, 400, {
-            code: 'invalid_parameter',
-            message: (e as Error).message,
-            decision_id: d.decision_id,
-          });
-        }
-        const pkg = url.pathname.slice('/v1/data'.length);
-        const d = enforce(snapshot, parsed.request, events, {
-          pep: 'opa',
-          ip,
-          details: { package: pkg, ...(parsed.ignored ? { ignored_input: parsed.ignored } : {}) },
-        });
-        // OPA answers `decision_id` beside `result` when decision logging is on; clients ignore it otherwise.
-        const result = pkg.endsWith('/allow') ? d.allow : decisionBody(d);
-        sendJson(res, 200, { result, decision_id: d.decision_id });
-      };
-      router.on('POST', '/v1/data', opa);
-      router.onPrefix('POST', '/v1/data/', opa);
-
-      // nginx auth_request: a subrequest with the original method and URI in headers; the body is never sent.
-      router.on('GET', '/v1/authz/nginx', (req, res, url) => {
-        const ip = plainAddress(req.socket.remoteAddress);
-        const fromProxy = proxies.has(ip);
-        const target =
-          (fromProxy ? h(req, 'x-nevertrust-target') : undefined) ??
-          url.searchParams.get('target') ??
-          opts.defaultTarget;
-        const clientIp = fromProxy ? (h(req, 'x-real-ip') ?? ip) : ip;
-        const request: AccessRequest = {
-          target: targetOf(target),
-          request: {
-            method: fromProxy ? h(req, 'x-original-method') : undefined,
-            path: fromProxy ? h(req, 'x-original-uri') : undefined,
-          },
-        };
-        authzAnswer(req, res, request, 'nginx', clientIp, ip);
-      });
-
-      // Envoy ext_authz HTTP service: Envoy appends the original path to the configured prefix and
-      // keeps the method. The raw request target is used: a parsed URL would already have resolved
-      // `..` and `%2e%2e`, hiding what the caller really asked for from the policy engine.
-      const envoyHttp = (req: IncomingMessage, res: ServerResponse) => {
-        const ip = plainAddress(req.socket.remoteAddress);
-        const raw = req.url ?? '/';
-        const prefix = '/v1/authz/envoy';
-        const path = raw.startsWith(prefix) ? raw.slice(prefix.length) || '/' : '/';
-        const fromProxy = proxies.has(ip);
-        const target = (fromProxy ? h(req, 'x-nevertrust-target') : undefined) ?? opts.defaultTarget;
-        const request: AccessRequest = {
-          target: targetOf(target),
-          request: { method: req.method, path },
-        };
-        authzAnswer(req, res, request, 'envoy-http', ip, ip);
-      };
-      for (const m of ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
-        router.on(m, '/v1/authz/envoy', envoyHttp);
-        router.onPrefix(m, '/v1/authz/envoy/', envoyHttp);
-      }
-
-      /** Shared by nginx and Envoy HTTP: 200 with identity headers, 401 without identity, 403 denied. */
-      function authzAnswer(
-        req: IncomingMessage,
-        res: ServerResponse,
-        request: AccessRequest,
-        pep: string,
-        clientIp: string | undefined,
-        peerIp: string | undefined,
-      ): void {
-        const who = identityFromProxyHeaders(req.headers, peerIp, trust());
-        const details: Record<string, unknown> = {};
-        if (who.kind !== 'invalid' && who.ignored) details.ignored_identity_headers = who.ignored;
-        if (who.kind === 'invalid') {
-          const d = refuse(who.reason, request, events, { pep, ip: clientIp, details });
-          deny(res, 401, 'unauthenticated', d);
-          return;
-        }
-        if (who.kind === 'ok') {
-          request.source = { spiffe_id: who.spiffeId, ip: clientIp };
-          details.identity = who.via;
-        } else if (clientIp) request.source = { ip: clientIp };
-        const d = enforce(snapshot, request, events, { pep, ip: clientIp, details });
-        if (!d.allow) {
-          deny(res, who.kind === 'ok' ? 403 : 401, who.kind === 'ok' ? 'forbidden' : 'unauthenticated', d);
-          return;
-        }
-        const headers: Record<string, string> = { 'x-nevertrust-decision-id': d.decision_id };
-        if (who.kind === 'ok') headers['x-nevertrust-peer-id'] = who.spiffeId;
-        if (d.policy) headers['x-nevertrust-policy'] = d.policy;
-        res.writeHead(200, { ...headers, 'content-length': 0, 'cache-control': 'no-store' });
-        res.end();
-      }
-
-      function deny(res: ServerResponse, status: 401 | 403, error: string, d: EnforcedDecision): void {
-        sendJson(res, status, { error, decision_id: d.decision_id }, { 'x-nevertrust-decision-id': d.decision_id });
-      }
+      router.add(
+        decisionRoutes({
+          snapshot,
+          events,
+          proxies,
+          trust: () => ({ proxies, bundles: bundles() }),
+          bodyOpts,
+          defaultTarget: opts.defaultTarget,
+        }),
+      );
 
       ctx.announce('decision API', 'POST /v1/decide, POST /v1/data/<path>, GET /v1/authz/nginx, /v1/authz/envoy/*');
       if (opts.grpc) {

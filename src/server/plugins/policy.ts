@@ -12,12 +12,54 @@ import { pathOptionsFor } from '../../policy/path.js';
 import type { PolicySnapshot } from '../../policy/snapshot.js';
 import { PolicyWatcher } from '../../policy/watcher.js';
 import { formatIssue } from '../../policy/yamldoc.js';
-import { sendJson } from '../router.js';
-import { adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
+import { type Route, sendJson } from '../router.js';
+import { type AdminHandler, adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
 
 export interface PolicyHandle {
   /** The snapshot in force, or undefined when no policy source is configured (deny everything). */
   current(): PolicySnapshot | undefined;
+}
+
+/** What the policy routes read: the watcher and when its snapshot came into force. */
+interface PolicyState {
+  source: string | undefined;
+  watcher(): PolicyWatcher | undefined;
+  loadedAt(): number;
+}
+
+/** `GET /v1/admin/policy`: the source, the version in force, the last error, warnings and the watch. */
+function showPolicy(state: PolicyState): AdminHandler {
+  return (_req, res) => {
+    const watcher = state.watcher();
+    const snap = watcher?.current;
+    const watch = watcher?.watchStatus;
+    const loadedAt = state.loadedAt();
+    sendJson(res, 200, {
+      source: state.source ?? null,
+      version: snap?.version ?? null,
+      rules: snap?.ruleCount ?? 0,
+      loaded_at: loadedAt ? new Date(loadedAt).toISOString() : null,
+      last_error: watcher?.lastError?.issues.map(formatIssue).join('\n') ?? null,
+      warnings: watcher?.warnings.map(formatIssue) ?? [],
+      watch: watch ? { ok: watch.ok, error: watch.error, since: new Date(watch.since).toISOString() } : null,
+    });
+  };
+}
+
+/** `GET /v1/admin/policy/snapshot`: the policies in force. */
+function showSnapshot(state: PolicyState): AdminHandler {
+  return (_req, res) => {
+    const snap = state.watcher()?.current;
+    sendJson(res, 200, { version: snap?.version ?? null, policies: snap?.policies ?? [] });
+  };
+}
+
+/** The policy plugin's routes (admin only). */
+function policyRoutes(ctx: ServerContext, state: PolicyState): Route[] {
+  return [
+    { method: 'GET', path: '/v1/admin/policy', handler: adminRoute(ctx, showPolicy(state)) },
+    { method: 'GET', path: '/v1/admin/policy/snapshot', handler: adminRoute(ctx, showSnapshot(state)) },
+  ];
 }
 
 export function policyPlugin(): ServerPlugin & { handle: PolicyHandle } {
@@ -91,31 +133,7 @@ export function policyPlugin(): ServerPlugin & { handle: PolicyHandle } {
         ctx.announce('policies', 'none loaded: every request is denied (set --policies PATH)');
       }
 
-      router.on(
-        'GET',
-        '/v1/admin/policy',
-        adminRoute(ctx, (_req, res) => {
-          const snap = watcher?.current;
-          const watch = watcher?.watchStatus;
-          sendJson(res, 200, {
-            source: source ?? null,
-            version: snap?.version ?? null,
-            rules: snap?.ruleCount ?? 0,
-            loaded_at: loadedAt ? new Date(loadedAt).toISOString() : null,
-            last_error: watcher?.lastError?.issues.map(formatIssue).join('\n') ?? null,
-            warnings: watcher?.warnings.map(formatIssue) ?? [],
-            watch: watch ? { ok: watch.ok, error: watch.error, since: new Date(watch.since).toISOString() } : null,
-          });
-        }),
-      );
-      router.on(
-        'GET',
-        '/v1/admin/policy/snapshot',
-        adminRoute(ctx, (_req, res) => {
-          const snap = watcher?.current;
-          sendJson(res, 200, { version: snap?.version ?? null, policies: snap?.policies ?? [] });
-        }),
-      );
+      router.add(policyRoutes(ctx, { source, watcher: () => watcher, loadedAt: () => loadedAt }));
     },
     close() {
       watcher?.close();
