@@ -57,7 +57,36 @@ export class ServerEvents extends EventEmitter<{ event: [ServerEvent] }> {
    */
   readonly refusals = new RefusalAggregator<ServerEvent>({ record: (e, n) => this.record(withRepeats(e, n)) });
 
+  // What was recorded while plugins registered, before a recorder subscribed (the policy plugin's
+  // first snapshot, the CA's first generation): handed to each `subscribe()`r, so start-up is
+  // recorded too. Dropped when start-up ends; bounded in case it never does.
+  #startup: ServerEvent[] | undefined = [];
+
   record(e: ServerEvent): void {
+    if (this.#startup && this.#startup.length < STARTUP_BACKLOG_MAX) this.#startup.push(e);
     this.emit('event', e);
   }
+
+  /**
+   * Listens to every event: first those recorded since the server started (while start-up lasts),
+   * then each new one. Returns the unsubscribe function.
+   *
+   * @example
+   * ```ts
+   * const stop = ctx.events.subscribe((e) => recorder.record(fromServerEvent(e)));
+   * ```
+   */
+  subscribe(listener: (e: ServerEvent) => void): () => void {
+    for (const e of this.#startup ?? []) listener(e);
+    this.on('event', listener);
+    return () => this.off('event', listener);
+  }
+
+  /** Start-up is over (every plugin registered, or the start failed): the backlog is let go. */
+  endStartup(): void {
+    this.#startup = undefined;
+  }
 }
+
+/** Events kept for late subscribers during start-up, at most. */
+const STARTUP_BACKLOG_MAX = 10_000;

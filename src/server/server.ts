@@ -221,7 +221,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       announce: (label, where) => endpoints.push({ label, where }),
     };
     for (const p of plugins) await p.register(ctx);
+    events.endStartup();
   } catch (e) {
+    events.endStartup();
     await closeHttp();
     for (const p of plugins) await Promise.resolve(p.close?.()).catch(() => {});
     await store?.close().catch(() => {});

@@ -42,3 +42,40 @@ describe('audit configuration in the server', () => {
     );
   });
 });
+
+describe('start-up is recorded', () => {
+  it('the policy snapshot accepted while plugins register is in the audit log (the audit plugin registers after it)', async () => {
+    const dir = tempDir();
+    const port = await freePort();
+    const data = join(dir, 'data');
+    const srv = await startCli(
+      [
+        'server',
+        '--port',
+        String(port),
+        '--agent-port',
+        '0',
+        '--data-dir',
+        data,
+        '--policies',
+        join(import.meta.dirname, '../../examples/policies/payments'),
+      ],
+      /Ctrl-C to stop/,
+    );
+    try {
+      const token = readFileSync(join(data, 'admin.token'), 'utf8').trim();
+      let events: { kind: string; reason?: string }[] = [];
+      for (let i = 0; i < 50 && events.length === 0; i++) {
+        const res = await fetch(`http://127.0.0.1:${port}/v1/admin/audit/events?kind=policy.changed`, {
+          headers: { authorization: `Bearer ${token}` },
+        });
+        events = ((await res.json()) as { events: typeof events }).events;
+        if (events.length === 0) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(events.map((e) => e.reason)).toEqual(['policy snapshot accepted']);
+    } finally {
+      srv.child.kill('SIGTERM');
+      await srv.exited;
+    }
+  });
+});

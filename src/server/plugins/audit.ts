@@ -486,8 +486,8 @@ export function auditPlugin(
       });
       recorder = rec;
       const onEvent = (e: ServerEvent) => rec.record(fromServerEvent(e));
-      ctx.events.on('event', onEvent);
-      stopEvents = () => ctx.events.off('event', onEvent);
+      // subscribe(), not on(): what other plugins recorded while registering before us counts too.
+      stopEvents = ctx.events.subscribe(onEvent);
 
       if (opts.anomaly !== false) {
         const d = new AnomalyDetector(opts.anomaly ?? {});
