@@ -26,7 +26,14 @@ import type { EntryView } from '../api/entries.js';
 import type { JwksWire } from '../api/fields.js';
 import { parseWire, WireFormatError } from '../api/parse.js';
 import { type PolicyWire, policyWireSchema, type SyncMessage, syncMessageSchema } from '../api/sync.js';
-import { agentCachePath, loadAgentCache, removeAgentCache, saveAgentCache, writePrivateFile } from './agent-cache.js';
+import {
+  agentCachePath,
+  type CachedSvid,
+  loadAgentCache,
+  removeAgentCache,
+  saveAgentCache,
+  writePrivateFile,
+} from './agent-cache.js';
 import { leafNotAfter, ServerCallError, ServerClient } from './server-client.js';
 import type { Selector } from './unix-attestor.js';
 import { type WorkloadIdentity, type WorkloadResolver, WorkloadApiServer } from './workload-api.js';
@@ -59,14 +66,8 @@ export interface WorkloadApiLimits {
   handshakeTimeoutMs?: number;
 }
 
-interface HeldSvid {
-  entryId: string;
-  revision: number;
-  chain: Buffer[];
-  key: KeyObject;
-  pkcs8: Buffer;
-  notBefore: number;
-  notAfter: number;
+/** A workload SVID as the cache keeps it, and when to rotate it. */
+interface HeldSvid extends CachedSvid {
   /** When to rotate: half-life with up to 10% jitter so agents do not renew in lockstep. */
   rotateAt: number;
 }

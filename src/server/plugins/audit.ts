@@ -32,9 +32,9 @@ import {
   type AnomalySignal,
   type AuditEventInput,
   AuditLog,
+  type AuditLogOptions,
   AuditProofError,
   AuditRecorder,
-  type ExportSink,
   type ExternalCheckpoint,
   parseQueryParams,
   queryAuditLog,
@@ -55,17 +55,12 @@ import { type AdminHandler, adminRoute, type ServerContext, type ServerPlugin } 
 import type { AgentPortRoute } from './agent-endpoint.js';
 import type { CaHandle } from './ca.js';
 
-export interface AuditPluginOptions {
-  /** 32-byte KEK: seals the audit signing key into the store (else `<data_dir>/audit-signing.key`, 0600). */
-  kek?: Buffer;
-  checkpointEvery?: number;
-  checkpointIntervalMs?: number;
-  /** Every checkpoint is also appended here (outside the database). */
-  checkpointFile?: string;
-  /** …and POSTed here. */
-  checkpointWebhook?: string;
-  /** Copies of stored events for a SIEM. */
-  sinks?: ExportSink[];
+/** The log's own options (KEK, checkpoints, sinks: see {@link AuditLogOptions}), and the plugin's. */
+export interface AuditPluginOptions
+  extends Pick<
+    AuditLogOptions,
+    'kek' | 'checkpointEvery' | 'checkpointIntervalMs' | 'checkpointFile' | 'checkpointWebhook' | 'sinks'
+  > {
   /** Anomaly detection (default on, with defaults); `false` turns it off. */
   anomaly?: AnomalyConfig | false;
   /** Signals are also POSTed here as `{signal: …}`. */
