@@ -128,6 +128,27 @@ function showBundle({ handle }: CaRouteDeps): Handler {
   };
 }
 
+/**
+ * Records a refused issuance (every refusal is audited) and returns the error for the caller to
+ * rethrow: dispatch() answers it (the caller's error 4xx, ours 500 without details).
+ */
+function auditedRefusal(
+  events: CaRouteDeps['events'],
+  kind: 'svid.issued' | 'jwt.issued',
+  who: string,
+  spiffeId: string,
+  e: unknown,
+): unknown {
+  events.record({
+    kind,
+    outcome: 'deny',
+    source: { id: who },
+    target: { id: spiffeId },
+    reason: e instanceof Error ? e.message : String(e),
+  });
+  return e;
+}
+
 /** `POST /v1/admin/x509/sign` `{csr, spiffe_id, ttl?, dns_names?}`: an X.509-SVID for a member ID. */
 function signX509({ handle, events, trustDomain }: CaRouteDeps): AdminHandler {
   return async (req, res, _url, who) => {
@@ -162,15 +183,7 @@ function signX509({ handle, events, trustDomain }: CaRouteDeps): AdminHandler {
         not_after: svid.notAfter.toISOString(),
       });
     } catch (e) {
-      // Every refusal is audited; dispatch() answers it (a caller's error 4xx, ours 500 without details).
-      events.record({
-        kind: 'svid.issued',
-        outcome: 'deny',
-        source: { id: who.id },
-        target: { id: spiffeId },
-        reason: (e as Error).message,
-      });
-      throw e;
+      throw auditedRefusal(events, 'svid.issued', who.id, spiffeId, e);
     }
   };
 }
@@ -202,14 +215,7 @@ function mintJwt({ handle, events, trustDomain }: CaRouteDeps): AdminHandler {
         expires_at: jwt.expiresAt.toISOString(),
       });
     } catch (e) {
-      events.record({
-        kind: 'jwt.issued',
-        outcome: 'deny',
-        source: { id: who.id },
-        target: { id: spiffeId },
-        reason: (e as Error).message,
-      });
-      throw e;
+      throw auditedRefusal(events, 'jwt.issued', who.id, spiffeId, e);
     }
   };
 }
