@@ -3,10 +3,11 @@
 #   openssl  — independent certificate checks in the identity tests
 #   nginx    — auth_request tests and the sidecar benchmark peer (enforcement)
 #   curl     — a real client with client certificates (HTTP/1.1 and HTTP/2) against the sidecar
+#   chromium — the real browser (through playwright-core) for the access proxy's login flows
 # Safe to run again; does nothing when everything is present. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
-want=(openssl nginx curl)
+want=(openssl nginx curl chromium)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
