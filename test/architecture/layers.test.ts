@@ -25,6 +25,8 @@ const RANK: Record<string, number> = {
   pep: 6,
   // The one config file composes the schemas of the parts it configures (e.g. pep's trusted proxies).
   config: 7,
+  // The people's enforcement point (access proxy, OIDC relying party, sessions, built-in provider): over pep, store, audit.
+  access: 7,
   agent: 8,
   server: 8,
   mesh: 9,

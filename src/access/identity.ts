@@ -1,0 +1,68 @@
+/**
+ * The contract between the access proxy (src/access/proxy/) and what authenticates people for it
+ * (src/access/auth/: OIDC login, server-side sessions, bearer tokens). The proxy asks who is calling,
+ * decides, and forwards; the authenticator owns cookies, the provider and the session store.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+/** A person as verified from a provider's ID token (or access token, for bearer callers). */
+export interface PersonIdentity {
+  /** The provider's issuer, exactly as discovered. */
+  issuer: string;
+  sub: string;
+  email?: string;
+  name?: string;
+  /** From the configured groups claim (default `groups`); always a list. */
+  groups: string[];
+  /** RFC 8176 authentication method references, e.g. `pwd`, `otp`, `hwk`, `mfa`. */
+  amr: string[];
+  acr?: string;
+  /** Seconds since the epoch, when the person last authenticated at the provider. */
+  authTime?: number;
+  /** The verified claims for policy (`request.auth.claims[…]`, Istio `requestPrincipals`); no tokens. */
+  claims: Record<string, unknown>;
+}
+
+/** Who made a request, as the authenticator found it. */
+export type Identification =
+  | {
+      kind: 'session';
+      person: PersonIdentity;
+      /** A public handle of the session (not the cookie value): logs, audit, the assertion's `sid`. */
+      sessionId: string;
+    }
+  | { kind: 'bearer'; person: PersonIdentity }
+  /** No credential presented: browsers go to login, API clients get 401. */
+  | { kind: 'none' }
+  /** A credential was presented and refused (tampered cookie, dead session, bad token): 401, with why. */
+  | { kind: 'invalid'; code: string; reason: string };
+
+/** What the proxy knows about the request when it asks. */
+export interface RequestContext {
+  /** The route's host (lower case, no port), already matched against the routes. */
+  host: string;
+  /** The origin browsers use for this host, e.g. `https://app.example.test:8443`. */
+  origin: string;
+  /** The client's address. */
+  ip: string;
+}
+
+/** Authenticates people for the proxy. */
+export interface Authenticator {
+  /**
+   * Who is calling: the session cookie, else `Authorization: Bearer`. Never throws; a cache hit
+   * answers synchronously (no database read per request).
+   */
+  identify(req: IncomingMessage, ctx: RequestContext): Identification | Promise<Identification>;
+  /**
+   * Serves the proxy's own endpoints under `/.nevertrust/` (callback, sign_out, back-channel
+   * logout). Resolves false when the path is not one of them (the proxy answers 404).
+   */
+  handle(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<boolean>;
+  /** Sends a browser to the provider's login, remembering `returnTo` (a path on `ctx.origin`). */
+  startLogin(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, returnTo: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The prefix of the proxy's own endpoints; never forwarded to an app. */
+export const OWN_PATH_PREFIX = '/.nevertrust/';
