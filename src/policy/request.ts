@@ -32,6 +32,8 @@ const FullRequestSchema = z
         user: z.string().optional(),
         claims: z.record(z.string(), z.unknown()).optional(),
         mfa: z.boolean().optional(),
+        /** When the person last authenticated at their provider (seconds since the epoch; OIDC `auth_time`). */
+        auth_time: z.number().int().nonnegative().optional(),
         risk_score: z.number().min(0).max(1).optional(),
         device: DeviceSchema.optional(),
       })
