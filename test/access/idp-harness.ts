@@ -3,7 +3,6 @@
  * test CA) against the built-in provider, for the idp tests.
  */
 import { createServer as createHttpsServer, type Server } from 'node:https';
-import { createServer as createNetServer } from 'node:net';
 import * as client from 'openid-client';
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { Store } from '../../src/store/index.js';
@@ -14,14 +13,6 @@ export const CLIENT_ID = 'access-proxy';
 export const CLIENT_SECRET = 'rp-secret-0123456789abcdef';
 export const REDIRECT = 'https://app.example.test/.nevertrust/callback';
 export const AFTER_LOGOUT = 'https://app.example.test/signed-out';
-
-export async function freePort(): Promise<number> {
-  const s = createNetServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const addr = s.address();
-  await new Promise<void>((r) => s.close(() => r()));
-  return typeof addr === 'object' && addr ? addr.port : 0;
-}
 
 /** A CA, a localhost server certificate, and a fetch that trusts that CA. */
 export async function tlsKit(dir: string) {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PASSWORD_ACR, type RunningIdentityProvider, startIdentityProvider } from '../../src/access/idp/index.js';
 import type { AuditEventInput } from '../../src/audit/index.js';
 import { openStore, type Store } from '../../src/store/index.js';
+import { freePort } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import {
   AFTER_LOGOUT,
@@ -17,7 +18,6 @@ import {
   CLIENT_ID,
   CLIENT_SECRET,
   codeFlow,
-  freePort,
   REDIRECT,
   receiver,
   relyingParty,

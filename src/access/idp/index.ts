@@ -10,3 +10,4 @@ export {
   type RunningIdentityProvider,
   startIdentityProvider,
 } from './provider.js';
+export { type IdpConfig, IdpConfigFileError, idpConfigSchema, type LoadedIdpConfig, loadIdpConfig } from './config.js';
