@@ -177,6 +177,54 @@ describe('built-in OpenID provider', () => {
     expect(payload).not.toHaveProperty('nonce');
   });
 
+  it('refuses a request without PKCE S256, and every response type but code', async () => {
+    const base = { client_id: CLIENT_ID, redirect_uri: REDIRECT, scope: 'openid', state: 's', nonce: 'n' };
+    const ask = async (params: Record<string, string>) => {
+      const res = await new Browser(kit.fetchTls).go(`${issuer}/auth?${new URLSearchParams({ ...base, ...params })}`);
+      return new URL(res.headers.get('location') ?? '', issuer).searchParams;
+    };
+    const noPkce = await ask({ response_type: 'code' });
+    expect(noPkce.get('error')).toBe('invalid_request');
+    expect(noPkce.get('error_description')).toMatch(/PKCE/);
+    const plain = await ask({ response_type: 'code', code_challenge: 'x'.repeat(43), code_challenge_method: 'plain' });
+    expect(plain.get('error')).toBe('invalid_request');
+    const implicit = await new Browser(kit.fetchTls).go(
+      `${issuer}/auth?${new URLSearchParams({ ...base, response_type: 'id_token' })}`,
+    );
+    // Not redirected with a token: refused (unsupported response type) on the provider's own page or redirect.
+    expect(implicit.headers.get('location') ?? '').not.toMatch(/id_token=/);
+    expect([303, 400]).toContain(implicit.status);
+  });
+
+  it('limits failed logins per username, before checking the password', async () => {
+    const limitedPort = await freePort();
+    const limited = await startIdentityProvider({
+      issuer: `https://localhost:${limitedPort}`,
+      listen: { host: '127.0.0.1', port: limitedPort },
+      tls: kit.tls,
+      store,
+      clients: [{ client_id: CLIENT_ID, client_secret: CLIENT_SECRET, redirect_uris: [REDIRECT] }],
+      record: (e) => events.push(e),
+      attempts: { perUser: 2, perIp: 100 },
+    });
+    try {
+      const config = await relyingParty(`https://localhost:${limitedPort}`, kit.fetchTls);
+      for (let i = 0; i < 2; i++) {
+        expect((await codeFlow(config, new Browser(kit.fetchTls), 'bob', 'wrong guess 123')).refused?.status).toBe(401);
+      }
+      // The right password is refused too while the username is limited: guessing cannot tell.
+      const right = await codeFlow(config, new Browser(kit.fetchTls), 'bob', 'bob password 1');
+      expect(right.refused?.status).toBe(429);
+      expect(events.some((e) => e.reason === 'too many failed attempts for this username')).toBe(true);
+      // Another username from the same address is not limited.
+      expect(
+        (await codeFlow(config, new Browser(kit.fetchTls), 'alice', 'correct horse battery')).tokens,
+      ).toBeDefined();
+    } finally {
+      await limited.close();
+    }
+  });
+
   it('keeps its keys across a restart and keeps old keys published after rotateKeys()', async () => {
     const config = await relyingParty(issuer, kit.fetchTls);
     const before = await codeFlow(config, new Browser(kit.fetchTls), 'alice', 'correct horse battery');
