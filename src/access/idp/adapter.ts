@@ -1,6 +1,6 @@
 /**
- * oidc-provider's storage adapter over the store (kysely; SQLite and PostgreSQL): sessions, grants,
- * interactions, authorization codes, refresh tokens… live in `idp_model`, so a restart (or another
+ * oidc-provider's storage adapter over the store (`store.oidcModels`; SQLite and PostgreSQL):
+ * sessions, grants, interactions, authorization codes, refresh tokens… so a restart (or another
  * provider on the same PostgreSQL) keeps people's sessions and relying parties' refresh tokens.
  */
 import type { Adapter, AdapterPayload } from 'oidc-provider';
@@ -8,42 +8,30 @@ import type { Store } from '../../store/index.js';
 
 /** The adapter class oidc-provider instantiates once per model name, bound to `store`. */
 export function storeAdapter(store: Store): new (name: string) => Adapter {
-  const db = store.db;
+  const models = store.oidcModels;
   let writes = 0;
   return class StoreAdapter implements Adapter {
     constructor(private readonly kind: string) {}
 
     async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
       const now = Date.now();
-      const row = {
+      await models.upsert(this.kind, id, {
         payload: JSON.stringify(payload),
-        grant_id: payload.grantId ?? null,
-        uid: payload.uid ?? null,
-        user_code: payload.userCode ?? null,
-        expires_at: expiresIn ? now + Math.ceil(expiresIn * 1000) : null,
-        consumed_at: null,
-      };
-      await db
-        .insertInto('idp_model')
-        .values({ kind: this.kind, id, ...row })
-        .onConflict((oc) => oc.columns(['kind', 'id']).doUpdateSet(row))
-        .execute();
+        ...(payload.grantId !== undefined && { grantId: payload.grantId }),
+        ...(payload.uid !== undefined && { uid: payload.uid }),
+        ...(payload.userCode !== undefined && { userCode: payload.userCode }),
+        expiresAt: expiresIn ? now + Math.ceil(expiresIn * 1000) : null,
+      });
       // Expired models are dead weight; sweep them now and then rather than on a timer.
-      if (++writes % 200 === 0) await db.deleteFrom('idp_model').where('expires_at', '<', now).execute();
+      if (++writes % 200 === 0) await models.sweep(now);
     }
 
-    private async findBy(column: 'id' | 'uid' | 'user_code', value: string): Promise<AdapterPayload | undefined> {
-      const row = await db
-        .selectFrom('idp_model')
-        .select(['payload', 'expires_at', 'consumed_at'])
-        .where('kind', '=', this.kind)
-        .where(column, '=', value)
-        .executeTakeFirst();
+    private async findBy(by: 'id' | 'uid' | 'user_code', value: string): Promise<AdapterPayload | undefined> {
+      const row = await models.find(this.kind, by, value);
       if (!row) return undefined;
-      if (row.expires_at !== null && Number(row.expires_at) <= Date.now()) return undefined;
       const payload = JSON.parse(row.payload) as AdapterPayload;
       // oidc-provider detects code and refresh token reuse by `consumed`.
-      return row.consumed_at === null ? payload : { ...payload, consumed: Math.floor(Number(row.consumed_at) / 1000) };
+      return row.consumedAt === null ? payload : { ...payload, consumed: Math.floor(row.consumedAt / 1000) };
     }
 
     find(id: string) {
@@ -58,21 +46,16 @@ export function storeAdapter(store: Store): new (name: string) => Adapter {
       return this.findBy('user_code', userCode);
     }
 
-    async consume(id: string): Promise<void> {
-      await db
-        .updateTable('idp_model')
-        .set({ consumed_at: Date.now() })
-        .where('kind', '=', this.kind)
-        .where('id', '=', id)
-        .execute();
+    consume(id: string) {
+      return models.consume(this.kind, id);
     }
 
-    async destroy(id: string): Promise<void> {
-      await db.deleteFrom('idp_model').where('kind', '=', this.kind).where('id', '=', id).execute();
+    destroy(id: string) {
+      return models.destroy(this.kind, id);
     }
 
-    async revokeByGrantId(grantId: string): Promise<void> {
-      await db.deleteFrom('idp_model').where('grant_id', '=', grantId).execute();
+    revokeByGrantId(grantId: string) {
+      return models.revokeByGrantId(grantId);
     }
   };
 }
