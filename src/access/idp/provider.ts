@@ -14,6 +14,7 @@ import Provider, {
   type Configuration,
   type KoaContextWithOIDC,
 } from 'oidc-provider';
+import { USERNAME_PATTERN } from '../../api/users.js';
 import type { AuditEventInput } from '../../audit/index.js';
 import { NevertrustError } from '../../errors.js';
 import type { Store } from '../../store/index.js';
@@ -49,6 +50,8 @@ export interface IdentityProviderOptions {
   /** Extra CA certificates (PEM) trusted when POSTing back-channel logout tokens to clients. */
   outboundCa?: string;
   attempts?: Partial<AttemptLimits>;
+  /** Told about the provider's internal errors (answered 500 without detail); for the log. */
+  onError?: (err: Error) => void;
 }
 
 export interface RunningIdentityProvider {
@@ -270,13 +273,16 @@ export async function startIdentityProvider(o: IdentityProviderOptions): Promise
     // Every ID token carries `sid` (the proxy ties its session to the provider's), not only those
     // of clients registered for back-channel logout.
     provider.Client.prototype.includeSid = () => true;
-    provider.on('server_error', () => {});
+    provider.on('server_error', (_ctx: unknown, err: Error) => o.onError?.(err));
     return provider;
   };
 
-  let provider = build(await loadOrCreateKeys(store));
+  const keys = await loadOrCreateKeys(store);
+  let provider = build(keys);
+  // Built once per provider instance: koa composes its middleware in callback().
+  let providerHandler = provider.callback();
 
-  const csrfKey = (await loadOrCreateKeys(store)).cookies[0] ?? '';
+  const csrfKey = keys.cookies[0] ?? '';
   // The login form's CSRF token: bound to the interaction (whose cookie the browser holds).
   const csrfFor = (uid: string) => createHmac('sha256', csrfKey).update(`login:${uid}`).digest('base64url');
   const csrfOk = (uid: string, token: string | null) => {
@@ -342,7 +348,8 @@ export async function startIdentityProvider(o: IdentityProviderOptions): Promise
         loginPage({ action, csrf: csrfFor(uid), username, client, error: 'Too many attempts; try again later.' }),
       );
     }
-    const user = username ? await store.users.get(username) : undefined;
+    // Only a well-formed username reaches the store; anything else is an unknown user.
+    const user = USERNAME_PATTERN.test(username) ? await store.users.get(username) : undefined;
     // Always one scrypt, user or not, so the answer's timing does not tell which usernames exist.
     const ok = await verifyPassword(password, user?.passwordHash);
     if (!user || !ok || user.disabled) {
@@ -364,7 +371,8 @@ export async function startIdentityProvider(o: IdentityProviderOptions): Promise
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path.startsWith(INTERACTION_PREFIX)) {
-      interaction(req, res, path).catch(() => {
+      interaction(req, res, path).catch((e: unknown) => {
+        o.onError?.(e instanceof Error ? e : new Error(String(e)));
         if (!res.headersSent) {
           res.writeHead(500, { 'Content-Type': 'text/html; charset=utf-8' });
           res.end(errorPage('internal error'));
@@ -372,7 +380,7 @@ export async function startIdentityProvider(o: IdentityProviderOptions): Promise
       });
       return;
     }
-    provider.callback()(req, res);
+    providerHandler(req, res);
   };
 
   const server: Server = o.tls === false ? createHttpServer(handler) : createHttpsServer({ ...o.tls }, handler);
@@ -392,6 +400,7 @@ export async function startIdentityProvider(o: IdentityProviderOptions): Promise
     url: `${o.tls === false ? 'http' : 'https'}://${host}:${port}`,
     async rotateKeys() {
       provider = build(await rotateSigningKey(store));
+      providerHandler = provider.callback();
     },
     async close() {
       await new Promise<void>((resolve) => {

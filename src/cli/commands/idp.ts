@@ -60,6 +60,7 @@ export function registerIdpCommands(program: Command): void {
         ...(loaded.outboundCa !== undefined && { outboundCa: loaded.outboundCa }),
         // Logins (allowed and refused) as audit-shaped log lines; never a password.
         record: (e) => logger.info({ audit: normalizeEvent(e) }, 'audit event'),
+        onError: (err) => logger.error({ err }, 'identity provider internal error'),
       });
       process.stdout.write(`nevertrust idp: issuer ${running.issuer}, listening on ${running.url}\n`);
       await new Promise<void>((done) => {
