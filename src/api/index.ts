@@ -13,3 +13,4 @@ export * from './join-tokens.js';
 export * from './parse.js';
 export * from './sync.js';
 export * from './ca.js';
+export * from './users.js';

@@ -11,10 +11,12 @@ import { registerAgentCommands } from './commands/agent.js';
 import { registerAuditCommands } from './commands/audit.js';
 import { registerEntryCommands, registerTokenCommands } from './commands/entry.js';
 import { registerIdentityCommands } from './commands/identity.js';
+import { registerIdpCommands } from './commands/idp.js';
 import { registerPolicyCommands } from './commands/policy.js';
 import { registerServerCommands } from './commands/server.js';
 import { registerSidecarCommands } from './commands/sidecar.js';
 import { registerUpCommands } from './commands/up.js';
+import { registerUserCommands } from './commands/user.js';
 import { registerVersionCommand } from './commands/version.js';
 import { VERSION } from './version.js';
 
@@ -58,5 +60,7 @@ Config: flags > NEVERTRUST_* environment variables (e.g. NEVERTRUST_SERVER_PORT=
   registerPolicyCommands(program);
   registerSidecarCommands(program);
   registerAuditCommands(program);
+  registerUserCommands(program);
+  registerIdpCommands(program);
   return program;
 }

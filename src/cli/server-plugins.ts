@@ -12,6 +12,7 @@ import { caPlugin } from '../server/plugins/ca.js';
 import { decisionPlugin } from '../server/plugins/decision.js';
 import { policyPlugin } from '../server/plugins/policy.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
+import { usersPlugin } from '../server/plugins/users.js';
 
 /** The server's plugins for a given configuration (later issues add CA, policy, audit…). */
 export function serverPlugins(config: Config): ServerPlugin[] {
@@ -51,6 +52,7 @@ export function serverPlugins(config: Config): ServerPlugin[] {
   return [
     ca,
     registrationPlugin(),
+    usersPlugin(),
     assertionKeys,
     // Audit ingestion by SVID is answered 503 until the audit plugin, registered last, is ready.
     agentEndpointPlugin({

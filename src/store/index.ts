@@ -4,6 +4,8 @@ export { JoinTokenRepository, type TokenRedemption } from './join-tokens.js';
 export { type PolicySnapshotRecord, PolicySnapshotRepository } from './policy-snapshots.js';
 export { StoreConflictError, StoreOpenError } from './errors.js';
 export { type KvEntry, KvRepository } from './kv.js';
+export { OidcModelRepository, type OidcModelRow } from './oidc-models.js';
+export { DuplicateUserError, type NewUser, type UserChanges, type UserRecord, UserRepository } from './users.js';
 export {
   type Engine,
   isPostgresUrl,

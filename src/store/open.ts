@@ -13,6 +13,8 @@ import { EntryRepository } from './entries.js';
 import { JoinTokenRepository } from './join-tokens.js';
 import { KvRepository } from './kv.js';
 import { PolicySnapshotRepository } from './policy-snapshots.js';
+import { OidcModelRepository } from './oidc-models.js';
+import { UserRepository } from './users.js';
 import { migrations } from './migrations/index.js';
 import { LockingSqliteDialect } from './sqlite-migration-lock.js';
 import type { Database } from './schema.js';
@@ -42,6 +44,9 @@ export interface Store {
   readonly joinTokens: JoinTokenRepository;
   readonly agents: AgentRepository;
   readonly policySnapshots: PolicySnapshotRepository;
+  readonly users: UserRepository;
+  /** The built-in OpenID provider's models (src/access/idp/adapter.ts). */
+  readonly oidcModels: OidcModelRepository;
   /** Resolves when the database answers; used by /readyz. */
   ping(): Promise<void>;
   /** Names of applied migrations, oldest first. */
@@ -242,6 +247,8 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     joinTokens: new JoinTokenRepository(db),
     agents: new AgentRepository(db),
     policySnapshots: new PolicySnapshotRepository(db),
+    users: new UserRepository(db),
+    oidcModels: new OidcModelRepository(db),
     async ping() {
       await sql`select 1`.execute(db);
     },

@@ -131,6 +131,32 @@ export interface AuditSegmentTable {
   created_at: number;
 }
 
+/** A person of the built-in OpenID provider (migration 0006). */
+export interface UserTable {
+  username: string;
+  email: string | null;
+  name: string | null;
+  /** Sorted JSON array of group names. */
+  groups: string;
+  password_hash: string;
+  disabled: number;
+  created_at: number;
+  updated_at: number;
+}
+
+/** A model of the built-in OpenID provider (session, grant, code, refresh token…; migration 0006). */
+export interface IdpModelTable {
+  kind: string;
+  id: string;
+  /** The model's JSON payload. */
+  payload: string;
+  grant_id: string | null;
+  uid: string | null;
+  user_code: string | null;
+  expires_at: number | null;
+  consumed_at: number | null;
+}
+
 export interface Database {
   nevertrust_kv: KvTable;
   registration_entries: RegistrationEntryTable;
@@ -145,4 +171,6 @@ export interface Database {
   audit_checkpoint: AuditCheckpointTable;
   audit_head: AuditHeadTable;
   audit_segment: AuditSegmentTable;
+  users: UserTable;
+  idp_model: IdpModelTable;
 }
