@@ -8,6 +8,7 @@ import SqliteDatabase from 'better-sqlite3';
 import { Kysely, type Migration, type MigrationProvider, Migrator, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { StoreOpenError } from './errors.js';
+import { AccessSessionRepository } from './access-sessions.js';
 import { AgentRepository } from './agents.js';
 import { EntryRepository } from './entries.js';
 import { JoinTokenRepository } from './join-tokens.js';
@@ -42,6 +43,8 @@ export interface Store {
   readonly joinTokens: JoinTokenRepository;
   readonly agents: AgentRepository;
   readonly policySnapshots: PolicySnapshotRepository;
+  /** People's sessions at the access proxy (src/access/auth/). */
+  readonly accessSessions: AccessSessionRepository;
   /** Resolves when the database answers; used by /readyz. */
   ping(): Promise<void>;
   /** Names of applied migrations, oldest first. */
@@ -242,6 +245,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     joinTokens: new JoinTokenRepository(db),
     agents: new AgentRepository(db),
     policySnapshots: new PolicySnapshotRepository(db),
+    accessSessions: new AccessSessionRepository(db),
     async ping() {
       await sql`select 1`.execute(db);
     },

@@ -8,6 +8,7 @@ import * as m0002 from './0002_registration.js';
 import * as m0003 from './0003_audit.js';
 import * as m0004 from './0004_audit_terms.js';
 import * as m0005 from './0005_audit_blocks.js';
+import * as m0007 from './0007_access_sessions.js';
 
 export const migrations: Record<string, Migration> = {
   '0001_kv': m0001,
@@ -15,4 +16,5 @@ export const migrations: Record<string, Migration> = {
   '0003_audit': m0003,
   '0004_audit_terms': m0004,
   '0005_audit_blocks': m0005,
+  '0007_access_sessions': m0007,
 };
