@@ -1,3 +1,8 @@
+export {
+  type AccessSessionChange,
+  type AccessSessionRecord,
+  AccessSessionRepository,
+} from './access-sessions.js';
 export { type AgentRecord, AgentRepository } from './agents.js';
 export { DuplicateEntryError, EntryRepository, type NewEntry } from './entries.js';
 export { JoinTokenRepository, type TokenRedemption } from './join-tokens.js';

@@ -8,6 +8,7 @@ import SqliteDatabase from 'better-sqlite3';
 import { Kysely, type Migration, type MigrationProvider, Migrator, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { StoreOpenError } from './errors.js';
+import { AccessSessionRepository } from './access-sessions.js';
 import { AgentRepository } from './agents.js';
 import { EntryRepository } from './entries.js';
 import { JoinTokenRepository } from './join-tokens.js';
@@ -47,6 +48,8 @@ export interface Store {
   readonly users: UserRepository;
   /** The built-in OpenID provider's models (src/access/idp/adapter.ts). */
   readonly oidcModels: OidcModelRepository;
+  /** People's sessions at the access proxy (src/access/auth/). */
+  readonly accessSessions: AccessSessionRepository;
   /** Resolves when the database answers; used by /readyz. */
   ping(): Promise<void>;
   /** Names of applied migrations, oldest first. */
@@ -249,6 +252,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     policySnapshots: new PolicySnapshotRepository(db),
     users: new UserRepository(db),
     oidcModels: new OidcModelRepository(db),
+    accessSessions: new AccessSessionRepository(db),
     async ping() {
       await sql`select 1`.execute(db);
     },

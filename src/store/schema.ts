@@ -2,6 +2,7 @@
  * Table types for kysely. One interface per table; times are integer milliseconds since the epoch
  * (the same on SQLite and PostgreSQL, where int8 is parsed back to a number).
  */
+import type { Generated } from 'kysely';
 
 export interface KvTable {
   namespace: string;
@@ -157,6 +158,43 @@ export interface IdpModelTable {
   consumed_at: number | null;
 }
 
+/** People's sessions at the access proxy (migration 0007, access-sessions.ts). */
+export interface AccessSessionTable {
+  token_hash: string;
+  id: string;
+  host: string;
+  issuer: string;
+  sub: string;
+  provider_sid: string | null;
+  person: string;
+  tokens: string;
+  token_expires_at: number | null;
+  created_at: number;
+  expires_at: number;
+  last_seen_at: number;
+  ended_at: number | null;
+  end_reason: string | null;
+}
+
+export interface AccessSessionChangeTable {
+  seq: Generated<number>;
+  session_id: string;
+  kind: string;
+  time: number;
+}
+
+export interface AccessLoginStateTable {
+  state_hash: string;
+  host: string;
+  sealed: string;
+  expires_at: number;
+}
+
+export interface AccessLogoutTokenTable {
+  jti_hash: string;
+  expires_at: number;
+}
+
 export interface Database {
   nevertrust_kv: KvTable;
   registration_entries: RegistrationEntryTable;
@@ -173,4 +211,8 @@ export interface Database {
   audit_segment: AuditSegmentTable;
   users: UserTable;
   idp_model: IdpModelTable;
+  access_sessions: AccessSessionTable;
+  access_session_changes: AccessSessionChangeTable;
+  access_login_states: AccessLoginStateTable;
+  access_logout_tokens: AccessLogoutTokenTable;
 }

@@ -9,6 +9,7 @@ import * as m0003 from './0003_audit.js';
 import * as m0004 from './0004_audit_terms.js';
 import * as m0005 from './0005_audit_blocks.js';
 import * as m0006 from './0006_users.js';
+import * as m0007 from './0007_access_sessions.js';
 
 export const migrations: Record<string, Migration> = {
   '0001_kv': m0001,
@@ -17,4 +18,5 @@ export const migrations: Record<string, Migration> = {
   '0004_audit_terms': m0004,
   '0005_audit_blocks': m0005,
   '0006_users': m0006,
+  '0007_access_sessions': m0007,
 };

@@ -1,0 +1,73 @@
+/**
+ * The OIDC authenticator's configuration, as written in the access proxy's YAML (snake_case keys).
+ *
+ * @example
+ * ```yaml
+ * oidc:
+ *   issuer: https://login.example.com
+ *   client_id: access-proxy
+ *   client_secret_file: /etc/nevertrust/oidc-secret
+ *   session: { absolute_lifetime: 12h, idle_lifetime: 1h, key_file: /var/lib/nevertrust/session.key }
+ * ```
+ */
+import { z } from 'zod';
+import { parseDuration } from '../../util/duration.js';
+
+// The same rule as the server config's durations (src/config is out of reach from this layer).
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+const positiveDuration = duration.refine((s) => s > 0, 'must be longer than 0s');
+
+export const oidcAuthConfigSchema = z
+  .strictObject({
+    issuer: z.url(),
+    client_id: z.string().min(1),
+    client_secret: z.string().min(1).optional(),
+    client_secret_file: z.string().min(1).optional(),
+    scopes: z
+      .array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'a scope is printable ASCII without spaces'))
+      .default(['openid', 'email', 'profile', 'offline_access']),
+    user_claim: z.string().min(1).default('email'),
+    groups_claim: z.string().min(1).default('groups'),
+    ca_file: z.string().min(1).optional(),
+    allow_insecure_issuer: z.boolean().default(false),
+    session: z
+      .strictObject({
+        cookie_name: z
+          .string()
+          .regex(
+            /^__Host-[A-Za-z0-9_-]+$/,
+            'the session cookie name must start with __Host- (Secure, Path=/, no Domain)',
+          )
+          .default('__Host-nevertrust_session'),
+        absolute_lifetime: positiveDuration.default(12 * 3600),
+        idle_lifetime: positiveDuration.default(3600),
+        key_file: z.string().min(1),
+      })
+      .strict(),
+    bearer: z
+      .strictObject({ enabled: z.boolean().default(true), audience: z.string().min(1).optional() })
+      .default({ enabled: true }),
+    change_feed_interval_ms: z.number().int().min(10).max(60_000).default(250),
+  })
+  .refine((c) => c.scopes.includes('openid'), { message: 'scopes must include openid', path: ['scopes'] })
+  .refine((c) => (c.client_secret === undefined) !== (c.client_secret_file === undefined), {
+    message: 'set exactly one of client_secret and client_secret_file',
+    path: ['client_secret'],
+  })
+  .refine((c) => c.allow_insecure_issuer || c.issuer.startsWith('https://'), {
+    message: 'the issuer must be https:// (allow_insecure_issuer: true is for local development only)',
+    path: ['issuer'],
+  });
+
+/** What a config file holds (durations as text). */
+export type OidcAuthConfigInput = z.input<typeof oidcAuthConfigSchema>;
+/** After parsing: durations in seconds, defaults filled in. */
+export type OidcAuthConfig = z.output<typeof oidcAuthConfigSchema>;

@@ -1,0 +1,229 @@
+import { createHash } from 'node:crypto';
+import type { Kysely, Transaction } from 'kysely';
+import type { Database } from './schema.js';
+
+/** SHA-256 hex: cookie tokens, login states and logout token ids are stored only as hashes. */
+export const sha256Hex = (text: string): string => createHash('sha256').update(text).digest('hex');
+
+/** A stored session. `person` and `tokens` are opaque to the store (JSON, and sealed JSON). */
+export interface AccessSessionRecord {
+  id: string;
+  host: string;
+  issuer: string;
+  sub: string;
+  providerSid: string | null;
+  person: string;
+  tokens: string;
+  tokenExpiresAt: number | null;
+  createdAt: number;
+  expiresAt: number;
+  lastSeenAt: number;
+  endedAt: number | null;
+  endReason: string | null;
+}
+
+export interface AccessSessionChange {
+  seq: number;
+  sessionId: string;
+  kind: 'ended' | 'updated';
+}
+
+type Row = Database['access_sessions'];
+
+const fromRow = (r: Row): AccessSessionRecord => ({
+  id: r.id,
+  host: r.host,
+  issuer: r.issuer,
+  sub: r.sub,
+  providerSid: r.provider_sid,
+  person: r.person,
+  tokens: r.tokens,
+  tokenExpiresAt: r.token_expires_at === null ? null : Number(r.token_expires_at),
+  createdAt: Number(r.created_at),
+  expiresAt: Number(r.expires_at),
+  lastSeenAt: Number(r.last_seen_at),
+  endedAt: r.ended_at === null ? null : Number(r.ended_at),
+  endReason: r.end_reason,
+});
+
+/**
+ * People's sessions at the access proxy, their change feed, one-time login states and seen
+ * back-channel logout tokens. Every end or token update writes a change row in the same
+ * transaction, so followers on other proxies evict the session from their caches.
+ */
+export class AccessSessionRepository {
+  /** Session reads (by cookie or id) since start: lets tests prove the cache spares the database. */
+  sessionReads = 0;
+
+  constructor(private readonly db: Kysely<Database>) {}
+
+  async create(token: string, s: Omit<AccessSessionRecord, 'endedAt' | 'endReason'>): Promise<void> {
+    await this.db
+      .insertInto('access_sessions')
+      .values({
+        token_hash: sha256Hex(token),
+        id: s.id,
+        host: s.host,
+        issuer: s.issuer,
+        sub: s.sub,
+        provider_sid: s.providerSid,
+        person: s.person,
+        tokens: s.tokens,
+        token_expires_at: s.tokenExpiresAt,
+        created_at: s.createdAt,
+        expires_at: s.expiresAt,
+        last_seen_at: s.lastSeenAt,
+        ended_at: null,
+        end_reason: null,
+      })
+      .execute();
+  }
+
+  async findByToken(token: string): Promise<AccessSessionRecord | undefined> {
+    this.sessionReads++;
+    const r = await this.db
+      .selectFrom('access_sessions')
+      .selectAll()
+      .where('token_hash', '=', sha256Hex(token))
+      .executeTakeFirst();
+    return r ? fromRow(r) : undefined;
+  }
+
+  async findById(id: string): Promise<AccessSessionRecord | undefined> {
+    this.sessionReads++;
+    const r = await this.db.selectFrom('access_sessions').selectAll().where('id', '=', id).executeTakeFirst();
+    return r ? fromRow(r) : undefined;
+  }
+
+  /** Last-seen is written behind and not a change: other proxies re-read before refusing as idle. */
+  async touch(id: string, at: number): Promise<void> {
+    await this.db
+      .updateTable('access_sessions')
+      .set({ last_seen_at: at })
+      .where('id', '=', id)
+      .where('last_seen_at', '<', at)
+      .execute();
+  }
+
+  /** New (sealed) provider tokens after a refresh; a change, so other proxies reload them. */
+  async updateTokens(id: string, tokens: string, tokenExpiresAt: number | null): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      const res = await trx
+        .updateTable('access_sessions')
+        .set({ tokens, token_expires_at: tokenExpiresAt })
+        .where('id', '=', id)
+        .where('ended_at', 'is', null)
+        .executeTakeFirst();
+      if (Number(res.numUpdatedRows) !== 1) return false;
+      await this.#change(trx, [id], 'updated');
+      return true;
+    });
+  }
+
+  /** Ends one session; false when it was already ended or is unknown. */
+  async end(id: string, reason: string): Promise<boolean> {
+    return (await this.#endWhere(reason, { id })).length === 1;
+  }
+
+  /** Ends the live sessions of a provider session id (back-channel logout); returns their ids. */
+  async endByProviderSid(issuer: string, sid: string, reason: string): Promise<string[]> {
+    return this.#endWhere(reason, { issuer, sid });
+  }
+
+  /** Ends every live session of a subject (back-channel logout without `sid`); returns their ids. */
+  async endBySub(issuer: string, sub: string, reason: string): Promise<string[]> {
+    return this.#endWhere(reason, { issuer, sub });
+  }
+
+  async #endWhere(
+    reason: string,
+    by: { id: string } | { issuer: string; sid: string } | { issuer: string; sub: string },
+  ): Promise<string[]> {
+    const now = Date.now();
+    return this.db.transaction().execute(async (trx) => {
+      let q = trx
+        .updateTable('access_sessions')
+        .set({ ended_at: now, end_reason: reason })
+        .where('ended_at', 'is', null);
+      if ('id' in by) q = q.where('id', '=', by.id);
+      else if ('sid' in by) q = q.where('issuer', '=', by.issuer).where('provider_sid', '=', by.sid);
+      else q = q.where('issuer', '=', by.issuer).where('sub', '=', by.sub);
+      const ids = (await q.returning('id').execute()).map((r) => r.id);
+      await this.#change(trx, ids, 'ended');
+      return ids;
+    });
+  }
+
+  async #change(trx: Transaction<Database>, ids: string[], kind: AccessSessionChange['kind']): Promise<void> {
+    if (ids.length === 0) return;
+    const time = Date.now();
+    await trx
+      .insertInto('access_session_changes')
+      .values(ids.map((session_id) => ({ session_id, kind, time })))
+      .execute();
+  }
+
+  /** The newest change's seq (0 when none): where a new follower starts. */
+  async maxChangeSeq(): Promise<number> {
+    const r = await this.db
+      .selectFrom('access_session_changes')
+      .select((eb) => eb.fn.max('seq').as('m'))
+      .executeTakeFirst();
+    return Number(r?.m ?? 0);
+  }
+
+  async changesSince(seq: number, limit = 1000): Promise<AccessSessionChange[]> {
+    const rows = await this.db
+      .selectFrom('access_session_changes')
+      .select(['seq', 'session_id', 'kind'])
+      .where('seq', '>', seq)
+      .orderBy('seq')
+      .limit(limit)
+      .execute();
+    return rows.map((r) => ({
+      seq: Number(r.seq),
+      sessionId: r.session_id,
+      kind: r.kind as AccessSessionChange['kind'],
+    }));
+  }
+
+  async putLoginState(state: string, host: string, sealed: string, expiresAt: number): Promise<void> {
+    await this.db
+      .insertInto('access_login_states')
+      .values({ state_hash: sha256Hex(state), host, sealed, expires_at: expiresAt })
+      .execute();
+  }
+
+  /**
+   * Takes a login state exactly once: one DELETE … RETURNING, so of two proxies racing on one
+   * callback only one gets it. Undefined when unknown, already used, for another host, or expired.
+   */
+  async takeLoginState(state: string, host: string): Promise<string | undefined> {
+    const r = await this.db
+      .deleteFrom('access_login_states')
+      .where('state_hash', '=', sha256Hex(state))
+      .where('host', '=', host)
+      .returning(['sealed', 'expires_at'])
+      .executeTakeFirst();
+    if (!r || Number(r.expires_at) <= Date.now()) return undefined;
+    return r.sealed;
+  }
+
+  /** Remembers a back-channel logout token id; false when it was seen before (a replay). */
+  async rememberLogoutToken(jti: string, expiresAt: number): Promise<boolean> {
+    const res = await this.db
+      .insertInto('access_logout_tokens')
+      .values({ jti_hash: sha256Hex(jti), expires_at: expiresAt })
+      .onConflict((oc) => oc.column('jti_hash').doNothing())
+      .executeTakeFirst();
+    return Number(res.numInsertedOrUpdatedRows ?? 0) === 1;
+  }
+
+  /** Deletes expired login states, logout token ids, and sessions ended or expired before `before`. */
+  async purge(before: number): Promise<void> {
+    const now = Date.now();
+    await this.db.deleteFrom('access_login_states').where('expires_at', '<', now).execute();
+    await this.db.deleteFrom('access_logout_tokens').where('expires_at', '<', now).execute();
+    await this.db.deleteFrom('access_sessions').where('expires_at', '<', before).execute();
+  }
+}
