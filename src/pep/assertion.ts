@@ -35,4 +35,6 @@ export {
   IdentityAssertionError,
   type IdentityAssertionErrorCode,
   JWK_OWNER_MEMBER,
+  PERSON_ASSERTION_HEADER,
+  PERSON_ASSERTION_TYP,
 } from './assertion/wire.js';
