@@ -15,6 +15,7 @@ import { certificatesToPem } from '../../src/ca/index.js';
 import type { AccessDecisionEvent } from '../../src/pep/decision.js';
 import { assertionKeySet, PERSON_ASSERTION_TYP, verifyIdentityAssertion } from '../../src/pep/assertion.js';
 import { MemorySvidSource } from '../../src/pep/mtls/index.js';
+import { type RunningSidecar, SidecarConfigSchema, startSidecar } from '../../src/pep/sidecar/index.js';
 import type { RunningServer } from '../../src/server/index.js';
 import type { caPlugin } from '../../src/server/plugins/ca.js';
 import { startAssertionServer } from '../pep/assertion-server.js';
@@ -23,6 +24,7 @@ import { FixedAuthenticator, ISSUER, LOGIN_URL, person } from './fixed-authentic
 
 const TD = 'example.org';
 const PROXY_ID = `spiffe://${TD}/ns/edge/sa/access-proxy`;
+const SIDECAR_ID = `spiffe://${TD}/ns/docs/sa/handbook`;
 
 interface Seen {
   app: string;
@@ -37,6 +39,7 @@ let auth: FixedAuthenticator;
 let wiki: Server;
 let admin: Server;
 let slow: Server;
+let sidecar: RunningSidecar;
 let caPem: string;
 const seen: Seen[] = [];
 const events: AccessDecisionEvent[] = [];
@@ -159,18 +162,48 @@ spec:
   );
   const bundle = ca.handle.current().bundle();
   caPem = bundle.toPem();
-  const m = ca.handle.current().mintX509Svid({
-    spiffeId: PROXY_ID,
-    dnsNames: ['wiki.example.test', 'ws.example.test', 'nows.example.test', 'down.example.test', 'slow.example.test'],
-    ttlSeconds: 3600,
-  });
-  const source = new MemorySvidSource(
-    {
-      spiffeId: PROXY_ID,
+  const svid = (spiffeId: string, dnsNames: string[]) => {
+    const m = ca.handle.current().mintX509Svid({ spiffeId, dnsNames, ttlSeconds: 3600 });
+    return {
+      spiffeId,
       certChainPem: certificatesToPem(m.chain),
       privateKeyPem: m.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
-    },
+    };
+  };
+  const source = new MemorySvidSource(
+    svid(PROXY_ID, [
+      'wiki.example.test',
+      'ws.example.test',
+      'nows.example.test',
+      'down.example.test',
+      'slow.example.test',
+      'mesh.example.test',
+      'mesh-wrong.example.test',
+    ]),
     [bundle],
+  );
+  // A real sidecar in front of the `admin` app, admitting only the proxy's SPIFFE ID.
+  const sidecarPolicies = join(dir, 'sidecar-policies');
+  mkdirSync(sidecarPolicies);
+  writeFileSync(
+    join(sidecarPolicies, 'handbook.yaml'),
+    `apiVersion: nevertrust.dev/v1
+kind: AccessPolicy
+metadata: { name: handbook-from-proxy }
+spec:
+  action: ALLOW
+  target: { spiffeIds: ["${SIDECAR_ID}"] }
+  rules:
+    - from: [{ principals: ["${PROXY_ID}"] }]
+`,
+  );
+  sidecar = await startSidecar(
+    SidecarConfigSchema.parse({
+      svid: { workload_api: 'unused' },
+      policies: sidecarPolicies,
+      inbound: { listen: '127.0.0.1:0', app: `127.0.0.1:${adminPort}` },
+    }),
+    { source: new MemorySvidSource(svid(SIDECAR_ID, []), [bundle]) },
   );
   auth = new FixedAuthenticator({
     'alice-token': person('alice', ['staff']),
@@ -204,6 +237,20 @@ spec:
       },
       { name: 'nows', from: { host: 'nows.example.test' }, to: `http://127.0.0.1:${wikiPort}` },
       { name: 'down', from: { host: 'down.example.test' }, to: 'http://127.0.0.1:1' },
+      {
+        name: 'mesh',
+        from: { host: 'mesh.example.test' },
+        to: `https://127.0.0.1:${sidecar.inboundPort}`,
+        to_spiffe_id: SIDECAR_ID,
+        target: { service: 'wiki' },
+      },
+      {
+        name: 'mesh-wrong',
+        from: { host: 'mesh-wrong.example.test' },
+        to: `https://127.0.0.1:${sidecar.inboundPort}`,
+        to_spiffe_id: `spiffe://${TD}/ns/docs/sa/impostor`,
+        target: { service: 'wiki' },
+      },
       { name: 'slow', from: { host: 'slow.example.test' }, to: `http://127.0.0.1:${slowPort}`, timeout_ms: 300 },
     ],
   });
@@ -217,6 +264,7 @@ spec:
 
 afterAll(async () => {
   await proxy?.close();
+  await sidecar?.close();
   for (const s of [wiki, admin, slow]) {
     s?.closeAllConnections();
     s?.close();
@@ -413,6 +461,18 @@ describe('access proxy: forwarding', () => {
     await expect(verifyIdentityAssertion(t1, keys, { issuer: PROXY_ID })).rejects.toMatchObject({
       code: 'ERR_ASSERTION_BAD_TYP',
     });
+  });
+
+  it('to a sidecar over mTLS with the proxy SVID; a sidecar with another SPIFFE ID gets nothing (502)', async () => {
+    const r = await call('mesh.example.test', '/handbook', ALICE);
+    expect(r.status).toBe(200);
+    expect(r.body).toBe('admin:/handbook');
+    // The sidecar verified the proxy's SVID and tells its app who called.
+    expect((seen.at(-1) as Seen).headers['x-nevertrust-peer-id']).toBe(PROXY_ID);
+    const before = seen.length;
+    const w = await call('mesh-wrong.example.test', '/handbook', { ...ALICE, accept: 'application/json' });
+    expect(w.status).toBe(502);
+    expect(seen.length).toBe(before);
   });
 
   it('a request header over the limit gets 431', async () => {
