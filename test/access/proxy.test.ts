@@ -13,7 +13,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAccessProxyConfig, type RunningAccessProxy, startAccessProxy } from '../../src/access/proxy/index.js';
 import { certificatesToPem } from '../../src/ca/index.js';
 import type { AccessDecisionEvent } from '../../src/pep/decision.js';
-import { assertionKeySet, PERSON_ASSERTION_TYP, verifyIdentityAssertion } from '../../src/pep/assertion.js';
+import {
+  assertionKeySet,
+  PERSON_ASSERTION_TYP,
+  verifyIdentityAssertion,
+  verifyPersonAssertion,
+} from '../../src/pep/assertion.js';
 import { MemorySvidSource } from '../../src/pep/mtls/index.js';
 import { type RunningSidecar, SidecarConfigSchema, startSidecar } from '../../src/pep/sidecar/index.js';
 import type { RunningServer } from '../../src/server/index.js';
@@ -473,6 +478,36 @@ describe('access proxy: forwarding', () => {
     const w = await call('mesh-wrong.example.test', '/handbook', { ...ALICE, accept: 'application/json' });
     expect(w.status).toBe(502);
     expect(seen.length).toBe(before);
+  });
+
+  it('verifyPersonAssertion: accepts the route audience; refuses another route, a tampered or unsigned token', async () => {
+    await call('wiki.example.test', '/admin/panel', { cookie: '__Host-test=bob-token' });
+    const token = (seen.at(-1) as Seen).headers['x-nevertrust-jwt-assertion'] as string;
+    const keys = assertionKeySet(server.url, PROXY_ID);
+    const who = await verifyPersonAssertion(token, keys, {
+      issuer: PROXY_ID,
+      audience: 'https://wiki.example.test/admin',
+    });
+    expect(who).toMatchObject({ subject: 'bob', email: 'bob@example.test', sessionId: 'sid-bob', idp: ISSUER });
+    expect(events.some((e) => e.decision_id === who.decisionId)).toBe(true);
+    // A token for /admin replayed to the app of the / route.
+    await expect(
+      verifyPersonAssertion(token, keys, { issuer: PROXY_ID, audience: 'https://wiki.example.test' }),
+    ).rejects.toMatchObject({ code: 'ERR_ASSERTION_AUD_MISMATCH' });
+    const [h, p, sig] = token.split('.') as [string, string, string];
+    const evil = Buffer.from(
+      JSON.stringify({ ...JSON.parse(Buffer.from(p, 'base64url').toString()), groups: ['root'] }),
+    ).toString('base64url');
+    await expect(
+      verifyPersonAssertion(`${h}.${evil}.${sig}`, keys, {
+        issuer: PROXY_ID,
+        audience: 'https://wiki.example.test/admin',
+      }),
+    ).rejects.toMatchObject({ code: 'ERR_ASSERTION_BAD_SIGNATURE' });
+    const none = Buffer.from(JSON.stringify({ alg: 'none', typ: PERSON_ASSERTION_TYP })).toString('base64url');
+    await expect(
+      verifyPersonAssertion(`${none}.${p}.`, keys, { issuer: PROXY_ID, audience: 'https://wiki.example.test/admin' }),
+    ).rejects.toMatchObject({ code: 'ERR_ASSERTION_ALG_NOT_ALLOWED' });
   });
 
   it('a request header over the limit gets 431', async () => {
