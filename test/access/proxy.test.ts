@@ -3,6 +3,7 @@
  * which also holds the assertion key registry and JWKS), real upstream apps, real policy files, a
  * real (fixed-token) authenticator.
  */
+import { X509Certificate } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -45,6 +46,8 @@ let wiki: Server;
 let admin: Server;
 let slow: Server;
 let sidecar: RunningSidecar;
+let proxySource: MemorySvidSource;
+let mintProxySvid: () => { spiffeId: string; certChainPem: string; privateKeyPem: string };
 let caPem: string;
 const seen: Seen[] = [];
 const events: AccessDecisionEvent[] = [];
@@ -175,7 +178,7 @@ spec:
       privateKeyPem: m.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
     };
   };
-  const source = new MemorySvidSource(
+  mintProxySvid = () =>
     svid(PROXY_ID, [
       'wiki.example.test',
       'ws.example.test',
@@ -184,9 +187,9 @@ spec:
       'slow.example.test',
       'mesh.example.test',
       'mesh-wrong.example.test',
-    ]),
-    [bundle],
-  );
+    ]);
+  const source = new MemorySvidSource(mintProxySvid(), [bundle]);
+  proxySource = source;
   // A real sidecar in front of the `admin` app, admitting only the proxy's SPIFFE ID.
   const sidecarPolicies = join(dir, 'sidecar-policies');
   mkdirSync(sidecarPolicies);
@@ -213,6 +216,7 @@ spec:
   auth = new FixedAuthenticator({
     'alice-token': person('alice', ['staff']),
     'bob-token': person('bob', ['staff', 'admins'], ['pwd', 'otp']),
+    'eve-token': person('eve', []),
   });
   const config = parseAccessProxyConfig({
     listen: '127.0.0.1:0',
@@ -330,6 +334,14 @@ describe('access proxy: routing', () => {
     // The normalized path is what is decided and what the app gets.
     const b = await call('wiki.example.test', '//admin//users', BOB);
     expect(b.body).toBe('admin:/admin/users');
+  });
+
+  it('an absolute-form request target is refused, not proxied to the host it names', async () => {
+    const before = seen.length;
+    const r = await call('wiki.example.test', 'http://127.0.0.1:1/page', { ...ALICE, accept: 'application/json' });
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body).error).toBe('bad_path');
+    expect(seen.length).toBe(before);
   });
 
   it('own endpoints go to the authenticator, never to an app', async () => {
@@ -575,7 +587,34 @@ describe('access proxy: WebSockets', () => {
     const before = seen.length;
     expect((await wsHandshake('ws.example.test', {})).head).toMatch(/^HTTP\/1\.1 401/);
     expect((await wsHandshake('nows.example.test', ALICE)).head).toMatch(/^HTTP\/1\.1 403/);
+    // Denied by policy (eve is not staff).
+    expect((await wsHandshake('ws.example.test', { authorization: 'Bearer eve-token' })).head).toMatch(
+      /^HTTP\/1\.1 403/,
+    );
     expect((await wsHandshake('ws.example.test', { authorization: 'Bearer nope' })).head).toMatch(/^HTTP\/1\.1 401/);
     expect(seen.length).toBe(before);
+  });
+});
+
+/** The serial number of the certificate the proxy serves now. */
+function servedSerial(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = tlsConnect({ host: '127.0.0.1', port: proxy.port, servername: 'wiki.example.test', ca: caPem }, () => {
+      resolve(s.getPeerX509Certificate()?.serialNumber ?? '');
+      s.destroy();
+    });
+    s.on('error', reject);
+  });
+}
+
+describe('access proxy: serving certificate', () => {
+  it('is the SVID, and a rotated SVID is served to new connections without a restart', async () => {
+    const before = await servedSerial();
+    const next = mintProxySvid();
+    proxySource.set(next);
+    const after = await servedSerial();
+    expect(after).not.toBe(before);
+    expect(after).toBe(new X509Certificate(next.certChainPem).serialNumber);
+    expect((await call('wiki.example.test', '/after-rotation', ALICE)).status).toBe(200);
   });
 });
