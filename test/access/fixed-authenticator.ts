@@ -42,6 +42,9 @@ export class FixedAuthenticator implements Authenticator {
     const auth = req.headers.authorization;
     if (auth === undefined) return { kind: 'none' };
     const m = /^Bearer (\S+)$/.exec(auth);
+    // A refusal whose reason is hostile to a header line (quotes, CR LF, non-ASCII).
+    if (m?.[1] === 'weird-token')
+      return { kind: 'invalid', code: 'invalid_token', reason: 'bad "token"\r\nx-evil: é\\' };
     const p = m?.[1] ? this.people[m[1]] : undefined;
     return p
       ? { kind: 'bearer', person: p }

@@ -379,6 +379,15 @@ describe('access proxy: identity and decisions', () => {
     );
   });
 
+  it('a refusal reason hostile to a header line is made safe in WWW-Authenticate', async () => {
+    const r = await call('wiki.example.test', '/page', { authorization: 'Bearer weird-token' });
+    expect(r.status).toBe(401);
+    expect(r.headers['www-authenticate']).toBe(
+      'Bearer realm="wiki.example.test", error="invalid_token", error_description="bad  token   x-evil:   "',
+    );
+    expect(r.headers['x-evil']).toBeUndefined();
+  });
+
   it('deny: an HTML page with reason and decision id, or JSON when asked', async () => {
     const h = await call('wiki.example.test', '/admin/x', { ...ALICE, accept: 'text/html' });
     expect(h.status).toBe(403);

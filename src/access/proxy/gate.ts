@@ -145,7 +145,7 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
     const challenge =
       who.kind === 'none'
         ? `Bearer realm="${host}"`
-        : `Bearer realm="${host}", error="invalid_token", error_description="${who.reason.replace(/["\\\r\n]/g, ' ')}"`;
+        : `Bearer realm="${host}", error="invalid_token", error_description="${who.reason.replace(/[^\x20-\x7e]|["\\]/g, ' ')}"`;
     const a = refusalAnswer(
       req,
       401,

@@ -134,40 +134,41 @@ export async function startAccessProxy(
         ALPNProtocols: ['http/1.1'],
       },
       (req, res) => {
-        gate(deps, req, res).then(
-          (g) => {
+        gate(deps, req, res)
+          .then((g) => {
             if (g.kind === 'forward') forwardRequest(req, res, g.target, log);
             else if (g.kind === 'answer' && !res.headersSent)
               res.writeHead(g.answer.status, g.answer.headers).end(g.answer.body);
-          },
-          (e: unknown) => {
-            // Fail closed: nothing was forwarded.
+          })
+          .catch((e: unknown) => {
+            // Fail closed: nothing was forwarded (or the answer could not be written).
             log('request failed', { error: (e as Error).message });
-            if (!res.headersSent) {
+            try {
+              if (res.headersSent) throw e;
               const x = refusalAnswer(req, 503, {
                 error: 'internal',
                 reason: 'the proxy could not decide this request',
               });
               res.writeHead(x.status, x.headers).end(x.body);
-            } else res.destroy();
-          },
-        );
+            } catch {
+              res.destroy();
+            }
+          });
       },
     );
     tls.attach(server);
     server.on('upgrade', (req, socket: Duplex, head: Buffer) => {
       socket.on('error', () => socket.destroy());
-      gate(deps, req, undefined).then(
-        (g) => {
+      gate(deps, req, undefined)
+        .then((g) => {
           if (g.kind === 'forward') forwardUpgrade(req, socket, head, g.target, log);
           else if (g.kind === 'answer') socket.end(raw(g.answer), 'latin1');
           else socket.destroy();
-        },
-        (e: unknown) => {
+        })
+        .catch((e: unknown) => {
           log('upgrade failed', { error: (e as Error).message });
           socket.destroy();
-        },
-      );
+        });
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
