@@ -47,6 +47,7 @@ let admin: Server;
 let slow: Server;
 let sidecar: RunningSidecar;
 let proxySource: MemorySvidSource;
+let policiesDir: string;
 let mintProxySvid: () => { spiffeId: string; certChainPem: string; privateKeyPem: string };
 let caPem: string;
 const seen: Seen[] = [];
@@ -125,6 +126,7 @@ beforeAll(async () => {
   const [wikiPort, adminPort, slowPort] = await Promise.all([listen(wiki), listen(admin), listen(slow)]);
   const dir = tempDir();
   const policies = join(dir, 'policies');
+  policiesDir = policies;
   mkdirSync(policies);
   writeFileSync(
     join(policies, 'wiki.yaml'),
@@ -625,5 +627,45 @@ describe('access proxy: serving certificate', () => {
     expect(after).not.toBe(before);
     expect(after).toBe(new X509Certificate(next.certChainPem).serialNumber);
     expect((await call('wiki.example.test', '/after-rotation', ALICE)).status).toBe(200);
+  });
+});
+
+describe('access proxy: origins', () => {
+  it('without public_port, origins name the port actually bound (listen port 0)', async () => {
+    const a = new FixedAuthenticator({});
+    const p2 = await startAccessProxy(
+      parseAccessProxyConfig({
+        listen: '127.0.0.1:0',
+        svid: { workload_api: 'unused' },
+        policies: policiesDir,
+        routes: [{ name: 'wiki', from: { host: 'wiki.example.test' }, to: 'http://127.0.0.1:1' }],
+      }),
+      { authenticator: a, source: proxySource },
+    );
+    try {
+      const r = await new Promise<number | undefined>((resolve, reject) => {
+        httpsRequest(
+          {
+            host: '127.0.0.1',
+            port: p2.port,
+            servername: 'wiki.example.test',
+            ca: caPem,
+            agent: false,
+            headers: { host: 'wiki.example.test', accept: 'text/html' },
+          },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode);
+          },
+        )
+          .on('error', reject)
+          .end();
+      });
+      expect(r).toBe(302);
+      expect(a.logins[0]?.origin).toBe(`https://wiki.example.test:${p2.port}`);
+    } finally {
+      await p2.close();
+    }
+    expect(a.closed).toBe(true);
   });
 });

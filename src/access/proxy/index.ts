@@ -185,7 +185,10 @@ export async function startAccessProxy(
         }),
     );
     const addr = server.address();
-    return { port: typeof addr === 'object' && addr ? addr.port : port, close: closeAll };
+    const bound = typeof addr === 'object' && addr ? addr.port : port;
+    // Listening on port 0 (tests, `nevertrust up`): origins name the port actually bound.
+    if (config.public_port === undefined) deps.publicPort = bound;
+    return { port: bound, close: closeAll };
   } catch (e) {
     await closeAll();
     throw e;
