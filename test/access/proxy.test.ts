@@ -57,9 +57,14 @@ const logs: { msg: string; fields?: Record<string, unknown> }[] = [];
 function app(name: string): Server {
   const s = createServer((req, res) => {
     seen.push({ app: name, url: req.url ?? '', headers: req.headers });
-    req.resume();
-    res.writeHead(200, { 'content-type': 'text/plain', 'x-app': name, connection: 'x-hop', 'x-hop': 'secret' });
-    res.end(`${name}:${req.url}`);
+    let bytes = 0;
+    req.on('data', (c: Buffer) => {
+      bytes += c.length;
+    });
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'x-app': name, connection: 'x-hop', 'x-hop': 'secret' });
+      res.end(bytes > 0 ? `${name}:${req.url}:${bytes}` : `${name}:${req.url}`);
+    });
   });
   s.on('upgrade', (req, socket) => {
     seen.push({ app: name, url: req.url ?? '', headers: req.headers });
@@ -85,6 +90,7 @@ function call(
   headers: Record<string, string> = {},
   method = 'GET',
   sni = host,
+  body?: Buffer,
 ): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const r = httpsRequest(
@@ -108,7 +114,7 @@ function call(
       },
     );
     r.on('error', reject);
-    r.end();
+    r.end(body);
   });
 }
 
@@ -531,6 +537,13 @@ describe('access proxy: forwarding', () => {
     await expect(
       verifyPersonAssertion(`${none}.${p}.`, keys, { issuer: PROXY_ID, audience: 'https://wiki.example.test/admin' }),
     ).rejects.toMatchObject({ code: 'ERR_ASSERTION_ALG_NOT_ALLOWED' });
+  });
+
+  it('a request body streams through to the app', async () => {
+    const body = Buffer.alloc(3 * 1024 * 1024, 7);
+    const r = await call('wiki.example.test', '/upload', ALICE, 'POST', 'wiki.example.test', body);
+    expect(r.status).toBe(200);
+    expect(r.body).toBe(`wiki:/upload:${body.length}`);
   });
 
   it('a request header over the limit gets 431', async () => {
