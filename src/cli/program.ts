@@ -7,6 +7,7 @@ import { Command, Option } from 'commander';
 import type { Config, LogLevel } from '../config/index.js';
 import type { ServerPlugin } from '../server/index.js';
 import { exactly } from './choices.js';
+import { registerAccessProxyCommands } from './commands/access-proxy.js';
 import { registerAgentCommands } from './commands/agent.js';
 import { registerAuditCommands } from './commands/audit.js';
 import { registerEntryCommands, registerTokenCommands } from './commands/entry.js';
@@ -59,6 +60,7 @@ Config: flags > NEVERTRUST_* environment variables (e.g. NEVERTRUST_SERVER_PORT=
   registerAgentCommands(program);
   registerPolicyCommands(program);
   registerSidecarCommands(program);
+  registerAccessProxyCommands(program);
   registerAuditCommands(program);
   registerUserCommands(program);
   registerIdpCommands(program);

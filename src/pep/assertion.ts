@@ -6,6 +6,7 @@
  *
  * - {@link startAssertionSigner} (sidecars): ephemeral key, registered over mTLS, rotated, cached tokens.
  * - {@link verifyIdentityAssertion} and {@link assertionKeySet} (apps).
+ * - {@link verifyPersonAssertion}: the access proxy's person assertion (`x-nevertrust-jwt-assertion`).
  */
 export {
   type AssertionCaller,
@@ -21,8 +22,11 @@ export {
   assertionKeySet,
   DEFAULT_ASSERTION_LEEWAY_SECONDS,
   type VerifiedIdentityAssertion,
+  type VerifiedPersonAssertion,
   type VerifyIdentityAssertionOptions,
+  type VerifyPersonAssertionOptions,
   verifyIdentityAssertion,
+  verifyPersonAssertion,
 } from './assertion/verify.js';
 export {
   ASSERTION_ALG,
@@ -35,4 +39,6 @@ export {
   IdentityAssertionError,
   type IdentityAssertionErrorCode,
   JWK_OWNER_MEMBER,
+  PERSON_ASSERTION_HEADER,
+  PERSON_ASSERTION_TYP,
 } from './assertion/wire.js';

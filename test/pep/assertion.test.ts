@@ -17,6 +17,7 @@ import {
   assertionKeySet,
   IdentityAssertionError,
   type IdentityAssertionErrorCode,
+  PERSON_ASSERTION_TYP,
   startAssertionSigner,
   verifyIdentityAssertion,
 } from '../../src/pep/assertion.js';
@@ -234,6 +235,35 @@ describe('identity assertions', () => {
     await s.assertionFor({ kind: 'xfcc', spiffeId: GATEWAY }); // another kind is another claim set
     await s.assertionFor({ kind: 'x509', spiffeId: id('audit-service') });
     expect(s.stats().signed).toBe(3);
+  });
+
+  it('signClaims: a given claim set, our iss and the given typ and aud; never the workload typ; closed refuses', async () => {
+    const s = await signerFor('person-proxy', { ttlSeconds: 40 });
+    const t = await s.signClaims(
+      { sub: 'alice', iss: 'https://forged.example', exp: 9_999_999_999, decision_id: 'd1' },
+      { typ: PERSON_ASSERTION_TYP, audience: 'https://wiki.example.test' },
+    );
+    const { payload, protectedHeader } = await jwtVerify(t, keysOf(id('person-proxy')), {
+      issuer: id('person-proxy'),
+      audience: 'https://wiki.example.test',
+      typ: PERSON_ASSERTION_TYP,
+    });
+    expect(protectedHeader).toMatchObject({ alg: 'ES256', kid: s.stats().kid });
+    // iss and exp are the signer's, whatever the claims said.
+    expect((payload.exp as number) - (payload.iat as number)).toBe(40);
+    expect(payload).toMatchObject({ sub: 'alice', decision_id: 'd1' });
+    // Not cached: every call signs (a person assertion carries its decision id).
+    const before = s.stats().signed;
+    await s.signClaims({ sub: 'alice' }, { typ: PERSON_ASSERTION_TYP, audience: 'a' });
+    await s.signClaims({ sub: 'alice' }, { typ: PERSON_ASSERTION_TYP, audience: 'a' });
+    expect(s.stats().signed).toBe(before + 2);
+    expect(await codeOf(s.signClaims({ sub: GATEWAY }, { typ: ASSERTION_TYP, audience: id('person-proxy') }))).toBe(
+      'ERR_ASSERTION_CONFIG',
+    );
+    await s.close();
+    expect(await codeOf(s.signClaims({ sub: 'alice' }, { typ: PERSON_ASSERTION_TYP, audience: 'a' }))).toBe(
+      'ERR_ASSERTION_CLOSED',
+    );
   });
 
   it('refuses callers it cannot vouch for, and works no more once closed', async () => {

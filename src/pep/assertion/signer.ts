@@ -18,7 +18,7 @@
  * caller is cached and reused for half its lifetime: the sidecar signs per caller, not per request.
  */
 import { webcrypto } from 'node:crypto';
-import { calculateJwkThumbprint, SignJWT } from 'jose';
+import { calculateJwkThumbprint, type JWTPayload, SignJWT } from 'jose';
 import { parseSpiffeId } from '../../spiffe/index.js';
 import { authorizeId, createMtlsFetch, type MtlsFetch, type X509SvidSource } from '../mtls/index.js';
 import { serverIdFor } from '../server-id.js';
@@ -96,6 +96,19 @@ export interface AssertionSigner {
    *   `ERR_ASSERTION_CLOSED`
    */
   assertionFor(caller: AssertionCaller): Promise<string>;
+  /**
+   * Signs a given claim set with the active key, uncached (per request: the access proxy's person
+   * assertions carry a decision id). `iss` is ours, `iat`/`exp` are set here (`exp` capped at the
+   * key's published lifetime); `typ` must differ from {@link ASSERTION_TYP} so a verifier of one kind
+   * of assertion can never accept the other. Claims named `iss`, `iat`, `exp` or `nbf` are ignored.
+   *
+   * @example
+   * ```ts
+   * const jwt = await signer.signClaims({ sub, email, decision_id }, { typ: PERSON_ASSERTION_TYP, audience: 'wiki' });
+   * ```
+   * @throws {IdentityAssertionError} `ERR_ASSERTION_CONFIG` (the workload `typ`), `ERR_ASSERTION_NO_KEY`, `ERR_ASSERTION_CLOSED`
+   */
+  signClaims(claims: JWTPayload, opts: { typ: string; audience: string; ttlSeconds?: number }): Promise<string>;
   stats(): AssertionSignerStats;
   /** Stops rotation and drops the keys; tokens already handed out stay valid until they expire. */
   close(): Promise<void>;
@@ -343,15 +356,28 @@ export async function startAssertionSigner(opts: AssertionSignerOptions): Promis
   };
   schedule(active.activeAt + (rotate - prepublish) * 1000, () => void prepareNext());
 
-  const sign = (key: SigningKey, kind: AssertionIdentityKind, sub: string, iat: number, exp: number) =>
-    new SignJWT({ nevertrust: { identity: kind } })
-      .setProtectedHeader({ alg: ASSERTION_ALG, kid: key.kid, typ: ASSERTION_TYP })
-      .setIssuer(issuer)
-      .setSubject(sub)
-      .setAudience(issuer)
-      .setIssuedAt(iat)
-      .setExpirationTime(exp)
+  /** The one place a key signs: `iss` ours, the key's kid, the given `typ` and `aud`. */
+  const signWith = (key: SigningKey, claims: JWTPayload, typ: string, aud: string, iat: number, exp: number) =>
+    new SignJWT({ ...claims, iss: issuer, aud, iat, exp, nbf: undefined })
+      .setProtectedHeader({ alg: ASSERTION_ALG, kid: key.kid, typ })
       .sign(key.privateKey);
+  const sign = (key: SigningKey, kind: AssertionIdentityKind, sub: string, iat: number, exp: number) =>
+    signWith(key, { sub, nevertrust: { identity: kind } }, ASSERTION_TYP, issuer, iat, exp);
+  /** The active key and a token lifetime it can still cover, or why not. */
+  const lifetime = (now: number, tokenTtl: number) => {
+    if (closed) throw new IdentityAssertionError('ERR_ASSERTION_CLOSED', 'the assertion signer is closed');
+    const key = active;
+    const iat = Math.floor(now / 1000);
+    // Never past the key's published lifetime: the app must be able to verify every token we hand out.
+    const exp = Math.min(iat + tokenTtl, Math.floor(key.expiresAt / 1000));
+    if (exp * 1000 <= now) {
+      throw new IdentityAssertionError(
+        'ERR_ASSERTION_NO_KEY',
+        'no registered assertion key is valid (key rotation has been failing; see the log)',
+      );
+    }
+    return { key, iat, exp };
+  };
 
   return {
     issuer,
@@ -366,16 +392,7 @@ export async function startAssertionSigner(opts: AssertionSignerOptions): Promis
           stats.cacheHits++;
           return hit.token;
         }
-        const key = active;
-        const iat = Math.floor(now / 1000);
-        // Never past the key's published lifetime: the app must be able to verify every token we hand out.
-        const exp = Math.min(iat + ttl, Math.floor(key.expiresAt / 1000));
-        if (exp * 1000 <= now) {
-          throw new IdentityAssertionError(
-            'ERR_ASSERTION_NO_KEY',
-            'no registered assertion key is valid (key rotation has been failing; see the log)',
-          );
-        }
+        const { key, iat, exp } = lifetime(now, ttl);
         const token = sign(key, kind, sub, iat, exp);
         stats.signed++;
         const entry: CachedToken = { token, refreshAt: now + (exp * 1000 - now) / 2 };
@@ -387,6 +404,16 @@ export async function startAssertionSigner(opts: AssertionSignerOptions): Promis
         if (cache.size >= MAX_CACHED_CALLERS) cache.delete(cache.keys().next().value as string);
         cache.set(cacheKey, entry);
         return token;
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    },
+    signClaims(claims, o) {
+      try {
+        if (o.typ === ASSERTION_TYP) configError(`typ ${ASSERTION_TYP} is the workload assertion's own`);
+        const { key, iat, exp } = lifetime(Date.now(), intOption('ttlSeconds', o.ttlSeconds, ttl, 1, MAX_TTL_SECONDS));
+        stats.signed++;
+        return signWith(key, claims, o.typ, o.audience, iat, exp);
       } catch (e) {
         return Promise.reject(e);
       }

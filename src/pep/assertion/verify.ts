@@ -26,6 +26,7 @@ import {
   IdentityAssertionError,
   type IdentityAssertionErrorCode,
   JWK_OWNER_MEMBER,
+  PERSON_ASSERTION_TYP,
 } from './wire.js';
 
 /** Default clock skew allowed on `exp`, `nbf` and `iat`, in seconds (tokens live about a minute). */
@@ -95,7 +96,7 @@ function keySetFor(keys: AssertionKeys, issuer: string): JWTVerifyGetKey {
 }
 
 /** Maps jose's failure to our one-code-per-reason error. */
-function mapJoseError(e: unknown, kid: string): IdentityAssertionError {
+function mapJoseError(e: unknown, kid: string, typ: string): IdentityAssertionError {
   if (e instanceof IdentityAssertionError) return e;
   const E = joseErrors;
   if (e instanceof E.JWSSignatureVerificationFailed)
@@ -121,7 +122,7 @@ function mapJoseError(e: unknown, kid: string): IdentityAssertionError {
       case 'sub':
         return new IdentityAssertionError('ERR_ASSERTION_SUBJECT_INVALID', 'the sub claim is required');
       case 'typ':
-        return new IdentityAssertionError('ERR_ASSERTION_BAD_TYP', `typ must be ${ASSERTION_TYP}`);
+        return new IdentityAssertionError('ERR_ASSERTION_BAD_TYP', `typ must be ${typ}`);
       default:
         return new IdentityAssertionError('ERR_ASSERTION_MALFORMED', `claim ${e.claim}: ${e.reason}`);
     }
@@ -135,6 +136,65 @@ function mapJoseError(e: unknown, kid: string): IdentityAssertionError {
   // JWKS fetch failures (timeout, network, non-200, malformed set): the keys are unknown right now.
   const detail = e instanceof E.JOSEError ? e.code : e instanceof Error ? e.message : 'unknown error';
   return new IdentityAssertionError('ERR_ASSERTION_KEYS_UNAVAILABLE', `the issuer's keys are unavailable (${detail})`);
+}
+
+/**
+ * The checks every assertion kind shares, in order: compact JWS; `alg` ES256; `typ` exactly the
+ * given one; `kid`; `iss` (before any key lookup); the issuer's key; signature; `aud`; `exp`/`iat`/`sub`.
+ */
+async function verifySigned(
+  token: string,
+  keys: AssertionKeys,
+  opts: VerifyIdentityAssertionOptions,
+  typ: string,
+): Promise<{ claims: JWTPayload; kid: string }> {
+  if (typeof opts?.issuer !== 'string' || opts.issuer.length === 0) {
+    fail('ERR_ASSERTION_INVALID_REQUEST', 'issuer (the sidecar SPIFFE ID) is required');
+  }
+  const audience = audienceList(opts.issuer, opts.audience);
+  if (typeof token !== 'string' || token.split('.').length !== 3) {
+    fail('ERR_ASSERTION_MALFORMED', 'the assertion must be a compact JWS (three parts)');
+  }
+  let header: ReturnType<typeof decodeProtectedHeader>;
+  try {
+    header = decodeProtectedHeader(token);
+  } catch {
+    return fail('ERR_ASSERTION_MALFORMED', 'the protected header is not valid base64url JSON');
+  }
+  if (header.alg !== ASSERTION_ALG) {
+    fail('ERR_ASSERTION_ALG_NOT_ALLOWED', `alg ${JSON.stringify(header.alg)} is not allowed (only ${ASSERTION_ALG})`);
+  }
+  if (header.typ !== typ) {
+    fail('ERR_ASSERTION_BAD_TYP', `typ must be ${JSON.stringify(typ)}, found ${JSON.stringify(header.typ)}`);
+  }
+  const kid = header.kid;
+  if (typeof kid !== 'string' || kid.length === 0) fail('ERR_ASSERTION_KID_MISSING', 'the header has no kid');
+  let unverified: JWTPayload;
+  try {
+    unverified = decodeJwt(token);
+  } catch {
+    return fail('ERR_ASSERTION_MALFORMED', 'the payload is not a JSON claims set');
+  }
+  // Before any key lookup: a token naming another issuer never makes us fetch or try keys.
+  if (unverified.iss !== opts.issuer) {
+    fail('ERR_ASSERTION_ISSUER_MISMATCH', `iss is not the expected sidecar ${opts.issuer}`);
+  }
+  const getKey = keySetFor(keys, opts.issuer);
+  let claims: JWTPayload;
+  try {
+    ({ payload: claims } = await jwtVerify(token, getKey, {
+      algorithms: [ASSERTION_ALG],
+      typ,
+      issuer: opts.issuer,
+      audience,
+      requiredClaims: ['exp', 'iat', 'sub'],
+      clockTolerance: opts.clockToleranceSeconds ?? DEFAULT_ASSERTION_LEEWAY_SECONDS,
+      currentDate: opts.now,
+    }));
+  } catch (e) {
+    throw mapJoseError(e, kid as string, typ);
+  }
+  return { claims, kid: kid as string };
 }
 
 /**
@@ -161,52 +221,7 @@ export async function verifyIdentityAssertion(
   keys: AssertionKeys,
   opts: VerifyIdentityAssertionOptions,
 ): Promise<VerifiedIdentityAssertion> {
-  if (typeof opts?.issuer !== 'string' || opts.issuer.length === 0) {
-    fail('ERR_ASSERTION_INVALID_REQUEST', 'issuer (the sidecar SPIFFE ID) is required');
-  }
-  const audience = audienceList(opts.issuer, opts.audience);
-  if (typeof token !== 'string' || token.split('.').length !== 3) {
-    fail('ERR_ASSERTION_MALFORMED', 'the assertion must be a compact JWS (three parts)');
-  }
-  let header: ReturnType<typeof decodeProtectedHeader>;
-  try {
-    header = decodeProtectedHeader(token);
-  } catch {
-    return fail('ERR_ASSERTION_MALFORMED', 'the protected header is not valid base64url JSON');
-  }
-  if (header.alg !== ASSERTION_ALG) {
-    fail('ERR_ASSERTION_ALG_NOT_ALLOWED', `alg ${JSON.stringify(header.alg)} is not allowed (only ${ASSERTION_ALG})`);
-  }
-  if (header.typ !== ASSERTION_TYP) {
-    fail('ERR_ASSERTION_BAD_TYP', `typ must be ${JSON.stringify(ASSERTION_TYP)}, found ${JSON.stringify(header.typ)}`);
-  }
-  const kid = header.kid;
-  if (typeof kid !== 'string' || kid.length === 0) fail('ERR_ASSERTION_KID_MISSING', 'the header has no kid');
-  let unverified: JWTPayload;
-  try {
-    unverified = decodeJwt(token);
-  } catch {
-    return fail('ERR_ASSERTION_MALFORMED', 'the payload is not a JSON claims set');
-  }
-  // Before any key lookup: a token naming another issuer never makes us fetch or try keys.
-  if (unverified.iss !== opts.issuer) {
-    fail('ERR_ASSERTION_ISSUER_MISMATCH', `iss is not the expected sidecar ${opts.issuer}`);
-  }
-  const getKey = keySetFor(keys, opts.issuer);
-  let claims: JWTPayload;
-  try {
-    ({ payload: claims } = await jwtVerify(token, getKey, {
-      algorithms: [ASSERTION_ALG],
-      typ: ASSERTION_TYP,
-      issuer: opts.issuer,
-      audience,
-      requiredClaims: ['exp', 'iat', 'sub'],
-      clockTolerance: opts.clockToleranceSeconds ?? DEFAULT_ASSERTION_LEEWAY_SECONDS,
-      currentDate: opts.now,
-    }));
-  } catch (e) {
-    throw mapJoseError(e, kid as string);
-  }
+  const { claims, kid } = await verifySigned(token, keys, opts, ASSERTION_TYP);
   const sub = claims.sub;
   if (typeof sub !== 'string' || sub.length === 0) return fail('ERR_ASSERTION_SUBJECT_INVALID', 'sub is empty');
   const nt = claims.nevertrust as { identity?: unknown } | undefined;
@@ -228,7 +243,82 @@ export async function verifyIdentityAssertion(
     subject: sub,
     identity: kind,
     ...(kind === 'user-jwt' ? { user: sub } : { spiffeId: sub }),
-    kid: kid as string,
+    kid,
+    issuedAt: new Date((claims.iat as number) * 1000),
+    expiresAt: new Date((claims.exp as number) * 1000),
+    claims,
+  };
+}
+
+/** Options of {@link verifyPersonAssertion}: `issuer` is the access proxy's SPIFFE ID. */
+export interface VerifyPersonAssertionOptions extends Omit<VerifyIdentityAssertionOptions, 'audience'> {
+  /** The route's audience, `https://<host><path_prefix>` (docs/people.md); required. */
+  audience: string | readonly string[];
+}
+
+/** A verified person assertion: who the access proxy let through, and which decision did. */
+export interface VerifiedPersonAssertion {
+  /** The access proxy that vouched (`iss`). */
+  issuer: string;
+  /** The person's `sub` at their provider. */
+  subject: string;
+  email?: string;
+  groups: string[];
+  amr: string[];
+  authTime?: number;
+  /** The session's public id (absent for bearer callers). */
+  sessionId?: string;
+  /** The provider's issuer. */
+  idp?: string;
+  decisionId: string;
+  kid: string;
+  issuedAt: Date;
+  expiresAt: Date;
+  claims: JWTPayload;
+}
+
+const strings = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
+
+/**
+ * Verifies the access proxy's `X-Nevertrust-Jwt-Assertion` for the app behind it: the rules of
+ * {@link verifyIdentityAssertion} with `typ` `nevertrust-person+jwt` (a workload assertion is
+ * refused, and the workload verifier refuses this one) and the route's audience; `groups`, `amr`
+ * lists of strings and `decision_id` present.
+ *
+ * @example
+ * ```ts
+ * const proxy = 'spiffe://example.org/ns/edge/sa/access-proxy';
+ * const keys = assertionKeySet('https://nevertrust.internal:8181', proxy); // once, at start
+ * const who = await verifyPersonAssertion(String(req.headers[PERSON_ASSERTION_HEADER]), keys, {
+ *   issuer: proxy,
+ *   audience: 'https://wiki.example.com',
+ * });
+ * who.email; // 'alice@example.com'
+ * ```
+ * @throws {IdentityAssertionError} with the `code` of the first failed rule
+ */
+export async function verifyPersonAssertion(
+  token: string,
+  keys: AssertionKeys,
+  opts: VerifyPersonAssertionOptions,
+): Promise<VerifiedPersonAssertion> {
+  if (opts?.audience === undefined) fail('ERR_ASSERTION_INVALID_REQUEST', "audience (the route's) is required");
+  const { claims, kid } = await verifySigned(token, keys, opts, PERSON_ASSERTION_TYP);
+  const { sub, email, groups, amr, auth_time, sid, idp, decision_id } = claims as Record<string, unknown>;
+  if (typeof sub !== 'string' || sub.length === 0) return fail('ERR_ASSERTION_SUBJECT_INVALID', 'sub is empty');
+  if (!strings(groups) || !strings(amr) || typeof decision_id !== 'string')
+    return fail('ERR_ASSERTION_IDENTITY_INVALID', 'groups and amr must be lists of strings, decision_id a string');
+  return {
+    issuer: opts.issuer,
+    subject: sub,
+    ...(typeof email === 'string' ? { email } : {}),
+    groups,
+    amr,
+    ...(typeof auth_time === 'number' ? { authTime: auth_time } : {}),
+    ...(typeof sid === 'string' ? { sessionId: sid } : {}),
+    ...(typeof idp === 'string' ? { idp } : {}),
+    decisionId: decision_id,
+    kid,
     issuedAt: new Date((claims.iat as number) * 1000),
     expiresAt: new Date((claims.exp as number) * 1000),
     claims,

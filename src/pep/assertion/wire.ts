@@ -72,3 +72,11 @@ function assertionStatus(code: IdentityAssertionErrorCode): number {
       return 401;
   }
 }
+
+/**
+ * The access proxy's header vouching for a person to the app behind it (IAP style). Its JWT's `typ`
+ * differs from the workload assertion's, so neither verifier accepts the other kind.
+ */
+export const PERSON_ASSERTION_HEADER = 'x-nevertrust-jwt-assertion';
+/** The `typ` of a person assertion (a workload assertion's is {@link ASSERTION_TYP}). */
+export const PERSON_ASSERTION_TYP = 'nevertrust-person+jwt';

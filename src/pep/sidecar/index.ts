@@ -49,7 +49,11 @@ export interface RunningSidecar {
   close(): Promise<void>;
 }
 
-function filesSource(c: { cert: string; key: string; bundle: string }): { source: MemorySvidSource; stop(): void } {
+/** An SVID source from PEM files, re-read when they change (also used by the access proxy). */
+export function filesSource(c: { cert: string; key: string; bundle: string }): {
+  source: MemorySvidSource;
+  stop(): void;
+} {
   const read = () => {
     const certChainPem = readFileSync(c.cert, 'utf8');
     const bundlePem = readFileSync(c.bundle, 'utf8');

@@ -1,0 +1,51 @@
+/**
+ * The policy engine's view of a person's request (design.md's access request): who (user, claims,
+ * MFA, IP), what (the route's target and host) and how (method, normalized path).
+ */
+import type { PersonIdentity } from '../identity.js';
+import type { AccessRequest } from '../../policy/request.js';
+import type { RouteConfig } from './config.js';
+
+// RFC 8176 methods that are a second factor (or say one was used): `mfa` itself, one-time codes,
+// keys, and biometrics. `pwd` alone, `kba` and `user` are not.
+const MFA_AMR = new Set(['mfa', 'otp', 'hwk', 'swk', 'sms', 'tel', 'sc', 'fpt', 'face', 'iris', 'retina', 'vbm']);
+
+/** Whether the person authenticated with more than one factor, by their `amr`. */
+export function usedMfa(amr: readonly string[]): boolean {
+  return amr.some((m) => MFA_AMR.has(m));
+}
+
+/** The route as a policy target: its `target`, else `{ service: <name> }`; plus the host. */
+export function routeTarget(route: RouteConfig, host: string): NonNullable<AccessRequest['target']> {
+  return { ...(route.target ?? { service: route.name }), host };
+}
+
+/**
+ * The access request for a person's call through a route.
+ *
+ * @example
+ * ```ts
+ * enforce(snapshot, personRequest(person, route, host, ip, 'GET', '/wiki/page'), recorder, site);
+ * ```
+ */
+export function personRequest(
+  person: PersonIdentity,
+  route: RouteConfig,
+  host: string,
+  ip: string | undefined,
+  method: string,
+  path: string,
+): AccessRequest {
+  return {
+    source: {
+      user: person.email ?? person.sub,
+      // `iss`/`sub` from the verified identity, not from whatever else the claims say: they make
+      // the request principal (`<iss>/<sub>`) that Istio-style rules match.
+      claims: { ...person.claims, iss: person.issuer, sub: person.sub },
+      mfa: usedMfa(person.amr),
+      ...(ip ? { ip } : {}),
+    },
+    target: routeTarget(route, host),
+    request: { method, path },
+  };
+}

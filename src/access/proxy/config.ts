@@ -1,0 +1,190 @@
+/**
+ * The access proxy's config file (YAML): where it listens, its SVID and TLS, policies, audit,
+ * assertion, the authenticator's section (opaque here), limits and the routes. Validated whole; a
+ * problem names the file and the field (see docs/people.md).
+ */
+import { readFileSync } from 'node:fs';
+import YAML from 'yaml';
+import { z } from 'zod';
+import { NevertrustError } from '../../errors.js';
+import { PATH_NORMALIZATIONS } from '../../policy/path.js';
+
+const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected HOST:PORT');
+// A DNS name as browsers send it in Host: letters, digits, hyphens, dots; compared lower-case.
+const hostName = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/,
+    'expected a DNS host name (no port, no scheme)',
+  )
+  .transform((h) => h.toLowerCase());
+const upstreamUrl = z.url().refine((u) => {
+  const p = new URL(u);
+  return (p.protocol === 'http:' || p.protocol === 'https:') && (p.pathname === '/' || p.pathname === '') && !p.search;
+}, 'must be http:// or https:// with host and port only (no path or query)');
+const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'not a valid header name');
+
+/**
+ * A path prefix as a normalized path: leading `/`, no trailing `/` except the root, no dot segments,
+ * `//` or escapes, so it can be compared with normalized request paths.
+ */
+const pathPrefix = z
+  .string()
+  .regex(
+    /^\/([A-Za-z0-9._~!$&'()*+,=:@-]+(\/[A-Za-z0-9._~!$&'()*+,=:@-]+)*)?\/?$/,
+    'expected a normalized path like /app',
+  )
+  .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'no . or .. segments')
+  .transform((p) => (p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p));
+
+const routeSchema = z
+  .object({
+    /** Names the route in decisions, the audit log and (default) the policy target service. */
+    name: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,62})$/, 'lower-case letters, digits and -'),
+    from: z.object({ host: hostName, path_prefix: pathPrefix.default('/') }).strict(),
+    /** The app: `http://host:port` or `https://host:port`. */
+    to: upstreamUrl,
+    /** The upstream is a nevertrust sidecar: mTLS with the proxy's SVID, and it must present this ID. */
+    to_spiffe_id: z.string().startsWith('spiffe://').optional(),
+    /** The policy target; default `{ service: <name> }`. */
+    target: z
+      .union([
+        z.object({ spiffe_id: z.string().startsWith('spiffe://') }).strict(),
+        z.object({ service: z.string().min(1) }).strict(),
+      ])
+      .optional(),
+    preserve_host: z.boolean().default(false),
+    timeout_ms: z.number().int().positive().max(3_600_000).default(30_000),
+    websockets: z.boolean().default(false),
+    headers: z
+      .object({
+        remove: z.array(headerName).default([]),
+        set: z.record(headerName, z.string().regex(/^[\t\x20-\x7e]*$/, 'printable ASCII only')).default({}),
+      })
+      .strict()
+      .default({ remove: [], set: {} }),
+  })
+  .strict()
+  .refine((r) => r.to_spiffe_id === undefined || r.to.startsWith('https://'), {
+    message: 'with to_spiffe_id, to must be https:// (mTLS to the sidecar)',
+    path: ['to'],
+  });
+
+/** The access proxy config file (YAML), validated. */
+export const AccessProxyConfigSchema = z
+  .object({
+    listen: hostPort,
+    /** The port browsers use (behind a load balancer); default the listen port. */
+    public_port: z.number().int().min(1).max(65535).optional(),
+    svid: z.union([
+      z.object({ cert: z.string(), key: z.string(), bundle: z.string() }).strict(),
+      z.object({ workload_api: z.string() }).strict(),
+    ]),
+    /** Default: serve with the SVID's certificate (DNS names from its registration entry), rotated live. */
+    tls: z.object({ cert_file: z.string(), key_file: z.string() }).strict().optional(),
+    policies: z.string().describe('policy file or directory, watched'),
+    path_normalization: z.enum(PATH_NORMALIZATIONS).default('strict'),
+    audit: z
+      .object({
+        server: z.url(),
+        server_id: z.string().startsWith('spiffe://').optional(),
+        token_file: z.string().optional(),
+        spill_dir: z.string().optional(),
+      })
+      .strict()
+      .refine((a) => a.token_file !== undefined || a.server.startsWith('https://'), {
+        message: 'without token_file, server must be the https:// agent port (shipping with the SVID)',
+        path: ['server'],
+      })
+      .optional(),
+    /** Person assertions to the apps (`X-Nevertrust-Jwt-Assertion`); the key is registered with the server. */
+    assertion: z
+      .object({
+        server: z.url().refine((u) => u.startsWith('https://'), 'must be an https:// URL (the agent port)'),
+        server_id: z.string().startsWith('spiffe://').optional(),
+        ttl_seconds: z.number().int().min(10).max(3600).default(60),
+      })
+      .strict()
+      .optional(),
+    /** The authenticator's section (OIDC provider, sessions); validated by the authenticator. */
+    auth: z.record(z.string(), z.unknown()).default({}),
+    limits: z
+      .object({
+        max_header_bytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(1024 * 1024)
+          .default(16 * 1024),
+        /** Whole request (headers and body) from the client, ms. */
+        request_timeout_ms: z.number().int().positive().default(60_000),
+      })
+      .strict()
+      .default({ max_header_bytes: 16 * 1024, request_timeout_ms: 60_000 }),
+    routes: z.array(routeSchema).min(1),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const seen = new Map<string, number>();
+    const names = new Map<string, number>();
+    c.routes.forEach((r, i) => {
+      const key = `${r.from.host} ${r.from.path_prefix}`;
+      const prev = seen.get(key);
+      if (prev !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'from'],
+          message: `same host and path_prefix as routes.${prev}`,
+        });
+      seen.set(key, i);
+      const pn = names.get(r.name);
+      if (pn !== undefined)
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `same name as routes.${pn}` });
+      names.set(r.name, i);
+    });
+  });
+
+export type AccessProxyConfig = z.infer<typeof AccessProxyConfigSchema>;
+export type RouteConfig = AccessProxyConfig['routes'][number];
+
+/** A config file that cannot be used, with the field that is wrong. */
+export class AccessProxyConfigError extends NevertrustError<'ERR_ACCESS_PROXY_CONFIG'> {
+  override readonly name = 'AccessProxyConfigError';
+  readonly code = 'ERR_ACCESS_PROXY_CONFIG';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, { status: 400, cause: options?.cause });
+  }
+}
+
+/**
+ * Validates a parsed config document; `file` names the source in errors.
+ *
+ * @throws {AccessProxyConfigError} `<file>: <field>: <problem>`
+ */
+export function parseAccessProxyConfig(doc: unknown, file = '(config)'): AccessProxyConfig {
+  const r = AccessProxyConfigSchema.safeParse(doc);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new AccessProxyConfigError(`${file}: ${i?.path.join('.') || '(root)'}: ${i?.message ?? 'invalid'}`);
+  }
+  return r.data;
+}
+
+/**
+ * Reads and validates an access proxy config file.
+ *
+ * @example
+ * ```ts
+ * const config = loadAccessProxyConfig('access-proxy.yaml');
+ * ```
+ * @throws {AccessProxyConfigError} naming the file and field
+ */
+export function loadAccessProxyConfig(file: string): AccessProxyConfig {
+  let doc: unknown;
+  try {
+    doc = YAML.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new AccessProxyConfigError(`${file}: ${(e as Error).message}`);
+  }
+  return parseAccessProxyConfig(doc, file);
+}

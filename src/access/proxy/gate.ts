@@ -1,0 +1,193 @@
+/**
+ * The decision path of every request and WebSocket handshake: route by host, normalize the path and
+ * route by prefix, own endpoints, identify the person, decide, sign the assertion. Fails closed: an
+ * unknown host, a refused path, no or a bad credential, a deny, a step-up or any error answers here,
+ * with a reason, and nothing is forwarded.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type DecisionRecorder, enforce, refuse, type SnapshotProvider } from '../../pep/decision.js';
+import { plainAddress } from '../../pep/http.js';
+import type { AssertionSigner } from '../../pep/assertion/signer.js';
+import { isPath, normalizePathText, type PathOptions } from '../../policy/path.js';
+import type { AccessRequest } from '../../policy/request.js';
+import { type Authenticator, type Identification, OWN_PATH_PREFIX, type RequestContext } from '../identity.js';
+import { personRequest, routeTarget } from './access-request.js';
+import type { RouteConfig } from './config.js';
+import { type Answer, isBrowserNavigation, refusalAnswer } from './pages.js';
+import { signPersonAssertion } from './person-assertion.js';
+import { hostOf, type RouteTable } from './routes.js';
+import type { ForwardTarget } from './forward.js';
+import type { Upstream } from './upstream.js';
+
+/** The enforcement point's name in decisions and audit records. */
+export const PEP_NAME = 'access-proxy';
+
+export interface GateDeps {
+  routes: RouteTable;
+  upstreams: ReadonlyMap<RouteConfig, Upstream>;
+  authenticator: Authenticator;
+  snapshot: SnapshotProvider;
+  recorder: DecisionRecorder | undefined;
+  path: PathOptions | undefined;
+  /** The port browsers use; 443 leaves it out of origins. */
+  publicPort: number;
+  signer?: AssertionSigner;
+  assertionTtl?: number;
+  log: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+/** What to do with a request: answer it here, it was answered (own endpoint, login), or forward it. */
+export type GateResult =
+  | { kind: 'answer'; answer: Answer }
+  | { kind: 'handled' }
+  | { kind: 'forward'; target: ForwardTarget };
+
+/** A clipped copy of a client-chosen string for the audit record (never used to decide). */
+const clip = (s: string | undefined, n = 512) => (s === undefined ? undefined : s.length > n ? s.slice(0, n) : s);
+
+/**
+ * Decides one request. `upgrade` handshakes get no login redirect and no own endpoints (they are
+ * answered on a raw socket).
+ */
+export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResponse | undefined): Promise<GateResult> {
+  const ip = plainAddress(req.socket.remoteAddress) ?? '';
+  const method = req.method ?? 'GET';
+  const url = req.url ?? '';
+  const refused = (
+    status: number,
+    error: string,
+    reason: string,
+    request: AccessRequest,
+    details: Record<string, unknown>,
+  ): GateResult => {
+    const d = refuse(reason, request, deps.recorder, { pep: PEP_NAME, ip, details: { ...details, refused: error } });
+    return { kind: 'answer', answer: refusalAnswer(req, status, { error, reason, decision_id: d.decision_id }) };
+  };
+
+  const host = hostOf(req.headers.host);
+  if (!host || !deps.routes.hasHost(host)) {
+    return refused(
+      404,
+      'unknown_host',
+      'no application is served at this host',
+      { target: { host: clip(req.headers.host) }, request: { method, path: clip(url) } },
+      { host: clip(req.headers.host) ?? '' },
+    );
+  }
+  // Origin-form only (`/path?query`): an absolute-form or `*` target is not a browser's request.
+  const q = url.indexOf('?');
+  const normalized = url.charCodeAt(0) === 0x2f ? normalizePathText(url, deps.path) : 'request target must be a path';
+  if (!isPath(normalized)) {
+    return refused(
+      400,
+      'bad_path',
+      `path refused: ${normalized}`,
+      { target: { host }, request: { method, path: clip(url) } },
+      { host },
+    );
+  }
+  const pathAndQuery = q < 0 ? normalized : normalized + url.slice(q);
+  const origin = deps.publicPort === 443 ? `https://${host}` : `https://${host}:${deps.publicPort}`;
+  const ctx: RequestContext = { host, origin, ip };
+
+  if (normalized === OWN_PATH_PREFIX.slice(0, -1) || normalized.startsWith(OWN_PATH_PREFIX)) {
+    if (!res)
+      return refused(
+        404,
+        'not_found',
+        'no such endpoint',
+        { target: { host }, request: { method, path: normalized } },
+        { host },
+      );
+    // The authenticator parses what was decided here, not the raw target.
+    req.url = pathAndQuery;
+    if (await deps.authenticator.handle(req, res, ctx)) return { kind: 'handled' };
+    return { kind: 'answer', answer: refusalAnswer(req, 404, { error: 'not_found', reason: 'no such endpoint' }) };
+  }
+
+  const route = deps.routes.match(host, normalized);
+  if (!route) {
+    return refused(
+      404,
+      'no_route',
+      'no application is served at this path',
+      { target: { host }, request: { method, path: normalized } },
+      { host },
+    );
+  }
+  const bare: AccessRequest = {
+    source: { ip },
+    target: routeTarget(route, host),
+    request: { method, path: normalized },
+  };
+  const details = { route: route.name, host };
+  if (!res && !route.websockets) {
+    return refused(403, 'websockets_disabled', 'WebSockets are not enabled for this application', bare, details);
+  }
+
+  let who: Identification;
+  try {
+    who = await deps.authenticator.identify(req, ctx);
+  } catch (e) {
+    deps.log('authenticator failed', { route: route.name, error: (e as Error).message });
+    return refused(503, 'authentication_unavailable', 'the sign-in service failed; try again', bare, {
+      ...details,
+      identity: 'error',
+    });
+  }
+  if (who.kind === 'none' || who.kind === 'invalid') {
+    const reason = who.kind === 'none' ? 'not signed in' : `invalid credential: ${who.reason}`;
+    const d = refuse(reason, bare, deps.recorder, { pep: PEP_NAME, ip, details: { ...details, identity: who.kind } });
+    if (res && isBrowserNavigation(req)) {
+      await deps.authenticator.startLogin(req, res, ctx, pathAndQuery);
+      return { kind: 'handled' };
+    }
+    const challenge =
+      who.kind === 'none'
+        ? `Bearer realm="${host}"`
+        : `Bearer realm="${host}", error="invalid_token", error_description="${who.reason.replace(/[^\x20-\x7e]|["\\]/g, ' ')}"`;
+    const a = refusalAnswer(
+      req,
+      401,
+      { error: who.kind === 'none' ? 'unauthenticated' : who.code, reason, decision_id: d.decision_id },
+      true,
+    );
+    a.headers['www-authenticate'] = challenge;
+    return { kind: 'answer', answer: a };
+  }
+
+  const request = personRequest(who.person, route, host, ip, method, normalized);
+  const d = enforce(deps.snapshot, request, deps.recorder, {
+    pep: PEP_NAME,
+    ip,
+    details: { ...details, identity: who.kind, ...(who.kind === 'session' ? { session: who.sessionId } : {}) },
+  });
+  if (d.decision === 'step_up') {
+    return {
+      kind: 'answer',
+      answer: refusalAnswer(req, 403, {
+        error: 'mfa_required',
+        reason: `MFA required: ${d.reason}`,
+        decision_id: d.decision_id,
+      }),
+    };
+  }
+  if (!d.allow) {
+    return {
+      kind: 'answer',
+      answer: refusalAnswer(req, 403, { error: 'forbidden', reason: d.reason, decision_id: d.decision_id }),
+    };
+  }
+  let assertion: string | undefined;
+  if (deps.signer) {
+    try {
+      assertion = await signPersonAssertion(deps.signer, who, route, d.decision_id, deps.assertionTtl);
+    } catch (e) {
+      // The app must never get a request we cannot vouch for.
+      deps.log('person assertion failed', { route: route.name, error: (e as Error).message });
+      return refused(503, 'assertion_unavailable', 'the proxy cannot sign for this request now', request, details);
+    }
+  }
+  const upstream = deps.upstreams.get(route) as Upstream;
+  return { kind: 'forward', target: { route, upstream, pathAndQuery, ip, ...(assertion ? { assertion } : {}) } };
+}

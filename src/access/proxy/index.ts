@@ -1,0 +1,196 @@
+/**
+ * The access proxy (`nevertrust access-proxy`): an HTTPS identity-aware reverse proxy in front of
+ * internal web apps, like Google IAP or Pomerium. Each request is routed by host and path prefix,
+ * its person identified by the {@link Authenticator}, decided by the policy engine, and forwarded
+ * with a signed assertion of who the person is. See docs/people.md.
+ */
+import { createServer, type Server } from 'node:https';
+import type { Duplex } from 'node:stream';
+import { startAssertionSigner } from '../../pep/assertion/signer.js';
+import type { DecisionRecorder } from '../../pep/decision.js';
+import type { X509SvidSource } from '../../pep/mtls/index.js';
+import { filesSource } from '../../pep/sidecar/index.js';
+import { splitHostPort } from '../../pep/sidecar/config.js';
+import { pathOptionsFor } from '../../policy/path.js';
+import { PolicyWatcher } from '../../policy/watcher.js';
+import type { Authenticator } from '../identity.js';
+import type { AccessProxyConfig, RouteConfig } from './config.js';
+import { forwardRequest, forwardUpgrade, raw } from './forward.js';
+import { type GateDeps, gate } from './gate.js';
+import { refusalAnswer } from './pages.js';
+import { RouteTable } from './routes.js';
+import { servingTls } from './tls.js';
+import { type Upstream, upstreamFor } from './upstream.js';
+
+export {
+  type AccessProxyConfig,
+  AccessProxyConfigError,
+  AccessProxyConfigSchema,
+  loadAccessProxyConfig,
+  parseAccessProxyConfig,
+  type RouteConfig,
+} from './config.js';
+export { routeAudience } from './person-assertion.js';
+
+/** Options of {@link startAccessProxy} beyond the config. */
+export interface AccessProxyOptions {
+  /** Who the people are (the OIDC authenticator of src/access/auth/, or a test's). Closed with the proxy. */
+  authenticator: Authenticator;
+  /** Supplies the SVID instead of the config's `svid` (tests, `nevertrust up`). */
+  source?: X509SvidSource;
+  /** Where decisions go when `ship` gives nothing. */
+  recorder?: DecisionRecorder;
+  /** As the sidecar's: the recorder shipping to the server with the SVID, and how to stop it. */
+  ship?: (source: X509SvidSource) => { recorder: DecisionRecorder; close(): Promise<void> } | undefined;
+  log?: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+export interface RunningAccessProxy {
+  port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the access proxy.
+ *
+ * @example
+ * ```ts
+ * const proxy = await startAccessProxy(loadAccessProxyConfig('access-proxy.yaml'), { authenticator });
+ * // … https://wiki.example.test:<proxy.port>/
+ * await proxy.close();
+ * ```
+ */
+export async function startAccessProxy(
+  config: AccessProxyConfig,
+  opts: AccessProxyOptions,
+): Promise<RunningAccessProxy> {
+  const log = opts.log ?? (() => {});
+  const closers: (() => Promise<void> | void)[] = [() => opts.authenticator.close()];
+  const closeAll = async () => {
+    for (const c of closers.splice(0).reverse()) {
+      try {
+        await c();
+      } catch (e) {
+        log('close failed', { error: (e as Error).message });
+      }
+    }
+  };
+  try {
+    let source = opts.source;
+    if (!source) {
+      if ('workload_api' in config.svid) {
+        const { X509Source } = await import('../../workload/index.js');
+        const s = await X509Source.create({ address: config.svid.workload_api });
+        source = s;
+        closers.push(() => s.close());
+      } else {
+        const f = filesSource(config.svid);
+        source = f.source;
+        closers.push(() => f.stop());
+      }
+    }
+    const path = pathOptionsFor(config.path_normalization);
+    const watcher = new PolicyWatcher(config.policies, { path });
+    watcher.on('error', (e) =>
+      log('policy change rejected; the last good snapshot stays in force', { issues: e.issues }),
+    );
+    closers.push(() => watcher.close());
+    const shipping = opts.ship?.(source);
+    if (shipping) closers.push(() => shipping.close());
+    const a = config.assertion;
+    // The first key is registered before the port opens: an app never gets a request it cannot verify.
+    const signer = a
+      ? await startAssertionSigner({ source, server: a.server, serverId: a.server_id, ttlSeconds: a.ttl_seconds, log })
+      : undefined;
+    if (signer) closers.push(() => signer.close());
+
+    const upstreams = new Map<RouteConfig, Upstream>(
+      config.routes.map((r) => [r, upstreamFor(r, source as X509SvidSource)]),
+    );
+    closers.push(() => {
+      for (const u of upstreams.values()) u.agent.destroy();
+    });
+    const { host, port } = splitHostPort(config.listen);
+    const deps: GateDeps = {
+      routes: new RouteTable(config.routes),
+      upstreams,
+      authenticator: opts.authenticator,
+      snapshot: () => watcher.current,
+      recorder: shipping?.recorder ?? opts.recorder,
+      path,
+      publicPort: config.public_port ?? port,
+      signer,
+      assertionTtl: a?.ttl_seconds,
+      log,
+    };
+    const tls = servingTls(config.tls, source, log);
+    closers.push(() => tls.stop());
+    const server: Server = createServer(
+      {
+        ...tls.options,
+        maxHeaderSize: config.limits.max_header_bytes,
+        requestTimeout: config.limits.request_timeout_ms,
+        // Browsers speak HTTP/1.1 here; no HTTP/2 upgrade games.
+        ALPNProtocols: ['http/1.1'],
+      },
+      (req, res) => {
+        gate(deps, req, res)
+          .then((g) => {
+            if (g.kind === 'forward') forwardRequest(req, res, g.target, log);
+            else if (g.kind === 'answer' && !res.headersSent)
+              res.writeHead(g.answer.status, g.answer.headers).end(g.answer.body);
+          })
+          .catch((e: unknown) => {
+            // Fail closed: nothing was forwarded (or the answer could not be written).
+            log('request failed', { error: (e as Error).message });
+            try {
+              if (res.headersSent) throw e;
+              const x = refusalAnswer(req, 503, {
+                error: 'internal',
+                reason: 'the proxy could not decide this request',
+              });
+              res.writeHead(x.status, x.headers).end(x.body);
+            } catch {
+              res.destroy();
+            }
+          });
+      },
+    );
+    tls.attach(server);
+    server.on('upgrade', (req, socket: Duplex, head: Buffer) => {
+      socket.on('error', () => socket.destroy());
+      gate(deps, req, undefined)
+        .then((g) => {
+          if (g.kind === 'forward') forwardUpgrade(req, socket, head, g.target, log);
+          else if (g.kind === 'answer') socket.end(raw(g.answer), 'latin1');
+          else socket.destroy();
+        })
+        .catch((e: unknown) => {
+          log('upgrade failed', { error: (e as Error).message });
+          socket.destroy();
+        });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    closers.push(
+      () =>
+        new Promise<void>((r) => {
+          server.close(() => r());
+          server.closeAllConnections();
+        }),
+    );
+    const addr = server.address();
+    const bound = typeof addr === 'object' && addr ? addr.port : port;
+    // Listening on port 0 (tests, `nevertrust up`): origins name the port actually bound.
+    if (config.public_port === undefined) deps.publicPort = bound;
+    return { port: bound, close: closeAll };
+  } catch (e) {
+    await closeAll();
+    throw e;
+  }
+}

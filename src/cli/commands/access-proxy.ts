@@ -1,0 +1,102 @@
+/**
+ * `nevertrust access-proxy --config FILE`: the identity-aware HTTPS reverse proxy for people in
+ * front of internal web apps (see docs/people.md).
+ */
+import { dirname, join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import type { Authenticator } from '../../access/identity.js';
+import { CliError } from '../errors.js';
+
+const EXAMPLE = `
+Examples:
+  $ nevertrust access-proxy --config access-proxy.yaml
+
+An example config (all fields in docs/people.md):
+  listen: 0.0.0.0:8443
+  svid: { workload_api: unix:///run/nevertrust/agent.sock }
+  policies: /etc/nevertrust/policies
+  audit: { server: https://nevertrust.internal:8081 }
+  assertion: { server: https://nevertrust.internal:8081 }
+  auth: { issuer: https://accounts.example.com, client_id: wiki-proxy, client_secret_file: /etc/nevertrust/oidc.secret }
+  routes:
+    - name: wiki
+      from: { host: wiki.example.com }
+      to: http://10.0.0.12:8080
+    - name: grafana
+      from: { host: ops.example.com, path_prefix: /grafana }
+      to: https://10.0.0.13:8443
+      to_spiffe_id: spiffe://example.com/ns/ops/sa/grafana
+      websockets: true
+`;
+
+/**
+ * The authenticator for the config's `auth` section. The OIDC authenticator (src/access/auth/) is
+ * plugged in here when it is part of the build; until then the proxy cannot start.
+ */
+async function authenticatorFor(_auth: Record<string, unknown>, file: string): Promise<Authenticator> {
+  throw new CliError(`${file}: auth: no authenticator is built into this version of nevertrust`, 2);
+}
+
+/**
+ * Registers `nevertrust access-proxy`.
+ *
+ * @example
+ * ```ts
+ * registerAccessProxyCommands(program); // nevertrust access-proxy --config access-proxy.yaml
+ * ```
+ */
+export function registerAccessProxyCommands(program: Command): void {
+  program
+    .command('access-proxy')
+    .description(
+      "run the access proxy: people sign in with the organization's OpenID provider; every request decided by policy",
+    )
+    .option('--config <file>', 'access proxy YAML config (required)')
+    .addHelpText('after', EXAMPLE)
+    .action(async (_opts: unknown, cmd: Command) => {
+      // `--config` is also the program-wide option, which commander parses first: read it from there.
+      const file = cmd.optsWithGlobals<{ config?: string }>().config;
+      if (!file) throw new CliError('access-proxy: --config FILE is required (see docs/people.md)', 2);
+      const [{ pino }, proxy, { sidecarShipper, SidecarConfigError }] = await Promise.all([
+        import('pino'),
+        import('../../access/proxy/index.js'),
+        import('../../pep/sidecar/index.js'),
+      ]);
+      let config: ReturnType<typeof proxy.loadAccessProxyConfig>;
+      try {
+        config = proxy.loadAccessProxyConfig(file);
+      } catch (e) {
+        if (e instanceof proxy.AccessProxyConfigError) throw new CliError(e.message, 2);
+        throw e;
+      }
+      const logger = pino({ base: { service: 'nevertrust-access-proxy' } }, pino.destination({ dest: 2, sync: false }));
+      const log = (msg: string, fields?: Record<string, unknown>) => logger.info(fields ?? {}, msg);
+      const audit = config.audit;
+      const spillDir = audit ? resolve(audit.spill_dir ?? join(dirname(file), '.nevertrust-access-proxy-spill')) : '';
+      const authenticator = await authenticatorFor(config.auth, file);
+      let running: Awaited<ReturnType<typeof proxy.startAccessProxy>>;
+      try {
+        running = await proxy.startAccessProxy(config, {
+          authenticator,
+          log,
+          ship: audit
+            ? (source) => {
+                const shipper = sidecarShipper(audit, source, file, { spillDir, logger });
+                return { recorder: shipper, close: () => shipper.close(5000) };
+              }
+            : undefined,
+          // Without an audit server, decisions go to the log.
+          recorder: { record: (e) => logger.info(e, 'access decision') },
+        });
+      } catch (e) {
+        if (e instanceof SidecarConfigError) throw new CliError(e.message, 2);
+        throw e;
+      }
+      log('access proxy ready', { port: running.port, routes: config.routes.length });
+      const stop = () => {
+        void running.close().finally(() => process.exit(0));
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+}
