@@ -8,6 +8,7 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { NevertrustError } from '../../errors.js';
 import { PATH_NORMALIZATIONS } from '../../policy/path.js';
+import { oidcAuthConfigSchema } from '../auth/config.js';
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected HOST:PORT');
 // A DNS name as browsers send it in Host: letters, digits, hyphens, dots; compared lower-case.
@@ -106,8 +107,19 @@ export const AccessProxyConfigSchema = z
       })
       .strict()
       .optional(),
-    /** The authenticator's section (OIDC provider, sessions); validated by the authenticator. */
-    auth: z.record(z.string(), z.unknown()).default({}),
+    /**
+     * How people sign in: the OpenID provider and the sessions (src/access/auth/config.ts). Required
+     * by `nevertrust access-proxy`; an embedding that brings its own authenticator leaves it out.
+     */
+    auth: oidcAuthConfigSchema.optional(),
+    /**
+     * Where sessions live: the store (`url`: `postgres://…` when several proxies share sessions, or
+     * `sqlite:PATH`; default the SQLite file in `data_dir`, which a server on this machine may share).
+     */
+    store: z
+      .object({ url: z.string().min(1).optional(), data_dir: z.string().min(1).default('data') })
+      .strict()
+      .default({ data_dir: 'data' }),
     limits: z
       .object({
         max_header_bytes: z

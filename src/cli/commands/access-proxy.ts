@@ -4,7 +4,6 @@
  */
 import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import type { Authenticator } from '../../access/identity.js';
 import { CliError } from '../errors.js';
 
 const EXAMPLE = `
@@ -28,14 +27,6 @@ An example config (all fields in docs/people.md):
       to_spiffe_id: spiffe://example.com/ns/ops/sa/grafana
       websockets: true
 `;
-
-/**
- * The authenticator for the config's `auth` section. The OIDC authenticator (src/access/auth/) is
- * plugged in here when it is part of the build; until then the proxy cannot start.
- */
-async function authenticatorFor(_auth: Record<string, unknown>, file: string): Promise<Authenticator> {
-  throw new CliError(`${file}: auth: no authenticator is built into this version of nevertrust`, 2);
-}
 
 /**
  * Registers `nevertrust access-proxy`.
@@ -73,28 +64,56 @@ export function registerAccessProxyCommands(program: Command): void {
       const log = (msg: string, fields?: Record<string, unknown>) => logger.info(fields ?? {}, msg);
       const audit = config.audit;
       const spillDir = audit ? resolve(audit.spill_dir ?? join(dirname(file), '.nevertrust-access-proxy-spill')) : '';
-      const authenticator = await authenticatorFor(config.auth, file);
+      if (!config.auth) throw new CliError(`${file}: auth: required (the OpenID provider and the sessions)`, 2);
+      // Files named in the config are relative to the config file, as in the other config files.
+      const base = dirname(resolve(file));
+      const at = (p: string | undefined) => (p === undefined ? undefined : resolve(base, p));
+      const authConfig = {
+        ...config.auth,
+        client_secret_file: at(config.auth.client_secret_file),
+        ca_file: at(config.auth.ca_file),
+        session: { ...config.auth.session, key_file: at(config.auth.session.key_file) as string },
+      };
+      const [{ openStore }, { createOidcAuthenticator, AccessAuthError }] = await Promise.all([
+        import('../../store/index.js'),
+        import('../../access/auth/index.js'),
+      ]);
+      const store = await openStore({ url: config.store.url, dataDir: resolve(base, config.store.data_dir) });
+      // Logins, logouts and ended sessions go where decisions go: bound once the SVID exists.
+      const fallback = { record: (e: object) => logger.info(e, 'access event') };
+      let recorder: { record(e: Parameters<typeof fallback.record>[0]): void } = fallback;
       let running: Awaited<ReturnType<typeof proxy.startAccessProxy>>;
       try {
+        const authenticator = await createOidcAuthenticator(authConfig, {
+          sessions: store.accessSessions,
+          record: (e) => recorder.record(e),
+          logger,
+        });
         running = await proxy.startAccessProxy(config, {
           authenticator,
           log,
           ship: audit
             ? (source) => {
                 const shipper = sidecarShipper(audit, source, file, { spillDir, logger });
+                recorder = shipper;
                 return { recorder: shipper, close: () => shipper.close(5000) };
               }
             : undefined,
           // Without an audit server, decisions go to the log.
-          recorder: { record: (e) => logger.info(e, 'access decision') },
+          recorder: fallback,
         });
       } catch (e) {
-        if (e instanceof SidecarConfigError) throw new CliError(e.message, 2);
+        await store.close().catch(() => {});
+        if (e instanceof SidecarConfigError || e instanceof AccessAuthError)
+          throw new CliError(`${file}: ${e.message}`, 2);
         throw e;
       }
       log('access proxy ready', { port: running.port, routes: config.routes.length });
       const stop = () => {
-        void running.close().finally(() => process.exit(0));
+        void running
+          .close()
+          .then(() => store.close())
+          .finally(() => process.exit(0));
       };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
