@@ -227,7 +227,8 @@ describe('built-in OpenID provider', () => {
 
   it('keeps its keys across a restart and keeps old keys published after rotateKeys()', async () => {
     const config = await relyingParty(issuer, kit.fetchTls);
-    const before = await codeFlow(config, new Browser(kit.fetchTls), 'alice', 'correct horse battery');
+    const browser = new Browser(kit.fetchTls);
+    const before = await codeFlow(config, browser, 'alice', 'correct horse battery');
     const oldToken = before.tokens?.id_token ?? '';
     const oldKid = decodeProtectedHeader(oldToken).kid;
     const kids = (await jwks()).keys.map((k) => k.kid);
@@ -244,6 +245,16 @@ describe('built-in OpenID provider', () => {
     // The refresh token issued before the restart still works: the models are in the store.
     const refreshed = await client.refreshTokenGrant(config, before.tokens?.refresh_token ?? '');
     expect(refreshed.claims()?.sub).toBe('alice');
+    // So is the person's provider session: the same browser gets a code without the login page.
+    const again = client.buildAuthorizationUrl(config, {
+      redirect_uri: REDIRECT,
+      scope: 'openid',
+      code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()),
+      code_challenge_method: 'S256',
+    });
+    const silent = await browser.follow(again.href);
+    expect(new URL(silent.url).searchParams.get('code')).toBeTruthy();
+    expect(silent.url.startsWith(REDIRECT)).toBe(true);
 
     await idp.rotateKeys();
     const after = (await jwks()).keys.map((k) => k.kid);
