@@ -62,6 +62,11 @@ export interface Authenticator {
   /** Sends a browser to the provider's login, remembering `returnTo` (a path on `ctx.origin`). */
   startLogin(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, returnTo: string): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Names of the cookies that carry this authenticator's credential (the session cookie): the proxy
+   * removes them before forwarding, so an app never holds a session reference it could replay.
+   */
+  readonly credentialCookies?: readonly string[];
 }
 
 /** The prefix of the proxy's own endpoints; never forwarded to an app. */

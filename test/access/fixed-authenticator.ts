@@ -22,6 +22,7 @@ export function person(sub: string, groups: string[], amr: string[] = ['pwd']): 
 }
 
 export class FixedAuthenticator implements Authenticator {
+  readonly credentialCookies = ['__Host-test'];
   readonly logins: { returnTo: string; origin: string }[] = [];
   readonly handled: string[] = [];
   closed = false;

@@ -539,6 +539,20 @@ describe('access proxy: forwarding', () => {
     ).rejects.toMatchObject({ code: 'ERR_ASSERTION_ALG_NOT_ALLOWED' });
   });
 
+  it("the person's credential is consumed: no session cookie or bearer Authorization reaches the app", async () => {
+    await call('wiki.example.test', '/c', { cookie: 'theme=dark; __Host-test=alice-token; lang=en' });
+    const h1 = (seen.at(-1) as Seen).headers;
+    expect(h1.cookie).toBe('theme=dark; lang=en');
+    await call('wiki.example.test', '/c', { cookie: '__Host-test=alice-token' });
+    expect((seen.at(-1) as Seen).headers.cookie).toBeUndefined();
+    await call('wiki.example.test', '/c', ALICE);
+    expect((seen.at(-1) as Seen).headers.authorization).toBeUndefined();
+    // A session caller's own Authorization (for the app, e.g. Basic) is the app's business.
+    await call('wiki.example.test', '/c', { cookie: '__Host-test=alice-token', authorization: 'Basic YTpi' });
+    expect((seen.at(-1) as Seen).headers.authorization).toBe('Basic YTpi');
+    expect(JSON.stringify(seen.slice(-4).map((x) => x.headers))).not.toContain('alice-token');
+  });
+
   it('a request body streams through to the app', async () => {
     const body = Buffer.alloc(3 * 1024 * 1024, 7);
     const r = await call('wiki.example.test', '/upload', ALICE, 'POST', 'wiki.example.test', body);

@@ -24,6 +24,18 @@ export interface ForwardTarget {
   ip: string;
   /** The signed person assertion, when the proxy signs them. */
   assertion?: string;
+  /** The person's credential, consumed here: never passed on (the assertion says who it is). */
+  credential: { cookies: readonly string[]; authorization: boolean };
+}
+
+/** The `Cookie` header without the named cookies; undefined when none is left. */
+export function withoutCookies(header: string | undefined, names: readonly string[]): string | undefined {
+  if (header === undefined || names.length === 0) return header;
+  const kept = header.split(/;\s*/).filter((c) => {
+    const eq = c.indexOf('=');
+    return c.length > 0 && !names.includes((eq < 0 ? c : c.slice(0, eq)).trim());
+  });
+  return kept.length > 0 ? kept.join('; ') : undefined;
 }
 
 /** The headers for the app. */
@@ -37,6 +49,10 @@ export function upstreamHeaders(req: IncomingMessage, t: ForwardTarget, upgrade:
   h['x-forwarded-proto'] = 'https';
   h['x-forwarded-host'] = host;
   h.host = t.route.preserve_host ? host : t.upstream.authority;
+  const cookie = withoutCookies(req.headers.cookie, t.credential.cookies);
+  if (cookie === undefined) delete h.cookie;
+  else h.cookie = cookie;
+  if (t.credential.authorization) delete h.authorization;
   for (const name of t.route.headers.remove) delete h[name.toLowerCase()];
   for (const [name, value] of Object.entries(t.route.headers.set)) h[name.toLowerCase()] = value;
   // Last: no route setting can remove or replace the assertion, nor forge one.

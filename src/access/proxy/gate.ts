@@ -189,5 +189,13 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
     }
   }
   const upstream = deps.upstreams.get(route) as Upstream;
-  return { kind: 'forward', target: { route, upstream, pathAndQuery, ip, ...(assertion ? { assertion } : {}) } };
+  // The proxy consumed the credential: a session's cookie, a bearer caller's Authorization.
+  const credential = {
+    cookies: deps.authenticator.credentialCookies ?? [],
+    authorization: who.kind === 'bearer',
+  };
+  return {
+    kind: 'forward',
+    target: { route, upstream, pathAndQuery, ip, credential, ...(assertion ? { assertion } : {}) },
+  };
 }
