@@ -157,7 +157,7 @@ export async function attach(
   idp: TestIdp,
   store: Store,
   dir: string,
-  overrides: Partial<OidcAuthConfigInput> & { session?: Partial<NonNullable<OidcAuthConfigInput['session']>> } = {},
+  overrides: Omit<Partial<OidcAuthConfigInput>, 'session'> & { session?: Partial<OidcAuthConfigInput['session']> } = {},
   events: AuditEventInput[] = [],
 ): Promise<OidcAuthenticator> {
   const keyFile = join(dir, 'session.key');
