@@ -101,5 +101,11 @@ describe('two access proxies on one PostgreSQL', () => {
     expect(await s2.accessSessions.takeLoginState('expired', 'app.test')).toBeUndefined();
     await s1.accessSessions.putLoginState('other-host', 'app.test', 'sealed', Date.now() + 60_000);
     expect(await s2.accessSessions.takeLoginState('other-host', 'evil.test')).toBeUndefined();
+    // The purge drops spent states; a live one stays.
+    await s1.accessSessions.putLoginState('stale', 'app.test', 'sealed', Date.now() - 1);
+    await s1.accessSessions.purge(Date.now() - 86_400_000);
+    const left = await s1.db.selectFrom('access_login_states').select('expires_at').execute();
+    expect(left.length).toBeGreaterThan(0);
+    expect(left.every((r) => r.expires_at > Date.now())).toBe(true);
   });
 });

@@ -62,6 +62,8 @@ const BACKCHANNEL_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
 /** How long a browser has to come back from the provider. */
 const LOGIN_TTL_S = 600;
 const CLOCK_SKEW_S = 30;
+const PURGE_EVERY_MS = 10 * 60_000;
+const PURGE_AFTER_MS = 24 * 3600_000;
 const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
 /** ID token claims that are about the token, not the person: not handed to policy. */
 const TOKEN_CLAIMS = new Set(['nonce', 'at_hash', 'c_hash', 's_hash', 'jti']);
@@ -192,6 +194,11 @@ export async function createOidcAuthenticator(
     log?.warn({ err: e }, 'access session change feed: poll failed'),
   );
   await follower.start(cfg.change_feed_interval_ms);
+  // Spent login states, seen logout tokens, and sessions a day past their absolute lifetime.
+  const purge = setInterval(() => {
+    repo.purge(Date.now() - PURGE_AFTER_MS).catch((e) => log?.warn({ err: e }, 'access session purge failed'));
+  }, PURGE_EVERY_MS);
+  purge.unref();
 
   const seal = (value: unknown, aad: string) => JSON.stringify(kek.seal(Buffer.from(JSON.stringify(value)), aad));
   const unseal = <T>(text: string, aad: string): T =>
@@ -597,6 +604,7 @@ export async function createOidcAuthenticator(
     startLogin,
     userOf,
     async close() {
+      clearInterval(purge);
       await follower.stop();
     },
   };
