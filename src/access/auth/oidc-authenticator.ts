@@ -337,6 +337,12 @@ export async function createOidcAuthenticator(
     }
   };
 
+  // Fail closed: a store or provider error refuses the credential.
+  const storeFailed = (e: unknown): Identification => {
+    log?.error({ err: e }, 'access session: store read failed');
+    return invalid('session_store_error', 'the session store is unavailable');
+  };
+
   const identify = (req: IncomingMessage, ctx: RequestContext): Identification | Promise<Identification> => {
     try {
       const token = readCookie(req, cookieName);
@@ -345,11 +351,8 @@ export async function createOidcAuthenticator(
         const key = sha256Hex(token);
         const hit = cache.get(key);
         if (hit === 'unknown') return invalid('session_unknown', 'no such session');
-        if (hit !== undefined) return check(hit, key, token, ctx);
-        return reload(key, token, ctx).catch((e) => {
-          log?.error({ err: e }, 'access session: store read failed');
-          return invalid('session_store_error', 'the session store is unavailable');
-        });
+        const found = hit !== undefined ? check(hit, key, token, ctx) : reload(key, token, ctx);
+        return found instanceof Promise ? found.catch(storeFailed) : found;
       }
       const auth = req.headers.authorization;
       if (auth !== undefined && /^bearer /i.test(auth)) {
@@ -586,15 +589,21 @@ export async function createOidcAuthenticator(
       sendPage(res, 405, 'Method not allowed', '');
       return false;
     };
-    if (path === CALLBACK_PATH) {
-      if (only(['GET'])) await callback(req, res, ctx);
-    } else if (path === SIGN_OUT_PATH) {
-      if (only(['GET', 'POST'])) await signOut(req, res, ctx);
-    } else if (path === SIGNED_OUT_PATH) {
-      if (only(['GET'])) sendPage(res, 200, 'Signed out', '<p>You are signed out.</p>');
-    } else if (path === BACKCHANNEL_LOGOUT_PATH) {
-      if (only(['POST'])) await backchannelLogout(req, res, ctx);
-    } else return false;
+    try {
+      if (path === CALLBACK_PATH) {
+        if (only(['GET'])) await callback(req, res, ctx);
+      } else if (path === SIGN_OUT_PATH) {
+        if (only(['GET', 'POST'])) await signOut(req, res, ctx);
+      } else if (path === SIGNED_OUT_PATH) {
+        if (only(['GET'])) sendPage(res, 200, 'Signed out', '<p>You are signed out.</p>');
+      } else if (path === BACKCHANNEL_LOGOUT_PATH) {
+        if (only(['POST'])) await backchannelLogout(req, res, ctx);
+      } else return false;
+    } catch (e) {
+      log?.error({ err: e, path }, 'access own endpoint failed');
+      if (!res.headersSent) sendPage(res, 500, 'Something went wrong', '<p>Try again shortly.</p>');
+      else res.destroy();
+    }
     return true;
   };
 
