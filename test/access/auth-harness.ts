@@ -8,6 +8,7 @@ import { type KeyObject, generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import * as jose from 'jose';
 import Provider, { type Configuration } from 'oidc-provider';
 import { Agent, fetch } from 'undici';
@@ -16,6 +17,7 @@ import { type OidcAuthConfigInput, oidcAuthConfigSchema } from '../../src/access
 import { createOidcAuthenticator, type OidcAuthenticator } from '../../src/access/auth/index.js';
 import { OWN_PATH_PREFIX, type RequestContext } from '../../src/access/identity.js';
 import type { Store } from '../../src/store/index.js';
+import { createLogger } from '../../src/util/logger.js';
 import { freePort } from '../support/cli.js';
 import { makePki } from '../pep/pki.js';
 
@@ -159,6 +161,7 @@ export async function attach(
   dir: string,
   overrides: Omit<Partial<OidcAuthConfigInput>, 'session'> & { session?: Partial<OidcAuthConfigInput['session']> } = {},
   events: AuditEventInput[] = [],
+  logLines: string[] = [],
 ): Promise<OidcAuthenticator> {
   const keyFile = join(dir, 'session.key');
   const cfg = oidcAuthConfigSchema.parse({
@@ -170,7 +173,20 @@ export async function attach(
     ...overrides,
     session: { key_file: keyFile, ...overrides.session },
   });
-  const auth = await createOidcAuthenticator(cfg, { sessions: store.accessSessions, record: (e) => events.push(e) });
+  const logger = createLogger(
+    'debug',
+    new Writable({
+      write(chunk: Buffer, _enc, done) {
+        logLines.push(chunk.toString());
+        done();
+      },
+    }),
+  );
+  const auth = await createOidcAuthenticator(cfg, {
+    sessions: store.accessSessions,
+    record: (e) => events.push(e),
+    logger,
+  });
   app.auth = auth;
   return auth;
 }

@@ -21,6 +21,7 @@ describe('OIDC login (real provider, real TLS, SQLite)', () => {
   let appA: AppServer;
   let appB: AppServer;
   const events: AuditEventInput[] = [];
+  const logLines: string[] = [];
 
   beforeAll(async () => {
     const tls = await makeTls(dir);
@@ -29,8 +30,8 @@ describe('OIDC login (real provider, real TLS, SQLite)', () => {
     idp = await startIdp(tls, [appA, appB]);
     idp.accounts.set('alice', { sub: 'alice', email: 'alice@example.test', name: 'Alice', groups: ['eng', 'ops'] });
     store = await openStore({ dataDir: join(dir, 'data') });
-    await attach(appA, idp, store, dir, {}, events);
-    await attach(appB, idp, store, dir, {}, events);
+    await attach(appA, idp, store, dir, {}, events, logLines);
+    await attach(appB, idp, store, dir, {}, events, logLines);
   });
   afterAll(async () => {
     await appA.auth?.close();
@@ -176,6 +177,11 @@ describe('OIDC login (real provider, real TLS, SQLite)', () => {
     const res = await b.request(cb.href);
     expect(res.status).toBe(400);
     expect(await res.text()).toMatch(/oauth_jwt_claim_comparison_failed/);
+    // The refusal is logged, without the code, the state or either nonce.
+    const logged = logLines.join('');
+    expect(logged).toContain('access login refused');
+    for (const secret of [cb.searchParams.get('code') ?? 'x', state, 'another-nonce'])
+      expect(logged).not.toContain(secret);
     expect((await b.whoami(appA)).body.kind).toBe('none');
   });
 
