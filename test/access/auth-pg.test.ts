@@ -87,6 +87,29 @@ describe('two access proxies on one PostgreSQL', () => {
     expect(took).toBeLessThan(600);
   });
 
+  it('a session kept alive on one proxy is not refused as idle by another that cached it earlier', async () => {
+    await p1.auth?.close();
+    await p2.auth?.close();
+    await attach(p1, idp, s1, dir, { session: { idle_lifetime: '1s' } });
+    await attach(p2, idp, s2, dir, { session: { idle_lifetime: '1s' } });
+    const b = new Browser(idp.caFile);
+    await b.login(p1, 'alice');
+    const cookie = `__Host-nevertrust_session=${b.jar(p1.origin).get('__Host-nevertrust_session')}`;
+    const onP2 = async () => {
+      const res = await b.fetch(`${p2.origin}/whoami`, { headers: { cookie } });
+      return (await res.json()) as { kind: string; code?: string };
+    };
+    expect((await onP2()).kind).toBe('session');
+    for (let i = 0; i < 6; i++) {
+      await sleep(250);
+      expect((await b.whoami(p1)).status).toBe(200);
+    }
+    // p2's copy was last seen 1.5 s ago; the store knows better.
+    expect((await onP2()).kind).toBe('session');
+    await sleep(1300);
+    expect(await onP2()).toMatchObject({ kind: 'invalid', code: 'session_idle' });
+  });
+
   it('a login state is consumed exactly once even when two proxies race for it', async () => {
     for (let i = 0; i < 10; i++) {
       const state = `race-state-${i}`;
