@@ -180,11 +180,24 @@ export async function createOidcAuthenticator(
   const bearerAudience = cfg.bearer.audience ?? cfg.client_id;
 
   // Keyed by SHA-256 of the cookie token; `byId` lets the change feed find an entry by public id.
-  const cache = new Lru<string, CachedSession | 'unknown'>(deps.cacheSize ?? 10_000);
   const byId = new Map<string, string>();
+  const cache = new Lru<string, CachedSession | 'unknown'>(deps.cacheSize ?? 10_000, (_key, v) => {
+    if (v !== 'unknown') byId.delete(v.record.id);
+  });
   const refreshing = new Map<string, Promise<Identification>>();
+  // When each session was last evicted: a store read that began before an eviction may hold the
+  // state from before the change, and must not be cached (see `reload`).
+  const evictedAt = new Map<string, number>();
 
   const evict = (sessionId: string) => {
+    const at = performance.now();
+    evictedAt.delete(sessionId);
+    evictedAt.set(sessionId, at);
+    // Only the last few seconds matter; Map order is eviction order.
+    for (const [id, t] of evictedAt) {
+      if (t > at - 10_000 && evictedAt.size <= 10_000) break;
+      evictedAt.delete(id);
+    }
     const key = byId.get(sessionId);
     if (key === undefined) return;
     byId.delete(sessionId);
@@ -268,13 +281,19 @@ export async function createOidcAuthenticator(
     return { kind: 'session', person: entry.person, sessionId: s.id };
   };
 
-  const reload = async (key: string, token: string, ctx: RequestContext): Promise<Identification> => {
+  const reload = async (key: string, token: string, ctx: RequestContext, again = true): Promise<Identification> => {
+    const began = performance.now();
     const record = await repo.findByToken(token);
     if (!record) {
       cache.set(key, 'unknown');
       return invalid('session_unknown', 'no such session');
     }
-    const entry = cacheEntry(key, record);
+    // The session changed while it was being read: the row may predate the change, so read again.
+    const fresh = (evictedAt.get(record.id) ?? -1) < began;
+    if (!fresh && again) return reload(key, token, ctx, false);
+    const entry: CachedSession = fresh
+      ? cacheEntry(key, record)
+      : { record, person: JSON.parse(record.person) as PersonIdentity, loadedAt: Date.now() };
     // A fresh read cannot reload again (loadedAt is now).
     return check(entry, key, token, ctx);
   };

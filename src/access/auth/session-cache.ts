@@ -8,7 +8,11 @@ import type { AccessSessionRepository } from '../../store/access-sessions.js';
 /** A bounded least-recently-used map (Map keeps insertion order; a hit re-inserts). */
 export class Lru<K, V> {
   readonly #map = new Map<K, V>();
-  constructor(private readonly max: number) {}
+  /** `onDrop` hears of entries pushed out by the bound (not of explicit deletes). */
+  constructor(
+    private readonly max: number,
+    private readonly onDrop: (key: K, value: V) => void = () => {},
+  ) {}
 
   get(key: K): V | undefined {
     const v = this.#map.get(key);
@@ -22,8 +26,11 @@ export class Lru<K, V> {
     this.#map.delete(key);
     this.#map.set(key, value);
     if (this.#map.size > this.max) {
-      const oldest = this.#map.keys().next();
-      if (!oldest.done) this.#map.delete(oldest.value);
+      const oldest = this.#map.entries().next();
+      if (!oldest.done) {
+        this.#map.delete(oldest.value[0]);
+        this.onDrop(oldest.value[0], oldest.value[1]);
+      }
     }
   }
 
