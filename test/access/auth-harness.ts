@@ -6,7 +6,7 @@
  */
 import { type KeyObject, generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:https';
+import { createServer, Agent as HttpsAgent, type Server } from 'node:https';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import * as jose from 'jose';
@@ -137,6 +137,8 @@ export async function startIdp(
       };
     },
     cookies: { keys: ['cookie-key-for-tests-only'] },
+    // The provider's back-channel logout calls reach the apps over TLS from the test CA.
+    httpOptions: () => ({ agent: new HttpsAgent({ ca: readFileSync(tls.caFile, 'utf8') }) }),
   };
   const provider = new Provider(issuer, config);
   provider.on('server_error', () => {});

@@ -163,6 +163,31 @@ describe('OIDC tokens and session lifetimes (real provider, SQLite)', () => {
     });
   });
 
+  it('signing out at the provider ends the session here through its real back-channel logout call', async () => {
+    const b = new Browser(idp.caFile);
+    await b.login(app, 'alice');
+    const sid = String((await b.whoami(app)).body.sessionId);
+    const end = new URL('/session/end', idp.issuer);
+    end.searchParams.set('client_id', CLIENT_ID);
+    const page = await (await b.request(end.href)).text();
+    const action = /<form[^>]*action="([^"]+)"/.exec(page)?.[1] ?? '';
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(page)?.[1] ?? '';
+    expect(action).not.toBe('');
+    const done = await b.request(new URL(action, idp.issuer).href, {
+      method: 'POST',
+      body: new URLSearchParams({ xsrf, logout: 'yes' }).toString(),
+    });
+    expect([302, 303]).toContain(done.status);
+    let code: string | undefined;
+    for (let i = 0; i < 50 && code === undefined; i++) {
+      code = (await b.whoami(app)).body.code;
+      if (code === undefined) await sleep(50);
+    }
+    expect(code).toBe('session_ended');
+    const ended = events.filter((e) => e.kind === 'access.session.ended' && e.reason === 'backchannel_logout');
+    expect(ended.some((e) => (e.details as { session: string }).session === sid)).toBe(true);
+  });
+
   it('provider tokens past expiry are refreshed; a failed refresh (user disabled) ends the session', async () => {
     const alice = new Browser(idp.caFile);
     const bob = new Browser(idp.caFile);
