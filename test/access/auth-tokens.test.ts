@@ -163,6 +163,31 @@ describe('OIDC tokens and session lifetimes (real provider, SQLite)', () => {
     });
   });
 
+  it("back-channel logout with only sub ends every session of that person, and nobody else's", async () => {
+    const bob1 = new Browser(idp.caFile);
+    const bob2 = new Browser(idp.caFile);
+    const alice = new Browser(idp.caFile);
+    for (const [br, who] of [
+      [bob1, 'bob'],
+      [bob2, 'bob'],
+      [alice, 'alice'],
+    ] as const)
+      await br.login(app, who);
+    const token = await sign(
+      { iss: idp.issuer, aud: CLIENT_ID, iat: now(), jti: randomUUID(), events: { [BACKCHANNEL]: {} }, sub: 'bob' },
+      { typ: 'logout+jwt' },
+    );
+    const res = await bob1.fetch(`${app.origin}/.nevertrust/backchannel-logout`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ logout_token: token }).toString(),
+    });
+    expect(res.status).toBe(200);
+    expect((await bob1.whoami(app)).body.code).toBe('session_ended');
+    expect((await bob2.whoami(app)).body.code).toBe('session_ended');
+    expect((await alice.whoami(app)).status).toBe(200);
+  });
+
   it('signing out at the provider ends the session here through its real back-channel logout call', async () => {
     const b = new Browser(idp.caFile);
     await b.login(app, 'alice');
