@@ -13,3 +13,12 @@ export class AccessAuthError extends NevertrustError<AccessAuthErrorCode> {
     super(message, { status: code === 'ERR_ACCESS_AUTH_CONFIG' ? 400 : 502, ...options });
   }
 }
+
+/** A login callback refused; `reason` is the short code shown on the page and recorded in audit. */
+export class LoginRefusedError extends NevertrustError<'ERR_ACCESS_LOGIN_REFUSED'> {
+  override readonly name = 'LoginRefusedError';
+  readonly code = 'ERR_ACCESS_LOGIN_REFUSED' as const;
+  constructor(readonly loginReason: string) {
+    super(`login refused: ${loginReason}`, { status: 400 });
+  }
+}

@@ -1,5 +1,5 @@
 export { type OidcAuthConfig, type OidcAuthConfigInput, oidcAuthConfigSchema } from './config.js';
-export { AccessAuthError, type AccessAuthErrorCode } from './errors.js';
+export { AccessAuthError, type AccessAuthErrorCode, LoginRefusedError } from './errors.js';
 export {
   BACKCHANNEL_LOGOUT_PATH,
   CALLBACK_PATH,

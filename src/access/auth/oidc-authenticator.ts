@@ -32,7 +32,7 @@ import {
 } from '../identity.js';
 import type { OidcAuthConfig } from './config.js';
 import { clearCookie, hostCookie, readCookie } from './cookies.js';
-import { AccessAuthError } from './errors.js';
+import { AccessAuthError, LoginRefusedError } from './errors.js';
 import { escapeHtml, redirect, sendJson, sendPage } from './pages.js';
 import { discoverProvider, type Provider } from './provider.js';
 import { safeReturnTo } from './return-to.js';
@@ -89,12 +89,6 @@ interface LoginState {
   host: string;
 }
 
-class LoginFailure extends Error {
-  constructor(readonly reason: string) {
-    super(reason);
-  }
-}
-
 const invalid = (code: string, reason: string): Identification => ({ kind: 'invalid', code, reason });
 
 /** Reads the client secret from the config or its file (trailing newline dropped). */
@@ -136,7 +130,7 @@ export function personFromClaims(claims: jose.JWTPayload, groupsClaim: string): 
 
 /** A reason safe to show and record: the oauth error code or the library's check, no values. */
 function failureReason(e: unknown): string {
-  if (e instanceof LoginFailure) return e.reason;
+  if (e instanceof LoginRefusedError) return e.loginReason;
   if (e instanceof oidc.ResponseBodyError) return `token_endpoint_${e.error}`.slice(0, 80);
   if (e instanceof oidc.AuthorizationResponseError) return `provider_${e.error}`.slice(0, 80);
   const code = (e as { code?: unknown }).code;
@@ -422,23 +416,23 @@ export async function createOidcAuthenticator(
     try {
       const state = url.searchParams.get('state');
       const cookie = readCookie(req, LOGIN_COOKIE);
-      if (!state) throw new LoginFailure('missing_state');
-      if (!cookie) throw new LoginFailure('missing_login_cookie');
+      if (!state) throw new LoginRefusedError('missing_state');
+      if (!cookie) throw new LoginRefusedError('missing_login_cookie');
       const a = Buffer.from(sha256Hex(state));
       const b = Buffer.from(sha256Hex(cookie));
-      if (!timingSafeEqual(a, b)) throw new LoginFailure('state_mismatch');
+      if (!timingSafeEqual(a, b)) throw new LoginRefusedError('state_mismatch');
       spent = true;
       const sealed = await repo.takeLoginState(state, ctx.host);
-      if (sealed === undefined) throw new LoginFailure('unknown_or_used_state');
+      if (sealed === undefined) throw new LoginRefusedError('unknown_or_used_state');
       const login = unseal<LoginState>(sealed, `login:${sha256Hex(state)}`);
-      if (login.host !== ctx.host) throw new LoginFailure('state_wrong_host');
+      if (login.host !== ctx.host) throw new LoginRefusedError('state_wrong_host');
       const tokens = await oidc.authorizationCodeGrant(
         provider.config,
         new URL(`${ctx.origin}${CALLBACK_PATH}${url.search}`),
         { pkceCodeVerifier: login.verifier, expectedState: state, expectedNonce: login.nonce, idTokenExpected: true },
       );
       const claims = tokens.claims();
-      if (!claims) throw new LoginFailure('no_id_token');
+      if (!claims) throw new LoginRefusedError('no_id_token');
       const person = personFromClaims(claims as jose.JWTPayload, cfg.groups_claim);
       const token = randomBytes(32).toString('base64url');
       const id = `s_${randomBytes(16).toString('hex')}`;
@@ -474,7 +468,7 @@ export async function createOidcAuthenticator(
       ]);
     } catch (e) {
       const reason = failureReason(e);
-      if (!(e instanceof LoginFailure))
+      if (!(e instanceof LoginRefusedError))
         log?.warn({ reason, err: e instanceof Error ? e.message : String(e) }, 'access login refused');
       audit({ kind: 'access.login', outcome: 'deny', reason, source: { ip: ctx.ip }, target: { host: ctx.host } });
       sendPage(
@@ -496,7 +490,7 @@ export async function createOidcAuthenticator(
       req.on('data', (c: Buffer) => {
         size += c.length;
         if (size > limit) {
-          reject(new LoginFailure('body_too_large'));
+          reject(new LoginRefusedError('body_too_large'));
           req.destroy();
         } else chunks.push(c);
       });
