@@ -164,6 +164,7 @@ export async function attach(
   overrides: Omit<Partial<OidcAuthConfigInput>, 'session'> & { session?: Partial<OidcAuthConfigInput['session']> } = {},
   events: AuditEventInput[] = [],
   logLines: string[] = [],
+  cacheSize?: number,
 ): Promise<OidcAuthenticator> {
   const keyFile = join(dir, 'session.key');
   const cfg = oidcAuthConfigSchema.parse({
@@ -188,6 +189,7 @@ export async function attach(
     sessions: store.accessSessions,
     record: (e) => events.push(e),
     logger,
+    ...(cacheSize !== undefined ? { cacheSize } : {}),
   });
   app.auth = auth;
   return auth;

@@ -175,9 +175,10 @@ export async function createOidcAuthenticator(
 
   // Keyed by SHA-256 of the cookie token; `byId` lets the change feed find an entry by public id.
   const byId = new Map<string, string>();
-  const cache = new Lru<string, CachedSession | 'unknown'>(deps.cacheSize ?? 10_000, (_key, v) => {
-    if (v !== 'unknown') byId.delete(v.record.id);
-  });
+  const cache = new Lru<string, CachedSession>(deps.cacheSize ?? 10_000, (_key, v) => byId.delete(v.record.id));
+  // Cookies the store does not know (forged, or long purged), apart: a flood of them cannot push
+  // live sessions out of the cache, and each costs one read only.
+  const unknown = new Lru<string, true>(deps.cacheSize ?? 10_000);
   const refreshing = new Map<string, Promise<Identification>>();
   // When each session was last evicted: a store read that began before an eviction may hold the
   // state from before the change, and must not be cached (see `reload`).
@@ -279,7 +280,7 @@ export async function createOidcAuthenticator(
     const began = performance.now();
     const record = await repo.findByToken(token);
     if (!record) {
-      cache.set(key, 'unknown');
+      unknown.set(key, true);
       return invalid('session_unknown', 'no such session');
     }
     // The session changed while it was being read: the row may predate the change, so read again.
@@ -363,7 +364,7 @@ export async function createOidcAuthenticator(
         if (!TOKEN_RE.test(token)) return invalid('session_cookie_malformed', 'the session cookie is malformed');
         const key = sha256Hex(token);
         const hit = cache.get(key);
-        if (hit === 'unknown') return invalid('session_unknown', 'no such session');
+        if (hit === undefined && unknown.get(key)) return invalid('session_unknown', 'no such session');
         const found = hit !== undefined ? check(hit, key, token, ctx) : reload(key, token, ctx);
         return found instanceof Promise ? found.catch(storeFailed) : found;
       }
@@ -527,7 +528,7 @@ export async function createOidcAuthenticator(
       return;
     }
     const cached = cache.get(sha256Hex(token));
-    const record = cached && cached !== 'unknown' ? cached.record : await repo.findByToken(token);
+    const record = cached ? cached.record : await repo.findByToken(token);
     await repo.end(who.sessionId, 'logout');
     evict(who.sessionId);
     audit({
