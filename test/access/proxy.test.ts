@@ -578,6 +578,7 @@ describe('access proxy: forwarding', () => {
 function wsHandshake(
   host: string,
   headers: Record<string, string>,
+  protocol = 'websocket',
 ): Promise<{ head: string; echo(m: string): Promise<string> }> {
   return new Promise((resolve, reject) => {
     const s = tlsConnect({ host: '127.0.0.1', port: proxy.port, servername: host, ca: caPem }, () => {
@@ -585,7 +586,7 @@ function wsHandshake(
         .map(([k, v]) => `${k}: ${v}\r\n`)
         .join('');
       s.write(
-        `GET /socket HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${extra}\r\n`,
+        `GET /socket HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: ${protocol}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${extra}\r\n`,
       );
     });
     let buf = '';
@@ -625,6 +626,8 @@ describe('access proxy: WebSockets', () => {
     const before = seen.length;
     expect((await wsHandshake('ws.example.test', {})).head).toMatch(/^HTTP\/1\.1 401/);
     expect((await wsHandshake('nows.example.test', ALICE)).head).toMatch(/^HTTP\/1\.1 403/);
+    // Only WebSocket is tunnelled.
+    expect((await wsHandshake('ws.example.test', ALICE, 'h2c')).head).toMatch(/^HTTP\/1\.1 400/);
     // Denied by policy (eve is not staff).
     expect((await wsHandshake('ws.example.test', { authorization: 'Bearer eve-token' })).head).toMatch(
       /^HTTP\/1\.1 403/,

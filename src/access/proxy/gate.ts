@@ -124,6 +124,10 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
   if (!res && !route.websockets) {
     return refused(403, 'websockets_disabled', 'WebSockets are not enabled for this application', bare, details);
   }
+  // Only WebSocket is tunnelled: an `h2c` or other upgrade would hand the app a protocol nobody decided on.
+  if (!res && String(req.headers.upgrade).toLowerCase() !== 'websocket') {
+    return refused(400, 'bad_upgrade', 'only WebSocket upgrades are supported', bare, details);
+  }
 
   let who: Identification;
   try {
