@@ -67,6 +67,11 @@ export interface Authenticator {
    * removes them before forwarding, so an app never holds a session reference it could replay.
    */
   readonly credentialCookies?: readonly string[];
+  /**
+   * Who the person is for policy (`source.user`) and the audit log, from the provider's configured
+   * claim; without it the proxy uses the email, else the subject.
+   */
+  userOf?(person: PersonIdentity): string;
 }
 
 /** The prefix of the proxy's own endpoints; never forwarded to an app. */

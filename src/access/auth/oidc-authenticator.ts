@@ -626,6 +626,8 @@ export async function createOidcAuthenticator(
     handle,
     startLogin,
     userOf,
+    // Never forwarded to an app: a session reference in an app's hands could be replayed.
+    credentialCookies: [cfg.session.cookie_name, LOGIN_COOKIE],
     async close() {
       clearInterval(purge);
       await follower.stop();

@@ -35,14 +35,16 @@ export function personRequest(
   ip: string | undefined,
   method: string,
   path: string,
+  user: string = person.email ?? person.sub,
 ): AccessRequest {
   return {
     source: {
-      user: person.email ?? person.sub,
+      user,
       // `iss`/`sub` from the verified identity, not from whatever else the claims say: they make
       // the request principal (`<iss>/<sub>`) that Istio-style rules match.
       claims: { ...person.claims, iss: person.issuer, sub: person.sub },
       mfa: usedMfa(person.amr),
+      ...(person.authTime !== undefined ? { auth_time: person.authTime } : {}),
       ...(ip ? { ip } : {}),
     },
     target: routeTarget(route, host),

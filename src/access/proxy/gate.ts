@@ -160,7 +160,15 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
     return { kind: 'answer', answer: a };
   }
 
-  const request = personRequest(who.person, route, host, ip, method, normalized);
+  const request = personRequest(
+    who.person,
+    route,
+    host,
+    ip,
+    method,
+    normalized,
+    deps.authenticator.userOf?.(who.person),
+  );
   const d = enforce(deps.snapshot, request, deps.recorder, {
     pep: PEP_NAME,
     ip,
