@@ -270,6 +270,9 @@ export async function startIdentityProvider(o: IdentityProviderOptions): Promise
       },
     };
     const provider = new Provider(issuer, configuration);
+    // Plain HTTP is only for running behind a TLS-terminating proxy: trust its X-Forwarded-Proto, so
+    // cookies stay Secure and endpoints https.
+    provider.proxy = o.tls === false;
     // Every ID token carries `sid` (the proxy ties its session to the provider's), not only those
     // of clients registered for back-channel logout.
     provider.Client.prototype.includeSid = () => true;
