@@ -111,5 +111,5 @@ describe('built-in provider in a real browser', () => {
     expect(reached.at(-1)).toMatch(new RegExp(`^${AFTER_LOGOUT}`));
     expect(problems).toEqual([]);
     await context.close();
-  });
+  }, 90_000);
 });

@@ -166,7 +166,8 @@ describe('nevertrust user (CLI)', () => {
 
     expect((await cli(['user', 'remove', 'carol'])).code).toBe(0);
     expect(await server.store.users.get('carol')).toBeUndefined();
-  });
+    // Eight CLI processes: on a loaded 2-core machine each start can take seconds.
+  }, 120_000);
 });
 
 describe('nevertrust idp (CLI)', () => {
@@ -190,7 +191,7 @@ clients:
     redirect_uris: [https://app.example.test/.nevertrust/callback]
 `,
     );
-    const p = await startCli(['idp', '--config', config], /listening on/);
+    const p = await startCli(['idp', '--config', config], /listening on/, { timeoutMs: 60_000 });
     try {
       const meta = (await (
         await kit.fetchTls(`https://localhost:${port}/.well-known/openid-configuration`)
@@ -207,7 +208,7 @@ clients:
       await kit.close();
     }
     expect(p.output()).not.toMatch(/WARNING|NOTICE|oidc-provider/i);
-  });
+  }, 90_000);
 
   it('refuses a bad config naming the file, line and field', async () => {
     const dir = tempDir();

@@ -5,7 +5,7 @@
  */
 import { createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet, jwtVerify } from 'jose';
 import * as client from 'openid-client';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { PASSWORD_ACR, type RunningIdentityProvider, startIdentityProvider } from '../../src/access/idp/index.js';
 import type { AuditEventInput } from '../../src/audit/index.js';
 import { openStore, type Store } from '../../src/store/index.js';
@@ -222,6 +222,29 @@ describe('built-in OpenID provider', () => {
       ).toBeDefined();
     } finally {
       await limited.close();
+    }
+  });
+
+  it('behind a TLS proxy (plain HTTP, https issuer) trusts X-Forwarded-Proto and prints no warning', async () => {
+    const plainPort = await freePort();
+    const warn = vi.spyOn(console, 'warn');
+    const plain = await startIdentityProvider({
+      issuer: 'https://idp.example.test',
+      listen: { host: '127.0.0.1', port: plainPort },
+      tls: false,
+      store,
+      clients: [{ client_id: CLIENT_ID, client_secret: CLIENT_SECRET, redirect_uris: [REDIRECT] }],
+    });
+    try {
+      const res = await fetch(`http://127.0.0.1:${plainPort}/.well-known/openid-configuration`, {
+        headers: { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'idp.example.test' },
+      });
+      const meta = (await res.json()) as Record<string, string>;
+      expect(meta.authorization_endpoint).toBe('https://idp.example.test/auth');
+      expect(warn).not.toHaveBeenCalled();
+    } finally {
+      warn.mockRestore();
+      await plain.close();
     }
   });
 

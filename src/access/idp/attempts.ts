@@ -3,6 +3,22 @@
  * sliding window. A limited key is refused before the password is checked, so guessing costs time
  * whichever username or address it spreads over.
  */
+import type { IncomingMessage } from 'node:http';
+
+/**
+ * The address attempts are counted against: the peer, or behind the TLS-terminating proxy (the
+ * provider's only peer then) the address that proxy appended last to X-Forwarded-For; otherwise
+ * every person would share the proxy's one limit.
+ */
+export function clientIp(req: IncomingMessage, behindProxy: boolean): string {
+  const peer = req.socket.remoteAddress ?? '';
+  if (!behindProxy) return peer;
+  const header = req.headers['x-forwarded-for'];
+  const list = (Array.isArray(header) ? header.join(',') : (header ?? '')).split(',');
+  const last = list[list.length - 1]?.trim() ?? '';
+  return last.length > 0 && last.length <= 64 ? last : peer;
+}
+
 export interface AttemptLimits {
   /** Failed logins allowed per IP in the window (default 20). */
   perIp: number;

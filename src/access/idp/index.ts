@@ -1,5 +1,5 @@
 export { storeAdapter } from './adapter.js';
-export { type AttemptLimits, DEFAULT_ATTEMPT_LIMITS, LoginAttempts } from './attempts.js';
+export { type AttemptLimits, clientIp, DEFAULT_ATTEMPT_LIMITS, LoginAttempts } from './attempts.js';
 export { type IdpKeys, loadOrCreateKeys, rotateSigningKey } from './keys.js';
 export { generatePassword, hashPassword, SCRYPT_N, verifyPassword } from './password.js';
 export {

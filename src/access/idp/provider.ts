@@ -19,7 +19,7 @@ import type { AuditEventInput } from '../../audit/index.js';
 import { NevertrustError } from '../../errors.js';
 import type { Store } from '../../store/index.js';
 import { storeAdapter } from './adapter.js';
-import { type AttemptLimits, DEFAULT_ATTEMPT_LIMITS, LoginAttempts } from './attempts.js';
+import { type AttemptLimits, clientIp, DEFAULT_ATTEMPT_LIMITS, LoginAttempts } from './attempts.js';
 import { type IdpKeys, loadOrCreateKeys, rotateSigningKey } from './keys.js';
 import { errorPage, loginPage, logoutPage, STYLESHEET, STYLESHEET_PATH, signedOutPage } from './pages.js';
 import { verifyPassword } from './password.js';
@@ -270,6 +270,9 @@ export async function startIdentityProvider(o: IdentityProviderOptions): Promise
       },
     };
     const provider = new Provider(issuer, configuration);
+    // Plain HTTP is only for running behind a TLS-terminating proxy: trust its X-Forwarded-Proto, so
+    // cookies stay Secure and endpoints https.
+    provider.proxy = o.tls === false;
     // Every ID token carries `sid` (the proxy ties its session to the provider's), not only those
     // of clients registered for back-channel logout.
     provider.Client.prototype.includeSid = () => true;
@@ -331,7 +334,7 @@ export async function startIdentityProvider(o: IdentityProviderOptions): Promise
       return html(200, loginPage({ action, csrf: csrfFor(uid), client }));
     }
     if (req.method !== 'POST' || path !== action) return html(405, errorPage('method not allowed'));
-    const ip = req.socket.remoteAddress ?? '';
+    const ip = clientIp(req, o.tls === false);
     const form = await readForm(req);
     const username = (form?.get('username') ?? '').trim();
     const password = form?.get('password') ?? '';
