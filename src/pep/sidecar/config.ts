@@ -6,10 +6,21 @@ import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { PATH_NORMALIZATIONS } from '../../policy/path.js';
+import { parseSpiffeId } from '../../spiffe/index.js';
 import { trustedProxySchema } from '../identity.js';
 import { NevertrustError } from '../../errors.js';
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected HOST:PORT');
+
+/** A SPIFFE ID, checked and in its canonical form (compared as a string with the TLS peer's). */
+const spiffeIdSchema = z.string().transform((s, ctx) => {
+  try {
+    return parseSpiffeId(s).toString();
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
 
 /** The sidecar config file (YAML), validated. */
 export const SidecarConfigSchema = z
@@ -46,6 +57,13 @@ export const SidecarConfigSchema = z
         timeout_ms: z.number().int().positive().default(30_000),
         /** Proxies whose identity headers are believed (see `trustedProxySchema`): certificates only unless listed with `xfcc-uri`. */
         trusted_proxies: z.array(trustedProxySchema).default([]),
+        /**
+         * Access proxies (`nevertrust access-proxy`, docs/people.md) whose person assertion
+         * `x-nevertrust-jwt-assertion` is passed to the app: when the verified mTLS caller is one of
+         * these SPIFFE IDs, that single header crosses unchanged; from anyone else, and every other
+         * `x-nevertrust-*` header from anyone, is still stripped. Default: none.
+         */
+        access_proxies: z.array(spiffeIdSchema).default([]),
         /**
          * Signed identity assertions for the app (`x-nevertrust-assertion`, see docs/enforcement.md):
          * the signing key is registered with the server, which publishes it as JWKS.

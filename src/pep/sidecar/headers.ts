@@ -5,6 +5,7 @@
  */
 import { type IncomingHttpHeaders, type OutgoingHttpHeaders, STATUS_CODES } from 'node:http';
 import { NevertrustError } from '../../errors.js';
+import { PERSON_ASSERTION_HEADER } from '../assertion/wire.js';
 
 /** The content type of every body the sidecar writes itself (errors and refusals). */
 export const JSON_TYPE = { 'content-type': 'application/json' } as const;
@@ -27,9 +28,33 @@ export function isIdentityHeader(name: string): boolean {
   return IDENTITY.test(name);
 }
 
+/**
+ * Which identity header a verified mTLS caller may pass to the app: the access proxy's person
+ * assertion (`x-nevertrust-jwt-assertion`) from a SPIFFE ID in `accessProxies`, nothing from anyone
+ * else. One Set lookup per request; with no access proxies configured, a constant `undefined`.
+ *
+ * @example
+ * ```ts
+ * const pass = personAssertionPass(['spiffe://example.org/ns/access/sa/access-proxy']);
+ * forwardHeaders(req.headers, { stripIdentity: true, passIdentity: pass(peerSpiffeId) });
+ * ```
+ */
+export function personAssertionPass(
+  accessProxies: readonly string[],
+): (peer: string | undefined) => string | undefined {
+  if (accessProxies.length === 0) return () => undefined;
+  const listed = new Set(accessProxies);
+  return (peer) => (peer !== undefined && listed.has(peer) ? PERSON_ASSERTION_HEADER : undefined);
+}
+
 export interface ForwardOptions {
   /** Drop identity headers (requests from clients). */
   stripIdentity: boolean;
+  /**
+   * The one identity header kept despite `stripIdentity`: the person assertion, when the caller is
+   * a listed access proxy (see {@link personAssertionPass}). Unset for everyone else.
+   */
+  passIdentity?: string;
   /** Keep `te: trailers` (HTTP/2 to the app, which gRPC needs). */
   keepTeTrailers?: boolean;
   /** Keep `connection: upgrade` and `upgrade` (a WebSocket handshake being passed on). */
@@ -59,7 +84,7 @@ export function forwardHeaders(h: IncomingHttpHeaders, opts: ForwardOptions): Ou
       if (opts.keepUpgrade && k === 'upgrade') out.upgrade = String(v);
       continue;
     }
-    if (opts.stripIdentity && IDENTITY.test(k)) continue;
+    if (opts.stripIdentity && IDENTITY.test(k) && k !== opts.passIdentity) continue;
     out[k] = v;
   }
   if (opts.keepUpgrade && out.upgrade !== undefined) out.connection = 'Upgrade';

@@ -3,6 +3,7 @@
  * WebSocket handshakes included — against the local policy snapshot, strips identity headers a
  * client may have forged, and passes allowed requests to the app on its local port with the
  * verified caller in `x-nevertrust-*` headers. Bodies are streamed (pipe: backpressure both ways).
+ * The one exception to the stripping: a listed access proxy's person assertion (`access_proxies`).
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import {
@@ -21,7 +22,7 @@ import type { DecisionRecorder, SnapshotProvider } from '../decision.js';
 import { type CallerIdentity, createEnforcer, type EnforcementResult, refusalOf } from '../middleware/index.js';
 import { attachMtls, authorizeAny, tlsOptionsFrom, type X509SvidSource } from '../mtls/index.js';
 import { type InboundConfig, splitHostPort } from './config.js';
-import { forwardHeaders, JSON_TYPE, requestHead } from './headers.js';
+import { forwardHeaders, JSON_TYPE, personAssertionPass, requestHead } from './headers.js';
 import { AppPool } from './app-pool.js';
 import { forwardToApp } from './h2-forward.js';
 import { Http1Connections, type Http1Request, type Http1Verdict } from './http1.js';
@@ -70,6 +71,10 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
     pep: 'sidecar',
   });
   const h2c = ib.app_protocol === 'h2c';
+  // The person assertion crosses only from a listed access proxy, named by its verified certificate
+  // (kind x509): never by a forwarded or bearer identity.
+  const passOf = personAssertionPass(ib.access_proxies);
+  const pass = (r: Allowed) => (r.identity.kind === 'x509' ? passOf(r.identity.spiffeId) : undefined);
   // Keep-alive connections to an HTTP/1.1 app, shared by HTTP/1.1 and HTTP/2 clients.
   const pool = h2c ? undefined : new AppPool(app);
   const upstream: Upstream = pool
@@ -121,7 +126,11 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
             res.end(f.body);
             return;
           }
-          const headers = forwardHeaders(req.headers, { stripIdentity: true, keepTeTrailers: h2c });
+          const headers = forwardHeaders(req.headers, {
+            stripIdentity: true,
+            passIdentity: pass(r),
+            keepTeTrailers: h2c,
+          });
           withIdentity(
             r,
             headers,
@@ -150,7 +159,7 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
     const decide = async (req: Http1Request): Promise<Http1Verdict> => {
       const r = await enforcer.check(req);
       if (!r.ok) return { ok: false, ...refusalOf(r) };
-      const headers = forwardHeaders(req.headers, { stripIdentity: true });
+      const headers = forwardHeaders(req.headers, { stripIdentity: true, passIdentity: pass(r) });
       return new Promise((resolve) =>
         withIdentity(
           r,
@@ -182,8 +191,8 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
           writeRawResponse(socket, f.status, f.headers, f.body);
           return;
         }
-        const headers = forwardHeaders(req.headers, { stripIdentity: true, keepUpgrade: true });
-        const pass = () => {
+        const headers = forwardHeaders(req.headers, { stripIdentity: true, passIdentity: pass(r), keepUpgrade: true });
+        const connect = () => {
           let handshake: string;
           try {
             handshake = requestHead(req.method ?? 'GET', req.url ?? '/', headers);
@@ -210,7 +219,7 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
             writeRawResponse(socket, 502, JSON_TYPE, BAD_GATEWAY);
           });
         };
-        withIdentity(r, headers, pass, () => writeRawResponse(socket, 503, JSON_TYPE, UNAVAILABLE));
+        withIdentity(r, headers, connect, () => writeRawResponse(socket, 503, JSON_TYPE, UNAVAILABLE));
       },
       () => writeRawResponse(socket, 403, JSON_TYPE, '{"error":"forbidden"}'),
     );
