@@ -625,6 +625,8 @@ export async function createOidcAuthenticator(
     handle,
     startLogin,
     userOf,
+    // The proxy strips these before forwarding: an app must never hold a session it could replay.
+    credentialCookies: [cookieName, LOGIN_COOKIE],
     async close() {
       clearInterval(purge);
       await follower.stop();
