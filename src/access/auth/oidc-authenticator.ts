@@ -510,6 +510,7 @@ export async function createOidcAuthenticator(
       return;
     }
     const csrf = csrfFor(token);
+    const endSession = provider.config.serverMetadata().end_session_endpoint;
     if (req.method === 'GET') {
       sendPage(
         res,
@@ -517,6 +518,9 @@ export async function createOidcAuthenticator(
         'Sign out',
         `<form method="post" action="${SIGN_OUT_PATH}"><input type="hidden" name="csrf" value="${csrf}">` +
           '<button type="submit">Sign out</button></form>',
+        [],
+        // The post is answered with a redirect to the provider's logout.
+        endSession ? [new URL(endSession).origin] : [],
       );
       return;
     }
@@ -537,7 +541,6 @@ export async function createOidcAuthenticator(
       target: { host: ctx.host },
       details: { session: who.sessionId },
     });
-    const endSession = provider.config.serverMetadata().end_session_endpoint;
     let location = `${ctx.origin}${SIGNED_OUT_PATH}`;
     if (endSession) {
       const idToken = record ? unseal<ProviderTokens>(record.tokens, `session:${record.id}`).id_token : undefined;
