@@ -10,6 +10,11 @@ export interface PersonIdentity {
   /** The provider's issuer, exactly as discovered. */
   issuer: string;
   sub: string;
+  /**
+   * Who the person is for policy (`source.user`) and audit, from the authenticator's configured user
+   * claim (e.g. `preferred_username`); absent: `email`, else `sub`.
+   */
+  user?: string;
   email?: string;
   name?: string;
   /** From the configured groups claim (default `groups`); always a list. */

@@ -216,6 +216,12 @@ export async function createOidcAuthenticator(
     return typeof v === 'string' && v !== '' ? v : p.sub;
   };
 
+  // The proxy decides with `user`: the same name as this authenticator's audit events.
+  const personOf = (claims: jose.JWTPayload): PersonIdentity => {
+    const p = personFromClaims(claims, cfg.groups_claim);
+    return { ...p, user: userOf(p) };
+  };
+
   const audit = (e: AuditEventInput) => {
     try {
       deps.record({ enforcer: 'access-proxy', ...e });
@@ -343,7 +349,7 @@ export async function createOidcAuthenticator(
       }
       if ((payload.iat as number) > Date.now() / 1000 + CLOCK_SKEW_S)
         return invalid('bearer_invalid', 'iat in the future');
-      return { kind: 'bearer', person: personFromClaims(payload, cfg.groups_claim) };
+      return { kind: 'bearer', person: personOf(payload) };
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'ERR_JWT_INVALID';
       return invalid('bearer_invalid', `bearer token refused (${code})`);
@@ -433,7 +439,7 @@ export async function createOidcAuthenticator(
       );
       const claims = tokens.claims();
       if (!claims) throw new LoginRefusedError('no_id_token');
-      const person = personFromClaims(claims as jose.JWTPayload, cfg.groups_claim);
+      const person = personOf(claims as jose.JWTPayload);
       const token = randomBytes(32).toString('base64url');
       const id = `s_${randomBytes(16).toString('hex')}`;
       const now = Date.now();

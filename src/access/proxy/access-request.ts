@@ -38,10 +38,12 @@ export function personRequest(
 ): AccessRequest {
   return {
     source: {
-      user: person.email ?? person.sub,
+      user: person.user ?? person.email ?? person.sub,
       // `iss`/`sub` from the verified identity, not from whatever else the claims say: they make
-      // the request principal (`<iss>/<sub>`) that Istio-style rules match.
-      claims: { ...person.claims, iss: person.issuer, sub: person.sub },
+      // the request principal (`<iss>/<sub>`) that Istio-style rules match. `groups` is the person's
+      // groups as mapped from the provider's groups claim (e.g. `roles`), so one policy
+      // (`request.auth.claims[groups]`) serves every provider.
+      claims: { ...person.claims, groups: person.groups, iss: person.issuer, sub: person.sub },
       mfa: usedMfa(person.amr),
       ...(ip ? { ip } : {}),
     },
