@@ -331,11 +331,14 @@ export async function walkLogin(
       continue;
     }
     const form = parseForm(r.body);
-    if (!form || !('username' in form.fields)) throw new Error(`no login form at ${at} (${r.status})`);
+    if (!form) throw new Error(`no form at ${at} (${r.status})`);
+    // The login form (ours names the field `username`, oidc-provider's dev pages `login`), else a consent form.
+    const userField = ['username', 'login'].find((f) => f in form.fields);
+    const fields = userField ? { ...form.fields, [userField]: username, password } : form.fields;
     at = new URL(form.action || at, at).href;
     r = await client.send('POST', at, {
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ ...form.fields, username, password }).toString(),
+      body: new URLSearchParams(fields).toString(),
     });
   }
   throw new Error('the login did not come back to the proxy');
