@@ -30,8 +30,8 @@ import {
   startProxy,
   startTrust,
   type Trust,
-  toCallback,
-  walkLogin,
+  toCallback as harnessToCallback,
+  walkLogin as harnessWalkLogin,
 } from './harness.js';
 
 let trust: Trust;
@@ -54,6 +54,18 @@ const call = (path: string, headers: Record<string, string> = {}, opts: Paramete
   rawRequest(trust.caPem, proxy.port, path, headers, opts);
 const lastDecision = () => decisions.at(-1) as AccessDecisionEvent;
 const lastAuthEvent = () => authEvents.at(-1) as AuditEventInput;
+/** Codes, states, cookies and tokens the tests handled: none may appear in an event. */
+const secrets: string[] = [];
+const keep = (callback: string) => {
+  const u = new URL(callback);
+  for (const k of ['code', 'state']) {
+    const v = u.searchParams.get(k);
+    if (v) secrets.push(v);
+  }
+  return callback;
+};
+const toCallback = async (...a: Parameters<typeof harnessToCallback>) => keep(await harnessToCallback(...a));
+const walkLogin = async (...a: Parameters<typeof harnessWalkLogin>) => keep(await harnessWalkLogin(...a));
 /** A signed-in person's session cookie, as `Cookie` header. */
 let bobCookie: string;
 
@@ -72,6 +84,7 @@ beforeAll(async () => {
   const r = await bob.signIn(`${origin}/reports`, 'bob', PEOPLE.bob.password);
   expect(r.status).toBe(200);
   bobCookie = `${SESSION_COOKIE}=${bob.cookies(HOST).get(SESSION_COOKIE)}`;
+  secrets.push(bobCookie.slice(SESSION_COOKIE.length + 1));
 }, 60_000);
 
 afterAll(async () => {
@@ -163,6 +176,7 @@ describe('bearer ID tokens', () => {
   ];
   it.each(refusals)('%s: 401 with the reason, recorded, nothing forwarded', async (_name, make, why) => {
     const token = await make();
+    secrets.push(token);
     const r = await nothingForwarded(() => call('/admin', bearer(token)));
     expect(r.status).toBe(401);
     const body = JSON.parse(r.body) as { error: string; reason: string; decision_id: string };
@@ -416,5 +430,16 @@ describe('what the client sends', () => {
     expect(decisions.slice(before)).toEqual([
       expect.objectContaining({ outcome: 'deny', reason: expect.stringMatching(/malformed HTTP request/) }),
     ]);
+  });
+});
+
+describe('the audit trail', () => {
+  it('holds no code, state, cookie or token value the tests used', () => {
+    expect(secrets.length).toBeGreaterThan(10);
+    const trail = JSON.stringify([decisions, authEvents]);
+    for (const s of secrets) expect(trail).not.toContain(s);
+    // Every refusal carries a reason.
+    for (const d of decisions.filter((e) => e.outcome !== 'allow')) expect(d.reason).not.toBe('');
+    for (const e of authEvents.filter((x) => x.outcome === 'deny')) expect(e.reason).toBeTruthy();
   });
 });
