@@ -165,6 +165,19 @@ describe('bearer ID tokens', () => {
       /ERR_JWT_CLAIM_VALIDATION_FAILED/,
     ],
     [
+      'HS256 keyed with the provider public key (algorithm confusion)',
+      async () => {
+        const { d: _private, ...pub } = idpKey.jwk;
+        const secret = new TextEncoder().encode(JSON.stringify(pub));
+        return new SignJWT(claims())
+          .setProtectedHeader({ alg: 'HS256', kid: idpKey.kid })
+          .setIssuedAt()
+          .setExpirationTime('5m')
+          .sign(secret);
+      },
+      /ERR_JOSE_ALG_NOT_ALLOWED/,
+    ],
+    [
       'alg none',
       async () => {
         const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
@@ -245,6 +258,22 @@ describe('the login callback', () => {
     expect(c.cookies(HOST).has(SESSION_COOKIE)).toBe(false);
   });
 
+  it('a callback naming another issuer (mix-up), or carrying a provider error, is refused', async () => {
+    const c = person();
+    const cb = new URL(await toCallback(c, `${origin}/reports`, 'bob', PEOPLE.bob.password));
+    expect(cb.searchParams.get('iss')).toBe(idp.issuer);
+    const mixUp = new URL(cb);
+    mixUp.searchParams.set('iss', 'https://evil.example');
+    const mixed = await nothingForwarded(() => c.send('GET', mixUp.href));
+    refusedLogin(mixed, /oauth_invalid_response/);
+    expect(c.cookies(HOST).has(SESSION_COOKIE)).toBe(false);
+    const c2 = person();
+    const start = await c2.send('GET', `${origin}/reports`);
+    const state = new URL(start.headers.location as string).searchParams.get('state') as string;
+    const denied = `${origin}/.nevertrust/callback?error=access_denied&state=${state}&iss=${encodeURIComponent(idp.issuer)}`;
+    refusedLogin(await nothingForwarded(() => c2.send('GET', denied)), /provider_access_denied/);
+  });
+
   it('a code obtained for another PKCE challenge is refused', async () => {
     const c = person();
     const cb = await toCallback(c, `${origin}/reports`, 'bob', PEOPLE.bob.password, (u) => {
@@ -272,6 +301,20 @@ describe('session cookies', () => {
       expect(r.status).toBe(302);
       expect(new URL(r.headers.location as string).origin).toBe(idp.issuer);
     }
+  });
+
+  it('a sign-out post without the form token is refused and the session lives on', async () => {
+    const r = await call(
+      '/.nevertrust/sign_out',
+      {
+        cookie: bobCookie,
+        'content-type': 'application/x-www-form-urlencoded',
+        origin: 'https://evil.example',
+      },
+      { method: 'POST', body: 'csrf=forged' },
+    );
+    expect(r.status).toBe(403);
+    expect((await call('/reports', { cookie: bobCookie, accept: 'application/json' })).status).toBe(200);
   });
 
   it('a cookie used after sign-out is refused, and the sign-out is recorded', async () => {
