@@ -134,6 +134,12 @@ function failureReason(e: unknown): string {
   if (e instanceof oidc.ResponseBodyError) return `token_endpoint_${e.error}`.slice(0, 80);
   if (e instanceof oidc.AuthorizationResponseError) return `provider_${e.error}`.slice(0, 80);
   const code = (e as { code?: unknown }).code;
+  // Which check failed: openid-client wraps oauth4webapi's error, whose message names the claim or
+  // parameter (never its value: those stay in its `cause`).
+  if (typeof code === 'string' && code.startsWith('OAUTH_') && e instanceof Error) {
+    const inner = e.cause instanceof Error && (e.cause as { code?: unknown }).code === code ? e.cause : e;
+    return `${code.toLowerCase()}: ${inner.message.replace(/[^\x20-\x7e]/g, '').slice(0, 120)}`;
+  }
   return typeof code === 'string' ? code.toLowerCase() : 'login_failed';
 }
 
