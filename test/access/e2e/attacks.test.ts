@@ -22,6 +22,7 @@ import {
   CLIENT_ID,
   HOST,
   makeAuthenticator,
+  OTHER_HOST,
   PEOPLE,
   rawRequest,
   SESSION_COOKIE,
@@ -319,6 +320,19 @@ describe('session cookies', () => {
     );
     expect(r.status).toBe(403);
     expect((await call('/reports', { cookie: bobCookie, accept: 'application/json' })).status).toBe(200);
+  });
+
+  it('a session of one host replayed at another host of the same proxy is refused', async () => {
+    // Browsers keep __Host- cookies to their host; an attacker holding one can send it anywhere.
+    const r = await nothingForwarded(() =>
+      call('/reports', { cookie: bobCookie, accept: 'application/json' }, { host: OTHER_HOST, sni: OTHER_HOST }),
+    );
+    expect(r.status).toBe(401);
+    expect(JSON.parse(r.body)).toMatchObject({ error: 'session_wrong_host' });
+    expect(lastDecision()).toMatchObject({
+      outcome: 'deny',
+      reason: 'invalid credential: the session belongs to another host',
+    });
   });
 
   it('a cookie used after sign-out is refused, and the sign-out is recorded', async () => {

@@ -32,6 +32,8 @@ export const TD = 'example.org';
 export const PROXY_ID = `spiffe://${TD}/ns/edge/sa/access-proxy`;
 /** Browsers (Chromium, and PersonClient) resolve `*.localhost` to the loopback address. */
 export const HOST = 'backoffice.localhost';
+/** A second app's host on the same proxy (same policies), where back-office sessions must not work. */
+export const OTHER_HOST = 'wiki.localhost';
 export const POLICIES = resolve('examples/policies/people');
 export const CLIENT_ID = 'access-proxy';
 export const CLIENT_SECRET = 'e2e-client-secret-0123456789';
@@ -108,13 +110,15 @@ const esc = (s: string) =>
  * The internal app: verifies `X-Nevertrust-Jwt-Assertion` against the server's JWKS (audience by
  * the route its path belongs to), counts every request, and shows who it verified.
  */
-export async function startApp(trust: Trust, host = HOST): Promise<App> {
+export async function startApp(trust: Trust): Promise<App> {
   const keys = assertionKeySet(trust.server.url, PROXY_ID);
   const hits: Hit[] = [];
   const server: Server = createServer((req, res) => {
     const hit: Hit = { method: req.method ?? '', url: req.url ?? '', headers: req.headers };
     hits.push(hit);
     const path = new URL(req.url ?? '/', 'http://app').pathname;
+    // The route's host, as the proxy tells it (the Host header is the upstream's).
+    const host = String(req.headers['x-forwarded-host'] ?? '').replace(/:\d+$/, '');
     const audience = path === '/app' || path.startsWith('/app/') ? `https://${host}/app` : `https://${host}`;
     const token = req.headers['x-nevertrust-jwt-assertion'];
     void (async () => {
@@ -209,8 +213,8 @@ export async function makeAuthenticator(
 }
 
 /**
- * The access proxy on `port` for {@link HOST}: `/` and `/app` to the app (both the back-office
- * service of examples/policies/people), decisions into `decisions`.
+ * The access proxy on `port` for {@link HOST} (`/` and `/app`) and {@link OTHER_HOST}, all to the app
+ * and all the back-office service of examples/policies/people; decisions into `decisions`.
  */
 export async function startProxy(
   trust: Trust,
@@ -225,6 +229,12 @@ export async function startProxy(
     routes: [
       { name: 'backoffice', from: { host: HOST }, to: `http://127.0.0.1:${opts.appPort}` },
       {
+        name: 'wiki',
+        from: { host: OTHER_HOST },
+        to: `http://127.0.0.1:${opts.appPort}`,
+        target: { service: 'backoffice' },
+      },
+      {
         name: 'backoffice-app',
         from: { host: HOST, path_prefix: '/app' },
         to: `http://127.0.0.1:${opts.appPort}`,
@@ -234,7 +244,7 @@ export async function startProxy(
   });
   return startAccessProxy(config, {
     authenticator: opts.authenticator,
-    source: trust.proxySource([HOST]),
+    source: trust.proxySource([HOST, OTHER_HOST]),
     recorder: { record: (e) => opts.decisions.push(e) },
   });
 }
