@@ -73,6 +73,11 @@ describe.skipIf(!haveBrowser)(`people's access in a real browser (${CHROMIUM})`,
     // The test CA is not the browser's; the other e2e tests check the certificates with it.
     const context = await browser.newContext({ ignoreHTTPSErrors: true });
     const page = await context.newPage();
+    const blocked: string[] = [];
+    page.on('console', (m) => {
+      // CSP violations are console errors (a missing favicon is not one).
+      if (m.type() === 'error' && /Content Security Policy|Refused/i.test(m.text())) blocked.push(m.text());
+    });
     const wanted = `${origin}/reports?month=2026-11&q=a%20b`;
 
     // 1. Not signed in: the provider's login page.
@@ -122,6 +127,8 @@ describe.skipIf(!haveBrowser)(`people's access in a real browser (${CHROMIUM})`,
     expect(page.url().startsWith(`${idp.issuer}/interaction/`)).toBe(true);
     expect(await page.isVisible('#password')).toBe(true);
     expect(pageHits().length).toBe(hits);
+    // Nothing on the way was blocked by a page's CSP (the sign-out post's redirect once was).
+    expect(blocked).toEqual([]);
     await context.close();
   });
 });
