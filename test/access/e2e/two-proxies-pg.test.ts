@@ -4,7 +4,6 @@
  * behind a load balancer): a session made through A works through B, and a sign-out through A ends
  * it on B within the change-feed interval.
  */
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningIdentityProvider } from '../../../src/access/idp/index.js';
 import type { RunningAccessProxy } from '../../../src/access/proxy/index.js';
