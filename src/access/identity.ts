@@ -10,6 +10,11 @@ export interface PersonIdentity {
   /** The provider's issuer, exactly as discovered. */
   issuer: string;
   sub: string;
+  /**
+   * Who the person is for policy (`source.user`) and audit, from the authenticator's configured user
+   * claim (e.g. `preferred_username`); absent: `email`, else `sub`.
+   */
+  user?: string;
   email?: string;
   name?: string;
   /** From the configured groups claim (default `groups`); always a list. */
@@ -67,11 +72,6 @@ export interface Authenticator {
    * removes them before forwarding, so an app never holds a session reference it could replay.
    */
   readonly credentialCookies?: readonly string[];
-  /**
-   * Who the person is for policy (`source.user`) and the audit log, from the provider's configured
-   * claim; without it the proxy uses the email, else the subject.
-   */
-  userOf?(person: PersonIdentity): string;
 }
 
 /** The prefix of the proxy's own endpoints; never forwarded to an app. */

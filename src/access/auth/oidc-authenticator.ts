@@ -134,6 +134,12 @@ function failureReason(e: unknown): string {
   if (e instanceof oidc.ResponseBodyError) return `token_endpoint_${e.error}`.slice(0, 80);
   if (e instanceof oidc.AuthorizationResponseError) return `provider_${e.error}`.slice(0, 80);
   const code = (e as { code?: unknown }).code;
+  // Which check failed: openid-client wraps oauth4webapi's error, whose message names the claim or
+  // parameter (never its value: those stay in its `cause`).
+  if (typeof code === 'string' && code.startsWith('OAUTH_') && e instanceof Error) {
+    const inner = e.cause instanceof Error && (e.cause as { code?: unknown }).code === code ? e.cause : e;
+    return `${code.toLowerCase()}: ${inner.message.replace(/[^\x20-\x7e]/g, '').slice(0, 120)}`;
+  }
   return typeof code === 'string' ? code.toLowerCase() : 'login_failed';
 }
 
@@ -215,6 +221,12 @@ export async function createOidcAuthenticator(
   const userOf = (p: PersonIdentity): string => {
     const v = cfg.user_claim === 'sub' ? p.sub : p.claims[cfg.user_claim];
     return typeof v === 'string' && v !== '' ? v : p.sub;
+  };
+
+  // The proxy decides with `user`: the same name as this authenticator's audit events.
+  const personOf = (claims: jose.JWTPayload): PersonIdentity => {
+    const p = personFromClaims(claims, cfg.groups_claim);
+    return { ...p, user: userOf(p) };
   };
 
   const audit = (e: AuditEventInput) => {
@@ -344,7 +356,7 @@ export async function createOidcAuthenticator(
       }
       if ((payload.iat as number) > Date.now() / 1000 + CLOCK_SKEW_S)
         return invalid('bearer_invalid', 'iat in the future');
-      return { kind: 'bearer', person: personFromClaims(payload, cfg.groups_claim) };
+      return { kind: 'bearer', person: personOf(payload) };
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'ERR_JWT_INVALID';
       return invalid('bearer_invalid', `bearer token refused (${code})`);
@@ -434,7 +446,7 @@ export async function createOidcAuthenticator(
       );
       const claims = tokens.claims();
       if (!claims) throw new LoginRefusedError('no_id_token');
-      const person = personFromClaims(claims as jose.JWTPayload, cfg.groups_claim);
+      const person = personOf(claims as jose.JWTPayload);
       const token = randomBytes(32).toString('base64url');
       const id = `s_${randomBytes(16).toString('hex')}`;
       const now = Date.now();
@@ -511,6 +523,7 @@ export async function createOidcAuthenticator(
       return;
     }
     const csrf = csrfFor(token);
+    const endSession = provider.config.serverMetadata().end_session_endpoint;
     if (req.method === 'GET') {
       sendPage(
         res,
@@ -518,6 +531,9 @@ export async function createOidcAuthenticator(
         'Sign out',
         `<form method="post" action="${SIGN_OUT_PATH}"><input type="hidden" name="csrf" value="${csrf}">` +
           '<button type="submit">Sign out</button></form>',
+        [],
+        // The post is answered with a redirect to the provider's logout.
+        endSession ? [new URL(endSession).origin] : [],
       );
       return;
     }
@@ -538,7 +554,6 @@ export async function createOidcAuthenticator(
       target: { host: ctx.host },
       details: { session: who.sessionId },
     });
-    const endSession = provider.config.serverMetadata().end_session_endpoint;
     let location = `${ctx.origin}${SIGNED_OUT_PATH}`;
     if (endSession) {
       const idToken = record ? unseal<ProviderTokens>(record.tokens, `session:${record.id}`).id_token : undefined;
@@ -626,8 +641,8 @@ export async function createOidcAuthenticator(
     handle,
     startLogin,
     userOf,
-    // Never forwarded to an app: a session reference in an app's hands could be replayed.
-    credentialCookies: [cfg.session.cookie_name, LOGIN_COOKIE],
+    // The proxy strips these before forwarding: an app must never hold a session it could replay.
+    credentialCookies: [cookieName, LOGIN_COOKIE],
     async close() {
       clearInterval(purge);
       await follower.stop();

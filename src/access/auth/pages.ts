@@ -1,8 +1,12 @@
 /** The authenticator's own small HTML pages: no script, a strict CSP, never cached. */
 import type { ServerResponse } from 'node:http';
 
-const CSP =
-  "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/**
+ * `formTargets`: origins a form post may end at besides ours. Browsers hold the redirects that answer
+ * a form post to `form-action` too, so the sign-out form must name the provider's logout origin.
+ */
+const csp = (formTargets: readonly string[]) =>
+  `default-src 'none'; style-src 'unsafe-inline'; form-action ${["'self'", ...formTargets].join(' ')}; frame-ancestors 'none'; base-uri 'none'`;
 
 export const escapeHtml = (s: string): string => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -14,16 +18,17 @@ export function noStoreHeaders(res: ServerResponse): void {
   res.setHeader('Referrer-Policy', 'no-referrer');
 }
 
-/** Sends a page; `bodyHtml` must already be escaped. */
+/** Sends a page; `bodyHtml` must already be escaped; `formTargets` are origins (`new URL(…).origin`). */
 export function sendPage(
   res: ServerResponse,
   status: number,
   title: string,
   bodyHtml: string,
   cookies: string[] = [],
+  formTargets: readonly string[] = [],
 ): void {
   noStoreHeaders(res);
-  res.setHeader('Content-Security-Policy', CSP);
+  res.setHeader('Content-Security-Policy', csp(formTargets));
   res.setHeader('X-Frame-Options', 'DENY');
   if (cookies.length > 0) res.setHeader('Set-Cookie', cookies);
   res.writeHead(status, { 'Content-Type': 'text/html; charset=utf-8' });

@@ -35,14 +35,15 @@ export function personRequest(
   ip: string | undefined,
   method: string,
   path: string,
-  user: string = person.email ?? person.sub,
 ): AccessRequest {
   return {
     source: {
-      user,
+      user: person.user ?? person.email ?? person.sub,
       // `iss`/`sub` from the verified identity, not from whatever else the claims say: they make
-      // the request principal (`<iss>/<sub>`) that Istio-style rules match.
-      claims: { ...person.claims, iss: person.issuer, sub: person.sub },
+      // the request principal (`<iss>/<sub>`) that Istio-style rules match. `groups` is the person's
+      // groups as mapped from the provider's groups claim (e.g. `roles`), so one policy
+      // (`request.auth.claims[groups]`) serves every provider.
+      claims: { ...person.claims, groups: person.groups, iss: person.issuer, sub: person.sub },
       mfa: usedMfa(person.amr),
       ...(person.authTime !== undefined ? { auth_time: person.authTime } : {}),
       ...(ip ? { ip } : {}),

@@ -160,15 +160,7 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
     return { kind: 'answer', answer: a };
   }
 
-  const request = personRequest(
-    who.person,
-    route,
-    host,
-    ip,
-    method,
-    normalized,
-    deps.authenticator.userOf?.(who.person),
-  );
+  const request = personRequest(who.person, route, host, ip, method, normalized);
   const d = enforce(deps.snapshot, request, deps.recorder, {
     pep: PEP_NAME,
     ip,
@@ -209,5 +201,28 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
   return {
     kind: 'forward',
     target: { route, upstream, pathAndQuery, ip, credential, ...(assertion ? { assertion } : {}) },
+  };
+}
+
+/**
+ * A request Node could not parse (answered before any handler runs: headers over the limit, a
+ * malformed request): the refusal, recorded like every other. Undefined for what is no request at
+ * all (a reset, a timeout), which gets Node's usual treatment.
+ */
+export function unparsedRequestRefusal(
+  deps: Pick<GateDeps, 'recorder'>,
+  code: string | undefined,
+  remoteAddress: string | undefined,
+): Answer | undefined {
+  if (!code?.startsWith('HPE_')) return undefined;
+  const tooLarge = code === 'HPE_HEADER_OVERFLOW';
+  const error = tooLarge ? 'headers_too_large' : 'bad_request';
+  const reason = tooLarge ? 'request headers too large' : `malformed HTTP request (${code})`;
+  const ip = plainAddress(remoteAddress) ?? '';
+  const d = refuse(reason, {}, deps.recorder, { pep: PEP_NAME, ip, details: { refused: error } });
+  return {
+    status: tooLarge ? 431 : 400,
+    headers: { 'content-type': 'application/json', 'cache-control': 'no-store' },
+    body: JSON.stringify({ error, reason, decision_id: d.decision_id }),
   };
 }

@@ -16,7 +16,7 @@ import { PolicyWatcher } from '../../policy/watcher.js';
 import type { Authenticator } from '../identity.js';
 import type { AccessProxyConfig, RouteConfig } from './config.js';
 import { forwardRequest, forwardUpgrade, raw } from './forward.js';
-import { type GateDeps, gate } from './gate.js';
+import { type GateDeps, gate, unparsedRequestRefusal } from './gate.js';
 import { refusalAnswer } from './pages.js';
 import { RouteTable } from './routes.js';
 import { servingTls } from './tls.js';
@@ -157,6 +157,15 @@ export async function startAccessProxy(
       },
     );
     tls.attach(server);
+    // Node answers what it cannot parse (431, 400) before any handler: record those refusals too.
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      const answer = unparsedRequestRefusal(deps, err.code, (socket as { remoteAddress?: string }).remoteAddress);
+      const fresh = socket.writable && (socket as { bytesWritten?: number }).bytesWritten === 0;
+      if (fresh && answer) socket.end(raw(answer), 'latin1');
+      else if (fresh && err.code === 'ERR_HTTP_REQUEST_TIMEOUT')
+        socket.end('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n');
+      else socket.destroy();
+    });
     server.on('upgrade', (req, socket: Duplex, head: Buffer) => {
       socket.on('error', () => socket.destroy());
       gate(deps, req, undefined)
