@@ -1,0 +1,76 @@
+/**
+ * People's access in the local mesh is judged, not just run: when the access proxy lets through
+ * what it must refuse, the step is reported as unexpected (so `nevertrust demo` fails). Here the
+ * proxy enforces a policy that wrongly lets staff use /admin.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { serverPlugins } from '../../src/cli/server-plugins.js';
+import { loadConfig } from '../../src/config/index.js';
+import { LocalMesh } from '../../src/mesh/local-mesh.js';
+import { judgePeople, PEOPLE_STEPS, type PeopleStep } from '../../src/mesh/people.js';
+import { packageRoot } from '../../src/util/package-root.js';
+import { createLogger } from '../../src/util/logger.js';
+import { tempDir } from '../support/tmp.js';
+
+const step = (label: string): PeopleStep => {
+  const s = PEOPLE_STEPS.find((x) => x.label === label);
+  if (!s) throw new Error(`no step ${label}`);
+  return s;
+};
+
+describe('judging people’s steps', () => {
+  const bobPage = '<b id="email">bob@example.com</b>';
+  it('wants the expected status and, where it says, the right person on the page', () => {
+    const sees = step('bob forges an assertion: the app still sees bob');
+    expect(judgePeople(sees, { status: 200, body: bobPage })).toBe(true);
+    // the app was handed the forged assertion (alice), or nobody at all
+    expect(judgePeople(sees, { status: 200, body: '<b id="email">alice@example.com</b>' })).toBe(false);
+    expect(judgePeople(sees, { status: 401, body: 'Not through the access proxy' })).toBe(false);
+    const admin = step('bob GET /admin (staff only)');
+    expect(judgePeople(admin, { status: 403, body: '' })).toBe(true);
+    expect(judgePeople(admin, { status: 200, body: bobPage })).toBe(false);
+    expect(judgePeople(admin, { status: 302, body: '' })).toBe(false);
+  });
+});
+
+describe('people’s access in the local mesh', () => {
+  let mesh: LocalMesh;
+  beforeAll(async () => {
+    const dir = tempDir();
+    // The back-office policies, with the admin rule wrongly open to staff.
+    const policies = join(dir, 'policies');
+    mkdirSync(policies);
+    const doc = readFileSync(join(packageRoot(), 'examples', 'policies', 'people', 'backoffice.yaml'), 'utf8');
+    const wrong = doc.replace(/(admins-admin[\s\S]*?values: )\[admins\]/, '$1[admins, staff]');
+    expect(wrong).not.toBe(doc);
+    writeFileSync(join(policies, 'backoffice.yaml'), wrong);
+    const config = loadConfig({
+      env: {},
+      cwd: dir,
+      overrides: { data_dir: join(dir, 'data'), server: { port: 0, agent_port: 0 } },
+    });
+    mesh = await LocalMesh.start({
+      config,
+      logger: createLogger('error'),
+      plugins: serverPlugins(config),
+      people: { policies },
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await mesh?.stop();
+  }, 30_000);
+
+  it('reports a request the proxy should have refused as unexpected', async () => {
+    const people = mesh.people;
+    if (!people) throw new Error('people not started');
+    expect((await people.run(step('bob signs in (OIDC code flow, PKCE)'))).asExpected).toBe(true);
+    const r = await people.run(step('bob GET /admin (staff only)'));
+    expect(r.status).toBe(200);
+    expect(r.asExpected).toBe(false);
+    // what the policy still refuses is refused, and judged so
+    expect((await people.run(step('API client without a session'))).asExpected).toBe(true);
+    expect(await people.activeSessions()).toBe(1);
+  }, 60_000);
+});
