@@ -4,7 +4,7 @@
  * node agent. As child processes: the three example services, each started from its own binary
  * path so the agent can tell them apart by process attestation (`unix:uid` + `unix:path`), with no
  * secret in their configuration. Their decisions come back over the IPC channel and are recorded in
- * the audit log, as an agent would ship them.
+ * the audit log, as an agent would ship them. Beside them, people's access (people.ts).
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

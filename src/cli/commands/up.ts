@@ -1,6 +1,7 @@
 /**
- * `nevertrust up` (what `npm start` runs) and `nevertrust demo`: the payments scenario as a whole
- * local mesh — server, agent, three services, a traffic generator, and a live summary.
+ * `nevertrust up` (what `npm start` runs) and `nevertrust demo`: the payments scenario and people's
+ * access as a whole local mesh — server, agent, three services, the built-in OpenID provider, the
+ * back-office app behind the access proxy, a traffic generator, and a live summary.
  */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -87,7 +88,7 @@ export function registerUpCommands(program: Command, plugins: ServerPluginsFacto
     program
       .command('up')
       .description(
-        'run a whole zero-trust mesh locally (SQLite): server, agent, the payments example and a traffic generator, with a live summary',
+        "run a whole zero-trust mesh locally (SQLite): server, agent, the payments example, people's access (OpenID provider, access proxy, back-office app) and a traffic generator, with a live summary",
       ),
   )
     .option('--interval <duration>', 'time between generated requests', '300ms')
@@ -147,7 +148,7 @@ Examples:
     program
       .command('demo')
       .description(
-        'run the payments scenario non-interactively: exit 0 only if every expected call was allowed, every attack denied, and the audit log verifies',
+        "run the payments and people's scenarios non-interactively: exit 0 only if every expected call was allowed, every attack denied, and the audit log verifies",
       ),
   )
     .option('--duration <duration>', 'how long to generate traffic', '20s')
