@@ -190,6 +190,11 @@ export class People {
   private counting: Promise<{ allow: number; deny: number }> = Promise.resolve({ allow: 0, deny: 0 });
   private stopping = false;
   private renewTimer: NodeJS.Timeout | undefined;
+  /**
+   * Serves the provider with a newly minted certificate (restarting it on its port; its sessions
+   * and keys are in the store). Done by itself from half the certificate's lifetime and on a CA change.
+   */
+  renewCertificate: () => Promise<void> = async () => {};
   private unsubscribeBundle: (() => void) | undefined;
 
   private constructor(
@@ -263,7 +268,7 @@ export class People {
       };
     };
     let cert = tls();
-    let idp = await startIdentityProvider({ ...idpOptions, tls: cert });
+    const idp = await startIdentityProvider({ ...idpOptions, tls: cert });
 
     const root = packageRoot();
     const proxyId = `spiffe://${o.trustDomain}/ns/people/sa/access-proxy`;
@@ -354,12 +359,19 @@ export class People {
     const renew = async () => {
       if (started.stopping) return;
       cert = tls();
-      await idp.close();
-      idp = await startIdentityProvider({ ...idpOptions, tls: cert });
-      started.idp = idp;
+      await started.idp.close();
+      started.idp = await startIdentityProvider({ ...idpOptions, tls: cert });
+    };
+    // One restart at a time (the timer and a CA change may coincide on the one port).
+    let renewing = Promise.resolve();
+    started.renewCertificate = () => {
+      renewing = renewing.then(renew, renew);
+      return renewing;
     };
     const renewSoon = () =>
-      void renew().catch((err: unknown) => o.logger.error({ err }, 'identity provider restart failed'));
+      void started
+        .renewCertificate()
+        .catch((err: unknown) => o.logger.error({ err }, 'identity provider restart failed'));
     started.unsubscribeBundle = ca.onBundleChange(renewSoon);
     started.renewTimer = setInterval(() => {
       if (Date.now() >= cert.renewAt) renewSoon();
@@ -495,6 +507,7 @@ export class People {
     this.stopping = true;
     if (this.renewTimer) clearInterval(this.renewTimer);
     this.unsubscribeBundle?.();
+    await this.renewCertificate().catch(() => {}); // lets a restart under way finish first
     await Promise.all([stopChild(this.proxy), stopChild(this.app)]);
     await Promise.all([...this.clients.values(), this.anonymous].map((c) => c.close().catch(() => {})));
     await this.idp.close();

@@ -5,6 +5,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serverPlugins } from '../../src/cli/server-plugins.js';
 import { loadConfig } from '../../src/config/index.js';
@@ -72,5 +73,30 @@ describe('people’s access in the local mesh', () => {
     // what the policy still refuses is refused, and judged so
     expect((await people.run(step('API client without a session'))).asExpected).toBe(true);
     expect(await people.activeSessions()).toBe(1);
+  }, 60_000);
+
+  it('serves the provider with a new certificate from the CA, and people still sign in', async () => {
+    const people = mesh.people;
+    if (!people) throw new Error('people not started');
+    const ca = readFileSync(join(people.dir, 'ca.pem'), 'utf8');
+    const port = Number(new URL(people.issuer).port);
+    const served = () =>
+      new Promise<{ fingerprint: string; names: string | undefined }>((resolve, reject) => {
+        const s = tlsConnect({ host: '127.0.0.1', port, servername: 'idp.localhost', ca }, () => {
+          const c = s.getPeerCertificate();
+          s.destroy();
+          resolve({ fingerprint: c.fingerprint256, names: c.subjectaltname });
+        });
+        s.on('error', reject);
+      });
+    const before = await served();
+    expect(before.names).toContain('DNS:idp.localhost');
+    await people.renewCertificate();
+    const after = await served();
+    expect(after.names).toContain('DNS:idp.localhost');
+    expect(after.fingerprint).not.toBe(before.fingerprint);
+    // The proxy reaches the restarted provider: a sign-out and a sign-in through its login form.
+    const r = await people.run(step('bob signs out, is refused, signs in again'));
+    expect(r.asExpected, r.detail).toBe(true);
   }, 60_000);
 });
