@@ -18,13 +18,10 @@ const dataDir = tempDir();
 
 describe('the local mesh', () => {
   it('nevertrust demo passes: allows what the policy allows, denies every attack, audit verifies', async () => {
-    const started = Date.now();
     const r = await runCli(['demo', '--duration', '4s', '--data-dir', dataDir, '--port', '0', '--agent-port', '0'], {
       timeoutMs: 90_000,
     });
     expect(r.code, r.stderr + r.stdout).toBe(0);
-    // The whole run (start-up, at least 4 s of traffic until every step ran, stop) stays well inside the budget.
-    expect(Date.now() - started).toBeLessThan(60_000);
     expect(r.stdout).toMatch(/✓ attack lateral movement: audit-service → payment-service\s+\d+\/\d+/);
     expect(r.stdout).toMatch(/✓ attack path trick: \/v1\/charges\/\.\.\/admin/);
     expect(r.stdout).toMatch(/✓ attack no client certificate/);

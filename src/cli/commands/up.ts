@@ -21,21 +21,16 @@ async function anomalies(mesh: LocalMesh): Promise<AnomalyLine[]> {
 }
 
 /**
- * Runs the traffic generator until `until()` says stop: one step every interval, the payments
- * scenario's and people's in turn.
+ * Runs the traffic generator until `until()` says stop: every interval, the next step of the payments
+ * scenario and, beside it (they share nothing), the next of people's.
  */
 async function traffic(mesh: LocalMesh, intervalMs: number, until: () => boolean): Promise<void> {
-  let tick = 0;
-  let payments = 0;
-  let people = 0;
+  let i = 0;
   while (!until()) {
-    if (mesh.people && tick++ % 2 === 1) {
-      const step = PEOPLE_STEPS[people++ % PEOPLE_STEPS.length];
-      if (step) await mesh.people.run(step);
-    } else {
-      const step = STEPS[payments++ % STEPS.length];
-      if (step) await mesh.run(step);
-    }
+    const step = STEPS[i % STEPS.length];
+    const person = PEOPLE_STEPS[i % PEOPLE_STEPS.length];
+    i++;
+    await Promise.all([step && mesh.run(step), person && mesh.people?.run(person)]);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
