@@ -12,6 +12,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { generateKeyPair, SignJWT } from 'jose';
 import YAML from 'yaml';
+import { z } from 'zod';
 import { PEP_NAME as ACCESS_PROXY_ENFORCER } from '../access/proxy/gate.js';
 import {
   generatePassword,
@@ -21,6 +22,7 @@ import {
 } from '../access/idp/index.js';
 import type { AuditEventInput } from '../audit/index.js';
 import { certificatesToPem } from '../ca/index.js';
+import { NevertrustError } from '../errors.js';
 import type { RunningServer, ServerPlugin } from '../server/index.js';
 import type { CaHandle } from '../server/plugins/ca.js';
 import { DuplicateEntryError } from '../store/index.js';
@@ -163,19 +165,48 @@ function writeSecret(file: string, text: string): void {
   chmodSync(file, 0o600);
 }
 
+/** A file of `<data-dir>/people/` that cannot be used; names the file and what is wrong. */
+export class PeopleFileError extends NevertrustError<'ERR_MESH_PEOPLE_FILE'> {
+  override readonly name = 'PeopleFileError';
+  readonly code = 'ERR_MESH_PEOPLE_FILE';
+  constructor(file: string, problem: string) {
+    super(`${file}: ${problem} (remove the file to have it generated again)`, { status: 400 });
+  }
+}
+
+// At least the provider's minimum (10 characters), printable, as `generatePassword()` makes them.
+const password = z.string().regex(/^[\x21-\x7e]{10,200}$/, '10–200 printable characters without spaces');
+const credentialsSchema = z.strictObject({ alice: password, bob: password });
+
 /** The two users' passwords: generated once, kept in `<people>/credentials.json` (0600). */
-function loadCredentials(file: string): Record<Person, string> {
+export function loadCredentials(file: string): Record<Person, string> {
   if (existsSync(file)) {
-    const c = JSON.parse(readFileSync(file, 'utf8')) as Partial<Record<Person, string>>;
-    if (typeof c.alice === 'string' && typeof c.bob === 'string') return { alice: c.alice, bob: c.bob };
+    let doc: unknown;
+    try {
+      doc = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (e) {
+      throw new PeopleFileError(file, `not JSON: ${(e as Error).message}`);
+    }
+    const r = credentialsSchema.safeParse(doc);
+    if (!r.success) {
+      const i = r.error.issues[0];
+      throw new PeopleFileError(file, `${i?.path.join('.') || '(root)'}: ${i?.message ?? 'invalid'}`);
+    }
+    return r.data;
   }
   const c = { alice: generatePassword(), bob: generatePassword() };
   writeSecret(file, `${JSON.stringify(c, null, 2)}\n`);
   return c;
 }
 
-function loadSecret(file: string): string {
-  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+/** The provider client's secret: generated once (256 bits), kept in `<people>/client.secret` (0600). */
+export function loadSecret(file: string): string {
+  if (existsSync(file)) {
+    const secret = readFileSync(file, 'utf8').trim();
+    // The provider wants at least 16 characters; a shorter one is a damaged file, not a secret.
+    if (secret.length < 16) throw new PeopleFileError(file, 'the client secret is shorter than 16 characters');
+    return secret;
+  }
   const secret = randomBytes(32).toString('base64url');
   writeSecret(file, `${secret}\n`);
   return secret;
@@ -267,9 +298,6 @@ export class People {
         key: s.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string,
       };
     };
-    let cert = tls();
-    const idp = await startIdentityProvider({ ...idpOptions, tls: cert });
-
     const root = packageRoot();
     const proxyId = `spiffe://${o.trustDomain}/ns/people/sa/access-proxy`;
     const uid = process.getuid?.() ?? 0;
@@ -300,7 +328,7 @@ export class People {
       audit: { server: o.agentUrl, spill_dir: 'audit-spill' },
       assertion: { server: o.agentUrl },
       auth: {
-        issuer: idp.issuer,
+        issuer: idpOptions.issuer,
         client_id: 'access-proxy',
         client_secret_file: 'client.secret',
         ca_file: 'ca.pem',
@@ -318,6 +346,9 @@ export class People {
     let people: People | undefined;
     const exited = (name: string) => (code: number | null, signal: NodeJS.Signals | null, stderr: string) =>
       o.logger.error({ service: name, code, signal, stderr }, 'service exited');
+    // Last before the children: from here on a failure closes it.
+    let cert = tls();
+    const idp = await startIdentityProvider({ ...idpOptions, tls: cert });
     const common = { expected: () => people?.stopping ?? false };
     const starting = [
       startChild({

@@ -121,4 +121,23 @@ describe('the local mesh', () => {
     up.child.kill('SIGINT');
     expect(await up.exited).toBe(0);
   }, 120_000);
+
+  it('refuses a bad --people-port before starting anything (exit 2, naming the flag)', async () => {
+    for (const bad of ['99999', 'abc', '-1', '80.5']) {
+      const r = await runCli([
+        'demo',
+        '--people-port',
+        bad,
+        '--data-dir',
+        tempDir(),
+        '--port',
+        '0',
+        '--agent-port',
+        '0',
+      ]);
+      expect(r.code, bad).toBe(2);
+      expect(r.stderr).toContain(`--people-port: expected a port number 0–65535, got "${bad}"`);
+      expect(r.stdout).toBe('');
+    }
+  }, 60_000);
 });

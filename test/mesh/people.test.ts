@@ -3,14 +3,21 @@
  * what it must refuse, the step is reported as unexpected (so `nevertrust demo` fails). Here the
  * proxy enforces a policy that wrongly lets staff use /admin.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serverPlugins } from '../../src/cli/server-plugins.js';
 import { loadConfig } from '../../src/config/index.js';
 import { LocalMesh } from '../../src/mesh/local-mesh.js';
-import { judgePeople, PEOPLE_STEPS, type PeopleStep } from '../../src/mesh/people.js';
+import {
+  judgePeople,
+  loadCredentials,
+  loadSecret,
+  PEOPLE_STEPS,
+  PeopleFileError,
+  type PeopleStep,
+} from '../../src/mesh/people.js';
 import { packageRoot } from '../../src/util/package-root.js';
 import { createLogger } from '../../src/util/logger.js';
 import { tempDir } from '../support/tmp.js';
@@ -33,6 +40,37 @@ describe('judging people’s steps', () => {
     expect(judgePeople(admin, { status: 403, body: '' })).toBe(true);
     expect(judgePeople(admin, { status: 200, body: bobPage })).toBe(false);
     expect(judgePeople(admin, { status: 302, body: '' })).toBe(false);
+  });
+});
+
+describe('people’s files', () => {
+  it('generates the passwords once (0600) and keeps them', () => {
+    const file = join(tempDir(), 'credentials.json');
+    const first = loadCredentials(file);
+    expect(first.alice).toMatch(/^[\w-]{24}$/);
+    expect(first.bob).not.toBe(first.alice);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(loadCredentials(file)).toEqual(first);
+  });
+
+  it('refuses a damaged credentials file or client secret, naming the file and the field, and changes nothing', () => {
+    const dir = tempDir();
+    const file = join(dir, 'credentials.json');
+    for (const [text, problem] of [
+      ['{"alice": "okokokokokok"', /credentials\.json: not JSON/],
+      ['{"alice": "okokokokokok"}', /credentials\.json: bob: /],
+      ['{"alice": "short", "bob": "okokokokokok"}', /alice: 10–200 printable characters/],
+      ['{"alice": "has a space in it", "bob": "okokokokokok"}', /alice: /],
+      ['{"alice": "okokokokokok", "bob": "okokokokokok", "mallory": "okokokokokok"}', /mallory/],
+    ] as const) {
+      writeFileSync(file, text);
+      expect(() => loadCredentials(file)).toThrow(PeopleFileError);
+      expect(() => loadCredentials(file)).toThrow(problem);
+      expect(readFileSync(file, 'utf8')).toBe(text);
+    }
+    const secret = join(dir, 'client.secret');
+    writeFileSync(secret, 'short\n');
+    expect(() => loadSecret(secret)).toThrow(/client\.secret: the client secret is shorter than 16 characters/);
   });
 });
 
