@@ -4,7 +4,8 @@
  */
 import { join } from 'node:path';
 import type { LocalMesh } from './local-mesh.js';
-import { PEOPLE, PEOPLE_STEPS, type People, type Person } from './people.js';
+import type { People } from './people.js';
+import { PEOPLE, PEOPLE_STEPS, type Person } from './people-scenario.js';
 import { STEPS } from './scenario.js';
 
 export interface AnomalyLine {

@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../../util/duration.js';
 import type { LocalMesh } from '../../mesh/local-mesh.js';
-import { PEOPLE_STEPS } from '../../mesh/people.js';
+import { PEOPLE_STEPS } from '../../mesh/people-scenario.js';
 import { STEPS } from '../../mesh/scenario.js';
 import { type AnomalyLine, type PeopleStats, peopleStats, renderSummary } from '../../mesh/summary.js';
 import { commandLogger, resolveConfig } from '../context.js';
