@@ -134,7 +134,6 @@ export class People {
   private readonly clients = new Map<Person, PersonClient>();
   private readonly anonymous: PersonClient;
   private readonly tally = { allow: 0, deny: 0, lastSeq: -1 };
-  private signOuts = 0;
   private counting: Promise<{ allow: number; deny: number }> = Promise.resolve({ allow: 0, deny: 0 });
   private stopping = false;
   private renewTimer: NodeJS.Timeout | undefined;
@@ -406,14 +405,8 @@ export class People {
     const after = await c.send('GET', `${this.url}/`, { headers: { accept: 'application/json' } });
     if (after.status !== 401)
       return { status: after.status, body: after.body, detail: `after sign-out: ${after.status}, not 401` };
-    this.signOuts++;
     const again = await c.signIn(`${this.url}/`, who, this.credentials[who]);
     return { status: again.status, body: again.body };
-  }
-
-  /** How many times a person signed out (and in again). */
-  get signOutCount(): number {
-    return this.signOuts;
   }
 
   /** Live sessions in the store (shared with the proxy). */
