@@ -4,11 +4,11 @@
  * node agent. As child processes: the three example services, each started from its own binary
  * path so the agent can tell them apart by process attestation (`unix:uid` + `unix:path`), with no
  * secret in their configuration. Their decisions come back over the IPC channel and are recorded in
- * the audit log, as an agent would ship them.
+ * the audit log, as an agent would ship them. Beside them, people's access (people.ts).
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
@@ -21,7 +21,10 @@ import { packageRoot } from '../util/package-root.js';
 import { listen } from '../util/listen.js';
 import type { Logger } from '../util/logger.js';
 import { judge, SERVICES, type ServiceName, type Step, type StepResult } from './scenario.js';
-import { NevertrustError } from '../errors.js';
+import { People } from './people.js';
+import { ServiceStartError, serviceBinary } from './processes.js';
+
+export { ServiceStartError } from './processes.js';
 
 export interface ServiceInfo {
   name: ServiceName;
@@ -56,6 +59,12 @@ export interface LocalMeshOptions {
   policies?: string;
   /** Picks each service port; default: a free port below the ephemeral range (tests hand out a taken one). */
   choosePort?: () => Promise<number>;
+  /**
+   * People's access (the built-in OpenID provider, the back-office app and the access proxy):
+   * `port` is the proxy's (default a free one), `policies` what it enforces (default the
+   * back-office example's); `false` leaves it out.
+   */
+  people?: { port?: number; policies?: string } | false;
 }
 
 /** `port` if it can be bound on 127.0.0.1 now (0: whichever the system gives), else undefined. */
@@ -99,38 +108,6 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** A distinct path for each service's binary: a hard link to node where possible, else a copy. */
-function serviceBinary(dir: string, name: string): string {
-  const target = join(dir, name);
-  if (!existsSync(target)) {
-    try {
-      linkSync(process.execPath, target);
-    } catch {
-      copyFileSync(process.execPath, target);
-      chmodSync(target, 0o755);
-    }
-  }
-  return target;
-}
-
-/** A service process that exited before it was ready; `addressInUse` when its port was taken. */
-export class ServiceStartError extends NevertrustError<'ERR_MESH_SERVICE_START'> {
-  override readonly name = 'ServiceStartError';
-  readonly code = 'ERR_MESH_SERVICE_START';
-  readonly addressInUse: boolean;
-  constructor(
-    readonly service: string,
-    /** What happened, e.g. `exited with 1` or `did not start within 30 s`. */
-    what: string,
-    stderr: string,
-  ) {
-    // The last lines of its stderr, on one line: the cause without a page of stack.
-    const tail = stderr.trim().split('\n').slice(-3).join(' ');
-    super(`${service} ${what}${tail ? `: ${tail}` : ''}`);
-    this.addressInUse = stderr.includes('EADDRINUSE');
-  }
-}
-
 export class LocalMesh {
   readonly decisions: MeshDecision[] = [];
   readonly counts = { allow: 0, deny: 0 };
@@ -138,6 +115,9 @@ export class LocalMesh {
   private stopping = false;
   /** Counts starts and stops of the services, so exits of an earlier set are not taken as failures. */
   private generation = 0;
+
+  /** People's access, once started (see people.ts). */
+  people: People | undefined;
 
   private constructor(
     readonly server: RunningServer,
@@ -209,27 +189,58 @@ export class LocalMesh {
         });
       }
       const mesh = new LocalMesh(server, agent, services, opts);
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await mesh.startServices(socket, policies);
-          break;
-        } catch (e) {
-          // A port taken between choosing it and binding it: all services again, on new ports.
-          if (attempt >= 3 || !(e instanceof ServiceStartError && e.addressInUse)) {
-            await mesh.stop().catch(() => {});
-            throw e;
-          }
-          logger.warn(
-            { service: e.service, attempt },
-            'a service port was taken meanwhile; starting the services on new ports',
-          );
-          await mesh.stopServices();
-          for (const svc of services.values()) {
-            svc.port = await choosePort();
-            svc.driverPort = await choosePort();
-            if (svc.publicPort !== undefined) svc.publicPort = await choosePort();
+      // People's access starts beside the services (it needs none of them): start-up stays short.
+      const people =
+        opts.people === false
+          ? undefined
+          : People.start({
+              server,
+              plugins: opts.plugins,
+              trustDomain: config.trust_domain,
+              dataDir,
+              socket,
+              agentUrl: `https://${config.server.host}:${agentPort ?? config.server.agent_port}`,
+              agentId: agent.id,
+              binDir,
+              bundlePem,
+              policies: opts.people?.policies,
+              ports: {
+                proxy: opts.people?.port ?? (await choosePort()),
+                idp: await choosePort(),
+                app: await choosePort(),
+              },
+              svidTtl: { x509: config.ca.x509_svid_ttl, jwt: config.ca.jwt_svid_ttl },
+              logger,
+            }).then((p) => {
+              mesh.people = p;
+            });
+      people?.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
+      try {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await mesh.startServices(socket, policies);
+            break;
+          } catch (e) {
+            // A port taken between choosing it and binding it: all services again, on new ports.
+            if (attempt >= 3 || !(e instanceof ServiceStartError && e.addressInUse)) throw e;
+            logger.warn(
+              { service: e.service, attempt },
+              'a service port was taken meanwhile; starting the services on new ports',
+            );
+            await mesh.stopServices();
+            for (const svc of services.values()) {
+              svc.port = await choosePort();
+              svc.driverPort = await choosePort();
+              if (svc.publicPort !== undefined) svc.publicPort = await choosePort();
+            }
           }
         }
+        await people;
+      } catch (e) {
+        // Both halves settled first, so stopping leaves nothing running behind.
+        await people?.catch(() => {});
+        await mesh.stop().catch(() => {});
+        throw e;
       }
       return mesh;
     } catch (e) {
@@ -368,6 +379,7 @@ export class LocalMesh {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    await this.people?.stop();
     await this.stopServices();
     await this.agent.stop();
     await this.server.close();

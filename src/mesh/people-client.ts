@@ -8,6 +8,7 @@
  * real host names without touching /etc/hosts.
  */
 import { Agent, type Dispatcher, request } from 'undici';
+import { localhostLookup } from '../util/localhost-lookup.js';
 
 /** What one request answered. */
 export interface PersonResponse {
@@ -27,26 +28,6 @@ export interface PersonClientOptions {
 
 /** Cookies per host: name → value (enough for host-only `__Host-` cookies, which is all the flow sets). */
 type Jar = Map<string, Map<string, string>>;
-
-const loopbackLookup = (
-  hostname: string,
-  options: { all?: boolean },
-  cb: (
-    err: NodeJS.ErrnoException | null,
-    address: string | { address: string; family: number }[],
-    family?: number,
-  ) => void,
-): void => {
-  if (hostname === 'localhost' || hostname.endsWith('.localhost')) {
-    if (options.all) cb(null, [{ address: '127.0.0.1', family: 4 }]);
-    else cb(null, '127.0.0.1', 4);
-    return;
-  }
-  import('node:dns').then(
-    (dns) => dns.lookup(hostname, options as never, cb as never),
-    (e: NodeJS.ErrnoException) => cb(e, ''),
-  );
-};
 
 /** The inputs of the first POST form in `html`, and its action. */
 export function parseForm(html: string): { action: string; fields: Record<string, string> } | undefined {
@@ -90,7 +71,7 @@ export class PersonClient {
 
   constructor(opts: PersonClientOptions = {}) {
     this.dispatcher = new Agent({
-      connect: { ca: opts.ca, lookup: loopbackLookup as never },
+      connect: { ca: opts.ca, lookup: localhostLookup as never },
       keepAliveTimeout: 10_000,
     });
     this.maxRedirects = opts.maxRedirects ?? 20;

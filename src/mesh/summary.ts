@@ -2,7 +2,10 @@
  * What `nevertrust up` shows a person: the services and their identities, allowed and denied
  * counts, the latest denials with the rule and reason, anomaly signals, and what to try by hand.
  */
+import { join } from 'node:path';
 import type { LocalMesh } from './local-mesh.js';
+import type { People } from './people.js';
+import { PEOPLE, PEOPLE_STEPS, type Person } from './people-scenario.js';
 import { STEPS } from './scenario.js';
 
 export interface AnomalyLine {
@@ -10,9 +13,60 @@ export interface AnomalyLine {
   reason: string;
 }
 
+/** People's figures, read before rendering: live sessions from the store, the proxy's audited decisions. */
+export interface PeopleStats {
+  sessions: number;
+  decisions: { allow: number; deny: number };
+}
+
+/** Reads what the people's lines show (the summary itself renders synchronously). */
+export async function peopleStats(people: People): Promise<PeopleStats> {
+  const [sessions, decisions] = await Promise.all([people.activeSessions(), people.decisions()]);
+  return { sessions, decisions };
+}
+
+function peopleLines(people: People, stats: PeopleStats | undefined): string[] {
+  const out: string[] = [''];
+  out.push(`people (signed in at the built-in OpenID provider ${people.issuer}):`);
+  const up = (p: { exitCode: number | null; signalCode: string | null }) =>
+    p.exitCode === null && p.signalCode === null ? '●' : '○';
+  out.push(`  ${up(people.proxy)} ${'access-proxy'.padEnd(16)} ${people.proxyId}   ${people.url}/`);
+  out.push(
+    `  ${up(people.app)} ${'backoffice'.padEnd(16)} the example app, only through the proxy (verifies its assertion)`,
+  );
+  out.push(`people's sessions: ${stats ? stats.sessions : '…'} active (in the store)`);
+  out.push(
+    `people's decisions: ${stats ? `${stats.decisions.allow} allowed, ${stats.decisions.deny} denied` : '…'} (the access proxy's audit events)`,
+  );
+  const byLabel = new Map<string, { ok: number; bad: number }>();
+  for (const r of people.results) {
+    const e = byLabel.get(r.step.label) ?? { ok: 0, bad: 0 };
+    if (r.asExpected) e.ok++;
+    else e.bad++;
+    byLabel.set(r.step.label, e);
+  }
+  out.push("people's traffic (expected outcome / not):");
+  for (const step of PEOPLE_STEPS) {
+    const e = byLabel.get(step.label);
+    if (!e) continue;
+    out.push(
+      `  ${e.bad === 0 ? '✓' : '✗'} ${step.kind === 'allowed' ? 'allow ' : 'deny  '} ${`${step.label} → ${step.expect}`.padEnd(52)} ${e.ok}/${e.ok + e.bad}`,
+    );
+  }
+  return out;
+}
+
+/** The line telling a person how to try people's access in a browser. */
+export function peopleTryIt(people: People, dataDir: string): string {
+  const who = (Object.keys(PEOPLE) as Person[])
+    .map((p) => `${p} / ${people.credentials[p]} (${PEOPLE[p].role})`)
+    .join(' · ');
+  return `  ${people.url}/  ${who} — the CA is ${join(dataDir, 'people', 'ca.pem')} (or accept the browser's warning)`;
+}
+
 export function renderSummary(
   mesh: LocalMesh,
-  extra: { anomalies: AnomalyLine[]; elapsedS: number; apiUrl: string; dataDir: string },
+  extra: { anomalies: AnomalyLine[]; elapsedS: number; apiUrl: string; dataDir: string; people?: PeopleStats },
 ): string {
   const out: string[] = [];
   out.push(
@@ -41,6 +95,7 @@ export function renderSummary(
       `  ${mark} ${step.kind === 'allowed' ? 'allow ' : 'attack'} ${step.label.padEnd(52)} ${e.ok}/${e.ok + e.bad}`,
     );
   }
+  if (mesh.people) out.push(...peopleLines(mesh.people, extra.people));
   out.push('');
   out.push('latest denials:');
   const denials = mesh.decisions
@@ -74,5 +129,9 @@ export function renderSummary(
   out.push(
     `  npx nevertrust audit query --outcome deny --limit 5 --data-dir ${extra.dataDir}   # the same denials from the audit log`,
   );
+  if (mesh.people) {
+    out.push("try it in a browser (people's access):");
+    out.push(peopleTryIt(mesh.people, extra.dataDir));
+  }
   return `${out.join('\n')}\n`;
 }

@@ -95,6 +95,21 @@ export class AccessSessionRepository {
     return r ? fromRow(r) : undefined;
   }
 
+  /**
+   * Sessions live at `now` (ms): not ended, before their absolute expiry, seen within `idleMs`
+   * (last-seen is written behind, so this may count a session a little longer). For summaries.
+   */
+  async countActive(now: number, idleMs: number): Promise<number> {
+    const r = await this.db
+      .selectFrom('access_sessions')
+      .select((eb) => eb.fn.countAll<number | string | bigint>().as('n'))
+      .where('ended_at', 'is', null)
+      .where('expires_at', '>', now)
+      .where('last_seen_at', '>', now - idleMs)
+      .executeTakeFirstOrThrow();
+    return Number(r.n);
+  }
+
   /** Last-seen is written behind and not a change: other proxies re-read before refusing as idle. */
   async touch(id: string, at: number): Promise<void> {
     await this.db

@@ -1,15 +1,24 @@
 /**
- * The main job, end to end: `nevertrust demo` runs the server, an agent, the three example services
- * and the traffic generator, and exits 0 only if every expected call was allowed, every attack denied,
- * and the audit log verifies. `nevertrust up` shows allowed and denied traffic and stops cleanly.
+ * The main job, end to end: `nevertrust demo` runs the server, an agent, the three example services,
+ * people's access (the built-in OpenID provider, the back-office app, the access proxy as a workload)
+ * and the traffic generator, and exits 0 only if every expected call was allowed, every attack
+ * denied, and the audit log verifies. `nevertrust up` shows allowed and denied traffic and stops cleanly.
  */
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { queryAuditLog } from '../../src/audit/index.js';
+import { PersonClient } from '../../src/mesh/people-client.js';
+import { openStore } from '../../src/store/index.js';
 import { runCli, startCli } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 
+// One data dir for both: `up` starts again where `demo` left off (people's credentials are kept).
+const dataDir = tempDir();
+
 describe('the local mesh', () => {
   it('nevertrust demo passes: allows what the policy allows, denies every attack, audit verifies', async () => {
-    const r = await runCli(['demo', '--duration', '4s', '--data-dir', tempDir(), '--port', '0', '--agent-port', '0'], {
+    const r = await runCli(['demo', '--duration', '4s', '--data-dir', dataDir, '--port', '0', '--agent-port', '0'], {
       timeoutMs: 90_000,
     });
     expect(r.code, r.stderr + r.stdout).toBe(0);
@@ -24,12 +33,63 @@ describe('the local mesh', () => {
     const denied = Number(/decisions: \d+ allowed, (\d+) denied/.exec(r.stdout)?.[1]);
     expect(attacks).toBeGreaterThan(0);
     expect(denied).toBeGreaterThanOrEqual(attacks);
+
+    // People's access: every step ran as it must, and the summary says so.
+    expect(r.stdout).toMatch(/access-proxy\s+spiffe:\/\/example\.org\/ns\/people\/sa\/access-proxy/);
+    expect(r.stdout).toMatch(/✓ allow {2}alice signs in \(OIDC code flow, PKCE\) → 200\s+\d+\/\d+/);
+    expect(r.stdout).toMatch(/✓ allow {2}alice GET \/admin \(admins\) → 200/);
+    expect(r.stdout).toMatch(/✓ deny {3}bob GET \/admin \(staff only\) → 403/);
+    expect(r.stdout).toMatch(/✓ deny {3}API client without a session → 401/);
+    expect(r.stdout).toMatch(/✓ deny {3}bob forges an admin assertion for \/admin → 403/);
+    expect(r.stdout).toMatch(/✓ allow {2}bob forges an assertion: the app still sees bob → 200/);
+    expect(r.stdout).toMatch(/✓ allow {2}bob signs out, is refused, signs in again → 200/);
+    expect(r.stdout).not.toMatch(/✗/);
+    expect(r.stdout).toMatch(/people's sessions: [1-9]\d* active \(in the store\)/);
+    const people = /people's decisions: (\d+) allowed, (\d+) denied \(the access proxy's audit events\)/.exec(r.stdout);
+    expect(Number(people?.[1])).toBeGreaterThan(0);
+    expect(Number(people?.[2])).toBeGreaterThan(0);
+    expect(r.stdout).toMatch(
+      /https:\/\/backoffice\.localhost:\d+\/ {2}alice \/ \S+ \(admin\) · bob \/ \S+ \(staff\) — the CA is .*people\/ca\.pem/,
+    );
+
+    // The secrets are the owner's only.
+    for (const f of ['credentials.json', 'client.secret', 'session.key'])
+      expect(statSync(join(dataDir, 'people', f)).mode & 0o077, f).toBe(0);
+
+    // The audit log holds the logins (relying party and provider) and the access proxy's decisions.
+    const store = await openStore({ dataDir });
+    try {
+      const logins = await queryAuditLog(store, { kind: 'access.login', limit: 1000 });
+      expect(logins.events.filter((e) => e.outcome === 'allow').length).toBeGreaterThanOrEqual(4);
+      const idpLogins = await queryAuditLog(store, { kind: 'idp.login', limit: 1000 });
+      expect(idpLogins.events.some((e) => e.outcome === 'allow')).toBe(true);
+      const decisions = await queryAuditLog(store, { kind: 'access.decision', limit: 1000 });
+      const proxy = decisions.events.filter((e) => e.enforcer === 'access-proxy');
+      expect(proxy.some((e) => e.outcome === 'allow' && e.target?.path === '/admin')).toBe(true);
+      expect(proxy.some((e) => e.outcome === 'deny' && e.target?.path === '/admin')).toBe(true);
+      expect(await queryAuditLog(store, { kind: 'access.logout', limit: 1 })).toMatchObject({
+        events: [expect.objectContaining({ outcome: 'allow' })],
+      });
+      // No password, cookie or token value in any event.
+      const creds = JSON.parse(readFileSync(join(dataDir, 'people', 'credentials.json'), 'utf8')) as Record<
+        string,
+        string
+      >;
+      const all = JSON.stringify((await queryAuditLog(store, { limit: 1000 })).events);
+      for (const pw of Object.values(creds)) expect(all).not.toContain(pw);
+      expect(all).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}\./);
+    } finally {
+      await store.close();
+    }
   }, 120_000);
 
   it('nevertrust up shows allowed and denied traffic with identities, then stops on Ctrl-C', async () => {
+    const before = JSON.parse(readFileSync(join(dataDir, 'people', 'credentials.json'), 'utf8')) as {
+      alice: string;
+    };
     const up = await startCli(
-      ['up', '--data-dir', tempDir(), '--port', '0', '--agent-port', '0', '--interval', '100ms'],
-      /decisions: [1-9]\d* allowed, [1-9]\d* denied/,
+      ['up', '--data-dir', dataDir, '--port', '0', '--agent-port', '0', '--interval', '100ms'],
+      /decisions: [1-9]\d* allowed, [1-9]\d* denied[\s\S]*people's decisions: [1-9]\d* allowed, [1-9]\d* denied/,
       { timeoutMs: 60_000 },
     );
     const out = up.output();
@@ -40,7 +100,44 @@ describe('the local mesh', () => {
     const res = await fetch(`http://127.0.0.1:${port}/charge`, { method: 'POST', body: '{"amount": 4200}' });
     expect(res.status).toBe(201);
     expect(await res.json()).toMatchObject({ upstream_status: 201 });
+
+    // The browser line works too: its URL, alice's password (the one kept since the demo) and the CA.
+    const line = /(https:\/\/backoffice\.localhost:\d+)\/ {2}alice \/ (\S+) \(admin\).* the CA is (\S+)/.exec(out);
+    expect(line?.[2]).toBe(before.alice);
+    const alice = new PersonClient({ ca: readFileSync(line?.[3] as string, 'utf8') });
+    try {
+      const page = await alice.signIn(`${line?.[1]}/admin`, 'alice', line?.[2] as string);
+      expect(page.status).toBe(200);
+      expect(page.body).toContain('id="email">alice@example.com<');
+      const wrong = new PersonClient({ ca: readFileSync(line?.[3] as string, 'utf8') });
+      await expect(wrong.signIn(`${line?.[1]}/`, 'alice', 'not-the-password')).rejects.toThrow(
+        /ended at https:\/\/idp\.localhost/,
+      );
+      await wrong.close();
+    } finally {
+      await alice.close();
+    }
+
     up.child.kill('SIGINT');
     expect(await up.exited).toBe(0);
   }, 120_000);
+
+  it('refuses a bad --people-port before starting anything (exit 2, naming the flag)', async () => {
+    for (const bad of ['99999', 'abc', '-1', '80.5']) {
+      const r = await runCli([
+        'demo',
+        '--people-port',
+        bad,
+        '--data-dir',
+        tempDir(),
+        '--port',
+        '0',
+        '--agent-port',
+        '0',
+      ]);
+      expect(r.code, bad).toBe(2);
+      expect(r.stderr).toContain(`--people-port: expected a port number 0–65535, got "${bad}"`);
+      expect(r.stdout).toBe('');
+    }
+  }, 60_000);
 });

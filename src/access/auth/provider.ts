@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import * as jose from 'jose';
 import * as oidc from 'openid-client';
 import { Agent, fetch as undiciFetch } from 'undici';
+import { localhostLookup } from '../../util/localhost-lookup.js';
 import type { OidcAuthConfig } from './config.js';
 
 export interface Provider {
@@ -23,10 +24,13 @@ type Fetch = (
   init: { method?: string; headers?: unknown; body?: unknown; redirect?: string; signal?: AbortSignal | null },
 ) => Promise<Response>;
 
-/** A fetch that trusts only `ca_file` when given (else the system CAs); openid-client and jose share it. */
+/**
+ * A fetch that trusts only `ca_file` when given (else the system CAs); openid-client and jose share
+ * it. `*.localhost` issuers reach loopback (RFC 6761), as the person's browser does.
+ */
 export function providerFetch(caFile: string | undefined): Fetch | undefined {
   if (caFile === undefined) return undefined;
-  const dispatcher = new Agent({ connect: { ca: readFileSync(caFile, 'utf8') } });
+  const dispatcher = new Agent({ connect: { ca: readFileSync(caFile, 'utf8'), lookup: localhostLookup as never } });
   return (url, init) =>
     undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher }) as unknown as Promise<Response>;
 }

@@ -18,6 +18,7 @@ import { USERNAME_PATTERN } from '../../api/users.js';
 import type { AuditEventInput } from '../../audit/index.js';
 import { NevertrustError } from '../../errors.js';
 import type { Store } from '../../store/index.js';
+import { localhostLookup } from '../../util/localhost-lookup.js';
 import { storeAdapter } from './adapter.js';
 import { type AttemptLimits, clientIp, DEFAULT_ATTEMPT_LIMITS, LoginAttempts } from './attempts.js';
 import { type IdpKeys, loadOrCreateKeys, rotateSigningKey } from './keys.js';
@@ -174,7 +175,10 @@ export async function startIdentityProvider(o: IdentityProviderOptions): Promise
   const record = o.record ?? (() => {});
   const attempts = new LoginAttempts({ ...DEFAULT_ATTEMPT_LIMITS, ...o.attempts });
   const csp = contentSecurityPolicy(o.clients);
-  const outboundAgent = o.outboundCa ? new HttpsAgent({ ca: [...rootCertificates, o.outboundCa] }) : undefined;
+  // `*.localhost` clients (the local mesh's proxy) are reached on loopback, as RFC 6761 asks.
+  const outboundAgent = o.outboundCa
+    ? new HttpsAgent({ ca: [...rootCertificates, o.outboundCa], lookup: localhostLookup })
+    : undefined;
 
   const findAccount = async (_ctx: KoaContextWithOIDC, sub: string): Promise<Account | undefined> => {
     // Consulted on every use (login, code exchange, refresh, userinfo): a disabled or removed person

@@ -1,0 +1,456 @@
+/**
+ * People's access in the local mesh (`nevertrust up`, `nevertrust demo`): the built-in OpenID
+ * provider in this process (HTTPS with a certificate from the trust domain's CA for
+ * `idp.localhost`), two users, the example back-office as a child process, and the access proxy as
+ * a real workload — a child process from its own binary path, attested by the in-process agent,
+ * with its SVID over the Workload API and its audit and assertion keys over mTLS to the agent port.
+ * The people's steps of the traffic generator sign in through the real login flow.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { generateKeyPair, SignJWT } from 'jose';
+import YAML from 'yaml';
+import { z } from 'zod';
+import { PEP_NAME as ACCESS_PROXY_ENFORCER } from '../access/proxy/gate.js';
+import {
+  generatePassword,
+  hashPassword,
+  type RunningIdentityProvider,
+  startIdentityProvider,
+} from '../access/idp/index.js';
+import type { AuditEventInput } from '../audit/index.js';
+import { certificatesToPem } from '../ca/index.js';
+import { NevertrustError } from '../errors.js';
+import type { RunningServer, ServerPlugin } from '../server/index.js';
+import type { CaHandle } from '../server/plugins/ca.js';
+import { DuplicateEntryError } from '../store/index.js';
+import type { Logger } from '../util/logger.js';
+import { packageRoot } from '../util/package-root.js';
+import { parseForm, PersonClient, type PersonResponse } from './people-client.js';
+import { judgePeople, PEOPLE, type Person, type PeopleStep, type PeopleStepResult } from './people-scenario.js';
+import { serviceBinary, startChild, stopChild } from './processes.js';
+
+export {
+  judgePeople,
+  PEOPLE,
+  PEOPLE_STEPS,
+  type Person,
+  type PeopleStep,
+  type PeopleStepResult,
+} from './people-scenario.js';
+
+export const BACKOFFICE_HOST = 'backoffice.localhost';
+export const IDP_HOST = 'idp.localhost';
+/** The session idle lifetime the mesh's proxy is configured with (the auth default), for counting live sessions. */
+const IDLE_LIFETIME_MS = 3600_000;
+
+export interface PeopleStartOptions {
+  server: RunningServer;
+  /** The server's plugins: the CA (`ca`) issues the provider's certificate; `audit` records its logins. */
+  plugins: readonly ServerPlugin[];
+  trustDomain: string;
+  dataDir: string;
+  /** The agent's Workload API socket. */
+  socket: string;
+  /** The agent port, `https://host:port` (the proxy's audit and assertion keys go there over mTLS). */
+  agentUrl: string;
+  agentId: string;
+  binDir: string;
+  bundlePem: string;
+  policies?: string;
+  ports: { proxy: number; idp: number; app: number };
+  svidTtl: { x509: number; jwt: number };
+  logger: Logger;
+}
+
+interface CaPluginLike extends ServerPlugin {
+  handle: CaHandle;
+}
+interface AuditPluginLike extends ServerPlugin {
+  handle: { record(e: AuditEventInput): void };
+}
+
+function plugin<T extends ServerPlugin>(plugins: readonly ServerPlugin[], name: string): T | undefined {
+  return plugins.find((p) => p.name === name && 'handle' in p) as T | undefined;
+}
+
+/** Writes `text` to `file` readable only by this user (also when it existed with wider rights). */
+function writeSecret(file: string, text: string): void {
+  writeFileSync(file, text, { mode: 0o600 });
+  chmodSync(file, 0o600);
+}
+
+/** A file of `<data-dir>/people/` that cannot be used; names the file and what is wrong. */
+export class PeopleFileError extends NevertrustError<'ERR_MESH_PEOPLE_FILE'> {
+  override readonly name = 'PeopleFileError';
+  readonly code = 'ERR_MESH_PEOPLE_FILE';
+  constructor(file: string, problem: string) {
+    super(`${file}: ${problem} (remove the file to have it generated again)`, { status: 400 });
+  }
+}
+
+// At least the provider's minimum (10 characters), printable, as `generatePassword()` makes them.
+const password = z.string().regex(/^[\x21-\x7e]{10,200}$/, '10–200 printable characters without spaces');
+const credentialsSchema = z.strictObject({ alice: password, bob: password });
+
+/** The two users' passwords: generated once, kept in `<people>/credentials.json` (0600). */
+export function loadCredentials(file: string): Record<Person, string> {
+  if (existsSync(file)) {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (e) {
+      throw new PeopleFileError(file, `not JSON: ${(e as Error).message}`);
+    }
+    const r = credentialsSchema.safeParse(doc);
+    if (!r.success) {
+      const i = r.error.issues[0];
+      throw new PeopleFileError(file, `${i?.path.join('.') || '(root)'}: ${i?.message ?? 'invalid'}`);
+    }
+    return r.data;
+  }
+  const c = { alice: generatePassword(), bob: generatePassword() };
+  writeSecret(file, `${JSON.stringify(c, null, 2)}\n`);
+  return c;
+}
+
+/** The provider client's secret: generated once (256 bits), kept in `<people>/client.secret` (0600). */
+export function loadSecret(file: string): string {
+  if (existsSync(file)) {
+    const secret = readFileSync(file, 'utf8').trim();
+    // The provider wants at least 16 characters; a shorter one is a damaged file, not a secret.
+    if (secret.length < 16) throw new PeopleFileError(file, 'the client secret is shorter than 16 characters');
+    return secret;
+  }
+  const secret = randomBytes(32).toString('base64url');
+  writeSecret(file, `${secret}\n`);
+  return secret;
+}
+
+export class People {
+  readonly results: PeopleStepResult[] = [];
+  private readonly clients = new Map<Person, PersonClient>();
+  private readonly anonymous: PersonClient;
+  private readonly tally = { allow: 0, deny: 0, lastSeq: -1 };
+  private counting: Promise<{ allow: number; deny: number }> = Promise.resolve({ allow: 0, deny: 0 });
+  private stopping = false;
+  private renewTimer: NodeJS.Timeout | undefined;
+  /**
+   * Serves the provider with a newly minted certificate (restarting it on its port; its sessions
+   * and keys are in the store). Done by itself from half the certificate's lifetime and on a CA change.
+   */
+  renewCertificate: () => Promise<void> = async () => {};
+  private unsubscribeBundle: (() => void) | undefined;
+
+  private constructor(
+    private readonly o: PeopleStartOptions,
+    readonly dir: string,
+    readonly credentials: Record<Person, string>,
+    readonly proxyId: string,
+    private idp: RunningIdentityProvider,
+    readonly app: ChildProcess,
+    readonly proxy: ChildProcess,
+  ) {
+    const ca = readFileSync(join(dir, 'ca.pem'), 'utf8');
+    for (const p of Object.keys(PEOPLE) as Person[]) this.clients.set(p, new PersonClient({ ca }));
+    this.anonymous = new PersonClient({ ca });
+  }
+
+  /** `https://backoffice.localhost:<port>` */
+  get url(): string {
+    return `https://${BACKOFFICE_HOST}:${this.o.ports.proxy}`;
+  }
+
+  get issuer(): string {
+    return this.idp.issuer;
+  }
+
+  static async start(o: PeopleStartOptions): Promise<People> {
+    const ca = plugin<CaPluginLike>(o.plugins, 'ca')?.handle;
+    if (!ca) throw new Error("people's access needs the server's CA plugin");
+    const audit = plugin<AuditPluginLike>(o.plugins, 'audit')?.handle;
+    const dir = join(o.dataDir, 'people');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
+    // The bundle, for the proxy (the provider's TLS) and for people's browsers.
+    writeFileSync(join(dir, 'ca.pem'), o.bundlePem, { mode: 0o644 });
+    const credentials = loadCredentials(join(dir, 'credentials.json'));
+    const clientSecret = loadSecret(join(dir, 'client.secret'));
+    for (const [name, p] of Object.entries(PEOPLE) as [Person, (typeof PEOPLE)[Person]][]) {
+      const hash = await hashPassword(credentials[name]);
+      if (await o.server.store.users.get(name)) await o.server.store.users.update(name, { passwordHash: hash });
+      else await o.server.store.users.create({ username: name, email: p.email, groups: p.groups, passwordHash: hash });
+    }
+
+    const proxyOrigin = `https://${BACKOFFICE_HOST}:${o.ports.proxy}`;
+    const idpOptions = {
+      issuer: `https://${IDP_HOST}:${o.ports.idp}`,
+      listen: { host: '127.0.0.1', port: o.ports.idp },
+      store: o.server.store,
+      clients: [
+        {
+          client_id: 'access-proxy',
+          client_secret: clientSecret,
+          redirect_uris: [`${proxyOrigin}/.nevertrust/callback`],
+          post_logout_redirect_uris: [`${proxyOrigin}/.nevertrust/signed_out`],
+          backchannel_logout_uri: `${proxyOrigin}/.nevertrust/backchannel-logout`,
+        },
+      ],
+      record: audit ? (e: AuditEventInput) => audit.record(e) : undefined,
+      outboundCa: o.bundlePem,
+      onError: (err: Error) => o.logger.error({ err }, 'identity provider error'),
+    };
+    const tls = () => {
+      const s = ca.current().mintX509Svid({
+        spiffeId: `spiffe://${o.trustDomain}/ns/people/sa/idp`,
+        dnsNames: [IDP_HOST],
+      });
+      const now = Date.now();
+      return {
+        renewAt: now + (s.notAfter.getTime() - now) / 2,
+        cert: certificatesToPem(s.chain),
+        key: s.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string,
+      };
+    };
+    const root = packageRoot();
+    const proxyId = `spiffe://${o.trustDomain}/ns/people/sa/access-proxy`;
+    const uid = process.getuid?.() ?? 0;
+    const proxyBinary = serviceBinary(o.binDir, 'access-proxy');
+    const appBinary = serviceBinary(o.binDir, 'backoffice');
+    try {
+      await o.server.store.entries.create({
+        spiffeId: proxyId,
+        parentId: o.agentId,
+        selectors: [`unix:uid:${uid}`, `unix:path:${proxyBinary}`],
+        x509SvidTtl: o.svidTtl.x509,
+        jwtSvidTtl: o.svidTtl.jwt,
+        // Its serving certificate (the SVID) names the host browsers use.
+        dnsNames: [BACKOFFICE_HOST],
+        hint: 'access-proxy',
+        admin: false,
+        expiresAt: null,
+      });
+    } catch (e) {
+      if (!(e instanceof DuplicateEntryError)) throw e;
+    }
+
+    const configFile = join(dir, 'access-proxy.yaml');
+    const config = {
+      listen: `127.0.0.1:${o.ports.proxy}`,
+      svid: { workload_api: `unix://${o.socket}` },
+      policies: o.policies ?? join(root, 'examples', 'policies', 'people'),
+      audit: { server: o.agentUrl, spill_dir: 'audit-spill' },
+      assertion: { server: o.agentUrl },
+      auth: {
+        issuer: idpOptions.issuer,
+        client_id: 'access-proxy',
+        client_secret_file: 'client.secret',
+        ca_file: 'ca.pem',
+        session: { key_file: 'session.key', idle_lifetime: `${IDLE_LIFETIME_MS / 1000}s` },
+      },
+      store: { data_dir: o.dataDir },
+      routes: [{ name: 'backoffice', from: { host: BACKOFFICE_HOST }, to: `http://127.0.0.1:${o.ports.app}` }],
+    };
+    writeFileSync(
+      configFile,
+      `# Written by \`nevertrust up\` at every start (docs/people.md describes the fields).\n${YAML.stringify(config)}`,
+      { mode: 0o600 },
+    );
+
+    let people: People | undefined;
+    const exited = (name: string) => (code: number | null, signal: NodeJS.Signals | null, stderr: string) =>
+      o.logger.error({ service: name, code, signal, stderr }, 'service exited');
+    // Last before the children: from here on a failure closes it.
+    let cert = tls();
+    const idp = await startIdentityProvider({ ...idpOptions, tls: cert });
+    const common = { expected: () => people?.stopping ?? false };
+    const starting = [
+      startChild({
+        ...common,
+        name: 'backoffice',
+        script: join(root, 'examples', 'backoffice', 'app.mjs'),
+        execPath: appBinary,
+        env: {
+          PATH: process.env.PATH,
+          NT_PORT: String(o.ports.app),
+          NT_JWKS_URL: `${o.server.url}/v1/assertion-keys/jwks.json?issuer=${encodeURIComponent(proxyId)}`,
+          NT_ASSERTION_ISSUER: proxyId,
+          NT_AUDIENCE: `https://${BACKOFFICE_HOST}`,
+        },
+        readyOn: 'ipc',
+        onExit: exited('backoffice'),
+      }),
+      startChild({
+        ...common,
+        name: 'access-proxy',
+        script: join(root, 'bin', 'nevertrust.js'),
+        args: ['access-proxy', '--config', configFile],
+        execPath: proxyBinary,
+        env: { PATH: process.env.PATH, HOME: process.env.HOME },
+        readyOn: /"msg":"access proxy ready"/,
+        onExit: exited('access-proxy'),
+      }),
+    ] as const;
+    const [app, proxy] = await Promise.allSettled(starting);
+    if (app.status === 'rejected' || proxy.status === 'rejected') {
+      await Promise.all([app, proxy].map((r) => (r.status === 'fulfilled' ? stopChild(r.value) : undefined)));
+      await idp.close();
+      throw app.status === 'rejected' ? app.reason : (proxy as PromiseRejectedResult).reason;
+    }
+    people = new People(o, dir, credentials, proxyId, idp, app.value, proxy.value);
+    const started = people;
+    // The provider's certificate is static while it runs: serve a fresh one from half its lifetime
+    // and after a CA rotation, by starting it again (sessions and keys live in the store).
+    const renew = async () => {
+      if (started.stopping) return;
+      cert = tls();
+      await started.idp.close();
+      started.idp = await startIdentityProvider({ ...idpOptions, tls: cert });
+    };
+    // One restart at a time (the timer and a CA change may coincide on the one port).
+    let renewing = Promise.resolve();
+    started.renewCertificate = () => {
+      renewing = renewing.then(renew, renew);
+      return renewing;
+    };
+    const renewSoon = () =>
+      void started
+        .renewCertificate()
+        .catch((err: unknown) => o.logger.error({ err }, 'identity provider restart failed'));
+    started.unsubscribeBundle = ca.onBundleChange(renewSoon);
+    started.renewTimer = setInterval(() => {
+      if (Date.now() >= cert.renewAt) renewSoon();
+    }, 10_000);
+    started.renewTimer.unref();
+    return started;
+  }
+
+  /** Runs one people's step and records whether it ended as it must. */
+  async run(step: PeopleStep): Promise<PeopleStepResult> {
+    let r: { status: number; body: string; detail?: string };
+    try {
+      r = await this.act(step);
+    } catch (e) {
+      r = { status: -1, body: '', detail: (e as Error).message };
+    }
+    const asExpected = judgePeople(step, r);
+    const detail = r.detail ?? (asExpected ? '' : r.body.replace(/\s+/g, ' ').slice(0, 200));
+    const result = { step, status: r.status, asExpected, detail };
+    this.results.push(result);
+    if (this.results.length > 2000) this.results.shift();
+    return result;
+  }
+
+  private client(who: Person | undefined): PersonClient {
+    const c = who && this.clients.get(who);
+    if (!c) throw new Error(`no such person: ${who}`);
+    return c;
+  }
+
+  private async act(step: PeopleStep): Promise<{ status: number; body: string; detail?: string }> {
+    const url = `${this.url}${step.path}`;
+    switch (step.action) {
+      case 'sign-in': {
+        const who = step.who as Person;
+        return this.client(who).signIn(url, who, this.credentials[who]);
+      }
+      case 'get':
+        return this.client(step.who).get(url);
+      case 'no-session':
+        return this.anonymous.send('GET', url, { headers: { accept: 'application/json' } });
+      case 'forged-assertion':
+        return this.client(step.who).get(url, { 'x-nevertrust-jwt-assertion': await this.forgedAssertion() });
+      case 'sign-out':
+        return this.signOutAndIn(step.who as Person);
+    }
+  }
+
+  /** An assertion claiming alice in `admins`, signed with a key nobody registered. */
+  private async forgedAssertion(): Promise<string> {
+    const { privateKey } = await generateKeyPair('ES256');
+    return new SignJWT({ email: PEOPLE.alice.email, groups: PEOPLE.alice.groups, amr: ['pwd'] })
+      .setProtectedHeader({ alg: 'ES256', typ: 'nevertrust-person+jwt', kid: 'forged' })
+      .setSubject('alice')
+      .setIssuer(this.proxyId)
+      .setAudience(`https://${BACKOFFICE_HOST}`)
+      .setIssuedAt()
+      .setExpirationTime('5m')
+      .sign(privateKey);
+  }
+
+  /**
+   * Signs out through the proxy's form (and confirms at the provider, ending its session too), checks
+   * that the old session is refused, and signs in again through the login form.
+   */
+  private async signOutAndIn(who: Person): Promise<{ status: number; body: string; detail?: string }> {
+    const c = this.client(who);
+    await c.signIn(`${this.url}/`, who, this.credentials[who]);
+    const page = await c.send('GET', `${this.url}/.nevertrust/sign_out`);
+    const form = parseForm(page.body);
+    if (!form) return { status: page.status, body: page.body, detail: 'no sign-out form' };
+    let end: PersonResponse = await c.navigate('POST', new URL(form.action, `${this.url}/`).toString(), {
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams(form.fields).toString(),
+    });
+    // The provider asks to confirm (a form without script): confirm, as a person would.
+    const confirm = new URL(end.url).host !== new URL(this.url).host ? parseForm(end.body) : undefined;
+    if (confirm) {
+      end = await c.navigate('POST', new URL(confirm.action || end.url, end.url).toString(), {
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ ...confirm.fields, logout: 'yes' }).toString(),
+      });
+    }
+    const after = await c.send('GET', `${this.url}/`, { headers: { accept: 'application/json' } });
+    if (after.status !== 401)
+      return { status: after.status, body: after.body, detail: `after sign-out: ${after.status}, not 401` };
+    const again = await c.signIn(`${this.url}/`, who, this.credentials[who]);
+    return { status: again.status, body: again.body };
+  }
+
+  /** Live sessions in the store (shared with the proxy). */
+  activeSessions(): Promise<number> {
+    return this.o.server.store.accessSessions.countActive(Date.now(), IDLE_LIFETIME_MS);
+  }
+
+  /** The access proxy's decisions in the audit log, allowed and denied (counted once each, as they arrive). */
+  decisions(): Promise<{ allow: number; deny: number }> {
+    // One count at a time: two overlapping ones would count the same events twice.
+    this.counting = this.counting.then(
+      () => this.countDecisions(),
+      () => this.countDecisions(),
+    );
+    return this.counting;
+  }
+
+  private async countDecisions(): Promise<{ allow: number; deny: number }> {
+    const { queryAuditLog } = await import('../audit/index.js');
+    let cursor: number | undefined;
+    let newest = this.tally.lastSeq;
+    outer: for (;;) {
+      const page = await queryAuditLog(this.o.server.store, { kind: 'access.decision', limit: 1000, cursor });
+      for (const e of page.events) {
+        if (e.seq <= this.tally.lastSeq) break outer;
+        newest = Math.max(newest, e.seq);
+        if (e.enforcer !== ACCESS_PROXY_ENFORCER) continue;
+        if (e.outcome === 'allow') this.tally.allow++;
+        else this.tally.deny++;
+      }
+      if (page.next_cursor === undefined) break;
+      cursor = page.next_cursor;
+    }
+    this.tally.lastSeq = newest;
+    return { allow: this.tally.allow, deny: this.tally.deny };
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.renewTimer) clearInterval(this.renewTimer);
+    this.unsubscribeBundle?.();
+    await this.renewCertificate().catch(() => {}); // lets a restart under way finish first
+    await Promise.all([stopChild(this.proxy), stopChild(this.app)]);
+    await Promise.all([...this.clients.values(), this.anonymous].map((c) => c.close().catch(() => {})));
+    await this.idp.close();
+  }
+}

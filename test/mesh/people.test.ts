@@ -1,0 +1,140 @@
+/**
+ * People's access in the local mesh is judged, not just run: when the access proxy lets through
+ * what it must refuse, the step is reported as unexpected (so `nevertrust demo` fails). Here the
+ * proxy enforces a policy that wrongly lets staff use /admin.
+ */
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { serverPlugins } from '../../src/cli/server-plugins.js';
+import { loadConfig } from '../../src/config/index.js';
+import { LocalMesh } from '../../src/mesh/local-mesh.js';
+import {
+  judgePeople,
+  loadCredentials,
+  loadSecret,
+  PEOPLE_STEPS,
+  PeopleFileError,
+  type PeopleStep,
+} from '../../src/mesh/people.js';
+import { packageRoot } from '../../src/util/package-root.js';
+import { createLogger } from '../../src/util/logger.js';
+import { tempDir } from '../support/tmp.js';
+
+const step = (label: string): PeopleStep => {
+  const s = PEOPLE_STEPS.find((x) => x.label === label);
+  if (!s) throw new Error(`no step ${label}`);
+  return s;
+};
+
+describe('judging people’s steps', () => {
+  const bobPage = '<b id="email">bob@example.com</b>';
+  it('wants the expected status and, where it says, the right person on the page', () => {
+    const sees = step('bob forges an assertion: the app still sees bob');
+    expect(judgePeople(sees, { status: 200, body: bobPage })).toBe(true);
+    // the app was handed the forged assertion (alice), or nobody at all
+    expect(judgePeople(sees, { status: 200, body: '<b id="email">alice@example.com</b>' })).toBe(false);
+    expect(judgePeople(sees, { status: 401, body: 'Not through the access proxy' })).toBe(false);
+    const admin = step('bob GET /admin (staff only)');
+    expect(judgePeople(admin, { status: 403, body: '' })).toBe(true);
+    expect(judgePeople(admin, { status: 200, body: bobPage })).toBe(false);
+    expect(judgePeople(admin, { status: 302, body: '' })).toBe(false);
+  });
+});
+
+describe('people’s files', () => {
+  it('generates the passwords once (0600) and keeps them', () => {
+    const file = join(tempDir(), 'credentials.json');
+    const first = loadCredentials(file);
+    expect(first.alice).toMatch(/^[\w-]{24}$/);
+    expect(first.bob).not.toBe(first.alice);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(loadCredentials(file)).toEqual(first);
+  });
+
+  it('refuses a damaged credentials file or client secret, naming the file and the field, and changes nothing', () => {
+    const dir = tempDir();
+    const file = join(dir, 'credentials.json');
+    for (const [text, problem] of [
+      ['{"alice": "okokokokokok"', /credentials\.json: not JSON/],
+      ['{"alice": "okokokokokok"}', /credentials\.json: bob: /],
+      ['{"alice": "short", "bob": "okokokokokok"}', /alice: 10–200 printable characters/],
+      ['{"alice": "has a space in it", "bob": "okokokokokok"}', /alice: /],
+      ['{"alice": "okokokokokok", "bob": "okokokokokok", "mallory": "okokokokokok"}', /mallory/],
+    ] as const) {
+      writeFileSync(file, text);
+      expect(() => loadCredentials(file)).toThrow(PeopleFileError);
+      expect(() => loadCredentials(file)).toThrow(problem);
+      expect(readFileSync(file, 'utf8')).toBe(text);
+    }
+    const secret = join(dir, 'client.secret');
+    writeFileSync(secret, 'short\n');
+    expect(() => loadSecret(secret)).toThrow(/client\.secret: the client secret is shorter than 16 characters/);
+  });
+});
+
+describe('people’s access in the local mesh', () => {
+  let mesh: LocalMesh;
+  beforeAll(async () => {
+    const dir = tempDir();
+    // The back-office policies, with the admin rule wrongly open to staff.
+    const policies = join(dir, 'policies');
+    mkdirSync(policies);
+    const doc = readFileSync(join(packageRoot(), 'examples', 'policies', 'people', 'backoffice.yaml'), 'utf8');
+    const wrong = doc.replace(/(admins-admin[\s\S]*?values: )\[admins\]/, '$1[admins, staff]');
+    expect(wrong).not.toBe(doc);
+    writeFileSync(join(policies, 'backoffice.yaml'), wrong);
+    const config = loadConfig({
+      env: {},
+      cwd: dir,
+      overrides: { data_dir: join(dir, 'data'), server: { port: 0, agent_port: 0 } },
+    });
+    mesh = await LocalMesh.start({
+      config,
+      logger: createLogger('error'),
+      plugins: serverPlugins(config),
+      people: { policies },
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await mesh?.stop();
+  }, 30_000);
+
+  it('reports a request the proxy should have refused as unexpected', async () => {
+    const people = mesh.people;
+    if (!people) throw new Error('people not started');
+    expect((await people.run(step('bob signs in (OIDC code flow, PKCE)'))).asExpected).toBe(true);
+    const r = await people.run(step('bob GET /admin (staff only)'));
+    expect(r.status).toBe(200);
+    expect(r.asExpected).toBe(false);
+    // what the policy still refuses is refused, and judged so
+    expect((await people.run(step('API client without a session'))).asExpected).toBe(true);
+    expect(await people.activeSessions()).toBe(1);
+  }, 60_000);
+
+  it('serves the provider with a new certificate from the CA, and people still sign in', async () => {
+    const people = mesh.people;
+    if (!people) throw new Error('people not started');
+    const ca = readFileSync(join(people.dir, 'ca.pem'), 'utf8');
+    const port = Number(new URL(people.issuer).port);
+    const served = () =>
+      new Promise<{ fingerprint: string; names: string | undefined }>((resolve, reject) => {
+        const s = tlsConnect({ host: '127.0.0.1', port, servername: 'idp.localhost', ca }, () => {
+          const c = s.getPeerCertificate();
+          s.destroy();
+          resolve({ fingerprint: c.fingerprint256, names: c.subjectaltname });
+        });
+        s.on('error', reject);
+      });
+    const before = await served();
+    expect(before.names).toContain('DNS:idp.localhost');
+    await people.renewCertificate();
+    const after = await served();
+    expect(after.names).toContain('DNS:idp.localhost');
+    expect(after.fingerprint).not.toBe(before.fingerprint);
+    // The proxy reaches the restarted provider: a sign-out and a sign-in through its login form.
+    const r = await people.run(step('bob signs out, is refused, signs in again'));
+    expect(r.asExpected, r.detail).toBe(true);
+  }, 60_000);
+});
