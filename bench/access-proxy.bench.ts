@@ -6,13 +6,15 @@
  * built-in provider (a person signed in once through the real flow, then her session cookie sent with
  * every request: a session cache hit), the example back-office policies (examples/policies/people),
  * and a person assertion signed for every allowed request with a key registered with a real server.
- * App, nginx and proxy are processes of their own; this process generates the load (and hosts the
+ * Two more targets say where ours spends: the Node floor (node:https in, node:http to the app, piped;
+ * nothing else) and ours without `assertion:` (no signature per request).
+ * App, nginx and proxies are processes of their own; this process generates the load (and hosts the
  * server and the provider, idle after the sign-in). Figures: requests/s at saturation (32 in flight,
  * interleaved rounds, median), proxy CPU time per request, and latency at a fixed ~1,000 requests/s,
  * from which each proxy's added p50/p90/p99 over direct. Targets: ≥ 0.5× nginx's requests/s; added
  * p90 ≤ 1.5× nginx's.
  *
- * Run: npm run build --silent && npx tsx bench/access-proxy.bench.ts   (about 1 minute;
+ * Run: npm run build --silent && npx tsx bench/access-proxy.bench.ts   (about 2 minutes; BENCH_ROUNDS=5;
  *      BENCH_ACCESS_PROXY_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR" profiles the proxy process alone)
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -41,6 +43,8 @@ const TD = 'example.org';
 const HOST = 'backoffice.localhost';
 const PROXY_ID = `spiffe://${TD}/ns/edge/sa/access-proxy`;
 const POLICIES = fileURLToPath(new URL('../examples/policies/people', import.meta.url));
+// Other work on this machine moves every figure: the load averages are printed with them.
+const loadStart = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 const dir = mkdtempSync(join(tmpdir(), 'nt-access-proxy-bench-'));
 const children: ChildProcess[] = [];
 
@@ -109,6 +113,7 @@ const proxyKey = write('proxy.key', proxySvid.key);
 
 // The built-in provider with one person in the store (group staff: may read /reports).
 const proxyPort = await freePort();
+const unsignedPort = await freePort();
 const idpPort = await freePort();
 const CLIENT_SECRET = randomBytes(24).toString('base64url');
 const PASSWORD = randomBytes(18).toString('base64url');
@@ -131,18 +136,20 @@ const idp = await startIdentityProvider({
     {
       client_id: 'access-proxy',
       client_secret: CLIENT_SECRET,
-      redirect_uris: [`https://${HOST}:${proxyPort}/.nevertrust/callback`],
+      redirect_uris: [
+        `https://${HOST}:${proxyPort}/.nevertrust/callback`,
+        `https://${HOST}:${unsignedPort}/.nevertrust/callback`,
+      ],
     },
   ],
 });
 
-// Ours, as production runs it: the CLI with a config file.
-writeFileSync(
-  join(dir, 'access-proxy.yaml'),
-  `listen: 127.0.0.1:${proxyPort}
+// Ours, as production runs it: the CLI with a config file. A second instance without `assertion:`
+// (same store and session key, so the same session cookie works there) shows what signing costs.
+const proxyConfig = (port: number, assertion: boolean) => `listen: 127.0.0.1:${port}
 svid: { cert: ${proxyCert}, key: ${proxyKey}, bundle: ${bundleFile} }
 policies: ${POLICIES}
-assertion: { server: ${agentUrl} }
+${assertion ? `assertion: { server: ${agentUrl} }` : ''}
 store: { data_dir: ${join(dir, 'proxy-store')} }
 auth:
   issuer: ${idp.issuer}
@@ -154,21 +161,19 @@ routes:
   - name: backoffice
     from: { host: ${HOST} }
     to: http://127.0.0.1:${appPort}
-`,
-);
+`;
+writeFileSync(join(dir, 'access-proxy.yaml'), proxyConfig(proxyPort, true));
+writeFileSync(join(dir, 'unsigned.yaml'), proxyConfig(unsignedPort, false));
 // BENCH_ACCESS_PROXY_NODE_ARGS: extra node flags for the proxy alone, e.g. "--cpu-prof --cpu-prof-dir=prof".
 const proxyNodeArgs = (process.env.BENCH_ACCESS_PROXY_NODE_ARGS ?? '').split(' ').filter(Boolean);
+const bin = fileURLToPath(new URL('../bin/nevertrust.js', import.meta.url));
 await spawnReady(
-  [
-    ...proxyNodeArgs,
-    fileURLToPath(new URL('../bin/nevertrust.js', import.meta.url)),
-    'access-proxy',
-    '--config',
-    join(dir, 'access-proxy.yaml'),
-  ],
+  [...proxyNodeArgs, bin, 'access-proxy', '--config', join(dir, 'access-proxy.yaml')],
   /access proxy ready/,
 );
 const proxyPid = children.at(-1)?.pid as number;
+await spawnReady([bin, 'access-proxy', '--config', join(dir, 'unsigned.yaml')], /access proxy ready/);
+const unsignedPid = children.at(-1)?.pid as number;
 
 const nginxPort = await freePort();
 const nginx = await startNginx(
@@ -194,6 +199,22 @@ const nginx = await startNginx(
   1,
 );
 
+// The floor of any proxy built on Node's HTTP stack as ours is: node:https in, node:http with a
+// keep-alive agent to the app, bodies piped — no identity, no decision, no assertion, no log line.
+const floorPort = Number(
+  await spawnReady(
+    [
+      '-e',
+      `const fs=require('node:fs'),http=require('node:http'),https=require('node:https');const [c,k,app]=process.argv.slice(1);const agent=new http.Agent({keepAlive:true,maxSockets:64});const s=https.createServer({cert:fs.readFileSync(c),key:fs.readFileSync(k),ALPNProtocols:['http/1.1']},(q,r)=>{const u=http.request({host:'127.0.0.1',port:Number(app),method:q.method,path:q.url,headers:{...q.headers,host:'127.0.0.1:'+app},agent},(a)=>{r.writeHead(a.statusCode,a.headers);a.pipe(r)});u.on('error',()=>r.destroy());q.pipe(u)});s.keepAliveTimeout=60000;s.listen(0,'127.0.0.1',()=>console.log('PORT',s.address().port))`,
+      proxyCert,
+      proxyKey,
+      String(appPort),
+    ],
+    /PORT (\d+)/,
+  ),
+);
+const floorPid = children.at(-1)?.pid as number;
+
 // Alice signs in once through the real flow (proxy → provider's login form → callback).
 const alice = new PersonClient({ ca: bundlePem });
 const landed = await alice.signIn(`https://${HOST}:${proxyPort}/reports`, 'alice', PASSWORD);
@@ -211,8 +232,10 @@ const targets = {
   direct: { pool: pool(`http://127.0.0.1:${appPort}`), host: `127.0.0.1:${appPort}` },
   nginx: { pool: pool(`https://127.0.0.1:${nginxPort}`), host: `${HOST}:${nginxPort}` },
   ours: { pool: pool(`https://127.0.0.1:${proxyPort}`), host: `${HOST}:${proxyPort}` },
+  floor: { pool: pool(`https://127.0.0.1:${floorPort}`), host: `${HOST}:${floorPort}` },
+  unsigned: { pool: pool(`https://127.0.0.1:${unsignedPort}`), host: `${HOST}:${unsignedPort}` },
 };
-const KINDS = ['direct', 'nginx', 'ours'] as const;
+const KINDS = ['direct', 'nginx', 'ours', 'floor', 'unsigned'] as const;
 type Kind = (typeof KINDS)[number];
 type Proxy = Exclude<Kind, 'direct'>;
 // The same request everywhere: what a signed-in browser sends for a page the policy allows.
@@ -230,7 +253,13 @@ const hit = (k: Kind) => {
     if (r.statusCode !== 200) throw new Error(`${k}: status ${r.statusCode}`);
   };
 };
-const hits = { direct: hit('direct'), nginx: hit('nginx'), ours: hit('ours') };
+const hits = {
+  direct: hit('direct'),
+  nginx: hit('nginx'),
+  ours: hit('ours'),
+  floor: hit('floor'),
+  unsigned: hit('unsigned'),
+};
 
 /** CPU time (user + system) of a process and its children, in µs (see bench/sidecar.bench.ts). */
 const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim() || 100);
@@ -249,15 +278,25 @@ function cpuUs(pid: number): number {
   } catch {}
   return one(String(pid)) + kids.reduce((a, k) => a + one(k), 0);
 }
-const pids: Record<Proxy, number> = { nginx: nginx.child.pid as number, ours: proxyPid };
+const pids: Record<Proxy, number> = {
+  nginx: nginx.child.pid as number,
+  ours: proxyPid,
+  floor: floorPid,
+  unsigned: unsignedPid,
+};
 const cpu: Record<Proxy, { us: number; requests: number }> = {
   nginx: { us: 0, requests: 0 },
   ours: { us: 0, requests: 0 },
+  floor: { us: 0, requests: 0 },
+  unsigned: { us: 0, requests: 0 },
 };
 
+// Warm-up that does not count: the proxy's JIT needs a few thousand requests, and on a busy machine
+// (where it gets a fraction of a core) that takes seconds; nginx and the app are warmed alike.
+for (const k of KINDS) await measureAsync(hits[k], { seconds: 3, concurrency: 32, warmup: 100 });
 // Saturation: interleaved rounds.
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-const rps: Record<Kind, number[]> = { direct: [], nginx: [], ours: [] };
+const rps: Record<Kind, number[]> = { direct: [], nginx: [], ours: [], floor: [], unsigned: [] };
 for (let round = 0; round < ROUNDS; round++) {
   for (const k of KINDS) {
     const before = k === 'direct' ? 0 : cpuUs(pids[k]);
@@ -285,7 +324,7 @@ async function fixedRate(fn: () => Promise<void>, seconds: number, lat: number[]
   }
   await Promise.all(inflight);
 }
-const lat: Record<Kind, number[]> = { direct: [], nginx: [], ours: [] };
+const lat: Record<Kind, number[]> = { direct: [], nginx: [], ours: [], floor: [], unsigned: [] };
 for (const k of KINDS) await fixedRate(hits[k], 0.5, []);
 for (let round = 0; round < 16; round++) {
   for (const k of KINDS) await fixedRate(hits[k], 0.25, lat[k]);
@@ -336,11 +375,50 @@ for (const p of [50, 90, 99]) {
     ...(p === 90 ? { targetRatio: 1 / 1.5 } : {}),
   });
 }
+figures.push(
+  {
+    bench: 'access-proxy',
+    metric:
+      'requests/s at saturation vs the Node floor (node:https → node:http, piped; no identity, decision or assertion)',
+    unit: 'req/s',
+    peerName: 'Node HTTPS proxy',
+    peer: median(rps.floor),
+    ours: median(rps.ours),
+    higherIsBetter: true,
+  },
+  {
+    bench: 'access-proxy',
+    metric: 'proxy CPU time per request at saturation vs the Node floor',
+    unit: 'µs',
+    peerName: 'Node HTTPS proxy',
+    peer: cpu.floor.us / cpu.floor.requests,
+    ours: cpu.ours.us / cpu.ours.requests,
+    higherIsBetter: false,
+  },
+  {
+    bench: 'access-proxy',
+    metric: 'added p90 at ~1,000 req/s vs the Node floor',
+    unit: 'µs',
+    peerName: 'Node HTTPS proxy',
+    peer: Math.max(1, added('floor', 90)),
+    ours: Math.max(1, added('ours', 90)),
+    higherIsBetter: false,
+  },
+);
+figures.push({
+  bench: 'access-proxy',
+  metric: 'proxy CPU time per request at saturation: ours vs ours without `assertion:` (what signing costs)',
+  unit: 'µs',
+  peerName: 'ours unsigned',
+  peer: cpu.unsigned.us / cpu.unsigned.requests,
+  ours: cpu.ours.us / cpu.ours.requests,
+  higherIsBetter: false,
+});
 report(figures);
 const loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 process.stdout.write(
-  `saturation rounds (req/s): direct ${rps.direct.map(Math.round).join(' ')}; nginx ${rps.nginx.map(Math.round).join(' ')}; ours ${rps.ours.map(Math.round).join(' ')}\n` +
-    `fixed-rate samples: direct ${lat.direct.length}, nginx ${lat.nginx.length}, ours ${lat.ours.length}; added p90: ours ${added('ours', 90).toFixed(0)} µs, nginx ${added('nginx', 90).toFixed(0)} µs (target ours ≤ 1.5× nginx); load average at the end: ${loadavg}\n`,
+  `saturation rounds (req/s): direct ${rps.direct.map(Math.round).join(' ')}; nginx ${rps.nginx.map(Math.round).join(' ')}; ours ${rps.ours.map(Math.round).join(' ')}; Node floor ${rps.floor.map(Math.round).join(' ')}; ours unsigned ${rps.unsigned.map(Math.round).join(' ')}\n` +
+    `fixed-rate samples: direct ${lat.direct.length}, nginx ${lat.nginx.length}, ours ${lat.ours.length}, floor ${lat.floor.length}; added p90: ours ${added('ours', 90).toFixed(0)} µs, nginx ${added('nginx', 90).toFixed(0)} µs (target ours ≤ 1.5× nginx); load average at the start: ${loadStart}, at the end: ${loadavg}\n`,
 );
 for (const t of Object.values(targets)) await t.pool.close();
 await nginx.stop();
