@@ -19,7 +19,7 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -43,10 +43,18 @@ const TD = 'example.org';
 const HOST = 'backoffice.localhost';
 const PROXY_ID = `spiffe://${TD}/ns/edge/sa/access-proxy`;
 const POLICIES = fileURLToPath(new URL('../examples/policies/people', import.meta.url));
+// The proxy runs as production runs it, from the build.
+if (!existsSync(fileURLToPath(new URL('../dist/cli/main.js', import.meta.url)))) {
+  throw new Error('the proxy runs from dist/: run `npm run build --silent` first');
+}
 // Other work on this machine moves every figure: the load averages are printed with them.
 const loadStart = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 const dir = mkdtempSync(join(tmpdir(), 'nt-access-proxy-bench-'));
 const children: ChildProcess[] = [];
+// A failed run leaves no app, proxy or nginx behind.
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+});
 
 function spawnReady(args: string[], ready: RegExp): Promise<string> {
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -198,6 +206,7 @@ const nginx = await startNginx(
   nginxPort,
   1,
 );
+children.push(nginx.child);
 
 // The floor of any proxy built on Node's HTTP stack as ours is: node:https in, node:http with a
 // keep-alive agent to the app, bodies piped — no identity, no decision, no assertion, no log line.
@@ -418,11 +427,22 @@ report(figures);
 const loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 process.stdout.write(
   `saturation rounds (req/s): direct ${rps.direct.map(Math.round).join(' ')}; nginx ${rps.nginx.map(Math.round).join(' ')}; ours ${rps.ours.map(Math.round).join(' ')}; Node floor ${rps.floor.map(Math.round).join(' ')}; ours unsigned ${rps.unsigned.map(Math.round).join(' ')}\n` +
-    `fixed-rate samples: direct ${lat.direct.length}, nginx ${lat.nginx.length}, ours ${lat.ours.length}, floor ${lat.floor.length}; added p90: ours ${added('ours', 90).toFixed(0)} µs, nginx ${added('nginx', 90).toFixed(0)} µs (target ours ≤ 1.5× nginx); load average at the start: ${loadStart}, at the end: ${loadavg}\n`,
+    `fixed-rate samples: direct ${lat.direct.length}, nginx ${lat.nginx.length}, ours ${lat.ours.length}, floor ${lat.floor.length}; added p90: ours ${added('ours', 90).toFixed(0)} µs, ours unsigned ${added('unsigned', 90).toFixed(0)} µs, nginx ${added('nginx', 90).toFixed(0)} µs (target ours ≤ 1.5× nginx); load average at the start: ${loadStart}, at the end: ${loadavg}\n`,
 );
 for (const t of Object.values(targets)) await t.pool.close();
 await nginx.stop();
-for (const c of children) c.kill('SIGTERM');
+// Let the proxies stop by themselves (a --cpu-prof profile is written on the way out).
+await Promise.all(
+  children.map((c) =>
+    c.exitCode !== null || c.signalCode !== null
+      ? undefined
+      : new Promise((r) => {
+          c.once('exit', r);
+          c.kill('SIGTERM');
+          setTimeout(r, 5000).unref();
+        }),
+  ),
+);
 await idp.close();
 await idpStore.close();
 await server.close();
