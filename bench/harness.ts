@@ -38,8 +38,10 @@ function fmt(n: number): string {
 export function report(figures: Figure[]): void {
   const rows = figures.map((f) => {
     const adv = advantage(f);
+    // Rounded for the table only (a target of 1/1.5 reads 0.67).
+    const t = f.targetRatio === undefined ? undefined : Number(f.targetRatio.toFixed(2));
     const target =
-      f.targetRatio === undefined ? '' : adv >= f.targetRatio ? `ok (≥${f.targetRatio}×)` : `MISS (<${f.targetRatio}×)`;
+      t === undefined || f.targetRatio === undefined ? '' : adv >= f.targetRatio ? `ok (≥${t}×)` : `MISS (<${t}×)`;
     return [
       f.bench,
       f.metric,
