@@ -5,16 +5,9 @@
 import { z } from 'zod';
 import { trustedProxySchema } from '../pep/identity.js';
 import { PATH_NORMALIZATIONS } from '../policy/path.js';
-import { parseDuration } from '../util/duration.js';
+import { durationSchema } from '../util/duration.js';
 
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  try {
-    return parseDuration(v);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-    return z.NEVER;
-  }
-});
+const duration = durationSchema;
 
 const port = z.number().int().min(0).max(65535);
 

@@ -4,6 +4,8 @@
  *
  * @example parseDuration('1h30m') // 5400
  */
+import { z } from 'zod';
+
 const UNIT_SECONDS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 };
 const PART = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy;
 
@@ -47,3 +49,18 @@ export function formatDuration(seconds: number): string {
   }
   return out;
 }
+
+/**
+ * A duration field of a config file (`"1h30m"` or seconds), parsed to seconds; a bad one is an issue
+ * on that field. The one zod form of {@link parseDuration}, for every config schema.
+ *
+ * @example z.object({ idle_lifetime: durationSchema.default(3600) })
+ */
+export const durationSchema = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});

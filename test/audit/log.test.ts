@@ -3,7 +3,7 @@
  * in ./reference.ts), restart, and tampering with rows directly in SQL, which verify must name.
  */
 import { createPublicKey, verify as cryptoVerify } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { sql } from 'kysely';
@@ -379,7 +379,9 @@ describe.each(engines)('audit log on $name', ({ open }) => {
       const file = join(dir, 'checkpoints.ndjson');
       const { store } = await fresh(600, { checkpointFile: file });
       // External writes are asynchronous: wait until the three checkpoints are in the file.
-      for (let i = 0; i < 100 && readFileSync(file, 'utf8').split('\n').filter(Boolean).length < 3; i++) {
+      // (The file itself appears with the first write, which may come after `fresh` resolves.)
+      const lines = () => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).length : 0);
+      for (let i = 0; i < 200 && lines() < 3; i++) {
         await new Promise((r) => setTimeout(r, 50));
       }
       await sql`delete from audit_event where seq >= 450`.execute(store.db);

@@ -11,17 +11,9 @@
  * ```
  */
 import { z } from 'zod';
-import { parseDuration } from '../../util/duration.js';
+import { durationSchema } from '../../util/duration.js';
 
-// The same rule as the server config's durations (src/config is out of reach from this layer).
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  try {
-    return parseDuration(v);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-    return z.NEVER;
-  }
-});
+const duration = durationSchema;
 
 const positiveDuration = duration.refine((s) => s > 0, 'must be longer than 0s');
 

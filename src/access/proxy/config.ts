@@ -8,6 +8,7 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { NevertrustError } from '../../errors.js';
 import { PATH_NORMALIZATIONS } from '../../policy/path.js';
+import { assertionSectionSchema, auditSectionSchema, svidSectionSchema } from '../../pep/sidecar/config.js';
 import { oidcAuthConfigSchema } from '../auth/config.js';
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected HOST:PORT');
@@ -77,36 +78,15 @@ export const AccessProxyConfigSchema = z
     listen: hostPort,
     /** The port browsers use (behind a load balancer); default the listen port. */
     public_port: z.number().int().min(1).max(65535).optional(),
-    svid: z.union([
-      z.object({ cert: z.string(), key: z.string(), bundle: z.string() }).strict(),
-      z.object({ workload_api: z.string() }).strict(),
-    ]),
+    svid: svidSectionSchema,
     /** Default: serve with the SVID's certificate (DNS names from its registration entry), rotated live. */
     tls: z.object({ cert_file: z.string(), key_file: z.string() }).strict().optional(),
     policies: z.string().describe('policy file or directory, watched'),
     path_normalization: z.enum(PATH_NORMALIZATIONS).default('strict'),
-    audit: z
-      .object({
-        server: z.url(),
-        server_id: z.string().startsWith('spiffe://').optional(),
-        token_file: z.string().optional(),
-        spill_dir: z.string().optional(),
-      })
-      .strict()
-      .refine((a) => a.token_file !== undefined || a.server.startsWith('https://'), {
-        message: 'without token_file, server must be the https:// agent port (shipping with the SVID)',
-        path: ['server'],
-      })
-      .optional(),
+    /** Where decisions, logins and logouts go: as the sidecar's `audit`. */
+    audit: auditSectionSchema.optional(),
     /** Person assertions to the apps (`X-Nevertrust-Jwt-Assertion`); the key is registered with the server. */
-    assertion: z
-      .object({
-        server: z.url().refine((u) => u.startsWith('https://'), 'must be an https:// URL (the agent port)'),
-        server_id: z.string().startsWith('spiffe://').optional(),
-        ttl_seconds: z.number().int().min(10).max(3600).default(60),
-      })
-      .strict()
-      .optional(),
+    assertion: assertionSectionSchema.optional(),
     /**
      * How people sign in: the OpenID provider and the sessions (src/access/auth/config.ts). Required
      * by `nevertrust access-proxy`; an embedding that brings its own authenticator leaves it out.

@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import { startAssertionSigner } from '../../pep/assertion/signer.js';
 import type { DecisionRecorder } from '../../pep/decision.js';
 import type { X509SvidSource } from '../../pep/mtls/index.js';
-import { filesSource } from '../../pep/sidecar/index.js';
+import { svidSourceFor } from '../../pep/sidecar/index.js';
 import { splitHostPort } from '../../pep/sidecar/config.js';
 import { pathOptionsFor } from '../../policy/path.js';
 import { PolicyWatcher } from '../../policy/watcher.js';
@@ -78,16 +78,9 @@ export async function startAccessProxy(
   try {
     let source = opts.source;
     if (!source) {
-      if ('workload_api' in config.svid) {
-        const { X509Source } = await import('../../workload/index.js');
-        const s = await X509Source.create({ address: config.svid.workload_api });
-        source = s;
-        closers.push(() => s.close());
-      } else {
-        const f = filesSource(config.svid);
-        source = f.source;
-        closers.push(() => f.stop());
-      }
+      const own = await svidSourceFor(config.svid);
+      source = own.source;
+      closers.push(() => own.stop());
     }
     const path = pathOptionsFor(config.path_normalization);
     const watcher = new PolicyWatcher(config.policies, { path });

@@ -22,13 +22,54 @@ const spiffeIdSchema = z.string().transform((s, ctx) => {
   }
 });
 
+/**
+ * Signed identity assertions for the app: the signing key is registered with the server over mTLS,
+ * which publishes it as JWKS. The sidecar's and the access proxy's `assertion` section.
+ */
+export const assertionSectionSchema = z
+  .object({
+    /** The server's agent port (mTLS), e.g. https://127.0.0.1:8081. */
+    server: z.url().refine((u) => u.startsWith('https://'), 'must be an https:// URL (the agent port)'),
+    /** The SPIFFE ID the server must present (default spiffe://<trust domain>/nevertrust/server). */
+    server_id: z.string().startsWith('spiffe://').optional(),
+    ttl_seconds: z.number().int().min(10).max(3600).default(60),
+  })
+  .strict();
+
+/**
+ * Where decisions go: the server's audit log (batched, spilled to disk while the server is away).
+ * The sidecar's and the access proxy's `audit` section.
+ */
+export const auditSectionSchema = z
+  .object({
+    /**
+     * The server's agent port, e.g. https://127.0.0.1:8081: decisions are shipped over mTLS with the
+     * enforcement point's own SVID (no token). With `token_file`, the server's API instead, e.g. http://127.0.0.1:8181.
+     */
+    server: z.url(),
+    /** The SPIFFE ID the server must present on the agent port (default spiffe://<trust domain>/nevertrust/server). */
+    server_id: z.string().startsWith('spiffe://').optional(),
+    /** File holding a bearer token for `POST /v1/audit/events` (admin or ingest token) on the API port. */
+    token_file: z.string().optional(),
+    /** Spill directory (default: a directory next to the config file). */
+    spill_dir: z.string().optional(),
+  })
+  .strict()
+  .refine((a) => a.token_file !== undefined || a.server.startsWith('https://'), {
+    message: 'without token_file, server must be the https:// agent port (shipping with the SVID)',
+    path: ['server'],
+  });
+
+/** The SVID: files (renewed by whoever writes them) or the Workload API. */
+export const svidSectionSchema = z.union([
+  z.object({ cert: z.string(), key: z.string(), bundle: z.string() }).strict(),
+  z.object({ workload_api: z.string() }).strict(),
+]);
+
 /** The sidecar config file (YAML), validated. */
 export const SidecarConfigSchema = z
   .object({
-    svid: z.union([
-      z.object({ cert: z.string(), key: z.string(), bundle: z.string() }).strict(),
-      z.object({ workload_api: z.string() }).strict(),
-    ]),
+    svid: svidSectionSchema,
     policies: z.string().describe('policy file or directory, watched'),
     /**
      * How request paths are normalized before the policies see them (docs/policy-language.md).
@@ -68,40 +109,12 @@ export const SidecarConfigSchema = z
          * Signed identity assertions for the app (`x-nevertrust-assertion`, see docs/enforcement.md):
          * the signing key is registered with the server, which publishes it as JWKS.
          */
-        assertion: z
-          .object({
-            /** The server's agent port (mTLS), e.g. https://127.0.0.1:8081. */
-            server: z.url().refine((u) => u.startsWith('https://'), 'must be an https:// URL (the agent port)'),
-            /** The SPIFFE ID the server must present (default spiffe://<trust domain>/nevertrust/server). */
-            server_id: z.string().startsWith('spiffe://').optional(),
-            ttl_seconds: z.number().int().min(10).max(3600).default(60),
-          })
-          .strict()
-          .optional(),
+        assertion: assertionSectionSchema.optional(),
       })
       .strict()
       .optional(),
     /** Where decisions go: the server's audit log (batched, spilled to disk while the server is away). */
-    audit: z
-      .object({
-        /**
-         * The server's agent port, e.g. https://127.0.0.1:8081: decisions are shipped over mTLS with the
-         * sidecar's own SVID (no token). With `token_file`, the server's API instead, e.g. http://127.0.0.1:8181.
-         */
-        server: z.url(),
-        /** The SPIFFE ID the server must present on the agent port (default spiffe://<trust domain>/nevertrust/server). */
-        server_id: z.string().startsWith('spiffe://').optional(),
-        /** File holding a bearer token for `POST /v1/audit/events` (admin or ingest token) on the API port. */
-        token_file: z.string().optional(),
-        /** Spill directory (default: a directory next to the config file). */
-        spill_dir: z.string().optional(),
-      })
-      .strict()
-      .refine((a) => a.token_file !== undefined || a.server.startsWith('https://'), {
-        message: 'without token_file, server must be the https:// agent port (shipping with the SVID)',
-        path: ['server'],
-      })
-      .optional(),
+    audit: auditSectionSchema.optional(),
     outbound: z
       .object({
         listen: hostPort,

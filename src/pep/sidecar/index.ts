@@ -50,7 +50,7 @@ export interface RunningSidecar {
 }
 
 /** An SVID source from PEM files, re-read when they change (also used by the access proxy). */
-export function filesSource(c: { cert: string; key: string; bundle: string }): {
+function filesSource(c: { cert: string; key: string; bundle: string }): {
   source: MemorySvidSource;
   stop(): void;
 } {
@@ -85,6 +85,26 @@ export function filesSource(c: { cert: string; key: string; bundle: string }): {
 }
 
 /**
+ * The SVID source a config's `svid` section names: the Workload API, or files watched for renewal.
+ * Shared by the sidecar and the access proxy.
+ *
+ * @example
+ * ```ts
+ * const { source, stop } = await svidSourceFor({ workload_api: 'unix:///run/nevertrust/agent.sock' });
+ * ```
+ */
+export async function svidSourceFor(
+  svid: SidecarConfig['svid'],
+): Promise<{ source: X509SvidSource; stop(): void | Promise<void> }> {
+  if ('workload_api' in svid) {
+    const { X509Source } = await import('../../workload/index.js');
+    const s = await X509Source.create({ address: svid.workload_api });
+    return { source: s, stop: () => s.close() };
+  }
+  return filesSource(svid);
+}
+
+/**
  * Starts the sidecar.
  *
  * @example
@@ -96,20 +116,9 @@ export function filesSource(c: { cert: string; key: string; bundle: string }): {
  */
 export async function startSidecar(config: SidecarConfig, opts: SidecarOptions = {}): Promise<RunningSidecar> {
   const log = opts.log ?? (() => {});
-  let stopSource = () => {};
-  let source = opts.source;
-  if (!source) {
-    if ('workload_api' in config.svid) {
-      const { X509Source } = await import('../../workload/index.js');
-      const s = await X509Source.create({ address: config.svid.workload_api });
-      source = s;
-      stopSource = () => s.close();
-    } else {
-      const f = filesSource(config.svid);
-      source = f.source;
-      stopSource = f.stop;
-    }
-  }
+  const own = opts.source ? undefined : await svidSourceFor(config.svid);
+  const source = opts.source ?? (own?.source as X509SvidSource);
+  const stopSource = own?.stop ?? (() => {});
   // The same normalization for the rules' paths (checked at load) and for every request's path.
   const watcher = new PolicyWatcher(config.policies, { path: pathOptionsFor(config.path_normalization) });
   watcher.on('error', (e) =>
