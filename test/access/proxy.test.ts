@@ -319,6 +319,19 @@ describe('access proxy: routing', () => {
     expect(lastEvent()).toMatchObject({ outcome: 'deny', enforcer: 'access-proxy' });
   });
 
+  it('a refused request is recorded without its query (a query may carry a token)', async () => {
+    const secret = 'tok-7f3a9c1e5b';
+    for (const [host, path] of [
+      ['wiki.example.test', `/admin/../page?access_token=${secret}`],
+      ['evil.example.test', `/page?access_token=${secret}`],
+    ] as const) {
+      const r = await call(host, path, { ...ALICE, accept: 'application/json' }, 'GET', 'wiki.example.test');
+      expect(r.status).toBeGreaterThanOrEqual(400);
+      expect(JSON.stringify(lastEvent())).not.toContain(secret);
+      expect(lastEvent().target.path).toBe(path.slice(0, path.indexOf('?')));
+    }
+  });
+
   it.each([
     ['/admin/../page', 400],
     ['/x/%2e%2e/admin/users', 400],

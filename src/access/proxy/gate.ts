@@ -42,6 +42,12 @@ export type GateResult =
   | { kind: 'handled' }
   | { kind: 'forward'; target: ForwardTarget };
 
+/** The target without its query: a query may carry a token (`?access_token=`), which no record may hold. */
+const withoutQuery = (url: string): string => {
+  const q = url.indexOf('?');
+  return q < 0 ? url : url.slice(0, q);
+};
+
 /** A clipped copy of a client-chosen string for the audit record (never used to decide). */
 const clip = (s: string | undefined, n = 512) => (s === undefined ? undefined : s.length > n ? s.slice(0, n) : s);
 
@@ -70,7 +76,7 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
       404,
       'unknown_host',
       'no application is served at this host',
-      { target: { host: clip(req.headers.host) }, request: { method, path: clip(url) } },
+      { target: { host: clip(req.headers.host) }, request: { method, path: clip(withoutQuery(url)) } },
       { host: clip(req.headers.host) ?? '' },
     );
   }
@@ -82,7 +88,7 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
       400,
       'bad_path',
       `path refused: ${normalized}`,
-      { target: { host }, request: { method, path: clip(url) } },
+      { target: { host }, request: { method, path: clip(withoutQuery(url)) } },
       { host },
     );
   }
