@@ -61,6 +61,29 @@ export const LOGIN_COOKIE = '__Host-nevertrust_login';
 const BACKCHANNEL_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
 /** How long a browser has to come back from the provider. */
 const LOGIN_TTL_S = 600;
+/**
+ * Logins one browser may have in flight (two tabs sent to sign in at once): the login cookie holds
+ * their states, newest first, `.`-separated (a state is base64url, so never contains a dot).
+ */
+const MAX_LOGINS_IN_FLIGHT = 3;
+const STATE_SHAPE = /^[A-Za-z0-9_-]{16,128}$/;
+
+/** The states of the logins this browser started, from its login cookie (malformed parts ignored). */
+function loginStates(req: IncomingMessage): string[] {
+  const v = readCookie(req, LOGIN_COOKIE);
+  return v
+    ? v
+        .split('.')
+        .filter((s) => STATE_SHAPE.test(s))
+        .slice(0, MAX_LOGINS_IN_FLIGHT)
+    : [];
+}
+
+/** The login cookie after `state` is spent: the others stay, or the cookie goes. */
+function withoutState(states: string[], state: string): string {
+  const rest = states.filter((s) => s !== state);
+  return rest.length ? hostCookie(LOGIN_COOKIE, rest.join('.'), LOGIN_TTL_S) : clearCookie(LOGIN_COOKIE);
+}
 const CLOCK_SKEW_S = 30;
 const PURGE_EVERY_MS = 10 * 60_000;
 const PURGE_AFTER_MS = 24 * 3600_000;
@@ -394,7 +417,7 @@ export async function createOidcAuthenticator(
 
   // ---------- login ----------
 
-  const startLogin = async (_req: IncomingMessage, res: ServerResponse, ctx: RequestContext, returnTo: string) => {
+  const startLogin = async (req: IncomingMessage, res: ServerResponse, ctx: RequestContext, returnTo: string) => {
     try {
       const verifier = oidc.randomPKCECodeVerifier();
       const state = oidc.randomState();
@@ -415,7 +438,9 @@ export async function createOidcAuthenticator(
         nonce,
         ...(cfg.scopes.includes('offline_access') ? { prompt: 'consent' } : {}),
       });
-      redirect(res, url.href, [hostCookie(LOGIN_COOKIE, state, LOGIN_TTL_S)]);
+      // Earlier logins of this browser stay valid (another tab may be on the provider's page).
+      const states = [state, ...loginStates(req)].slice(0, MAX_LOGINS_IN_FLIGHT);
+      redirect(res, url.href, [hostCookie(LOGIN_COOKIE, states.join('.'), LOGIN_TTL_S)]);
     } catch (e) {
       log?.error({ err: e }, 'access login: could not start');
       sendPage(res, 503, 'Sign-in unavailable', '<p>Sign-in cannot start right now. Try again shortly.</p>');
@@ -426,14 +451,16 @@ export async function createOidcAuthenticator(
     const url = new URL(req.url ?? '/', ctx.origin);
     // The login cookie is cleared once its state is spent; a forged callback must not break a login in flight.
     let spent = false;
+    const states = loginStates(req);
+    const state = url.searchParams.get('state');
     try {
-      const state = url.searchParams.get('state');
-      const cookie = readCookie(req, LOGIN_COOKIE);
       if (!state) throw new LoginRefusedError('missing_state');
-      if (!cookie) throw new LoginRefusedError('missing_login_cookie');
+      if (states.length === 0) throw new LoginRefusedError('missing_login_cookie');
+      // Compared as hashes, each in constant time, and all of them: no early exit tells which matched.
       const a = Buffer.from(sha256Hex(state));
-      const b = Buffer.from(sha256Hex(cookie));
-      if (!timingSafeEqual(a, b)) throw new LoginRefusedError('state_mismatch');
+      let match = false;
+      for (const s of states) match = timingSafeEqual(a, Buffer.from(sha256Hex(s))) || match;
+      if (!match) throw new LoginRefusedError('state_mismatch');
       spent = true;
       const sealed = await repo.takeLoginState(state, ctx.host);
       if (sealed === undefined) throw new LoginRefusedError('unknown_or_used_state');
@@ -477,7 +504,7 @@ export async function createOidcAuthenticator(
       });
       redirect(res, `${ctx.origin}${login.returnTo}`, [
         hostCookie(cookieName, token, absoluteMs / 1000),
-        clearCookie(LOGIN_COOKIE),
+        withoutState(states, state),
       ]);
     } catch (e) {
       const reason = failureReason(e);
@@ -489,7 +516,7 @@ export async function createOidcAuthenticator(
         400,
         'Sign-in failed',
         `<p>Sign-in could not be completed (${escapeHtml(reason)}).</p><p><a href="/">Start again</a></p>`,
-        spent ? [clearCookie(LOGIN_COOKIE)] : [],
+        spent && state ? [withoutState(states, state)] : [],
       );
     }
   };
