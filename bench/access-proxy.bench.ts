@@ -17,6 +17,7 @@
  * Run: npm run build --silent && npx tsx bench/access-proxy.bench.ts   (about 2 minutes; BENCH_ROUNDS=5;
  *      BENCH_ACCESS_PROXY_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR" profiles the proxy process alone)
  */
+import { Kek } from '../src/ca/kek.js';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -136,6 +137,7 @@ await idpStore.users.create({
 });
 const idpLeaf = mint(`spiffe://${TD}/ns/edge/sa/idp`, ['localhost']);
 const idp = await startIdentityProvider({
+  kek: Kek.fromBytes(randomBytes(32)),
   issuer: `https://localhost:${idpPort}`,
   listen: { host: '127.0.0.1', port: idpPort },
   tls: idpLeaf,

@@ -198,6 +198,7 @@ export class LocalMesh {
               plugins: opts.plugins,
               trustDomain: config.trust_domain,
               dataDir,
+              kekFile: resolve(config.ca.kek_file ?? join(dataDir, 'kek')),
               socket,
               agentUrl: `https://${config.server.host}:${agentPort ?? config.server.agent_port}`,
               agentId: agent.id,

@@ -6,6 +6,7 @@
  * with its SVID over the Workload API and its audit and assertion keys over mTLS to the agent port.
  * The people's steps of the traffic generator sign in through the real login flow.
  */
+import { loadOrCreateKek } from '../ca/kek.js';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -52,6 +53,8 @@ export interface PeopleStartOptions {
   plugins: readonly ServerPlugin[];
   trustDomain: string;
   dataDir: string;
+  /** The server's KEK file (`ca.kek_file`, default `<data-dir>/kek`): it seals the provider's keys too. */
+  kekFile: string;
   /** The agent's Workload API socket. */
   socket: string;
   /** The agent port, `https://host:port` (the proxy's audit and assertion keys go there over mTLS). */
@@ -185,7 +188,9 @@ export class People {
     }
 
     const proxyOrigin = `https://${BACKOFFICE_HOST}:${o.ports.proxy}`;
+    const { kek } = await loadOrCreateKek({ file: o.kekFile });
     const idpOptions = {
+      kek,
       issuer: `https://${IDP_HOST}:${o.ports.idp}`,
       listen: { host: '127.0.0.1', port: o.ports.idp },
       store: o.server.store,

@@ -3,6 +3,8 @@
  * login page works under its strict CSP (no script; the form's post and the redirects to the client
  * are allowed by `form-action`), and nothing on the pages is blocked.
  */
+import { randomBytes } from 'node:crypto';
+import { Kek } from '../../src/ca/kek.js';
 import { createServer, type Server } from 'node:https';
 import { type Browser, chromium } from 'playwright-core';
 import * as client from 'openid-client';
@@ -31,6 +33,7 @@ describe('built-in provider in a real browser', () => {
     issuer = `https://localhost:${port}`;
     await addUser(store, 'alice', 'correct horse battery');
     idp = await startIdentityProvider({
+      kek: Kek.fromBytes(randomBytes(32)),
       issuer,
       listen: { host: '127.0.0.1', port },
       tls: kit.tls,

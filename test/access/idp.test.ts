@@ -3,6 +3,8 @@
  * cookie-keeping client: the code flow and its claims, refused logins, CSRF, disabled users and
  * their refresh tokens, back-channel logout, key persistence and rotation. Stores: real SQLite.
  */
+import { randomBytes } from 'node:crypto';
+import { Kek } from '../../src/ca/kek.js';
 import { createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet, jwtVerify } from 'jose';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -33,9 +35,12 @@ describe('built-in OpenID provider', () => {
   let issuer: string;
   let port: number;
   const events: AuditEventInput[] = [];
+  // One KEK for every start: the keys are sealed under it in the store, and must open after a restart.
+  const kek = Kek.fromBytes(randomBytes(32));
 
   const start = () =>
     startIdentityProvider({
+      kek: kek,
       issuer,
       listen: { host: '127.0.0.1', port },
       tls: kit.tls,
@@ -199,6 +204,7 @@ describe('built-in OpenID provider', () => {
   it('limits failed logins per username, before checking the password', async () => {
     const limitedPort = await freePort();
     const limited = await startIdentityProvider({
+      kek: kek,
       issuer: `https://localhost:${limitedPort}`,
       listen: { host: '127.0.0.1', port: limitedPort },
       tls: kit.tls,
@@ -229,6 +235,7 @@ describe('built-in OpenID provider', () => {
     const plainPort = await freePort();
     const warn = vi.spyOn(console, 'warn');
     const plain = await startIdentityProvider({
+      kek: kek,
       issuer: 'https://idp.example.test',
       listen: { host: '127.0.0.1', port: plainPort },
       tls: false,

@@ -21,6 +21,7 @@ import type { Store } from '../../store/index.js';
 import { localhostLookup } from '../../util/localhost-lookup.js';
 import { storeAdapter } from './adapter.js';
 import { type AttemptLimits, clientIp, DEFAULT_ATTEMPT_LIMITS, LoginAttempts } from './attempts.js';
+import type { Kek } from '../../ca/kek.js';
 import { type IdpKeys, loadOrCreateKeys, rotateSigningKey } from './keys.js';
 import { errorPage, loginPage, logoutPage, STYLESHEET, STYLESHEET_PATH, signedOutPage } from './pages.js';
 import { verifyPassword } from './password.js';
@@ -45,6 +46,8 @@ export interface IdentityProviderOptions {
   /** PEM certificate chain and key to serve HTTPS; `false` serves plain HTTP (tests, behind TLS only). */
   tls: { cert: string; key: string } | false;
   store: Store;
+  /** Seals the provider's signing and cookie keys in the store (the server's KEK: `loadOrCreateKek`). */
+  kek: Kek;
   clients: IdpClient[];
   /** Where `idp.login` events go (an AuditRecorder's `record`). */
   record?: (event: AuditEventInput) => void;
@@ -284,7 +287,7 @@ export async function startIdentityProvider(o: IdentityProviderOptions): Promise
     return provider;
   };
 
-  const keys = await loadOrCreateKeys(store);
+  const keys = await loadOrCreateKeys(store, o.kek);
   let provider = build(keys);
   // Built once per provider instance: koa composes its middleware in callback().
   let providerHandler = provider.callback();
@@ -406,7 +409,7 @@ export async function startIdentityProvider(o: IdentityProviderOptions): Promise
     issuer,
     url: `${o.tls === false ? 'http' : 'https'}://${host}:${port}`,
     async rotateKeys() {
-      provider = build(await rotateSigningKey(store));
+      provider = build(await rotateSigningKey(store, o.kek));
       providerHandler = provider.callback();
     },
     async close() {

@@ -2,6 +2,7 @@
  * `nevertrust idp --config FILE`: the built-in OpenID provider on its own (see docs/people.md).
  * `nevertrust up` runs the same `startIdentityProvider` in-process.
  */
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { CliError } from '../errors.js';
 
@@ -51,7 +52,11 @@ export function registerIdpCommands(program: Command): void {
       }
       const logger = pino({ base: { service: 'nevertrust-idp' } }, pino.destination(2));
       const store = await openStore({ dataDir: loaded.dataDir, url: loaded.config.database_url });
+      // The provider's keys are sealed in the store under the KEK, as the CA's (NEVERTRUST_KEK, else <data-dir>/kek).
+      const { loadOrCreateKek } = await import('../../ca/kek.js');
+      const { kek } = await loadOrCreateKek({ file: join(loaded.dataDir, 'kek') });
       const running = await idp.startIdentityProvider({
+        kek,
         issuer: loaded.config.issuer,
         listen: loaded.config.listen,
         tls: loaded.tls,

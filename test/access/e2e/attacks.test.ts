@@ -33,6 +33,7 @@ import {
   type Trust,
   toCallback as harnessToCallback,
   walkLogin as harnessWalkLogin,
+  TEST_KEK,
 } from './harness.js';
 
 let trust: Trust;
@@ -138,7 +139,7 @@ describe('bearer ID tokens', () => {
 
   beforeAll(async () => {
     // The provider's own signing key, from the store: tokens the provider could have signed.
-    const jwk = (await loadOrCreateKeys(store)).signing.find((k) => k.alg === 'ES256') as JWK;
+    const jwk = (await loadOrCreateKeys(store, TEST_KEK)).signing.find((k) => k.alg === 'ES256') as JWK;
     idpKey = { jwk, kid: jwk.kid as string };
   });
 

@@ -5,6 +5,8 @@
  * back-office policies, and an upstream app that counts what reaches it and verifies every assertion
  * against the server's JWKS. Each test file builds one stack and shares it across its tests.
  */
+import { randomBytes } from 'node:crypto';
+import { Kek } from '../../../src/ca/kek.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -37,6 +39,8 @@ export const OTHER_HOST = 'wiki.localhost';
 export const POLICIES = resolve('examples/policies/people');
 export const CLIENT_ID = 'access-proxy';
 export const CLIENT_SECRET = 'e2e-client-secret-0123456789';
+/** The KEK the provider's keys are sealed under in these tests' stores. */
+export const TEST_KEK = Kek.fromBytes(randomBytes(32));
 export const SESSION_COOKIE = '__Host-nevertrust_session';
 
 /** The people of the built-in provider: alice administers, bob is staff. */
@@ -172,6 +176,7 @@ export async function startBuiltinIdp(
 ): Promise<RunningIdentityProvider> {
   const port = await freePort();
   return startIdentityProvider({
+    kek: TEST_KEK,
     issuer: `https://localhost:${port}`,
     listen: { host: '127.0.0.1', port },
     tls: trust.tlsFor(['localhost']),
