@@ -18,12 +18,10 @@
  *      BENCH_ACCESS_PROXY_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR" profiles the proxy process alone)
  */
 import { Kek } from '../src/ca/kek.js';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { hashPassword, startIdentityProvider } from '../src/access/idp/index.js';
@@ -39,6 +37,7 @@ import { caPlugin } from '../src/server/plugins/ca.js';
 import { createLogger } from '../src/util/logger.js';
 import { freePort } from '../test/support/cli.js';
 import { type Figure, measureAsync, percentile, report } from './harness.js';
+import { children, cpuUs, fixedRate, median, spawnReady, startBareApp } from './processes.js';
 
 const TD = 'example.org';
 const HOST = 'backoffice.localhost';
@@ -51,44 +50,8 @@ if (!existsSync(fileURLToPath(new URL('../dist/cli/main.js', import.meta.url))))
 // Other work on this machine moves every figure: the load averages are printed with them.
 const loadStart = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 const dir = mkdtempSync(join(tmpdir(), 'nt-access-proxy-bench-'));
-const children: ChildProcess[] = [];
-// A failed run leaves no app, proxy or nginx behind.
-process.on('exit', () => {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
-});
 
-function spawnReady(args: string[], ready: RegExp): Promise<string> {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const on = (d: Buffer) => {
-      out += d;
-      const m = ready.exec(out);
-      if (m) {
-        // Stop collecting: the proxy logs every decision, and the bench must not pay for keeping it.
-        child.stdout?.off('data', on);
-        child.stderr?.off('data', on);
-        child.stdout?.resume();
-        child.stderr?.resume();
-        resolve(m[1] ?? '');
-      }
-    };
-    child.stdout?.on('data', on);
-    child.stderr?.on('data', on);
-    child.on('exit', (c) => reject(new Error(`exited ${c}: ${out}`)));
-  });
-}
-
-const appPort = Number(
-  await spawnReady(
-    [
-      '-e',
-      `const s=require('node:http').createServer((q,r)=>{q.resume();q.on('end',()=>{r.writeHead(200,{'content-type':'application/json','content-length':11});r.end('{"ok":true}')})});s.keepAliveTimeout=60000;s.listen(0,'127.0.0.1',()=>console.log('PORT',s.address().port))`,
-    ],
-    /PORT (\d+)/,
-  ),
-);
+const appPort = await startBareApp();
 
 // The server: the CA, and the registry where the proxy registers its assertion key (the JWKS apps use).
 // (as test/pep/assertion-server.ts, whose temporary folder is tied to vitest).
@@ -272,23 +235,6 @@ const hits = {
   unsigned: hit('unsigned'),
 };
 
-/** CPU time (user + system) of a process and its children, in µs (see bench/sidecar.bench.ts). */
-const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim() || 100);
-function cpuUs(pid: number): number {
-  const one = (p: string) => {
-    try {
-      const f = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-      return (Number(f[11]) + Number(f[12])) * TICK_US;
-    } catch {
-      return 0;
-    }
-  };
-  let kids: string[] = [];
-  try {
-    kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
-  } catch {}
-  return one(String(pid)) + kids.reduce((a, k) => a + one(k), 0);
-}
 const pids: Record<Proxy, number> = {
   nginx: nginx.child.pid as number,
   ours: proxyPid,
@@ -321,27 +267,12 @@ for (let round = 0; round < ROUNDS; round++) {
 }
 // Fixed rate: one request every millisecond; the targets take turns in 250-ms windows (16 rounds),
 // so a stall of this shared machine falls on all of them alike.
-async function fixedRate(fn: () => Promise<void>, seconds: number, lat: number[]): Promise<void> {
-  const inflight: Promise<void>[] = [];
-  const start = performance.now();
-  let n = 0;
-  while (performance.now() - start < seconds * 1000) {
-    const due = start + n;
-    const wait = due - performance.now();
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-    const t0 = performance.now();
-    inflight.push(fn().then(() => void lat.push((performance.now() - t0) * 1000)));
-    n++;
-  }
-  await Promise.all(inflight);
-}
 const lat: Record<Kind, number[]> = { direct: [], nginx: [], ours: [], floor: [], unsigned: [] };
 for (const k of KINDS) await fixedRate(hits[k], 0.5, []);
 for (let round = 0; round < 16; round++) {
   for (const k of KINDS) await fixedRate(hits[k], 0.25, lat[k]);
 }
 for (const a of Object.values(lat)) a.sort((x, y) => x - y);
-const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)] as number;
 const added = (k: Proxy, p: number) => percentile(lat[k], p) - percentile(lat.direct, p);
 const figures: Figure[] = [
   {

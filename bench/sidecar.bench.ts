@@ -12,11 +12,9 @@
  * Run: npx tsx bench/sidecar.bench.ts   (about 1 minute; BENCH_SIDECAR_NODE_ARGS="--cpu-prof
  *      --cpu-prof-dir=DIR" profiles the sidecar process alone)
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { certificatesToPem } from '../src/ca/index.js';
@@ -24,44 +22,13 @@ import { freePort } from '../test/support/cli.js';
 import { startNginx } from '../test/pep/nginx.js';
 import { id, makePki } from '../test/pep/pki.js';
 import { type Figure, measureAsync, percentile, report } from './harness.js';
+import { children, cpuUs, fixedRate, median, spawnReady, startBareApp } from './processes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'nt-sidecar-bench-'));
 const pki = await makePki(dir);
 const POLICIES = fileURLToPath(new URL('../examples/policies/payments', import.meta.url));
-const children: ChildProcess[] = [];
 
-function spawnReady(args: string[], ready: RegExp): Promise<string> {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const on = (d: Buffer) => {
-      out += d;
-      const m = ready.exec(out);
-      if (m) {
-        // Stop collecting: the sidecar logs every decision, and the bench must not pay for reading it.
-        child.stdout?.off('data', on);
-        child.stderr?.off('data', on);
-        child.stdout?.resume();
-        child.stderr?.resume();
-        resolve(m[1] ?? '');
-      }
-    };
-    child.stdout?.on('data', on);
-    child.stderr?.on('data', on);
-    child.on('exit', (c) => reject(new Error(`exited ${c}: ${out}`)));
-  });
-}
-
-const appPort = Number(
-  await spawnReady(
-    [
-      '-e',
-      `const s=require('node:http').createServer((q,r)=>{q.resume();q.on('end',()=>{r.writeHead(200,{'content-type':'application/json','content-length':11});r.end('{"ok":true}')})});s.keepAliveTimeout=60000;s.listen(0,'127.0.0.1',()=>console.log('PORT',s.address().port))`,
-    ],
-    /PORT (\d+)/,
-  ),
-);
+const appPort = await startBareApp();
 const ps = pki.ca.mintX509Svid({ spiffeId: id('payment-service'), dnsNames: ['localhost'] });
 const psFiles = pki.files(dir, 'ps', {
   spiffeId: id('payment-service'),
@@ -146,26 +113,6 @@ const hit = (p: Pool) => async () => {
   if (r.statusCode !== 200) throw new Error(`status ${r.statusCode}`);
 };
 
-/**
- * CPU time (user + system) of a process and its children, in µs: how much work each proxy does per
- * request, a figure that load from other processes on the machine disturbs far less than latency.
- */
-const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim() || 100);
-function cpuUs(pid: number): number {
-  const one = (p: string) => {
-    try {
-      const f = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-      return (Number(f[11]) + Number(f[12])) * TICK_US; // utime, stime (fields 14 and 15)
-    } catch {
-      return 0;
-    }
-  };
-  let kids: string[] = [];
-  try {
-    kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
-  } catch {}
-  return one(String(pid)) + kids.reduce((a, k) => a + one(k), 0);
-}
 const proxyPid: Record<Proxy, number> = { sidecar: sidecarPid, nginx: nginx.child.pid as number, pipe: pipePid };
 const cpu: Record<Proxy, { us: number; requests: number }> = {
   sidecar: { us: 0, requests: 0 },
@@ -189,27 +136,12 @@ for (let round = 0; round < 3; round++) {
 // Fixed rate: one request every millisecond, latency of each. The targets take turns in 250-ms
 // windows (16 rounds, 4 s each in all), so a stall of this shared machine — direct requests alone
 // show p99s of tens of ms here — falls on all of them alike instead of on whichever ran then.
-async function fixedRate(p: Pool, seconds: number, lat: number[]): Promise<void> {
-  const inflight: Promise<void>[] = [];
-  const start = performance.now();
-  let n = 0;
-  while (performance.now() - start < seconds * 1000) {
-    const due = start + n;
-    const wait = due - performance.now();
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-    const t0 = performance.now();
-    inflight.push(hit(p)().then(() => void lat.push((performance.now() - t0) * 1000)));
-    n++;
-  }
-  await Promise.all(inflight);
-}
 const lat: Record<string, number[]> = { direct: [], sidecar: [], nginx: [], pipe: [] };
-for (const k of KINDS) await fixedRate(targets[k], 0.5, []);
+for (const k of KINDS) await fixedRate(hit(targets[k]), 0.5, []);
 for (let round = 0; round < 16; round++) {
-  for (const k of KINDS) await fixedRate(targets[k], 0.25, lat[k] as number[]);
+  for (const k of KINDS) await fixedRate(hit(targets[k]), 0.25, lat[k] as number[]);
 }
 for (const a of Object.values(lat)) a.sort((x, y) => x - y);
-const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)] as number;
 const added = (k: string, p: number) => percentile(lat[k] as number[], p) - percentile(lat.direct as number[], p);
 const figures: Figure[] = [
   {
