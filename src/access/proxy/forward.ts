@@ -4,7 +4,13 @@
  * by us, `Host` rewritten unless `preserve_host`, the route's header edits, then our assertion.
  * WebSocket handshakes are passed on the same way and then tunnelled as raw bytes.
  */
-import { type IncomingMessage, type OutgoingHttpHeaders, request as httpRequest, type ServerResponse } from 'node:http';
+import {
+  type ClientRequest,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  request as httpRequest,
+  type ServerResponse,
+} from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { PERSON_ASSERTION_HEADER } from '../../pep/assertion/wire.js';
@@ -61,6 +67,26 @@ export function upstreamHeaders(req: IncomingMessage, t: ForwardTarget, upgrade:
   return h;
 }
 
+/** The request to the app, on the route's agent (for a sidecar: its mTLS handshake; an upgraded socket leaves the pool). */
+function upstreamRequest(req: IncomingMessage, t: ForwardTarget, upgrade: boolean): ClientRequest {
+  const up = t.upstream;
+  return (up.protocol === 'https:' ? httpsRequest : httpRequest)({
+    host: up.hostname,
+    port: up.port,
+    method: req.method,
+    path: t.pathAndQuery,
+    headers: upstreamHeaders(req, t, upgrade),
+    agent: up.agent,
+    timeout: t.route.timeout_ms,
+  });
+}
+
+/** What the client is told when the app cannot answer (never the address or the error behind it). */
+const UPSTREAM_FAILURE = {
+  502: { error: 'bad_gateway', reason: 'the application could not be reached' },
+  504: { error: 'upstream_timeout', reason: 'the application did not answer in time' },
+} as const;
+
 function send(res: ServerResponse, a: Answer): void {
   if (res.headersSent) {
     res.destroy();
@@ -79,29 +105,14 @@ export function forwardRequest(
   t: ForwardTarget,
   log: (m: string, f?: Record<string, unknown>) => void,
 ): void {
-  const up = t.upstream;
-  const out = (up.protocol === 'https:' ? httpsRequest : httpRequest)({
-    host: up.hostname,
-    port: up.port,
-    method: req.method,
-    path: t.pathAndQuery,
-    headers: upstreamHeaders(req, t, false),
-    agent: up.agent,
-    timeout: t.route.timeout_ms,
-  });
+  const out = upstreamRequest(req, t, false);
   let failed = false;
   const fail = (status: 502 | 504, why: string) => {
     if (failed) return;
     failed = true;
     log('upstream failed', { route: t.route.name, status, error: why });
     out.destroy();
-    send(
-      res,
-      refusalAnswer(req, status, {
-        error: status === 504 ? 'upstream_timeout' : 'bad_gateway',
-        reason: status === 504 ? 'the application did not answer in time' : 'the application could not be reached',
-      }),
-    );
+    send(res, refusalAnswer(req, status, UPSTREAM_FAILURE[status]));
   };
   out.on('timeout', () => fail(504, `no answer within ${t.route.timeout_ms} ms`));
   out.on('error', (e) => fail(502, e.message));
@@ -132,30 +143,15 @@ export function forwardUpgrade(
   t: ForwardTarget,
   log: (m: string, f?: Record<string, unknown>) => void,
 ): void {
-  const up = t.upstream;
-  const out = (up.protocol === 'https:' ? httpsRequest : httpRequest)({
-    host: up.hostname,
-    port: up.port,
-    method: req.method,
-    path: t.pathAndQuery,
-    headers: upstreamHeaders(req, t, true),
-    // The route's agent (for a sidecar: its mTLS handshake); an upgraded socket leaves the pool.
-    agent: up.agent,
-    timeout: t.route.timeout_ms,
-  });
-  const fail = (status: number, why: string) => {
+  const out = upstreamRequest(req, t, true);
+  const fail = (status: 502 | 504, why: string) => {
+    // The detail (addresses, errno) goes to the log; the client gets the same answer as a request's.
     log('upstream upgrade failed', { route: t.route.name, status, error: why });
     out.destroy();
-    if (!socket.destroyed)
-      socket.end(
-        raw(
-          refusalAnswer(req, status, { error: status === 504 ? 'upstream_timeout' : 'bad_gateway', reason: why }, true),
-        ),
-        'latin1',
-      );
+    if (!socket.destroyed) socket.end(raw(refusalAnswer(req, status, UPSTREAM_FAILURE[status], true)), 'latin1');
   };
-  out.on('timeout', () => fail(504, 'the application did not answer in time'));
-  out.on('error', (e) => fail(502, `the application could not be reached: ${e.message}`));
+  out.on('timeout', () => fail(504, `no answer within ${t.route.timeout_ms} ms`));
+  out.on('error', (e) => fail(502, e.message));
   out.on('upgrade', (r, upSocket, upHead) => {
     out.setTimeout(0);
     upSocket.setTimeout(0);
