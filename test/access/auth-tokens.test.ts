@@ -87,7 +87,7 @@ describe('OIDC tokens and session lifetimes (real provider, SQLite)', () => {
     });
   });
 
-  it('bearer: forged signature, expired, wrong audience, wrong issuer, alg none and HS256 are refused', async () => {
+  it('bearer: forged signature, expired, wrong audience, wrong issuer, alg none, HS256 and a logout token are refused', async () => {
     const { privateKey: other } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const unsigned = (claims: object) =>
       `${Buffer.from(JSON.stringify({ alg: 'none' })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.`;
@@ -102,6 +102,14 @@ describe('OIDC tokens and session lifetimes (real provider, SQLite)', () => {
       ['azp', await sign({ ...bearerClaims(), aud: [CLIENT_ID, 'other'], azp: 'other' })],
       ['none', unsigned(bearerClaims())],
       ['hs256', hs],
+      [
+        'logout token',
+        await sign({
+          ...bearerClaims(),
+          jti: 'l1',
+          events: { 'http://schemas.openid.net/event/backchannel-logout': {} },
+        }),
+      ],
       ['garbage', 'not-a-jwt'],
     ];
     for (const [name, token] of cases) {

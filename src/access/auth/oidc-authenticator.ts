@@ -373,6 +373,9 @@ export async function createOidcAuthenticator(
         clockTolerance: CLOCK_SKEW_S,
         requiredClaims: ['sub', 'exp', 'iat'],
       });
+      // A back-channel logout token is signed by the same keys for the same audience: it says a
+      // session ended, and must never open one (RFC 8725 §2.8, cross-JWT confusion).
+      if (payload.events !== undefined) return invalid('bearer_invalid', 'a security event token is not a credential');
       const aud = payload.aud;
       if (Array.isArray(aud) && aud.length > 1 && payload.azp !== cfg.client_id) {
         return invalid('bearer_invalid', 'several audiences and azp is not this client');
