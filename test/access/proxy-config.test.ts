@@ -56,10 +56,10 @@ describe('access proxy config', () => {
     expect(() => parse(doc)).toThrow(message);
   });
 
-  it('a YAML syntax error names the file', () => {
+  it('a YAML syntax error names the file and the line', () => {
     const f = join(tempDir(), 'bad.yaml');
     writeFileSync(f, 'listen: [\n');
-    expect(() => loadAccessProxyConfig(f)).toThrow(/bad\.yaml: /);
+    expect(() => loadAccessProxyConfig(f)).toThrow(/bad\.yaml:\d+:\d+: \(yaml\): /);
   });
 });
 
@@ -95,7 +95,8 @@ describe('nevertrust access-proxy (CLI)', () => {
     );
     const r = await runCli(['access-proxy', '--config', f]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain(`${f}: routes.0.name:`);
+    // The line and column of the bad field in the file.
+    expect(r.stderr).toContain(`${f}:4:18: routes.0.name:`);
     const none = await runCli(['access-proxy']);
     expect(none.code).toBe(2);
   });

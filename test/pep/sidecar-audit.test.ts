@@ -263,7 +263,7 @@ audit: ${audit}
     // Plain HTTP without a token would have to trust the network: refused.
     const plain = write('{ server: http://127.0.0.1:8181 }');
     expect(() => loadSidecarConfig(plain)).toThrow(
-      /sidecar\.yaml: audit\.server: without token_file, server must be the https:\/\/ agent port/,
+      /sidecar\.yaml:\d+:\d+: audit\.server: without token_file, server must be the https:\/\/ agent port/,
     );
     const noToken = write(`{ server: http://127.0.0.1:8181, token_file: ${join(dir, 'missing.token')} }`);
     const r = await runCli(['sidecar', '--config', noToken]);

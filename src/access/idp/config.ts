@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { LineCounter, parseDocument } from 'yaml';
+import { parseYamlFile } from '../../util/yaml-file.js';
 import { z } from 'zod';
 import { NevertrustError } from '../../errors.js';
 import type { IdpClient } from './provider.js';
@@ -77,33 +77,10 @@ export function loadIdpConfig(file: string): LoadedIdpConfig {
   } catch (e) {
     throw new IdpConfigFileError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines });
-  if (doc.errors.length > 0) {
-    const err = doc.errors[0];
-    throw new IdpConfigFileError(
-      `${file}:${err?.linePos?.[0]?.line ?? 1}: ${err?.message.split('\n')[0] ?? 'bad YAML'}`,
-    );
-  }
-  const r = idpConfigSchema.safeParse(doc.toJS());
-  if (!r.success) {
-    const issue = r.error.issues[0];
-    const path = issue?.path ?? [];
-    // The line of the deepest node of the path that exists.
-    let line = 1;
-    for (let n = path.length; n >= 0; n--) {
-      const node = doc.getIn(path.slice(0, n) as (string | number)[], true) as { range?: [number, number] } | undefined;
-      if (node?.range) {
-        line = lines.linePos(node.range[0]).line;
-        break;
-      }
-    }
-    const field = path.map(String).join('.') || '(root)';
-    const message =
-      issue?.code === 'unrecognized_keys'
-        ? `unknown field(s): ${issue.keys.join(', ')}`
-        : (issue?.message ?? 'invalid');
-    throw new IdpConfigFileError(`${file}:${line}: ${field}: ${message}`);
+  const r = parseYamlFile(file, text, idpConfigSchema);
+  if (!r.ok) {
+    const p = r.problem;
+    throw new IdpConfigFileError(`${p.file}:${p.line}: ${p.field === '(yaml)' ? '' : `${p.field}: `}${p.message}`);
   }
   const config = r.data;
   const base = dirname(resolve(file));

@@ -4,8 +4,8 @@
  * problem names the file and the field (see docs/people.md).
  */
 import { readFileSync } from 'node:fs';
-import YAML from 'yaml';
 import { z } from 'zod';
+import { formatYamlProblem, parseYamlFile } from '../../util/yaml-file.js';
 import { NevertrustError } from '../../errors.js';
 import { PATH_NORMALIZATIONS } from '../../policy/path.js';
 import { assertionSectionSchema, auditSectionSchema, svidSectionSchema } from '../../pep/sidecar/config.js';
@@ -169,14 +169,16 @@ export function parseAccessProxyConfig(doc: unknown, file = '(config)'): AccessP
  * ```ts
  * const config = loadAccessProxyConfig('access-proxy.yaml');
  * ```
- * @throws {AccessProxyConfigError} naming the file and field
+ * @throws {AccessProxyConfigError} `<file>:<line>:<column>: <field>: <problem>`
  */
 export function loadAccessProxyConfig(file: string): AccessProxyConfig {
-  let doc: unknown;
+  let text: string;
   try {
-    doc = YAML.parse(readFileSync(file, 'utf8'));
+    text = readFileSync(file, 'utf8');
   } catch (e) {
     throw new AccessProxyConfigError(`${file}: ${(e as Error).message}`);
   }
-  return parseAccessProxyConfig(doc, file);
+  const r = parseYamlFile(file, text, AccessProxyConfigSchema);
+  if (!r.ok) throw new AccessProxyConfigError(formatYamlProblem(r.problem));
+  return r.data;
 }

@@ -3,8 +3,8 @@
  * Validated whole; a problem names the file and the field (see docs/enforcement.md).
  */
 import { readFileSync } from 'node:fs';
-import YAML from 'yaml';
 import { z } from 'zod';
+import { formatYamlProblem, parseYamlFile } from '../../util/yaml-file.js';
 import { PATH_NORMALIZATIONS } from '../../policy/path.js';
 import { parseSpiffeId } from '../../spiffe/index.js';
 import { trustedProxySchema } from '../identity.js';
@@ -149,17 +149,14 @@ export class SidecarConfigError extends NevertrustError<'ERR_SIDECAR_CONFIG'> {
  * @throws {SidecarConfigError} naming the file and field
  */
 export function loadSidecarConfig(file: string): SidecarConfig {
-  let doc: unknown;
+  let text: string;
   try {
-    doc = YAML.parse(readFileSync(file, 'utf8'));
+    text = readFileSync(file, 'utf8');
   } catch (e) {
     throw new SidecarConfigError(`${file}: ${(e as Error).message}`);
   }
-  const r = SidecarConfigSchema.safeParse(doc);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new SidecarConfigError(`${file}: ${i?.path.join('.') || '(root)'}: ${i?.message ?? 'invalid'}`);
-  }
+  const r = parseYamlFile(file, text, SidecarConfigSchema);
+  if (!r.ok) throw new SidecarConfigError(formatYamlProblem(r.problem));
   if (!r.data.inbound && !r.data.outbound) throw new SidecarConfigError(`${file}: needs inbound, outbound or both`);
   return r.data;
 }
