@@ -20,6 +20,31 @@ export function routeTarget(route: RouteConfig, host: string): NonNullable<Acces
   return { ...(route.target ?? { service: route.name }), host };
 }
 
+type PersonSource = Pick<NonNullable<AccessRequest['source']>, 'user' | 'claims' | 'mfa' | 'auth_time'>;
+
+/**
+ * What policy sees of a person, worked out once per verified identity (a cached session hands the
+ * proxy the same object on every request), not per request: the claims copy and the `amr` scan.
+ */
+const sources = new WeakMap<PersonIdentity, PersonSource>();
+function personSource(person: PersonIdentity): PersonSource {
+  let src = sources.get(person);
+  if (!src) {
+    src = {
+      user: person.user ?? person.email ?? person.sub,
+      // `iss`/`sub` from the verified identity, not from whatever else the claims say: they make
+      // the request principal (`<iss>/<sub>`) that Istio-style rules match. `groups` is the person's
+      // groups as mapped from the provider's groups claim (e.g. `roles`), so one policy
+      // (`request.auth.claims[groups]`) serves every provider.
+      claims: { ...person.claims, groups: person.groups, iss: person.issuer, sub: person.sub },
+      mfa: usedMfa(person.amr),
+      ...(person.authTime !== undefined ? { auth_time: person.authTime } : {}),
+    };
+    sources.set(person, src);
+  }
+  return src;
+}
+
 /**
  * The access request for a person's call through a route.
  *
@@ -37,17 +62,7 @@ export function personRequest(
   path: string,
 ): AccessRequest {
   return {
-    source: {
-      user: person.user ?? person.email ?? person.sub,
-      // `iss`/`sub` from the verified identity, not from whatever else the claims say: they make
-      // the request principal (`<iss>/<sub>`) that Istio-style rules match. `groups` is the person's
-      // groups as mapped from the provider's groups claim (e.g. `roles`), so one policy
-      // (`request.auth.claims[groups]`) serves every provider.
-      claims: { ...person.claims, groups: person.groups, iss: person.issuer, sub: person.sub },
-      mfa: usedMfa(person.amr),
-      ...(person.authTime !== undefined ? { auth_time: person.authTime } : {}),
-      ...(ip ? { ip } : {}),
-    },
+    source: ip ? { ...personSource(person), ip } : personSource(person),
     target: routeTarget(route, host),
     request: { method, path },
   };
