@@ -22,7 +22,7 @@ import { listen } from '../util/listen.js';
 import type { Logger } from '../util/logger.js';
 import { judge, SERVICES, type ServiceName, type Step, type StepResult } from './scenario.js';
 import { People } from './people.js';
-import { ServiceStartError, serviceBinary } from './processes.js';
+import { cleanExit, ServiceStartError, serviceBinary } from './processes.js';
 
 export { ServiceStartError } from './processes.js';
 
@@ -294,9 +294,7 @@ export class LocalMesh {
             svc.ready = false;
             clearTimeout(timer);
             if (this.stopping || generation !== this.generation) return;
-            // Ctrl-C in a terminal reaches the services too (one process group), often before the
-            // mesh starts stopping them: a clean exit of a running service is not an error.
-            const clean = wasReady && (code === 0 || signal === 'SIGINT' || signal === 'SIGTERM');
+            const clean = wasReady && cleanExit(code, signal);
             this.opts.logger[clean ? 'warn' : 'error']({ service: svc.name, code, signal, stderr }, 'service exited');
             reject(new ServiceStartError(svc.name, `exited with ${code ?? signal}`, stderr));
           });

@@ -31,7 +31,7 @@ import type { Logger } from '../util/logger.js';
 import { packageRoot } from '../util/package-root.js';
 import { parseForm, PersonClient, type PersonResponse } from './people-client.js';
 import { judgePeople, PEOPLE, type Person, type PeopleStep, type PeopleStepResult } from './people-scenario.js';
-import { serviceBinary, startChild, stopChild } from './processes.js';
+import { cleanExit, serviceBinary, startChild, stopChild } from './processes.js';
 
 export {
   judgePeople,
@@ -266,7 +266,7 @@ export class People {
 
     let people: People | undefined;
     const exited = (name: string) => (code: number | null, signal: NodeJS.Signals | null, stderr: string) =>
-      o.logger.error({ service: name, code, signal, stderr }, 'service exited');
+      o.logger[cleanExit(code, signal) ? 'warn' : 'error']({ service: name, code, signal, stderr }, 'service exited');
     // Last before the children: from here on a failure closes it.
     let cert = tls();
     const idp = await startIdentityProvider({ ...idpOptions, tls: cert });

@@ -40,6 +40,14 @@ export class ServiceStartError extends NevertrustError<'ERR_MESH_SERVICE_START'>
   }
 }
 
+/**
+ * Whether a ready child's exit was a clean stop: Ctrl-C in a terminal reaches every child too (one
+ * process group), often before the mesh starts stopping them, and that is not an error.
+ */
+export function cleanExit(code: number | null, signal: NodeJS.Signals | null): boolean {
+  return code === 0 || signal === 'SIGINT' || signal === 'SIGTERM';
+}
+
 export interface ChildStart {
   /** Names the process in errors and logs. */
   name: string;
