@@ -34,6 +34,13 @@ const FullRequestSchema = z
         mfa: z.boolean().optional(),
         /** When the person last authenticated at their provider (seconds since the epoch; OIDC `auth_time`). */
         auth_time: z.number().int().nonnegative().optional(),
+        /**
+         * When the person last passed a second factor (seconds since the epoch): at the provider, or
+         * a step-up at the access proxy. Policy reads it as `auth.mfa_age`.
+         */
+        mfa_time: z.number().int().nonnegative().optional(),
+        /** RFC 8176 methods the session has used (`pwd`, `otp`, `hwk`, `swk`, `user`…): `auth.methods`. */
+        amr: z.array(z.string().max(64)).max(32).optional(),
         risk_score: z.number().min(0).max(1).optional(),
         device: DeviceSchema.optional(),
       })
@@ -143,6 +150,10 @@ export interface NormalizedRequest {
   audiences?: string[];
   presenter?: string;
   mfa?: boolean;
+  /** Epoch seconds of the last second factor (`auth.mfa_age` is measured from it). */
+  mfaTime?: number;
+  /** RFC 8176 authentication methods (`auth.methods`). */
+  amr?: readonly string[];
   riskScore?: number;
   device?: z.infer<typeof DeviceSchema>;
   targetSpiffeId?: string;
@@ -261,6 +272,8 @@ export function blankRequest(): NormalizedRequest {
     audiences: undefined,
     presenter: undefined,
     mfa: undefined,
+    mfaTime: undefined,
+    amr: undefined,
     riskScore: undefined,
     device: undefined,
     targetSpiffeId: undefined,
@@ -297,6 +310,8 @@ export function resetRequest(o: NormalizedRequest): void {
   o.audiences = undefined;
   o.presenter = undefined;
   o.mfa = undefined;
+  o.mfaTime = undefined;
+  o.amr = undefined;
   o.riskScore = undefined;
   o.device = undefined;
   o.targetSpiffeId = undefined;
@@ -378,6 +393,8 @@ export function deriveRequest(
       if (typeof c.azp === 'string') out.presenter = c.azp;
     }
     out.mfa = src.mfa;
+    out.mfaTime = src.mfa_time;
+    out.amr = src.amr;
     out.riskScore = src.risk_score;
     out.device = src.device;
   }

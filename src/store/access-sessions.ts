@@ -20,6 +20,8 @@ export interface AccessSessionRecord {
   lastSeenAt: number;
   endedAt: number | null;
   endReason: string | null;
+  /** JSON {at, methods}: the session's last second factor at the proxy; opaque to the store. */
+  mfa: string | null;
 }
 
 export interface AccessSessionChange {
@@ -44,6 +46,7 @@ const fromRow = (r: Row): AccessSessionRecord => ({
   lastSeenAt: Number(r.last_seen_at),
   endedAt: r.ended_at === null ? null : Number(r.ended_at),
   endReason: r.end_reason,
+  mfa: r.mfa ?? null,
 });
 
 /**
@@ -57,7 +60,7 @@ export class AccessSessionRepository {
 
   constructor(private readonly db: Kysely<Database>) {}
 
-  async create(token: string, s: Omit<AccessSessionRecord, 'endedAt' | 'endReason'>): Promise<void> {
+  async create(token: string, s: Omit<AccessSessionRecord, 'endedAt' | 'endReason' | 'mfa'>): Promise<void> {
     await this.db
       .insertInto('access_sessions')
       .values({
@@ -75,6 +78,7 @@ export class AccessSessionRepository {
         last_seen_at: s.lastSeenAt,
         ended_at: null,
         end_reason: null,
+        mfa: null,
       })
       .execute();
   }
@@ -133,6 +137,31 @@ export class AccessSessionRepository {
       await this.#change(trx, [id], 'updated');
       return true;
     });
+  }
+
+  /**
+   * The session passed a second factor (step-up at the proxy): a change, so other proxies reload it.
+   * False when the session has ended or is unknown.
+   */
+  async updateMfa(id: string, mfa: string): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      const res = await trx
+        .updateTable('access_sessions')
+        .set({ mfa })
+        .where('id', '=', id)
+        .where('ended_at', 'is', null)
+        .executeTakeFirst();
+      if (Number(res.numUpdatedRows) !== 1) return false;
+      await this.#change(trx, [id], 'updated');
+      return true;
+    });
+  }
+
+  /** Ends every live session of a person by the proxy's user name (MFA reset); returns their ids. */
+  async endByIssuerSubs(subjects: readonly { issuer: string; sub: string }[], reason: string): Promise<string[]> {
+    const ids: string[] = [];
+    for (const s of subjects) ids.push(...(await this.endBySub(s.issuer, s.sub, reason)));
+    return ids;
   }
 
   /** Ends one session; false when it was already ended or is unknown. */

@@ -174,6 +174,8 @@ export interface AccessSessionTable {
   last_seen_at: number;
   ended_at: number | null;
   end_reason: string | null;
+  /** JSON {at, methods} (migration 0008): the session's last second factor. */
+  mfa: string | null;
 }
 
 export interface AccessSessionChangeTable {
@@ -192,6 +194,58 @@ export interface AccessLoginStateTable {
 
 export interface AccessLogoutTokenTable {
   jti_hash: string;
+  expires_at: number;
+}
+
+/** People's second factors (migration 0008, mfa.ts). */
+export interface MfaFactorTable {
+  id: string;
+  issuer: string;
+  sub: string;
+  user_name: string;
+  kind: string;
+  name: string;
+  secret: string | null;
+  totp_last_step: number | null;
+  credential_id: string | null;
+  public_key: string | null;
+  counter: number | null;
+  transports: string | null;
+  aaguid: string | null;
+  created_at: number;
+  confirmed_at: number | null;
+  last_used_at: number | null;
+}
+
+export interface MfaRecoveryCodeTable {
+  code_hash: string;
+  issuer: string;
+  sub: string;
+  created_at: number;
+  used_at: number | null;
+}
+
+export interface MfaAttemptTable {
+  key: string;
+  failures: number;
+  window_start: number;
+  locked_until: number | null;
+}
+
+export interface MfaEnrollLinkTable {
+  token_hash: string;
+  user_name: string;
+  created_by: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+}
+
+export interface MfaChallengeTable {
+  id: string;
+  session_id: string;
+  kind: string;
+  challenge: string;
   expires_at: number;
 }
 
@@ -215,4 +269,9 @@ export interface Database {
   access_session_changes: AccessSessionChangeTable;
   access_login_states: AccessLoginStateTable;
   access_logout_tokens: AccessLogoutTokenTable;
+  mfa_factors: MfaFactorTable;
+  mfa_recovery_codes: MfaRecoveryCodeTable;
+  mfa_attempts: MfaAttemptTable;
+  mfa_enroll_links: MfaEnrollLinkTable;
+  mfa_challenges: MfaChallengeTable;
 }

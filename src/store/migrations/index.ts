@@ -10,6 +10,7 @@ import * as m0004 from './0004_audit_terms.js';
 import * as m0005 from './0005_audit_blocks.js';
 import * as m0006 from './0006_users.js';
 import * as m0007 from './0007_access_sessions.js';
+import * as m0008 from './0008_mfa.js';
 
 export const migrations: Record<string, Migration> = {
   '0001_kv': m0001,
@@ -19,4 +20,5 @@ export const migrations: Record<string, Migration> = {
   '0005_audit_blocks': m0005,
   '0006_users': m0006,
   '0007_access_sessions': m0007,
+  '0008_mfa': m0008,
 };
