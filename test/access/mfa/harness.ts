@@ -33,6 +33,7 @@ export async function harness(url?: string): Promise<Harness> {
     if (!r.success) invalid.push({ kind: e.kind, issues: r.error.issues });
     events.push(e);
   };
+  onTestFinished(() => store.close());
   onTestFinished(() => {
     if (invalid.length > 0) throw new Error(`invalid audit events: ${JSON.stringify(invalid)}`);
   });

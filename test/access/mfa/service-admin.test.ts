@@ -4,6 +4,7 @@ import {
   attemptLimitsSchema,
   createMfaService,
   DEFAULT_ATTEMPT_LIMITS,
+  MAX_FACTORS,
   normalizeRecoveryCode,
   recoveryCodeHash,
 } from '../../../src/access/mfa/index.js';
@@ -64,6 +65,32 @@ describe('MFA service: factors and admin', () => {
     expect(await mfa.removeFactor(alice, t.factorId)).toBe(true);
     expect(await mfa.factors(alice)).toEqual([]);
     expect(h.events.filter((e) => e.kind === 'mfa.remove').map((e) => e.outcome)).toEqual(['deny', 'deny', 'allow']);
+  });
+
+  it('bounds the factors of one person', async () => {
+    const h = await harness();
+    const mfa = h.service();
+    for (let i = 0; i < MAX_FACTORS; i++) {
+      await h.store.mfa.addFactor({
+        id: `f${i}`,
+        ...{ issuer: alice.issuer, sub: alice.sub },
+        userName: 'alice',
+        kind: 'webauthn',
+        name: `key ${i}`,
+        secret: null,
+        credentialId: `cred${i}`,
+        publicKey: 'pk',
+        counter: 0,
+        transports: [],
+        aaguid: null,
+        createdAt: i,
+        confirmedAt: i,
+      });
+    }
+    await expect(mfa.beginTotp(alice, 'one more')).rejects.toMatchObject({ code: 'ERR_MFA_INPUT', status: 400 });
+    const rp = { id: 'example.test', origins: ['https://example.test'], name: 'x' };
+    await expect(mfa.registrationOptions(alice, 's', rp)).rejects.toMatchObject({ code: 'ERR_MFA_INPUT' });
+    expect(await mfa.beginTotp(bob, 'fine')).toMatchObject({ factorId: expect.any(String) });
   });
 
   it('lists and resets a user without a KEK: factors and codes go, sessions end, audited', async () => {

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { MfaService, MfaSubject, RelyingParty } from '../../../src/access/mfa/index.js';
 import { alice, bob, type Harness, harness } from './harness.js';
 import { SoftAuthenticator } from './soft-authenticator.js';
+import { createTestDatabase } from '../../support/postgres.js';
 
 const IP = '203.0.113.9';
 const rp: RelyingParty = {
@@ -44,8 +45,8 @@ async function challenge(mfa: MfaService, who: MfaSubject, session: string) {
 const newKey = (over: Partial<SoftAuthenticator['defaults']> = {}) =>
   new SoftAuthenticator({ origin: 'https://app.example.test', rpId: 'example.test', ...over });
 
-async function setup(): Promise<{ h: Harness; mfa: MfaService; key: SoftAuthenticator; factorId: string }> {
-  const h = await harness();
+async function setup(url?: string): Promise<{ h: Harness; mfa: MfaService; key: SoftAuthenticator; factorId: string }> {
+  const h = await harness(url);
   const mfa = h.service({ attempts: { user: lax, ip: lax } });
   const key = newKey();
   const factorId = await register(mfa, alice, 's1', key);
@@ -185,19 +186,22 @@ describe('MFA service: WebAuthn', () => {
     });
   });
 
-  it('accepts one of two concurrent answers with the same counter (two proxies)', async () => {
-    const { h, key } = await setup();
-    const p1 = h.service({ attempts: { user: lax, ip: lax } });
-    const p2 = h.service({ attempts: { user: lax, ip: lax } });
-    const c1 = await challenge(p1, alice, 's1');
-    const c2 = await challenge(p2, alice, 's1');
-    const rs = await Promise.all([
-      p1.verifyWebauthn(alice, 's1', c1.challengeId, key.assert(c1.options, { counter: 7 }), rp, IP),
-      p2.verifyWebauthn(alice, 's1', c2.challengeId, key.assert(c2.options, { counter: 7 }), rp, IP),
-    ]);
-    expect(rs.filter((r) => r.ok)).toHaveLength(1);
-    expect(rs.find((r) => !r.ok)).toMatchObject({ reason: 'counter' });
-  });
+  it.each(['sqlite', 'postgres'])(
+    'accepts one of two concurrent answers with the same counter (two proxies, %s)',
+    async (engine) => {
+      const { h, key } = await setup(engine === 'postgres' ? await createTestDatabase() : undefined);
+      const p1 = h.service({ attempts: { user: lax, ip: lax } });
+      const p2 = h.service({ attempts: { user: lax, ip: lax } });
+      const c1 = await challenge(p1, alice, 's1');
+      const c2 = await challenge(p2, alice, 's1');
+      const rs = await Promise.all([
+        p1.verifyWebauthn(alice, 's1', c1.challengeId, key.assert(c1.options, { counter: 7 }), rp, IP),
+        p2.verifyWebauthn(alice, 's1', c2.challengeId, key.assert(c2.options, { counter: 7 }), rp, IP),
+      ]);
+      expect(rs.filter((r) => r.ok)).toHaveLength(1);
+      expect(rs.find((r) => !r.ok)).toMatchObject({ reason: 'counter' });
+    },
+  );
 
   it('refuses an unknown credential and another person’s credential; malformed answers are refused', async () => {
     const { h, mfa, key } = await setup();
