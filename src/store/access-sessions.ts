@@ -22,6 +22,8 @@ export interface AccessSessionRecord {
   endReason: string | null;
   /** JSON {at, methods}: the session's last second factor at the proxy; opaque to the store. */
   mfa: string | null;
+  /** The person's name at the proxy (its user claim), for ending sessions by name. */
+  userName: string | null;
 }
 
 export interface AccessSessionChange {
@@ -47,6 +49,7 @@ const fromRow = (r: Row): AccessSessionRecord => ({
   endedAt: r.ended_at === null ? null : Number(r.ended_at),
   endReason: r.end_reason,
   mfa: r.mfa ?? null,
+  userName: r.user_name ?? null,
 });
 
 /**
@@ -60,7 +63,10 @@ export class AccessSessionRepository {
 
   constructor(private readonly db: Kysely<Database>) {}
 
-  async create(token: string, s: Omit<AccessSessionRecord, 'endedAt' | 'endReason' | 'mfa'>): Promise<void> {
+  async create(
+    token: string,
+    s: Omit<AccessSessionRecord, 'endedAt' | 'endReason' | 'mfa' | 'userName'> & { userName?: string },
+  ): Promise<void> {
     await this.db
       .insertInto('access_sessions')
       .values({
@@ -79,6 +85,7 @@ export class AccessSessionRepository {
         ended_at: null,
         end_reason: null,
         mfa: null,
+        user_name: s.userName ?? null,
       })
       .execute();
   }
@@ -157,11 +164,18 @@ export class AccessSessionRepository {
     });
   }
 
-  /** Ends every live session of a person by the proxy's user name (MFA reset); returns their ids. */
-  async endByIssuerSubs(subjects: readonly { issuer: string; sub: string }[], reason: string): Promise<string[]> {
-    const ids: string[] = [];
-    for (const s of subjects) ids.push(...(await this.endBySub(s.issuer, s.sub, reason)));
-    return ids;
+  /**
+   * Ends every live session of a person (MFA reset): those recorded under the user name, and those of
+   * the given provider subjects (sessions made before names were recorded); returns their ids.
+   */
+  async endByUser(
+    userName: string,
+    subjects: readonly { issuer: string; sub: string }[],
+    reason: string,
+  ): Promise<string[]> {
+    const ids = new Set(await this.#endWhere(reason, { userName }));
+    for (const s of subjects) for (const id of await this.endBySub(s.issuer, s.sub, reason)) ids.add(id);
+    return [...ids];
   }
 
   /** Ends one session; false when it was already ended or is unknown. */
@@ -181,7 +195,7 @@ export class AccessSessionRepository {
 
   async #endWhere(
     reason: string,
-    by: { id: string } | { issuer: string; sid: string } | { issuer: string; sub: string },
+    by: { id: string } | { issuer: string; sid: string } | { issuer: string; sub: string } | { userName: string },
   ): Promise<string[]> {
     const now = Date.now();
     return this.db.transaction().execute(async (trx) => {
@@ -190,6 +204,7 @@ export class AccessSessionRepository {
         .set({ ended_at: now, end_reason: reason })
         .where('ended_at', 'is', null);
       if ('id' in by) q = q.where('id', '=', by.id);
+      else if ('userName' in by) q = q.where('user_name', '=', by.userName);
       else if ('sid' in by) q = q.where('issuer', '=', by.issuer).where('provider_sid', '=', by.sid);
       else q = q.where('issuer', '=', by.issuer).where('sub', '=', by.sub);
       const ids = (await q.returning('id').execute()).map((r) => r.id);

@@ -176,6 +176,8 @@ export interface AccessSessionTable {
   end_reason: string | null;
   /** JSON {at, methods} (migration 0008): the session's last second factor. */
   mfa: string | null;
+  /** The proxy's user name for the person (migration 0008): ending sessions by name. */
+  user_name: string | null;
 }
 
 export interface AccessSessionChangeTable {

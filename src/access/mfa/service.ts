@@ -490,7 +490,7 @@ export function createMfaService(deps: MfaServiceDeps): MfaService {
 
     async resetUser(user, actor) {
       const r = await repo.resetByUser(parseUser(user));
-      const ended = await store.accessSessions.endByIssuerSubs(r.subjects, 'mfa_reset');
+      const ended = await store.accessSessions.endByUser(parseUser(user), r.subjects, 'mfa_reset');
       audit({
         kind: 'mfa.reset',
         outcome: 'allow',

@@ -8,6 +8,10 @@ import type { Kysely } from 'kysely';
 export async function up(db: Kysely<unknown>): Promise<void> {
   // JSON {at, methods}: when the session last passed a second factor and with which methods.
   await db.schema.alterTable('access_sessions').addColumn('mfa', 'text').execute();
+  // The person's name at the proxy (its user claim): an admin's reset or revocation by name ends
+  // every session of that person, factors or not.
+  await db.schema.alterTable('access_sessions').addColumn('user_name', 'text').execute();
+  await db.schema.createIndex('access_sessions_user').on('access_sessions').column('user_name').execute();
   await db.schema
     .createTable('mfa_factors')
     .addColumn('id', 'text', (c) => c.primaryKey())
@@ -79,5 +83,7 @@ export async function down(db: Kysely<unknown>): Promise<void> {
   for (const t of ['mfa_challenges', 'mfa_enroll_links', 'mfa_attempts', 'mfa_recovery_codes', 'mfa_factors']) {
     await db.schema.dropTable(t).execute();
   }
+  await db.schema.dropIndex('access_sessions_user').execute();
+  await db.schema.alterTable('access_sessions').dropColumn('user_name').execute();
   await db.schema.alterTable('access_sessions').dropColumn('mfa').execute();
 }

@@ -133,6 +133,29 @@ describe('MFA service: factors and admin', () => {
     await expect(admin.listByUser('')).rejects.toMatchObject({ code: 'ERR_MFA_INPUT' });
   });
 
+  it('a reset ends the sessions recorded under the user name even when the person has no factor', async () => {
+    const h = await harness();
+    const now = Date.now();
+    const session = {
+      host: 'app.example.test',
+      issuer: 'https://other-idp.example.test',
+      sub: 'carol-sub',
+      providerSid: null,
+      person: '{}',
+      tokens: '{}',
+      tokenExpiresAt: null,
+      createdAt: now,
+      expiresAt: now + 3_600_000,
+      lastSeenAt: now,
+    };
+    await h.store.accessSessions.create('cookie-c', { ...session, id: 'sc', userName: 'carol' });
+    await h.store.accessSessions.create('cookie-d', { ...session, id: 'sd', sub: 'dave-sub', userName: 'dave' });
+    const admin = createMfaService({ store: h.store, record: h.record, now: () => h.clock.now });
+    expect(await admin.resetUser('carol', 'root')).toEqual({ factors: 0, sessions: 1 });
+    expect((await h.store.accessSessions.findById('sc'))?.endReason).toBe('mfa_reset');
+    expect((await h.store.accessSessions.findById('sd'))?.endedAt).toBeNull();
+  });
+
   it('enrollment links: hashed, one-time, expire, bound to the user name; made without a KEK', async () => {
     const h = await harness();
     const admin = createMfaService({ store: h.store, record: h.record, now: () => h.clock.now });
