@@ -7,6 +7,7 @@ import {
   acceptsMethod,
   decide,
   explain,
+  lintPolicies,
   PolicyLoadError,
   parsePolicyText,
   stepUpRequirement,
@@ -220,6 +221,33 @@ spec:
     const { warnings } = exportIstio(t.policies);
     expect(warnings).toContain('deny-otp-only/no-hwk: conditions without an Istio equivalent; rule skipped');
     expect(warnings).toContain('deny-otp-only/stale: conditions without an Istio equivalent; rule skipped');
+  });
+});
+
+describe('lint', () => {
+  it('warns on STEP_UP rules that a second factor cannot end', () => {
+    const t = snap(`
+apiVersion: nevertrust.dev/v1
+kind: AccessPolicy
+metadata: { name: inverted }
+spec:
+  action: STEP_UP
+  target: { services: [x] }
+  rules:
+    - name: fresh-steps-up
+      when: [{ key: auth.mfa_age, lt: 900 }]
+    - name: hwk-steps-up
+      when: [{ key: auth.methods, values: [hwk] }]
+    - name: mfa-steps-up
+      when: [{ key: auth.mfa, equals: true }]
+    - name: right
+      to: [{ methods: [DELETE] }]
+      when: [{ key: auth.methods, notValues: [hwk] }, { key: auth.mfa_age, gt: 60 }]
+`);
+    const f = lintPolicies(t.policies).filter((x) => x.code === 'step-up-unsatisfiable');
+    expect(f.map((x) => x.rule)).toEqual(['fresh-steps-up', 'hwk-steps-up', 'mfa-steps-up']);
+    expect(f[0]).toMatchObject({ severity: 'warning', line: 9 });
+    expect(lintPolicies(snap(POLICIES).policies).filter((x) => x.code === 'step-up-unsatisfiable')).toEqual([]);
   });
 });
 
