@@ -2,6 +2,8 @@
  * MFA in the policy language: `auth.mfa_age` (freshness, measured at request.time or the clock),
  * `auth.methods` (RFC 8176 amr values), failing closed when unknown, and what a step-up asks for.
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   acceptsMethod,
@@ -13,6 +15,8 @@ import {
   stepUpRequirement,
 } from '../../src/policy/index.js';
 import { exportIstio } from '../../src/policy/export.js';
+import { runCli } from '../support/cli.js';
+import { tempDir } from '../support/tmp.js';
 import { snap } from './helpers.js';
 
 const POLICIES = `
@@ -334,4 +338,53 @@ spec:
     expect(acceptsMethod({ methods: ['*wk'] }, 'hwk')).toBe(true);
     expect(acceptsMethod({}, 'otp')).toBe(true);
   });
+});
+
+describe('nevertrust policy eval', () => {
+  it('takes mfa_time and amr and prints what a step-up asks for', async () => {
+    const dir = tempDir();
+    const input = join(dir, 'req.json');
+    const at = Date.parse('2026-12-07T10:00:00Z') / 1000;
+    const request = (amr: string[], mfaTime: number) => ({
+      source: {
+        claims: { iss: 'https://idp.example.org', sub: 'alice' },
+        mfa: true,
+        mfa_time: mfaTime,
+        amr,
+        risk_score: 0.1,
+        device: { managed: true, os_patched: true },
+      },
+      target: { spiffe_id: 'spiffe://example.org/ns/corp/sa/portal' },
+      request: { method: 'DELETE', path: '/admin/users/bob', time: '2026-12-07T10:00:00Z' },
+    });
+    writeFileSync(input, JSON.stringify(request(['pwd', 'hwk'], at - 960)));
+    const stale = await runCli([
+      'policy',
+      'eval',
+      '--policies',
+      'examples/policies/conditional-access',
+      '--input',
+      input,
+    ]);
+    expect(stale.code, stale.stderr).toBe(0);
+    expect(JSON.parse(stale.stdout)).toMatchObject({
+      decision: 'step_up',
+      rule: 'within-15-minutes',
+      step_up: { methods: ['hwk', 'swk'], maxAge: 900 },
+    });
+    writeFileSync(input, JSON.stringify(request(['pwd', 'hwk'], at - 600)));
+    const fresh = await runCli([
+      'policy',
+      'eval',
+      '--policies',
+      'examples/policies/conditional-access',
+      '--input',
+      input,
+      '--explain',
+    ]);
+    const e = JSON.parse(fresh.stdout);
+    expect(e.decision.decision).toBe('allow');
+    expect(e.step_up).toBeUndefined();
+    expect(JSON.stringify(e.candidates)).toContain('when[0] auth.mfa_age: does not hold (age 600 s)');
+  }, 60_000);
 });
