@@ -127,6 +127,31 @@ spec:
     expect(decide(s, req({ amr: ['hwk'], mfa_time: nowS - 3600 })).decision).toBe('step_up');
   });
 
+  it('a rule demanding MFA within 60 s steps up again after 60 s', () => {
+    const t = snap(`
+apiVersion: nevertrust.dev/v1
+kind: AccessPolicy
+metadata: { name: all }
+spec:
+  action: ALLOW
+  target: { services: [vault] }
+  rules: [{ name: all }]
+---
+apiVersion: nevertrust.dev/v1
+kind: AccessPolicy
+metadata: { name: fresh }
+spec:
+  action: STEP_UP
+  target: { services: [vault] }
+  rules: [{ name: within-60s, when: [{ key: auth.mfa_age, gt: 60 }] }]
+`);
+    const r = { source: { mfa: true, mfa_time: NOW_S, amr: ['otp'] }, target: { service: 'vault' }, request: {} };
+    const at = (s: number) => decide(t, r, { now: NOW + s * 1000 }).decision;
+    expect([at(0), at(30), at(60), at(61), at(3600)]).toEqual(['allow', 'allow', 'allow', 'step_up', 'step_up']);
+    const d = decide(t, r, { now: NOW + 61_000 });
+    expect(stepUpRequirement(t, d, r)).toEqual({ maxAge: 60 });
+  });
+
   it('a second factor from the future counts only within the clock skew', () => {
     expect(at(req({ amr: ['hwk'], mfa_time: NOW_S + 30 })).decision).toBe('allow');
     const far = at(req({ amr: ['hwk'], mfa_time: NOW_S + 3600 }));
