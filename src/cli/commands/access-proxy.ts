@@ -17,6 +17,7 @@ An example config (all fields in docs/people.md):
   audit: { server: https://nevertrust.internal:8081 }
   assertion: { server: https://nevertrust.internal:8081 }
   auth: { issuer: https://accounts.example.com, client_id: wiki-proxy, client_secret_file: /etc/nevertrust/oidc.secret }
+  mfa: { first_login_enrollment: false }   # people's second factors at /.nevertrust/mfa; STEP_UP rules challenge
   routes:
     - name: wiki
       from: { host: wiki.example.com }
@@ -89,9 +90,24 @@ export function registerAccessProxyCommands(program: Command): void {
           record: (e) => recorder.record(e),
           logger,
         });
+        // `mfa:` turns on the proxy's own second factors; TOTP secrets are sealed under the session key.
+        const mfaRecord = (e: Parameters<typeof fallback.record>[0]) => recorder.record(e);
+        const mfa = config.mfa
+          ? {
+              service: (await import('../../access/mfa/index.js')).createMfaService({
+                store,
+                kek: authenticator.kek,
+                record: mfaRecord,
+                totpIssuer: config.mfa.webauthn.rp_name,
+                ...(config.mfa.attempts ? { attempts: config.mfa.attempts } : {}),
+              }),
+              record: mfaRecord,
+            }
+          : undefined;
         running = await proxy.startAccessProxy(config, {
           authenticator,
           log,
+          ...(mfa ? { mfa } : {}),
           ship: audit
             ? (source) => {
                 const shipper = sidecarShipper(audit, source, file, { spillDir, logger });
