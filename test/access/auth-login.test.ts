@@ -83,6 +83,8 @@ describe('OIDC login (real provider, real TLS, SQLite)', () => {
     const rows = await store.db.selectFrom('access_sessions').selectAll().execute();
     const row = rows.find((r) => r.token_hash === sha(token));
     expect(row).toBeDefined();
+    // The person's name at the proxy (its user claim): an admin's reset by name ends this session.
+    expect(row?.user_name).toBe('alice@example.test');
     expect(JSON.stringify(rows)).not.toContain(token);
     expect(Object.keys(JSON.parse(row?.tokens ?? '{}')).sort()).toEqual(['alg', 'ciphertext', 'iv', 'kekId', 'tag']);
 

@@ -554,6 +554,7 @@ export async function createOidcAuthenticator(
         host: ctx.host,
         issuer: person.issuer,
         sub: person.sub,
+        userName: person.user ?? userOf(person),
         providerSid: typeof claims.sid === 'string' ? claims.sid : null,
         person: JSON.stringify(person),
         tokens: seal(provTokens, `session:${id}`),

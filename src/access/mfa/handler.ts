@@ -14,7 +14,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
 import type { AuditEventInput } from '../../audit/event.js';
-import { acceptsMethod } from '../../policy/index.js';
+import { type ErrorCode, NevertrustError } from '../../errors.js';
+import { acceptsMethod } from '../../policy/step-up.js';
 import { escapeHtml, sendJson } from '../auth/pages.js';
 import { safeReturnTo } from '../auth/return-to.js';
 import type { Authenticator, PersonIdentity, RequestContext } from '../identity.js';
@@ -60,14 +61,16 @@ export interface MfaHandler {
   handle(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<boolean>;
 }
 
-/** A request the handler refuses: status, a stable code, and a reason shown to the person. */
-class Refused extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    reason: string,
-  ) {
-    super(reason);
+/**
+ * A request the handler refuses: status, a stable code (`body_too_large` is `ERR_BODY_TOO_LARGE`;
+ * the answer's `error` is its wire form) and a reason shown to the person.
+ */
+class Refused extends NevertrustError {
+  override readonly name = 'MfaRequestRefused';
+  readonly code: ErrorCode;
+  constructor(status: number, error: string, reason: string) {
+    super(reason, { status });
+    this.code = `ERR_${error.toUpperCase()}`;
   }
 }
 
@@ -582,7 +585,7 @@ export function createMfaHandler(o: MfaHandlerOptions): MfaHandler {
         if (e instanceof Refused) {
           if (e.status === 405) res.setHeader('Allow', 'GET, POST');
           if (e.status === 413) res.setHeader('Connection', 'close');
-          if (json) sendJson(res, e.status, { error: e.code, reason: e.message });
+          if (json) sendJson(res, e.status, { error: e.reason, reason: e.message });
           else
             sendMfaPage(
               res,

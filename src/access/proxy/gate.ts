@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type DecisionRecorder, enforce, refuse, type SnapshotProvider } from '../../pep/decision.js';
 import { plainAddress } from '../../pep/http.js';
 import type { AssertionSigner } from '../../pep/assertion/signer.js';
-import { stepUpRequirement } from '../../policy/index.js';
+import { stepUpRequirement } from '../../policy/step-up.js';
 import { isPath, normalizePathText, type PathOptions } from '../../policy/path.js';
 import type { AccessRequest } from '../../policy/request.js';
 import { type Authenticator, type Identification, OWN_PATH_PREFIX, type RequestContext } from '../identity.js';

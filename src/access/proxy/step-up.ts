@@ -5,7 +5,7 @@
  * RFC 9470 challenge (`insufficient_user_authentication`, `acr_values`, `max_age`).
  */
 import type { IncomingMessage } from 'node:http';
-import type { StepUpRequirement } from '../../policy/index.js';
+import type { StepUpRequirement } from '../../policy/step-up.js';
 import { safeReturnTo } from '../auth/return-to.js';
 import { OWN_PATH_PREFIX } from '../identity.js';
 import type { RouteConfig } from './config.js';
