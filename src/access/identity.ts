@@ -24,6 +24,12 @@ export interface PersonIdentity {
   acr?: string;
   /** Seconds since the epoch, when the person last authenticated at the provider. */
   authTime?: number;
+  /**
+   * Seconds since the epoch of the person's last second factor: at the provider (its `amr`/`acr`
+   * counts by the authenticator's `mfa` mapping; then it is `auth_time`) or a step-up at the proxy.
+   * Absent: no second factor. Policy reads it as `auth.mfa` and `auth.mfa_age`.
+   */
+  mfaAt?: number;
   /** The verified claims for policy (`request.auth.claims[…]`, Istio `requestPrincipals`); no tokens. */
   claims: Record<string, unknown>;
 }
@@ -64,8 +70,29 @@ export interface Authenticator {
    * logout). Resolves false when the path is not one of them (the proxy answers 404).
    */
   handle(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<boolean>;
-  /** Sends a browser to the provider's login, remembering `returnTo` (a path on `ctx.origin`). */
-  startLogin(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, returnTo: string): Promise<void>;
+  /**
+   * Sends a browser to the provider's login, remembering `returnTo` (a path on `ctx.origin`). `opts`
+   * asks the provider for more (a step-up there): `acr_values`, `max_age`, `prompt`.
+   */
+  startLogin(
+    req: IncomingMessage,
+    res: ServerResponse,
+    ctx: RequestContext,
+    returnTo: string,
+    opts?: LoginOptions,
+  ): Promise<void>;
+  /**
+   * Records that the session passed a second factor now with `methods` (RFC 8176 `amr` values): the
+   * session's very next request (at this proxy) sees it, other proxies within a change-feed interval.
+   * False when the session has ended or is unknown.
+   */
+  elevate(sessionId: string, methods: readonly string[]): Promise<boolean>;
+  /**
+   * A CSRF token for the session credential in `req` and `purpose` (forms and scripts of the proxy's
+   * own pages): the same for the life of the session, unguessable without the cookie. Undefined
+   * without a session credential.
+   */
+  csrfToken?(req: IncomingMessage, purpose: string): string | undefined;
   close(): Promise<void>;
   /**
    * Names of the cookies that carry this authenticator's credential (the session cookie): the proxy
@@ -73,6 +100,36 @@ export interface Authenticator {
    */
   readonly credentialCookies?: readonly string[];
 }
+
+/** What a login may ask the provider for (OpenID Connect Core §3.1.2.1). */
+export interface LoginOptions {
+  /** `acr_values`: the authentication context classes wanted, in order of preference. */
+  acrValues?: readonly string[];
+  /** `max_age`: seconds; the provider re-authenticates an older login. */
+  maxAge?: number;
+  /** `prompt`, e.g. `login` to re-authenticate even within the provider's session. */
+  prompt?: string;
+}
+
+/**
+ * RFC 8176 methods that are a second factor (or say one was used): `mfa` itself, one-time codes,
+ * keys, and biometrics. `pwd` alone, `kba` and `user` are not. The default of the authenticator's
+ * `mfa.amr` mapping.
+ */
+export const MFA_AMR: readonly string[] = [
+  'mfa',
+  'otp',
+  'hwk',
+  'swk',
+  'sms',
+  'tel',
+  'sc',
+  'fpt',
+  'face',
+  'iris',
+  'retina',
+  'vbm',
+];
 
 /** The prefix of the proxy's own endpoints; never forwarded to an app. */
 export const OWN_PATH_PREFIX = '/.nevertrust/';

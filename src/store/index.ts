@@ -9,6 +9,17 @@ export { JoinTokenRepository, type TokenRedemption } from './join-tokens.js';
 export { type PolicySnapshotRecord, PolicySnapshotRepository } from './policy-snapshots.js';
 export { StoreConflictError, StoreOpenError } from './errors.js';
 export { type KvEntry, KvRepository } from './kv.js';
+export {
+  type MfaAttemptLimit,
+  type MfaChallenge,
+  type MfaFactorKind,
+  type MfaFactorRecord,
+  type MfaFailure,
+  MfaRepository,
+  type MfaSubjectKey,
+  type NewMfaFactor,
+  userAttemptKey,
+} from './mfa.js';
 export { OidcModelRepository, type OidcModelRow } from './oidc-models.js';
 export { DuplicateUserError, type NewUser, type UserChanges, type UserRecord, UserRepository } from './users.js';
 export {

@@ -13,6 +13,7 @@ import { AgentRepository } from './agents.js';
 import { EntryRepository } from './entries.js';
 import { JoinTokenRepository } from './join-tokens.js';
 import { KvRepository } from './kv.js';
+import { MfaRepository } from './mfa.js';
 import { PolicySnapshotRepository } from './policy-snapshots.js';
 import { OidcModelRepository } from './oidc-models.js';
 import { UserRepository } from './users.js';
@@ -50,6 +51,8 @@ export interface Store {
   readonly oidcModels: OidcModelRepository;
   /** People's sessions at the access proxy (src/access/auth/). */
   readonly accessSessions: AccessSessionRepository;
+  /** People's second factors at the access proxy (src/access/mfa/). */
+  readonly mfa: MfaRepository;
   /** Resolves when the database answers; used by /readyz. */
   ping(): Promise<void>;
   /** Names of applied migrations, oldest first. */
@@ -253,6 +256,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     users: new UserRepository(db),
     oidcModels: new OidcModelRepository(db),
     accessSessions: new AccessSessionRepository(db),
+    mfa: new MfaRepository(db),
     async ping() {
       await sql`select 1`.execute(db);
     },

@@ -76,7 +76,16 @@ export async function startApp(tls: { cert: string; key: string }, host: string)
         return;
       }
       if (url.pathname === '/login') {
-        await auth.startLogin(req, res, ctx, url.searchParams.get('return_to') ?? '/');
+        // `acr_values`, `max_age`, `prompt`: a step-up at the provider.
+        const q = url.searchParams;
+        const acr = q.get('acr_values');
+        const maxAge = q.get('max_age');
+        const prompt = q.get('prompt');
+        await auth.startLogin(req, res, ctx, q.get('return_to') ?? '/', {
+          ...(acr ? { acrValues: acr.split(' ') } : {}),
+          ...(maxAge ? { maxAge: Number(maxAge) } : {}),
+          ...(prompt ? { prompt } : {}),
+        });
         return;
       }
       const who = await auth.identify(req, ctx);

@@ -4,11 +4,19 @@
  * login sends browsers to a fake provider URL. The OIDC authenticator replaces it end to end.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Authenticator, Identification, PersonIdentity, RequestContext } from '../../src/access/identity.js';
+import {
+  type Authenticator,
+  type Identification,
+  type LoginOptions,
+  MFA_AMR,
+  type PersonIdentity,
+  type RequestContext,
+} from '../../src/access/identity.js';
 
 export const ISSUER = 'https://idp.example.test';
 export const LOGIN_URL = 'https://idp.example.test/authorize';
 
+/** A person; with a second factor in `amr`, `mfaAt` is the login time (as the default mapping gives). */
 export function person(sub: string, groups: string[], amr: string[] = ['pwd']): PersonIdentity {
   return {
     issuer: ISSUER,
@@ -17,13 +25,15 @@ export function person(sub: string, groups: string[], amr: string[] = ['pwd']): 
     groups,
     amr,
     authTime: 1_780_000_000,
+    ...(amr.some((m) => MFA_AMR.includes(m)) ? { mfaAt: 1_780_000_000 } : {}),
     claims: { groups, email: `${sub}@example.test`, sub, iss: 'https://forged.example' },
   };
 }
 
 export class FixedAuthenticator implements Authenticator {
   readonly credentialCookies = ['__Host-test'];
-  readonly logins: { returnTo: string; origin: string }[] = [];
+  readonly logins: { returnTo: string; origin: string; opts?: LoginOptions }[] = [];
+  readonly elevations: { sessionId: string; methods: readonly string[] }[] = [];
   readonly handled: string[] = [];
   closed = false;
   /** When set, identify() throws (a broken authenticator must deny). */
@@ -61,9 +71,20 @@ export class FixedAuthenticator implements Authenticator {
     return false;
   }
 
-  async startLogin(_req: IncomingMessage, res: ServerResponse, ctx: RequestContext, returnTo: string): Promise<void> {
-    this.logins.push({ returnTo, origin: ctx.origin });
+  async startLogin(
+    _req: IncomingMessage,
+    res: ServerResponse,
+    ctx: RequestContext,
+    returnTo: string,
+    opts?: LoginOptions,
+  ): Promise<void> {
+    this.logins.push({ returnTo, origin: ctx.origin, ...(opts ? { opts } : {}) });
     res.writeHead(302, { location: `${LOGIN_URL}?return_to=${encodeURIComponent(ctx.origin + returnTo)}` }).end();
+  }
+
+  async elevate(sessionId: string, methods: readonly string[]): Promise<boolean> {
+    this.elevations.push({ sessionId, methods });
+    return true;
   }
 
   async close(): Promise<void> {

@@ -8,12 +8,16 @@
  *   client_id: access-proxy
  *   client_secret_file: /etc/nevertrust/oidc-secret
  *   session: { absolute_lifetime: 12h, idle_lifetime: 1h, key_file: /var/lib/nevertrust/session.key }
+ *   mfa: { amr: [otp, hwk, swk, mfa], acr: { "http://schemas.openid.net/pape/policies/2007/06/multi-factor": [mfa] } }
  * ```
  */
 import { z } from 'zod';
 import { durationSchema } from '../../util/duration.js';
+import { MFA_AMR } from '../identity.js';
 
 const duration = durationSchema;
+
+const amrValue = z.string().regex(/^[\x21-\x7e]{1,64}$/, 'an amr value is printable ASCII, up to 64 characters');
 
 const positiveDuration = duration.refine((s) => s > 0, 'must be longer than 0s');
 
@@ -48,6 +52,16 @@ export const oidcAuthConfigSchema = z
       .strictObject({ enabled: z.boolean().default(true), audience: z.string().min(1).optional() })
       .default({ enabled: true }),
     change_feed_interval_ms: z.number().int().min(10).max(60_000).default(250),
+    /**
+     * Which of the provider's authentications count as MFA: `amr` values (default the RFC 8176
+     * second-factor methods), and `acr` values mapped to the methods they stand for.
+     */
+    mfa: z
+      .strictObject({
+        amr: z.array(amrValue).default([...MFA_AMR]),
+        acr: z.record(z.string().min(1).max(256), z.array(amrValue).min(1)).default({}),
+      })
+      .default({ amr: [...MFA_AMR], acr: {} }),
   })
   .refine((c) => c.scopes.includes('openid'), { message: 'scopes must include openid', path: ['scopes'] })
   .refine((c) => (c.client_secret === undefined) !== (c.client_secret_file === undefined), {

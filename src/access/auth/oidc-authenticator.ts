@@ -26,6 +26,7 @@ import type { Logger } from '../../util/logger.js';
 import {
   type Authenticator,
   type Identification,
+  type LoginOptions,
   OWN_PATH_PREFIX,
   type PersonIdentity,
   type RequestContext,
@@ -33,6 +34,7 @@ import {
 import type { OidcAuthConfig } from './config.js';
 import { clearCookie, hostCookie, readCookie } from './cookies.js';
 import { AccessAuthError, LoginRefusedError } from './errors.js';
+import { parseSessionMfa, type SessionMfa, withProviderMfa, withSessionMfa } from './mfa-mapping.js';
 import { escapeHtml, redirect, sendJson, sendPage } from './pages.js';
 import { discoverProvider, type Provider } from './provider.js';
 import { safeReturnTo } from './return-to.js';
@@ -51,6 +53,13 @@ export interface OidcAuthenticatorDeps {
 /** The Authenticator, plus who a person is for policy and audit (`source.user`, from `user_claim`). */
 export interface OidcAuthenticator extends Authenticator {
   userOf(person: PersonIdentity): string;
+  elevate(sessionId: string, methods: readonly string[]): Promise<boolean>;
+  csrfToken(req: IncomingMessage, purpose: string): string | undefined;
+  /**
+   * The sealing key of `session.key_file`: the MFA service seals TOTP secrets under it (one key
+   * file per proxy deployment, shared by its proxies like the sessions are).
+   */
+  readonly kek: Kek;
 }
 
 export const CALLBACK_PATH = `${OWN_PATH_PREFIX}callback`;
@@ -110,6 +119,8 @@ interface LoginState {
   nonce: string;
   returnTo: string;
   host: string;
+  /** The `max_age` asked for: the callback checks the token's `auth_time` against it. */
+  maxAge?: number;
 }
 
 const invalid = (code: string, reason: string): Identification => ({ kind: 'invalid', code, reason });
@@ -246,11 +257,16 @@ export async function createOidcAuthenticator(
     return typeof v === 'string' && v !== '' ? v : p.sub;
   };
 
-  // The proxy decides with `user`: the same name as this authenticator's audit events.
-  const personOf = (claims: jose.JWTPayload): PersonIdentity => {
+  // The proxy decides with `user`: the same name as this authenticator's audit events. MFA at the
+  // provider by the config's mapping; `loginTime` (epoch s) stands in for a missing `auth_time`.
+  const personOf = (claims: jose.JWTPayload, loginTime: number): PersonIdentity => {
     const p = personFromClaims(claims, cfg.groups_claim);
-    return { ...p, user: userOf(p) };
+    return withProviderMfa({ ...p, user: userOf(p) }, cfg.mfa, loginTime);
   };
+
+  /** The session's person: as at login, plus a step-up at the proxy. */
+  const sessionPerson = (record: AccessSessionRecord): PersonIdentity =>
+    withSessionMfa(JSON.parse(record.person) as PersonIdentity, cfg.mfa, parseSessionMfa(record.mfa));
 
   const audit = (e: AuditEventInput) => {
     try {
@@ -271,13 +287,35 @@ export async function createOidcAuthenticator(
     });
 
   const cacheEntry = (key: string, record: AccessSessionRecord): CachedSession => {
-    const entry: CachedSession = { record, person: JSON.parse(record.person) as PersonIdentity, loadedAt: Date.now() };
+    const entry: CachedSession = { record, person: sessionPerson(record), loadedAt: Date.now() };
     cache.set(key, entry);
     byId.set(record.id, key);
     return entry;
   };
 
-  const csrfFor = (token: string) => createHmac('sha256', token).update('nevertrust-sign-out').digest('base64url');
+  const csrfFor = (token: string, purpose = 'sign-out') =>
+    createHmac('sha256', token).update(`nevertrust-${purpose}`).digest('base64url');
+
+  const csrfToken = (req: IncomingMessage, purpose: string): string | undefined => {
+    const token = readCookie(req, cookieName);
+    return token !== undefined && TOKEN_RE.test(token) ? csrfFor(token, purpose) : undefined;
+  };
+
+  // ---------- step-up ----------
+
+  const elevate = async (sessionId: string, methods: readonly string[]): Promise<boolean> => {
+    const mfa: SessionMfa = { at: Math.floor(Date.now() / 1000), methods: [...new Set(methods)] };
+    const json = JSON.stringify(mfa);
+    if (!(await repo.updateMfa(sessionId, json))) return false;
+    // This proxy sees it at once: a read begun before the write must not be cached (evict marks
+    // that), and the cached entry is replaced by the updated one. Other proxies reload it when
+    // their change feed brings the `updated` row.
+    const key = byId.get(sessionId);
+    const entry = key === undefined ? undefined : cache.get(key);
+    evict(sessionId);
+    if (key !== undefined && entry !== undefined) cacheEntry(key, { ...entry.record, mfa: json });
+    return true;
+  };
 
   // ---------- identify ----------
 
@@ -323,7 +361,7 @@ export async function createOidcAuthenticator(
     if (!fresh && again) return reload(key, token, ctx, false);
     const entry: CachedSession = fresh
       ? cacheEntry(key, record)
-      : { record, person: JSON.parse(record.person) as PersonIdentity, loadedAt: Date.now() };
+      : { record, person: sessionPerson(record), loadedAt: Date.now() };
     // A fresh read cannot reload again (loadedAt is now).
     return check(entry, key, token, ctx);
   };
@@ -382,7 +420,7 @@ export async function createOidcAuthenticator(
       }
       if ((payload.iat as number) > Date.now() / 1000 + CLOCK_SKEW_S)
         return invalid('bearer_invalid', 'iat in the future');
-      return { kind: 'bearer', person: personOf(payload) };
+      return { kind: 'bearer', person: personOf(payload, payload.iat as number) };
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'ERR_JWT_INVALID';
       return invalid('bearer_invalid', `bearer token refused (${code})`);
@@ -420,12 +458,29 @@ export async function createOidcAuthenticator(
 
   // ---------- login ----------
 
-  const startLogin = async (req: IncomingMessage, res: ServerResponse, ctx: RequestContext, returnTo: string) => {
+  const startLogin = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    ctx: RequestContext,
+    returnTo: string,
+    opts: LoginOptions = {},
+  ) => {
     try {
       const verifier = oidc.randomPKCECodeVerifier();
       const state = oidc.randomState();
       const nonce = oidc.randomNonce();
-      const login: LoginState = { verifier, nonce, returnTo: safeReturnTo(returnTo), host: ctx.host };
+      const maxAge = opts.maxAge === undefined ? undefined : Math.max(0, Math.floor(opts.maxAge));
+      const login: LoginState = {
+        verifier,
+        nonce,
+        returnTo: safeReturnTo(returnTo),
+        host: ctx.host,
+        ...(maxAge !== undefined ? { maxAge } : {}),
+      };
+      const prompts = [
+        ...(opts.prompt ? [opts.prompt] : []),
+        ...(cfg.scopes.includes('offline_access') ? ['consent'] : []),
+      ];
       await repo.putLoginState(
         state,
         ctx.host,
@@ -439,7 +494,9 @@ export async function createOidcAuthenticator(
         code_challenge_method: 'S256',
         state,
         nonce,
-        ...(cfg.scopes.includes('offline_access') ? { prompt: 'consent' } : {}),
+        ...(prompts.length ? { prompt: prompts.join(' ') } : {}),
+        ...(opts.acrValues?.length ? { acr_values: opts.acrValues.join(' ') } : {}),
+        ...(maxAge !== undefined ? { max_age: String(maxAge) } : {}),
       });
       // Earlier logins of this browser stay valid (another tab may be on the provider's page).
       const states = [state, ...loginStates(req)].slice(0, MAX_LOGINS_IN_FLIGHT);
@@ -472,11 +529,18 @@ export async function createOidcAuthenticator(
       const tokens = await oidc.authorizationCodeGrant(
         provider.config,
         new URL(`${ctx.origin}${CALLBACK_PATH}${url.search}`),
-        { pkceCodeVerifier: login.verifier, expectedState: state, expectedNonce: login.nonce, idTokenExpected: true },
+        {
+          pkceCodeVerifier: login.verifier,
+          expectedState: state,
+          expectedNonce: login.nonce,
+          idTokenExpected: true,
+          // With max_age asked, the ID token must carry an auth_time within it (OIDC Core §3.1.3.7).
+          ...(login.maxAge !== undefined ? { maxAge: login.maxAge } : {}),
+        },
       );
       const claims = tokens.claims();
       if (!claims) throw new LoginRefusedError('no_id_token');
-      const person = personOf(claims as jose.JWTPayload);
+      const person = personOf(claims as jose.JWTPayload, Math.floor(Date.now() / 1000));
       const token = randomBytes(32).toString('base64url');
       const id = `s_${randomBytes(16).toString('hex')}`;
       const now = Date.now();
@@ -503,7 +567,12 @@ export async function createOidcAuthenticator(
         outcome: 'allow',
         source: { user: userOf(person), ip: ctx.ip },
         target: { host: ctx.host },
-        details: { session: id, amr: person.amr },
+        details: {
+          session: id,
+          amr: person.amr,
+          ...(person.acr !== undefined ? { acr: person.acr } : {}),
+          mfa: person.mfaAt !== undefined,
+        },
       });
       redirect(res, `${ctx.origin}${login.returnTo}`, [
         hostCookie(cookieName, token, absoluteMs / 1000),
@@ -671,6 +740,9 @@ export async function createOidcAuthenticator(
     handle,
     startLogin,
     userOf,
+    elevate,
+    csrfToken,
+    kek,
     // The proxy strips these before forwarding: an app must never hold a session it could replay.
     credentialCookies: [cookieName, LOGIN_COOKIE],
     async close() {

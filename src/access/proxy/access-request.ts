@@ -6,25 +6,20 @@ import type { PersonIdentity } from '../identity.js';
 import type { AccessRequest } from '../../policy/request.js';
 import type { RouteConfig } from './config.js';
 
-// RFC 8176 methods that are a second factor (or say one was used): `mfa` itself, one-time codes,
-// keys, and biometrics. `pwd` alone, `kba` and `user` are not.
-const MFA_AMR = new Set(['mfa', 'otp', 'hwk', 'swk', 'sms', 'tel', 'sc', 'fpt', 'face', 'iris', 'retina', 'vbm']);
-
-/** Whether the person authenticated with more than one factor, by their `amr`. */
-export function usedMfa(amr: readonly string[]): boolean {
-  return amr.some((m) => MFA_AMR.has(m));
-}
-
 /** The route as a policy target: its `target`, else `{ service: <name> }`; plus the host. */
 export function routeTarget(route: RouteConfig, host: string): NonNullable<AccessRequest['target']> {
   return { ...(route.target ?? { service: route.name }), host };
 }
 
-type PersonSource = Pick<NonNullable<AccessRequest['source']>, 'user' | 'claims' | 'mfa' | 'auth_time'>;
+type PersonSource = Pick<
+  NonNullable<AccessRequest['source']>,
+  'user' | 'claims' | 'mfa' | 'auth_time' | 'mfa_time' | 'amr'
+>;
 
 /**
  * What policy sees of a person, worked out once per verified identity (a cached session hands the
- * proxy the same object on every request), not per request: the claims copy and the `amr` scan.
+ * proxy the same object on every request), not per request: the claims copy. MFA is what the
+ * authenticator worked out (`mfaAt`: the provider's factors by its mapping, or a step-up here).
  */
 const sources = new WeakMap<PersonIdentity, PersonSource>();
 function personSource(person: PersonIdentity): PersonSource {
@@ -37,7 +32,10 @@ function personSource(person: PersonIdentity): PersonSource {
       // groups as mapped from the provider's groups claim (e.g. `roles`), so one policy
       // (`request.auth.claims[groups]`) serves every provider.
       claims: { ...person.claims, groups: person.groups, iss: person.issuer, sub: person.sub },
-      mfa: usedMfa(person.amr),
+      mfa: person.mfaAt !== undefined,
+      ...(person.mfaAt !== undefined ? { mfa_time: person.mfaAt } : {}),
+      // Within the request schema's bounds: a provider's odd `amr` must not make every request invalid.
+      amr: person.amr.filter((m) => m.length <= 64).slice(0, 32),
       ...(person.authTime !== undefined ? { auth_time: person.authTime } : {}),
     };
     sources.set(person, src);
