@@ -25,7 +25,14 @@ const BOOL_KEYS = new Set<BoolAttr>([
   'device.os_patched',
   'device.edr_active',
 ]);
-const NUMBER_KEYS = new Set<NumberAttr>(['risk.score', 'device.posture_age']);
+const NUMBER_KEYS = new Set<NumberAttr>(['risk.score', 'device.posture_age', 'auth.mfa_age']);
+
+/**
+ * How far (seconds) a second factor may lie ahead of the decision's clock and still count, as
+ * age 0: proxies' clocks differ a little. Further ahead is not a plausible MFA time, so the age is
+ * unknown (fails closed in DENY/STEP_UP rules, never allows).
+ */
+export const MFA_CLOCK_SKEW_S = 60;
 
 export type ParsedKey =
   | { kind: 'string'; attr: StringAttr }
@@ -36,7 +43,8 @@ export type ParsedKey =
 
 /**
  * Parses a condition key. `dialect` `istio` accepts only Istio's keys; `native` adds the
- * access-context keys (`auth.mfa`, `device.*`, `risk.score`, `request.time`, `source.service`, `source.user`).
+ * access-context keys (`auth.mfa`, `auth.mfa_age`, `auth.methods`, `device.*`, `risk.score`, `request.time`,
+ * `source.service`, `source.user`).
  * Returns an error message for an unknown key.
  *
  * @example
@@ -53,7 +61,7 @@ export function parseConditionKey(key: string, dialect: 'istio' | 'native'): Par
   if (IP_KEYS.has(key as IpAttr)) return { kind: 'ip', attr: key as IpAttr };
   if (ISTIO_FIELDS.has(key)) return { kind: 'string', attr: { type: 'field', name: key as 'source.namespace' } };
   if (dialect === 'native') {
-    if (key === 'source.service' || key === 'source.user')
+    if (key === 'source.service' || key === 'source.user' || key === 'auth.methods')
       return { kind: 'string', attr: { type: 'field', name: key } };
     if (BOOL_KEYS.has(key as BoolAttr)) return { kind: 'bool', attr: key as BoolAttr };
     if (NUMBER_KEYS.has(key as NumberAttr)) return { kind: 'number', attr: key as NumberAttr };
@@ -110,6 +118,9 @@ export function stringAttrValues(attr: StringAttr, r: NormalizedRequest): readon
         case 'source.user':
           v = r.user;
           break;
+        case 'auth.methods':
+          // A list, like a list claim: `values` match when any method does, `notValues` when none does.
+          return r.amr;
         case 'destination.port':
           v = r.port === undefined ? undefined : String(r.port);
           break;
@@ -138,9 +149,27 @@ function boolAttr(attr: BoolAttr, r: NormalizedRequest): boolean | undefined {
   }
 }
 
-function numberAttr(attr: NumberAttr, r: NormalizedRequest): number | undefined {
+/**
+ * Seconds since the last second factor at `request.time`, else at `now` (epoch ms); `undefined`
+ * without one, or when it lies more than {@link MFA_CLOCK_SKEW_S} ahead of that time (or `now`
+ * was not read: NaN).
+ */
+export function mfaAge(r: NormalizedRequest, now: number): number | undefined {
+  if (r.mfaTime === undefined) return undefined;
+  const age = (r.time ?? now) / 1000 - r.mfaTime;
+  if (!(age >= -MFA_CLOCK_SKEW_S)) return undefined;
+  return age < 0 ? 0 : age;
+}
+
+/** Whether evaluating `c` may need the clock (a request without `request.time` is measured at now). */
+export function readsClock(c: Condition): boolean {
+  return c.kind === 'time' || (c.kind === 'number' && c.attr === 'auth.mfa_age');
+}
+
+function numberAttr(attr: NumberAttr, r: NormalizedRequest, now: number): number | undefined {
   if (attr === 'risk.score') return r.riskScore;
   if (attr === 'device.posture_age') return r.device?.posture_age_s;
+  if (attr === 'auth.mfa_age') return mfaAge(r, now);
   return r.port;
 }
 
@@ -178,7 +207,8 @@ export function localTime(epochMs: number, timeZone: string): { weekday: number;
 
 /**
  * Evaluates one condition: `true`, `false`, or `undefined` when the attribute it reads is absent.
- * `now` (epoch ms) stands in for a missing `request.time`.
+ * `now` (epoch ms) stands in for a missing `request.time` (`request.time` and `auth.mfa_age`
+ * conditions read it: see {@link readsClock}).
  *
  * @example
  * evalCondition({ kind: 'number', key: 'risk.score', attr: 'risk.score', op: 'gt', value: 0.8 }, req, Date.now())
@@ -204,7 +234,7 @@ export function evalCondition(c: Condition, r: NormalizedRequest, now: number): 
       return v === undefined ? undefined : v === c.value;
     }
     case 'number': {
-      const v = numberAttr(c.attr, r);
+      const v = numberAttr(c.attr, r, now);
       if (v === undefined) return undefined;
       switch (c.op) {
         case 'gt':

@@ -266,7 +266,7 @@ function decision(
 }
 
 /**
- * The clock for `request.time` conditions, read only when a rule that has one is evaluated
+ * The clock for `request.time` and `auth.mfa_age` conditions, read only when a rule that has one is evaluated
  * (most decisions never need it). `NaN` until read.
  */
 function clock(fr: FastRule, now: number, opts: DecideOptions): number {

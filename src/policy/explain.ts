@@ -2,7 +2,7 @@
  * Explanations: for every policy whose target selects the request's workload, every rule and
  * why it matched or not, next to the decision itself.
  */
-import { evalCondition } from './conditions.js';
+import { evalCondition, mfaAge } from './conditions.js';
 import { type Decision, type DecideOptions, decideNormalized } from './evaluate.js';
 import { formatStringMatcher, type Rule, type StringMatcher } from './model.js';
 import {
@@ -73,7 +73,19 @@ function explainRule(rule: Rule, r: NormalizedRequest, now: number): RuleExplana
     const v = evalCondition(c, r, now);
     if (v === false) ok = false;
     if (v === undefined) unknown = true;
-    why.push(`when[${i}] ${c.key}: ${v === undefined ? 'attribute missing' : v ? 'holds' : 'does not hold'}`);
+    // An age is worked out from two attributes: say which one it came to, or why there is none.
+    let detail = '';
+    if (c.kind === 'number' && c.attr === 'auth.mfa_age') {
+      const age = mfaAge(r, now);
+      detail =
+        age !== undefined
+          ? ` (age ${Math.floor(age)} s)`
+          : r.mfaTime === undefined
+            ? ' (no mfa_time)'
+            : ' (mfa_time lies in the future)';
+    }
+    const state = v === undefined ? (detail ? 'unknown' : 'attribute missing') : v ? 'holds' : 'does not hold';
+    why.push(`when[${i}] ${c.key}: ${state}${detail}`);
   });
   return { rule: rule.id, line: rule.loc.line, result: !ok ? 'no_match' : unknown ? 'unknown' : 'match', why };
 }

@@ -8,7 +8,7 @@
  * `rules.ts` (`matchRule`), which `explain` keeps using; the property test holds both to the
  * naive evaluator.
  */
-import { evalCondition } from './conditions.js';
+import { evalCondition, readsClock } from './conditions.js';
 import { cidrAny } from './match.js';
 import type { Cidr, Condition, OperationMatch, Rule, SourceMatch, StringMatcher } from './model.js';
 import { methodBit, NO_METHOD_BIT } from './path.js';
@@ -156,7 +156,7 @@ export class FastRule {
    * request, so `from` holds already and {@link matchFast} skips it.
    */
   readonly fromImplied: boolean;
-  /** A `request.time` condition may read the clock: only then does a decision read it. */
+  /** A `request.time` or `auth.mfa_age` condition may read the clock: only then does a decision read it. */
   readonly clock: boolean;
   /**
    * The rule is only a method and path test (see {@link matchSimple}): no `when`, no `from` left
@@ -179,7 +179,7 @@ export class FastRule {
       only?.principals !== undefined && Object.entries(only).every(([k, v]) => k === 'principals' || v === undefined);
     this.to = rule.to === undefined ? null : rule.to.map((o) => new Operation(o));
     this.when = rule.when;
-    this.clock = rule.when.some((c) => c.kind === 'time');
+    this.clock = rule.when.some(readsClock);
     const op = rule.to?.length === 1 ? (rule.to[0] as OperationMatch) : undefined;
     const opSimple =
       rule.to === undefined ||

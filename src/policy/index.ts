@@ -39,6 +39,8 @@ export {
   type FlatAccessRequest,
   parseAccessRequest,
 } from './request.js';
+// Step-up.
+export { acceptsMethod, type StepUpRequirement, stepUpRequirement } from './step-up.js';
 // Lint and test.
 export { type LintFinding, type LintOptions, lintPolicies } from './lint.js';
 export { runPolicyTests, type TestCaseResult, type TestReport } from './testing.js';

@@ -73,12 +73,14 @@ export type StringAttr =
         | 'source.principal'
         | 'source.service'
         | 'source.user'
+        | 'auth.methods'
         | 'destination.port'
         | 'connection.sni';
     };
 
 export type BoolAttr = 'auth.mfa' | 'device.managed' | 'device.encrypted' | 'device.os_patched' | 'device.edr_active';
-export type NumberAttr = 'risk.score' | 'device.posture_age' | 'destination.port';
+/** `auth.mfa_age`: seconds since the last second factor, at `request.time` or the decision's clock. */
+export type NumberAttr = 'risk.score' | 'device.posture_age' | 'auth.mfa_age' | 'destination.port';
 export type IpAttr = 'source.ip' | 'remote.ip' | 'destination.ip';
 
 /** One `when` entry. Every condition of a rule must hold. */

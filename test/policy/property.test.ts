@@ -46,6 +46,22 @@ const condition: fc.Arbitrary<Condition> = fc.oneof(
     op: 'gt' as const,
     value,
   })),
+  // The age reads the clock (or request.time): the compiled path must read it exactly when needed.
+  fc.tuple(fc.constantFrom('gt' as const, 'lte' as const), fc.constantFrom(60, 900)).map(([op, value]) => ({
+    kind: 'number' as const,
+    key: 'auth.mfa_age',
+    attr: 'auth.mfa_age' as const,
+    op,
+    value,
+  })),
+  fc
+    .tuple(fc.boolean(), fc.array(strMatcher(['hwk', 'swk', 'otp']), { minLength: 1, maxLength: 2 }))
+    .map(([neg, ms]) => ({
+      kind: 'string' as const,
+      key: 'auth.methods',
+      attr: { type: 'field' as const, name: 'auth.methods' as const },
+      ...(neg ? { notValues: ms } : { values: ms }),
+    })),
 );
 const rule = (i: number): fc.Arbitrary<Rule> =>
   fc
@@ -88,6 +104,9 @@ const request = fc.record({
   path: fc.constantFrom(...PATHS, '/v1/../admin', '//v1/x'),
   mfa: fc.option(fc.boolean(), { nil: undefined }),
   risk: fc.option(fc.constantFrom(0.1, 0.5, 0.9), { nil: undefined }),
+  mfaAgo: fc.option(fc.constantFrom(0, 60, 61, 900, 1000, -30, -3600), { nil: undefined }),
+  amr: fc.option(fc.subarray(['pwd', 'otp', 'hwk', 'swk']), { nil: undefined }),
+  timed: fc.boolean(),
   labels: fc.boolean(),
 });
 
@@ -97,6 +116,10 @@ type GeneratedRequest = typeof request extends fc.Arbitrary<infer T> ? T : never
 // lenient mode resolves (strict mode, the default, would refuse it before any rule is looked at).
 const LENIENT = { strict: false };
 
+/** The decisions' clock (the property is about agreement, any fixed clock will do). */
+const NOW = Date.parse('2026-12-07T10:00:00Z');
+const NOW_S = NOW / 1000;
+
 /** The access request (and its normalized form) for one generated request. */
 function accessRequest(r: GeneratedRequest) {
   const input = {
@@ -104,12 +127,15 @@ function accessRequest(r: GeneratedRequest) {
       ...(r.src ? { spiffe_id: `spiffe://${principal(...r.src)}` } : {}),
       mfa: r.mfa,
       risk_score: r.risk,
+      ...(r.mfaAgo === undefined ? {} : { mfa_time: NOW_S - r.mfaAgo }),
+      ...(r.amr === undefined ? {} : { amr: r.amr }),
     },
     target: {
       spiffe_id: `spiffe://${principal(...r.dst)}`,
       ...(r.labels ? { labels: { app: r.dst[1], tier: 'x' } } : {}),
     },
-    request: { method: r.method, path: r.path },
+    // With request.time the age is measured there (an hour after the clock), else at the clock.
+    request: { method: r.method, path: r.path, ...(r.timed ? { time: new Date(NOW + 3_600_000).toISOString() } : {}) },
   };
   const n = normalizeRequest(input, LENIENT);
   if (!n.ok) throw new Error(n.reason);
@@ -133,8 +159,8 @@ describe('compiled index agrees with the naive evaluator', () => {
           const snap = compile(ps, { istioDefaultAllow, path: LENIENT });
           for (const r of reqs) {
             const { input, n } = accessRequest(r);
-            const fast = decide(snap, input, { now: 0 });
-            const slow = naiveDecide(ps, n.req, { istioDefaultAllow, now: 0 });
+            const fast = decide(snap, input, { now: NOW });
+            const slow = naiveDecide(ps, n.req, { istioDefaultAllow, now: NOW });
             expect({ decision: fast.decision, policy: fast.policy, rule: fast.rule }).toEqual(slow);
           }
         },
@@ -158,7 +184,7 @@ describe('per-target plans decide exactly as the general lookup', () => {
           const snap = compile(ps, { istioDefaultAllow, path: LENIENT });
           for (const r of reqs) {
             const { input, n } = accessRequest(r);
-            expect(decide(snap, input, { now: 0 })).toEqual(decideNormalized(snap, n.req, { now: 0 }));
+            expect(decide(snap, input, { now: NOW })).toEqual(decideNormalized(snap, n.req, { now: NOW }));
           }
         },
       ),

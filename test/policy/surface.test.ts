@@ -7,12 +7,13 @@ import { describe, expect, it } from 'vitest';
 import * as policy from '../../src/policy/index.js';
 
 describe('nevertrust/policy', () => {
-  it('exports only load, compile, decide, explain, lint, test and the errors', () => {
+  it('exports only load, compile, decide, explain, step-up requirements, lint, test and the errors', () => {
     expect(Object.keys(policy).sort()).toEqual([
       'DEFAULT_POLICY_LIMITS',
       'PATH_NORMALIZATIONS',
       'PolicyLoadError',
       'PolicyWatcher',
+      'acceptsMethod',
       'accessRequestJsonSchema',
       'compile',
       'decide',
@@ -27,6 +28,7 @@ describe('nevertrust/policy', () => {
       'pathOptionsFor',
       'readPolicyTree',
       'runPolicyTests',
+      'stepUpRequirement',
     ]);
   });
 });
