@@ -178,5 +178,24 @@ describe('the signals that exist (portal.yaml): MFA steps up, then allows', () =
       });
     }
     expect(app.hits.length).toBe(before);
+
+    // A second factor in this session: the same requests are allowed, and policy saw the MFA.
+    const sessionId = app.hits.at(-1)?.who?.sessionId;
+    expect(sessionId).toMatch(/^s_/);
+    expect(await auth.elevate(sessionId as string, ['otp'])).toBe(true);
+    for (const [method, path] of [
+      ['GET', '/admin/users'],
+      ['DELETE', '/docs/1'],
+      ['PATCH', '/docs/1'],
+    ] as const) {
+      const r = await call('signals', method, path, cookie);
+      expect(r.status, `${method} ${path}`).toBe(200);
+      expect(app.hits.at(-1)).toMatchObject({ method, url: path, who: { subject: 'alice', sessionId } });
+      expect(proxies.signals.decisions.at(-1)).toMatchObject({ outcome: 'allow', policy: 'portal-employees' });
+    }
+    // The MFA does not lift the rules of the signals that are missing: the whole set still denies.
+    const all = await call('all', 'GET', '/admin/users', cookie);
+    expect(all.status).toBe(403);
+    expect(proxies.all.decisions.at(-1)?.reason).toMatch(/request lacks/);
   });
 });
