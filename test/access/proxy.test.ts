@@ -424,10 +424,11 @@ describe('access proxy: identity and decisions', () => {
     expect(e?.details).toMatchObject({ route: 'wiki-admin', host: 'wiki.example.test', identity: 'bearer' });
   });
 
-  it('step_up: 403 mfa_required without MFA; with otp in amr the request passes', async () => {
+  it('step_up: a bearer caller without MFA gets 401 insufficient_user_authentication; with MFA it passes', async () => {
     const a = await call('wiki.example.test', '/secure/doc', { ...ALICE, accept: 'application/json' });
-    expect(a.status).toBe(403);
+    expect(a.status).toBe(401);
     expect(JSON.parse(a.body).error).toBe('mfa_required');
+    expect(a.headers['www-authenticate']).toMatch(/error="insufficient_user_authentication"/);
     const b = await call('wiki.example.test', '/secure/doc', BOB);
     expect(b.status).toBe(200);
   });

@@ -10,6 +10,7 @@ import { NevertrustError } from '../../errors.js';
 import { PATH_NORMALIZATIONS } from '../../policy/path.js';
 import { assertionSectionSchema, auditSectionSchema, svidSectionSchema } from '../../pep/sidecar/config.js';
 import { oidcAuthConfigSchema } from '../auth/config.js';
+import { attemptLimitsSchema } from '../mfa/attempts.js';
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected HOST:PORT');
 // A DNS name as browsers send it in Host: letters, digits, hyphens, dots; compared lower-case.
@@ -58,6 +59,17 @@ const routeSchema = z
     preserve_host: z.boolean().default(false),
     timeout_ms: z.number().int().positive().max(3_600_000).default(30_000),
     websockets: z.boolean().default(false),
+    /**
+     * How a `step_up` decision is met: `local` (default) sends browsers to the proxy's own MFA
+     * challenge; `provider` sends them to the provider's login with `acr_values`, `max_age` and
+     * `prompt=login`, and its new ID token's `amr`/`acr` count by the auth config's `mfa` mapping.
+     */
+    step_up: z
+      .strictObject({
+        via: z.enum(['local', 'provider']).default('local'),
+        acr_values: z.array(z.string().regex(/^[\x21-\x7e]{1,256}$/, 'an acr value is printable ASCII')).default([]),
+      })
+      .optional(),
     headers: z
       .object({
         remove: z.array(headerName).default([]),
@@ -113,6 +125,26 @@ export const AccessProxyConfigSchema = z
       })
       .strict()
       .default({ max_header_bytes: 16 * 1024, request_timeout_ms: 60_000 }),
+    /**
+     * People's second factors at the proxy (TOTP, WebAuthn, recovery codes): enrollment at
+     * `/.nevertrust/mfa` and the step-up challenge. Absent: no local MFA (a `step_up` is met only
+     * by a route's `step_up: {via: provider}`).
+     */
+    mfa: z
+      .strictObject({
+        /** A person with no factor may enroll without an admin's link (`nevertrust user enroll-link`). */
+        first_login_enrollment: z.boolean().default(false),
+        webauthn: z
+          .strictObject({
+            /** The WebAuthn RP ID: a parent domain of the routes' hosts; default each request's host. */
+            rp_id: hostName.optional(),
+            rp_name: z.string().min(1).max(64).default('nevertrust'),
+          })
+          .default({ rp_name: 'nevertrust' }),
+        /** Failures before a person (`user`) or an address (`ip`) is locked out. */
+        attempts: attemptLimitsSchema.optional(),
+      })
+      .optional(),
     routes: z.array(routeSchema).min(1),
   })
   .strict()
@@ -133,6 +165,13 @@ export const AccessProxyConfigSchema = z
       if (pn !== undefined)
         ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `same name as routes.${pn}` });
       names.set(r.name, i);
+      const rp = c.mfa?.webauthn.rp_id;
+      if (rp !== undefined && r.from.host !== rp && !r.from.host.endsWith(`.${rp}`))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'from', 'host'],
+          message: `not under mfa.webauthn.rp_id ${rp}: WebAuthn would not work there`,
+        });
     });
   });
 

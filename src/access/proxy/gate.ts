@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type DecisionRecorder, enforce, refuse, type SnapshotProvider } from '../../pep/decision.js';
 import { plainAddress } from '../../pep/http.js';
 import type { AssertionSigner } from '../../pep/assertion/signer.js';
+import { stepUpRequirement } from '../../policy/index.js';
 import { isPath, normalizePathText, type PathOptions } from '../../policy/path.js';
 import type { AccessRequest } from '../../policy/request.js';
 import { type Authenticator, type Identification, OWN_PATH_PREFIX, type RequestContext } from '../identity.js';
@@ -16,6 +17,7 @@ import type { RouteConfig } from './config.js';
 import { type Answer, isBrowserNavigation, refusalAnswer } from './pages.js';
 import { signPersonAssertion } from './person-assertion.js';
 import { hostOf, type RouteTable } from './routes.js';
+import { challengeLocation, insufficientAuthentication, isBrowserPage, MFA_PATH, returnPath } from './step-up.js';
 import type { ForwardTarget } from './forward.js';
 import type { Upstream } from './upstream.js';
 
@@ -33,6 +35,8 @@ export interface GateDeps {
   publicPort: number;
   signer?: AssertionSigner;
   assertionTtl?: number;
+  /** The proxy's MFA endpoints (`/.nevertrust/mfa…`); absent: no local step-up. */
+  mfa?: { handle(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<boolean> };
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -107,7 +111,9 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
       );
     // The authenticator parses what was decided here, not the raw target.
     req.url = pathAndQuery;
-    if (await deps.authenticator.handle(req, res, ctx)) return { kind: 'handled' };
+    const mfaPath = normalized === MFA_PATH || normalized.startsWith(`${MFA_PATH}/`);
+    if (mfaPath && deps.mfa && (await deps.mfa.handle(req, res, ctx))) return { kind: 'handled' };
+    if (!mfaPath && (await deps.authenticator.handle(req, res, ctx))) return { kind: 'handled' };
     return { kind: 'answer', answer: refusalAnswer(req, 404, { error: 'not_found', reason: 'no such endpoint' }) };
   }
 
@@ -173,13 +179,42 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
     details: { ...details, identity: who.kind, ...(who.kind === 'session' ? { session: who.sessionId } : {}) },
   });
   if (d.decision === 'step_up') {
+    // The decision is recorded (enforce did); what remains is where the person goes to meet it.
+    const snap = deps.snapshot();
+    const need = snap ? stepUpRequirement(snap, d, request) : {};
+    const reason = `MFA required: ${d.reason}`;
+    if (res && who.kind === 'session' && isBrowserPage(req)) {
+      const back = returnPath(req, origin, pathAndQuery);
+      if (route.step_up?.via === 'provider') {
+        // A new login at the provider; its callback creates a new session and returns to `rd`.
+        await deps.authenticator.startLogin(req, res, ctx, back.rd, {
+          ...(route.step_up.acr_values.length ? { acrValues: route.step_up.acr_values } : {}),
+          ...(need.maxAge !== undefined ? { maxAge: need.maxAge } : {}),
+          prompt: 'login',
+        });
+        return { kind: 'handled' };
+      }
+      if (deps.mfa) {
+        const location = challengeLocation(back.rd, need, back.again);
+        return {
+          kind: 'answer',
+          answer: {
+            status: 303,
+            headers: { location, 'cache-control': 'no-store', 'content-type': 'text/plain; charset=utf-8' },
+            body: `MFA required: see ${location}\n`,
+          },
+        };
+      }
+    }
+    if (who.kind === 'bearer' || !isBrowserPage(req)) {
+      const a = refusalAnswer(req, 401, { error: 'mfa_required', reason, decision_id: d.decision_id }, true);
+      a.headers['www-authenticate'] = insufficientAuthentication(host, d.reason, route, need);
+      return { kind: 'answer', answer: a };
+    }
+    // A browser where no step-up is possible here (no local MFA, or a WebSocket handshake).
     return {
       kind: 'answer',
-      answer: refusalAnswer(req, 403, {
-        error: 'mfa_required',
-        reason: `MFA required: ${d.reason}`,
-        decision_id: d.decision_id,
-      }),
+      answer: refusalAnswer(req, 403, { error: 'mfa_required', reason, decision_id: d.decision_id }),
     };
   }
   if (!d.allow) {

@@ -13,7 +13,10 @@ import { svidSourceFor } from '../../pep/sidecar/index.js';
 import { splitHostPort } from '../../pep/sidecar/config.js';
 import { pathOptionsFor } from '../../policy/path.js';
 import { PolicyWatcher } from '../../policy/watcher.js';
+import type { AuditEventInput } from '../../audit/event.js';
 import type { Authenticator } from '../identity.js';
+import { createMfaHandler } from '../mfa/handler.js';
+import type { MfaService } from '../mfa/service.js';
 import type { AccessProxyConfig, RouteConfig } from './config.js';
 import { forwardRequest, forwardUpgrade, raw } from './forward.js';
 import { type GateDeps, gate, unparsedRequestRefusal } from './gate.js';
@@ -43,6 +46,12 @@ export interface AccessProxyOptions {
   /** As the sidecar's: the recorder shipping to the server with the SVID, and how to stop it. */
   ship?: (source: X509SvidSource) => { recorder: DecisionRecorder; close(): Promise<void> } | undefined;
   log?: (msg: string, fields?: Record<string, unknown>) => void;
+  /**
+   * People's second factors at the proxy (`createMfaService` with the authenticator's `kek`), and
+   * where the pages' audit events go: turns on `/.nevertrust/mfa` and the local step-up, with the
+   * config's `mfa` section (defaults when absent).
+   */
+  mfa?: { service: MfaService; record: (e: AuditEventInput) => void };
 }
 
 export interface RunningAccessProxy {
@@ -116,6 +125,19 @@ export async function startAccessProxy(
       assertionTtl: a?.ttl_seconds,
       log,
     };
+    if (opts.mfa) {
+      deps.mfa = createMfaHandler({
+        service: opts.mfa.service,
+        authenticator: opts.authenticator,
+        firstLoginEnrollment: config.mfa?.first_login_enrollment ?? false,
+        ...(config.mfa?.webauthn.rp_id !== undefined ? { rpId: config.mfa.webauthn.rp_id } : {}),
+        rpName: config.mfa?.webauthn.rp_name ?? 'nevertrust',
+        hosts: config.routes.map((r) => r.from.host),
+        publicPort: () => deps.publicPort,
+        record: opts.mfa.record,
+        log,
+      });
+    }
     const tls = servingTls(config.tls, source, log);
     closers.push(() => tls.stop());
     const server: Server = createServer(

@@ -89,9 +89,24 @@ export function registerAccessProxyCommands(program: Command): void {
           record: (e) => recorder.record(e),
           logger,
         });
+        // `mfa:` turns on the proxy's own second factors; TOTP secrets are sealed under the session key.
+        const mfaRecord = (e: Parameters<typeof fallback.record>[0]) => recorder.record(e);
+        const mfa = config.mfa
+          ? {
+              service: (await import('../../access/mfa/index.js')).createMfaService({
+                store,
+                kek: authenticator.kek,
+                record: mfaRecord,
+                totpIssuer: config.mfa.webauthn.rp_name,
+                ...(config.mfa.attempts ? { attempts: config.mfa.attempts } : {}),
+              }),
+              record: mfaRecord,
+            }
+          : undefined;
         running = await proxy.startAccessProxy(config, {
           authenticator,
           log,
+          ...(mfa ? { mfa } : {}),
           ship: audit
             ? (source) => {
                 const shipper = sidecarShipper(audit, source, file, { spillDir, logger });
