@@ -3,17 +3,32 @@
  * browser build). Certificates of the tests' own CAs are accepted per context (`ignoreHTTPSErrors`);
  * `*.localhost` names resolve to the loopback address in Chromium, so routes can use real host names.
  */
+import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { type Browser, chromium } from 'playwright-core';
 
 export const CHROMIUM = '/usr/bin/chromium';
 export const hasChromium = (): boolean => existsSync(CHROMIUM);
 
-/** Launches headless chromium with the flags these machines need. */
-export async function launchBrowser(): Promise<Browser> {
+/**
+ * Launches headless chromium with the flags these machines need, plus `extraArgs`. WebAuthn needs a
+ * certificate Chromium trusts (`ignoreHTTPSErrors` leaves the page "not secure", and WebAuthn refuses
+ * it): pass {@link trustSpkiArg} of the serving certificates.
+ */
+export async function launchBrowser(extraArgs: readonly string[] = []): Promise<Browser> {
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', ...extraArgs],
   });
+}
+
+/** `--ignore-certificate-errors-spki-list=…`: Chromium treats these certificates (PEM) as valid. */
+export function trustSpkiArg(certPems: readonly string[]): string {
+  const hashes = certPems.map((pem) =>
+    createHash('sha256')
+      .update(new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' }))
+      .digest('base64'),
+  );
+  return `--ignore-certificate-errors-spki-list=${hashes.join(',')}`;
 }

@@ -423,7 +423,12 @@ export function createMfaHandler(o: MfaHandlerOptions): MfaHandler {
         res,
         200,
         'Set up your authenticator app',
-        totpSetupPage({ csrf: c.csrf, ...t, ...(s.link ? { token: s.link } : {}) }),
+        totpSetupPage({
+          csrf: c.csrf,
+          factorId: t.factorId,
+          shown: { secret: t.secret, qrSvg: t.qrSvg },
+          ...(s.link ? { token: s.link } : {}),
+        }),
       );
       return;
     }
@@ -439,8 +444,8 @@ export function createMfaHandler(o: MfaHandlerOptions): MfaHandler {
         sendMfaPage(
           res,
           r.locked ? 429 : 400,
-          'Not confirmed',
-          `<p class="error" role="alert">${failedText(r)}</p><p><a href="${MFA_BASE}">Start again</a></p>`,
+          'Set up your authenticator app',
+          totpSetupPage({ csrf: c.csrf, factorId, error: failedText(r), ...(s.link ? { token: s.link } : {}) }),
         );
         return;
       }

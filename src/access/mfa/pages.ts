@@ -20,6 +20,8 @@ const e = escapeHtml;
 /** Sends a page with the MFA CSP, never cached, not framed. `body` must be escaped already. */
 export function sendMfaPage(res: ServerResponse, status: number, title: string, body: string, script = false): void {
   noStoreHeaders(res);
+  // Forms and scripts here post to us with our Origin (checked); `no-referrer` would make it `null`.
+  res.setHeader('Referrer-Policy', 'same-origin');
   res.setHeader('Content-Security-Policy', MFA_CSP);
   res.setHeader('X-Frame-Options', 'DENY');
   res.writeHead(status, { 'Content-Type': 'text/html; charset=utf-8' });
@@ -109,23 +111,26 @@ export function managePage(v: ManageView): string {
   return `<p>Signed in as <b id="user">${e(v.user)}</b>.</p>${message(v.error, v.notice)}<h2>Your factors</h2>${list}${actions}`;
 }
 
-/** The TOTP setup: the QR code, the secret as text for typing in, and the first code to confirm. */
+/**
+ * The TOTP setup: the QR code, the secret as text for typing in, and the first code to confirm.
+ * Without `shown` (a wrong first code), only the confirmation: the secret is shown once.
+ */
 export function totpSetupPage(v: {
   csrf: string;
   factorId: string;
-  secret: string;
-  uri: string;
-  qrSvg: string;
+  shown?: { secret: string; qrSvg: string };
   token?: string;
   error?: string;
 }): string {
   // The SVG comes from our QR encoder (no input reaches it but the URI, encoded as modules).
-  const grouped = v.secret.replace(/(.{4})/g, '$1 ').trim();
+  const shown = v.shown
+    ? '<p>Scan this with your authenticator app, or type the secret in.</p>' +
+      `<div class="qr" id="totp-qr">${v.shown.qrSvg}</div>` +
+      `<p>Secret: <code id="totp-secret" data-secret="${e(v.shown.secret)}">${e(v.shown.secret.replace(/(.{4})/g, '$1 ').trim())}</code></p>`
+    : '<p>Enter the current code from your authenticator app.</p>';
   return (
     message(v.error) +
-    '<p>Scan this with your authenticator app, or type the secret in.</p>' +
-    `<div class="qr" id="totp-qr">${v.qrSvg}</div>` +
-    `<p>Secret: <code id="totp-secret" data-secret="${e(v.secret)}">${e(grouped)}</code></p>` +
+    shown +
     form(
       `${MFA_BASE}/totp/confirm`,
       v.csrf,
