@@ -5,7 +5,10 @@
  * from disk as a deployment would (only the provider's issuer written in, for `requestPrincipals`).
  *
  * - The signal that exists (MFA, portal.yaml): employees use the portal; /admin and DELETE/PATCH step
- *   up; after a second factor the same requests are allowed.
+ *   up (an API client gets 401 insufficient_user_authentication, a browser the challenge); alice
+ *   enrolls TOTP through the proxy's pages with an admin's one-time link, answers the challenge with
+ *   a code (this repository's test RFC 6238, from the secret the page shows), and the same requests
+ *   are allowed.
  * - The signals that do not exist yet (device posture: device.yaml; risk: risk.yaml): their DENY rules
  *   fail closed — every request is denied, with a reason naming the missing attribute, and nothing
  *   reaches the app (docs/people.md, "Conditional access").
@@ -15,13 +18,15 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OidcAuthenticator } from '../../../src/access/auth/index.js';
 import type { RunningIdentityProvider } from '../../../src/access/idp/index.js';
+import { createMfaService, type MfaService } from '../../../src/access/mfa/index.js';
 import { parseAccessProxyConfig, type RunningAccessProxy, startAccessProxy } from '../../../src/access/proxy/index.js';
 import type { AuditEventInput } from '../../../src/audit/event.js';
-import { PersonClient } from '../../../src/mesh/people-client.js';
+import { PersonClient, type PersonResponse, parseForms } from '../../../src/mesh/people-client.js';
 import type { AccessDecisionEvent } from '../../../src/pep/decision.js';
 import { openStore, type Store } from '../../../src/store/index.js';
 import { freePort } from '../../support/cli.js';
 import { tempDir } from '../../support/tmp.js';
+import { code as totpCode } from '../mfa/rfc6238.js';
 import {
   type App,
   addPeople,
@@ -44,6 +49,8 @@ let store: Store;
 let app: App;
 let idp: RunningIdentityProvider;
 let auth: OidcAuthenticator;
+let mfa: MfaService;
+const mfaEvents: AuditEventInput[] = [];
 /** The whole seed set (portal, device, risk) and the signals that exist (portal only). */
 const proxies: Record<
   'all' | 'signals',
@@ -73,6 +80,7 @@ async function startPortalProxy(which: 'all' | 'signals', policies: string, port
     svid: { workload_api: 'unused' },
     policies,
     assertion: { server: trust.agentUrl, ttl_seconds: 60 },
+    mfa: {},
     routes: [
       { name: 'portal', from: { host: PORTAL }, to: `http://127.0.0.1:${app.port}`, target: { spiffe_id: PORTAL_ID } },
     ],
@@ -82,6 +90,7 @@ async function startPortalProxy(which: 'all' | 'signals', policies: string, port
     authenticator: auth,
     source: trust.proxySource([PORTAL]),
     recorder: { record: (e) => p.decisions.push(e) },
+    mfa: { service: mfa, record: (e) => mfaEvents.push(e) },
   });
 }
 
@@ -96,6 +105,7 @@ beforeAll(async () => {
   proxies.signals.origin = `https://${PORTAL}:${ports.signals}`;
   idp = await startBuiltinIdp(trust, store, [proxies.all.origin, proxies.signals.origin]);
   auth = await makeAuthenticator(trust, idp.issuer, store, join(dir, 'auth'), authEvents);
+  mfa = createMfaService({ store, kek: auth.kek, record: (e) => mfaEvents.push(e) });
   await startPortalProxy('all', policyDir(join(dir, 'all'), ['portal.yaml', 'device.yaml', 'risk.yaml']), ports.all);
   await startPortalProxy('signals', policyDir(join(dir, 'signals'), ['portal.yaml']), ports.signals);
 }, 60_000);
@@ -156,8 +166,9 @@ describe('the whole seed set, without device posture or a risk score: the DENY r
 });
 
 describe('the signals that exist (portal.yaml): MFA steps up, then allows', () => {
-  it('an employee reads ordinary pages without MFA; /admin and DELETE step up; nothing reaches the app', async () => {
-    const { cookie } = await aliceSignedIn();
+  it('an employee reads ordinary pages without MFA; /admin and DELETE/PATCH step up until she passes TOTP', async () => {
+    const signedIn = await aliceSignedIn();
+    const { cookie } = signedIn;
     const home = await call('signals', 'GET', '/home', cookie);
     expect(home.status).toBe(200);
     expect(app.hits.at(-1)?.who).toMatchObject({ subject: 'alice' });
@@ -169,7 +180,8 @@ describe('the signals that exist (portal.yaml): MFA steps up, then allows', () =
       ['PATCH', '/docs/1', 'write-needs-mfa'],
     ] as const) {
       const r = await call('signals', method, path, cookie);
-      expect(r.status, `${method} ${path}`).not.toBe(200);
+      expect(r.status, `${method} ${path}`).toBe(401);
+      expect(r.headers['www-authenticate']).toMatch(/error="insufficient_user_authentication"/);
       expect(proxies.signals.decisions.at(-1)).toMatchObject({
         outcome: 'step_up',
         policy: 'portal-sensitive-mfa',
@@ -179,10 +191,24 @@ describe('the signals that exist (portal.yaml): MFA steps up, then allows', () =
     }
     expect(app.hits.length).toBe(before);
 
-    // A second factor in this session: the same requests are allowed, and policy saw the MFA.
+    // A browser is sent to the challenge; alice has no factor yet, so she enrolls with an admin's link.
+    const { client } = signedIn;
+    const challenge = await client.get(`${proxies.signals.origin}/admin/users`);
+    expect(new URL(challenge.url).pathname).toBe('/.nevertrust/mfa/challenge');
+    expect(challenge.body).toContain('id="no-factor"');
+    const { token } = await mfa.createEnrollLink('alice@example.com', 'test admin', 3600_000);
+    const manage = await client.get(`${proxies.signals.origin}/.nevertrust/mfa/enroll?token=${token}`);
+    const setup = await post(client, manage, '/totp', { name: 'phone' });
+    const secret = /data-secret="([A-Z2-7]+)"/.exec(setup.body)?.[1] as string;
+    expect(secret).toMatch(/^[A-Z2-7]{32}$/);
+    const start = Date.now();
+    const done = await post(client, setup, '/totp/confirm', { code: totpCode(secret, start) });
+    expect(parseForms(done.body).some((f) => f.action.endsWith('/totp/confirm'))).toBe(false);
+    expect(mfaEvents).toContainEqual(expect.objectContaining({ kind: 'mfa.enroll', outcome: 'allow' }));
+
+    // Enrolling passed a factor in this session: the sensitive requests are allowed now.
     const sessionId = app.hits.at(-1)?.who?.sessionId;
     expect(sessionId).toMatch(/^s_/);
-    expect(await auth.elevate(sessionId as string, ['otp'])).toBe(true);
     for (const [method, path] of [
       ['GET', '/admin/users'],
       ['DELETE', '/docs/1'],
@@ -191,11 +217,41 @@ describe('the signals that exist (portal.yaml): MFA steps up, then allows', () =
       const r = await call('signals', method, path, cookie);
       expect(r.status, `${method} ${path}`).toBe(200);
       expect(app.hits.at(-1)).toMatchObject({ method, url: path, who: { subject: 'alice', sessionId } });
+      expect(app.hits.at(-1)?.who?.amr).toContain('otp');
       expect(proxies.signals.decisions.at(-1)).toMatchObject({ outcome: 'allow', policy: 'portal-employees' });
     }
+    // A new session (a second browser) steps up again and passes the challenge with a later code.
+    const second = await aliceSignedIn();
+    const again = await second.client.get(`${proxies.signals.origin}/admin/users`);
+    expect(new URL(again.url).pathname).toBe('/.nevertrust/mfa/challenge');
+    const replayed = await post(second.client, again, '/challenge', { code: totpCode(secret, start) });
+    expect(new URL(replayed.url).pathname).toBe('/.nevertrust/mfa/challenge'); // the step was used
+    const passed = await post(second.client, replayed, '/challenge', { code: totpCode(secret, start, 1) });
+    expect(passed.status).toBe(200);
+    expect(new URL(passed.url).pathname).toBe('/admin/users');
+    expect(mfaEvents).toContainEqual(expect.objectContaining({ kind: 'mfa.verify', outcome: 'deny' }));
+    expect(mfaEvents).toContainEqual(expect.objectContaining({ kind: 'mfa.verify', outcome: 'allow' }));
+
     // The MFA does not lift the rules of the signals that are missing: the whole set still denies.
     const all = await call('all', 'GET', '/admin/users', cookie);
     expect(all.status).toBe(403);
     expect(proxies.all.decisions.at(-1)?.reason).toMatch(/request lacks/);
   });
 });
+
+/** Posts the form of `page` whose action ends with `/.nevertrust/mfa<suffix>`, with `fields`, following redirects. */
+async function post(
+  client: PersonClient,
+  page: PersonResponse,
+  suffix: string,
+  fields: Record<string, string>,
+): Promise<PersonResponse> {
+  const form = parseForms(page.body).find(
+    (f) => f.action.endsWith(`/.nevertrust/mfa${suffix}`) && f.fields.kind !== 'recovery',
+  );
+  if (!form) throw new Error(`no ${suffix} form at ${page.url} (${page.status})`);
+  return client.navigate('POST', new URL(form.action, page.url).toString(), {
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ ...form.fields, ...fields }).toString(),
+  });
+}
