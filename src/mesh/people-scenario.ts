@@ -10,7 +10,11 @@ export const PEOPLE: Record<Person, { email: string; groups: string[]; role: str
   bob: { email: 'bob@example.com', groups: ['staff'], role: 'staff' },
 };
 
-/** Where the access proxy sends a browser for a second factor (a `step_up` decision). */
+/**
+ * Where the access proxy sends a browser for a second factor (a `step_up` decision): the value of
+ * `access/proxy/step-up.ts`'s MFA_CHALLENGE_PATH (test/mesh/people.test.ts checks they agree), not
+ * imported because the CLI loads this module at start, without the proxy.
+ */
 export const MFA_CHALLENGE_PATH = '/.nevertrust/mfa/challenge';
 
 /** One people's step: what a person (or a client without a session) does, and the status it must get. */

@@ -46,6 +46,7 @@ import { cleanExit, serviceBinary, startChild, stopChild } from './processes.js'
 
 export {
   judgePeople,
+  MFA_CHALLENGE_PATH,
   PEOPLE,
   PEOPLE_STEPS,
   type Person,

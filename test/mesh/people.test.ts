@@ -14,10 +14,12 @@ import {
   judgePeople,
   loadCredentials,
   loadSecret,
+  MFA_CHALLENGE_PATH,
   PEOPLE_STEPS,
   PeopleFileError,
   type PeopleStep,
 } from '../../src/mesh/people.js';
+import { MFA_CHALLENGE_PATH as PROXY_CHALLENGE_PATH } from '../../src/access/proxy/step-up.js';
 import { PersonClient } from '../../src/mesh/people-client.js';
 import { packageRoot } from '../../src/util/package-root.js';
 import { createLogger } from '../../src/util/logger.js';
@@ -51,6 +53,7 @@ describe('judging people’s steps', () => {
     for (const elsewhere of [`https://evil.example${challenge}`, `//evil.example${challenge}`, 'http://[bad'])
       expect(judgePeople(stepUp, { status: 303, body: '', location: elsewhere }), elsewhere).toBe(false);
     expect(judgePeople(stepUp, { status: 403, body: '', location: challenge })).toBe(false);
+    expect(MFA_CHALLENGE_PATH).toBe(PROXY_CHALLENGE_PATH);
   });
 });
 
