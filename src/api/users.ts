@@ -3,6 +3,7 @@
  * and the CLI (`nevertrust user …`). Passwords travel only in requests, hashes never.
  */
 import { z } from 'zod';
+import { durationSchema } from '../util/duration.js';
 import { isoTime, toIso } from './fields.js';
 
 /** Lower-case letters, digits, `.`, `_`, `-`; starts with a letter or digit; 1–64 characters. */
@@ -95,3 +96,62 @@ export function userToWire(u: UserModel): UserWire {
     updated_at: toIso(u.updatedAt),
   };
 }
+
+// People's second factors (MFA at the access proxy): `/v1/admin/users/<name>/mfa…`. The name is the
+// access proxy's user claim (an email, a provider's user name): it need not be a built-in
+// provider user, so it is not held to USERNAME_PATTERN.
+
+/** A person's name as the access proxy knows it: 1–256 characters, no control characters. */
+export const personNameText = z
+  .string()
+  .min(1, 'a user name is required')
+  .max(256, 'at most 256 characters')
+  .regex(/^[^\p{Cc}]+$/u, 'no control characters');
+
+/** One second factor, never its secret. */
+export const mfaFactorSchema = z.object({
+  id: z.string(),
+  kind: z.enum(['totp', 'webauthn']),
+  name: z.string(),
+  /** The provider identity it belongs to (factors are keyed by issuer and subject). */
+  issuer: z.string(),
+  sub: z.string(),
+  /** False while a TOTP enrollment awaits its first code. */
+  confirmed: z.boolean(),
+  created_at: isoTime,
+  last_used_at: isoTime.nullable(),
+});
+export type MfaFactorWire = z.infer<typeof mfaFactorSchema>;
+
+/** `GET /v1/admin/users/<name>/mfa` */
+export const mfaFactorListSchema = z.object({ user: z.string(), factors: z.array(mfaFactorSchema) });
+
+/** `POST /v1/admin/users/<name>/mfa/reset`: how many factors were deleted and sessions ended. */
+export const mfaResetSchema = z.object({
+  user: z.string(),
+  factors: z.number().int().nonnegative(),
+  sessions: z.number().int().nonnegative(),
+});
+
+/** Enrollment links live 24 hours unless asked otherwise, 30 days at most. */
+export const DEFAULT_ENROLL_LINK_TTL_S = 86_400;
+export const MAX_ENROLL_LINK_TTL_S = 30 * 86_400;
+
+/** `POST /v1/admin/users/<name>/mfa/enroll-link` body: `ttl` in seconds or as `24h`, `7d`… */
+export const enrollLinkRequestSchema = z.strictObject({
+  ttl: durationSchema
+    .optional()
+    .refine((s) => s === undefined || (s >= 60 && s <= MAX_ENROLL_LINK_TTL_S), 'between 1 minute and 30 days'),
+});
+
+/** Where the access proxy takes an enrollment link (behind login, for that user only). */
+export const ENROLL_LINK_PATH = '/.nevertrust/mfa/enroll';
+
+/** The link, shown once: `path` is relative to any of the access proxy's routes. */
+export const enrollLinkSchema = z.object({
+  user: z.string(),
+  token: z.string(),
+  expires_at: isoTime,
+  path: z.string(),
+});
+export type EnrollLinkWire = z.infer<typeof enrollLinkSchema>;

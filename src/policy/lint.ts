@@ -1,10 +1,10 @@
 /**
  * Static checks over a policy set: shadowed rules, ALLOW rules a DENY always overrides,
  * principals outside the trust domain, allow-everyone on sensitive paths, stale dry-runs, path
- * prefixes without a `/` boundary.
+ * prefixes without a `/` boundary, STEP_UP rules that no second factor can end.
  * Subsumption is decided conservatively: a finding is reported only when it is certain.
  */
-import type { Cidr, OperationMatch, Policy, Rule, SourceMatch, StringMatcher, Target } from './model.js';
+import type { Cidr, Condition, OperationMatch, Policy, Rule, SourceMatch, StringMatcher, Target } from './model.js';
 import { formatStringMatcher } from './model.js';
 
 export interface LintFinding {
@@ -15,7 +15,8 @@ export interface LintFinding {
     | 'foreign-principal'
     | 'allow-everyone-sensitive'
     | 'stale-dry-run'
-    | 'path-prefix-without-slash';
+    | 'path-prefix-without-slash'
+    | 'step-up-unsatisfiable';
   file: string;
   line: number;
   column: number;
@@ -92,6 +93,16 @@ export function ruleCovers(a: Rule, b: Rule): boolean {
   if (a.from && !b.from?.every((sb) => a.from?.some((sa) => sourceCovers(sa, sb)))) return false;
   if (a.to && !b.to?.every((ob) => a.to?.some((oa) => opCovers(oa, ob)))) return false;
   return true;
+}
+
+/**
+ * An MFA condition that holds *because* of a second factor: in a STEP_UP rule it steps up the
+ * people who passed one, and passing another cannot end it (a step-up loop).
+ */
+function holdsAfterMfa(c: Condition): boolean {
+  if (c.kind === 'bool') return c.attr === 'auth.mfa' && c.value;
+  if (c.kind === 'number') return c.attr === 'auth.mfa_age' && (c.op === 'lt' || c.op === 'lte' || c.op === 'eq');
+  return c.kind === 'string' && c.attr.type === 'field' && c.attr.name === 'auth.methods' && c.values !== undefined;
 }
 
 /** Target `a` selects every workload `b` selects. */
@@ -180,6 +191,17 @@ export function lintPolicies(policies: readonly Policy[], opts: LintOptions = {}
             `path ${JSON.stringify(formatStringMatcher(m))} also matches ${JSON.stringify(`${m.value}admin`)}: a prefix * that does not follow "/" is a literal prefix; for the path and what is under it write ${JSON.stringify(m.value)} and ${JSON.stringify(`${m.value}/*`)}`,
           );
         }
+      }
+      if (p.action === 'STEP_UP') {
+        const c = r.when.find(holdsAfterMfa);
+        if (c)
+          at(
+            p,
+            r,
+            'warning',
+            'step-up-unsatisfiable',
+            `rule ${JSON.stringify(r.id)} steps up when ${c.key} shows a second factor, so passing one cannot end it (for "needs MFA" write auth.mfa equals false, auth.mfa_age gt N or auth.methods notValues [...])`,
+          );
       }
       if (p.action === 'ALLOW' && !p.dryRun) {
         const everyone =

@@ -7,7 +7,7 @@
 import { evalCondition } from './conditions.js';
 import type { DecideOptions, Decision } from './evaluate.js';
 import { matchAny } from './match.js';
-import { type Condition, formatStringMatcher, parseStringMatcher, type Policy, type Rule } from './model.js';
+import { type Condition, formatStringMatcher, parseStringMatcher, type Rule } from './model.js';
 import {
   type AccessRequest,
   type FlatAccessRequest,
@@ -78,17 +78,6 @@ function intersect(a: readonly string[], b: readonly string[]): string[] {
   return a.filter((m) => b.includes(m) || (parseStringMatcher(m).kind === 'exact' && matchAny(bm, m)));
 }
 
-const byId = new WeakMap<PolicySnapshot, Map<string, Policy>>();
-
-function policyById(snap: PolicySnapshot, id: string): Policy | undefined {
-  let m = byId.get(snap);
-  if (!m) {
-    m = new Map(snap.policies.map((p) => [p.id, p]));
-    byId.set(snap, m);
-  }
-  return m.get(id);
-}
-
 /**
  * The requirement of a `step_up` decision: the fired rule's `auth.methods` `notValues` (acceptable
  * methods) and `auth.mfa_age` `gt`/`gte` (`maxAge`), merged with those of the policy's other
@@ -111,7 +100,8 @@ export function stepUpRequirement(
   opts: DecideOptions = {},
 ): StepUpRequirement {
   if (decision.decision !== 'step_up' || decision.policy === null || decision.rule === null) return {};
-  const policy = policyById(snap, decision.policy);
+  // A scan, not an index: only step_up decisions ask, and a module cache would be state outside the snapshot.
+  const policy = snap.policies.find((p) => p.id === decision.policy);
   if (policy?.action !== 'STEP_UP') return {};
   const rules = policy.rules ?? [];
   const fired = rules.find((r) => r.id === decision.rule);

@@ -15,7 +15,9 @@ export interface ServerEvent {
     | 'jwt.issued'
     | 'policy.changed'
     | 'revocation'
-    | 'access.decision';
+    | 'access.decision'
+    // People's second factors, recorded by the MFA service for admin calls (`mfa.reset`, `mfa.enroll_link`).
+    | `mfa.${string}`;
   outcome: 'allow' | 'deny' | 'step_up' | 'error';
   /**
    * Who acted: `id` is an admin principal or a SPIFFE ID; access decisions name the caller with the

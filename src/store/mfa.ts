@@ -349,10 +349,31 @@ export class MfaRepository {
     return changed(res) === 1;
   }
 
-  async putChallenge(c: MfaChallenge): Promise<void> {
+  /**
+   * Stores a challenge; a session keeps only its `keep` newest ones, so a page reloaded in a loop
+   * cannot fill the table.
+   */
+  async putChallenge(c: MfaChallenge, keep = 5): Promise<void> {
     await this.db
       .insertInto('mfa_challenges')
       .values({ id: c.id, session_id: c.sessionId, kind: c.kind, challenge: c.challenge, expires_at: c.expiresAt })
+      .execute();
+    const newest = await this.db
+      .selectFrom('mfa_challenges')
+      .select('id')
+      .where('session_id', '=', c.sessionId)
+      .orderBy('expires_at', 'desc')
+      .orderBy('id')
+      .limit(keep)
+      .execute();
+    await this.db
+      .deleteFrom('mfa_challenges')
+      .where('session_id', '=', c.sessionId)
+      .where(
+        'id',
+        'not in',
+        newest.map((r) => r.id),
+      )
       .execute();
   }
 

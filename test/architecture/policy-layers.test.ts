@@ -16,7 +16,7 @@ const LAYERS: string[][] = [
   ['model', 'path', 'identity', 'yamldoc', 'match-schema', 'match', 'request'],
   ['conditions', 'rules', 'fastmatch', 'pattern-index'],
   ['snapshot', 'plan', 'compile'],
-  ['evaluate', 'explain', 'naive'],
+  ['evaluate', 'explain', 'naive', 'step-up'],
   [
     'native',
     'istio',

@@ -2,16 +2,21 @@
  * MFA in the policy language: `auth.mfa_age` (freshness, measured at request.time or the clock),
  * `auth.methods` (RFC 8176 amr values), failing closed when unknown, and what a step-up asks for.
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   acceptsMethod,
   decide,
   explain,
+  lintPolicies,
   PolicyLoadError,
   parsePolicyText,
   stepUpRequirement,
 } from '../../src/policy/index.js';
 import { exportIstio } from '../../src/policy/export.js';
+import { runCli } from '../support/cli.js';
+import { tempDir } from '../support/tmp.js';
 import { snap } from './helpers.js';
 
 const POLICIES = `
@@ -122,6 +127,31 @@ spec:
     expect(decide(s, req({ amr: ['hwk'], mfa_time: nowS - 3600 })).decision).toBe('step_up');
   });
 
+  it('a rule demanding MFA within 60 s steps up again after 60 s', () => {
+    const t = snap(`
+apiVersion: nevertrust.dev/v1
+kind: AccessPolicy
+metadata: { name: all }
+spec:
+  action: ALLOW
+  target: { services: [vault] }
+  rules: [{ name: all }]
+---
+apiVersion: nevertrust.dev/v1
+kind: AccessPolicy
+metadata: { name: fresh }
+spec:
+  action: STEP_UP
+  target: { services: [vault] }
+  rules: [{ name: within-60s, when: [{ key: auth.mfa_age, gt: 60 }] }]
+`);
+    const r = { source: { mfa: true, mfa_time: NOW_S, amr: ['otp'] }, target: { service: 'vault' }, request: {} };
+    const at = (s: number) => decide(t, r, { now: NOW + s * 1000 }).decision;
+    expect([at(0), at(30), at(60), at(61), at(3600)]).toEqual(['allow', 'allow', 'allow', 'step_up', 'step_up']);
+    const d = decide(t, r, { now: NOW + 61_000 });
+    expect(stepUpRequirement(t, d, r)).toEqual({ maxAge: 60 });
+  });
+
   it('a second factor from the future counts only within the clock skew', () => {
     expect(at(req({ amr: ['hwk'], mfa_time: NOW_S + 30 })).decision).toBe('allow');
     const far = at(req({ amr: ['hwk'], mfa_time: NOW_S + 3600 }));
@@ -223,6 +253,33 @@ spec:
   });
 });
 
+describe('lint', () => {
+  it('warns on STEP_UP rules that a second factor cannot end', () => {
+    const t = snap(`
+apiVersion: nevertrust.dev/v1
+kind: AccessPolicy
+metadata: { name: inverted }
+spec:
+  action: STEP_UP
+  target: { services: [x] }
+  rules:
+    - name: fresh-steps-up
+      when: [{ key: auth.mfa_age, lt: 900 }]
+    - name: hwk-steps-up
+      when: [{ key: auth.methods, values: [hwk] }]
+    - name: mfa-steps-up
+      when: [{ key: auth.mfa, equals: true }]
+    - name: right
+      to: [{ methods: [DELETE] }]
+      when: [{ key: auth.methods, notValues: [hwk] }, { key: auth.mfa_age, gt: 60 }]
+`);
+    const f = lintPolicies(t.policies).filter((x) => x.code === 'step-up-unsatisfiable');
+    expect(f.map((x) => x.rule)).toEqual(['fresh-steps-up', 'hwk-steps-up', 'mfa-steps-up']);
+    expect(f[0]).toMatchObject({ severity: 'warning', line: 9 });
+    expect(lintPolicies(snap(POLICIES).policies).filter((x) => x.code === 'step-up-unsatisfiable')).toEqual([]);
+  });
+});
+
 describe('stepUpRequirement', () => {
   const s = snap(POLICIES);
 
@@ -306,4 +363,53 @@ spec:
     expect(acceptsMethod({ methods: ['*wk'] }, 'hwk')).toBe(true);
     expect(acceptsMethod({}, 'otp')).toBe(true);
   });
+});
+
+describe('nevertrust policy eval', () => {
+  it('takes mfa_time and amr and prints what a step-up asks for', async () => {
+    const dir = tempDir();
+    const input = join(dir, 'req.json');
+    const at = Date.parse('2026-12-07T10:00:00Z') / 1000;
+    const request = (amr: string[], mfaTime: number) => ({
+      source: {
+        claims: { iss: 'https://idp.example.org', sub: 'alice' },
+        mfa: true,
+        mfa_time: mfaTime,
+        amr,
+        risk_score: 0.1,
+        device: { managed: true, os_patched: true },
+      },
+      target: { spiffe_id: 'spiffe://example.org/ns/corp/sa/portal' },
+      request: { method: 'DELETE', path: '/admin/users/bob', time: '2026-12-07T10:00:00Z' },
+    });
+    writeFileSync(input, JSON.stringify(request(['pwd', 'hwk'], at - 960)));
+    const stale = await runCli([
+      'policy',
+      'eval',
+      '--policies',
+      'examples/policies/conditional-access',
+      '--input',
+      input,
+    ]);
+    expect(stale.code, stale.stderr).toBe(0);
+    expect(JSON.parse(stale.stdout)).toMatchObject({
+      decision: 'step_up',
+      rule: 'within-15-minutes',
+      step_up: { methods: ['hwk', 'swk'], maxAge: 900 },
+    });
+    writeFileSync(input, JSON.stringify(request(['pwd', 'hwk'], at - 600)));
+    const fresh = await runCli([
+      'policy',
+      'eval',
+      '--policies',
+      'examples/policies/conditional-access',
+      '--input',
+      input,
+      '--explain',
+    ]);
+    const e = JSON.parse(fresh.stdout);
+    expect(e.decision.decision).toBe('allow');
+    expect(e.step_up).toBeUndefined();
+    expect(JSON.stringify(e.candidates)).toContain('when[0] auth.mfa_age: does not hold (age 600 s)');
+  }, 60_000);
 });

@@ -167,6 +167,18 @@ describe.each(engines)('MFA store on $name', ({ open }) => {
     });
   });
 
+  it('keeps a session’s five newest challenges only', async () => {
+    await withStore(open, async (store) => {
+      const kind = 'webauthn.register' as const;
+      for (let i = 0; i < 8; i++) {
+        await store.mfa.putChallenge({ id: `c${i}`, sessionId: 's1', kind, challenge: 'x', expiresAt: 1000 + i });
+      }
+      await store.mfa.putChallenge({ id: 'other', sessionId: 's2', kind, challenge: 'x', expiresAt: 1 });
+      const ids = (await store.db.selectFrom('mfa_challenges').select('id').orderBy('id').execute()).map((r) => r.id);
+      expect(ids).toEqual(['c3', 'c4', 'c5', 'c6', 'c7', 'other']);
+    });
+  });
+
   it('resets a user: factors, recovery codes and counters go; other people keep theirs', async () => {
     await withStore(open, async (store) => {
       await store.mfa.addFactor(totp('f1'));

@@ -75,13 +75,16 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (c: Buffer) => {
+    const onData = (c: Buffer) => {
       size += c.length;
       if (size > limit) {
+        // Read no more; the answer closes the connection (a destroyed socket would give no answer).
+        req.off('data', onData);
+        req.pause();
         reject(new Refused(413, 'body_too_large', 'the request body is too large'));
-        req.destroy();
       } else chunks.push(c);
-    });
+    };
+    req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
   });
@@ -565,6 +568,7 @@ export function createMfaHandler(o: MfaHandlerOptions): MfaHandler {
         }
         if (e instanceof Refused) {
           if (e.status === 405) res.setHeader('Allow', 'GET, POST');
+          if (e.status === 413) res.setHeader('Connection', 'close');
           if (json) sendJson(res, e.status, { error: e.code, reason: e.message });
           else
             sendMfaPage(

@@ -19,6 +19,7 @@ export {
   createMfaService,
   type FactorInfo,
   MAX_ENROLL_LINK_TTL_MS,
+  MAX_FACTORS,
   type MfaService,
   type MfaServiceDeps,
   type MfaSubject,

@@ -120,6 +120,9 @@ export interface MfaServiceDeps {
   totpIssuer?: string;
 }
 
+/** Confirmed factors a person may have (a bound on what one login can store). */
+export const MAX_FACTORS = 20;
+
 /** Enrollment links live at most 30 days. */
 export const MAX_ENROLL_LINK_TTL_MS = 30 * 86_400_000;
 
@@ -260,6 +263,13 @@ export function createMfaService(deps: MfaServiceDeps): MfaService {
     return { ok: false, reason: replayed ? 'replayed' : 'invalid_code' };
   };
 
+  const roomForAnother = async (s: MfaSubject) => {
+    const n = (await repo.listBySubject(key(s))).filter((f) => f.confirmedAt !== null).length;
+    if (n >= MAX_FACTORS) {
+      throw new MfaError('ERR_MFA_INPUT', `at most ${MAX_FACTORS} factors per person: remove one first`);
+    }
+  };
+
   const webauthnFactors = async (s: MfaSubject) =>
     (await repo.listBySubject(key(s))).filter((f) => f.kind === 'webauthn' && f.confirmedAt !== null);
 
@@ -271,6 +281,7 @@ export function createMfaService(deps: MfaServiceDeps): MfaService {
     async beginTotp(s, name) {
       const n = parseName(name);
       needKek();
+      await roomForAnother(s);
       const id = randomUUID();
       const secret = newTotpSecret();
       const at = now();
@@ -355,6 +366,7 @@ export function createMfaService(deps: MfaServiceDeps): MfaService {
     async registrationOptions(s, sessionId, rp) {
       const at = now();
       await purge(at);
+      await roomForAnother(s);
       const existing = (await repo.listBySubject(key(s))).filter((f) => f.kind === 'webauthn' && f.credentialId);
       const options = await webauthnRegistrationOptions({
         rp,
@@ -385,6 +397,7 @@ export function createMfaService(deps: MfaServiceDeps): MfaService {
       if (!v.ok) return refuse(s, ip, 'mfa.enroll', 'webauthn', v.reason);
       const c = v.value;
       if (await repo.findByCredentialId(c.id)) return refuse(s, ip, 'mfa.enroll', 'webauthn', 'already_registered');
+      await roomForAnother(s);
       const id = randomUUID();
       const at = now();
       try {

@@ -104,6 +104,7 @@ export function registerPolicyCommands(program: Command): void {
     .addHelpText(
       'after',
       '\nExample:\n  $ nevertrust policy eval --policies examples/policies/payments --input request.json --explain\n' +
+        '\nA step_up decision also gets step_up: {methods?, maxAge?}, what the step-up asks for.\n' +
         '\nExit codes: 0 decided (allow, deny or step_up), 1 error, 2 usage error.\n',
     )
     .action(
@@ -114,15 +115,24 @@ export function registerPolicyCommands(program: Command): void {
         istioDefaultAllow?: boolean;
         pathNormalization: PathNormalization;
       }) =>
-        run(({ policy: { decide, explain, loadPolicies, parseAccessRequest, pathOptionsFor }, yaml }) => {
-          const snap = loadPolicies(o.policies, {
-            istioDefaultAllow: o.istioDefaultAllow === true,
-            path: pathOptionsFor(o.pathNormalization),
-          });
-          const req = parseAccessRequest(readInput(o.input, yaml));
-          out(o.explain ? explain(snap, req) : decide(snap, req));
-          return 0;
-        }),
+        run(
+          ({
+            policy: { decide, explain, loadPolicies, parseAccessRequest, pathOptionsFor, stepUpRequirement },
+            yaml,
+          }) => {
+            const snap = loadPolicies(o.policies, {
+              istioDefaultAllow: o.istioDefaultAllow === true,
+              path: pathOptionsFor(o.pathNormalization),
+            });
+            const req = parseAccessRequest(readInput(o.input, yaml));
+            const now = Date.now();
+            const r = o.explain ? explain(snap, req, { now }) : decide(snap, req, { now });
+            const d = 'candidates' in r ? r.decision : r;
+            // What a step-up asks for (methods, max age), as the access proxy reads it.
+            out(d.decision === 'step_up' ? { ...r, step_up: stepUpRequirement(snap, d, req, { now }) } : r);
+            return 0;
+          },
+        ),
     );
 
   policy

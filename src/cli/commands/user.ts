@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { UserWire } from '../../api/users.js';
 import { adminClient } from '../admin-client.js';
+import { confirm } from '../confirm.js';
 import { CliError } from '../errors.js';
 import { printJson, table } from '../output.js';
 
@@ -17,6 +18,7 @@ const SERVER_OPT = [
 
 const userApi = () => import('../../api/users.js');
 const path = (name: string) => `/v1/admin/users/${encodeURIComponent(name)}`;
+const mfaPath = (name: string, tail = '') => `${path(name)}/mfa${tail}`;
 
 function showUser(u: UserWire, json?: boolean): void {
   if (json) {
@@ -196,5 +198,116 @@ Examples:
     .action(async (username: string, _o: unknown, cmd: Command) => {
       await (await adminClient(cmd)).call('DELETE', path(username), undefined, (await userApi()).userDeletedSchema);
       process.stdout.write(`removed ${username}\n`);
+    });
+
+  registerMfaCommands(user);
+}
+
+const PERSON_HELP =
+  'USER is the name the access proxy knows the person by (its user claim, e.g. an email): the person\n' +
+  'need not be a user of the built-in provider.';
+
+/** `user mfa list|reset USER` and `user enroll-link USER`: people's second factors at the access proxy. */
+function registerMfaCommands(user: Command): void {
+  const mfa = user.command('mfa').description("people's second factors at the access proxy (TOTP, WebAuthn)");
+
+  mfa
+    .command('list <user>')
+    .description("list a person's second factors (confirmed and pending; never a secret)")
+    .option('--json', 'print JSON')
+    .option(...SERVER_OPT)
+    .addHelpText(
+      'after',
+      `\n${PERSON_HELP}\n\nExamples:\n  $ nevertrust user mfa list alice\n  $ nevertrust user mfa list alice@example.com --json`,
+    )
+    .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
+      const out = await (await adminClient(cmd)).call(
+        'GET',
+        mfaPath(name),
+        undefined,
+        (await userApi()).mfaFactorListSchema,
+      );
+      if (o.json) {
+        printJson(out.factors);
+        return;
+      }
+      const rows = out.factors.map((f) => ({
+        ...f,
+        status: f.confirmed ? 'confirmed' : 'pending',
+        last_used_at: f.last_used_at ?? 'never',
+      }));
+      process.stdout.write(table(rows, ['id', 'kind', 'name', 'status', 'created_at', 'last_used_at', 'issuer']));
+    });
+
+  mfa
+    .command('reset <user>')
+    .description(
+      "delete a person's second factors and recovery codes and end their access-proxy sessions (audited as mfa.reset)",
+    )
+    .option('-y, --yes', 'do not ask for confirmation')
+    .option(...SERVER_OPT)
+    .addHelpText(
+      'after',
+      `\n${PERSON_HELP}\nAfterwards the person logs in again and, to pass a step-up, enrolls anew: with a link from\n` +
+        '`nevertrust user enroll-link`, or on first login where the access proxy allows it.\n\n' +
+        'Examples:\n  $ nevertrust user mfa reset alice\n  $ nevertrust user mfa reset alice --yes && nevertrust user enroll-link alice',
+    )
+    .action(async (name: string, o: { yes?: boolean }, cmd: Command) => {
+      if (
+        !o.yes &&
+        !(await confirm(
+          `Reset MFA for ${JSON.stringify(name)}: delete every second factor and recovery code and end their sessions?`,
+        ))
+      ) {
+        throw new CliError('aborted: nothing changed (give --yes to reset without asking)');
+      }
+      const r = await (await adminClient(cmd)).call(
+        'POST',
+        mfaPath(name, '/reset'),
+        {},
+        (await userApi()).mfaResetSchema,
+      );
+      process.stdout.write(`reset MFA for ${r.user}: ${r.factors} factor(s) removed, ${r.sessions} session(s) ended\n`);
+    });
+
+  user
+    .command('enroll-link <user>')
+    .description('create a one-time link with which a person without a second factor enrolls one')
+    .option('--ttl <duration>', 'how long the link is valid (1m to 30d)', '24h')
+    .option('--url <url>', "the access proxy's address, to print the whole link (e.g. https://app.example:8443)")
+    .option('--json', 'print JSON')
+    .option(...SERVER_OPT)
+    .addHelpText(
+      'after',
+      `\n${PERSON_HELP}\nThe link works once, for that person only (after they log in), until it expires. Send it to\n` +
+        'them through a channel you trust: whoever holds it and can log in as them enrolls a factor.\n\n' +
+        'Examples:\n  $ nevertrust user enroll-link alice\n  $ nevertrust user enroll-link alice@example.com --ttl 2h --url https://app.example:8443',
+    )
+    .action(async (name: string, o: { ttl: string; url?: string; json?: boolean }, cmd: Command) => {
+      let base: URL | undefined;
+      if (o.url !== undefined) {
+        try {
+          base = new URL(o.url);
+        } catch {
+          throw new CliError(`--url: ${JSON.stringify(o.url)} is not a URL (e.g. https://app.example:8443)`, 2);
+        }
+        if (base.protocol !== 'https:' && base.protocol !== 'http:')
+          throw new CliError(`--url: ${JSON.stringify(o.url)} is not an http(s) URL`, 2);
+      }
+      const link = await (await adminClient(cmd)).call(
+        'POST',
+        mfaPath(name, '/enroll-link'),
+        { ttl: o.ttl },
+        (await userApi()).enrollLinkSchema,
+      );
+      const url = base ? new URL(link.path, base.origin).toString() : undefined;
+      if (o.json) {
+        printJson({ ...link, ...(url && { url }) });
+        return;
+      }
+      process.stdout.write(`${url ?? link.path}\n`);
+      process.stderr.write(
+        `enrollment link for ${link.user}, valid once until ${link.expires_at}${url ? '' : " (append it to the access proxy's address, or give --url)"}\n`,
+      );
     });
 }

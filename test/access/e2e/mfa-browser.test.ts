@@ -10,155 +10,31 @@
  * one valid: the browser is launched with `--ignore-certificate-errors-spki-list` of the proxy's
  * serving certificate (test/support/browser.ts `trustSpkiArg`).
  */
-import { createHmac } from 'node:crypto';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RunningIdentityProvider } from '../../../src/access/idp/index.js';
-import { createMfaService, type MfaService } from '../../../src/access/mfa/index.js';
-import { parseAccessProxyConfig, type RunningAccessProxy, startAccessProxy } from '../../../src/access/proxy/index.js';
-import type { AuditEventInput } from '../../../src/audit/event.js';
-import type { AccessDecisionEvent } from '../../../src/pep/decision.js';
-import { openStore, type Store } from '../../../src/store/index.js';
 import { CHROMIUM, hasChromium, launchBrowser, trustSpkiArg } from '../../support/browser.js';
-import { freePort } from '../../support/cli.js';
-import { tempDir } from '../../support/tmp.js';
-import {
-  type App,
-  addPeople,
-  HOST,
-  makeAuthenticator,
-  PEOPLE,
-  POLICIES,
-  startApp,
-  startBuiltinIdp,
-  startTrust,
-  type Trust,
-} from './harness.js';
-
-/** RFC 6238 (TOTP, SHA-1, 6 digits, 30 s) over RFC 4226, written here apart from the product's code. */
-function base32Decode(text: string): Buffer {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = 0;
-  let value = 0;
-  const out: number[] = [];
-  for (const ch of text.replace(/[\s=]/g, '').toUpperCase()) {
-    const v = alphabet.indexOf(ch);
-    if (v < 0) throw new Error(`not base32: ${ch}`);
-    value = (value << 5) | v;
-    bits += 5;
-    if (bits >= 8) {
-      out.push((value >>> (bits - 8)) & 0xff);
-      bits -= 8;
-    }
-  }
-  return Buffer.from(out);
-}
-function hotp(key: Buffer, counter: number): string {
-  const msg = Buffer.alloc(8);
-  msg.writeBigUInt64BE(BigInt(counter));
-  const mac = createHmac('sha1', key).update(msg).digest();
-  const offset = (mac[mac.length - 1] as number) & 0x0f;
-  const bin = mac.readUInt32BE(offset) & 0x7fffffff;
-  return String(bin % 1_000_000).padStart(6, '0');
-}
-const step = () => Math.floor(Date.now() / 1000 / 30);
-
-const MFA_POLICY = `apiVersion: nevertrust.dev/v1
-kind: AccessPolicy
-metadata: { name: backoffice-mfa }
-spec:
-  action: STEP_UP
-  target: { services: [backoffice] }
-  rules:
-    - name: admin-needs-mfa
-      to: [{ paths: [/admin, /admin/*] }]
-      when: [{ key: auth.mfa, equals: false }]
-    - name: fresh-within-2s
-      to: [{ paths: [/admin/fresh, /admin/fresh/*] }]
-      when: [{ key: auth.mfa_age, gt: 2 }]
-    - name: keys-for-secrets
-      to: [{ paths: [/reports/secret, /reports/secret/*] }]
-      when: [{ key: auth.methods, notValues: [hwk, swk] }]
-`;
+import { PEOPLE } from './harness.js';
+import { base32Decode, hotp, type MfaStack, startMfaStack, TotpDevice, totpStepNow } from './mfa-harness.js';
 
 const haveBrowser = hasChromium();
 if (!haveBrowser) console.warn(`SKIPPED: the MFA browser tests need ${CHROMIUM} (apt-get install chromium)`);
 
 describe.skipIf(!haveBrowser)(`MFA in a real browser (${CHROMIUM})`, () => {
-  let trust: Trust;
-  let store: Store;
-  let app: App;
-  let idp: RunningIdentityProvider;
-  let proxy: RunningAccessProxy;
+  let stack: MfaStack;
   let browser: Browser;
-  let mfa: MfaService;
   let origin: string;
-  const decisions: AccessDecisionEvent[] = [];
-  const authEvents: AuditEventInput[] = [];
-  const mfaEvents: AuditEventInput[] = [];
-  /** The TOTP secret alice enrolled, and the last step this test used. */
-  let secret: Buffer;
-  let lastStep = 0;
+  let device: TotpDevice;
   let recoveryCodes: string[] = [];
 
-  /** A code for a step never used before: now, or the next (the window is ±1 step). */
-  const freshCode = () => {
-    const s = Math.max(step(), lastStep + 1);
-    if (s > step() + 1) throw new Error('no unused TOTP step within the window');
-    lastStep = s;
-    return hotp(secret, s);
-  };
-
   beforeAll(async () => {
-    const dir = tempDir();
-    trust = await startTrust(dir);
-    store = await openStore({ dataDir: join(dir, 'store') });
-    await addPeople(store);
-    app = await startApp(trust);
-    const port = await freePort();
-    origin = `https://${HOST}:${port}`;
-    idp = await startBuiltinIdp(trust, store, [origin]);
-    // `sub` is the user name at the built-in provider: the name enrollment links are made for.
-    const auth = await makeAuthenticator(trust, idp.issuer, store, join(dir, 'auth'), authEvents, {
-      user_claim: 'sub',
-    });
-    mfa = createMfaService({ store, kek: auth.kek, record: (e) => mfaEvents.push(e) });
-    const policies = join(dir, 'policies');
-    mkdirSync(policies);
-    copyFileSync(join(POLICIES, 'backoffice.yaml'), join(policies, 'backoffice.yaml'));
-    writeFileSync(join(policies, 'mfa.yaml'), MFA_POLICY);
-    const tls = trust.tlsFor([HOST]);
-    writeFileSync(join(dir, 'proxy.crt'), tls.cert);
-    writeFileSync(join(dir, 'proxy.key'), tls.key);
-    proxy = await startAccessProxy(
-      parseAccessProxyConfig({
-        listen: `127.0.0.1:${port}`,
-        svid: { workload_api: 'unused' },
-        tls: { cert_file: join(dir, 'proxy.crt'), key_file: join(dir, 'proxy.key') },
-        policies,
-        assertion: { server: trust.agentUrl, ttl_seconds: 60 },
-        mfa: { webauthn: { rp_name: 'Back-office' } },
-        routes: [{ name: 'backoffice', from: { host: HOST }, to: `http://127.0.0.1:${app.port}` }],
-      }),
-      {
-        authenticator: auth,
-        source: trust.proxySource([HOST]),
-        recorder: { record: (e) => decisions.push(e) },
-        mfa: { service: mfa, record: (e) => mfaEvents.push(e) },
-      },
-    );
-    browser = await launchBrowser([trustSpkiArg([tls.cert])]);
+    stack = await startMfaStack();
+    origin = stack.origin;
+    browser = await launchBrowser([trustSpkiArg([stack.proxyCert])]);
   }, 60_000);
 
   afterAll(async () => {
     await browser?.close();
-    await proxy?.close();
-    await idp?.close();
-    app?.close();
-    await store?.close();
-    await trust?.close();
+    await stack?.close();
   });
 
   /** A fresh browser context, signed in as `who` at `path` (the provider's login page on the way). */
@@ -171,14 +47,14 @@ describe.skipIf(!haveBrowser)(`MFA in a real browser (${CHROMIUM})`, () => {
     const ctx = context ?? (await browser.newContext({ ignoreHTTPSErrors: true }));
     const page = ctx.pages()[0] ?? (await ctx.newPage());
     await page.goto(`${origin}${path}`);
-    expect(page.url().startsWith(`${idp.issuer}/interaction/`)).toBe(true);
+    expect(page.url().startsWith(`${stack.idp.issuer}/interaction/`)).toBe(true);
     await page.fill('#username', who);
     await page.fill('#password', PEOPLE[who].password);
     await Promise.all([page.waitForURL(`${origin}/**`), page.click('button[type=submit]')]);
     return { context: ctx, page };
   }
 
-  const appSaw = (path: string) => app.hits.filter((h) => h.url === path);
+  const appSaw = (path: string) => stack.app.hits.filter((h) => h.url === path);
 
   it('TOTP: enrollment through a link, step-up on /admin and back, freshness, a post not replayed, recovery codes', async () => {
     const { context, page } = await signIn('alice', '/admin');
@@ -191,7 +67,7 @@ describe.skipIf(!haveBrowser)(`MFA in a real browser (${CHROMIUM})`, () => {
     expect(new URL(page.url()).pathname).toBe('/.nevertrust/mfa/challenge');
     expect(new URL(page.url()).searchParams.get('rd')).toBe('/admin');
     expect(await page.isVisible('#no-factor')).toBe(true);
-    expect(decisions.findLast((d) => d.target.path === '/admin')).toMatchObject({ outcome: 'step_up' });
+    expect(stack.decisions.findLast((d) => d.target.path === '/admin')).toMatchObject({ outcome: 'step_up' });
     const mine = await page.goto(`${origin}/.nevertrust/mfa`);
     expect(mine?.headers()['cache-control']).toBe('no-store');
     expect(mine?.headers()['content-security-policy']).toContain("script-src 'self'");
@@ -200,18 +76,19 @@ describe.skipIf(!haveBrowser)(`MFA in a real browser (${CHROMIUM})`, () => {
     expect((await page.goto(`${origin}/.nevertrust/mfa/enroll?token=${'x'.repeat(43)}`))?.status()).toBe(403);
 
     // 2. The admin's one-time link; the page shows the QR code and the secret; the test computes the code.
-    const link = await mfa.createEnrollLink('alice', 'admin', 600_000);
+    const link = await stack.mfa.createEnrollLink('alice', 'admin', 600_000);
     await page.goto(`${origin}/.nevertrust/mfa/enroll?token=${link.token}`);
     await page.fill('#totp-name', 'Phone');
     await Promise.all([page.waitForURL(`${origin}/.nevertrust/mfa/totp`), page.click('#totp-add')]);
     expect(await page.isVisible('#totp-qr svg')).toBe(true);
-    secret = base32Decode((await page.getAttribute('#totp-secret', 'data-secret')) ?? '');
+    const secret = base32Decode((await page.getAttribute('#totp-secret', 'data-secret')) ?? '');
     expect(secret.length).toBe(20);
+    device = new TotpDevice(secret);
     expect((await page.textContent('#totp-secret'))?.replace(/\s/g, '')).toBe(
       await page.getAttribute('#totp-secret', 'data-secret'),
     );
     // A wrong code first: refused, nothing confirmed.
-    await page.fill('#totp-code', hotp(secret, step() + 5));
+    await page.fill('#totp-code', hotp(secret, totpStepNow() + 5));
     const wrong = page.waitForResponse((r) => r.url().endsWith('/totp/confirm'));
     await page.click('#totp-confirm');
     expect((await wrong).status()).toBe(400);
@@ -219,14 +96,14 @@ describe.skipIf(!haveBrowser)(`MFA in a real browser (${CHROMIUM})`, () => {
     expect(await page.textContent('.error')).toContain('did not work');
     // Only the confirmation again: the secret is not shown twice.
     expect(await page.isVisible('#totp-secret')).toBe(false);
-    await page.fill('#totp-code', freshCode());
+    await page.fill('#totp-code', device.code());
     await Promise.all([page.waitForURL(`${origin}/.nevertrust/mfa?done=added`), page.click('#totp-confirm')]);
     expect(new URL(page.url()).pathname).toBe('/.nevertrust/mfa');
     expect(await page.locator('#factors li').count()).toBe(1);
     expect(await page.textContent('#factors li')).toContain('Phone');
     // The link is spent.
-    expect(await mfa.checkEnrollLink(link.token, 'alice')).toBe(false);
-    expect(mfaEvents.some((e) => e.kind === 'mfa.enroll' && e.outcome === 'allow')).toBe(true);
+    expect(await stack.mfa.checkEnrollLink(link.token, 'alice')).toBe(false);
+    expect(stack.mfaEvents.some((e) => e.kind === 'mfa.enroll' && e.outcome === 'allow')).toBe(true);
 
     // 3. Recovery codes, shown once (MFA is fresh: it was just passed).
     await Promise.all([page.waitForURL(`${origin}/.nevertrust/mfa/recovery-codes`), page.click('#recovery-new')]);
@@ -243,7 +120,7 @@ describe.skipIf(!haveBrowser)(`MFA in a real browser (${CHROMIUM})`, () => {
     await p2.fill('#totp-code', '000000');
     await Promise.all([p2.waitForURL(`${origin}/.nevertrust/mfa/challenge`), p2.click('#totp-verify')]);
     expect(await p2.textContent('.error')).toContain('did not work');
-    await p2.fill('#totp-code', freshCode());
+    await p2.fill('#totp-code', device.code());
     await Promise.all([p2.waitForURL(`${origin}/admin?tab=users`), p2.click('#totp-verify')]);
     expect(await p2.textContent('#path')).toBe('/admin?tab=users');
     const hit = appSaw('/admin?tab=users').at(-1);
@@ -284,9 +161,9 @@ describe.skipIf(!haveBrowser)(`MFA in a real browser (${CHROMIUM})`, () => {
     await p2.fill('#recovery-code', recoveryCodes[1] ?? '');
     await Promise.all([p2.waitForURL(/\/challenge\/done/), p2.click('#recovery-verify')]);
     expect(await p2.textContent('#verified')).toContain('send the form again');
-    expect(app.hits.some((h) => h.method === 'POST')).toBe(false);
+    expect(stack.app.hits.some((h) => h.method === 'POST')).toBe(false);
     expect(
-      mfaEvents.some(
+      stack.mfaEvents.some(
         (e) => e.kind === 'mfa.verify' && e.outcome === 'allow' && JSON.stringify(e.details).includes('recovery'),
       ),
     ).toBe(true);
@@ -307,7 +184,7 @@ describe.skipIf(!haveBrowser)(`MFA in a real browser (${CHROMIUM})`, () => {
         isUserVerified: true,
       },
     });
-    const link = await mfa.createEnrollLink('bob', 'admin', 600_000);
+    const link = await stack.mfa.createEnrollLink('bob', 'admin', 600_000);
     await page.goto(`${origin}/.nevertrust/mfa/enroll?token=${link.token}`);
     await page.fill('#wa-name', 'Laptop key');
     await Promise.all([page.waitForURL(`${origin}/.nevertrust/mfa?done=added`), page.click('#wa-register')]);

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { MfaError, createMfaService } from '../../../src/access/mfa/index.js';
 import { alice, bob, type Harness, harness } from './harness.js';
 import { code } from './rfc6238.js';
+import { createTestDatabase } from '../../support/postgres.js';
 
 const IP = '203.0.113.7';
 
@@ -46,35 +47,44 @@ describe('MFA service: TOTP', () => {
     await expect(mfa.beginTotp(alice, 'a\u0007b')).rejects.toBeInstanceOf(MfaError);
   });
 
-  it('accepts a code once, even through a second proxy on the same store; ±1 step yes, 2 steps no', async () => {
-    const h = await harness();
-    const secret = await enrolled(h);
-    // Generous limits: this test is about replays, not lockout.
-    const lax = { max: 100, windowMs: 60_000, lockMs: 1000 };
-    const proxyA = h.service({ attempts: { user: lax, ip: lax } });
-    const proxyB = h.service({ attempts: { user: lax, ip: lax } });
-    const c = code(secret, h.clock.now);
-    const [a, b] = await Promise.all([proxyA.verifyTotp(alice, c, IP), proxyB.verifyTotp(alice, c, IP)]);
-    expect([a.ok, b.ok].filter(Boolean)).toHaveLength(1);
-    expect(await proxyB.verifyTotp(alice, c, IP)).toMatchObject({ ok: false, reason: 'replayed' });
-    expect(await proxyA.verifyTotp(alice, c, IP)).toMatchObject({ ok: false, reason: 'replayed' });
-    // An older step than the last one accepted is refused, even inside the window.
-    h.clock.now += 30_000;
-    expect(await proxyA.verifyTotp(alice, code(secret, h.clock.now, -1), IP)).toMatchObject({ reason: 'replayed' });
-    h.clock.now += 120_000;
-    expect(await proxyA.verifyTotp(alice, code(secret, h.clock.now, -2), IP)).toMatchObject({ reason: 'invalid_code' });
-    expect(await proxyA.verifyTotp(alice, code(secret, h.clock.now, 2), IP)).toMatchObject({ reason: 'invalid_code' });
-    expect(await proxyA.verifyTotp(alice, code(secret, h.clock.now, -1), IP)).toMatchObject({ ok: true });
-    expect(await proxyA.verifyTotp(alice, code(secret, h.clock.now, 1), IP)).toMatchObject({ ok: true });
-    // As apps show it: `123 456`.
-    h.clock.now += 60_000;
-    expect(await proxyA.verifyTotp(alice, ` ${code(secret, h.clock.now).replace(/(...)/, '$1 ')}`, IP)).toMatchObject({
-      ok: true,
-    });
-    // Bob's identity cannot use Alice's code.
-    h.clock.now += 120_000;
-    expect(await proxyA.verifyTotp(bob, code(secret, h.clock.now), IP)).toMatchObject({ reason: 'no_factor' });
-  });
+  it.each(['sqlite', 'postgres'])(
+    'accepts a code once, even through a second proxy on the same store (%s); ±1 step yes, 2 steps no',
+    async (engine) => {
+      const h = await harness(engine === 'postgres' ? await createTestDatabase() : undefined);
+      const secret = await enrolled(h);
+      // Generous limits: this test is about replays, not lockout.
+      const lax = { max: 100, windowMs: 60_000, lockMs: 1000 };
+      const proxyA = h.service({ attempts: { user: lax, ip: lax } });
+      const proxyB = h.service({ attempts: { user: lax, ip: lax } });
+      const c = code(secret, h.clock.now);
+      const [a, b] = await Promise.all([proxyA.verifyTotp(alice, c, IP), proxyB.verifyTotp(alice, c, IP)]);
+      expect([a.ok, b.ok].filter(Boolean)).toHaveLength(1);
+      expect(await proxyB.verifyTotp(alice, c, IP)).toMatchObject({ ok: false, reason: 'replayed' });
+      expect(await proxyA.verifyTotp(alice, c, IP)).toMatchObject({ ok: false, reason: 'replayed' });
+      // An older step than the last one accepted is refused, even inside the window.
+      h.clock.now += 30_000;
+      expect(await proxyA.verifyTotp(alice, code(secret, h.clock.now, -1), IP)).toMatchObject({ reason: 'replayed' });
+      h.clock.now += 120_000;
+      expect(await proxyA.verifyTotp(alice, code(secret, h.clock.now, -2), IP)).toMatchObject({
+        reason: 'invalid_code',
+      });
+      expect(await proxyA.verifyTotp(alice, code(secret, h.clock.now, 2), IP)).toMatchObject({
+        reason: 'invalid_code',
+      });
+      expect(await proxyA.verifyTotp(alice, code(secret, h.clock.now, -1), IP)).toMatchObject({ ok: true });
+      expect(await proxyA.verifyTotp(alice, code(secret, h.clock.now, 1), IP)).toMatchObject({ ok: true });
+      // As apps show it: `123 456`.
+      h.clock.now += 60_000;
+      expect(await proxyA.verifyTotp(alice, ` ${code(secret, h.clock.now).replace(/(...)/, '$1 ')}`, IP)).toMatchObject(
+        {
+          ok: true,
+        },
+      );
+      // Bob's identity cannot use Alice's code.
+      h.clock.now += 120_000;
+      expect(await proxyA.verifyTotp(bob, code(secret, h.clock.now), IP)).toMatchObject({ reason: 'no_factor' });
+    },
+  );
 
   it('counts wrong and malformed codes; the 5th failure locks, then even the right code is locked out; the lock expires', async () => {
     const h = await harness();
