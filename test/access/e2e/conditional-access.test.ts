@@ -13,7 +13,7 @@
  *   fail closed — every request is denied, with a reason naming the missing attribute, and nothing
  *   reaches the app (docs/people.md, "Conditional access").
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OidcAuthenticator } from '../../../src/access/auth/index.js';
@@ -51,7 +51,7 @@ let idp: RunningIdentityProvider;
 let auth: OidcAuthenticator;
 let mfa: MfaService;
 const mfaEvents: AuditEventInput[] = [];
-/** The whole seed set (portal, device, risk) and the signals that exist (portal only). */
+/** The whole seed set (every file) and the signals that exist (the MFA files: portal, admin-webauthn). */
 const proxies: Record<
   'all' | 'signals',
   { proxy?: RunningAccessProxy; origin: string; decisions: AccessDecisionEvent[] }
@@ -106,8 +106,14 @@ beforeAll(async () => {
   idp = await startBuiltinIdp(trust, store, [proxies.all.origin, proxies.signals.origin]);
   auth = await makeAuthenticator(trust, idp.issuer, store, join(dir, 'auth'), authEvents);
   mfa = createMfaService({ store, kek: auth.kek, record: (e) => mfaEvents.push(e) });
-  await startPortalProxy('all', policyDir(join(dir, 'all'), ['portal.yaml', 'device.yaml', 'risk.yaml']), ports.all);
-  await startPortalProxy('signals', policyDir(join(dir, 'signals'), ['portal.yaml']), ports.signals);
+  const seeds = readdirSync(SEEDS).filter((f) => f.endsWith('.yaml'));
+  expect(seeds).toEqual(expect.arrayContaining(['portal.yaml', 'admin-webauthn.yaml', 'device.yaml', 'risk.yaml']));
+  await startPortalProxy('all', policyDir(join(dir, 'all'), seeds), ports.all);
+  await startPortalProxy(
+    'signals',
+    policyDir(join(dir, 'signals'), ['portal.yaml', 'admin-webauthn.yaml']),
+    ports.signals,
+  );
 }, 60_000);
 
 afterAll(async () => {
@@ -220,6 +226,27 @@ describe('the signals that exist (portal.yaml): MFA steps up, then allows', () =
       expect(app.hits.at(-1)?.who?.amr).toContain('otp');
       expect(proxies.signals.decisions.at(-1)).toMatchObject({ outcome: 'allow', policy: 'portal-employees' });
     }
+    // A DELETE under /admin wants more: WebAuthn within 15 minutes (admin-webauthn.yaml). TOTP does
+    // not meet it: API clients are told max_age, browsers are offered only WebAuthn.
+    const del = await call('signals', 'DELETE', '/admin/users/bob', cookie);
+    expect(del.status).toBe(401);
+    expect(del.headers['www-authenticate']).toMatch(/error="insufficient_user_authentication".*max_age=900/);
+    expect(proxies.signals.decisions.at(-1)).toMatchObject({
+      outcome: 'step_up',
+      policy: 'portal-admin-delete-webauthn',
+      rule: 'webauthn',
+    });
+    const port = Number(new URL(proxies.signals.origin).port);
+    const page = await rawRequest(
+      trust.caPem,
+      port,
+      '/admin/users/bob',
+      { cookie, accept: 'text/html', origin: proxies.signals.origin, referer: `${proxies.signals.origin}/admin/users` },
+      { method: 'DELETE', host: PORTAL, sni: PORTAL },
+    );
+    expect(page.status).toBe(303);
+    expect(new URL(String(page.headers.location), proxies.signals.origin).searchParams.get('m')).toBe('hwk,swk');
+
     // A new session (a second browser) steps up again and passes the challenge with a later code.
     const second = await aliceSignedIn();
     const again = await second.client.get(`${proxies.signals.origin}/admin/users`);
