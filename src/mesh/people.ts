@@ -241,10 +241,14 @@ export class People {
     }
     // A person with no second factor enrolls only with an admin's one-time link (what
     // `nevertrust user enroll-link` makes): one each, alice's used by the traffic, bob's printed.
+    // Factors belong to a provider identity (issuer, sub), and the provider's issuer has a new port
+    // every start: the factors of earlier starts belong to nobody now, so they go.
     const mfa = createMfaService({ store: o.server.store, record: audit ? (e) => audit.record(e) : undefined });
     const enrollTokens = {} as Record<Person, string>;
-    for (const name of Object.keys(PEOPLE) as Person[])
+    for (const name of Object.keys(PEOPLE) as Person[]) {
+      if ((await mfa.listByUser(name)).length > 0) await mfa.resetUser(name, ACTOR);
       enrollTokens[name] = (await mfa.createEnrollLink(name, ACTOR, ENROLL_LINK_TTL_MS)).token;
+    }
 
     const proxyOrigin = `https://${BACKOFFICE_HOST}:${o.ports.proxy}`;
     const { kek } = await loadOrCreateKek({ file: o.kekFile });

@@ -7,6 +7,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { createMfaService } from '../../src/access/mfa/index.js';
 import { queryAuditLog } from '../../src/audit/index.js';
 import { PersonClient, type PersonResponse, parseForms } from '../../src/mesh/people-client.js';
 import { openStore } from '../../src/store/index.js';
@@ -156,6 +157,7 @@ describe('the local mesh', () => {
       expect(page.status).toBe(200);
       expect(new URL(page.url).pathname).toBe('/admin');
       expect(page.body).toContain('id="email">alice@example.com<');
+      expect(page.body).toMatch(/id="amr">pwd, otp</); // the app sees the second factor in the assertion
       const wrong = new PersonClient({ ca: readFileSync(line?.[3] as string, 'utf8') });
       await expect(wrong.signIn(`${line?.[1]}/`, 'alice', 'not-the-password')).rejects.toThrow(
         /ended at https:\/\/idp\.localhost/,
@@ -167,6 +169,18 @@ describe('the local mesh', () => {
 
     up.child.kill('SIGINT');
     expect(await up.exited).toBe(0);
+
+    // The demo's factor belonged to the demo's provider (another issuer): reset at this start, so
+    // alice has only the factor enrolled in this run.
+    const store = await openStore({ dataDir });
+    try {
+      const factors = await createMfaService({ store }).listByUser('alice');
+      expect(factors.map((f) => [f.kind, f.confirmed])).toEqual([['totp', true]]);
+      const resets = await queryAuditLog(store, { kind: 'mfa.reset', limit: 10 });
+      expect(resets.events.some((e) => e.outcome === 'allow')).toBe(true);
+    } finally {
+      await store.close();
+    }
   }, 120_000);
 
   it('refuses a bad --people-port before starting anything (exit 2, naming the flag)', async () => {
