@@ -228,3 +228,41 @@ describe('the gate on a step_up decision', () => {
     expect(bareAuth.handled).toEqual([]);
   });
 });
+
+describe('the mfa section and step_up in the proxy config', () => {
+  const base = {
+    listen: '127.0.0.1:0',
+    svid: { workload_api: 'unused' },
+    policies: 'p',
+    routes: [{ name: 'wiki', from: { host: 'wiki.example.com' }, to: 'http://127.0.0.1:1' }],
+  };
+  it('defaults, and the problems named by field', () => {
+    const c = parseAccessProxyConfig({ ...base, mfa: {} });
+    expect(c.mfa).toEqual({ first_login_enrollment: false, webauthn: { rp_name: 'nevertrust' } });
+    expect(parseAccessProxyConfig(base).mfa).toBeUndefined();
+    const routed = parseAccessProxyConfig({
+      ...base,
+      routes: [{ ...base.routes[0], step_up: { via: 'provider' } }],
+    }).routes[0];
+    expect(routed?.step_up).toEqual({ via: 'provider', acr_values: [] });
+    const bad: [unknown, RegExp][] = [
+      [
+        { ...base, mfa: { webauthn: { rp_id: 'other.example' } } },
+        /routes\.0\.from\.host: not under mfa\.webauthn\.rp_id/,
+      ],
+      [{ ...base, mfa: { webauthn: { rp_id: 'https://example.com' } } }, /mfa\.webauthn\.rp_id/],
+      [{ ...base, mfa: { attempts: { user: { max: 0 } } } }, /mfa\.attempts\.user\.max/],
+      [{ ...base, mfa: { extra: true } }, /mfa/],
+      [{ ...base, routes: [{ ...base.routes[0], step_up: { via: 'sms' } }] }, /routes\.0\.step_up\.via/],
+      [
+        { ...base, routes: [{ ...base.routes[0], step_up: { acr_values: ['a b'] } }] },
+        /routes\.0\.step_up\.acr_values\.0/,
+      ],
+    ];
+    for (const [doc, msg] of bad) expect(() => parseAccessProxyConfig(doc, 'proxy.yaml')).toThrow(msg);
+    // rp_id as a parent domain of every route host is fine.
+    expect(parseAccessProxyConfig({ ...base, mfa: { webauthn: { rp_id: 'example.com' } } }).mfa?.webauthn.rp_id).toBe(
+      'example.com',
+    );
+  });
+});

@@ -11,9 +11,9 @@ export const CHROMIUM = '/usr/bin/chromium';
 export const hasChromium = (): boolean => existsSync(CHROMIUM);
 
 /**
- * Launches headless chromium with the flags these machines need, plus `extraArgs`. WebAuthn needs a
- * certificate Chromium trusts (`ignoreHTTPSErrors` leaves the page "not secure", and WebAuthn refuses
- * it): pass {@link trustSpkiArg} of the serving certificates.
+ * Launches headless chromium with the flags these machines need, plus `extraArgs`: e.g.
+ * {@link trustSpkiArg} of the serving certificates, so a page has no certificate error (WebAuthn
+ * needs that on host names other than `*.localhost`; `ignoreHTTPSErrors` only proceeds past it).
  */
 export async function launchBrowser(extraArgs: readonly string[] = []): Promise<Browser> {
   return chromium.launch({

@@ -17,6 +17,7 @@ An example config (all fields in docs/people.md):
   audit: { server: https://nevertrust.internal:8081 }
   assertion: { server: https://nevertrust.internal:8081 }
   auth: { issuer: https://accounts.example.com, client_id: wiki-proxy, client_secret_file: /etc/nevertrust/oidc.secret }
+  mfa: { first_login_enrollment: false }   # people's second factors at /.nevertrust/mfa; STEP_UP rules challenge
   routes:
     - name: wiki
       from: { host: wiki.example.com }

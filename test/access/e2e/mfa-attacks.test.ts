@@ -216,3 +216,50 @@ describe('MFA endpoints under attack', () => {
     expect(admin.status).toBe(303);
   });
 });
+
+describe('first_login_enrollment: true', () => {
+  let stack: MfaStack;
+  let client: PersonClient;
+
+  beforeAll(async () => {
+    stack = await startMfaStack({ firstLoginEnrollment: true });
+  }, 60_000);
+  afterAll(async () => {
+    await client?.close();
+    await stack?.close();
+  });
+
+  it('a person with no factor enrolls without a link; once enrolled, removes it with fresh MFA', async () => {
+    client = new PersonClient({ ca: stack.trust.caPem });
+    expect((await client.signIn(`${stack.origin}/reports`, 'bob', PEOPLE.bob.password)).status).toBe(200);
+    const cookie = `${SESSION_COOKIE}=${client.cookies(HOST).get(SESSION_COOKIE)}`;
+    const call = (path: string, headers: Record<string, string>, opts: { method?: string; body?: string } = {}) =>
+      rawRequest(stack.trust.caPem, stack.proxy.port, path, { cookie, ...headers }, opts);
+    const post = (path: string, fields: Record<string, string>) =>
+      call(
+        path,
+        { 'content-type': FORM, accept: 'text/html', origin: stack.origin },
+        { method: 'POST', body: new URLSearchParams(fields).toString() },
+      );
+    const page = await call('/.nevertrust/mfa', { accept: 'text/html' });
+    expect(page.body).toContain('id="totp-add"');
+    expect(page.body).toContain('id="wa-register"');
+    const csrf = /name="csrf" value="([^"]+)"/.exec(page.body)?.[1] ?? '';
+    const begun = await post('/.nevertrust/mfa/totp', { csrf, name: 'Phone' });
+    expect(begun.status).toBe(200);
+    const device = new TotpDevice(base32Decode(/data-secret="([^"]+)"/.exec(begun.body)?.[1] ?? ''));
+    const factor = /name="factor" value="([^"]+)"/.exec(begun.body)?.[1] ?? '';
+    // A pending factor is no factor: the challenge offers nothing yet.
+    expect((await call('/.nevertrust/mfa/challenge?rd=/', { accept: 'text/html' })).body).toContain('id="no-factor"');
+    expect((await post('/.nevertrust/mfa/totp/confirm', { csrf, factor, code: device.code() })).status).toBe(303);
+    const subject = { issuer: stack.idp.issuer, sub: 'bob', user: 'bob' };
+    expect((await stack.mfa.factors(subject)).filter((f) => f.confirmed)).toHaveLength(1);
+    // Enrolling passed a factor: fresh, so it may be removed (another person's factor id may not).
+    expect((await post('/.nevertrust/mfa/remove', { csrf, factor: 'f_not_mine' })).status).toBe(404);
+    const removed = await post('/.nevertrust/mfa/remove', { csrf, factor });
+    expect(removed.status).toBe(303);
+    expect(removed.headers.location).toBe('/.nevertrust/mfa?done=removed');
+    expect(await stack.mfa.factors(subject)).toEqual([]);
+    expect(stack.mfaEvents.some((e) => e.kind === 'mfa.remove')).toBe(true);
+  });
+});

@@ -6,9 +6,10 @@
  * again after 3 s); a form post that needs a step-up is not replayed; recovery codes; WebAuthn
  * registration and step-up with Chromium's virtual authenticator (CDP).
  *
- * Chromium refuses WebAuthn on a page with a certificate error, and `ignoreHTTPSErrors` does not make
- * one valid: the browser is launched with `--ignore-certificate-errors-spki-list` of the proxy's
- * serving certificate (test/support/browser.ts `trustSpkiArg`).
+ * The browser is launched with `--ignore-certificate-errors-spki-list` of the proxy's serving
+ * certificate (test/support/browser.ts `trustSpkiArg`): WebAuthn needs a page without a certificate
+ * error. (`*.localhost` counts as a secure context in Chromium, so here it also ran without the
+ * flag; other host names do not.)
  */
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1,11 +1,11 @@
 /**
- * The people's-access stack with the proxy's own MFA on (see harness.ts for the parts): the example
- * back-office policies plus STEP_UP rules, an MFA service on the same store sealing under the
+ * The people's-access stack with the proxy's own MFA on (see harness.ts for the parts): back-office
+ * policies with STEP_UP rules, an MFA service on the same store sealing under the
  * authenticator's key, and the proxy serving a certificate whose PEM the browser tests trust by SPKI.
  * Also an RFC 6238 implementation of the tests' own, apart from the product's.
  */
 import { createHmac } from 'node:crypto';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { OidcAuthenticator } from '../../../src/access/auth/index.js';
 import type { RunningIdentityProvider } from '../../../src/access/idp/index.js';
@@ -21,7 +21,6 @@ import {
   addPeople,
   HOST,
   makeAuthenticator,
-  POLICIES,
   startApp,
   startBuiltinIdp,
   startTrust,
@@ -71,7 +70,35 @@ export class TotpDevice {
   }
 }
 
+/**
+ * The tests' own policies (not the examples', which change with the demo): staff read, admins use
+ * /admin; STEP_UP for /admin, for /admin/fresh within 2 s, and a security key for /reports/secret.
+ */
 export const MFA_POLICY = `apiVersion: nevertrust.dev/v1
+kind: AccessPolicy
+metadata: { name: backoffice-read }
+spec:
+  action: ALLOW
+  target: { services: [backoffice] }
+  rules:
+    - to: [{ methods: [GET, HEAD], paths: [/, /reports, /reports/*, /favicon.ico] }]
+      when:
+        - key: request.auth.claims[groups]
+          values: [staff, admins]
+---
+apiVersion: nevertrust.dev/v1
+kind: AccessPolicy
+metadata: { name: backoffice-admin }
+spec:
+  action: ALLOW
+  target: { services: [backoffice] }
+  rules:
+    - to: [{ paths: [/admin, /admin/*] }]
+      when:
+        - key: request.auth.claims[groups]
+          values: [admins]
+---
+apiVersion: nevertrust.dev/v1
 kind: AccessPolicy
 metadata: { name: backoffice-mfa }
 spec:
@@ -124,7 +151,6 @@ export async function startMfaStack(
   const auth = await makeAuthenticator(trust, idp.issuer, store, join(dir, 'auth'), authEvents, { user_claim: 'sub' });
   const policies = join(dir, 'policies');
   mkdirSync(policies);
-  copyFileSync(join(POLICIES, 'backoffice.yaml'), join(policies, 'backoffice.yaml'));
   writeFileSync(join(policies, 'mfa.yaml'), MFA_POLICY);
   const tls = trust.tlsFor([HOST]);
   writeFileSync(join(dir, 'proxy.crt'), tls.cert);
