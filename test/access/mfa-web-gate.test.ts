@@ -11,6 +11,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { relyingPartyFor } from '../../src/access/mfa/handler.js';
 import { createMfaService } from '../../src/access/mfa/index.js';
 import { parseAccessProxyConfig, type RunningAccessProxy, startAccessProxy } from '../../src/access/proxy/index.js';
 import { Kek } from '../../src/ca/kek.js';
@@ -264,5 +265,25 @@ describe('the mfa section and step_up in the proxy config', () => {
     expect(parseAccessProxyConfig({ ...base, mfa: { webauthn: { rp_id: 'example.com' } } }).mfa?.webauthn.rp_id).toBe(
       'example.com',
     );
+  });
+});
+
+describe('the WebAuthn relying party', () => {
+  const ctx = { host: 'wiki.example.com', origin: 'https://wiki.example.com:8443', ip: '10.0.0.1' };
+  it("is the request's host by default; with rp_id, the origins of every route host under it", () => {
+    expect(relyingPartyFor({ rpName: 'n', hosts: ['wiki.example.com'] }, 8443, ctx)).toEqual({
+      id: 'wiki.example.com',
+      origins: ['https://wiki.example.com:8443'],
+      name: 'n',
+    });
+    const hosts = ['wiki.example.com', 'example.com', 'wiki.example.com', 'notexample.com', 'other.test'];
+    expect(relyingPartyFor({ rpId: 'example.com', rpName: 'n', hosts }, 443, ctx).origins).toEqual([
+      'https://wiki.example.com',
+      'https://example.com',
+    ]);
+    expect(relyingPartyFor({ rpId: 'example.com', rpName: 'n', hosts }, 8443, ctx).origins).toEqual([
+      'https://wiki.example.com:8443',
+      'https://example.com:8443',
+    ]);
   });
 });

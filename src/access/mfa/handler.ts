@@ -128,19 +128,32 @@ const parseMethods = (m: string | null): string[] | undefined => {
   return list.length ? list : undefined;
 };
 
+/**
+ * The WebAuthn relying party for a request: without an RP ID, the request's host and origin; with
+ * one, that ID and the origins of every route host equal to it or under it (a credential made on one
+ * of them works on all).
+ *
+ * @example relyingPartyFor({ rpId: 'example.com', rpName: 'x', hosts: ['wiki.example.com'] }, 443, ctx)
+ * // { id: 'example.com', origins: ['https://wiki.example.com'], name: 'x' }
+ */
+export function relyingPartyFor(
+  o: Pick<MfaHandlerOptions, 'rpId' | 'rpName' | 'hosts'>,
+  port: number,
+  ctx: RequestContext,
+): RelyingParty {
+  if (o.rpId === undefined) return { id: ctx.host, origins: [ctx.origin], name: o.rpName };
+  const rp = o.rpId;
+  const origins = [...new Set(o.hosts)]
+    .filter((h) => h === rp || h.endsWith(`.${rp}`))
+    .map((h) => (port === 443 ? `https://${h}` : `https://${h}:${port}`));
+  return { id: rp, origins, name: o.rpName };
+}
+
 export function createMfaHandler(o: MfaHandlerOptions): MfaHandler {
   const { service, authenticator } = o;
   const now = o.now ?? Date.now;
 
-  const rpFor = (ctx: RequestContext): RelyingParty => {
-    if (o.rpId === undefined) return { id: ctx.host, origins: [ctx.origin], name: o.rpName };
-    const port = o.publicPort();
-    const rp = o.rpId;
-    const origins = [...new Set(o.hosts)]
-      .filter((h) => h === rp || h.endsWith(`.${rp}`))
-      .map((h) => (port === 443 ? `https://${h}` : `https://${h}:${port}`));
-    return { id: rp, origins, name: o.rpName };
-  };
+  const rpFor = (ctx: RequestContext): RelyingParty => relyingPartyFor(o, o.publicPort(), ctx);
 
   const subjectOf = (p: PersonIdentity): MfaSubject => ({ issuer: p.issuer, sub: p.sub, user: p.user ?? p.sub });
   const fresh = (p: PersonIdentity) => p.mfaAt !== undefined && now() / 1000 - p.mfaAt <= FRESH_MFA_S;
