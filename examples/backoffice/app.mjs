@@ -30,11 +30,13 @@ nav a{margin-right:1rem}table{border-collapse:collapse}td,th{border:1px solid #c
 <body><nav><a href="/">Home</a><a href="/reports">Reports</a><a href="/admin">Admin</a>
 <a href="/.nevertrust/sign_out">Sign out</a></nav>
 <h1>${esc(title)}</h1><p class="who" id="who">Signed in as <b id="email">${esc(who.email ?? who.sub)}</b>
-(groups: <span id="groups">${esc((who.groups ?? []).join(', '))}</span>; decision ${esc(who.decision_id ?? '')})</p>
+(groups: <span id="groups">${esc((who.groups ?? []).join(', '))}</span>; signed in with
+<span id="amr">${esc((who.amr ?? []).join(', '))}</span>; decision ${esc(who.decision_id ?? '')})</p>
 ${body}</body></html>`;
 
 const routes = {
-  '/': () => '<p>Welcome to the back-office. Reports are for staff; the admin pages for admins.</p>',
+  '/': () =>
+    '<p>Welcome to the back-office. Reports are for staff; the admin pages for admins, after a second factor (MFA).</p>',
   '/reports': () =>
     '<table id="reports"><tr><th>month</th><th>charges</th><th>refunds</th></tr><tr><td>2026-10</td><td>18,204</td><td>311</td></tr><tr><td>2026-11</td><td>19,877</td><td>287</td></tr></table>',
   '/admin': () => '<p id="admin">Admin tools: users, refunds above limits, audit exports.</p>',

@@ -29,19 +29,32 @@ export interface PersonClientOptions {
 /** Cookies per host: name → value (enough for host-only `__Host-` cookies, which is all the flow sets). */
 type Jar = Map<string, Map<string, string>>;
 
-/** The inputs of the first POST form in `html`, and its action. */
-export function parseForm(html: string): { action: string; fields: Record<string, string> } | undefined {
-  const form = /<form\b[^>]*>([\s\S]*?)<\/form>/i.exec(html);
-  if (!form) return undefined;
-  const head = form[0].slice(0, form[0].indexOf('>') + 1);
-  const action = /\saction="([^"]*)"/i.exec(head)?.[1] ?? '';
-  const fields: Record<string, string> = {};
-  for (const m of (form[1] ?? '').matchAll(/<input\b[^>]*>/gi)) {
-    const name = /\sname="([^"]*)"/i.exec(m[0])?.[1];
-    if (!name) continue;
-    fields[decodeEntities(name)] = decodeEntities(/\svalue="([^"]*)"/i.exec(m[0])?.[1] ?? '');
+/** A form of a page: its action and its inputs (name → value). */
+export interface ParsedForm {
+  action: string;
+  fields: Record<string, string>;
+}
+
+/** The inputs of the first form in `html`, and its action. */
+export function parseForm(html: string): ParsedForm | undefined {
+  return parseForms(html)[0];
+}
+
+/** Every form in `html`, in order, with its action and inputs. */
+export function parseForms(html: string): ParsedForm[] {
+  const out: ParsedForm[] = [];
+  for (const form of html.matchAll(/<form\b[^>]*>([\s\S]*?)<\/form>/gi)) {
+    const head = form[0].slice(0, form[0].indexOf('>') + 1);
+    const action = /\saction="([^"]*)"/i.exec(head)?.[1] ?? '';
+    const fields: Record<string, string> = {};
+    for (const m of (form[1] ?? '').matchAll(/<input\b[^>]*>/gi)) {
+      const name = /\sname="([^"]*)"/i.exec(m[0])?.[1];
+      if (!name) continue;
+      fields[decodeEntities(name)] = decodeEntities(/\svalue="([^"]*)"/i.exec(m[0])?.[1] ?? '');
+    }
+    out.push({ action: decodeEntities(action), fields });
   }
-  return { action: decodeEntities(action), fields };
+  return out;
 }
 
 function decodeEntities(s: string): string {

@@ -10,17 +10,38 @@ export const PEOPLE: Record<Person, { email: string; groups: string[]; role: str
   bob: { email: 'bob@example.com', groups: ['staff'], role: 'staff' },
 };
 
+/**
+ * Where the access proxy sends a browser for a second factor (a `step_up` decision): the value of
+ * `access/proxy/step-up.ts`'s MFA_CHALLENGE_PATH (test/mesh/people.test.ts checks they agree), not
+ * imported because the CLI loads this module at start, without the proxy.
+ */
+export const MFA_CHALLENGE_PATH = '/.nevertrust/mfa/challenge';
+
 /** One people's step: what a person (or a client without a session) does, and the status it must get. */
 export interface PeopleStep {
   label: string;
-  /** `allowed`: the person may; `denied`: the proxy must refuse (403, or 401 without a session). */
-  kind: 'allowed' | 'denied';
-  action: 'sign-in' | 'get' | 'no-session' | 'forged-assertion' | 'sign-out';
+  /**
+   * `allowed`: the person may; `denied`: the proxy must refuse (403, or 401 without a session);
+   * `step-up`: the person may, after a second factor: the proxy sends the browser to its MFA challenge.
+   */
+  kind: 'allowed' | 'denied' | 'step-up';
+  /**
+   * `page`: a page load without following redirects (a step-up's 303); `mfa`: opens the page and, when
+   * the proxy asks for a second factor, enrolls TOTP (once) and answers the challenge with a code.
+   */
+  action: 'sign-in' | 'get' | 'page' | 'mfa' | 'no-session' | 'forged-assertion' | 'sign-out';
   who?: Person;
+  /**
+   * The person's other browser: a session of its own that never passes MFA (so the step-up is seen
+   * every round, and signing out there leaves the MFA of the first browser's session alone).
+   */
+  other?: true;
   path: string;
   expect: number;
   /** The page must name this person (the app says who the verified assertion says is calling). */
   shows?: Person;
+  /** The answer must send the browser to this path (`Location`, any query). */
+  to?: string;
 }
 
 export const PEOPLE_STEPS: readonly PeopleStep[] = [
@@ -44,7 +65,35 @@ export const PEOPLE_STEPS: readonly PeopleStep[] = [
   },
   { label: 'alice GET /', kind: 'allowed', action: 'get', who: 'alice', path: '/', expect: 200, shows: 'alice' },
   { label: 'alice GET /reports', kind: 'allowed', action: 'get', who: 'alice', path: '/reports', expect: 200 },
-  { label: 'alice GET /admin (admins)', kind: 'allowed', action: 'get', who: 'alice', path: '/admin', expect: 200 },
+  {
+    label: 'alice GET /admin without MFA (2nd browser)',
+    kind: 'step-up',
+    action: 'page',
+    who: 'alice',
+    other: true,
+    path: '/admin',
+    expect: 303,
+    to: MFA_CHALLENGE_PATH,
+  },
+  {
+    label: 'alice passes MFA (TOTP code) and opens /admin',
+    kind: 'allowed',
+    action: 'mfa',
+    who: 'alice',
+    path: '/admin',
+    expect: 200,
+    shows: 'alice',
+  },
+  // `shows`: the app's page, not the MFA challenge's (also a 200).
+  {
+    label: 'alice GET /admin (admins)',
+    kind: 'allowed',
+    action: 'get',
+    who: 'alice',
+    path: '/admin',
+    expect: 200,
+    shows: 'alice',
+  },
   { label: 'bob GET /', kind: 'allowed', action: 'get', who: 'bob', path: '/', expect: 200, shows: 'bob' },
   { label: 'bob GET /reports', kind: 'allowed', action: 'get', who: 'bob', path: '/reports', expect: 200 },
   { label: 'bob GET /admin (staff only)', kind: 'denied', action: 'get', who: 'bob', path: '/admin', expect: 403 },
@@ -71,6 +120,7 @@ export const PEOPLE_STEPS: readonly PeopleStep[] = [
     kind: 'allowed',
     action: 'sign-out',
     who: 'alice',
+    other: true,
     path: '/',
     expect: 200,
   },
@@ -91,8 +141,23 @@ export interface PeopleStepResult {
   detail: string;
 }
 
-/** A step ended as it must: the expected status, and the page names the expected person. */
-export function judgePeople(step: PeopleStep, r: { status: number; body: string }): boolean {
+/**
+ * A step ended as it must: the expected status, the page names the expected person, and a redirect
+ * goes where it must.
+ */
+export function judgePeople(step: PeopleStep, r: { status: number; body: string; location?: string }): boolean {
   if (r.status !== step.expect) return false;
+  if (step.to !== undefined && !sameOriginPath(r.location, step.to)) return false;
   return step.shows === undefined || r.body.includes(`id="email">${PEOPLE[step.shows].email}<`);
+}
+
+/** `location` is a reference on the same origin (relative) to `path`, with any query. */
+function sameOriginPath(location: string | undefined, path: string): boolean {
+  const base = 'https://origin.invalid';
+  try {
+    const u = new URL(location ?? 'about:blank', base);
+    return u.origin === base && u.pathname === path;
+  } catch {
+    return false;
+  }
 }

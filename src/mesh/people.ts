@@ -4,7 +4,9 @@
  * `idp.localhost`), two users, the example back-office as a child process, and the access proxy as
  * a real workload — a child process from its own binary path, attested by the in-process agent,
  * with its SVID over the Workload API and its audit and assertion keys over mTLS to the agent port.
- * The people's steps of the traffic generator sign in through the real login flow.
+ * The people's steps of the traffic generator sign in through the real login flow; alice enrolls
+ * TOTP through the proxy's MFA pages (with a one-time enrollment link made here) and answers the
+ * back-office's `/admin` step-up with codes computed as an authenticator app does.
  */
 import { loadOrCreateKek } from '../ca/kek.js';
 import type { ChildProcess } from 'node:child_process';
@@ -12,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateKeyPair, SignJWT } from 'jose';
+import { Secret, TOTP } from 'otpauth';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { PEP_NAME as ACCESS_PROXY_ENFORCER } from '../access/proxy/gate.js';
@@ -21,6 +24,7 @@ import {
   type RunningIdentityProvider,
   startIdentityProvider,
 } from '../access/idp/index.js';
+import { createMfaService } from '../access/mfa/index.js';
 import type { AuditEventInput } from '../audit/index.js';
 import { certificatesToPem } from '../ca/index.js';
 import { NevertrustError } from '../errors.js';
@@ -29,12 +33,20 @@ import type { CaHandle } from '../server/plugins/ca.js';
 import { DuplicateEntryError } from '../store/index.js';
 import type { Logger } from '../util/logger.js';
 import { packageRoot } from '../util/package-root.js';
-import { parseForm, PersonClient, type PersonResponse } from './people-client.js';
-import { judgePeople, PEOPLE, type Person, type PeopleStep, type PeopleStepResult } from './people-scenario.js';
+import { type ParsedForm, parseForm, parseForms, PersonClient, type PersonResponse } from './people-client.js';
+import {
+  judgePeople,
+  MFA_CHALLENGE_PATH,
+  PEOPLE,
+  type Person,
+  type PeopleStep,
+  type PeopleStepResult,
+} from './people-scenario.js';
 import { cleanExit, serviceBinary, startChild, stopChild } from './processes.js';
 
 export {
   judgePeople,
+  MFA_CHALLENGE_PATH,
   PEOPLE,
   PEOPLE_STEPS,
   type Person,
@@ -46,6 +58,18 @@ export const BACKOFFICE_HOST = 'backoffice.localhost';
 export const IDP_HOST = 'idp.localhost';
 /** The session idle lifetime the mesh's proxy is configured with (the auth default), for counting live sessions. */
 const IDLE_LIFETIME_MS = 3600_000;
+/** How long the enrollment links made at start work (as `nevertrust user enroll-link`'s default). */
+const ENROLL_LINK_TTL_MS = 24 * 3600_000;
+/** The actor of what `nevertrust up` does on people's behalf, in the audit log. */
+const ACTOR = 'nevertrust up';
+
+/** What one people's step got: the status, the page, and where a redirect not followed pointed. */
+interface StepAnswer {
+  status: number;
+  body: string;
+  location?: string;
+  detail?: string;
+}
 
 export interface PeopleStartOptions {
   server: RunningServer;
@@ -132,12 +156,26 @@ export function loadSecret(file: string): string {
   return secret;
 }
 
+/** The access proxy's decisions: allowed, denied, and `step_up` (sent to the MFA challenge: expected traffic). */
+export interface PeopleDecisions {
+  allow: number;
+  deny: number;
+  stepUp: number;
+}
+
 export class People {
   readonly results: PeopleStepResult[] = [];
   private readonly clients = new Map<Person, PersonClient>();
+  /** Each person's other browser: a session of its own, which never passes MFA. */
+  private readonly others = new Map<Person, PersonClient>();
   private readonly anonymous: PersonClient;
-  private readonly tally = { allow: 0, deny: 0, lastSeq: -1 };
-  private counting: Promise<{ allow: number; deny: number }> = Promise.resolve({ allow: 0, deny: 0 });
+  private readonly tally = { allow: 0, deny: 0, stepUp: 0, lastSeq: -1 };
+  private counting: Promise<PeopleDecisions> = Promise.resolve({ allow: 0, deny: 0, stepUp: 0 });
+  /**
+   * alice's TOTP factor once the traffic enrolled it: the secret (base32, as the enrollment page
+   * shows it) and the last time step whose code was accepted (a step is never accepted twice).
+   */
+  private aliceTotp: { secret: string; lastStep: number } | undefined;
   private stopping = false;
   private renewTimer: NodeJS.Timeout | undefined;
   /**
@@ -155,10 +193,25 @@ export class People {
     private idp: RunningIdentityProvider,
     readonly app: ChildProcess,
     readonly proxy: ChildProcess,
+    /** One-time MFA enrollment links (tokens) made at start: alice's for the traffic, the others' for people. */
+    private readonly enrollTokens: Record<Person, string>,
   ) {
     const ca = readFileSync(join(dir, 'ca.pem'), 'utf8');
-    for (const p of Object.keys(PEOPLE) as Person[]) this.clients.set(p, new PersonClient({ ca }));
+    for (const p of Object.keys(PEOPLE) as Person[]) {
+      this.clients.set(p, new PersonClient({ ca }));
+      this.others.set(p, new PersonClient({ ca }));
+    }
     this.anonymous = new PersonClient({ ca });
+  }
+
+  /** `https://backoffice.localhost:<port>/.nevertrust/mfa/enroll?token=…`: `who`'s one-time enrollment link. */
+  enrollLink(who: Person): string {
+    return `${this.url}/.nevertrust/mfa/enroll?token=${encodeURIComponent(this.enrollTokens[who])}`;
+  }
+
+  /** alice's TOTP secret (base32) once the traffic has enrolled it, for a person's authenticator app. */
+  get aliceTotpSecret(): string | undefined {
+    return this.aliceTotp?.secret;
   }
 
   /** `https://backoffice.localhost:<port>` */
@@ -185,6 +238,16 @@ export class People {
       const hash = await hashPassword(credentials[name]);
       if (await o.server.store.users.get(name)) await o.server.store.users.update(name, { passwordHash: hash });
       else await o.server.store.users.create({ username: name, email: p.email, groups: p.groups, passwordHash: hash });
+    }
+    // A person with no second factor enrolls only with an admin's one-time link (what
+    // `nevertrust user enroll-link` makes): one each, alice's used by the traffic, bob's printed.
+    // Factors belong to a provider identity (issuer, sub), and the provider's issuer has a new port
+    // every start: the factors of earlier starts belong to nobody now, so they go.
+    const mfa = createMfaService({ store: o.server.store, record: audit ? (e) => audit.record(e) : undefined });
+    const enrollTokens = {} as Record<Person, string>;
+    for (const name of Object.keys(PEOPLE) as Person[]) {
+      if ((await mfa.listByUser(name)).length > 0) await mfa.resetUser(name, ACTOR);
+      enrollTokens[name] = (await mfa.createEnrollLink(name, ACTOR, ENROLL_LINK_TTL_MS)).token;
     }
 
     const proxyOrigin = `https://${BACKOFFICE_HOST}:${o.ports.proxy}`;
@@ -254,7 +317,12 @@ export class People {
         client_secret_file: 'client.secret',
         ca_file: 'ca.pem',
         session: { key_file: 'session.key', idle_lifetime: `${IDLE_LIFETIME_MS / 1000}s` },
+        // The built-in provider's subject is the user name: `nevertrust user enroll-link alice` and
+        // `user mfa list alice` then name the person the proxy knows as alice.
+        user_claim: 'sub',
       },
+      // Local MFA (TOTP, WebAuthn, recovery codes) at /.nevertrust/mfa; enrollment by one-time link.
+      mfa: {},
       store: { data_dir: o.dataDir },
       routes: [{ name: 'backoffice', from: { host: BACKOFFICE_HOST }, to: `http://127.0.0.1:${o.ports.app}` }],
     };
@@ -304,7 +372,7 @@ export class People {
       await idp.close();
       throw app.status === 'rejected' ? app.reason : (proxy as PromiseRejectedResult).reason;
     }
-    people = new People(o, dir, credentials, proxyId, idp, app.value, proxy.value);
+    people = new People(o, dir, credentials, proxyId, idp, app.value, proxy.value, enrollTokens);
     const started = people;
     // The provider's certificate is static while it runs: serve a fresh one from half its lifetime
     // and after a CA rotation, by starting it again (sessions and keys live in the store).
@@ -334,7 +402,7 @@ export class People {
 
   /** Runs one people's step and records whether it ended as it must. */
   async run(step: PeopleStep): Promise<PeopleStepResult> {
-    let r: { status: number; body: string; detail?: string };
+    let r: StepAnswer;
     try {
       r = await this.act(step);
     } catch (e) {
@@ -348,28 +416,112 @@ export class People {
     return result;
   }
 
-  private client(who: Person | undefined): PersonClient {
-    const c = who && this.clients.get(who);
+  private client(who: Person | undefined, other = false): PersonClient {
+    const c = who && (other ? this.others : this.clients).get(who);
     if (!c) throw new Error(`no such person: ${who}`);
     return c;
   }
 
-  private async act(step: PeopleStep): Promise<{ status: number; body: string; detail?: string }> {
+  private async act(step: PeopleStep): Promise<StepAnswer> {
     const url = `${this.url}${step.path}`;
+    const c = this.client(step.who ?? 'alice', step.other);
     switch (step.action) {
       case 'sign-in': {
         const who = step.who as Person;
-        return this.client(who).signIn(url, who, this.credentials[who]);
+        return c.signIn(url, who, this.credentials[who]);
       }
       case 'get':
-        return this.client(step.who).get(url);
+        return c.get(url);
+      case 'page': {
+        // Signed in (as a browser would be), then the page load itself, its redirect not followed.
+        const who = step.who as Person;
+        await c.signIn(`${this.url}/`, who, this.credentials[who]);
+        const r = await c.send('GET', url);
+        const location = typeof r.headers.location === 'string' ? r.headers.location : undefined;
+        return { status: r.status, body: r.body, ...(location !== undefined ? { location } : {}) };
+      }
+      case 'mfa':
+        return this.throughMfa(c, url);
       case 'no-session':
         return this.anonymous.send('GET', url, { headers: { accept: 'application/json' } });
       case 'forged-assertion':
-        return this.client(step.who).get(url, { 'x-nevertrust-jwt-assertion': await this.forgedAssertion() });
+        return c.get(url, { 'x-nevertrust-jwt-assertion': await this.forgedAssertion() });
       case 'sign-out':
-        return this.signOutAndIn(step.who as Person);
+        return this.signOutAndIn(step.who as Person, c);
     }
+  }
+
+  /**
+   * alice opens `url`; when the proxy asks for a second factor she enrolls TOTP (the first time,
+   * with her enrollment link) and answers the challenge with a code, as a person with an
+   * authenticator app does. Ends on the page she asked for.
+   */
+  private async throughMfa(c: PersonClient, url: string): Promise<StepAnswer> {
+    let page = await c.signIn(url, 'alice', this.credentials.alice);
+    if (new URL(page.url).pathname !== MFA_CHALLENGE_PATH) return page;
+    if (!this.aliceTotp) {
+      const enrolled = await this.enrollTotp(c);
+      if (enrolled) return enrolled;
+      page = await c.get(url);
+      if (new URL(page.url).pathname !== MFA_CHALLENGE_PATH) return page;
+    }
+    return this.answerChallenge(c, page);
+  }
+
+  /** Submits `form` of `page` with `fields` added, following the answer's redirects. */
+  private submit(c: PersonClient, page: PersonResponse, form: ParsedForm, fields: Record<string, string>) {
+    return c.navigate('POST', new URL(form.action || page.url, page.url).toString(), {
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ ...form.fields, ...fields }).toString(),
+    });
+  }
+
+  /**
+   * alice's TOTP enrollment through the proxy's pages: her one-time link, "set up an authenticator
+   * app", the secret read from the setup page (as a person types it into an app), the first code to
+   * confirm. Resolves undefined when enrolled, else what went wrong.
+   */
+  private async enrollTotp(c: PersonClient): Promise<StepAnswer | undefined> {
+    const manage = await c.get(this.enrollLink('alice'));
+    const add = parseForms(manage.body).find((f) => f.action.endsWith('/totp'));
+    if (!add) return { status: manage.status, body: manage.body, detail: 'no "add an authenticator app" form' };
+    const setup = await this.submit(c, manage, add, { name: 'Phone (nevertrust up)' });
+    const secret = /data-secret="([A-Z2-7]+)"/.exec(setup.body)?.[1];
+    const confirm = parseForms(setup.body).find((f) => f.action.endsWith('/totp/confirm'));
+    if (!secret || !confirm) return { status: setup.status, body: setup.body, detail: 'no TOTP secret shown' };
+    const totp = { secret, lastStep: -1 };
+    const { code, step } = await this.nextCode(totp);
+    const done = await this.submit(c, setup, confirm, { code });
+    if (parseForms(done.body).some((f) => f.action.endsWith('/totp/confirm')))
+      return { status: done.status, body: done.body, detail: 'the first TOTP code was refused' };
+    totp.lastStep = step;
+    this.aliceTotp = totp;
+    return undefined;
+  }
+
+  /** Answers the MFA challenge `page` with TOTP; a refused code (its step used already) is retried once with the next. */
+  private async answerChallenge(c: PersonClient, page: PersonResponse): Promise<StepAnswer> {
+    const totp = this.aliceTotp as { secret: string; lastStep: number };
+    let at = page;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const form = parseForms(at.body).find((f) => f.fields.kind === 'totp');
+      if (!form) return { status: at.status, body: at.body, detail: 'no TOTP form on the MFA challenge' };
+      const { code, step } = await this.nextCode(totp);
+      totp.lastStep = step;
+      at = await this.submit(c, at, form, { code });
+      if (new URL(at.url).pathname !== MFA_CHALLENGE_PATH) return at;
+    }
+    return { status: at.status, body: at.body, detail: 'the MFA challenge refused two codes' };
+  }
+
+  /** The code of the first time step not used yet: now's, else the next (the proxy accepts ±1 step). */
+  private async nextCode(totp: { secret: string; lastStep: number }): Promise<{ code: string; step: number }> {
+    const now = Math.floor(Date.now() / 1000 / 30);
+    const step = Math.max(now, totp.lastStep + 1);
+    // Two steps ahead is outside the window: wait for time to catch up (only when steps come faster than 30 s).
+    if (step > now + 1) await new Promise((r) => setTimeout(r, (step - 1) * 30_000 - Date.now() + 100));
+    const generator = new TOTP({ secret: Secret.fromBase32(totp.secret), algorithm: 'SHA1', digits: 6, period: 30 });
+    return { code: generator.generate({ timestamp: step * 30_000 }), step };
   }
 
   /** An assertion claiming alice in `admins`, signed with a key nobody registered. */
@@ -389,8 +541,7 @@ export class People {
    * Signs out through the proxy's form (and confirms at the provider, ending its session too), checks
    * that the old session is refused, and signs in again through the login form.
    */
-  private async signOutAndIn(who: Person): Promise<{ status: number; body: string; detail?: string }> {
-    const c = this.client(who);
+  private async signOutAndIn(who: Person, c: PersonClient): Promise<StepAnswer> {
     await c.signIn(`${this.url}/`, who, this.credentials[who]);
     const page = await c.send('GET', `${this.url}/.nevertrust/sign_out`);
     const form = parseForm(page.body);
@@ -419,8 +570,8 @@ export class People {
     return this.o.server.store.accessSessions.countActive(Date.now(), IDLE_LIFETIME_MS);
   }
 
-  /** The access proxy's decisions in the audit log, allowed and denied (counted once each, as they arrive). */
-  decisions(): Promise<{ allow: number; deny: number }> {
+  /** The access proxy's decisions in the audit log, allowed, stepped up and denied (counted once each, as they arrive). */
+  decisions(): Promise<PeopleDecisions> {
     // One count at a time: two overlapping ones would count the same events twice.
     this.counting = this.counting.then(
       () => this.countDecisions(),
@@ -429,7 +580,7 @@ export class People {
     return this.counting;
   }
 
-  private async countDecisions(): Promise<{ allow: number; deny: number }> {
+  private async countDecisions(): Promise<PeopleDecisions> {
     const { queryAuditLog } = await import('../audit/index.js');
     let cursor: number | undefined;
     let newest = this.tally.lastSeq;
@@ -440,13 +591,14 @@ export class People {
         newest = Math.max(newest, e.seq);
         if (e.enforcer !== ACCESS_PROXY_ENFORCER) continue;
         if (e.outcome === 'allow') this.tally.allow++;
+        else if (e.outcome === 'step_up') this.tally.stepUp++;
         else this.tally.deny++;
       }
       if (page.next_cursor === undefined) break;
       cursor = page.next_cursor;
     }
     this.tally.lastSeq = newest;
-    return { allow: this.tally.allow, deny: this.tally.deny };
+    return { allow: this.tally.allow, deny: this.tally.deny, stepUp: this.tally.stepUp };
   }
 
   async stop(): Promise<void> {
@@ -455,7 +607,9 @@ export class People {
     this.unsubscribeBundle?.();
     await this.renewCertificate().catch(() => {}); // lets a restart under way finish first
     await Promise.all([stopChild(this.proxy), stopChild(this.app)]);
-    await Promise.all([...this.clients.values(), this.anonymous].map((c) => c.close().catch(() => {})));
+    await Promise.all(
+      [...this.clients.values(), ...this.others.values(), this.anonymous].map((c) => c.close().catch(() => {})),
+    );
     await this.idp.close();
   }
 }

@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import type { LocalMesh } from './local-mesh.js';
-import type { People } from './people.js';
+import type { People, PeopleDecisions } from './people.js';
 import { PEOPLE, PEOPLE_STEPS, type Person } from './people-scenario.js';
 import { STEPS } from './scenario.js';
 
@@ -16,7 +16,7 @@ export interface AnomalyLine {
 /** People's figures, read before rendering: live sessions from the store, the proxy's audited decisions. */
 export interface PeopleStats {
   sessions: number;
-  decisions: { allow: number; deny: number };
+  decisions: PeopleDecisions;
 }
 
 /** Reads what the people's lines show (the summary itself renders synchronously). */
@@ -36,7 +36,7 @@ function peopleLines(people: People, stats: PeopleStats | undefined): string[] {
   );
   out.push(`people's sessions: ${stats ? stats.sessions : '…'} active (in the store)`);
   out.push(
-    `people's decisions: ${stats ? `${stats.decisions.allow} allowed, ${stats.decisions.deny} denied` : '…'} (the access proxy's audit events)`,
+    `people's decisions: ${stats ? `${stats.decisions.allow} allowed, ${stats.decisions.stepUp} sent to MFA, ${stats.decisions.deny} denied` : '…'} (the access proxy's audit events)`,
   );
   const byLabel = new Map<string, { ok: number; bad: number }>();
   for (const r of people.results) {
@@ -46,11 +46,12 @@ function peopleLines(people: People, stats: PeopleStats | undefined): string[] {
     byLabel.set(r.step.label, e);
   }
   out.push("people's traffic (expected outcome / not):");
+  const kinds = { allowed: 'allow ', denied: 'deny  ', 'step-up': 'mfa   ' } as const;
   for (const step of PEOPLE_STEPS) {
     const e = byLabel.get(step.label);
     if (!e) continue;
     out.push(
-      `  ${e.bad === 0 ? '✓' : '✗'} ${step.kind === 'allowed' ? 'allow ' : 'deny  '} ${`${step.label} → ${step.expect}`.padEnd(52)} ${e.ok}/${e.ok + e.bad}`,
+      `  ${e.bad === 0 ? '✓' : '✗'} ${kinds[step.kind]} ${`${step.label} → ${step.expect}`.padEnd(52)} ${e.ok}/${e.ok + e.bad}`,
     );
   }
   return out;
@@ -62,6 +63,15 @@ export function peopleTryIt(people: People, dataDir: string): string {
     .map((p) => `${p} / ${people.credentials[p]} (${PEOPLE[p].role})`)
     .join(' · ');
   return `  ${people.url}/  ${who} — the CA is ${join(dataDir, 'people', 'ca.pem')} (or accept the browser's warning)`;
+}
+
+/** How to get past `/admin`'s MFA step-up, and how to enroll a factor. */
+export function peopleMfa(people: People): string[] {
+  const secret = people.aliceTotpSecret;
+  return [
+    `  /admin asks for a second factor: alice's authenticator app (TOTP) secret is ${secret ?? '… (being enrolled by the traffic)'}`,
+    `  enroll a factor: bob's one-time link ${people.enrollLink('bob')} (24 h; more: nevertrust user enroll-link USER)`,
+  ];
 }
 
 export function renderSummary(
@@ -132,6 +142,7 @@ export function renderSummary(
   if (mesh.people) {
     out.push("try it in a browser (people's access):");
     out.push(peopleTryIt(mesh.people, extra.dataDir));
+    out.push(...peopleMfa(mesh.people));
   }
   return `${out.join('\n')}\n`;
 }

@@ -7,11 +7,32 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { createMfaService } from '../../src/access/mfa/index.js';
 import { queryAuditLog } from '../../src/audit/index.js';
-import { PersonClient } from '../../src/mesh/people-client.js';
+import { PersonClient, type PersonResponse, parseForms } from '../../src/mesh/people-client.js';
 import { openStore } from '../../src/store/index.js';
 import { runCli, startCli } from '../support/cli.js';
+import { code as totpCode } from '../access/mfa/rfc6238.js';
 import { tempDir } from '../support/tmp.js';
+
+/**
+ * Answers the MFA challenge page with TOTP codes; the demo's traffic uses alice's factor too, so a
+ * code whose step it used already is refused: then the next step's (the proxy accepts ±1 step).
+ */
+async function answerTotp(client: PersonClient, challenge: PersonResponse, secret: string): Promise<PersonResponse> {
+  let page = challenge;
+  const now = Date.now();
+  for (const offset of [0, 1]) {
+    const form = parseForms(page.body).find((f) => f.fields.kind === 'totp');
+    if (!form) throw new Error(`no TOTP form at ${page.url} (${page.status})`);
+    page = await client.navigate('POST', new URL(form.action, page.url).toString(), {
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ ...form.fields, code: totpCode(secret, now, offset) }).toString(),
+    });
+    if (new URL(page.url).pathname !== '/.nevertrust/mfa/challenge') return page;
+  }
+  return page;
+}
 
 // One data dir for both: `up` starts again where `demo` left off (people's credentials are kept).
 const dataDir = tempDir();
@@ -37,6 +58,10 @@ describe('the local mesh', () => {
     // People's access: every step ran as it must, and the summary says so.
     expect(r.stdout).toMatch(/access-proxy\s+spiffe:\/\/example\.org\/ns\/people\/sa\/access-proxy/);
     expect(r.stdout).toMatch(/✓ allow {2}alice signs in \(OIDC code flow, PKCE\) → 200\s+\d+\/\d+/);
+    // /admin needs MFA: another browser of alice's is sent to the challenge; she enrolls TOTP with
+    // her one-time link, answers with a code, and uses /admin.
+    expect(r.stdout).toMatch(/✓ mfa {4}alice GET \/admin without MFA \(2nd browser\) → 303/);
+    expect(r.stdout).toMatch(/✓ allow {2}alice passes MFA \(TOTP code\) and opens \/admin → 200/);
     expect(r.stdout).toMatch(/✓ allow {2}alice GET \/admin \(admins\) → 200/);
     expect(r.stdout).toMatch(/✓ deny {3}bob GET \/admin \(staff only\) → 403/);
     expect(r.stdout).toMatch(/✓ deny {3}API client without a session → 401/);
@@ -45,9 +70,18 @@ describe('the local mesh', () => {
     expect(r.stdout).toMatch(/✓ allow {2}bob signs out, is refused, signs in again → 200/);
     expect(r.stdout).not.toMatch(/✗/);
     expect(r.stdout).toMatch(/people's sessions: [1-9]\d* active \(in the store\)/);
-    const people = /people's decisions: (\d+) allowed, (\d+) denied \(the access proxy's audit events\)/.exec(r.stdout);
+    const people =
+      /people's decisions: (\d+) allowed, (\d+) sent to MFA, (\d+) denied \(the access proxy's audit events\)/.exec(
+        r.stdout,
+      );
     expect(Number(people?.[1])).toBeGreaterThan(0);
     expect(Number(people?.[2])).toBeGreaterThan(0);
+    expect(Number(people?.[3])).toBeGreaterThan(0);
+    // How to get past the step-up and how to enroll.
+    expect(r.stdout).toMatch(/alice's authenticator app \(TOTP\) secret is [A-Z2-7]{32}\b/);
+    expect(r.stdout).toMatch(
+      /bob's one-time link https:\/\/backoffice\.localhost:\d+\/\.nevertrust\/mfa\/enroll\?token=\S+/,
+    );
     expect(r.stdout).toMatch(
       /https:\/\/backoffice\.localhost:\d+\/ {2}alice \/ \S+ \(admin\) · bob \/ \S+ \(staff\) — the CA is .*people\/ca\.pem/,
     );
@@ -67,6 +101,15 @@ describe('the local mesh', () => {
       const proxy = decisions.events.filter((e) => e.enforcer === 'access-proxy');
       expect(proxy.some((e) => e.outcome === 'allow' && e.target?.path === '/admin')).toBe(true);
       expect(proxy.some((e) => e.outcome === 'deny' && e.target?.path === '/admin')).toBe(true);
+      expect(proxy.some((e) => e.outcome === 'step_up' && e.target?.path === '/admin')).toBe(true);
+      // The enrollment links made at start, and alice's enrollment through the proxy's pages.
+      for (const kind of ['mfa.enroll_link', 'mfa.enroll']) {
+        const mfa = await queryAuditLog(store, { kind, limit: 1000 });
+        expect(
+          mfa.events.some((e) => e.outcome === 'allow'),
+          kind,
+        ).toBe(true);
+      }
       expect(await queryAuditLog(store, { kind: 'access.logout', limit: 1 })).toMatchObject({
         events: [expect.objectContaining({ outcome: 'allow' })],
       });
@@ -89,7 +132,7 @@ describe('the local mesh', () => {
     };
     const up = await startCli(
       ['up', '--data-dir', dataDir, '--port', '0', '--agent-port', '0', '--interval', '100ms'],
-      /decisions: [1-9]\d* allowed, [1-9]\d* denied[\s\S]*people's decisions: [1-9]\d* allowed, [1-9]\d* denied/,
+      /decisions: [1-9]\d* allowed, [1-9]\d* denied[\s\S]*people's decisions: [1-9]\d* allowed, [1-9]\d* sent to MFA, [1-9]\d* denied[\s\S]*secret is [A-Z2-7]{32}\b/,
       { timeoutMs: 60_000 },
     );
     const out = up.output();
@@ -106,9 +149,15 @@ describe('the local mesh', () => {
     expect(line?.[2]).toBe(before.alice);
     const alice = new PersonClient({ ca: readFileSync(line?.[3] as string, 'utf8') });
     try {
-      const page = await alice.signIn(`${line?.[1]}/admin`, 'alice', line?.[2] as string);
+      // /admin asks for a second factor: a code from the printed secret, as an authenticator app makes it.
+      const challenge = await alice.signIn(`${line?.[1]}/admin`, 'alice', line?.[2] as string);
+      expect(new URL(challenge.url).pathname).toBe('/.nevertrust/mfa/challenge');
+      const secret = /alice's authenticator app \(TOTP\) secret is ([A-Z2-7]{32})\b/.exec(out)?.[1] as string;
+      const page = await answerTotp(alice, challenge, secret);
       expect(page.status).toBe(200);
+      expect(new URL(page.url).pathname).toBe('/admin');
       expect(page.body).toContain('id="email">alice@example.com<');
+      expect(page.body).toMatch(/id="amr">pwd, otp</); // the app sees the second factor in the assertion
       const wrong = new PersonClient({ ca: readFileSync(line?.[3] as string, 'utf8') });
       await expect(wrong.signIn(`${line?.[1]}/`, 'alice', 'not-the-password')).rejects.toThrow(
         /ended at https:\/\/idp\.localhost/,
@@ -120,6 +169,18 @@ describe('the local mesh', () => {
 
     up.child.kill('SIGINT');
     expect(await up.exited).toBe(0);
+
+    // The demo's factor belonged to the demo's provider (another issuer): reset at this start, so
+    // alice has only the factor enrolled in this run.
+    const store = await openStore({ dataDir });
+    try {
+      const factors = await createMfaService({ store }).listByUser('alice');
+      expect(factors.map((f) => [f.kind, f.confirmed])).toEqual([['totp', true]]);
+      const resets = await queryAuditLog(store, { kind: 'mfa.reset', limit: 10 });
+      expect(resets.events.some((e) => e.outcome === 'allow')).toBe(true);
+    } finally {
+      await store.close();
+    }
   }, 120_000);
 
   it('refuses a bad --people-port before starting anything (exit 2, naming the flag)', async () => {

@@ -14,10 +14,13 @@ import {
   judgePeople,
   loadCredentials,
   loadSecret,
+  MFA_CHALLENGE_PATH,
   PEOPLE_STEPS,
   PeopleFileError,
   type PeopleStep,
 } from '../../src/mesh/people.js';
+import { MFA_CHALLENGE_PATH as PROXY_CHALLENGE_PATH } from '../../src/access/proxy/step-up.js';
+import { PersonClient } from '../../src/mesh/people-client.js';
 import { packageRoot } from '../../src/util/package-root.js';
 import { createLogger } from '../../src/util/logger.js';
 import { tempDir } from '../support/tmp.js';
@@ -40,6 +43,17 @@ describe('judging people’s steps', () => {
     expect(judgePeople(admin, { status: 403, body: '' })).toBe(true);
     expect(judgePeople(admin, { status: 200, body: bobPage })).toBe(false);
     expect(judgePeople(admin, { status: 302, body: '' })).toBe(false);
+    // A step-up: a 303 to the proxy's own MFA challenge, on the same origin, and nothing else.
+    const stepUp = step('alice GET /admin without MFA (2nd browser)');
+    const challenge = '/.nevertrust/mfa/challenge?rd=%2Fadmin';
+    expect(judgePeople(stepUp, { status: 303, body: '', location: challenge })).toBe(true);
+    expect(judgePeople(stepUp, { status: 200, body: '<b id="email">alice@example.com</b>' })).toBe(false);
+    expect(judgePeople(stepUp, { status: 303, body: '' })).toBe(false);
+    expect(judgePeople(stepUp, { status: 303, body: '', location: '/.nevertrust/login?rd=%2Fadmin' })).toBe(false);
+    for (const elsewhere of [`https://evil.example${challenge}`, `//evil.example${challenge}`, 'http://[bad'])
+      expect(judgePeople(stepUp, { status: 303, body: '', location: elsewhere }), elsewhere).toBe(false);
+    expect(judgePeople(stepUp, { status: 403, body: '', location: challenge })).toBe(false);
+    expect(MFA_CHALLENGE_PATH).toBe(PROXY_CHALLENGE_PATH);
   });
 });
 
@@ -76,14 +90,21 @@ describe('people’s files', () => {
 
 describe('people’s access in the local mesh', () => {
   let mesh: LocalMesh;
+  let policies: string;
+  let doc: string;
   beforeAll(async () => {
     const dir = tempDir();
-    // The back-office policies, with the admin rule wrongly open to staff.
-    const policies = join(dir, 'policies');
+    // The back-office policies, with the admin rule wrongly open to staff, without MFA.
+    policies = join(dir, 'policies');
     mkdirSync(policies);
-    const doc = readFileSync(join(packageRoot(), 'examples', 'policies', 'people', 'backoffice.yaml'), 'utf8');
-    const wrong = doc.replace(/(admins-admin[\s\S]*?values: )\[admins\]/, '$1[admins, staff]');
-    expect(wrong).not.toBe(doc);
+    doc = readFileSync(join(packageRoot(), 'examples', 'policies', 'people', 'backoffice.yaml'), 'utf8');
+    const wrong = doc
+      .replace(/(admins-admin[\s\S]*?values: )\[admins\]/, '$1[admins, staff]')
+      .split(/\n---\n/)
+      .filter((d) => !d.includes('name: backoffice-admin-mfa'))
+      .join('\n---\n');
+    expect(wrong).toContain('values: [admins, staff]');
+    expect(wrong).not.toContain('action: STEP_UP');
     writeFileSync(join(policies, 'backoffice.yaml'), wrong);
     const config = loadConfig({
       env: {},
@@ -137,4 +158,43 @@ describe('people’s access in the local mesh', () => {
     const r = await people.run(step('bob signs out, is refused, signs in again'));
     expect(r.asExpected, r.detail).toBe(true);
   }, 60_000);
+
+  it('alice enrolls TOTP through the pages with her link, and answers the challenge when her MFA is stale', async () => {
+    const people = mesh.people;
+    if (!people) throw new Error('people not started');
+    // The real back-office policies (the proxy reloads the file), with MFA fresh for 2 s instead of 15 min.
+    const fresh = doc.replace(/(key: auth\.mfa_age\s+gt: )900\b/, '$12');
+    expect(fresh).not.toBe(doc);
+    writeFileSync(join(policies, 'backoffice.yaml'), fresh);
+    const stepUp = step('alice GET /admin without MFA (2nd browser)');
+    for (let i = 0; !(await people.run(stepUp)).asExpected; i++) {
+      if (i > 100) throw new Error('the proxy did not load the policies');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(people.aliceTotpSecret).toBeUndefined();
+    const mfa = step('alice passes MFA (TOTP code) and opens /admin');
+    const admin = step('alice GET /admin (admins)');
+    const enrolled = await people.run(mfa);
+    expect(enrolled.asExpected, enrolled.detail).toBe(true);
+    expect(people.aliceTotpSecret).toMatch(/^[A-Z2-7]{32}$/);
+    expect((await people.run(admin)).asExpected).toBe(true);
+    // Stale: /admin sends her to the challenge again (the page she lands on is not the admin page) …
+    await new Promise((r) => setTimeout(r, 3000));
+    const stale = await people.run(admin);
+    expect(stale.asExpected).toBe(false);
+    // … where a code (a later time step than the enrollment's: a step is accepted once) lets her in.
+    const again = await people.run(mfa);
+    expect(again.asExpected, again.detail).toBe(true);
+    expect(again.status).toBe(200);
+    // The link adds nothing more: in a new session (no MFA yet) it offers no enrollment, only a check first.
+    const c = new PersonClient({ ca: readFileSync(join(people.dir, 'ca.pem'), 'utf8') });
+    try {
+      await c.signIn(`${people.url}/`, 'alice', people.credentials.alice);
+      const link = await c.get(people.enrollLink('alice'));
+      expect(link.body).not.toContain('id="totp-add"');
+      expect(link.body).toContain('verify it is you first');
+    } finally {
+      await c.close();
+    }
+  }, 90_000);
 });

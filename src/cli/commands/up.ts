@@ -197,8 +197,8 @@ Examples:
           ...missing.map((l) => `not exercised: ${l}`),
           ...(report.ok ? [] : [`audit log: ${JSON.stringify(report.firstBad)}`]),
           ...(mesh.counts.allow === 0 || mesh.counts.deny === 0 ? ['no decisions were recorded'] : []),
-          ...(people && (people.decisions.allow === 0 || people.decisions.deny === 0)
-            ? ["the access proxy's decisions did not reach the audit log"]
+          ...(people && (people.decisions.allow === 0 || people.decisions.deny === 0 || people.decisions.stepUp === 0)
+            ? ["the access proxy's decisions (allowed, sent to MFA, denied) did not reach the audit log"]
             : []),
         ];
         if (problems.length) throw new CliError(`demo failed:\n  ${problems.join('\n  ')}`);

@@ -128,6 +128,9 @@ describe('bearer ID tokens', () => {
     sub: 'alice',
     email: 'alice@example.com',
     groups: ['admins', 'staff'],
+    // MFA at the provider (a one-time code, just now): /admin demands a second factor.
+    amr: ['pwd', 'otp'],
+    auth_time: Math.floor(Date.now() / 1000),
   });
   const sign = async (payload: Record<string, unknown>, key = idpKey, exp: string | number = '5m') =>
     new SignJWT(payload)
@@ -404,7 +407,7 @@ describe('what the client sends', () => {
   it('a client-sent X-Nevertrust-Jwt-Assertion never reaches the app; the app sees only the proxy one', async () => {
     // Another person's real assertion, as seen by the app earlier, replayed by bob in every case.
     const alice = person();
-    await alice.signIn(`${origin}/admin`, 'alice', PEOPLE.alice.password);
+    await alice.signIn(`${origin}/reports`, 'alice', PEOPLE.alice.password);
     const stolen = app.hits.at(-1)?.headers['x-nevertrust-jwt-assertion'] as string;
     expect(app.hits.at(-1)?.who?.subject).toBe('alice');
     for (const name of ['X-Nevertrust-Jwt-Assertion', 'x-nevertrust-jwt-assertion', 'X-NEVERTRUST-JWT-ASSERTION']) {

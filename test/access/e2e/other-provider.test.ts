@@ -148,10 +148,24 @@ describe('a provider with RS256 only and its own claim names', () => {
     expect(app.hits.length).toBe(before);
     expect(decisions.at(-1)).toMatchObject({ outcome: 'deny', source: { user: 'carol' }, target: { path: '/admin' } });
 
+    // roles [admins] is an admin: /admin is his, after a second factor (this provider sends no amr).
     const dave = await signIn('dave');
-    const ok = await dave.get(`${origin}/admin`);
+    const step = await dave.get(`${origin}/admin`, { accept: 'application/json' });
+    expect(step.status).toBe(401);
+    expect(step.headers['www-authenticate']).toMatch(/error="insufficient_user_authentication"/);
+    expect(app.hits.length).toBe(before);
+    expect(decisions.at(-1)).toMatchObject({
+      outcome: 'step_up',
+      source: { user: 'dave' },
+      target: { path: '/admin' },
+    });
+    const ok = await dave.get(`${origin}/reports`);
     expect(ok.status).toBe(200);
     expect(app.hits.at(-1)?.who).toMatchObject({ subject: 'u-88d2e0', groups: ['admins'] });
-    expect(decisions.at(-1)).toMatchObject({ outcome: 'allow', source: { user: 'dave' }, target: { path: '/admin' } });
+    expect(decisions.at(-1)).toMatchObject({
+      outcome: 'allow',
+      source: { user: 'dave' },
+      target: { path: '/reports' },
+    });
   });
 });

@@ -90,7 +90,7 @@ describe('two access proxies on one PostgreSQL', () => {
     expect(r.status).toBe(200);
     const onA = app.hits.at(-1);
     // The cookie jar is per host name, as a browser's: the same cookie goes to B.
-    const b = await alice.get(`${originB}/admin`);
+    const b = await alice.get(`${originB}/reports`);
     expect(b.status).toBe(200);
     const viaB = app.hits.at(-1);
     expect(viaB?.who).toMatchObject({ subject: 'alice', sessionId: onA?.who?.sessionId });
