@@ -1,7 +1,6 @@
 export { type ServerEvent, ServerEvents } from './events.js';
 export { ServerMetrics } from './metrics.js';
 export {
-  BodyTooLargeError,
   type Handler,
   HttpError,
   readBody,

@@ -3,6 +3,7 @@
  * and prefix routes for path-parameter APIs such as the OPA Data API. Fastify would add a few µs per
  * request that the decision API cannot afford.
  */
+import { readBody as readBodyBytes } from '../util/http-body.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isNevertrustError, NevertrustError } from '../errors.js';
 
@@ -131,15 +132,6 @@ export function sendText(
   res.end(text);
 }
 
-/** A request body over the route's limit: 413 `body_too_large`. */
-export class BodyTooLargeError extends NevertrustError<'ERR_BODY_TOO_LARGE'> {
-  override readonly name = 'BodyTooLargeError';
-  readonly code = 'ERR_BODY_TOO_LARGE';
-  constructor(message: string) {
-    super(message, { status: 413 });
-  }
-}
-
 /**
  * An error that is the caller's fault: answered with `status` and a JSON body `{error, message, …details}`.
  * `error` is the lowercase wire reason (the contract clients switch on); `code` is `ERR_HTTP_<REASON>`.
@@ -179,33 +171,9 @@ export async function readJson(req: IncomingMessage, limit = 1 << 20): Promise<u
   }
 }
 
-/** Reads a request body up to `limit` bytes; larger bodies are refused, never buffered whole. */
+/** Reads a request body up to `limit` bytes; larger bodies are refused (413), never buffered whole. */
 export function readBody(req: IncomingMessage, limit = 1 << 20): Promise<Buffer> {
-  return new Promise((resolvePromise, reject) => {
-    const declared = Number(req.headers['content-length'] ?? 0);
-    if (declared > limit) {
-      reject(new BodyTooLargeError(`request body over ${limit} bytes`));
-      req.resume();
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (c: Buffer) => {
-      size += c.length;
-      if (size > limit) {
-        // Not destroyed here: the 413 must reach the caller first. The rest is discarded until
-        // dispatch() has answered with `connection: close`.
-        req.off('data', onData);
-        req.resume();
-        reject(new BodyTooLargeError(`request body over ${limit} bytes`));
-        return;
-      }
-      chunks.push(c);
-    };
-    req.on('data', onData);
-    req.on('end', () => resolvePromise(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
+  return readBodyBytes(req, { limit });
 }
 
 /**

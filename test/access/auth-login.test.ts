@@ -257,6 +257,13 @@ describe('OIDC login (real provider, real TLS, SQLite)', () => {
     let res = await b.request(`${appA.origin}/.nevertrust/sign_out`, { method: 'POST', body: 'csrf=guess' });
     expect(res.status).toBe(403);
     expect((await b.whoami(appA)).status).toBe(200);
+    // An oversized form is refused with the same page (not a hang-up: the answer reaches the client).
+    res = await b.request(`${appA.origin}/.nevertrust/sign_out`, {
+      method: 'POST',
+      body: `csrf=${csrf}&pad=${'x'.repeat(64 * 1024)}`,
+    });
+    expect(res.status).toBe(403);
+    expect((await b.whoami(appA)).status).toBe(200);
 
     res = await b.request(`${appA.origin}/.nevertrust/sign_out`, { method: 'POST', body: `csrf=${csrf}` });
     expect(res.status).toBe(302);

@@ -14,6 +14,7 @@
  * const who = await auth.identify(req, { host, origin, ip });
  * ```
  */
+import { readFormBody } from '../../util/http-body.js';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -94,6 +95,8 @@ function withoutState(states: string[], state: string): string {
   return rest.length ? hostCookie(LOGIN_COOKIE, rest.join('.'), LOGIN_TTL_S) : clearCookie(LOGIN_COOKIE);
 }
 const CLOCK_SKEW_S = 30;
+/** The sign-out and back-channel logout forms: a CSRF token, or one logout token. */
+const FORM_LIMIT = 16 * 1024;
 const PURGE_EVERY_MS = 10 * 60_000;
 const PURGE_AFTER_MS = 24 * 3600_000;
 const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
@@ -596,20 +599,9 @@ export async function createOidcAuthenticator(
 
   // ---------- logout ----------
 
-  const readForm = (req: IncomingMessage, limit = 16 * 1024): Promise<URLSearchParams> =>
-    new Promise((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      req.on('data', (c: Buffer) => {
-        size += c.length;
-        if (size > limit) {
-          reject(new LoginRefusedError('body_too_large'));
-          req.destroy();
-        } else chunks.push(c);
-      });
-      req.on('end', () => resolve(new URLSearchParams(Buffer.concat(chunks).toString('utf8'))));
-      req.on('error', reject);
-    });
+  // Not a form, too large or aborted: an empty form, which the CSRF or token check refuses.
+  const readForm = (req: IncomingMessage): Promise<URLSearchParams | undefined> =>
+    readFormBody(req, { limit: FORM_LIMIT, timeoutMs: 10_000 }).catch(() => undefined);
 
   const signOut = async (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => {
     const token = readCookie(req, cookieName);
@@ -637,7 +629,7 @@ export async function createOidcAuthenticator(
       );
       return;
     }
-    const form = await readForm(req).catch(() => new URLSearchParams());
+    const form = (await readForm(req)) ?? new URLSearchParams();
     const given = Buffer.from(sha256Hex(form.get('csrf') ?? ''));
     if (!timingSafeEqual(given, Buffer.from(sha256Hex(csrf)))) {
       sendPage(res, 403, 'Sign out refused', '<p>The sign-out form expired. Open the sign-out page again.</p>');
@@ -670,7 +662,7 @@ export async function createOidcAuthenticator(
       log?.warn({ reason: why }, 'access back-channel logout refused');
       sendJson(res, 400, { error: 'invalid_request', error_description: why });
     };
-    const form = await readForm(req).catch(() => undefined);
+    const form = await readForm(req);
     const logoutToken = form?.get('logout_token');
     if (!logoutToken) return refuse('logout_token missing');
     let payload: jose.JWTPayload;

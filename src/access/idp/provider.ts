@@ -4,6 +4,7 @@
  * for the configured (first-party) clients, refresh tokens, RP-initiated and back-channel logout.
  * Its models and keys live in the store, so a restart keeps sessions, refresh tokens and key ids.
  */
+import { readFormBody } from '../../util/http-body.js';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Agent as HttpsAgent, createServer as createHttpsServer } from 'node:https';
@@ -145,18 +146,6 @@ function securityHeaders(res: ServerResponse, csp: string): void {
   res.setHeader('X-Content-Type-Options', 'nosniff');
   res.setHeader('Referrer-Policy', 'no-referrer');
   res.setHeader('Cache-Control', 'no-store');
-}
-
-async function readForm(req: IncomingMessage): Promise<URLSearchParams | undefined> {
-  if (!/^application\/x-www-form-urlencoded\b/i.test(req.headers['content-type'] ?? '')) return undefined;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_FORM_BYTES) return undefined;
-    chunks.push(chunk);
-  }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
 }
 
 /**
@@ -342,7 +331,8 @@ export async function startIdentityProvider(o: IdentityProviderOptions): Promise
     }
     if (req.method !== 'POST' || path !== action) return html(405, errorPage('method not allowed'));
     const ip = clientIp(req, o.tls === false);
-    const form = await readForm(req);
+    // Not a form, too large or aborted: no form, which the CSRF check below refuses.
+    const form = await readFormBody(req, { limit: MAX_FORM_BYTES, timeoutMs: 10_000 }).catch(() => undefined);
     const username = (form?.get('username') ?? '').trim();
     const password = form?.get('password') ?? '';
     if (!form || !csrfOk(uid, form.get('csrf'))) {

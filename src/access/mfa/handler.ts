@@ -10,6 +10,7 @@
  * one-time link (`/.nevertrust/mfa/enroll?token=…`, consumed by the first enrollment) or when the
  * config allows `first_login_enrollment`.
  */
+import { BodyError, readFormBody, readJsonBody } from '../../util/http-body.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
@@ -37,6 +38,8 @@ export const FRESH_MFA_S = 300;
 const CSRF_PURPOSE = 'mfa';
 const FORM_LIMIT = 16 * 1024;
 const JSON_LIMIT = 64 * 1024;
+/** A slow body must not hold a handler (and its session's challenge) open. */
+const BODY_TIMEOUT_MS = 10_000;
 
 export interface MfaHandlerOptions {
   service: MfaService;
@@ -74,24 +77,11 @@ class Refused extends NevertrustError {
   }
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (c: Buffer) => {
-      size += c.length;
-      if (size > limit) {
-        // Read no more; the answer closes the connection (a destroyed socket would give no answer).
-        req.off('data', onData);
-        req.pause();
-        reject(new Refused(413, 'body_too_large', 'the request body is too large'));
-      } else chunks.push(c);
-    };
-    req.on('data', onData);
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
-}
+/** A body that cannot be used, as this handler's refusal (same status and wire reason). */
+const bodyRefused = (e: unknown): never => {
+  if (e instanceof BodyError) throw new Refused(e.status, e.wire, e.message);
+  throw e;
+};
 
 const sameText = (a: string, b: string) => {
   const h = (s: string) => createHash('sha256').update(s).digest();
@@ -207,7 +197,7 @@ export function createMfaHandler(o: MfaHandlerOptions): MfaHandler {
   };
 
   const readForm = async (req: IncomingMessage, ctx: RequestContext, c: Caller): Promise<URLSearchParams> => {
-    const form = new URLSearchParams(await readBody(req, FORM_LIMIT));
+    const form = await readFormBody(req, { limit: FORM_LIMIT, timeoutMs: BODY_TIMEOUT_MS }).catch(bodyRefused);
     checkPost(req, ctx, c, form.get('csrf') ?? undefined);
     return form;
   };
@@ -224,13 +214,7 @@ export function createMfaHandler(o: MfaHandlerOptions): MfaHandler {
     checkPost(req, ctx, c, typeof header === 'string' ? header : undefined);
     if (!String(req.headers['content-type'] ?? '').startsWith('application/json'))
       throw new Refused(415, 'bad_content_type', 'send application/json');
-    let v: unknown;
-    try {
-      v = JSON.parse(await readBody(req, JSON_LIMIT));
-    } catch (e) {
-      if (e instanceof Refused) throw e;
-      throw new Refused(400, 'bad_json', 'the body is not JSON');
-    }
+    const v = await readJsonBody(req, { limit: JSON_LIMIT, timeoutMs: BODY_TIMEOUT_MS }).catch(bodyRefused);
     const r = schema.safeParse(v);
     if (!r.success)
       throw new Refused(400, 'bad_request', `bad request: ${r.error.issues[0]?.path.join('.') || 'body'}`);

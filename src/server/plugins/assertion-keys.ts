@@ -29,7 +29,8 @@ import {
 import { parseSpiffeId, SpiffeIdError } from '../../spiffe/index.js';
 import { StoreConflictError } from '../../store/index.js';
 import { PeerSvidError, verifyPeerSvid } from '../peer-svid.js';
-import { BodyTooLargeError, HttpError, readJson, sendJson } from '../router.js';
+import { BodyError } from '../../util/http-body.js';
+import { HttpError, readJson, sendJson } from '../router.js';
 import type { ServerContext, ServerPlugin } from '../server.js';
 import type { AgentPortRoute } from './agent-endpoint.js';
 import type { CaHandle } from './ca.js';
@@ -131,7 +132,8 @@ export function assertionKeysPlugin(opts: AssertionKeysOptions): ServerPlugin & 
     try {
       raw = await readJson(req, MAX_BODY_BYTES);
     } catch (e) {
-      if (e instanceof BodyTooLargeError) refuse(413, 'body_too_large', `request body over ${MAX_BODY_BYTES} bytes`);
+      if (e instanceof BodyError && e.status === 413)
+        refuse(413, 'body_too_large', `request body over ${MAX_BODY_BYTES} bytes`);
       if (e instanceof HttpError) refuse(e.status, e.error, e.message);
       throw e;
     }
