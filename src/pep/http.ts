@@ -2,7 +2,6 @@
  * Small HTTP helpers for the decision path: the bounded JSON body reader (size and time: a slow
  * client must not hold a decision open) and target parsing.
  */
-import type { IncomingMessage } from 'node:http';
 import type { AccessRequest } from '../policy/request.js';
 
 // One body reader for every server (src/util/http-body.ts); re-exported for the decision path's users.
