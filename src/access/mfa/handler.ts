@@ -261,9 +261,15 @@ export function createMfaHandler(o: MfaHandlerOptions): MfaHandler {
     return s;
   };
 
-  /** After a successful enrollment: the link is spent, and the session has just passed a factor. */
+  /**
+   * After a successful enrollment: the link is spent, and the session has just passed a factor. A link
+   * spent meanwhile (two enrollments racing with one link) undoes this one: a link enrolls once.
+   */
   const enrolled = async (c: Caller, r: Extract<VerifyResult, { ok: true }>, link: string | undefined) => {
-    if (link !== undefined) await service.consumeEnrollLink(link, c.subject.user);
+    if (link !== undefined && !(await service.consumeEnrollLink(link, c.subject.user))) {
+      if (r.factorId !== undefined) await service.removeFactor(c.subject, r.factorId);
+      throw new Refused(409, 'link_spent', 'this enrollment link has just been used; ask for a new one');
+    }
     await authenticator.elevate(c.sessionId, r.methods);
   };
 

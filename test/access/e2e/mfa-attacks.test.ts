@@ -109,6 +109,31 @@ describe('MFA endpoints under attack', () => {
     expect(await stack.mfa.checkEnrollLink(own.token, 'bob')).toBe(true);
   });
 
+  it('a link enrolls once: spent between the setup and the confirmation, the confirmation is refused', async () => {
+    const bob = await signedIn('bob');
+    const link = await stack.mfa.createEnrollLink('bob', 'admin', 600_000);
+    const page = await call(`/.nevertrust/mfa/enroll?token=${link.token}`, {
+      cookie: bob.cookie,
+      accept: 'text/html',
+    });
+    const csrf = /name="csrf" value="([^"]+)"/.exec(page.body)?.[1] ?? '';
+    const begun = await post('/.nevertrust/mfa/totp', bob.cookie, { csrf, token: link.token, name: 'Phone' });
+    expect(begun.status).toBe(200);
+    const device = new TotpDevice(base32Decode(/data-secret="([^"]+)"/.exec(begun.body)?.[1] ?? ''));
+    const factor = /name="factor" value="([^"]+)"/.exec(begun.body)?.[1] ?? '';
+    // Another enrollment (another tab) spends the link first.
+    expect(await stack.mfa.consumeEnrollLink(link.token, 'bob')).toBe(true);
+    const done = await post('/.nevertrust/mfa/totp/confirm', bob.cookie, {
+      csrf,
+      token: link.token,
+      factor,
+      code: device.code(),
+    });
+    expect(done.status).toBe(403);
+    const factors = await stack.mfa.factors({ issuer: stack.idp.issuer, sub: 'bob', user: 'bob' });
+    expect(factors.filter((f) => f.confirmed)).toEqual([]);
+  });
+
   it('posts without the CSRF token, with another session’s, from another origin or site are refused', async () => {
     const alice = await signedIn('alice');
     const { csrf, device } = await enrollTotp('alice', alice);
