@@ -110,6 +110,26 @@ describe('OIDC login (real provider, real TLS, SQLite)', () => {
     expect((await b.request(first)).status).toBe(400);
   });
 
+  it('a new sign-in in the same browser ends the session it replaces (no orphan left alive)', async () => {
+    const b = new Browser(idp.caFile);
+    await b.login(appA, 'alice');
+    const first = b.jar(appA.origin).get('__Host-nevertrust_session') ?? '';
+    const firstId = (await b.whoami(appA)).body.sessionId;
+    await b.login(appA, 'alice');
+    const second = b.jar(appA.origin).get('__Host-nevertrust_session') ?? '';
+    expect(second).not.toBe(first);
+    expect((await b.whoami(appA)).status).toBe(200);
+    const replay = await b.fetch(`${appA.origin}/whoami`, {
+      headers: { cookie: `__Host-nevertrust_session=${first}` },
+    });
+    expect(replay.status).toBe(401);
+    expect(((await replay.json()) as { code: string }).code).toBe('session_ended');
+    expect(events.find((e) => e.kind === 'access.logout' && e.details?.session === firstId)).toMatchObject({
+      reason: 'replaced by a new sign-in',
+      source: { user: 'alice@example.test' },
+    });
+  });
+
   it('refuses open-redirect return paths: the browser lands on / of this origin', async () => {
     const hostile = [
       '//evil.example/x',
@@ -279,7 +299,9 @@ describe('OIDC login (real provider, real TLS, SQLite)', () => {
     });
     expect(replay.status).toBe(401);
     expect(((await replay.json()) as { code: string }).code).toBe('session_ended');
-    expect(events.find((e) => e.kind === 'access.logout')).toMatchObject({ details: { session: sid } });
+    expect(events.find((e) => e.kind === 'access.logout' && e.details?.session === sid)).toMatchObject({
+      outcome: 'allow',
+    });
     const signedOut = await b.request(`${appA.origin}/.nevertrust/signed_out`);
     expect(signedOut.status).toBe(200);
   });

@@ -578,6 +578,23 @@ export async function createOidcAuthenticator(
           mfa: person.mfaAt !== undefined,
         },
       });
+      // The browser's previous session on this host (a provider step-up, or another person signing in
+      // here) is replaced by this one: it ends now instead of living on unseen until it expires.
+      const previous = readCookie(req, cookieName);
+      if (previous !== undefined && TOKEN_RE.test(previous)) {
+        const old = cache.get(sha256Hex(previous))?.record ?? (await repo.findByToken(previous));
+        if (old && old.endedAt === null && old.host === ctx.host && (await repo.end(old.id, 'replaced'))) {
+          evict(old.id);
+          audit({
+            kind: 'access.logout',
+            outcome: 'allow',
+            reason: 'replaced by a new sign-in',
+            source: { user: old.userName ?? old.sub, ip: ctx.ip },
+            target: { host: ctx.host },
+            details: { session: old.id, replaced_by: id },
+          });
+        }
+      }
       redirect(res, `${ctx.origin}${login.returnTo}`, [
         hostCookie(cookieName, token, absoluteMs / 1000),
         withoutState(states, state),
