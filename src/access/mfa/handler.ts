@@ -329,7 +329,8 @@ export function createMfaHandler(o: MfaHandlerOptions): MfaHandler {
     const webauthn =
       confirmed.some((f) => f.kind === 'webauthn') && (acceptsMethod(need, 'hwk') || acceptsMethod(need, 'swk'));
     const totp = confirmed.some((f) => f.kind === 'totp') && acceptsMethod(need, 'otp');
-    const recovery = confirmed.length > 0;
+    // A recovery code passes as `mfa`: not offered where the rule wants a key or a code app.
+    const recovery = confirmed.length > 0 && acceptsMethod(need, 'mfa');
     if (status === 200)
       audit({
         kind: 'mfa.challenge',
@@ -355,6 +356,7 @@ export function createMfaHandler(o: MfaHandlerOptions): MfaHandler {
         totp,
         recovery,
         enroll: confirmed.length === 0 && o.firstLoginEnrollment,
+        hasFactors: confirmed.length > 0,
         ...(error ? { error } : {}),
       }),
       webauthn,

@@ -161,6 +161,8 @@ export interface ChallengeView {
   recovery: boolean;
   /** No confirmed factor: where to enroll, if allowed. */
   enroll?: boolean;
+  /** The person has confirmed factors, none of the kinds this rule accepts. */
+  hasFactors?: boolean;
   error?: string;
 }
 
@@ -173,9 +175,11 @@ export function challengePage(v: ChallengeView): string {
     return (
       body +
       '<p id="no-factor">This needs a second factor, and you have none that fits.</p>' +
-      (v.enroll
-        ? `<p><a id="enroll" href="${MFA_BASE}">Set one up</a></p>`
-        : '<p>Ask an administrator for an enrollment link (<code>nevertrust user enroll-link</code>).</p>')
+      (v.hasFactors
+        ? `<p>It asks for a security key or passkey. <a id="add-factor" href="${MFA_BASE}">Add one</a> (you verify with a factor you have first), then come back.</p>`
+        : v.enroll
+          ? `<p><a id="enroll" href="${MFA_BASE}">Set one up</a></p>`
+          : '<p>Ask an administrator for an enrollment link (<code>nevertrust user enroll-link</code>).</p>')
     );
   }
   if (v.webauthn)

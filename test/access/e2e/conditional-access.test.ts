@@ -245,7 +245,24 @@ describe('the signals that exist (portal.yaml): MFA steps up, then allows', () =
       { method: 'DELETE', host: PORTAL, sni: PORTAL },
     );
     expect(page.status).toBe(303);
-    expect(new URL(String(page.headers.location), proxies.signals.origin).searchParams.get('m')).toBe('hwk,swk');
+    const webauthnOnly = new URL(String(page.headers.location), proxies.signals.origin);
+    expect(webauthnOnly.searchParams.get('m')).toBe('hwk,swk');
+    // alice has only TOTP: the page offers neither her code app nor a recovery code (neither would
+    // pass), and says to add a key.
+    const offered = await rawRequest(
+      trust.caPem,
+      port,
+      webauthnOnly.pathname + webauthnOnly.search,
+      {
+        cookie,
+        accept: 'text/html',
+      },
+      { host: PORTAL, sni: PORTAL },
+    );
+    expect(offered.status).toBe(200);
+    expect(offered.body).toContain('id="add-factor"');
+    expect(offered.body).not.toContain('id="totp-code"');
+    expect(offered.body).not.toMatch(/recovery/i);
 
     // A new session (a second browser) steps up again and passes the challenge with a later code.
     const second = await aliceSignedIn();
