@@ -43,7 +43,7 @@ const form = (action: string, csrf: string, inner: string, token?: string) =>
   `<form method="post" action="${e(action)}">${hidden('csrf', csrf)}${hidden('token', token)}${inner}</form>`;
 
 const when = (ms: number | undefined) =>
-  ms === undefined ? 'never' : new Date(ms).toISOString().slice(0, 16).replace('T', ' ');
+  ms === undefined ? 'never' : new Date(ms).toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
 
 const message = (error?: string, notice?: string) =>
   (error ? `<p class="error" role="alert">${e(error)}</p>` : '') +

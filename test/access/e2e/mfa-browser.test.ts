@@ -11,6 +11,8 @@
  * error. (`*.localhost` counts as a secure context in Chromium, so here it also ran without the
  * flag; other host names do not.)
  */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM, hasChromium, launchBrowser, trustSpkiArg } from '../../support/browser.js';
@@ -19,6 +21,13 @@ import { base32Decode, hotp, type MfaStack, startMfaStack, TotpDevice, totpStepN
 
 const haveBrowser = hasChromium();
 if (!haveBrowser) console.warn(`SKIPPED: the MFA browser tests need ${CHROMIUM} (apt-get install chromium)`);
+
+/** Screenshots of the pages for review (test-output/, not committed). */
+async function shot(page: Page, name: string): Promise<void> {
+  const dir = join(process.cwd(), 'test-output', 'screenshots');
+  mkdirSync(dir, { recursive: true });
+  await page.screenshot({ path: join(dir, `mfa-${name}.png`), fullPage: true });
+}
 
 describe.skipIf(!haveBrowser)(`MFA in a real browser (${CHROMIUM})`, () => {
   let stack: MfaStack;
@@ -82,6 +91,7 @@ describe.skipIf(!haveBrowser)(`MFA in a real browser (${CHROMIUM})`, () => {
     await page.fill('#totp-name', 'Phone');
     await Promise.all([page.waitForURL(`${origin}/.nevertrust/mfa/totp`), page.click('#totp-add')]);
     expect(await page.isVisible('#totp-qr svg')).toBe(true);
+    await shot(page, 'totp-setup');
     const secret = base32Decode((await page.getAttribute('#totp-secret', 'data-secret')) ?? '');
     expect(secret.length).toBe(20);
     device = new TotpDevice(secret);
@@ -101,6 +111,7 @@ describe.skipIf(!haveBrowser)(`MFA in a real browser (${CHROMIUM})`, () => {
     await Promise.all([page.waitForURL(`${origin}/.nevertrust/mfa?done=added`), page.click('#totp-confirm')]);
     expect(new URL(page.url()).pathname).toBe('/.nevertrust/mfa');
     expect(await page.locator('#factors li').count()).toBe(1);
+    await shot(page, 'factors');
     expect(await page.textContent('#factors li')).toContain('Phone');
     // The link is spent.
     expect(await stack.mfa.checkEnrollLink(link.token, 'alice')).toBe(false);
@@ -117,6 +128,7 @@ describe.skipIf(!haveBrowser)(`MFA in a real browser (${CHROMIUM})`, () => {
     const p2 = s2.page;
     expect(new URL(p2.url()).pathname).toBe('/.nevertrust/mfa/challenge');
     expect(await p2.isVisible('#wa-authenticate')).toBe(false);
+    await shot(p2, 'challenge-totp');
     // Hostile input: a wrong code, then the right one.
     await p2.fill('#totp-code', '000000');
     await Promise.all([p2.waitForURL(`${origin}/.nevertrust/mfa/challenge`), p2.click('#totp-verify')]);
