@@ -270,6 +270,18 @@ export function createMfaService(deps: MfaServiceDeps): MfaService {
     }
   };
 
+  /** A WebAuthn challenge kept for one ceremony of this session (taken once, within the timeout). */
+  const rememberChallenge = async (
+    sessionId: string,
+    kind: 'webauthn.register' | 'webauthn.authenticate',
+    challenge: string,
+    at: number,
+  ): Promise<string> => {
+    const id = randomUUID();
+    await repo.putChallenge({ id, sessionId, kind, challenge, expiresAt: at + WEBAUTHN_TIMEOUT_MS });
+    return id;
+  };
+
   const webauthnFactors = async (s: MfaSubject) =>
     (await repo.listBySubject(key(s))).filter((f) => f.kind === 'webauthn' && f.confirmedAt !== null);
 
@@ -374,14 +386,7 @@ export function createMfaService(deps: MfaServiceDeps): MfaService {
         userName: s.user,
         exclude: existing.map((f) => ({ id: f.credentialId as string, transports: f.transports })),
       });
-      const challengeId = randomUUID();
-      await repo.putChallenge({
-        id: challengeId,
-        sessionId,
-        kind: 'webauthn.register',
-        challenge: options.challenge,
-        expiresAt: at + WEBAUTHN_TIMEOUT_MS,
-      });
+      const challengeId = await rememberChallenge(sessionId, 'webauthn.register', options.challenge, at);
       audit({ kind: 'mfa.enroll', reason: 'started', source: src(s.user), details: { factor: 'webauthn' } });
       return { challengeId, options };
     },
@@ -432,14 +437,7 @@ export function createMfaService(deps: MfaServiceDeps): MfaService {
         rp,
         allow: factors.map((f) => ({ id: f.credentialId as string, transports: f.transports })),
       });
-      const challengeId = randomUUID();
-      await repo.putChallenge({
-        id: challengeId,
-        sessionId,
-        kind: 'webauthn.authenticate',
-        challenge: options.challenge,
-        expiresAt: at + WEBAUTHN_TIMEOUT_MS,
-      });
+      const challengeId = await rememberChallenge(sessionId, 'webauthn.authenticate', options.challenge, at);
       audit({ kind: 'mfa.challenge', outcome: 'step_up', source: src(s.user), details: { factor: 'webauthn' } });
       return { challengeId, options };
     },
