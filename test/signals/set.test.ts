@@ -94,7 +94,16 @@ describe('verifySet refuses', () => {
     const h = b64({ alg: 'HS256', typ: 'secevent+jwt', kid: 'tx-1' });
     const secret = tx.publicKey.export({ type: 'spki', format: 'pem' });
     const sig = createHmac('sha256', secret).update(`${h}.${p}`).digest('base64url');
-    await refused(`${h}.${p}.${sig}`, 'ERR_SSF_ALG_NOT_ALLOWED', 'invalid_key');
+    // Refused on the header: the key set is never consulted.
+    let lookups = 0;
+    const opts = receiverOptions(tx, {
+      jwks: (header, token) => {
+        lookups++;
+        return tx.jwks(header, token);
+      },
+    });
+    await refused(`${h}.${p}.${sig}`, 'ERR_SSF_ALG_NOT_ALLOWED', 'invalid_key', opts);
+    expect(lookups).toBe(0);
   });
 
   it('another alg than the one the key is published for (PS256 under an RS256 key)', async () => {

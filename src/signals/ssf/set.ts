@@ -1,10 +1,11 @@
 /**
  * Receiving a Security Event Token (RFC 8417) from an SSF 1.0 transmitter, as the CAEP
- * interoperability profile asks: the header is checked (`typ: secevent+jwt`, an asymmetric alg from
- * {@link SET_ALGORITHMS}) before any key is consulted, the signature against the transmitter's JWKS,
- * then `iss` and `aud` exactly, `iat` inside a window, `exp`/`nbf` when present, `jti` once only,
- * `events` and the subject. jose does the JWS and claim checks; this module only adds what RFC 8417
- * asks beyond a JWT and names each refusal ({@link SsfError}).
+ * interoperability profile asks: the size is capped before parsing, the alg must be one of
+ * {@link SET_ALGORITHMS} before any key is consulted (so `none` and HS*-with-the-public-key never
+ * reach one), the signature is checked against the transmitter's JWKS before any claim, then
+ * `typ: secevent+jwt`, `iss` and `aud` exactly, `iat` inside a window, `exp`/`nbf` when present,
+ * `events`, the subject, and `jti` once only. jose does the JWS and claim checks; this module adds
+ * what RFC 8417 asks beyond a JWT and names each refusal ({@link SsfError}).
  *
  * Subjects: SSF 1.0 puts the subject in the top-level `sub_id`; CAEP drafts before 1.0 put it in
  * each event's `subject` member. Both are accepted (interoperating with older transmitters), with the
