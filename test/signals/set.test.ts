@@ -157,6 +157,12 @@ describe('verifySet refuses', () => {
     await refused(await tx.mint({ events: undefined }), 'ERR_SSF_EVENTS_INVALID', 'invalid_request');
   });
 
+  it('an iat that is not a number, and a jti that is not a non-empty string', async () => {
+    await refused(await tx.mint({ iat: String(now()) }), 'ERR_SSF_MALFORMED', 'invalid_request');
+    await refused(await tx.mint({ jti: 42 }), 'ERR_SSF_JTI_MISSING', 'invalid_request');
+    await refused(await tx.mint({ jti: '' }), 'ERR_SSF_JTI_MISSING', 'invalid_request');
+  });
+
   it('events that are empty, not an object, or not keyed by URIs', async () => {
     await refused(await tx.mint({ events: {} }), 'ERR_SSF_EVENTS_INVALID', 'invalid_request');
     await refused(await tx.mint({ events: [] }), 'ERR_SSF_EVENTS_INVALID', 'invalid_request');

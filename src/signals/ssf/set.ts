@@ -42,7 +42,10 @@ export type SubjectId =
   | { format: 'iss_sub'; iss: string; sub: string }
   | { format: 'opaque'; id: string };
 
-/** Where seen `jti` values are kept until the SET they came in would be refused anyway. */
+/**
+ * Where seen `jti` values are kept until the SET they came in would be refused anyway. A `jti` is
+ * unique per issuer (RFC 8417 §2.2), so one set serves one transmitter.
+ */
 export interface SeenJtis {
   has(jti: string): boolean | Promise<boolean>;
   /**
