@@ -27,6 +27,8 @@ const RANK: Record<string, number> = {
   config: 7,
   // The people's enforcement point (access proxy, OIDC relying party, sessions, built-in provider): over pep, store, audit.
   access: 7,
+  // Revocation, risk and posture signals; the SSF/CAEP receiver and transmitter (issue #23): over pep, store, audit.
+  signals: 7,
   agent: 8,
   server: 8,
   mesh: 9,

@@ -1,0 +1,96 @@
+/**
+ * The one model of revocation, risk and posture signals (issue #23, item 1). Every source — an
+ * admin's `nevertrust revoke …`, a received SSF SET, a posture check, a policy change — produces
+ * these, and every enforcement point consumes only these. A signal only ever takes access away (or
+ * sets a risk score): nothing here grants anything, so a lost or forged "good news" signal cannot
+ * open a door. Sequence numbers are not part of a signal: the store assigns them when it keeps one.
+ *
+ * @example
+ * ```ts
+ * const s = signalSchema.parse({
+ *   kind: 'session.revoked', sessionId: 's-123', reason: 'admin revoked it',
+ *   source: 'admin', at: new Date().toISOString(),
+ * });
+ * ```
+ */
+import { z } from 'zod';
+
+/** Who raised a signal: an admin, a received SSF SET, a device posture check, a policy change. */
+export const SIGNAL_SOURCES = ['admin', 'ssf', 'posture', 'policy'] as const;
+export type SignalSource = (typeof SIGNAL_SOURCES)[number];
+
+/** Every kind of signal, in one list (the discriminant of {@link Signal}). */
+export const SIGNAL_KINDS = [
+  'session.revoked',
+  'user.disabled',
+  'user.logged-out',
+  'user.credentials-changed',
+  'device.revoked',
+  'device.lost',
+  'device.non-compliant',
+  'risk.set',
+  'workload.entry-deleted',
+  'agent.banned',
+  'svid.revoked',
+] as const;
+export type SignalKind = (typeof SIGNAL_KINDS)[number];
+
+const text = z.string().min(1).max(1024);
+
+/** Fields every signal carries. */
+const common = {
+  /** Why, for people: shown in audit events and on the page of a cut session. */
+  reason: z.string().max(1024),
+  source: z.enum(SIGNAL_SOURCES),
+  /** When it happened (ISO 8601, with offset), as the source says; not when we received it. */
+  at: z.iso.datetime({ offset: true }),
+  /** Provenance for audit, e.g. `ssf:<iss>#<jti>` for a received SET. */
+  origin: z.string().max(2048).optional(),
+};
+
+/**
+ * A person. `user` is the name nevertrust knows them by (a login name or an email address); when the
+ * source named them by an OpenID issuer and subject (`iss_sub`), both are kept so an enforcement
+ * point can match sessions by (issuer, sub) exactly rather than by a name.
+ */
+export const userRefSchema = z
+  .object({ user: text, issuer: text.optional(), sub: text.optional() })
+  .strict()
+  .refine((u) => (u.issuer === undefined) === (u.sub === undefined), {
+    message: 'issuer and sub go together',
+  });
+export type UserRef = z.infer<typeof userRefSchema>;
+
+const userSignal = <K extends string>(kind: K) =>
+  z.object({ kind: z.literal(kind), ...common, user: userRefSchema }).strict();
+const deviceSignal = <K extends string>(kind: K) =>
+  z.object({ kind: z.literal(kind), ...common, deviceId: text }).strict();
+
+/** A risk target: a person or a device. */
+export const riskTargetSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('user'), user: userRefSchema }).strict(),
+  z.object({ type: z.literal('device'), deviceId: text }).strict(),
+]);
+export type RiskTarget = z.infer<typeof riskTargetSchema>;
+
+export const signalSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('session.revoked'), ...common, sessionId: text }).strict(),
+  userSignal('user.disabled'),
+  userSignal('user.logged-out'),
+  userSignal('user.credentials-changed'),
+  deviceSignal('device.revoked'),
+  deviceSignal('device.lost'),
+  deviceSignal('device.non-compliant'),
+  z
+    .object({ kind: z.literal('risk.set'), ...common, target: riskTargetSchema, score: z.number().min(0).max(1) })
+    .strict(),
+  z.object({ kind: z.literal('workload.entry-deleted'), ...common, entryId: text }).strict(),
+  z.object({ kind: z.literal('agent.banned'), ...common, agentId: text }).strict(),
+  // Hex serial as the CA writes it (case-insensitive; compared lowercased).
+  z.object({ kind: z.literal('svid.revoked'), ...common, serial: z.string().regex(/^[0-9a-fA-F]{1,64}$/) }).strict(),
+]);
+
+/** One signal. Narrow on `kind`. */
+export type Signal = z.infer<typeof signalSchema>;
+/** The signal of one kind, e.g. `SignalOf<'risk.set'>`. */
+export type SignalOf<K extends SignalKind> = Extract<Signal, { kind: K }>;
