@@ -192,6 +192,14 @@ describe('firewall', () => {
   it('nftables with accept policies (a "drop" in a comment, a drop in an unhooked chain, a nat chain) is inactive', () => {
     expect(parseNftRuleset(fixture('nft-accept-only.txt')).active).toBe(false);
   });
+  it('a dormant table filters nothing, even with a drop policy', () => {
+    const text = fixture('nft-drop-policy.txt').replace(
+      'table inet filter {\n',
+      'table inet filter {\n\tflags dormant\n',
+    );
+    expect(text).toContain('flags dormant');
+    expect(parseNftRuleset(text).active).toBe(false);
+  });
   it('a reject rule in a hooked chain counts', () => {
     const text =
       'table ip filter {\n\tchain INPUT {\n\t\ttype filter hook input priority filter; policy accept;\n\t\ttcp dport 23 reject\n\t}\n}\n';

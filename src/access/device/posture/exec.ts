@@ -5,6 +5,7 @@
  * into "unknown" with a reason.
  */
 import { execFile } from 'node:child_process';
+import { POSTURE_TEXT_MAX } from '../../../api/index.js';
 
 /** Where probe tools are looked up; nothing from the caller's environment. */
 export const PROBE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -88,7 +89,7 @@ export function firstLine(s: string, max = 160): string {
 }
 
 /** Shortens text to the wire's bound (POSTURE_TEXT_MAX) and strips control characters. */
-export function clip(s: string, max = 256): string {
+export function clip(s: string, max = POSTURE_TEXT_MAX): string {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is removed
   const clean = s.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
   return clean.length <= max ? clean : `${clean.slice(0, max - 1)}…`;

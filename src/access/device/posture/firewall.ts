@@ -33,6 +33,8 @@ export function parseNftRuleset(text: string): ToolVerdict {
   let table = '';
   let chain: { name: string; hooked: boolean; verdict?: string } | undefined;
   let sawTable = false;
+  // `flags dormant` switches a whole table off: its chains filter nothing.
+  let dormant = false;
   let found: string | undefined;
   for (const rawLine of text.split('\n')) {
     const line = unquoted(rawLine).trim();
@@ -41,10 +43,12 @@ export function parseNftRuleset(text: string): ToolVerdict {
       const t = /^table\s+(\S+\s+)?(\S+)\s*\{$/.exec(line);
       if (!t) return { active: null, reason: clip(`nftables: unrecognised line ${JSON.stringify(line.slice(0, 60))}`) };
       sawTable = true;
+      dormant = false;
       table = `${(t[1] ?? '').trim()} ${t[2]}`.trim();
     } else if (depth === 1) {
       const c = /^chain\s+(\S+)\s*\{$/.exec(line);
       if (c) chain = { name: c[1] as string, hooked: false };
+      else if (/^flags\s.*\bdormant\b/.test(line)) dormant = true;
     } else if (depth === 2 && chain) {
       if (/\btype\s+filter\s+hook\s+\S+/.test(line)) {
         chain.hooked = true;
@@ -56,7 +60,7 @@ export function parseNftRuleset(text: string): ToolVerdict {
     depth += (line.match(/\{/g) ?? []).length - (line.match(/\}/g) ?? []).length;
     if (depth < 0) return { active: null, reason: 'nftables: unbalanced braces' };
     if (depth <= 1 && chain) {
-      if (chain.hooked && chain.verdict && !found) found = `${table}/${chain.name}: ${chain.verdict}`;
+      if (chain.hooked && chain.verdict && !dormant && !found) found = `${table}/${chain.name}: ${chain.verdict}`;
       chain = undefined;
     }
   }
