@@ -14,3 +14,4 @@ export * from './parse.js';
 export * from './sync.js';
 export * from './ca.js';
 export * from './users.js';
+export * from './devices.js';

@@ -3,7 +3,7 @@
  * (subject, SANs, extensions) is used — identity comes from the caller's authorization.
  */
 import { createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
-import { children, DerError, decodeOid, readOne, seq, TAG, tlv, bits, smallInt } from '../spiffe/der.js';
+import { bits, children, DerError, decodeOid, oid, readOne, seq, smallInt, TAG, tlv } from '../spiffe/der.js';
 import { pemBlocks, toPem } from '../spiffe/pem.js';
 import { spkiOf } from './certificate.js';
 import { CsrError } from './errors.js';
@@ -251,6 +251,42 @@ export function createCsr(privateKey: KeyObject): Buffer {
   const profile = signatureProfile(privateKey);
   const cri = seq(smallInt(0), seq(), spkiOf(privateKey), tlv(0xa0));
   return seq(cri, profile.algorithmIdentifier, bits(sign(profile.hash, cri, privateKey)));
+}
+
+const EXTENSION_REQUEST = oid('1.2.840.113549.1.9.14');
+const SUBJECT_ALT_NAME = oid('2.5.29.17');
+
+/**
+ * Like {@link createCsr}, for a key held elsewhere (a device key file today, a TPM later): `signCri`
+ * signs the request info with the key of `publicKey` (the hash of its {@link signatureProfile}, DER
+ * signature), and `uriSan` asks for a URI SAN in an extensionRequest. The CA still takes identity
+ * from its caller's authorization, never from the request.
+ *
+ * @example
+ * ```ts
+ * const der = await createCsrWithSigner(publicKey, (cri) => deviceKey.sign(cri), { uriSan: 'spiffe://example.org/device/d1' });
+ * ```
+ */
+export async function createCsrWithSigner(
+  publicKey: KeyObject,
+  signCri: (cri: Buffer) => Promise<Buffer>,
+  options: { uriSan?: string } = {},
+): Promise<Buffer> {
+  const profile = signatureProfile(publicKey);
+  const attributes = options.uriSan
+    ? tlv(
+        0xa0,
+        seq(
+          EXTENSION_REQUEST,
+          tlv(
+            0x31,
+            seq(seq(SUBJECT_ALT_NAME, tlv(TAG.OCTET_STRING, seq(tlv(0x86, Buffer.from(options.uriSan, 'utf8')))))),
+          ),
+        ),
+      )
+    : tlv(0xa0);
+  const cri = seq(smallInt(0), seq(), spkiOf(publicKey), attributes);
+  return seq(cri, profile.algorithmIdentifier, bits(await signCri(cri)));
 }
 
 /** PEM text of a DER CSR. */
