@@ -62,6 +62,9 @@ function app(name: string): Server {
       bytes += c.length;
     });
     req.on('end', () => {
+      // An app trying to plant the proxy's session cookie (and one of its own, which is fine).
+      if (req.url === '/plant-cookie')
+        res.setHeader('set-cookie', ['__Host-test=planted; Path=/; Secure', 'theme=light; Path=/']);
       res.writeHead(200, { 'content-type': 'text/plain', 'x-app': name, connection: 'x-hop', 'x-hop': 'secret' });
       res.end(bytes > 0 ? `${name}:${req.url}:${bytes}` : `${name}:${req.url}`);
     });
@@ -565,6 +568,13 @@ describe('access proxy: forwarding', () => {
     await call('wiki.example.test', '/c', { cookie: '__Host-test=alice-token', authorization: 'Basic YTpi' });
     expect((seen.at(-1) as Seen).headers.authorization).toBe('Basic YTpi');
     expect(JSON.stringify(seen.slice(-4).map((x) => x.headers))).not.toContain('alice-token');
+  });
+
+  it("an app cannot set the proxy's credential cookies in the browser; its own cookies pass", async () => {
+    const r = await call('wiki.example.test', '/plant-cookie', ALICE);
+    expect(r.status).toBe(200);
+    const set = ([] as string[]).concat(r.headers['set-cookie'] ?? []);
+    expect(set).toEqual(['theme=light; Path=/']);
   });
 
   it('a request body streams through to the app', async () => {

@@ -6,6 +6,7 @@
  */
 import {
   type ClientRequest,
+  type IncomingHttpHeaders,
   type IncomingMessage,
   type OutgoingHttpHeaders,
   request as httpRequest,
@@ -42,6 +43,26 @@ export function withoutCookies(header: string | undefined, names: readonly strin
     return c.length > 0 && !names.includes((eq < 0 ? c : c.slice(0, eq)).trim());
   });
   return kept.length > 0 ? kept.join('; ') : undefined;
+}
+
+/**
+ * The app's answer headers for the browser: hop-by-hop removed, and no `Set-Cookie` for the proxy's
+ * own credential cookies — an app shares the proxy's origin, and must not plant a session (its own,
+ * or an attacker's) in the person's browser.
+ */
+export function downstreamHeaders(
+  h: IncomingHttpHeaders,
+  credential: ForwardTarget['credential'],
+  upgrade = false,
+): OutgoingHttpHeaders {
+  const out = forwardHeaders(h, { stripIdentity: false, keepUpgrade: upgrade });
+  const set = out['set-cookie'];
+  if (Array.isArray(set) && credential.cookies.length > 0) {
+    const kept = set.filter((c) => !credential.cookies.includes(c.slice(0, c.indexOf('=')).trim()));
+    if (kept.length === 0) delete out['set-cookie'];
+    else if (kept.length !== set.length) out['set-cookie'] = kept;
+  }
+  return out;
 }
 
 /** The headers for the app. */
@@ -120,7 +141,7 @@ export function forwardRequest(
     res.writeHead(
       r.statusCode ?? 502,
       r.statusMessage,
-      forwardHeaders(r.headers, { stripIdentity: false }) as Record<string, string | string[]>,
+      downstreamHeaders(r.headers, t.credential) as Record<string, string | string[]>,
     );
     r.pipe(res);
     r.on('error', () => res.destroy());
@@ -155,12 +176,7 @@ export function forwardUpgrade(
   out.on('upgrade', (r, upSocket, upHead) => {
     out.setTimeout(0);
     upSocket.setTimeout(0);
-    socket.write(
-      responseHead(101, r.statusMessage ?? '', {
-        ...forwardHeaders(r.headers, { stripIdentity: false, keepUpgrade: true }),
-      }),
-      'latin1',
-    );
+    socket.write(responseHead(101, r.statusMessage ?? '', downstreamHeaders(r.headers, t.credential, true)), 'latin1');
     if (upHead.length > 0) socket.write(upHead);
     if (head.length > 0) upSocket.write(head);
     splice(socket, upSocket);
