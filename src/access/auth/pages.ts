@@ -1,5 +1,6 @@
 /** The authenticator's own small HTML pages: no script, a strict CSP, never cached. */
 import type { ServerResponse } from 'node:http';
+import { escapeHtml } from '../../util/html.js';
 
 /**
  * `formTargets`: origins a form post may end at besides ours. Browsers hold the redirects that answer
@@ -8,7 +9,8 @@ import type { ServerResponse } from 'node:http';
 const csp = (formTargets: readonly string[]) =>
   `default-src 'none'; style-src 'unsafe-inline'; form-action ${["'self'", ...formTargets].join(' ')}; frame-ancestors 'none'; base-uri 'none'`;
 
-export const escapeHtml = (s: string): string => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+// One escaper for every page of the product; re-exported for the MFA pages.
+export { escapeHtml };
 
 /** Security headers every own response carries. */
 export function noStoreHeaders(res: ServerResponse): void {

@@ -2,9 +2,7 @@
  * The built-in provider's HTML: the login form, the sign-out confirmation, the signed-out and error
  * pages. No script at all (the CSP forbids it); forms post back with a CSRF token.
  */
-
-const escapeHtml = (s: string) =>
-  s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] ?? c);
+import { escapeHtml } from '../../util/html.js';
 
 /** The stylesheet, served from the provider's own origin (`style-src 'self'`). */
 export const STYLESHEET = `body{font-family:system-ui,sans-serif;max-width:22rem;margin:4rem auto;padding:0 1rem;color:#222}

@@ -14,10 +14,10 @@ import type { AccessRequest } from '../../policy/request.js';
 import { type Authenticator, type Identification, OWN_PATH_PREFIX, type RequestContext } from '../identity.js';
 import { personRequest, routeTarget } from './access-request.js';
 import type { RouteConfig } from './config.js';
-import { type Answer, isBrowserNavigation, refusalAnswer } from './pages.js';
+import { type Answer, isBrowserNavigation, isBrowserPage, refusalAnswer } from './pages.js';
 import { signPersonAssertion } from './person-assertion.js';
 import { hostOf, type RouteTable } from './routes.js';
-import { challengeLocation, insufficientAuthentication, isBrowserPage, MFA_PATH, returnPath } from './step-up.js';
+import { challengeLocation, insufficientAuthentication, MFA_PATH, returnPath } from './step-up.js';
 import type { ForwardTarget } from './forward.js';
 import type { Upstream } from './upstream.js';
 

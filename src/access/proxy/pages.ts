@@ -2,6 +2,7 @@
  * What the proxy answers itself: small HTML pages for browsers, JSON for API clients (`Accept:
  * application/json`, and always for 401s to non-browsers). Reasons are shown; secrets never are.
  */
+import { escapeHtml } from '../../util/html.js';
 import type { IncomingMessage } from 'node:http';
 
 /** An answer of the proxy's own, for a `ServerResponse` or a raw (upgrade) socket alike. */
@@ -35,19 +36,16 @@ export function wantsJson(req: IncomingMessage): boolean {
   return typeof a === 'string' && a.toLowerCase().includes('application/json');
 }
 
-/** Whether this is a page load by a browser (login redirects are only for those). */
-export function isBrowserNavigation(req: IncomingMessage): boolean {
+/** A page load or form post by a browser (not a script asking for JSON): the MFA challenge is for those. */
+export function isBrowserPage(req: IncomingMessage): boolean {
   const a = req.headers.accept;
-  return (
-    (req.method === 'GET' || req.method === 'HEAD') &&
-    typeof a === 'string' &&
-    a.toLowerCase().includes('text/html') &&
-    !wantsJson(req)
-  );
+  return typeof a === 'string' && a.toLowerCase().includes('text/html') && !wantsJson(req);
 }
 
-const escapeHtml = (s: string) =>
-  s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string);
+/** Whether this is a page load by a browser (login redirects are only for those). */
+export function isBrowserNavigation(req: IncomingMessage): boolean {
+  return (req.method === 'GET' || req.method === 'HEAD') && isBrowserPage(req);
+}
 
 /**
  * The answer for a refusal: JSON `{error, reason, decision_id}` when asked for (or `json`), else an

@@ -9,19 +9,12 @@ import type { StepUpRequirement } from '../../policy/step-up.js';
 import { safeReturnTo } from '../auth/return-to.js';
 import { OWN_PATH_PREFIX } from '../identity.js';
 import type { RouteConfig } from './config.js';
-import { wantsJson } from './pages.js';
 
 export const MFA_PATH = `${OWN_PATH_PREFIX}mfa`;
 export const MFA_CHALLENGE_PATH = `${MFA_PATH}/challenge`;
 
 /** The `acr_values` API clients are told when the route names none: the OpenID PAPE multi-factor policy. */
 export const DEFAULT_STEP_UP_ACR = 'http://schemas.openid.net/pape/policies/2007/06/multi-factor';
-
-/** A page load or form post by a browser (not a script asking for JSON). */
-export function isBrowserPage(req: IncomingMessage): boolean {
-  const a = req.headers.accept;
-  return typeof a === 'string' && a.toLowerCase().includes('text/html') && !wantsJson(req);
-}
 
 /**
  * Where the browser returns after the challenge: the request itself for a GET; for a form post the

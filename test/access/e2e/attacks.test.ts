@@ -211,7 +211,11 @@ describe('the login callback', () => {
   const refusedLogin = (r: { status: number; body: string }, reason: RegExp) => {
     expect(r.status).toBe(400);
     // The page shows the reason (HTML-escaped), the audit event records it.
-    expect(r.body.replace(/&#(\d+);/g, (_, n: string) => String.fromCharCode(Number(n)))).toMatch(reason);
+    const named: Record<string, string> = { quot: '"', amp: '&', lt: '<', gt: '>' };
+    const text = r.body
+      .replace(/&#(\d+);/g, (_, n: string) => String.fromCharCode(Number(n)))
+      .replace(/&(quot|amp|lt|gt);/g, (_, n: string) => named[n] as string);
+    expect(text).toMatch(reason);
     expect(lastAuthEvent()).toMatchObject({ kind: 'access.login', outcome: 'deny' });
     expect(lastAuthEvent().reason).toMatch(reason);
   };

@@ -5,6 +5,7 @@
  * back-office policies, and an upstream app that counts what reaches it and verifies every assertion
  * against the server's JWKS. Each test file builds one stack and shares it across its tests.
  */
+import { escapeHtml } from '../../../src/util/html.js';
 import { randomBytes } from 'node:crypto';
 import { Kek } from '../../../src/ca/kek.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -107,8 +108,7 @@ export interface App {
   close(): void;
 }
 
-const esc = (s: string) =>
-  s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string);
+const esc = escapeHtml;
 
 /**
  * The internal app: verifies `X-Nevertrust-Jwt-Assertion` against the server's JWKS (audience by
