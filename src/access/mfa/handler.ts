@@ -11,12 +11,13 @@
  * config allows `first_login_enrollment`.
  */
 import { BodyError, readFormBody, readJsonBody } from '../../util/http-body.js';
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
 import type { AuditEventInput } from '../../audit/event.js';
 import { type ErrorCode, NevertrustError } from '../../errors.js';
 import { acceptsMethod } from '../../policy/step-up.js';
+import { sha256Hex } from '../../store/access-sessions.js';
 import { escapeHtml, sendJson } from '../auth/pages.js';
 import { safeReturnTo } from '../auth/return-to.js';
 import type { Authenticator, PersonIdentity, RequestContext } from '../identity.js';
@@ -83,10 +84,8 @@ const bodyRefused = (e: unknown): never => {
   throw e;
 };
 
-const sameText = (a: string, b: string) => {
-  const h = (s: string) => createHash('sha256').update(s).digest();
-  return timingSafeEqual(h(a), h(b));
-};
+/** Constant-time equality of two strings of any length (compared as digests, as the sign-out form does). */
+const sameText = (a: string, b: string) => timingSafeEqual(Buffer.from(sha256Hex(a)), Buffer.from(sha256Hex(b)));
 
 const name = z
   .string()
