@@ -11,12 +11,13 @@
  * config allows `first_login_enrollment`.
  */
 import { BodyError, readFormBody, readJsonBody } from '../../util/http-body.js';
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
 import type { AuditEventInput } from '../../audit/event.js';
 import { type ErrorCode, NevertrustError } from '../../errors.js';
 import { acceptsMethod } from '../../policy/step-up.js';
+import { sha256Hex } from '../../store/access-sessions.js';
 import { escapeHtml, sendJson } from '../auth/pages.js';
 import { safeReturnTo } from '../auth/return-to.js';
 import type { Authenticator, PersonIdentity, RequestContext } from '../identity.js';
@@ -83,10 +84,8 @@ const bodyRefused = (e: unknown): never => {
   throw e;
 };
 
-const sameText = (a: string, b: string) => {
-  const h = (s: string) => createHash('sha256').update(s).digest();
-  return timingSafeEqual(h(a), h(b));
-};
+/** Constant-time equality of two strings of any length (compared as digests, as the sign-out form does). */
+const sameText = (a: string, b: string) => timingSafeEqual(Buffer.from(sha256Hex(a)), Buffer.from(sha256Hex(b)));
 
 const name = z
   .string()
@@ -222,16 +221,14 @@ export function createMfaHandler(o: MfaHandlerOptions): MfaHandler {
   };
 
   /** What the person may do with their factors now. */
-  const standing = async (
-    c: Caller,
-    tokenGiven: string | undefined,
-  ): Promise<{
+  interface Standing {
     factors: FactorInfo[];
     confirmed: FactorInfo[];
     may: boolean;
     blocked?: 'verify' | 'no_link';
     link?: string;
-  }> => {
+  }
+  const standing = async (c: Caller, tokenGiven: string | undefined): Promise<Standing> => {
     const factors = await service.factors(c.subject);
     const confirmed = factors.filter((f) => f.confirmed);
     if (confirmed.length > 0)
@@ -276,11 +273,10 @@ export function createMfaHandler(o: MfaHandlerOptions): MfaHandler {
   const showManage = async (
     res: ServerResponse,
     c: Caller,
-    tokenGiven: string | undefined,
+    s: Standing,
     status = 200,
     msg: { error?: string; notice?: string } = {},
   ) => {
-    const s = await standing(c, tokenGiven);
     sendMfaPage(
       res,
       status,
@@ -403,21 +399,19 @@ export function createMfaHandler(o: MfaHandlerOptions): MfaHandler {
     if (!c) return;
     if (path === MFA_BASE || path === `${MFA_BASE}/enroll`) {
       only('GET');
-      const t = url.searchParams.get('token') ?? undefined;
-      if (path === `${MFA_BASE}/enroll`) {
-        const s = await standing(c, t);
-        if (s.confirmed.length === 0 && !s.may)
-          throw new Refused(
-            403,
-            'enroll_link_invalid',
-            'this enrollment link is not valid (expired, used, or for someone else)',
-          );
-      }
+      // Read once: the link check and the page both use it.
+      const s = await standing(c, url.searchParams.get('token') ?? undefined);
+      if (path === `${MFA_BASE}/enroll` && s.confirmed.length === 0 && !s.may)
+        throw new Refused(
+          403,
+          'enroll_link_invalid',
+          'this enrollment link is not valid (expired, used, or for someone else)',
+        );
       const notice = url.searchParams.get('done');
       await showManage(
         res,
         c,
-        t,
+        s,
         200,
         notice === 'added' ? { notice: 'Added.' } : notice === 'removed' ? { notice: 'Removed.' } : {},
       );

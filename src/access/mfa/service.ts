@@ -17,7 +17,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { AuditEventInput } from '../../audit/event.js';
 import type { Kek, SealedKey } from '../../ca/kek.js';
-import type { MfaFactorRecord, MfaSubjectKey } from '../../store/mfa.js';
+import type { MfaFactorRecord, MfaSubjectKey, NewMfaFactor } from '../../store/mfa.js';
 import type { Store } from '../../store/open.js';
 import { type AttemptLimits, AttemptGuard, DEFAULT_ATTEMPT_LIMITS } from './attempts.js';
 import { MfaError } from './errors.js';
@@ -282,6 +282,27 @@ export function createMfaService(deps: MfaServiceDeps): MfaService {
     return id;
   };
 
+  /** A factor of `s` to store: the kind's own fields over empty ones (unconfirmed unless given). */
+  const newFactor = (
+    s: MfaSubject,
+    id: string,
+    at: number,
+    own: Pick<NewMfaFactor, 'kind' | 'name'> & Partial<NewMfaFactor>,
+  ): NewMfaFactor => ({
+    id,
+    ...key(s),
+    userName: s.user,
+    secret: null,
+    credentialId: null,
+    publicKey: null,
+    counter: null,
+    transports: [],
+    aaguid: null,
+    createdAt: at,
+    confirmedAt: null,
+    ...own,
+  });
+
   const webauthnFactors = async (s: MfaSubject) =>
     (await repo.listBySubject(key(s))).filter((f) => f.kind === 'webauthn' && f.confirmedAt !== null);
 
@@ -298,23 +319,15 @@ export function createMfaService(deps: MfaServiceDeps): MfaService {
       const secret = newTotpSecret();
       const at = now();
       await repo.removePending(key(s), 'totp');
-      await repo.addFactor({
-        id,
-        ...key(s),
-        userName: s.user,
-        kind: 'totp',
-        name: n,
-        secret: sealSecret(id, secret),
-        // Codes of steps before the enrollment began were never shown to anyone.
-        totpLastStep: totpStep(at) - 2,
-        credentialId: null,
-        publicKey: null,
-        counter: null,
-        transports: [],
-        aaguid: null,
-        createdAt: at,
-        confirmedAt: null,
-      });
+      await repo.addFactor(
+        newFactor(s, id, at, {
+          kind: 'totp',
+          name: n,
+          secret: sealSecret(id, secret),
+          // Codes of steps before the enrollment began were never shown to anyone.
+          totpLastStep: totpStep(at) - 2,
+        }),
+      );
       const uri = totpUri(issuerLabel, s.user, secret);
       audit({ kind: 'mfa.enroll', reason: 'started', source: src(s.user), details: { factor: 'totp', factor_id: id } });
       return { factorId: id, secret: toBase32(secret), uri, qrSvg: await qrSvg(uri) };
@@ -406,21 +419,18 @@ export function createMfaService(deps: MfaServiceDeps): MfaService {
       const id = randomUUID();
       const at = now();
       try {
-        await repo.addFactor({
-          id,
-          ...key(s),
-          userName: s.user,
-          kind: 'webauthn',
-          name: n,
-          secret: null,
-          credentialId: c.id,
-          publicKey: c.publicKey,
-          counter: c.counter,
-          transports: c.transports,
-          aaguid: c.aaguid,
-          createdAt: at,
-          confirmedAt: at,
-        });
+        await repo.addFactor(
+          newFactor(s, id, at, {
+            kind: 'webauthn',
+            name: n,
+            credentialId: c.id,
+            publicKey: c.publicKey,
+            counter: c.counter,
+            transports: c.transports,
+            aaguid: c.aaguid,
+            confirmedAt: at,
+          }),
+        );
       } catch {
         // The unique credential id: the same credential registered concurrently.
         return refuse(s, ip, 'mfa.enroll', 'webauthn', 'already_registered');

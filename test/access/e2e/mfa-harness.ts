@@ -2,9 +2,8 @@
  * The people's-access stack with the proxy's own MFA on (see harness.ts for the parts): back-office
  * policies with STEP_UP rules, an MFA service on the same store sealing under the
  * authenticator's key, and the proxy serving a certificate whose PEM the browser tests trust by SPKI.
- * Also an RFC 6238 implementation of the tests' own, apart from the product's.
+ * Also TOTP codes from the tests' own RFC 6238 implementation (../mfa/rfc6238.ts), apart from the product's.
  */
-import { createHmac } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { OidcAuthenticator } from '../../../src/access/auth/index.js';
@@ -26,34 +25,9 @@ import {
   startTrust,
   type Trust,
 } from './harness.js';
+import { hotp } from '../mfa/rfc6238.js';
 
-/** RFC 4648 base32, as authenticator apps read the secret. */
-export function base32Decode(text: string): Buffer {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = 0;
-  let value = 0;
-  const out: number[] = [];
-  for (const ch of text.replace(/[\s=]/g, '').toUpperCase()) {
-    const v = alphabet.indexOf(ch);
-    if (v < 0) throw new Error(`not base32: ${ch}`);
-    value = (value << 5) | v;
-    bits += 5;
-    if (bits >= 8) {
-      out.push((value >>> (bits - 8)) & 0xff);
-      bits -= 8;
-    }
-  }
-  return Buffer.from(out);
-}
-
-/** RFC 4226 HOTP (HMAC-SHA-1, dynamic truncation, 6 digits). */
-export function hotp(key: Buffer, counter: number): string {
-  const msg = Buffer.alloc(8);
-  msg.writeBigUInt64BE(BigInt(counter));
-  const mac = createHmac('sha1', key).update(msg).digest();
-  const offset = (mac[mac.length - 1] as number) & 0x0f;
-  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
-}
+export { base32Decode, hotp } from '../mfa/rfc6238.js';
 
 /** The RFC 6238 time step (30 s) now. */
 export const totpStepNow = (): number => Math.floor(Date.now() / 1000 / 30);
