@@ -249,12 +249,26 @@ function decodeCsr(csr: string | Buffer): DecodedCsr {
  */
 export function createCsr(privateKey: KeyObject): Buffer {
   const profile = signatureProfile(privateKey);
-  const cri = seq(smallInt(0), seq(), spkiOf(privateKey), tlv(0xa0));
+  const cri = requestInfo(privateKey);
   return seq(cri, profile.algorithmIdentifier, bits(sign(profile.hash, cri, privateKey)));
 }
 
 const EXTENSION_REQUEST = oid('1.2.840.113549.1.9.14');
 const SUBJECT_ALT_NAME = oid('2.5.29.17');
+
+/** The CertificationRequestInfo: version 0, empty subject, the key, and a URI SAN request when given. */
+function requestInfo(key: KeyObject, uriSan?: string): Buffer {
+  const attributes = uriSan
+    ? tlv(
+        0xa0,
+        seq(
+          EXTENSION_REQUEST,
+          tlv(0x31, seq(seq(SUBJECT_ALT_NAME, tlv(TAG.OCTET_STRING, seq(tlv(0x86, Buffer.from(uriSan, 'utf8'))))))),
+        ),
+      )
+    : tlv(0xa0);
+  return seq(smallInt(0), seq(), spkiOf(key), attributes);
+}
 
 /**
  * Like {@link createCsr}, for a key held elsewhere (a device key file today, a TPM later): `signCri`
@@ -273,19 +287,7 @@ export async function createCsrWithSigner(
   options: { uriSan?: string } = {},
 ): Promise<Buffer> {
   const profile = signatureProfile(publicKey);
-  const attributes = options.uriSan
-    ? tlv(
-        0xa0,
-        seq(
-          EXTENSION_REQUEST,
-          tlv(
-            0x31,
-            seq(seq(SUBJECT_ALT_NAME, tlv(TAG.OCTET_STRING, seq(tlv(0x86, Buffer.from(options.uriSan, 'utf8')))))),
-          ),
-        ),
-      )
-    : tlv(0xa0);
-  const cri = seq(smallInt(0), seq(), spkiOf(publicKey), attributes);
+  const cri = requestInfo(publicKey, options.uriSan);
   return seq(cri, profile.algorithmIdentifier, bits(await signCri(cri)));
 }
 

@@ -5,7 +5,7 @@
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open } from 'node:fs/promises';
+import { mkdir, open, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DEVICE_ID_PATTERN } from '../../api/index.js';
 import { createCsrWithSigner } from '../../ca/index.js';
@@ -60,9 +60,13 @@ export class FileDeviceKey implements DeviceKey {
       await fh.chmod(0o600);
       await fh.writeFile(pem);
       await fh.sync();
-    } finally {
-      await fh.close();
+    } catch (e) {
+      // A half-written file would be refused by every later load (and loadOrCreate would not replace it).
+      await fh.close().catch(() => {});
+      await unlink(path).catch(() => {});
+      throw e;
     }
+    await fh.close();
     return new FileDeviceKey(privateKey, path);
   }
 

@@ -36,6 +36,9 @@ export const SET_MAX_BYTES = 64 * 1024;
 /** Default clock skew on `iat` in the future, `exp` and `nbf`, in seconds. */
 export const DEFAULT_SET_SKEW_SECONDS = 30;
 
+/** What an `email` subject must look like (one `@`, no spaces): checked on receipt and on sending. */
+export const SUBJECT_EMAIL_PATTERN = /^[^\s@]+@[^\s@]+$/;
+
 /** A subject identifier (RFC 9493) in one of the accepted formats. */
 export type SubjectId =
   | { format: 'email'; email: string }
@@ -115,7 +118,8 @@ export function parseSubjectId(value: unknown, where: string): SubjectId {
   switch (value.format) {
     case 'email': {
       const email = str('email');
-      if (!/^[^\s@]+@[^\s@]+$/.test(email)) return fail('ERR_SSF_SUBJECT_FORMAT', `${where}: email is not an address`);
+      if (!SUBJECT_EMAIL_PATTERN.test(email))
+        return fail('ERR_SSF_SUBJECT_FORMAT', `${where}: email is not an address`);
       return { format: 'email', email };
     }
     case 'iss_sub':

@@ -16,7 +16,7 @@ import { exportJWK, type JWK, SignJWT } from 'jose';
 import type { Signal, UserRef } from '../model.js';
 import { CAEP, RISC } from './events.js';
 import { SsfError } from './errors.js';
-import { SET_TYP, type SubjectId } from './set.js';
+import { SET_TYP, SUBJECT_EMAIL_PATTERN, type SubjectId } from './set.js';
 
 /** Algorithms our transmitter signs with. */
 export type SetSigningAlg = 'RS256' | 'ES256';
@@ -115,7 +115,7 @@ export async function signSet(signer: SetSigner, options: SignSetOptions): Promi
 function subjectOfUser(user: UserRef): SubjectId {
   if (user.issuer !== undefined && user.sub !== undefined)
     return { format: 'iss_sub', iss: user.issuer, sub: user.sub };
-  if (/^[^\s@]+@[^\s@]+$/.test(user.user)) return { format: 'email', email: user.user };
+  if (SUBJECT_EMAIL_PATTERN.test(user.user)) return { format: 'email', email: user.user };
   return { format: 'opaque', id: user.user };
 }
 

@@ -3,7 +3,7 @@
  * keeps only the first 15 bytes of a process name, so longer configured names match on those.
  */
 import { readdir, readFile } from 'node:fs/promises';
-import type { PostureEdr } from '../../../api/index.js';
+import { POSTURE_EDR_NAMES_MAX, type PostureEdr } from '../../../api/index.js';
 import { clip } from './exec.js';
 
 /** Examples of agents' process names; a deployment configures its own. */
@@ -48,5 +48,5 @@ export async function collectEdr(names: readonly string[], procDir = '/proc'): P
       reason: clip(`cannot list ${procDir}: ${(e as NodeJS.ErrnoException).code ?? e}`),
     };
   }
-  return matchEdr(comms, names.slice(0, 32));
+  return matchEdr(comms, names.slice(0, POSTURE_EDR_NAMES_MAX));
 }
