@@ -227,7 +227,7 @@ const listMfa = async (ctx: ServerContext, res: ServerResponse, user: string, wh
     sub: f.sub,
     confirmed: f.confirmed,
     created_at: toIso(f.createdAt),
-    last_used_at: f.lastUsedAt === undefined || f.lastUsedAt === null ? null : toIso(f.lastUsedAt),
+    last_used_at: f.lastUsedAt === undefined ? null : toIso(f.lastUsedAt),
   }));
   sendJson(res, 200, { user, factors: wire });
 };
