@@ -25,6 +25,7 @@ import {
   startIdentityProvider,
 } from '../access/idp/index.js';
 import { createMfaService } from '../access/mfa/index.js';
+import { ENROLL_LINK_PATH } from '../api/users.js';
 import type { AuditEventInput } from '../audit/index.js';
 import { certificatesToPem } from '../ca/index.js';
 import { NevertrustError } from '../errors.js';
@@ -206,7 +207,7 @@ export class People {
 
   /** `https://backoffice.localhost:<port>/.nevertrust/mfa/enroll?token=…`: `who`'s one-time enrollment link. */
   enrollLink(who: Person): string {
-    return `${this.url}/.nevertrust/mfa/enroll?token=${encodeURIComponent(this.enrollTokens[who])}`;
+    return `${this.url}${ENROLL_LINK_PATH}?token=${encodeURIComponent(this.enrollTokens[who])}`;
   }
 
   /** alice's TOTP secret (base32) once the traffic has enrolled it, for a person's authenticator app. */

@@ -19,15 +19,20 @@ import { runCli } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { snap } from './helpers.js';
 
-const POLICIES = `
+/** An ALLOW policy `name` that lets everyone reach `service`: what the STEP_UP policies stand in front of. */
+function allowEveryone(service: string, name = service): string {
+  return `
 apiVersion: nevertrust.dev/v1
 kind: AccessPolicy
-metadata: { name: portal }
+metadata: { name: ${name} }
 spec:
   action: ALLOW
-  target: { services: [portal] }
+  target: { services: [${service}] }
   rules: [{ name: everyone }]
----
+---`;
+}
+
+const POLICIES = `${allowEveryone('portal')}
 apiVersion: nevertrust.dev/v1
 kind: AccessPolicy
 metadata: { name: admin-delete-webauthn }
@@ -128,15 +133,7 @@ spec:
   });
 
   it('a rule demanding MFA within 60 s steps up again after 60 s', () => {
-    const t = snap(`
-apiVersion: nevertrust.dev/v1
-kind: AccessPolicy
-metadata: { name: all }
-spec:
-  action: ALLOW
-  target: { services: [vault] }
-  rules: [{ name: all }]
----
+    const t = snap(`${allowEveryone('vault', 'all')}
 apiVersion: nevertrust.dev/v1
 kind: AccessPolicy
 metadata: { name: fresh }
@@ -296,15 +293,7 @@ describe('stepUpRequirement', () => {
   });
 
   it('merges only rules that apply to the request apart from MFA', () => {
-    const t = snap(`
-apiVersion: nevertrust.dev/v1
-kind: AccessPolicy
-metadata: { name: portal }
-spec:
-  action: ALLOW
-  target: { services: [portal] }
-  rules: [{ name: everyone }]
----
+    const t = snap(`${allowEveryone('portal')}
 apiVersion: nevertrust.dev/v1
 kind: AccessPolicy
 metadata: { name: step }

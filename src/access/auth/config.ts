@@ -15,11 +15,9 @@ import { z } from 'zod';
 import { durationSchema } from '../../util/duration.js';
 import { MFA_AMR } from '../identity.js';
 
-const duration = durationSchema;
-
 const amrValue = z.string().regex(/^[\x21-\x7e]{1,64}$/, 'an amr value is printable ASCII, up to 64 characters');
 
-const positiveDuration = duration.refine((s) => s > 0, 'must be longer than 0s');
+const positiveDuration = durationSchema.refine((s) => s > 0, 'must be longer than 0s');
 
 export const oidcAuthConfigSchema = z
   .strictObject({

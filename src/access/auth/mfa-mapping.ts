@@ -19,8 +19,6 @@ export interface SessionMfa {
   methods: string[];
 }
 
-export const DEFAULT_MFA_MAPPING: ProviderMfaMapping = { amr: MFA_AMR, acr: {} };
-
 /**
  * The person as the provider's token says, with the mapping applied: the `acr`'s methods join `amr`,
  * and when a counting method is among them, `mfaAt` is `auth_time` (else `loginTime`, epoch seconds).

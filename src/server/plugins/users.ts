@@ -72,13 +72,17 @@ async function guarded<T>(
   }
 }
 
-function usernameOf(url: URL): string {
-  let name: string;
+/** One percent-encoded path segment, decoded; `''` when the encoding is malformed (refused as a name). */
+function decodeSegment(encoded: string): string {
   try {
-    name = decodeURIComponent(url.pathname.slice(PREFIX.length));
+    return decodeURIComponent(encoded);
   } catch {
-    name = '';
+    return '';
   }
+}
+
+function usernameOf(url: URL): string {
+  const name = decodeSegment(url.pathname.slice(PREFIX.length));
   if (!USERNAME_PATTERN.test(name))
     throw new HttpError(400, 'invalid_user', `username: "${name.slice(0, 80)}" is not a username`);
   return name;
@@ -169,13 +173,7 @@ const MFA_PATH = /^\/v1\/admin\/users\/([^/]+)\/mfa(\/reset|\/enroll-link)?$/;
 
 /** The person named in an MFA path (any access-proxy user name, not only provider users). */
 function personOf(encoded: string): string {
-  let name: string;
-  try {
-    name = decodeURIComponent(encoded);
-  } catch {
-    name = '';
-  }
-  const r = personNameText.safeParse(name);
+  const r = personNameText.safeParse(decodeSegment(encoded));
   if (!r.success) throw new HttpError(400, 'invalid_user', `user: ${r.error.issues[0]?.message ?? 'invalid'}`);
   return r.data;
 }
@@ -227,7 +225,7 @@ const listMfa = async (ctx: ServerContext, res: ServerResponse, user: string, wh
     sub: f.sub,
     confirmed: f.confirmed,
     created_at: toIso(f.createdAt),
-    last_used_at: f.lastUsedAt === undefined || f.lastUsedAt === null ? null : toIso(f.lastUsedAt),
+    last_used_at: f.lastUsedAt === undefined ? null : toIso(f.lastUsedAt),
   }));
   sendJson(res, 200, { user, factors: wire });
 };
