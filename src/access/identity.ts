@@ -27,9 +27,16 @@ export interface PersonIdentity {
   /**
    * Seconds since the epoch of the person's last second factor: at the provider (its `amr`/`acr`
    * counts by the authenticator's `mfa` mapping; then it is `auth_time`) or a step-up at the proxy.
-   * Absent: no second factor. Policy reads it as `auth.mfa` and `auth.mfa_age`.
+   * Absent: no second factor, or one whose time is unknown (see `mfa`). Policy reads it as
+   * `auth.mfa_age`.
    */
   mfaAt?: number;
+  /**
+   * A second factor was passed (policy's `auth.mfa`). True without `mfaAt` when the provider's
+   * methods count but it gave no `auth_time`: then a freshness rule (`auth.mfa_age`) is unknown and
+   * fails closed, rather than taking the token's issue time (a refreshed token is new; its MFA is not).
+   */
+  mfa?: boolean;
   /** The verified claims for policy (`request.auth.claims[…]`, Istio `requestPrincipals`); no tokens. */
   claims: Record<string, unknown>;
 }

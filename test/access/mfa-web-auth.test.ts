@@ -125,9 +125,12 @@ describe('MFA in the authenticator (real provider, real TLS, SQLite)', () => {
     expect(viaAcr.amr).toEqual(['pwd', 'mfa', 'hwk']);
     // An acr not in the map, or one named like an Object property, adds nothing.
     expect((await who(appM, { ...base, amr: ['pwd'], acr: 'constructor' })).mfaAt).toBeUndefined();
-    // Without auth_time, the token's iat stands in.
+    // Without auth_time the second factor counts but its time is unknown: the token's iat is when it
+    // was issued (a refreshed token is new, its MFA is not), so freshness rules fail closed.
     const { auth_time: _a, ...noAuthTime } = base;
-    expect((await who(appA, { ...noAuthTime, amr: ['hwk'] })).mfaAt).toBe(base.iat);
+    const untimed = await who(appA, { ...noAuthTime, amr: ['hwk'] });
+    expect(untimed.mfa).toBe(true);
+    expect(untimed.mfaAt).toBeUndefined();
   });
 
   it('a login may ask the provider for acr_values, max_age and prompt=login, and completes', async () => {
@@ -189,8 +192,12 @@ describe('MFA in the authenticator (real provider, real TLS, SQLite)', () => {
     const r = personRequest(stepped, route, 'a.test', '10.0.0.1', 'GET', '/');
     expect(r.source).toMatchObject({ mfa: true, mfa_time: 1_800_000_000, amr: ['pwd', 'hwk'] });
     // A provider MFA newer than the session's step-up wins (a later login is a new session anyway).
-    const newer = withProviderMfa({ ...p, amr: ['otp'], authTime: 1_900_000_000 }, { amr: ['otp'], acr: {} }, 0);
+    const newer = withProviderMfa({ ...p, amr: ['otp'], authTime: 1_900_000_000 }, { amr: ['otp'], acr: {} });
     expect(withSessionMfa(newer, { amr: ['otp'], acr: {} }, { at: 1_800_000_000, methods: ['hwk'] })).toBe(newer);
+    // A second factor of unknown time: auth.mfa holds, auth.mfa_age is unknown (fails closed).
+    const untimed = personRequest({ ...p, amr: ['hwk'], mfa: true }, route, 'a.test', '10.0.0.1', 'GET', '/');
+    expect(untimed.source?.mfa).toBe(true);
+    expect(untimed.source?.mfa_time).toBeUndefined();
     // A hostile amr list stays within the request schema's bounds.
     const many = personRequest(
       { ...p, amr: [...Array(40).keys()].map(String).concat('x'.repeat(65)) },

@@ -21,19 +21,22 @@ export interface SessionMfa {
 
 /**
  * The person as the provider's token says, with the mapping applied: the `acr`'s methods join `amr`,
- * and when a counting method is among them, `mfaAt` is `auth_time` (else `loginTime`, epoch seconds).
+ * and when a counting method is among them, `mfa` is true and `mfaAt` is `auth_time` — no time
+ * stands in for a missing `auth_time` (a token's `iat` or the login time is when a token was issued,
+ * not when the factor was used), so freshness rules then fail closed.
  *
  * @example
  * ```ts
- * withProviderMfa(person, { amr: ['otp', 'hwk'], acr: { 'urn:example:mfa': ['mfa'] } }, now)
+ * withProviderMfa(person, { amr: ['otp', 'hwk'], acr: { 'urn:example:mfa': ['mfa'] } })
  * ```
  */
-export function withProviderMfa(p: PersonIdentity, m: ProviderMfaMapping, loginTime: number): PersonIdentity {
+export function withProviderMfa(p: PersonIdentity, m: ProviderMfaMapping): PersonIdentity {
   const fromAcr = p.acr !== undefined && Object.hasOwn(m.acr, p.acr) ? (m.acr[p.acr] ?? []) : [];
   const amr = [...new Set([...p.amr, ...fromAcr])];
   const counts = amr.some((x) => m.amr.includes(x));
-  const { mfaAt: _ignored, ...rest } = p;
-  return { ...rest, amr, ...(counts ? { mfaAt: p.authTime ?? loginTime } : {}) };
+  const { mfaAt: _at, mfa: _mfa, ...rest } = p;
+  if (!counts) return { ...rest, amr };
+  return { ...rest, amr, mfa: true, ...(p.authTime !== undefined ? { mfaAt: p.authTime } : {}) };
 }
 
 /**
@@ -45,7 +48,7 @@ export function withProviderMfa(p: PersonIdentity, m: ProviderMfaMapping, loginT
 export function withSessionMfa(p: PersonIdentity, m: ProviderMfaMapping, s: SessionMfa | undefined): PersonIdentity {
   if (s === undefined || (p.mfaAt !== undefined && p.mfaAt > s.at)) return p;
   const kept = p.amr.filter((x) => !m.amr.includes(x));
-  return { ...p, amr: [...new Set([...kept, ...s.methods])], mfaAt: s.at };
+  return { ...p, amr: [...new Set([...kept, ...s.methods])], mfa: true, mfaAt: s.at };
 }
 
 /** The session's `mfa` column, or undefined when absent or not of the expected shape. */

@@ -261,10 +261,10 @@ export async function createOidcAuthenticator(
   };
 
   // The proxy decides with `user`: the same name as this authenticator's audit events. MFA at the
-  // provider by the config's mapping; `loginTime` (epoch s) stands in for a missing `auth_time`.
-  const personOf = (claims: jose.JWTPayload, loginTime: number): PersonIdentity => {
+  // provider by the config's mapping (its time is `auth_time`, or unknown).
+  const personOf = (claims: jose.JWTPayload): PersonIdentity => {
     const p = personFromClaims(claims, cfg.groups_claim);
-    return withProviderMfa({ ...p, user: userOf(p) }, cfg.mfa, loginTime);
+    return withProviderMfa({ ...p, user: userOf(p) }, cfg.mfa);
   };
 
   /** The session's person: as at login, plus a step-up at the proxy. */
@@ -423,7 +423,7 @@ export async function createOidcAuthenticator(
       }
       if ((payload.iat as number) > Date.now() / 1000 + CLOCK_SKEW_S)
         return invalid('bearer_invalid', 'iat in the future');
-      return { kind: 'bearer', person: personOf(payload, payload.iat as number) };
+      return { kind: 'bearer', person: personOf(payload) };
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'ERR_JWT_INVALID';
       return invalid('bearer_invalid', `bearer token refused (${code})`);
@@ -543,7 +543,7 @@ export async function createOidcAuthenticator(
       );
       const claims = tokens.claims();
       if (!claims) throw new LoginRefusedError('no_id_token');
-      const person = personOf(claims as jose.JWTPayload, Math.floor(Date.now() / 1000));
+      const person = personOf(claims as jose.JWTPayload);
       const token = randomBytes(32).toString('base64url');
       const id = `s_${randomBytes(16).toString('hex')}`;
       const now = Date.now();
@@ -575,7 +575,7 @@ export async function createOidcAuthenticator(
           session: id,
           amr: person.amr,
           ...(person.acr !== undefined ? { acr: person.acr } : {}),
-          mfa: person.mfaAt !== undefined,
+          mfa: person.mfa === true,
         },
       });
       // The browser's previous session on this host (a provider step-up, or another person signing in

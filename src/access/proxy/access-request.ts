@@ -32,7 +32,7 @@ function personSource(person: PersonIdentity): PersonSource {
       // groups as mapped from the provider's groups claim (e.g. `roles`), so one policy
       // (`request.auth.claims[groups]`) serves every provider.
       claims: { ...person.claims, groups: person.groups, iss: person.issuer, sub: person.sub },
-      mfa: person.mfaAt !== undefined,
+      mfa: person.mfa === true || person.mfaAt !== undefined,
       ...(person.mfaAt !== undefined ? { mfa_time: person.mfaAt } : {}),
       // Within the request schema's bounds: a provider's odd `amr` must not make every request invalid.
       amr: person.amr.filter((m) => m.length <= 64).slice(0, 32),
