@@ -178,6 +178,8 @@ export interface AccessSessionTable {
   mfa: string | null;
   /** The proxy's user name for the person (migration 0008): ending sessions by name. */
   user_name: string | null;
+  /** The device the session is bound to (migration 0009): its certificate must come with every request. */
+  device_id: string | null;
 }
 
 export interface AccessSessionChangeTable {
@@ -243,6 +245,43 @@ export interface MfaEnrollLinkTable {
   used_at: number | null;
 }
 
+export interface DeviceTable {
+  id: string;
+  owner: string;
+  name: string | null;
+  spiffe_id: string;
+  enrolled_at: number;
+  cert_serial: string;
+  cert_not_after: number;
+  renewed_at: number | null;
+  revoked_at: number | null;
+  revoked_reason: string | null;
+  /** JSON `DevicePosture` (src/api/devices.ts). */
+  posture: string | null;
+  posture_at: number | null;
+}
+
+export interface DeviceTokenTable {
+  token_hash: string;
+  owner: string;
+  device_id: string | null;
+  created_by: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+  used_by: string | null;
+}
+
+export interface DeviceReportTable {
+  seq: Generated<number>;
+  device_id: string;
+  source: string;
+  collected_at: number;
+  received_at: number;
+  posture: string;
+  report: string;
+}
+
 export interface MfaChallengeTable {
   id: string;
   session_id: string;
@@ -276,4 +315,7 @@ export interface Database {
   mfa_attempts: MfaAttemptTable;
   mfa_enroll_links: MfaEnrollLinkTable;
   mfa_challenges: MfaChallengeTable;
+  devices: DeviceTable;
+  device_tokens: DeviceTokenTable;
+  device_reports: DeviceReportTable;
 }

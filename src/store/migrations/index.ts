@@ -11,6 +11,7 @@ import * as m0005 from './0005_audit_blocks.js';
 import * as m0006 from './0006_users.js';
 import * as m0007 from './0007_access_sessions.js';
 import * as m0008 from './0008_mfa.js';
+import * as m0009 from './0009_devices.js';
 
 export const migrations: Record<string, Migration> = {
   '0001_kv': m0001,
@@ -21,4 +22,5 @@ export const migrations: Record<string, Migration> = {
   '0006_users': m0006,
   '0007_access_sessions': m0007,
   '0008_mfa': m0008,
+  '0009_devices': m0009,
 };
