@@ -15,3 +15,4 @@ export * from './sync.js';
 export * from './ca.js';
 export * from './users.js';
 export * from './devices.js';
+export * from './signals.js';

@@ -282,6 +282,15 @@ export interface DeviceReportTable {
   report: string;
 }
 
+export interface SignalTable {
+  seq: Generated<number>;
+  kind: string;
+  subject: string;
+  /** JSON `Signal` (src/api/signals.ts). */
+  signal: string;
+  received_at: number;
+}
+
 export interface MfaChallengeTable {
   id: string;
   session_id: string;
@@ -318,4 +327,5 @@ export interface Database {
   devices: DeviceTable;
   device_tokens: DeviceTokenTable;
   device_reports: DeviceReportTable;
+  signals: SignalTable;
 }

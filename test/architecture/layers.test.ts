@@ -22,13 +22,15 @@ const RANK: Record<string, number> = {
   store: 4,
   audit: 5,
   workload: 5,
+  // Revocation, risk and posture signals as enforcement points hold them, the stream follower, the
+  // SSF/CAEP receiver and transmitter (issue #23): over store; every enforcement point (pep, access,
+  // agent, server) consumes it. The signal model itself is a wire contract (api/signals.ts).
+  signals: 5,
   pep: 6,
   // The one config file composes the schemas of the parts it configures (e.g. pep's trusted proxies).
   config: 7,
   // The people's enforcement point (access proxy, OIDC relying party, sessions, built-in provider): over pep, store, audit.
   access: 7,
-  // Revocation, risk and posture signals; the SSF/CAEP receiver and transmitter (issue #23): over pep, store, audit.
-  signals: 7,
   agent: 8,
   server: 8,
   mesh: 9,

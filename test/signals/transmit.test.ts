@@ -1,7 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { createLocalJWKSet, decodeProtectedHeader, generateKeyPair } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { type Signal, signalSchema } from '../../src/signals/model.js';
+import { type Signal, signalSchema } from '../../src/api/signals.js';
 import { signalsFromSet } from '../../src/signals/ssf/events.js';
 import { createMemorySeenSet, verifySet } from '../../src/signals/ssf/set.js';
 import {

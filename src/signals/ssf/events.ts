@@ -16,7 +16,7 @@
  * const { signals, ignored } = signalsFromSet(set);
  * ```
  */
-import { type Signal, signalSchema, type UserRef } from '../model.js';
+import { type Signal, signalSchema, type UserRef } from '../../api/signals.js';
 import type { SetEvent, SubjectId, VerifiedSet } from './set.js';
 
 export const CAEP_EVENT_PREFIX = 'https://schemas.openid.net/secevent/caep/event-type/';

@@ -13,7 +13,7 @@
  */
 import { createPublicKey, KeyObject, randomUUID, type webcrypto } from 'node:crypto';
 import { exportJWK, type JWK, SignJWT } from 'jose';
-import type { Signal, UserRef } from '../model.js';
+import type { Signal, UserRef } from '../../api/signals.js';
 import { CAEP, RISC } from './events.js';
 import { SsfError } from './errors.js';
 import { SET_TYP, SUBJECT_EMAIL_PATTERN, type SubjectId } from './set.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SIGNAL_KINDS, signalSchema } from '../../src/signals/model.js';
+import { SIGNAL_KINDS, signalSchema } from '../../src/api/signals.js';
 
 const base = { reason: 'r', source: 'admin', at: '2026-12-07T04:00:00Z' };
 

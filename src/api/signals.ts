@@ -94,3 +94,54 @@ export const signalSchema = z.discriminatedUnion('kind', [
 export type Signal = z.infer<typeof signalSchema>;
 /** The signal of one kind, e.g. `SignalOf<'risk.set'>`. */
 export type SignalOf<K extends SignalKind> = Extract<Signal, { kind: K }>;
+
+/** A signal as the store numbered it. */
+export const sequencedSignalSchema = z.strictObject({
+  seq: z.number().int().positive(),
+  signal: signalSchema,
+  /** When the server kept it (ISO 8601). */
+  received_at: z.iso.datetime({ offset: true }),
+});
+export type SequencedSignal = z.infer<typeof sequencedSignalSchema>;
+
+/**
+ * The signal stream (`GET /v1/signals/stream?after=<seq>`, NDJSON, one message a line), followed by
+ * every enforcement point. `hello` first: the newest number and the oldest still kept (a follower
+ * whose `after` is older than `oldest - 1` missed signals that are gone: it must re-read its state,
+ * e.g. fail closed until it has). Then every signal after `after`, in order, then each new one as it
+ * is kept; `ping` every few seconds with the newest number, so a silent connection is noticed.
+ */
+export const signalStreamMessageSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('hello'),
+    head: z.number().int().nonnegative(),
+    oldest: z.number().int().nonnegative(),
+  }),
+  z.strictObject({ type: z.literal('signal'), ...sequencedSignalSchema.shape }),
+  z.strictObject({ type: z.literal('ping'), head: z.number().int().nonnegative() }),
+]);
+export type SignalStreamMessage = z.infer<typeof signalStreamMessageSchema>;
+
+/** The lookup key of what a signal is about (the store's `signals.subject`). */
+export function signalSubject(s: Signal): string {
+  switch (s.kind) {
+    case 'session.revoked':
+      return `session:${s.sessionId}`;
+    case 'user.disabled':
+    case 'user.logged-out':
+    case 'user.credentials-changed':
+      return `user:${s.user.user}`;
+    case 'device.revoked':
+    case 'device.lost':
+    case 'device.non-compliant':
+      return `device:${s.deviceId}`;
+    case 'risk.set':
+      return s.target.type === 'user' ? `user:${s.target.user.user}` : `device:${s.target.deviceId}`;
+    case 'workload.entry-deleted':
+      return `entry:${s.entryId}`;
+    case 'agent.banned':
+      return `agent:${s.agentId}`;
+    case 'svid.revoked':
+      return `svid:${s.serial.toLowerCase()}`;
+  }
+}
