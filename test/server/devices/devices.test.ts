@@ -268,6 +268,16 @@ describe('devices on a real server', () => {
     const none = await device('/device/v1/renew', { csr: await csrFor(d, TD, 'renew-1') });
     expect(none.status).toBe(401);
     d.certPem = next;
+    const broken = await call(agentPort, '/device/v1/renew', {
+      ca,
+      raw: '{"csr":',
+      cert: { certPem: next, keyPem: d.keyPem },
+    });
+    expect([broken.status, broken.body.error]).toEqual([400, 'invalid_request']);
+    expect(lastEvent('device.renew')).toMatchObject({
+      outcome: 'deny',
+      reason: expect.stringMatching(/not valid JSON/),
+    });
     expect((await device('/device/v1/renew', { csr: await csrFor(d, TD, 'renew-1') }, d)).status).toBe(200);
   });
 
