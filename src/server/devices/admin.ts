@@ -14,7 +14,7 @@ import {
   deviceToWire,
 } from '../../api/devices.js';
 import { firstIssue } from '../../api/parse.js';
-import type { SignalOf } from '../../signals/model.js';
+import type { SignalOf } from '../../api/signals.js';
 import { parseDuration } from '../../util/duration.js';
 import type { AdminPrincipal } from '../admin-auth.js';
 import type { CaHandle } from '../plugins/ca.js';

@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { DevicePosture } from '../../api/devices.js';
-import type { SignalOf } from '../../signals/model.js';
+import type { SignalOf } from '../../api/signals.js';
 import type { ServerEvent, ServerEvents } from '../events.js';
 import { HttpError } from '../router.js';
 
