@@ -2,3 +2,24 @@
 export { DeviceError, type DeviceErrorCode } from './errors.js';
 export { createDeviceCsr, type DeviceKey, deviceSpiffeId, FileDeviceKey, isDeviceSpiffeId } from './key.js';
 export * from './posture/index.js';
+export { derToJoseEs256, POSTURE_JWS_TYP, signPostureReport } from './report-jws.js';
+export {
+  DEVICE_DIR_ENV,
+  type DeviceInfo,
+  DeviceState,
+  deviceInfoSchema,
+  resolveDeviceDir,
+  writeFileAtomic,
+} from './state.js';
+export {
+  collectDeviceReport,
+  defaultDeviceId,
+  deviceCertNotAfter,
+  type EnrollOptions,
+  type EnrollToken,
+  enrollDevice,
+  fetchPinnedRoot,
+  parseEnrollToken,
+  renewDevice,
+  sendDeviceReport,
+} from './client.js';
