@@ -23,3 +23,12 @@ export {
   renewDevice,
   sendDeviceReport,
 } from './client.js';
+export {
+  type DaemonOps,
+  DEFAULT_CHECK_MS,
+  DEFAULT_REPORT_INTERVAL_MS,
+  type DeviceDaemonOptions,
+  halfLife,
+  reportFacts,
+  runDeviceDaemon,
+} from './daemon.js';
