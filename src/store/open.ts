@@ -11,6 +11,7 @@ import { StoreOpenError } from './errors.js';
 import { AccessSessionRepository } from './access-sessions.js';
 import { AgentRepository } from './agents.js';
 import { EntryRepository } from './entries.js';
+import { DeviceRepository } from './devices.js';
 import { JoinTokenRepository } from './join-tokens.js';
 import { KvRepository } from './kv.js';
 import { MfaRepository } from './mfa.js';
@@ -53,6 +54,8 @@ export interface Store {
   readonly accessSessions: AccessSessionRepository;
   /** People's second factors at the access proxy (src/access/mfa/). */
   readonly mfa: MfaRepository;
+  /** Enrolled devices, their enrollment tokens and posture reports (src/server/devices/). */
+  readonly devices: DeviceRepository;
   /** Resolves when the database answers; used by /readyz. */
   ping(): Promise<void>;
   /** Names of applied migrations, oldest first. */
@@ -257,6 +260,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     oidcModels: new OidcModelRepository(db),
     accessSessions: new AccessSessionRepository(db),
     mfa: new MfaRepository(db),
+    devices: new DeviceRepository(db),
     async ping() {
       await sql`select 1`.execute(db);
     },
