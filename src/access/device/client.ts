@@ -8,11 +8,13 @@
 import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Agent, request } from 'undici';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { ServerCallError, ServerClient } from '../../agent/server-client.js';
 import {
   type DeviceCertificateWire,
   deviceCertificateSchema,
+  deviceIdText,
+  devicePostureSchema,
   deviceTokenSecret,
   type PostureReport,
   postureSubmitSchema,
@@ -296,15 +298,12 @@ export async function collectDeviceReport(
   return collectPosture({ deviceId: info.device_id, edrProcessNames: opts.edrProcessNames });
 }
 
-/**
- * Signs `report` with the device key and posts it over mTLS; returns the server's answer parsed by
- * `schema` (the kept posture).
- */
-export async function sendDeviceReport<S extends z.ZodType>(
-  state: DeviceState,
-  report: PostureReport,
-  schema: S,
-): Promise<z.output<S>> {
+/** The answer to `POST /device/v1/posture`: the posture as the server kept it. */
+export const postureAcceptedSchema = z.strictObject({ device_id: deviceIdText, posture: devicePostureSchema });
+export type PostureAccepted = z.infer<typeof postureAcceptedSchema>;
+
+/** Signs `report` with the device key and posts it over mTLS; returns the posture the server kept. */
+export async function sendDeviceReport(state: DeviceState, report: PostureReport): Promise<PostureAccepted> {
   const d = await loadEnrolled(state);
   if (report.device_id !== d.info.device_id)
     throw new DeviceError(
@@ -312,7 +311,7 @@ export async function sendDeviceReport<S extends z.ZodType>(
       `the report is for ${report.device_id}, this device is ${d.info.device_id}`,
     );
   const body = postureSubmitSchema.parse({ jws: await signPostureReport(report, d.key) });
-  return call(serverClient(d.info, d.bundle, d.tls), '/device/v1/posture', body, schema);
+  return call(serverClient(d.info, d.bundle, d.tls), '/device/v1/posture', body, postureAcceptedSchema);
 }
 
 /** notAfter of the device certificate in `state`, ms (for the daemon and `device show`). */

@@ -89,7 +89,7 @@ export async function runDeviceDaemon(opts: DeviceDaemonOptions): Promise<void> 
   const maxBackoffMs = opts.maxBackoffMs ?? 5 * 60_000;
   const ops: DaemonOps = {
     collect: () => collectDeviceReport(state, { edrProcessNames: opts.edrProcessNames }),
-    send: async (r) => sendDeviceReport(state, r, (await import('../../api/index.js')).devicePostureSchema),
+    send: (r) => sendDeviceReport(state, r),
     renew: async () => new Date((await renewDevice(state)).renew_after).getTime(),
     renewAt: async () => halfLife(await state.readCertChain()),
     ...opts.ops,

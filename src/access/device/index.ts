@@ -19,7 +19,9 @@ export {
   type EnrollToken,
   enrollDevice,
   fetchPinnedRoot,
+  type PostureAccepted,
   parseEnrollToken,
+  postureAcceptedSchema,
   renewDevice,
   sendDeviceReport,
 } from './client.js';
