@@ -3,8 +3,11 @@
  * refusals (pin mismatch, wrong token, token for another id), renewal over mTLS, a signed report
  * accepted, and the files it keeps.
  */
-import { randomBytes, X509Certificate } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -130,6 +133,120 @@ describe('device client on a real server', () => {
     await expect(enrollDevice(state2, { server: agentUrl, token: fixed, deviceId: 'carol-laptop' })).rejects.toThrow(
       /403 token_used|409/,
     );
+  });
+
+  it('a man in the middle serving the real bundle cannot pass: TLS to it fails against the pinned root, the token never reaches it', async () => {
+    // A fake server with its own certificate relays the genuine bundle (public) so the pin matches.
+    const dir = tempDir();
+    execFileSync(
+      '/usr/bin/openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-days',
+        '1',
+        '-keyout',
+        join(dir, 'k.pem'),
+        '-out',
+        join(dir, 'c.pem'),
+        '-subj',
+        '/CN=mitm',
+        '-addext',
+        `subjectAltName=URI:spiffe://${TD}/nevertrust/server`,
+      ],
+      { stdio: 'ignore' },
+    );
+    const realBundle = await new Promise<string>((resolve, reject) => {
+      const req = httpsRequest(`${agentUrl}/device/v1/bundle`, { rejectUnauthorized: false }, (res) => {
+        let t = '';
+        res.on('data', (c: Buffer) => (t += c.toString()));
+        res.on('end', () => resolve(t));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    const seen: string[] = [];
+    const mitm = createHttpsServer(
+      { key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) },
+      (req, res) => {
+        let body = '';
+        req.on('data', (c: Buffer) => (body += c.toString()));
+        req.on('end', () => {
+          seen.push(`${req.method} ${req.url} ${body}`);
+          if (req.url === '/device/v1/bundle') res.end(realBundle);
+          else res.writeHead(500).end('{}');
+        });
+      },
+    );
+    await new Promise<void>((r) => mitm.listen(0, '127.0.0.1', () => r()));
+    try {
+      const port = (mitm.address() as AddressInfo).port;
+      const t = await token('mallory-target');
+      const state = new DeviceState(join(tempDir(), 'dev'));
+      await expect(
+        enrollDevice(state, { server: `https://127.0.0.1:${port}`, token: t, deviceId: 'victim' }),
+      ).rejects.toMatchObject({
+        code: 'ERR_DEVICE_SERVER_REFUSED',
+        message: expect.stringMatching(/self.signed certificate/),
+      });
+      expect(seen).toEqual(['GET /device/v1/bundle ']);
+      expect(await state.enrolled()).toBe(false);
+    } finally {
+      mitm.close();
+    }
+  });
+
+  it('refuses a pinned certificate that is not a CA, and an oversized bundle', async () => {
+    const dir = tempDir();
+    execFileSync(
+      '/usr/bin/openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-days',
+        '1',
+        '-keyout',
+        join(dir, 'k.pem'),
+        '-out',
+        join(dir, 'c.pem'),
+        '-subj',
+        '/CN=leaf',
+        '-addext',
+        'basicConstraints=critical,CA:FALSE',
+      ],
+      { stdio: 'ignore' },
+    );
+    const leafPem = readFileSync(join(dir, 'c.pem'), 'utf8');
+    const leafPin = createHash('sha256').update(new X509Certificate(leafPem).raw).digest('hex');
+    let answer = leafPem;
+    const fake = createHttpsServer({ key: readFileSync(join(dir, 'k.pem')), cert: leafPem }, (_req, res) =>
+      res.end(answer),
+    );
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', () => r()));
+    try {
+      const url = `https://127.0.0.1:${(fake.address() as AddressInfo).port}`;
+      const state = new DeviceState(join(tempDir(), 'dev'));
+      const secret = randomBytes(16).toString('hex');
+      await expect(enrollDevice(state, { server: url, token: `${secret}.${leafPin}`, deviceId: 'x' })).rejects.toThrow(
+        /does not match the token/,
+      );
+      answer = leafPem.repeat(1000);
+      await expect(enrollDevice(state, { server: url, token: `${secret}.${leafPin}`, deviceId: 'x' })).rejects.toThrow(
+        /larger than/,
+      );
+    } finally {
+      fake.close();
+    }
   });
 
   it('refuses an http server and an unreachable one with a clear message', async () => {
