@@ -122,7 +122,7 @@ export async function enroll(p: DevicePort, req: IncomingMessage, res: ServerRes
   try {
     body = await readJson(req, 64 * 1024);
   } catch (e) {
-    if (e instanceof Error && isNevertrustError(e) && e.expose) throw deny(e.status, 'invalid_request', e.message);
+    if (isNevertrustError(e) && e.expose) throw deny(e.status, 'invalid_request', e.message);
     throw e;
   }
   const parsed = deviceEnrollRequestSchema.safeParse(body ?? {});
@@ -256,7 +256,15 @@ export async function renew(p: DevicePort, req: IncomingMessage, res: ServerResp
   const { store, events } = p.ctx;
   const { device } = await authenticateDevice(p, req, 'device.renew');
   const who = { by: device.spiffeId, device: device.spiffeId };
-  const parsed = deviceRenewRequestSchema.safeParse((await readJson(req, 64 * 1024)) ?? {});
+  let body: unknown;
+  try {
+    body = await readJson(req, 64 * 1024);
+  } catch (e) {
+    if (isNevertrustError(e) && e.expose)
+      throw refuse(events, req, 'device.renew', e.status, 'invalid_request', e.message, who);
+    throw e;
+  }
+  const parsed = deviceRenewRequestSchema.safeParse(body ?? {});
   if (!parsed.success) throw refuse(events, req, 'device.renew', 400, 'invalid_request', 'csr (PEM) is required', who);
   await checkCsr(p, req, 'device.renew', parsed.data.csr, device.spiffeId, device.spiffeId);
   const svid = await issueFor(p, parsed.data.csr, device.spiffeId);

@@ -3,14 +3,27 @@
  * tokens, CSR checks, renewal from the current certificate only, signed posture reports and their
  * refusals, revocation, the MDM webhook (HMAC) and the compliance-change event.
  */
-import { createHash, createPublicKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { createHash, createPublicKey, generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createCsrWithSigner, csrToPem } from '../../../src/ca/index.js';
+import {
+  deviceCertificateSchema,
+  deviceListSchema,
+  deviceShowSchema,
+  deviceTokenSchema,
+} from '../../../src/api/devices.js';
+import {
+  CertificateAuthority,
+  certificatesToPem,
+  createCsrWithSigner,
+  csrToPem,
+  Kek,
+  MemoryCaStateStore,
+} from '../../../src/ca/index.js';
 import { configSchema } from '../../../src/config/index.js';
 import { devicesPlugin } from '../../../src/server/devices/plugin.js';
-import { mdmSignature } from '../../../src/server/devices/mdm.js';
+import { MdmConfigError, mdmSignature } from '../../../src/server/devices/mdm.js';
 import { type RunningServer, type ServerEvent, startServer } from '../../../src/server/index.js';
 import { agentEndpointPlugin } from '../../../src/server/plugins/agent-endpoint.js';
 import { caPlugin } from '../../../src/server/plugins/ca.js';
@@ -27,6 +40,7 @@ describe('devices on a real server', () => {
   let agentPort: number;
   let admin: string;
   let ca: string;
+  let caHandle: ReturnType<typeof caPlugin>['handle'];
   const events: ServerEvent[] = [];
   const secrets: string[] = [];
 
@@ -51,6 +65,7 @@ describe('devices on a real server', () => {
     agentPort = agent.address()?.port ?? 0;
     admin = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
     ca = caP.handle.current().bundle().toPem();
+    caHandle = caP.handle;
   });
   afterAll(async () => {
     await server?.close();
@@ -106,6 +121,7 @@ describe('devices on a real server', () => {
     const pin = (t.body.token as string).split('.')[1];
     const pins = certificatesFromPem(r.text).map((der) => createHash('sha256').update(der).digest('hex'));
     expect(pins).toContain(pin);
+    deviceTokenSchema.parse(t.body);
     expect(t.body).toMatchObject({ owner: 'alice', device_id: null, ttl: 3600 });
     expect(lastEvent('device.token')).toMatchObject({ outcome: 'allow', details: { owner: 'alice' } });
     expect((await api('POST', '/v1/admin/devices/tokens', { owner: 'alice' }, false)).status).toBe(401);
@@ -121,6 +137,7 @@ describe('devices on a real server', () => {
       name: 'Laptop',
     });
     expect(r.status, r.text).toBe(200);
+    deviceCertificateSchema.parse(r.body);
     expect(r.body).toMatchObject({
       device_id: 'laptop-1',
       spiffe_id: `spiffe://${TD}/device/laptop-1`,
@@ -251,6 +268,16 @@ describe('devices on a real server', () => {
     const none = await device('/device/v1/renew', { csr: await csrFor(d, TD, 'renew-1') });
     expect(none.status).toBe(401);
     d.certPem = next;
+    const broken = await call(agentPort, '/device/v1/renew', {
+      ca,
+      raw: '{"csr":',
+      cert: { certPem: next, keyPem: d.keyPem },
+    });
+    expect([broken.status, broken.body.error]).toEqual([400, 'invalid_request']);
+    expect(lastEvent('device.renew')).toMatchObject({
+      outcome: 'deny',
+      reason: expect.stringMatching(/not valid JSON/),
+    });
     expect((await device('/device/v1/renew', { csr: await csrFor(d, TD, 'renew-1') }, d)).status).toBe(200);
   });
 
@@ -330,11 +357,15 @@ describe('devices on a real server', () => {
     await send(false);
     expect(count()).toBe(2);
     const shown = await api('GET', '/v1/admin/devices/comp-1?limit=2');
+    deviceShowSchema.parse(shown.body);
     expect((shown.body.reports as { posture: { compliant: boolean } }[]).map((r) => r.posture.compliant)).toEqual([
       false,
       true,
     ]);
     const list = await api('GET', '/v1/admin/devices?owner=dave');
+    deviceListSchema.parse(list.body);
+    expect((await api('GET', '/v1/admin/devices', undefined, false)).status).toBe(401);
+    expect((await api('GET', '/v1/admin/devices/nobody')).status).toBe(404);
     expect((list.body.devices as { id: string }[]).map((x) => x.id)).toEqual(['comp-1']);
   });
 
@@ -406,6 +437,39 @@ describe('devices on a real server', () => {
     expect(lastEvent('device.mdm')).toMatchObject({ outcome: 'deny' });
   });
 
+  it("refuses certificates that are not the device's current one: expired, another CA, a workload SVID", async () => {
+    const d = await enrolled('cert-1');
+    const jws = await signReport(d.privateKey, report('cert-1', true));
+    const present = (chain: Buffer[], key: { export: (o: { format: 'pem'; type: 'pkcs8' }) => string | Buffer }) =>
+      call(agentPort, '/device/v1/posture', {
+        ca,
+        body: { jws },
+        cert: { certPem: certificatesToPem(chain), keyPem: key.export({ format: 'pem', type: 'pkcs8' }).toString() },
+      });
+    const own = caHandle.current();
+    const expired = own.mintX509Svid(
+      { spiffeId: `spiffe://${TD}/device/cert-1`, ttlSeconds: 60 },
+      new Date(Date.now() - 3600_000),
+    );
+    const e = await present(expired.chain, expired.privateKey);
+    expect([e.status, e.body.error], e.text).toEqual([401, 'device_certificate_invalid']);
+    const other = await CertificateAuthority.open({
+      trustDomain: TD,
+      store: new MemoryCaStateStore(),
+      kek: Kek.fromBytes(randomBytes(32)),
+    });
+    const foreign = other.mintX509Svid({ spiffeId: `spiffe://${TD}/device/cert-1`, ttlSeconds: 600 });
+    expect((await present(foreign.chain, foreign.privateKey)).status).toBe(401);
+    const workload = own.mintX509Svid({ spiffeId: `spiffe://${TD}/ns/prod/sa/api`, ttlSeconds: 600 });
+    const w = await present(workload.chain, workload.privateKey);
+    expect([w.status, w.body.error]).toEqual([403, 'not_a_device']);
+    // A valid certificate for the device from this CA, but not the serial enrollment issued.
+    const twin = own.mintX509Svid({ spiffeId: `spiffe://${TD}/device/cert-1`, ttlSeconds: 600 });
+    const t = await present(twin.chain, twin.privateKey);
+    expect([t.status, t.body.error]).toEqual([403, 'stale_device_certificate']);
+    expect(lastEvent('device.report')).toMatchObject({ outcome: 'deny' });
+  });
+
   it('rate-limits enrollment attempts per address', async () => {
     const d = await newDevice();
     const csr = await csrFor(d, TD, 'rl-1');
@@ -415,5 +479,39 @@ describe('devices on a real server', () => {
       if (r.status === 429) limited++;
     }
     expect(limited).toBeGreaterThan(0);
+  });
+});
+
+describe('the MDM webhook configuration', () => {
+  const start = (devices: Record<string, unknown>) =>
+    startServer({
+      config: configSchema.parse({ data_dir: tempDir(), trust_domain: TD, server: { port: 0 }, devices }),
+      logger: createLogger('silent'),
+      plugins: (() => {
+        const c = caPlugin();
+        return [c, devicesPlugin({ ca: c.handle })];
+      })(),
+    });
+
+  it('without a secret file the route does not exist (404)', async () => {
+    const s = await start({});
+    try {
+      const res = await fetch(`${s.url}/v1/devices/mdm`, { method: 'POST', body: '{}' });
+      expect(res.status).toBe(404);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('refuses to start with a secret file others can read, or a short secret', async () => {
+    const dir = tempDir();
+    const open = join(dir, 'open.secret');
+    writeFileSync(open, 'x'.repeat(40));
+    chmodSync(open, 0o644);
+    await expect(start({ mdm: { secret_file: open } })).rejects.toThrow(/chmod 600/);
+    const short = join(dir, 'short.secret');
+    writeFileSync(short, 'too-short', { mode: 0o600 });
+    await expect(start({ mdm: { secret_file: short } })).rejects.toThrow(/at least 32 bytes/);
+    expect(new MdmConfigError('x').status).toBe(500);
   });
 });
