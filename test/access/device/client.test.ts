@@ -12,12 +12,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   DeviceState,
+  defaultDeviceId,
   deviceCertNotAfter,
+  parseEnrollToken,
   enrollDevice,
   renewDevice,
   sendDeviceReport,
 } from '../../../src/access/device/index.js';
-import type { PostureReport } from '../../../src/api/index.js';
+import { DEVICE_ID_PATTERN, type PostureReport } from '../../../src/api/index.js';
 import { configSchema } from '../../../src/config/index.js';
 import { devicesPlugin } from '../../../src/server/devices/plugin.js';
 import { type RunningServer, startServer } from '../../../src/server/index.js';
@@ -38,6 +40,29 @@ const report = (id: string, compliant = true): PostureReport => ({
   firewall: { active: true, tool: 'nftables' },
   edr: { active: true, running: ['falcon-sensor'] },
   collector_version: 'nevertrust-linux/1',
+});
+
+describe('enrollment input', () => {
+  it.each([
+    ['My-Laptop.local', 'my-laptop.local'],
+    ['__build box #7', 'build-box--7'],
+    ['ÄÖÜ', 'device'],
+    ['', 'device'],
+    ['x'.repeat(100), 'x'.repeat(64)],
+  ])('the default device id of host %j is %j', (host, id) => {
+    expect(defaultDeviceId(host)).toBe(id);
+    expect(DEVICE_ID_PATTERN.test(defaultDeviceId(host))).toBe(true);
+  });
+
+  it.each([
+    '',
+    'abc',
+    `${'a'.repeat(32)}`,
+    `${'a'.repeat(32)}.${'b'.repeat(63)}`,
+    `${'A'.repeat(32)}.${'b'.repeat(64)}`,
+  ])('refuses the malformed token %j before any network call', (t) => {
+    expect(() => parseEnrollToken(t)).toThrow(/malformed/);
+  });
 });
 
 describe('device client on a real server', () => {
