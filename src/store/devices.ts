@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import { type Kysely, PostgresAdapter } from 'kysely';
 import { type DevicePosture, type DeviceRecord, devicePostureSchema, type PostureSource } from '../api/devices.js';
 import { StoreConflictError } from './errors.js';
 import type { Database } from './schema.js';
@@ -73,7 +73,10 @@ const changed = (res: { numUpdatedRows?: bigint }): number => Number(res.numUpda
  * store never both accept the same token or renew from the same certificate.
  */
 export class DeviceRepository {
-  constructor(private readonly db: Kysely<Database>) {}
+  private readonly pg: boolean;
+  constructor(private readonly db: Kysely<Database>) {
+    this.pg = db.getExecutor().adapter instanceof PostgresAdapter;
+  }
 
   async createToken(t: NewDeviceToken, now = Date.now()): Promise<void> {
     await this.db
@@ -213,11 +216,11 @@ export class DeviceRepository {
     now = Date.now(),
   ): Promise<{ previous: DevicePosture | null } | undefined> {
     return this.db.transaction().execute(async (trx) => {
-      const before = await trx
-        .selectFrom('devices')
-        .select(['posture', 'revoked_at'])
-        .where('id', '=', id)
-        .executeTakeFirst();
+      let q = trx.selectFrom('devices').select(['posture', 'revoked_at']).where('id', '=', id);
+      // Two servers taking reports of one device at once must not both see the same "previous"
+      // (a compliance change would be told twice or not at all). SQLite's writer is one connection.
+      if (this.pg) q = q.forUpdate();
+      const before = await q.executeTakeFirst();
       if (!before || before.revoked_at !== null) return undefined;
       const collectedAt = Date.parse(r.posture.collected_at);
       const res = await trx

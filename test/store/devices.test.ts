@@ -129,6 +129,23 @@ describe.each(engines)('device store on $name', ({ open }) => {
     });
   });
 
+  it('concurrent reports see one previous posture each: a compliance change is told exactly once', async () => {
+    await withStore(open, async (store) => {
+      await store.devices.create(device('race1'));
+      // Several rounds: without the row lock the race is lost only now and then.
+      for (let round = 0; round < 8; round++) {
+        await store.devices.addReport('race1', { posture: posture(true), report: '{}' });
+        const results = await Promise.all(
+          Array.from({ length: 8 }, (_, i) =>
+            store.devices.addReport('race1', { posture: posture(false), report: `{"n":${i}}` }),
+          ),
+        );
+        expect(results.filter((r) => r?.previous?.compliant === true)).toHaveLength(1);
+      }
+      expect(await store.devices.history('race1')).toHaveLength(72);
+    });
+  });
+
   it('keeps the latest posture, returns the previous one, and prunes the history to the newest 100', async () => {
     await withStore(open, async (store) => {
       await store.devices.create(device('dev1'));
