@@ -11,6 +11,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { join, resolve } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DevicePosture, isCompliant } from '../../../src/api/devices.js';
 import type { OidcAuthenticator } from '../../../src/access/auth/index.js';
@@ -28,6 +29,7 @@ import type { AccessDecisionEvent } from '../../../src/pep/decision.js';
 import type { MemorySvidSource } from '../../../src/pep/mtls/index.js';
 import { TrustBundle } from '../../../src/spiffe/index.js';
 import { openStore, type Store } from '../../../src/store/index.js';
+import { CHROMIUM, hasChromium, launchBrowser } from '../../support/browser.js';
 import { freePort } from '../../support/cli.js';
 import { tempDir } from '../../support/tmp.js';
 import {
@@ -156,7 +158,7 @@ beforeAll(async () => {
   app = await startApp(trust);
   port = await freePort();
   origin = `https://${PORTAL}:${port}`;
-  idp = await startBuiltinIdp(trust, store, [origin]);
+  idp = await startBuiltinIdp(trust, store, [origin, `https://localhost:${port}`]);
   auth = await makeAuthenticator(trust, idp.issuer, store, join(dir, 'auth'), authEvents);
   const policies = join(dir, 'policies');
   mkdirSync(policies);
@@ -174,9 +176,17 @@ beforeAll(async () => {
     devices: { max_posture_age: '15m' },
     routes: [
       { name: 'portal', from: { host: PORTAL }, to: `http://127.0.0.1:${app.port}`, target: { spiffe_id: PORTAL_ID } },
+      // For Chromium: Playwright's client-certificate proxy resolves names with the system's
+      // resolver, which knows `localhost` but not `*.localhost`.
+      {
+        name: 'portal-localhost',
+        from: { host: 'localhost' },
+        to: `http://127.0.0.1:${app.port}`,
+        target: { spiffe_id: PORTAL_ID },
+      },
     ],
   });
-  source = trust.proxySource([PORTAL]);
+  source = trust.proxySource([PORTAL, 'localhost']);
   proxy = await startAccessProxy(config, {
     authenticator: auth,
     source,
@@ -432,4 +442,55 @@ describe('without a device', () => {
     expect(r.status).toBe(403);
     expect(json(r).reason).toMatch(/request lacks device\.os_patched[:)]/);
   });
+});
+
+const haveBrowser = hasChromium();
+if (!haveBrowser) console.warn(`SKIPPED: the device browser test needs ${CHROMIUM} (apt-get install chromium)`);
+
+describe.skipIf(!haveBrowser)(`Chromium with a device certificate (${CHROMIUM})`, () => {
+  let browser: Browser;
+  beforeAll(async () => {
+    browser = await launchBrowser();
+  }, 60_000);
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  it('signs in with the certificate (the session is bound); the cookie in a browser without it gets no access', async () => {
+    const desktop = await enroll('alice-desktop', 'alice');
+    await report(desktop.id, 10);
+    const certPath = join(dir, 'desktop.crt');
+    const keyPath = join(dir, 'desktop.key');
+    writeFileSync(certPath, desktop.cert);
+    writeFileSync(keyPath, desktop.key, { mode: 0o600 });
+    // The test CA is not the browser's; the Node clients above check the proxy's certificate with it.
+    const local = `https://localhost:${port}`;
+    const context = await browser.newContext({
+      ignoreHTTPSErrors: true,
+      clientCertificates: [{ origin: local, certPath, keyPath }],
+    });
+    const page = await context.newPage();
+    await page.goto(`${local}/home`);
+    expect(page.url().startsWith(`${idp.issuer}/interaction/`)).toBe(true);
+    await page.fill('#username', 'alice');
+    await page.fill('#password', PEOPLE.alice.password);
+    await Promise.all([page.waitForURL(`${local}/home`), page.click('button[type=submit]')]);
+    expect(await page.textContent('#email')).toBe('alice@example.com');
+    const session = (await context.cookies(local)).find((c) => c.name === SESSION_COOKIE);
+    expect((await store.accessSessions.findByToken(session?.value ?? ''))?.deviceId).toBe(desktop.id);
+    expect(decisions.at(-1)).toMatchObject({ outcome: 'allow', details: { device: desktop.id } });
+
+    // The same cookie in a browser without the certificate: sent to sign in again, the app sees nothing.
+    const bare = await browser.newContext({ ignoreHTTPSErrors: true });
+    await bare.addCookies([{ ...(session as NonNullable<typeof session>) }]);
+    const pageHits = () => app.hits.filter((h) => h.url !== '/favicon.ico').length;
+    const hits = pageHits();
+    const p2 = await bare.newPage();
+    await p2.goto(`${local}/home`);
+    expect(p2.url().startsWith(`${idp.issuer}/interaction/`)).toBe(true);
+    expect(pageHits()).toBe(hits);
+    expect(authEvents.at(-1)).toMatchObject({ kind: 'device.refused', details: { bound_device: desktop.id } });
+    await bare.close();
+    await context.close();
+  }, 60_000);
 });
