@@ -3,10 +3,19 @@
  * the owner), the lookup cache (at most a second, failures not kept), and the `max_posture_age`
  * config keys.
  */
+import { spawn } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { createServer } from 'node:https';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { DevicePosture, DeviceRecord } from '../../src/api/devices.js';
 import { cachedDeviceLookup, deviceSource, NO_DEVICE_REASON, serialText } from '../../src/access/proxy/device.js';
 import { parseAccessProxyConfig } from '../../src/access/proxy/index.js';
+import { servingTls } from '../../src/access/proxy/tls.js';
+import { CertificateAuthority, loadOrCreateKek, MemoryCaStateStore } from '../../src/ca/index.js';
+import { TrustBundle } from '../../src/spiffe/index.js';
+import { makePki } from '../pep/pki.js';
+import { tempDir } from '../support/tmp.js';
 
 const NOW = Date.parse('2026-12-07T05:00:00Z');
 const posture = (ageS: number, facts: Partial<DevicePosture> = {}): DevicePosture => ({
@@ -130,5 +139,61 @@ describe('max_posture_age', () => {
       /p\.yaml: devices\.max_posture_age: "soon" is not a duration/,
     );
     expect(() => parseAccessProxyConfig({ ...base, devices: { max_age: '1h' } }, 'p.yaml')).toThrow(/devices/);
+  });
+});
+
+/** The CA names a TLS server's CertificateRequest lists (OpenSSL's client prints them); '' when none. */
+async function acceptableCaNames(port: number): Promise<string> {
+  const out = await new Promise<string>((res, rej) => {
+    const c = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`]);
+    let text = '';
+    c.stdout.on('data', (d: Buffer) => {
+      text += d.toString();
+    });
+    c.on('error', rej);
+    c.on('close', () => res(text));
+    c.stdin.end();
+  });
+  const at = out.indexOf('Acceptable client certificate CA names');
+  return at < 0 ? '' : out.slice(at, out.indexOf('---', at));
+}
+
+describe('servingTls with a public CA’s files', () => {
+  it('asks for device certificates of the SVID source’s bundle, following it', async () => {
+    const dir = tempDir();
+    const pki = await makePki(dir);
+    // The serving certificate from files (as a public CA's would be), the bundle from the source.
+    const files = pki.files(dir, 'public', pki.mint('public', { dnsNames: ['localhost'] }));
+    const source = pki.source('proxy');
+    const tls = servingTls({ cert_file: files.cert, key_file: files.key }, source, () => {}, {
+      trustDomain: 'example.org',
+    });
+    expect(tls.options).toMatchObject({ requestCert: true, rejectUnauthorized: false });
+    const server = createServer(tls.options, (_q, r) => r.end('ok'));
+    tls.attach(server);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const name = (pem: string) => /serialNumber=([0-9a-f]+)/.exec(new X509Certificate(pem).subject)?.[1] ?? pem;
+    try {
+      const root = pki.bundle().toPem();
+      expect(await acceptableCaNames(port)).toContain(name(root));
+      // A new root in the trust domain's bundle: asked for on the next handshake.
+      const kek = (await loadOrCreateKek({ file: join(dir, 'next.kek'), env: {} })).kek;
+      const next = await CertificateAuthority.open({
+        trustDomain: 'example.org',
+        store: new MemoryCaStateStore(),
+        kek,
+      });
+      const nextRoot = next.bundle().toPem();
+      source.set(source.svid, [TrustBundle.fromPem('example.org', `${root}\n${nextRoot}`)]);
+      expect(await acceptableCaNames(port)).toContain(name(nextRoot));
+      // Without devices nothing is asked for.
+      expect(servingTls({ cert_file: files.cert, key_file: files.key }, source, () => {}).options).not.toHaveProperty(
+        'requestCert',
+      );
+    } finally {
+      tls.stop();
+      server.close();
+    }
   });
 });
