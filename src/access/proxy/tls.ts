@@ -5,6 +5,7 @@
  * certificate (optional: a browser without one still reaches the login page), naming the trust
  * domain's roots from the SVID source as acceptable issuers, kept current when the bundle changes.
  */
+import { constants } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import type { Server } from 'node:https';
 import type { SecureContextOptions } from 'node:tls';
@@ -38,7 +39,10 @@ export function servingTls(
   const clientCa = (): SecureContextOptions => {
     if (!devices) return {};
     const b = source.getBundleForTrustDomain(parseTrustDomain(devices.trustDomain));
-    return b && b.x509Authorities.length > 0 ? { ca: b.toPem() } : {};
+    // No session resumption: a resumed session keeps only the peer's leaf, not the intermediates
+    // it sent, so a device certificate under an intermediate (an upstream CA) would not verify.
+    const noTickets = { secureOptions: constants.SSL_OP_NO_TICKET };
+    return b && b.x509Authorities.length > 0 ? { ca: b.toPem(), ...noTickets } : noTickets;
   };
   const clientAuth = devices ? { requestCert: true, rejectUnauthorized: false } : {};
   if (tls) {

@@ -249,6 +249,31 @@ describe('the TLS handshake', () => {
     expect(json(r).error).toBe('unauthenticated');
   });
 
+  it('resumes no TLS session: a resumed one would keep only the leaf, not the intermediates', async () => {
+    const c = trust.mint(deviceId('never-enrolled'));
+    const connect = (session?: Buffer) =>
+      new Promise<{ reused: boolean; session?: Buffer }>((res, rej) => {
+        let got: Buffer | undefined;
+        const s = tlsConnect(
+          { host: '127.0.0.1', port, servername: PORTAL, ca: trust.caPem, cert: c.cert, key: c.key, session },
+          () => {
+            // TLS 1.3 sends its tickets after the handshake.
+            setTimeout(() => {
+              res({ reused: s.isSessionReused(), ...(got ? { session: got } : {}) });
+              s.end();
+            }, 100);
+          },
+        );
+        s.on('session', (x: Buffer) => {
+          got = x;
+        });
+        s.on('error', rej);
+      });
+    const first = await connect();
+    const second = await connect(first.session);
+    expect(second.reused).toBe(false);
+  });
+
   it("follows the SVID source's bundle: a new root is asked for and verifies at once", async () => {
     const kek = (await loadOrCreateKek({ file: join(dir, 'next.kek'), env: {} })).kek;
     const next = await CertificateAuthority.open({ trustDomain: TD, store: new MemoryCaStateStore(), kek });
