@@ -519,3 +519,37 @@ describe.skipIf(!haveBrowser)(`Chromium with a device certificate (${CHROMIUM})`
     await context.close();
   }, 60_000);
 });
+
+describe('the device registry unavailable', () => {
+  it('a request with a device certificate is refused 503 (fail closed), and one without still reaches login', async () => {
+    const broken = await openStore({ dataDir: join(dir, 'broken-store') });
+    await broken.close();
+    const p2 = await freePort();
+    const config = parseAccessProxyConfig({
+      listen: `127.0.0.1:${p2}`,
+      svid: { workload_api: 'unused' },
+      policies: join(dir, 'policies'),
+      routes: [{ name: 'portal', from: { host: PORTAL }, to: `http://127.0.0.1:${app.port}` }],
+    });
+    const other = await startAccessProxy(config, {
+      // The shared authenticator stays open for the other tests.
+      authenticator: { ...auth, close: async () => {} },
+      source: trust.proxySource([PORTAL]),
+      devices: cachedDeviceLookup({ get: (id) => broken.devices.get(id) }),
+    });
+    try {
+      const saved = port;
+      port = p2;
+      try {
+        const r = await call('/home', { cert: trust.mint(deviceId('any-laptop')) });
+        expect(r.status).toBe(503);
+        expect(json(r).error).toBe('device_lookup_unavailable');
+        expect((await call('/home')).status).toBe(401);
+      } finally {
+        port = saved;
+      }
+    } finally {
+      await other.close();
+    }
+  });
+});
