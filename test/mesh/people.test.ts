@@ -218,6 +218,8 @@ describe('people’s access in the local mesh', () => {
   it('this machine is alice’s managed device: the same request is allowed from it and fails closed without it, with reasons; revoked, it is refused', async () => {
     const people = mesh.people;
     if (!people) throw new Error('people not started');
+    // alice's first browser (the one presenting the device certificate) signs in: the session is bound to the device.
+    expect((await people.run(step('alice signs in (OIDC code flow, PKCE)'))).asExpected).toBe(true);
     const managed = await people.run(step('alice GET /reports/export from her managed device'));
     expect(managed.asExpected, managed.detail).toBe(true);
     expect(managed.status).toBe(200);
