@@ -82,11 +82,16 @@ function decodeEntities(s: string): string {
  */
 export class PersonClient {
   private readonly jar: Jar = new Map();
-  private readonly dispatcher: Dispatcher;
+  private dispatcher: Dispatcher;
   private readonly maxRedirects: number;
 
-  constructor(opts: PersonClientOptions = {}) {
-    this.dispatcher = new Agent({
+  constructor(private readonly opts: PersonClientOptions = {}) {
+    this.dispatcher = PersonClient.agent(opts);
+    this.maxRedirects = opts.maxRedirects ?? 20;
+  }
+
+  private static agent(opts: PersonClientOptions): Dispatcher {
+    return new Agent({
       connect: {
         ca: opts.ca,
         lookup: localhostLookup as never,
@@ -94,7 +99,16 @@ export class PersonClient {
       },
       keepAliveTimeout: 10_000,
     });
-    this.maxRedirects = opts.maxRedirects ?? 20;
+  }
+
+  /**
+   * Presents another client certificate from the next request on (a renewed device certificate),
+   * keeping the cookies: the connections made with the old one are closed once idle.
+   */
+  setClientCertificate(cert: string, key: string): void {
+    const old = this.dispatcher;
+    this.dispatcher = PersonClient.agent({ ...this.opts, cert, key });
+    void old.close().catch(() => {});
   }
 
   /** The cookies this client holds for `host` (tests look at them; never log them). */

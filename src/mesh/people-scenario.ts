@@ -17,6 +17,15 @@ export const PEOPLE: Record<Person, { email: string; groups: string[]; role: str
  */
 export const MFA_CHALLENGE_PATH = '/.nevertrust/mfa/challenge';
 
+/**
+ * Why policy sees no device on a request without a device certificate: the value of
+ * `access/proxy/device.ts`'s NO_DEVICE_REASON (test/mesh/people.test.ts checks they agree).
+ */
+export const NO_DEVICE_REASON = 'no device certificate presented';
+
+/** The back-office path the seed policy lets out only to a managed device (examples/policies/people). */
+export const EXPORT_PATH = '/reports/export';
+
 /** One people's step: what a person (or a client without a session) does, and the status it must get. */
 export interface PeopleStep {
   label: string;
@@ -42,6 +51,13 @@ export interface PeopleStep {
   shows?: Person;
   /** The answer must send the browser to this path (`Location`, any query). */
   to?: string;
+  /** The page must say this (a refusal's reason). */
+  says?: string;
+  /**
+   * A step of the device pair: the same request from alice's managed device (her client presents
+   * the device certificate) and from a client without one; the summary shows both decisions.
+   */
+  device?: 'managed' | 'none';
 }
 
 export const PEOPLE_STEPS: readonly PeopleStep[] = [
@@ -115,6 +131,29 @@ export const PEOPLE_STEPS: readonly PeopleStep[] = [
     expect: 200,
     shows: 'bob',
   },
+  // The same request, the same person: only the device differs (the seed policy's
+  // backoffice-export-managed-device), so one is allowed and the other fails closed.
+  {
+    label: `alice GET ${EXPORT_PATH} from her managed device`,
+    kind: 'allowed',
+    action: 'get',
+    who: 'alice',
+    path: EXPORT_PATH,
+    expect: 200,
+    shows: 'alice',
+    device: 'managed',
+  },
+  {
+    label: `alice GET ${EXPORT_PATH}, 2nd browser, no device`,
+    kind: 'denied',
+    action: 'page',
+    who: 'alice',
+    other: true,
+    path: EXPORT_PATH,
+    expect: 403,
+    says: NO_DEVICE_REASON,
+    device: 'none',
+  },
   {
     label: 'alice signs out, is refused, signs in again',
     kind: 'allowed',
@@ -142,12 +181,13 @@ export interface PeopleStepResult {
 }
 
 /**
- * A step ended as it must: the expected status, the page names the expected person, and a redirect
- * goes where it must.
+ * A step ended as it must: the expected status, the page names the expected person, a redirect
+ * goes where it must, and a refusal says why it must.
  */
 export function judgePeople(step: PeopleStep, r: { status: number; body: string; location?: string }): boolean {
   if (r.status !== step.expect) return false;
   if (step.to !== undefined && !sameOriginPath(r.location, step.to)) return false;
+  if (step.says !== undefined && !r.body.includes(step.says)) return false;
   return step.shows === undefined || r.body.includes(`id="email">${PEOPLE[step.shows].email}<`);
 }
 

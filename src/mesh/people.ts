@@ -31,7 +31,7 @@ import { certificatesToPem } from '../ca/index.js';
 import { NevertrustError } from '../errors.js';
 import type { RunningServer, ServerPlugin } from '../server/index.js';
 import type { CaHandle } from '../server/plugins/ca.js';
-import { DuplicateEntryError } from '../store/index.js';
+import { DuplicateEntryError, type Store } from '../store/index.js';
 import type { Logger } from '../util/logger.js';
 import { packageRoot } from '../util/package-root.js';
 import { type ParsedForm, parseForm, parseForms, PersonClient, type PersonResponse } from './people-client.js';
@@ -43,6 +43,7 @@ import {
   type PeopleStep,
   type PeopleStepResult,
 } from './people-scenario.js';
+import { MeshDevice } from './people-device.js';
 import { cleanExit, serviceBinary, startChild, stopChild } from './processes.js';
 
 export {
@@ -56,6 +57,10 @@ export {
 } from './people-scenario.js';
 
 export const BACKOFFICE_HOST = 'backoffice.localhost';
+/** Who owns the mesh's managed device (this machine): her client presents its certificate. */
+export const DEVICE_OWNER: Person = 'alice';
+/** How long a step from the managed device waits for the device's first posture report (a collection takes seconds). */
+const FIRST_REPORT_WAIT_MS = 120_000;
 export const IDP_HOST = 'idp.localhost';
 /** The session idle lifetime the mesh's proxy is configured with (the auth default), for counting live sessions. */
 const IDLE_LIFETIME_MS = 3600_000;
@@ -164,12 +169,27 @@ export interface PeopleDecisions {
   stepUp: number;
 }
 
+/** The latest answer to one step of the device pair, with the decision id its page named. */
+export interface DeviceStepAnswer {
+  status: number;
+  asExpected: boolean;
+  decisionId?: string;
+}
+
+/** The decision id a page names: the app's (from the verified assertion) or a refusal page's. */
+export function pageDecisionId(body: string): string | undefined {
+  return (/Decision id: <code>([\w.:-]{1,128})<\/code>/.exec(body) ??
+    /\bdecision ([\w.:-]{1,128})\)<\/p>/.exec(body))?.[1];
+}
+
 export class People {
   readonly results: PeopleStepResult[] = [];
   private readonly clients = new Map<Person, PersonClient>();
   /** Each person's other browser: a session of its own, which never passes MFA. */
   private readonly others = new Map<Person, PersonClient>();
   private readonly anonymous: PersonClient;
+  /** The latest answers of the device pair's two steps (see PeopleStep.device). */
+  readonly deviceAnswers: Partial<Record<'managed' | 'none', DeviceStepAnswer>> = {};
   private readonly tally = { allow: 0, deny: 0, stepUp: 0, lastSeq: -1 };
   private counting: Promise<PeopleDecisions> = Promise.resolve({ allow: 0, deny: 0, stepUp: 0 });
   /**
@@ -196,13 +216,21 @@ export class People {
     readonly proxy: ChildProcess,
     /** One-time MFA enrollment links (tokens) made at start: alice's for the traffic, the others' for people. */
     private readonly enrollTokens: Record<Person, string>,
+    /** This machine as alice's managed device: her (first) client presents its certificate. */
+    readonly device: MeshDevice,
+    deviceTls: { cert: string; key: string },
   ) {
     const ca = readFileSync(join(dir, 'ca.pem'), 'utf8');
     for (const p of Object.keys(PEOPLE) as Person[]) {
-      this.clients.set(p, new PersonClient({ ca }));
+      this.clients.set(p, new PersonClient({ ca, ...(p === DEVICE_OWNER ? deviceTls : {}) }));
       this.others.set(p, new PersonClient({ ca }));
     }
     this.anonymous = new PersonClient({ ca });
+    // A renewed certificate replaces the old one at the proxy at once (the old serial is refused).
+    device.onRenewed = async () => {
+      const tls = await device.credentials();
+      this.client(DEVICE_OWNER).setClientCertificate(tls.cert, tls.key);
+    };
   }
 
   /** `https://backoffice.localhost:<port>/.nevertrust/mfa/enroll?token=…`: `who`'s one-time enrollment link. */
@@ -367,13 +395,38 @@ export class People {
         onExit: exited('access-proxy'),
       }),
     ] as const;
-    const [app, proxy] = await Promise.allSettled(starting);
-    if (app.status === 'rejected' || proxy.status === 'rejected') {
+    // This machine enrolls as alice's device meanwhile (the server's agent port is up already).
+    const enrolling = MeshDevice.start({
+      apiUrl: o.server.url,
+      agentUrl: o.agentUrl,
+      dataDir: o.dataDir,
+      dir: join(dir, 'device'),
+      trustDomain: o.trustDomain,
+      owner: DEVICE_OWNER,
+      store: o.server.store,
+      logger: o.logger,
+    });
+    const [app, proxy, device] = await Promise.allSettled([...starting, enrolling]);
+    if (app.status === 'rejected' || proxy.status === 'rejected' || device.status === 'rejected') {
       await Promise.all([app, proxy].map((r) => (r.status === 'fulfilled' ? stopChild(r.value) : undefined)));
+      if (device.status === 'fulfilled') await device.value.stop();
       await idp.close();
-      throw app.status === 'rejected' ? app.reason : (proxy as PromiseRejectedResult).reason;
+      const failed = [app, proxy, device].find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      throw failed.reason;
     }
-    people = new People(o, dir, credentials, proxyId, idp, app.value, proxy.value, enrollTokens);
+    const deviceTls = await device.value.credentials();
+    people = new People(
+      o,
+      dir,
+      credentials,
+      proxyId,
+      idp,
+      app.value,
+      proxy.value,
+      enrollTokens,
+      device.value,
+      deviceTls,
+    );
     const started = people;
     // The provider's certificate is static while it runs: serve a fresh one from half its lifetime
     // and after a CA rotation, by starting it again (sessions and keys live in the store).
@@ -412,6 +465,10 @@ export class People {
     const asExpected = judgePeople(step, r);
     const detail = r.detail ?? (asExpected ? '' : r.body.replace(/\s+/g, ' ').slice(0, 200));
     const result = { step, status: r.status, asExpected, detail };
+    if (step.device) {
+      const decisionId = pageDecisionId(r.body);
+      this.deviceAnswers[step.device] = { status: r.status, asExpected, ...(decisionId ? { decisionId } : {}) };
+    }
     this.results.push(result);
     if (this.results.length > 2000) this.results.shift();
     return result;
@@ -426,6 +483,8 @@ export class People {
   private async act(step: PeopleStep): Promise<StepAnswer> {
     const url = `${this.url}${step.path}`;
     const c = this.client(step.who ?? 'alice', step.other);
+    // The managed device's facts reach policy once the server kept its first report.
+    if (step.device === 'managed') await this.device.reported(FIRST_REPORT_WAIT_MS);
     switch (step.action) {
       case 'sign-in': {
         const who = step.who as Person;
@@ -566,6 +625,11 @@ export class People {
     return { status: again.status, body: again.body };
   }
 
+  /** The server's store (shared with the proxy). */
+  get store(): Store {
+    return this.o.server.store;
+  }
+
   /** Live sessions in the store (shared with the proxy). */
   activeSessions(): Promise<number> {
     return this.o.server.store.accessSessions.countActive(Date.now(), IDLE_LIFETIME_MS);
@@ -607,7 +671,7 @@ export class People {
     if (this.renewTimer) clearInterval(this.renewTimer);
     this.unsubscribeBundle?.();
     await this.renewCertificate().catch(() => {}); // lets a restart under way finish first
-    await Promise.all([stopChild(this.proxy), stopChild(this.app)]);
+    await Promise.all([stopChild(this.proxy), stopChild(this.app), this.device.stop()]);
     await Promise.all(
       [...this.clients.values(), ...this.others.values(), this.anonymous].map((c) => c.close().catch(() => {})),
     );

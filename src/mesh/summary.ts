@@ -3,9 +3,10 @@
  * counts, the latest denials with the rule and reason, anomaly signals, and what to try by hand.
  */
 import { join } from 'node:path';
+import type { DeviceRecord } from '../api/devices.js';
 import type { LocalMesh } from './local-mesh.js';
 import type { People, PeopleDecisions } from './people.js';
-import { PEOPLE, PEOPLE_STEPS, type Person } from './people-scenario.js';
+import { EXPORT_PATH, PEOPLE, PEOPLE_STEPS, type Person } from './people-scenario.js';
 import { STEPS } from './scenario.js';
 
 export interface AnomalyLine {
@@ -17,12 +18,74 @@ export interface AnomalyLine {
 export interface PeopleStats {
   sessions: number;
   decisions: PeopleDecisions;
+  /** The managed device as the server keeps it, and the decisions of the device pair's latest answers (from the audit log). */
+  device?: {
+    record: DeviceRecord | undefined;
+    decisions: Partial<Record<'managed' | 'none', { outcome: string; reason: string }>>;
+  };
+}
+
+/** The audit log's decision `id` (outcome and reason), once it arrived. */
+async function auditedDecision(people: People, id: string | undefined) {
+  if (id === undefined) return undefined;
+  const { queryAuditLog } = await import('../audit/index.js');
+  const e = (await queryAuditLog(people.store, { decision_id: id, limit: 1 })).events[0];
+  return e ? { outcome: e.outcome ?? 'unknown', reason: e.reason ?? '' } : undefined;
 }
 
 /** Reads what the people's lines show (the summary itself renders synchronously). */
 export async function peopleStats(people: People): Promise<PeopleStats> {
-  const [sessions, decisions] = await Promise.all([people.activeSessions(), people.decisions()]);
-  return { sessions, decisions };
+  const [sessions, decisions, record, managed, none] = await Promise.all([
+    people.activeSessions(),
+    people.decisions(),
+    people.store.devices.get(people.device.id),
+    auditedDecision(people, people.deviceAnswers.managed?.decisionId),
+    auditedDecision(people, people.deviceAnswers.none?.decisionId),
+  ]);
+  return {
+    sessions,
+    decisions,
+    device: { record, decisions: { ...(managed ? { managed } : {}), ...(none ? { none } : {}) } },
+  };
+}
+
+const yesNo = (b: boolean) => (b ? 'yes' : 'no');
+
+/** The managed device and the one request that gets two decisions: from it, and from a client without one. */
+function deviceLines(people: People, stats: PeopleStats | undefined, dataDir: string): string[] {
+  const d = stats?.device?.record;
+  const out = [
+    `devices (this machine, enrolled with a one-time token; its posture collected here, signed, sent over mTLS):`,
+  ];
+  if (!d) out.push(`  … ${people.device.id} (owner ${people.device.owner})`);
+  else {
+    const p = d.posture;
+    const age = p ? `${Math.max(0, Math.round((Date.now() - Date.parse(p.collected_at)) / 1000))} s old` : '';
+    out.push(
+      `  ${d.revokedAt === null ? '●' : '○'} ${d.id}  owner ${d.owner}  ${d.revokedAt === null ? `certificate until ${new Date(d.certNotAfter).toISOString().slice(0, 16)}Z` : 'REVOKED'}`,
+    );
+    out.push(
+      p
+        ? `    posture (${p.source}, ${age}): managed ${yesNo(p.managed)} · encrypted ${yesNo(p.encrypted)} · os_patched ${yesNo(p.os_patched)} · edr_active ${yesNo(p.edr_active)} · firewall ${yesNo(p.firewall_active)}${p.unknown.length ? ` · unknown: ${p.unknown.join(', ')}` : ''}`
+        : '    posture: … (the first report is being collected)',
+    );
+  }
+  out.push(`  GET ${EXPORT_PATH} as alice — the same request, only the device differs:`);
+  const rows = [
+    ['managed', `from her managed device ${people.device.id}`],
+    ['none', 'from her 2nd browser, no device certificate'],
+  ] as const;
+  for (const [which, what] of rows) {
+    const a = people.deviceAnswers[which];
+    const dec = stats?.device?.decisions[which];
+    const mark = a ? (a.asExpected ? '✓' : '✗') : '…';
+    const outcome = dec?.outcome ?? (a ? `status ${a.status}` : '…');
+    out.push(`    ${mark} ${what}: ${outcome}${dec ? ` — ${dec.reason}` : ''}`);
+  }
+  out.push(
+    `  look at it: npx nevertrust device list --data-dir ${dataDir} · npx nevertrust device show ${people.device.id} --data-dir ${dataDir}`,
+  );
+  return out;
 }
 
 function peopleLines(people: People, stats: PeopleStats | undefined): string[] {
@@ -105,7 +168,8 @@ export function renderSummary(
       `  ${mark} ${step.kind === 'allowed' ? 'allow ' : 'attack'} ${step.label.padEnd(52)} ${e.ok}/${e.ok + e.bad}`,
     );
   }
-  if (mesh.people) out.push(...peopleLines(mesh.people, extra.people));
+  if (mesh.people)
+    out.push(...peopleLines(mesh.people, extra.people), ...deviceLines(mesh.people, extra.people, extra.dataDir));
   out.push('');
   out.push('latest denials:');
   const denials = mesh.decisions

@@ -40,7 +40,8 @@ const dataDir = tempDir();
 describe('the local mesh', () => {
   it('nevertrust demo passes: allows what the policy allows, denies every attack, audit verifies', async () => {
     const r = await runCli(['demo', '--duration', '4s', '--data-dir', dataDir, '--port', '0', '--agent-port', '0'], {
-      timeoutMs: 90_000,
+      // The device's first posture report comes from a real collection (apt included): seconds.
+      timeoutMs: 120_000,
     });
     expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(r.stdout).toMatch(/✓ attack lateral movement: audit-service → payment-service\s+\d+\/\d+/);
@@ -68,6 +69,22 @@ describe('the local mesh', () => {
     expect(r.stdout).toMatch(/✓ deny {3}bob forges an admin assertion for \/admin → 403/);
     expect(r.stdout).toMatch(/✓ allow {2}bob forges an assertion: the app still sees bob → 200/);
     expect(r.stdout).toMatch(/✓ allow {2}bob signs out, is refused, signs in again → 200/);
+    // This machine is alice's managed device: the same request is allowed from it and fails closed
+    // from her other browser, which presents no device certificate.
+    expect(r.stdout).toMatch(/✓ allow {2}alice GET \/reports\/export from her managed device → 200/);
+    expect(r.stdout).toMatch(/✓ deny {3}alice GET \/reports\/export, 2nd browser, no device → 403/);
+    const device =
+      /\n {2}● (\S+) {2}owner alice {2}certificate until \S+\n {4}posture \(collector, \d+ s old\): managed yes · /.exec(
+        r.stdout,
+      )?.[1];
+    expect(device, r.stdout).toBeDefined();
+    expect(r.stdout).toContain(
+      `✓ from her managed device ${device}: allow — ALLOW policy "backoffice-staff" rule "staff-read" matched: allow`,
+    );
+    expect(r.stdout).toContain(
+      '✓ from her 2nd browser, no device certificate: deny — DENY policy "backoffice-export-managed-device" rule "export-from-unmanaged-device" could not be evaluated (request lacks device.managed: no device certificate presented); failing closed: deny',
+    );
+    expect(r.stdout).toContain(`npx nevertrust device show ${device} --data-dir ${dataDir}`);
     expect(r.stdout).not.toMatch(/✗/);
     expect(r.stdout).toMatch(/people's sessions: [1-9]\d* active \(in the store\)/);
     const people =
@@ -124,7 +141,7 @@ describe('the local mesh', () => {
     } finally {
       await store.close();
     }
-  }, 120_000);
+  }, 150_000);
 
   it('nevertrust up shows allowed and denied traffic with identities, then stops on Ctrl-C', async () => {
     const before = JSON.parse(readFileSync(join(dataDir, 'people', 'credentials.json'), 'utf8')) as {
@@ -132,11 +149,18 @@ describe('the local mesh', () => {
     };
     const up = await startCli(
       ['up', '--data-dir', dataDir, '--port', '0', '--agent-port', '0', '--interval', '100ms'],
-      /decisions: [1-9]\d* allowed, [1-9]\d* denied[\s\S]*people's decisions: [1-9]\d* allowed, [1-9]\d* sent to MFA, [1-9]\d* denied[\s\S]*secret is [A-Z2-7]{32}\b/,
-      { timeoutMs: 60_000 },
+      /decisions: [1-9]\d* allowed, [1-9]\d* denied[\s\S]*people's decisions: [1-9]\d* allowed, [1-9]\d* sent to MFA, [1-9]\d* denied[\s\S]*✓ from her managed device[\s\S]*secret is [A-Z2-7]{32}\b/,
+      { timeoutMs: 90_000 },
     );
     const out = up.output();
     expect(out).toContain('spiffe://example.org/ns/payments/sa/payment-service');
+    // The device enrolled by the demo is kept (still good: not revoked, its certificate current).
+    const store0 = await openStore({ dataDir });
+    try {
+      expect((await store0.devices.list()).map((d) => [d.owner, d.revokedAt])).toEqual([['alice', null]]);
+    } finally {
+      await store0.close();
+    }
     expect(out).toMatch(/curl -s -X POST http:\/\/127\.0\.0\.1:\d+\/charge/);
     // The curl line printed for people works.
     const port = /curl -s -X POST http:\/\/127\.0\.0\.1:(\d+)\/charge/.exec(out)?.[1];
@@ -178,10 +202,14 @@ describe('the local mesh', () => {
       expect(factors.map((f) => [f.kind, f.confirmed])).toEqual([['totp', true]]);
       const resets = await queryAuditLog(store, { kind: 'mfa.reset', limit: 10 });
       expect(resets.events.some((e) => e.outcome === 'allow')).toBe(true);
+      // One enrollment (the demo's), reports from both runs, and the proxy's decisions naming the device.
+      const [device] = await store.devices.list();
+      expect((await queryAuditLog(store, { kind: 'device.enroll', limit: 10 })).events).toHaveLength(1);
+      expect((await store.devices.history(device?.id as string)).length).toBeGreaterThanOrEqual(2);
     } finally {
       await store.close();
     }
-  }, 120_000);
+  }, 150_000);
 
   it('refuses a bad --people-port before starting anything (exit 2, naming the flag)', async () => {
     for (const bad of ['99999', 'abc', '-1', '80.5']) {

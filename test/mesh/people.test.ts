@@ -18,7 +18,11 @@ import {
   PEOPLE_STEPS,
   PeopleFileError,
   type PeopleStep,
+  pageDecisionId,
 } from '../../src/mesh/people.js';
+import { NO_DEVICE_REASON } from '../../src/mesh/people-scenario.js';
+import { peopleStats } from '../../src/mesh/summary.js';
+import { NO_DEVICE_REASON as PROXY_NO_DEVICE_REASON } from '../../src/access/proxy/device.js';
 import { MFA_CHALLENGE_PATH as PROXY_CHALLENGE_PATH } from '../../src/access/proxy/step-up.js';
 import { PersonClient } from '../../src/mesh/people-client.js';
 import { packageRoot } from '../../src/util/package-root.js';
@@ -54,6 +58,19 @@ describe('judging people’s steps', () => {
       expect(judgePeople(stepUp, { status: 303, body: '', location: elsewhere }), elsewhere).toBe(false);
     expect(judgePeople(stepUp, { status: 403, body: '', location: challenge })).toBe(false);
     expect(MFA_CHALLENGE_PATH).toBe(PROXY_CHALLENGE_PATH);
+  });
+
+  it('wants the refusal of the client without a device to say why, and reads the decision id of a page', () => {
+    const none = step('alice GET /reports/export, 2nd browser, no device');
+    const why = `<p>DENY policy &quot;x&quot; rule &quot;y&quot; could not be evaluated (request lacks device.managed: ${NO_DEVICE_REASON}); failing closed: deny</p><p>Decision id: <code>d-1</code></p>`;
+    expect(judgePeople(none, { status: 403, body: why })).toBe(true);
+    // refused, but for another reason (a 403 for bob's group, say): not what this step shows
+    expect(judgePeople(none, { status: 403, body: '<p>no ALLOW rule matched (default deny)</p>' })).toBe(false);
+    expect(judgePeople(none, { status: 200, body: '<b id="email">alice@example.com</b>' })).toBe(false);
+    expect(NO_DEVICE_REASON).toBe(PROXY_NO_DEVICE_REASON);
+    expect(pageDecisionId(why)).toBe('d-1');
+    expect(pageDecisionId('<span id="amr">pwd</span>; decision 0193abc-9f)</p>')).toBe('0193abc-9f');
+    expect(pageDecisionId('<p>Decision id: <code>a b</code></p>')).toBeUndefined();
   });
 });
 
@@ -197,4 +214,41 @@ describe('people’s access in the local mesh', () => {
       await c.close();
     }
   }, 90_000);
+
+  it('this machine is alice’s managed device: the same request is allowed from it and fails closed without it, with reasons; revoked, it is refused', async () => {
+    const people = mesh.people;
+    if (!people) throw new Error('people not started');
+    // alice's first browser (the one presenting the device certificate) signs in: the session is bound to the device.
+    expect((await people.run(step('alice signs in (OIDC code flow, PKCE)'))).asExpected).toBe(true);
+    const managed = await people.run(step('alice GET /reports/export from her managed device'));
+    expect(managed.asExpected, managed.detail).toBe(true);
+    expect(managed.status).toBe(200);
+    const none = await people.run(step('alice GET /reports/export, 2nd browser, no device'));
+    expect(none.asExpected, none.detail).toBe(true);
+    expect(none.status).toBe(403);
+    // The device as the server keeps it (enrolled with a token, its posture reported), and the two
+    // decisions as the audit log has them (shipped by the proxy through the agent: a moment later).
+    let stats = await peopleStats(people);
+    for (let i = 0; i < 100 && !(stats.device?.decisions.managed && stats.device.decisions.none); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      stats = await peopleStats(people);
+    }
+    expect(stats.device?.record).toMatchObject({ id: people.device.id, owner: 'alice', revokedAt: null });
+    expect(stats.device?.record?.posture).toMatchObject({ source: 'collector', managed: true });
+    expect(stats.device?.decisions.managed).toEqual({
+      outcome: 'allow',
+      reason: 'ALLOW policy "backoffice-staff" rule "staff-read" matched: allow',
+    });
+    expect(stats.device?.decisions.none).toEqual({
+      outcome: 'deny',
+      reason: `DENY policy "backoffice-export-managed-device" rule "export-from-unmanaged-device" could not be evaluated (request lacks device.managed: ${NO_DEVICE_REASON}); failing closed: deny`,
+    });
+    // Revoked: its certificate is refused (the proxy's lookup is cached for at most a second).
+    expect(await people.store.devices.revoke(people.device.id, 'lost on a train')).toBe(true);
+    await new Promise((r) => setTimeout(r, 1100));
+    const revoked = await people.run(step('alice GET /reports/export from her managed device'));
+    expect(revoked.status).toBe(403);
+    expect(revoked.asExpected).toBe(false);
+    expect(revoked.detail).toContain(`device ${people.device.id} was revoked (lost on a train)`);
+  }, 180_000);
 });
