@@ -16,6 +16,7 @@ import { KvRepository } from './kv.js';
 import { MfaRepository } from './mfa.js';
 import { PolicySnapshotRepository } from './policy-snapshots.js';
 import { OidcModelRepository } from './oidc-models.js';
+import { SignalRepository } from './signals.js';
 import { UserRepository } from './users.js';
 import { migrations } from './migrations/index.js';
 import { LockingSqliteDialect } from './sqlite-migration-lock.js';
@@ -53,6 +54,8 @@ export interface Store {
   readonly accessSessions: AccessSessionRepository;
   /** People's second factors at the access proxy (src/access/mfa/). */
   readonly mfa: MfaRepository;
+  /** Revocation, risk and posture signals, numbered (issue #23, src/signals/). */
+  readonly signals: SignalRepository;
   /** Resolves when the database answers; used by /readyz. */
   ping(): Promise<void>;
   /** Names of applied migrations, oldest first. */
@@ -257,6 +260,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     oidcModels: new OidcModelRepository(db),
     accessSessions: new AccessSessionRepository(db),
     mfa: new MfaRepository(db),
+    signals: new SignalRepository(db),
     async ping() {
       await sql`select 1`.execute(db);
     },
