@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { type Kysely, PostgresAdapter, sql } from 'kysely';
 import { type SequencedSignal, type Signal, signalSchema, signalSubject } from '../api/signals.js';
 import type { Database } from './schema.js';
 
@@ -13,12 +13,19 @@ export class SignalRepository {
   /** Keeps a signal (validated again: the store never holds one the stream could not send); its seq. */
   async append(signal: Signal, receivedAt: number = Date.now()): Promise<number> {
     const s = signalSchema.parse(signal);
-    const r = await this.db
-      .insertInto('signals')
-      .values({ kind: s.kind, subject: signalSubject(s), signal: JSON.stringify(s), received_at: receivedAt })
-      .returning('seq')
-      .executeTakeFirstOrThrow();
-    return Number(r.seq);
+    const values = { kind: s.kind, subject: signalSubject(s), signal: JSON.stringify(s), received_at: receivedAt };
+    if (!(this.db.getExecutor().adapter instanceof PostgresAdapter)) {
+      const r = await this.db.insertInto('signals').values(values).returning('seq').executeTakeFirstOrThrow();
+      return Number(r.seq);
+    }
+    // PostgreSQL hands out sequence numbers before commit: two concurrent inserts may commit as 6
+    // then 5, and a follower that read 6 would never see 5. Holding a table lock that only writers
+    // take makes numbering and commit order the same (readers are not blocked).
+    return this.db.transaction().execute(async (trx) => {
+      await sql`LOCK TABLE signals IN SHARE ROW EXCLUSIVE MODE`.execute(trx);
+      const r = await trx.insertInto('signals').values(values).returning('seq').executeTakeFirstOrThrow();
+      return Number(r.seq);
+    });
   }
 
   /**
