@@ -295,3 +295,43 @@ export async function createCsrWithSigner(
 export function csrToPem(der: Buffer): string {
   return toPem(der, 'CERTIFICATE REQUEST');
 }
+
+/**
+ * The URI SANs a request asks for in its extensionRequest (none: `[]`). The CA never takes identity
+ * from a request; this is for callers that must refuse a request naming another identity than the
+ * one they will issue (device enrollment: the device key signed for exactly its own ID).
+ *
+ * @example
+ * ```ts
+ * csrRequestedUris(csrPem); // ['spiffe://example.org/device/d1']
+ * ```
+ * @throws {CsrError} ERR_CSR_MALFORMED
+ */
+export function csrRequestedUris(csr: string | Buffer): string[] {
+  const { cri } = readCsr(csr);
+  const uris: string[] = [];
+  try {
+    const attrs = children(readOne(cri, TAG.SEQUENCE).value)[3];
+    if (attrs?.tag !== 0xa0) return uris;
+    for (const attr of children(attrs.value)) {
+      const [type, values] = children(attr.value);
+      if (!type || !values || decodeOid(type.value) !== '1.2.840.113549.1.9.14') continue;
+      for (const exts of children(values.value)) {
+        for (const ext of children(exts.value)) {
+          const parts = children(ext.value);
+          const extOid = parts[0];
+          const value = parts[parts.length - 1];
+          if (!extOid || !value || decodeOid(extOid.value) !== '2.5.29.17' || value.tag !== TAG.OCTET_STRING) continue;
+          for (const name of children(readOne(value.value, TAG.SEQUENCE).value))
+            if (name.tag === 0x86) uris.push(name.value.toString('utf8'));
+        }
+      }
+    }
+  } catch (e) {
+    throw new CsrError(
+      'ERR_CSR_MALFORMED',
+      `PKCS#10: the request's attributes are malformed (${(e as Error).message})`,
+    );
+  }
+  return uris;
+}

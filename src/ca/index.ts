@@ -18,7 +18,15 @@ export {
 export { NOT_BEFORE_CUSHION_SECONDS } from './generation.js';
 export type { IssuedX509Svid } from './issuance.js';
 export { loadUpstreamAuthority, type UpstreamAuthority } from './upstream.js';
-export { createCsr, createCsrWithSigner, csrToPem, type VerifiedCsr, verifyCsr, verifyCsrAsync } from './csr.js';
+export {
+  createCsr,
+  createCsrWithSigner,
+  csrRequestedUris,
+  csrToPem,
+  type VerifiedCsr,
+  verifyCsr,
+  verifyCsrAsync,
+} from './csr.js';
 export { CaError, type CaErrorCode, CsrError, type CsrErrorCode, KekError, type KekErrorCode } from './errors.js';
 export { KEK_ENV_VAR, Kek, type LoadedKek, type LoadKekOptions, loadOrCreateKek, type SealedKey } from './kek.js';
 export { DEFAULT_KEY_TYPE, exportPkcs8, generatePrivateKey, type KeyType } from './keys.js';

@@ -10,6 +10,7 @@ import { exactly } from './choices.js';
 import { registerAccessProxyCommands } from './commands/access-proxy.js';
 import { registerAgentCommands } from './commands/agent.js';
 import { registerAuditCommands } from './commands/audit.js';
+import { registerDeviceCommands } from './commands/device.js';
 import { registerEntryCommands, registerTokenCommands } from './commands/entry.js';
 import { registerIdentityCommands } from './commands/identity.js';
 import { registerIdpCommands } from './commands/idp.js';
@@ -64,5 +65,6 @@ Config: flags > NEVERTRUST_* environment variables (e.g. NEVERTRUST_SERVER_PORT=
   registerAuditCommands(program);
   registerUserCommands(program);
   registerIdpCommands(program);
+  registerDeviceCommands(program);
   return program;
 }

@@ -5,6 +5,7 @@
 import { fileSink, stdoutSink } from '../audit/index.js';
 import type { Config } from '../config/index.js';
 import type { ServerPlugin } from '../server/index.js';
+import { devicesPlugin } from '../server/devices/plugin.js';
 import { agentEndpointPlugin } from '../server/plugins/agent-endpoint.js';
 import { assertionKeysPlugin } from '../server/plugins/assertion-keys.js';
 import { auditPlugin } from '../server/plugins/audit.js';
@@ -49,15 +50,17 @@ export function serverPlugins(config: Config): ServerPlugin[] {
   });
   // Before the agent endpoint, which serves its registration route.
   const assertionKeys = assertionKeysPlugin({ ca: ca.handle });
+  const devices = devicesPlugin({ ca: ca.handle });
   return [
     ca,
     registrationPlugin(),
     usersPlugin(),
     assertionKeys,
+    devices,
     // Audit ingestion by SVID is answered 503 until the audit plugin, registered last, is ready.
     agentEndpointPlugin({
       ca: ca.handle,
-      routes: [...assertionKeys.agentRoutes, ...audit.agentRoutes],
+      routes: [...assertionKeys.agentRoutes, ...devices.agentRoutes, ...audit.agentRoutes],
       policy: policy.handle,
     }),
     policy,

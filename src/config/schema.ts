@@ -127,6 +127,22 @@ export const configSchema = z.strictObject({
       kek_file: z.string().min(1).optional(),
     })
     .prefault({}),
+  /** Devices (issue #22): enrollment, device certificates, posture reports. */
+  devices: z
+    .strictObject({
+      /** Lifetime of a device certificate (capped by the CA's own). */
+      cert_ttl: duration.default(24 * 3600),
+      /** Default lifetime of an enrollment token. */
+      token_ttl: duration.default(24 * 3600),
+      /** The MDM/EDR webhook `POST /v1/devices/mdm`; absent: the route answers 404. */
+      mdm: z
+        .strictObject({
+          /** File holding the HMAC-SHA256 secret (mode 0600, at least 32 bytes). */
+          secret_file: z.string().min(1),
+        })
+        .optional(),
+    })
+    .prefault({}),
   /** Revocation, risk and posture signals (docs/signals.md). */
   signals: z
     .strictObject({

@@ -24,6 +24,7 @@ const BOOL_KEYS = new Set<BoolAttr>([
   'device.encrypted',
   'device.os_patched',
   'device.edr_active',
+  'device.owner_is_user',
 ]);
 const NUMBER_KEYS = new Set<NumberAttr>(['risk.score', 'device.posture_age', 'auth.mfa_age']);
 
@@ -43,7 +44,7 @@ export type ParsedKey =
 
 /**
  * Parses a condition key. `dialect` `istio` accepts only Istio's keys; `native` adds the
- * access-context keys (`auth.mfa`, `auth.mfa_age`, `auth.methods`, `device.*`, `risk.score`, `request.time`,
+ * access-context keys (`auth.mfa`, `auth.mfa_age`, `auth.methods`, `device.*` (`device.id` a string), `risk.score`, `request.time`,
  * `source.service`, `source.user`).
  * Returns an error message for an unknown key.
  *
@@ -61,7 +62,7 @@ export function parseConditionKey(key: string, dialect: 'istio' | 'native'): Par
   if (IP_KEYS.has(key as IpAttr)) return { kind: 'ip', attr: key as IpAttr };
   if (ISTIO_FIELDS.has(key)) return { kind: 'string', attr: { type: 'field', name: key as 'source.namespace' } };
   if (dialect === 'native') {
-    if (key === 'source.service' || key === 'source.user' || key === 'auth.methods')
+    if (key === 'source.service' || key === 'source.user' || key === 'auth.methods' || key === 'device.id')
       return { kind: 'string', attr: { type: 'field', name: key } };
     if (BOOL_KEYS.has(key as BoolAttr)) return { kind: 'bool', attr: key as BoolAttr };
     if (NUMBER_KEYS.has(key as NumberAttr)) return { kind: 'number', attr: key as NumberAttr };
@@ -70,6 +71,9 @@ export function parseConditionKey(key: string, dialect: 'istio' | 'native'): Par
   if (key.startsWith('request.auth.claims') || key.startsWith('request.headers')) {
     return `malformed condition key ${JSON.stringify(key)}: use request.auth.claims[name] or request.headers[name]`;
   }
+  // Istio documents cannot read the access context (device posture, MFA, risk): say where it can be written.
+  if (dialect === 'istio' && typeof parseConditionKey(key, 'native') !== 'string')
+    return `unknown condition key ${JSON.stringify(key)} in an Istio AuthorizationPolicy: it is a nevertrust key, write the rule in an AccessPolicy (apiVersion nevertrust.dev/v1)`;
   return `unknown condition key ${JSON.stringify(key)}`;
 }
 
@@ -118,6 +122,9 @@ export function stringAttrValues(attr: StringAttr, r: NormalizedRequest): readon
         case 'source.user':
           v = r.user;
           break;
+        case 'device.id':
+          v = r.device?.id;
+          break;
         case 'auth.methods':
           // A list, like a list claim: `values` match when any method does, `notValues` when none does.
           return r.amr;
@@ -144,6 +151,8 @@ function boolAttr(attr: BoolAttr, r: NormalizedRequest): boolean | undefined {
       return d.encrypted;
     case 'device.os_patched':
       return d.os_patched;
+    case 'device.owner_is_user':
+      return d.owner_is_user;
     default:
       return d.edr_active;
   }

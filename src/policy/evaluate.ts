@@ -148,10 +148,26 @@ function counts(cr: CompiledRule, res: RuleResult): boolean {
   return res.kind === 'match' || (res.kind === 'unknown' && unknownMatches(cr.policy.policy));
 }
 
-function why(verb: string, cr: CompiledRule, res: RuleResult): string {
+function why(verb: string, cr: CompiledRule, res: RuleResult, r: NormalizedRequest): string {
   if (res.kind === 'unknown')
-    return `${cr.label} could not be evaluated (request lacks ${res.key}); failing closed: ${verb}`;
+    return `${cr.label} could not be evaluated (request lacks ${lacking(res.key, r)}); failing closed: ${verb}`;
   return `${cr.label} matched: ${verb}`;
+}
+
+// C0/C1 controls, line and paragraph separators, bidi overrides: a caller's text must not break
+// or disguise the reason's line in logs and audit records.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is replaced
+const UNSAFE_TEXT = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * The missing attribute, and for a `device.*` key why the enforcement point has no posture
+ * (`source.device.unknown_reason`: no device certificate, a stale report…), so that a denial names
+ * the stale or missing signal. Only built on the fail-closed path.
+ */
+function lacking(key: string, r: NormalizedRequest): string {
+  const why = r.device?.unknown_reason;
+  if (why === undefined || why === '' || !key.startsWith('device.')) return key;
+  return `${key}: ${why.replace(UNSAFE_TEXT, ' ')}`;
 }
 
 function isEnforced(cp: CompiledPolicy, extra: CompiledPolicy | null): boolean {
@@ -180,8 +196,8 @@ export function combine(
       if (!counts(cr, res)) continue;
       const reason =
         action === 'CUSTOM'
-          ? `${why('deny', cr, res)} (CUSTOM provider ${JSON.stringify(p.provider ?? '')} is not available to this engine; failing closed)`
-          : why('deny', cr, res);
+          ? `${why('deny', cr, res, r)} (CUSTOM provider ${JSON.stringify(p.provider ?? '')} is not available to this engine; failing closed)`
+          : why('deny', cr, res, r);
       return { decision: 'deny', policy: p.id, rule: cr.rule.id, reason };
     }
   }
@@ -201,7 +217,12 @@ export function combine(
       if (cr.policy.policy.action !== 'ALLOW' || !isEnforced(cr.policy, extra)) continue;
       const res = results[i] as RuleResult;
       if (res.kind === 'match') {
-        allowed = { decision: 'allow', policy: cr.policy.policy.id, rule: cr.rule.id, reason: why('allow', cr, res) };
+        allowed = {
+          decision: 'allow',
+          policy: cr.policy.policy.id,
+          rule: cr.rule.id,
+          reason: why('allow', cr, res, r),
+        };
         break;
       }
     }
@@ -243,7 +264,7 @@ export function combine(
     if (cr.policy.policy.action !== 'STEP_UP' || !isEnforced(cr.policy, extra)) continue;
     const res = results[i] as RuleResult;
     if (counts(cr, res))
-      return { decision: 'step_up', policy: cr.policy.policy.id, rule: cr.rule.id, reason: why('step up', cr, res) };
+      return { decision: 'step_up', policy: cr.policy.policy.id, rule: cr.rule.id, reason: why('step up', cr, res, r) };
   }
   return allowed;
 }

@@ -84,6 +84,9 @@ function explainRule(rule: Rule, r: NormalizedRequest, now: number): RuleExplana
             ? ' (no mfa_time)'
             : ' (mfa_time lies in the future)';
     }
+    // A device attribute the enforcement point left out says why (no certificate, stale posture).
+    if (v === undefined && c.key.startsWith('device.') && r.device?.unknown_reason)
+      detail = ` (${r.device.unknown_reason})`;
     const state = v === undefined ? (detail ? 'unknown' : 'attribute missing') : v ? 'holds' : 'does not hold';
     why.push(`when[${i}] ${c.key}: ${state}${detail}`);
   });

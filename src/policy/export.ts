@@ -157,7 +157,10 @@ export function exportIstio(policies: readonly Policy[], opts: ExportOptions = {
             c.kind === 'time' ||
             (c.kind === 'string' &&
               c.attr.type === 'field' &&
-              (c.attr.name === 'source.service' || c.attr.name === 'source.user' || c.attr.name === 'auth.methods')),
+              (c.attr.name === 'source.service' ||
+                c.attr.name === 'source.user' ||
+                c.attr.name === 'auth.methods' ||
+                c.attr.name === 'device.id')),
         )
       ) {
         warnings.push(`${p.id}/${r.id}: conditions without an Istio equivalent; rule skipped`);

@@ -1,11 +1,13 @@
 /**
  * Static checks over a policy set: shadowed rules, ALLOW rules a DENY always overrides,
  * principals outside the trust domain, allow-everyone on sensitive paths, stale dry-runs, path
- * prefixes without a `/` boundary, STEP_UP rules that no second factor can end.
+ * prefixes without a `/` boundary, STEP_UP rules that no second factor can end (one that shows a
+ * second factor, or one on device posture alone).
  * Subsumption is decided conservatively: a finding is reported only when it is certain.
  */
 import type { Cidr, Condition, OperationMatch, Policy, Rule, SourceMatch, StringMatcher, Target } from './model.js';
 import { formatStringMatcher } from './model.js';
+import { isMfa } from './step-up.js';
 
 export interface LintFinding {
   severity: 'error' | 'warning';
@@ -194,6 +196,7 @@ export function lintPolicies(policies: readonly Policy[], opts: LintOptions = {}
       }
       if (p.action === 'STEP_UP') {
         const c = r.when.find(holdsAfterMfa);
+        const device = r.when.find((x) => x.key.startsWith('device.'));
         if (c)
           at(
             p,
@@ -201,6 +204,14 @@ export function lintPolicies(policies: readonly Policy[], opts: LintOptions = {}
             'warning',
             'step-up-unsatisfiable',
             `rule ${JSON.stringify(r.id)} steps up when ${c.key} shows a second factor, so passing one cannot end it (for "needs MFA" write auth.mfa equals false, auth.mfa_age gt N or auth.methods notValues [...])`,
+          );
+        else if (device && !r.when.some(isMfa))
+          at(
+            p,
+            r,
+            'warning',
+            'step-up-unsatisfiable',
+            `rule ${JSON.stringify(r.id)} steps up on ${device.key} alone: a second factor does not change the device, so passing one cannot end it (add auth.mfa equals false to step up once per session, or make the policy DENY)`,
           );
       }
       if (p.action === 'ALLOW' && !p.dryRun) {

@@ -74,11 +74,19 @@ export type StringAttr =
         | 'source.service'
         | 'source.user'
         | 'auth.methods'
+        | 'device.id'
         | 'destination.port'
         | 'connection.sni';
     };
 
-export type BoolAttr = 'auth.mfa' | 'device.managed' | 'device.encrypted' | 'device.os_patched' | 'device.edr_active';
+export type BoolAttr =
+  | 'auth.mfa'
+  | 'device.managed'
+  | 'device.encrypted'
+  | 'device.os_patched'
+  | 'device.edr_active'
+  /** Whether the device's enrolled owner is the session's user. */
+  | 'device.owner_is_user';
 /** `auth.mfa_age`: seconds since the last second factor, at `request.time` or the decision's clock. */
 export type NumberAttr = 'risk.score' | 'device.posture_age' | 'auth.mfa_age' | 'destination.port';
 export type IpAttr = 'source.ip' | 'remote.ip' | 'destination.ip';

@@ -17,6 +17,8 @@ const DeviceSchema = z
     os_patched: z.boolean().optional(),
     edr_active: z.boolean().optional(),
     posture_age_s: z.number().nonnegative().optional(),
+    owner_is_user: z.boolean().optional(),
+    unknown_reason: z.string().max(256).optional(),
   })
   .strict();
 

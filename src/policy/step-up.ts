@@ -30,7 +30,8 @@ export interface StepUpRequirement {
 
 /** Condition keys that a step-up satisfies; every other condition is part of where a rule applies. */
 const MFA_KEYS = new Set(['auth.mfa', 'auth.mfa_age', 'auth.methods']);
-const isMfa = (c: Condition) => MFA_KEYS.has(c.key);
+/** Whether a step-up can change what `c` reads (an MFA condition). */
+export const isMfa = (c: Condition): boolean => MFA_KEYS.has(c.key);
 
 interface RuleNeed {
   methods?: string[];

@@ -19,7 +19,9 @@ export interface ServerEvent {
     | 'signal'
     | 'access.decision'
     // People's second factors, recorded by the MFA service for admin calls (`mfa.reset`, `mfa.enroll_link`).
-    | `mfa.${string}`;
+    | `mfa.${string}`
+    // Devices (src/server/devices/): token, enroll, renew, report, mdm, revoke, non_compliant.
+    | `device.${string}`;
   outcome: 'allow' | 'deny' | 'step_up' | 'error';
   /**
    * Who acted: `id` is an admin principal or a SPIFFE ID; access decisions name the caller with the

@@ -4,6 +4,14 @@ export {
   AccessSessionRepository,
 } from './access-sessions.js';
 export { type AgentRecord, AgentRepository } from './agents.js';
+export {
+  DEVICE_REPORTS_KEPT,
+  type DeviceReportRecord,
+  DeviceRepository,
+  type DeviceTokenGrant,
+  type NewDevice,
+  type NewDeviceToken,
+} from './devices.js';
 export { DuplicateEntryError, EntryRepository, type NewEntry } from './entries.js';
 export { JoinTokenRepository, type TokenRedemption } from './join-tokens.js';
 export { type PolicySnapshotRecord, PolicySnapshotRepository } from './policy-snapshots.js';

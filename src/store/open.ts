@@ -11,6 +11,7 @@ import { StoreOpenError } from './errors.js';
 import { AccessSessionRepository } from './access-sessions.js';
 import { AgentRepository } from './agents.js';
 import { EntryRepository } from './entries.js';
+import { DeviceRepository } from './devices.js';
 import { JoinTokenRepository } from './join-tokens.js';
 import { KvRepository } from './kv.js';
 import { MfaRepository } from './mfa.js';
@@ -54,6 +55,8 @@ export interface Store {
   readonly accessSessions: AccessSessionRepository;
   /** People's second factors at the access proxy (src/access/mfa/). */
   readonly mfa: MfaRepository;
+  /** Enrolled devices, their enrollment tokens and posture reports (src/server/devices/). */
+  readonly devices: DeviceRepository;
   /** Revocation, risk and posture signals, numbered (issue #23, src/signals/). */
   readonly signals: SignalRepository;
   /** Resolves when the database answers; used by /readyz. */
@@ -260,6 +263,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     oidcModels: new OidcModelRepository(db),
     accessSessions: new AccessSessionRepository(db),
     mfa: new MfaRepository(db),
+    devices: new DeviceRepository(db),
     signals: new SignalRepository(db),
     async ping() {
       await sql`select 1`.execute(db);

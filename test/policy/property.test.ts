@@ -12,6 +12,7 @@ const SA = ['web', 'api', 'db'];
 const principal = (ns: string, sa: string) => `td/ns/${ns}/sa/${sa}`;
 const PRINCIPALS = NS.flatMap((n) => SA.map((s) => principal(n, s)));
 const PATHS = ['/', '/v1/x', '/v1/y', '/admin', '/admin/z'];
+const DEVICES = ['laptop-1', 'laptop-22', 'build.corp'];
 
 const strMatcher = (values: string[]): fc.Arbitrary<StringMatcher> =>
   fc.oneof(
@@ -62,6 +63,16 @@ const condition: fc.Arbitrary<Condition> = fc.oneof(
       attr: { type: 'field' as const, name: 'auth.methods' as const },
       ...(neg ? { notValues: ms } : { values: ms }),
     })),
+  // Device keys (issue #22): a string key with every match form, a bool key, and posture.
+  fc.tuple(fc.boolean(), fc.array(strMatcher(DEVICES), { minLength: 1, maxLength: 2 })).map(([negate, ms]) => ({
+    kind: 'string' as const,
+    key: 'device.id',
+    attr: { type: 'field' as const, name: 'device.id' as const },
+    ...(negate ? { notValues: ms } : { values: ms }),
+  })),
+  fc
+    .tuple(fc.constantFrom('device.owner_is_user' as const, 'device.os_patched' as const), fc.boolean())
+    .map(([attr, value]) => ({ kind: 'bool' as const, key: attr, attr, value })),
 );
 const rule = (i: number): fc.Arbitrary<Rule> =>
   fc
@@ -108,6 +119,18 @@ const request = fc.record({
   amr: fc.option(fc.subarray(['pwd', 'otp', 'hwk', 'swk']), { nil: undefined }),
   timed: fc.boolean(),
   labels: fc.boolean(),
+  // No device, a device without posture (unknown_reason), or one with an id and posture.
+  device: fc.option(
+    fc.record({
+      id: fc.option(fc.constantFrom(...DEVICES), { nil: undefined }),
+      owner_is_user: fc.option(fc.boolean(), { nil: undefined }),
+      os_patched: fc.option(fc.boolean(), { nil: undefined }),
+      unknown_reason: fc.option(fc.constant('device posture is 1200 s old, the route allows 900 s'), {
+        nil: undefined,
+      }),
+    }),
+    { nil: undefined },
+  ),
 });
 
 type GeneratedRequest = typeof request extends fc.Arbitrary<infer T> ? T : never;
@@ -129,6 +152,7 @@ function accessRequest(r: GeneratedRequest) {
       risk_score: r.risk,
       ...(r.mfaAgo === undefined ? {} : { mfa_time: NOW_S - r.mfaAgo }),
       ...(r.amr === undefined ? {} : { amr: r.amr }),
+      ...(r.device === undefined ? {} : { device: strip(r.device) }),
     },
     target: {
       spiffe_id: `spiffe://${principal(...r.dst)}`,

@@ -105,6 +105,9 @@ export function registerPolicyCommands(program: Command): void {
       'after',
       '\nExample:\n  $ nevertrust policy eval --policies examples/policies/payments --input request.json --explain\n' +
         '\nA step_up decision also gets step_up: {methods?, maxAge?}, what the step-up asks for.\n' +
+        '\nA device goes in source.device: {id, owner_is_user, managed, encrypted, os_patched, edr_active,\n' +
+        'posture_age_s, unknown_reason}; a device.* condition on a missing attribute fails closed, and the\n' +
+        'reason quotes unknown_reason (why the access proxy had no posture).\n' +
         '\nExit codes: 0 decided (allow, deny or step_up), 1 error, 2 usage error.\n',
     )
     .action(

@@ -78,8 +78,40 @@ describe('updates (apt)', () => {
       pending_security: 0,
     });
   });
+  it('a newly installed package counts, kept-back ones are not listed and so not counted', () => {
+    // A kernel security update with a new ABI package, and two packages kept back.
+    expect(parseAptGetSimulation(fixture('apt-get-upgrade-new-kernel-held-back.txt'))).toEqual({
+      pending_total: 2,
+      pending_security: 2,
+    });
+    // Only kept-back packages: apt-get upgrade lists no Inst line for them (their origin is unknown here).
+    expect(parseAptGetSimulation(fixture('apt-get-upgrade-only-held.txt'))).toEqual({
+      pending_total: 0,
+      pending_security: 0,
+    });
+  });
+  it('a translated summary (a locale other than C leaking in) is unknown, not "0 pending"', () => {
+    const c = parseAptGetSimulation(fixture('apt-get-upgrade-de.txt'));
+    expect(c.pending_security).toBeNull();
+    expect(c.reason).toMatch(/no summary line/);
+  });
+  it.each([
+    ['CRLF line ends', fixture('apt-get-upgrade-ubuntu.txt').replace(/\n/g, '\r\n'), 4, 2],
+    ['no trailing newline', fixture('apt-get-upgrade-ubuntu.txt').trimEnd(), 4, 2],
+  ])('%s still parse', (_, text, total, security) => {
+    expect(parseAptGetSimulation(text)).toEqual({ pending_total: total, pending_security: security });
+  });
   it.each([
     ['empty', ''],
+    [
+      'only the NOTE banner (apt-get killed early)',
+      fixture('apt-get-upgrade-ubuntu.txt').split('Reading')[0] as string,
+    ],
+    ['binary garbage', '\u0000\u00ff\u0001Inst\u0000 (\n\u0007'],
+    [
+      'an Inst line without an origin',
+      'Inst foo [1] 2\n1 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n',
+    ],
     ['garbage', 'E: Could not open lock file\nsomething else\n'],
     ['truncated (summary but fewer Inst lines)', fixture('apt-get-upgrade-this-machine.txt').slice(0, 4000)],
     ['Inst lines cut before the summary', fixture('apt-get-upgrade-ubuntu.txt').replace(/^\d+ upgraded.*$/m, '')],
@@ -135,6 +167,51 @@ describe('root encryption (lsblk)', () => {
   it('old util-linux (only `mountpoint`): LVM on LUKS still found', () => {
     expect(parseLsblk(fixture('lsblk-old-util-linux.json')).root_encrypted).toBe(true);
   });
+  it('LUKS inside LVM: the logical volume holds the LUKS header, the crypt device on it is mounted at /', () => {
+    const d = parseLsblk(fixture('lsblk-luks-in-lvm.json'));
+    expect(d.root_encrypted).toBe(true);
+    expect(d.detail).toContain('sda2 (part LVM2_member) > vg0-root (lvm crypto_LUKS) > root_crypt (crypt xfs)');
+  });
+  it('btrfs on LUKS, / the last of several subvolume mounts', () => {
+    const d = parseLsblk(fixture('lsblk-btrfs-on-luks.json'));
+    expect(d.root_encrypted).toBe(true);
+    expect(d.detail).toMatch(/nvme0n1p2 \(part crypto_LUKS\) > luks-0b8e9c1d-\S+ \(crypt btrfs\)/);
+  });
+  it('btrfs with old util-linux (one mountpoint per device, not /) is unknown, never "not encrypted"', () => {
+    expect(parseLsblk(fixture('lsblk-btrfs-old-util-linux.json')).root_encrypted).toBeNull();
+  });
+  it("an overlay root in a container on an encrypted host is unknown: lsblk shows the host's disks, not /", () => {
+    const d = parseLsblk(fixture('lsblk-overlay-container-encrypted-host.json'));
+    expect(d.root_encrypted).toBeNull();
+    expect(d.detail).toMatch(/container, overlay/);
+  });
+  it('a dm-verity root is not encrypted although lsblk calls it "crypt" (CRYPT-VERITY- device-mapper UUID)', () => {
+    const d = parseLsblk(fixture('lsblk-dm-verity-root.json'));
+    expect(d.root_encrypted).toBe(false);
+    expect(d.detail).toMatch(/sda2 \(part erofs\) > root \(crypt erofs\)/);
+  });
+  it('a dm-integrity root is not encrypted either (CRYPT-INTEGRITY-)', () => {
+    const d = parseLsblk(fixture('lsblk-dm-integrity-root.json'));
+    expect(d.root_encrypted).toBe(false);
+    expect(d.detail).toContain('vda2 (part DM_integrity) > root-integrity (crypt ext4)');
+  });
+  it('plain dm-crypt (no signature under the crypt device) and BitLocker count as encrypted', () => {
+    const stack = (sig: string | null) =>
+      JSON.stringify({
+        blockdevices: [
+          {
+            name: 'sda',
+            type: 'disk',
+            children: [
+              { name: 'sda1', type: 'part', fstype: sig, children: [{ name: 'c', type: 'crypt', mountpoints: ['/'] }] },
+            ],
+          },
+        ],
+      });
+    expect(parseLsblk(stack(null)).root_encrypted).toBe(true);
+    expect(parseLsblk(stack('BitLocker')).root_encrypted).toBe(true);
+    expect(parseLsblk(stack('ext4')).root_encrypted).toBe(false);
+  });
   it('a container (/ not listed) is unknown with a reason', () => {
     const d = parseLsblk(fixture('lsblk-container.json'));
     expect(d.root_encrypted).toBeNull();
@@ -168,6 +245,9 @@ describe('root encryption (lsblk)', () => {
     ['garbage', 'lsblk: unknown column: MOUNTPOINTS'],
     ['truncated JSON', fixture('lsblk-luks-root.json').slice(0, 700)],
     ['wrong shape', '{"blockdevices": [{"name": 3}]}'],
+    ['a byte-order mark before the JSON', `\ufeff${fixture('lsblk-luks-root.json')}`],
+    ['no blockdevices', '{}'],
+    ['lsblk text output, not JSON', 'NAME   TYPE FSTYPE MOUNTPOINT\nsda    disk\n└─sda1 part ext4   /\n'],
     ['null', 'null'],
   ])('%s is unknown with a reason, never "encrypted"', (_, text) => {
     const d = parseLsblk(text);

@@ -25,7 +25,7 @@ export interface CollectPostureOptions {
   deviceId: string;
   /** EDR agents' process names to look for (e.g. `falcon-sensor`). */
   edrProcessNames?: readonly string[];
-  /** Deadline for the whole collection. Default 90 s (a cold `apt-get -s upgrade` takes seconds). */
+  /** Deadline for the whole collection. Default 90 s (a cold `apt-get -s dist-upgrade` takes seconds). */
   timeoutMs?: number;
   now?: () => number;
 }

@@ -1,8 +1,8 @@
 /**
  * Root-filesystem encryption: the device mounted at `/` in `lsblk --json`, and its parents. lsblk
  * nests what is built on a device under it (disk → partition → crypt → lvm), so the path from a top
- * device down to the one mounted at `/` is the stack under the root filesystem. Encrypted when a
- * `crypt` device (dm-crypt, LUKS) is on that path.
+ * device down to the one mounted at `/` is the stack under the root filesystem. Encrypted when an
+ * encrypting `crypt` device (dm-crypt, LUKS; not dm-verity or dm-integrity) is on that path.
  */
 import { z } from 'zod';
 import type { PostureDisk } from '../../../api/index.js';
@@ -65,6 +65,23 @@ function rootPaths(devices: BlockDevice[], above: BlockDevice[] = [], depth = 0)
   return found;
 }
 
+/**
+ * The on-disk signatures under a `crypt` device that mean it encrypts: LUKS, BitLocker, or none at
+ * all (plain dm-crypt, a detached LUKS header, TrueCrypt/VeraCrypt). lsblk names every device whose
+ * device-mapper UUID starts `CRYPT-` "crypt", and cryptsetup also gives that prefix to dm-verity
+ * (`CRYPT-VERITY-`: the parent holds a file system or `DM_verity_hash`) and standalone dm-integrity
+ * (`CRYPT-INTEGRITY-`: the parent is `DM_integrity`), which check blocks but encrypt nothing.
+ */
+const ENCRYPTING_PARENT = new Set(['crypto_LUKS', 'BitLocker']);
+
+/** Whether `path[i]` is an encrypting dm-crypt device (see {@link ENCRYPTING_PARENT}). */
+function encrypts(d: BlockDevice, i: number, path: BlockDevice[]): boolean {
+  if (d.type !== 'crypt') return false;
+  const parent = i > 0 ? path[i - 1] : undefined;
+  const sig = parent?.fstype;
+  return sig === undefined || sig === null || ENCRYPTING_PARENT.has(sig);
+}
+
 const describe = (path: BlockDevice[]): string =>
   path.map((d) => `${d.name} (${d.type}${d.fstype ? ` ${d.fstype}` : ''})`).join(' > ');
 
@@ -96,7 +113,7 @@ export function parseLsblk(json: string): PostureDisk {
       detail: '/ is not on a block device lsblk lists (a container, overlay, ZFS or network root?)',
     };
   // A root on several devices (RAID, multipath) is encrypted only when every leg is.
-  const clear = paths.find((p) => !p.some((d) => d.type === 'crypt'));
+  const clear = paths.find((p) => !p.some(encrypts));
   if (clear) return { root_encrypted: false, detail: clip(`not encrypted: ${describe(clear)} is mounted at /`) };
   return { root_encrypted: true, detail: clip(`encrypted: ${describe(paths[0] as BlockDevice[])} is mounted at /`) };
 }

@@ -1,6 +1,6 @@
 /**
  * Pending-updates signal on Debian-family systems: Ubuntu's `apt-check` when present (it knows the
- * security pocket), else a simulated `apt-get upgrade`. Anything else is unknown.
+ * security pocket), else a simulated `apt-get dist-upgrade`. Anything else is unknown.
  */
 import { access, constants } from 'node:fs/promises';
 import type { PostureUpdates } from '../../../api/index.js';
@@ -8,11 +8,18 @@ import { clip, firstLine, type ProbeOptions, runProbe } from './exec.js';
 
 export const APT_CHECK = '/usr/lib/update-notifier/apt-check';
 
+/**
+ * The simulated upgrade: `dist-upgrade`, not `upgrade`, which keeps back an update that needs a new
+ * package (a Debian kernel security update with a new ABI package) and lists no `Inst` line for it,
+ * so a pending security update would not count.
+ */
+export const APT_GET_ARGS = ['-s', '-o', 'Debug::NoLocking=1', 'dist-upgrade'] as const;
+
 type Counts = Pick<PostureUpdates, 'pending_security' | 'pending_total' | 'reason'>;
 const unknown = (reason: string): Counts => ({ pending_security: null, pending_total: null, reason: clip(reason) });
 
 /**
- * Counts the `Inst` lines of `apt-get -s upgrade`; an update is a security one when its origin (the
+ * Counts the `Inst` lines of `apt-get -s dist-upgrade` (or `upgrade`); an update is a security one when its origin (the
  * parenthesised part) names a `-security` suite. The summary line must agree with the count, so a
  * truncated output is unknown rather than "fewer updates".
  *
@@ -84,7 +91,7 @@ export async function collectUpdates(opts: ProbeOptions & { now?: () => number }
       if (c.pending_security !== null) return { ...c, checked_at: checkedAt, source: 'apt' };
     }
   }
-  const r = await runProbe('apt-get', ['-s', '-o', 'Debug::NoLocking=1', 'upgrade'], probe);
+  const r = await runProbe('apt-get', APT_GET_ARGS, probe);
   if (r.kind === 'absent') return { ...unknown(`not a Debian-family system (${r.reason})`), source: 'unknown' };
   if (r.kind === 'failed') return { ...unknown(r.reason), source: 'unknown' };
   if (r.code !== 0) return { ...unknown(`apt-get exited ${r.code}: ${firstLine(r.stderr)}`), source: 'unknown' };
