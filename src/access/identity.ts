@@ -63,6 +63,11 @@ export interface RequestContext {
   origin: string;
   /** The client's address. */
   ip: string;
+  /**
+   * The device whose certificate came with this request, verified and enrolled (not revoked): a
+   * session created with it is bound to it, and refused without it.
+   */
+  deviceId?: string;
 }
 
 /** Authenticates people for the proxy. */

@@ -34,7 +34,7 @@ import {
   saveAgentCache,
   writePrivateFile,
 } from './agent-cache.js';
-import { leafNotAfter, ServerCallError, ServerClient } from './server-client.js';
+import { leafNotAfter, ServerCallError, ServerClient } from '../api/server-client.js';
 import type { Selector } from './unix-attestor.js';
 import { type WorkloadIdentity, type WorkloadResolver, WorkloadApiServer } from './workload-api.js';
 import { requirePeerCredentials } from './peercred.js';

@@ -188,6 +188,8 @@ export const POSTURE_JWS_MAX = 64 * 1024;
  */
 export const postureSubmitSchema = z.strictObject({ jws: z.string().min(1).max(POSTURE_JWS_MAX) });
 export type PostureSubmit = z.infer<typeof postureSubmitSchema>;
+/** The JWS header `typ` of a posture report: a JWS made for anything else is never taken for one. */
+export const POSTURE_JWS_TYP = 'nevertrust-posture+jws';
 
 /** Where a posture came from: the device's own signed report, or an MDM/EDR webhook. */
 export const POSTURE_SOURCES = ['collector', 'mdm'] as const;
@@ -356,3 +358,7 @@ export const deviceTokenSchema = z.strictObject({
   ttl: z.number().positive(),
 });
 export type DeviceTokenWire = z.infer<typeof deviceTokenSchema>;
+
+/** The answer to `POST /device/v1/posture`: the posture the server kept. */
+export const postureAcceptedSchema = z.strictObject({ device_id: deviceIdText, posture: devicePostureSchema });
+export type PostureAccepted = z.infer<typeof postureAcceptedSchema>;

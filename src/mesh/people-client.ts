@@ -24,6 +24,9 @@ export interface PersonClientOptions {
   ca?: string;
   /** Most redirects followed per navigation (default 20). */
   maxRedirects?: number;
+  /** A client certificate (PEM, leaf first) and its key: a device certificate for the access proxy. */
+  cert?: string;
+  key?: string;
 }
 
 /** Cookies per host: name → value (enough for host-only `__Host-` cookies, which is all the flow sets). */
@@ -84,7 +87,11 @@ export class PersonClient {
 
   constructor(opts: PersonClientOptions = {}) {
     this.dispatcher = new Agent({
-      connect: { ca: opts.ca, lookup: localhostLookup as never },
+      connect: {
+        ca: opts.ca,
+        lookup: localhostLookup as never,
+        ...(opts.cert !== undefined && opts.key !== undefined ? { cert: opts.cert, key: opts.key } : {}),
+      },
       keepAliveTimeout: 10_000,
     });
     this.maxRedirects = opts.maxRedirects ?? 20;

@@ -24,6 +24,8 @@ export interface AccessSessionRecord {
   mfa: string | null;
   /** The person's name at the proxy (its user claim), for ending sessions by name. */
   userName: string | null;
+  /** The device the session is bound to (its certificate came with the login); null: none. */
+  deviceId: string | null;
 }
 
 export interface AccessSessionChange {
@@ -50,6 +52,7 @@ const fromRow = (r: Row): AccessSessionRecord => ({
   endReason: r.end_reason,
   mfa: r.mfa ?? null,
   userName: r.user_name ?? null,
+  deviceId: r.device_id ?? null,
 });
 
 /**
@@ -65,7 +68,10 @@ export class AccessSessionRepository {
 
   async create(
     token: string,
-    s: Omit<AccessSessionRecord, 'endedAt' | 'endReason' | 'mfa' | 'userName'> & { userName?: string },
+    s: Omit<AccessSessionRecord, 'endedAt' | 'endReason' | 'mfa' | 'userName' | 'deviceId'> & {
+      userName?: string;
+      deviceId?: string | null;
+    },
   ): Promise<void> {
     await this.db
       .insertInto('access_sessions')
@@ -86,6 +92,7 @@ export class AccessSessionRepository {
         end_reason: null,
         mfa: null,
         user_name: s.userName ?? null,
+        device_id: s.deviceId ?? null,
       })
       .execute();
   }

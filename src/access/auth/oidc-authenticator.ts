@@ -332,6 +332,7 @@ export async function createOidcAuthenticator(
     const now = Date.now();
     if (s.endedAt !== null) return invalid('session_ended', `the session was ended (${s.endReason ?? 'ended'})`);
     if (s.host !== ctx.host) return invalid('session_wrong_host', 'the session belongs to another host');
+    if (s.deviceId !== null && ctx.deviceId !== s.deviceId) return deviceMismatch(entry, ctx);
     if (now >= s.expiresAt) return invalid('session_expired', 'the session reached its absolute lifetime');
     if (now - s.lastSeenAt > idleMs) {
       // Another proxy may have seen the person since this copy was read: look once before refusing.
@@ -350,6 +351,25 @@ export async function createOidcAuthenticator(
       if (tokens.refresh_token) return refresh(entry, tokens, ctx);
     }
     return { kind: 'session', person: entry.person, sessionId: s.id };
+  };
+
+  // A session bound to a device is used only with that device's certificate: a copied cookie is
+  // useless on another machine (or in a browser without the certificate).
+  const deviceMismatch = (entry: CachedSession, ctx: RequestContext): Identification => {
+    const bound = entry.record.deviceId as string;
+    const reason =
+      ctx.deviceId === undefined
+        ? `the session is bound to device ${bound}, and no device certificate came with the request`
+        : `the session is bound to device ${bound}, not ${ctx.deviceId}`;
+    audit({
+      kind: 'device.refused',
+      outcome: 'deny',
+      reason: `device_mismatch: ${reason}`,
+      source: { user: userOf(entry.person), ip: ctx.ip, ...(ctx.deviceId ? { device_id: ctx.deviceId } : {}) },
+      target: { host: ctx.host },
+      details: { session: entry.record.id, bound_device: bound },
+    });
+    return invalid('device_mismatch', reason);
   };
 
   const reload = async (key: string, token: string, ctx: RequestContext, again = true): Promise<Identification> => {
@@ -565,6 +585,7 @@ export async function createOidcAuthenticator(
         createdAt: now,
         expiresAt: now + absoluteMs,
         lastSeenAt: now,
+        deviceId: ctx.deviceId ?? null,
       });
       audit({
         kind: 'access.login',
@@ -576,6 +597,7 @@ export async function createOidcAuthenticator(
           amr: person.amr,
           ...(person.acr !== undefined ? { acr: person.acr } : {}),
           mfa: person.mfa === true,
+          ...(ctx.deviceId !== undefined ? { device: ctx.deviceId } : {}),
         },
       });
       // The browser's previous session on this host (a provider step-up, or another person signing in

@@ -8,15 +8,15 @@
 import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Agent, request } from 'undici';
-import { z } from 'zod';
-import { ServerCallError, ServerClient } from '../../agent/server-client.js';
+import type { z } from 'zod';
+import { ServerCallError, ServerClient } from '../../api/server-client.js';
 import {
   type DeviceCertificateWire,
   deviceCertificateSchema,
-  deviceIdText,
-  devicePostureSchema,
   deviceTokenSecret,
+  type PostureAccepted,
   type PostureReport,
+  postureAcceptedSchema,
   postureSubmitSchema,
 } from '../../api/index.js';
 import { csrToPem } from '../../ca/index.js';
@@ -299,8 +299,6 @@ export async function collectDeviceReport(
 }
 
 /** The answer to `POST /device/v1/posture`: the posture as the server kept it. */
-export const postureAcceptedSchema = z.strictObject({ device_id: deviceIdText, posture: devicePostureSchema });
-export type PostureAccepted = z.infer<typeof postureAcceptedSchema>;
 
 /** Signs `report` with the device key and posts it over mTLS; returns the posture the server kept. */
 export async function sendDeviceReport(state: DeviceState, report: PostureReport): Promise<PostureAccepted> {

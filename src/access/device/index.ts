@@ -2,7 +2,7 @@
 export { DeviceError, type DeviceErrorCode } from './errors.js';
 export { createDeviceCsr, type DeviceKey, deviceSpiffeId, FileDeviceKey, isDeviceSpiffeId } from './key.js';
 export * from './posture/index.js';
-export { derToJoseEs256, POSTURE_JWS_TYP, signPostureReport } from './report-jws.js';
+export { derToJoseEs256, signPostureReport } from './report-jws.js';
 export {
   DEVICE_DIR_ENV,
   type DeviceInfo,
@@ -19,9 +19,7 @@ export {
   type EnrollToken,
   enrollDevice,
   fetchPinnedRoot,
-  type PostureAccepted,
   parseEnrollToken,
-  postureAcceptedSchema,
   renewDevice,
   sendDeviceReport,
 } from './client.js';

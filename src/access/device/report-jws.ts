@@ -3,12 +3,11 @@
  * `{"alg":"ES256","typ":"nevertrust-posture+jws"}`, payload the report's JSON. The key signs in DER
  * (ECDSA-Sig-Value, what X.509 carries); JWS wants the raw 64-byte r||s (RFC 7518 §3.4).
  */
-import { type PostureReport, postureReportSchema } from '../../api/index.js';
+import { POSTURE_JWS_TYP, type PostureReport, postureReportSchema } from '../../api/index.js';
 import { DeviceError } from './errors.js';
 import type { DeviceKey } from './key.js';
 
 /** The JWS `typ` of a posture report, so it cannot be confused with another token signed by the key. */
-export const POSTURE_JWS_TYP = 'nevertrust-posture+jws';
 /** Bytes of each of r and s for P-256. */
 const P256_SCALAR_BYTES = 32;
 

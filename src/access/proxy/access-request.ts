@@ -22,11 +22,15 @@ type PersonSource = Pick<
  * authenticator worked out (`mfaAt`: the provider's factors by its mapping, or a step-up here).
  */
 const sources = new WeakMap<PersonIdentity, PersonSource>();
+
+/** Who the person is for policy (`source.user`): the authenticator's user, else email, else `sub`. */
+export const sourceUser = (person: PersonIdentity): string => person.user ?? person.email ?? person.sub;
+
 function personSource(person: PersonIdentity): PersonSource {
   let src = sources.get(person);
   if (!src) {
     src = {
-      user: person.user ?? person.email ?? person.sub,
+      user: sourceUser(person),
       // `iss`/`sub` from the verified identity, not from whatever else the claims say: they make
       // the request principal (`<iss>/<sub>`) that Istio-style rules match. `groups` is the person's
       // groups as mapped from the provider's groups claim (e.g. `roles`), so one policy
@@ -44,7 +48,8 @@ function personSource(person: PersonIdentity): PersonSource {
 }
 
 /**
- * The access request for a person's call through a route.
+ * The access request for a person's call through a route; `device` is what policy sees of the
+ * device (`source.device`, see device.ts `deviceSource`).
  *
  * @example
  * ```ts
@@ -58,9 +63,11 @@ export function personRequest(
   ip: string | undefined,
   method: string,
   path: string,
+  device?: NonNullable<AccessRequest['source']>['device'],
 ): AccessRequest {
+  const src = personSource(person);
   return {
-    source: ip ? { ...personSource(person), ip } : personSource(person),
+    source: { ...src, ...(ip ? { ip } : {}), ...(device ? { device } : {}) },
     target: routeTarget(route, host),
     request: { method, path },
   };

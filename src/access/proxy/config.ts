@@ -11,6 +11,7 @@ import { PATH_NORMALIZATIONS } from '../../policy/path.js';
 import { assertionSectionSchema, auditSectionSchema, svidSectionSchema } from '../../pep/sidecar/config.js';
 import { oidcAuthConfigSchema } from '../auth/config.js';
 import { attemptLimitsSchema } from '../mfa/attempts.js';
+import { durationSchema } from '../../util/duration.js';
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected HOST:PORT');
 // A DNS name as browsers send it in Host: letters, digits, hyphens, dots; compared lower-case.
@@ -59,6 +60,11 @@ const routeSchema = z
     preserve_host: z.boolean().default(false),
     timeout_ms: z.number().int().positive().max(3_600_000).default(30_000),
     websockets: z.boolean().default(false),
+    /**
+     * The oldest device posture policy may use here (`15m`, seconds); older counts as unknown and
+     * fails closed. Default: the proxy's `devices.max_posture_age`.
+     */
+    max_posture_age: durationSchema.optional(),
     /**
      * How a `step_up` decision is met: `local` (default) sends browsers to the proxy's own MFA
      * challenge; `provider` sends them to the provider's login with `acr_values`, `max_age` and
@@ -145,6 +151,13 @@ export const AccessProxyConfigSchema = z
         attempts: attemptLimitsSchema.optional(),
       })
       .optional(),
+    /** Device certificates and posture (docs/people.md, "Devices"). */
+    devices: z
+      .strictObject({
+        /** The routes' default `max_posture_age`. */
+        max_posture_age: durationSchema.default(900),
+      })
+      .default({ max_posture_age: 900 }),
     routes: z.array(routeSchema).min(1),
   })
   .strict()

@@ -5,6 +5,10 @@
  * with a reason, and nothing is forwarded.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import type { DeviceRecord } from '../../api/devices.js';
+import type { AuditEventInput } from '../../audit/event.js';
+import type { BundleSource } from '../../spiffe/index.js';
 import { type DecisionRecorder, enforce, refuse, type SnapshotProvider } from '../../pep/decision.js';
 import { plainAddress } from '../../pep/http.js';
 import type { AssertionSigner } from '../../pep/assertion/signer.js';
@@ -12,7 +16,8 @@ import { stepUpRequirement } from '../../policy/step-up.js';
 import { isPath, normalizePathText, type PathOptions } from '../../policy/path.js';
 import type { AccessRequest } from '../../policy/request.js';
 import { type Authenticator, type Identification, OWN_PATH_PREFIX, type RequestContext } from '../identity.js';
-import { personRequest, routeTarget } from './access-request.js';
+import { personRequest, routeTarget, sourceUser } from './access-request.js';
+import { type DeviceLookup, deviceSource, peerDevice, type RequestDevice, requestDevice } from './device.js';
 import type { RouteConfig } from './config.js';
 import { type Answer, isBrowserNavigation, isBrowserPage, refusalAnswer } from './pages.js';
 import { signPersonAssertion } from './person-assertion.js';
@@ -37,6 +42,19 @@ export interface GateDeps {
   assertionTtl?: number;
   /** The proxy's MFA endpoints (`/.nevertrust/mfa…`); absent: no local step-up. */
   mfa?: { handle(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<boolean> };
+  /**
+   * Device certificates: verified against the trust domain's bundle, looked up, refused when
+   * invalid, unknown or revoked; absent: the proxy does not ask for them.
+   */
+  devices?: {
+    bundles: BundleSource;
+    trustDomain: string;
+    lookup: DeviceLookup;
+    /** The routes' default `max_posture_age`, seconds. */
+    maxPostureAge: number;
+    /** Where `device.refused` events go. */
+    record?: (e: AuditEventInput) => void;
+  };
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -98,7 +116,41 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
   }
   const pathAndQuery = q < 0 ? normalized : normalized + url.slice(q);
   const origin = deps.publicPort === 443 ? `https://${host}` : `https://${host}:${deps.publicPort}`;
-  const ctx: RequestContext = { host, origin, ip };
+  // The device comes before everything else, own endpoints included: the login binds the session to it.
+  let device: DeviceRecord | undefined;
+  if (deps.devices) {
+    const dev = deps.devices;
+    const at = { target: { host }, request: { method, path: normalized } };
+    let found: RequestDevice;
+    try {
+      found = await requestDevice(peerDevice(req.socket as TLSSocket, dev.bundles, dev.trustDomain), dev.lookup);
+    } catch (e) {
+      deps.log('device lookup failed', { error: (e as Error).message });
+      return refused(503, 'device_lookup_unavailable', 'the device registry could not be read; try again', at, {
+        host,
+      });
+    }
+    if (found.kind === 'refused') {
+      try {
+        dev.record?.({
+          kind: 'device.refused',
+          enforcer: PEP_NAME,
+          outcome: 'deny',
+          reason: `${found.error}: ${found.reason}`,
+          source: { ip, ...(found.deviceId ? { device_id: found.deviceId } : {}) },
+          target: { host, method, path: clip(normalized) },
+        });
+      } catch (e) {
+        deps.log('device audit record failed', { error: (e as Error).message });
+      }
+      return refused(found.status, found.error, found.reason, at, {
+        host,
+        ...(found.deviceId ? { device: found.deviceId } : {}),
+      });
+    }
+    if (found.kind === 'device') device = found.record;
+  }
+  const ctx: RequestContext = { host, origin, ip, ...(device ? { deviceId: device.id } : {}) };
 
   if (normalized === OWN_PATH_PREFIX.slice(0, -1) || normalized.startsWith(OWN_PATH_PREFIX)) {
     if (!res)
@@ -172,11 +224,26 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
     return { kind: 'answer', answer: a };
   }
 
-  const request = personRequest(who.person, route, host, ip, method, normalized);
+  const request = personRequest(
+    who.person,
+    route,
+    host,
+    ip,
+    method,
+    normalized,
+    deps.devices
+      ? deviceSource(device, sourceUser(who.person), route.max_posture_age ?? deps.devices.maxPostureAge)
+      : undefined,
+  );
   const d = enforce(deps.snapshot, request, deps.recorder, {
     pep: PEP_NAME,
     ip,
-    details: { ...details, identity: who.kind, ...(who.kind === 'session' ? { session: who.sessionId } : {}) },
+    details: {
+      ...details,
+      identity: who.kind,
+      ...(who.kind === 'session' ? { session: who.sessionId } : {}),
+      ...(device ? { device: device.id } : {}),
+    },
   });
   if (d.decision === 'step_up') {
     // The decision is recorded (enforce did); what remains is where the person goes to meet it.

@@ -23,6 +23,8 @@ import { type GateDeps, gate, unparsedRequestRefusal } from './gate.js';
 import { refusalAnswer } from './pages.js';
 import { RouteTable } from './routes.js';
 import { servingTls } from './tls.js';
+import type { DeviceLookup } from './device.js';
+import { parseSpiffeId } from '../../spiffe/index.js';
 import { type Upstream, upstreamFor } from './upstream.js';
 
 export {
@@ -34,6 +36,7 @@ export {
   type RouteConfig,
 } from './config.js';
 export { routeAudience } from './person-assertion.js';
+export { cachedDeviceLookup, type DeviceLookup } from './device.js';
 
 /** Options of {@link startAccessProxy} beyond the config. */
 export interface AccessProxyOptions {
@@ -52,6 +55,14 @@ export interface AccessProxyOptions {
    * config's `mfa` section (defaults when absent).
    */
   mfa?: { service: MfaService; record: (e: AuditEventInput) => void };
+  /**
+   * Enrolled devices (`cachedDeviceLookup` over `store.devices`): the TLS handshake asks for a
+   * device certificate (optional), sessions are bound to the device they signed in with, and policy
+   * sees its posture (`source.device`). Absent: no device certificates are asked for.
+   */
+  devices?: DeviceLookup;
+  /** Where the proxy's own audit events go (`device.refused`). */
+  audit?: (e: AuditEventInput) => void;
 }
 
 export interface RunningAccessProxy {
@@ -113,6 +124,8 @@ export async function startAccessProxy(
       for (const u of upstreams.values()) u.agent.destroy();
     });
     const { host, port } = splitHostPort(config.listen);
+    const svidId = source.svid.spiffeId;
+    const trustDomain = (typeof svidId === 'string' ? parseSpiffeId(svidId) : svidId).trustDomain.name;
     const deps: GateDeps = {
       routes: new RouteTable(config.routes),
       upstreams,
@@ -123,6 +136,17 @@ export async function startAccessProxy(
       publicPort: config.public_port ?? port,
       signer,
       assertionTtl: a?.ttl_seconds,
+      ...(opts.devices
+        ? {
+            devices: {
+              bundles: source,
+              trustDomain,
+              lookup: opts.devices,
+              maxPostureAge: config.devices.max_posture_age,
+              ...(opts.audit ? { record: opts.audit } : {}),
+            },
+          }
+        : {}),
       log,
     };
     if (opts.mfa) {
@@ -138,7 +162,7 @@ export async function startAccessProxy(
         log,
       });
     }
-    const tls = servingTls(config.tls, source, log);
+    const tls = servingTls(config.tls, source, log, opts.devices ? { trustDomain } : undefined);
     closers.push(() => tls.stop());
     const server: Server = createServer(
       {

@@ -18,6 +18,7 @@ An example config (all fields in docs/people.md):
   assertion: { server: https://nevertrust.internal:8081 }
   auth: { issuer: https://accounts.example.com, client_id: wiki-proxy, client_secret_file: /etc/nevertrust/oidc.secret }
   mfa: { first_login_enrollment: false }   # people's second factors at /.nevertrust/mfa; STEP_UP rules challenge
+  devices: { max_posture_age: 15m }        # device certificates bind sessions; older posture is unknown
   routes:
     - name: wiki
       from: { host: wiki.example.com }
@@ -107,6 +108,9 @@ export function registerAccessProxyCommands(program: Command): void {
         running = await proxy.startAccessProxy(config, {
           authenticator,
           log,
+          // Enrolled devices from the same store (the server's, when shared): revocation within a second.
+          devices: proxy.cachedDeviceLookup({ get: (id) => store.devices.get(id) }),
+          audit: (e) => recorder.record(e),
           ...(mfa ? { mfa } : {}),
           ship: audit
             ? (source) => {

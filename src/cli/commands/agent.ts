@@ -98,7 +98,7 @@ Examples:
           { writePrivateFile },
         ] = await Promise.all([
           import('../../agent/node-agent.js'),
-          import('../../agent/server-client.js'),
+          import('../../api/server-client.js'),
           import('../../audit/index.js'),
           import('../../server/decision-listener.js'),
           import('../../server/plugins/audit.js'),

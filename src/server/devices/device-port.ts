@@ -16,6 +16,7 @@ import {
   deviceEnrollRequestSchema,
   deviceRenewRequestSchema,
   POSTURE_JWS_MAX,
+  POSTURE_JWS_TYP,
   postureFromReport,
   postureReportSchema,
   postureSubmitSchema,
@@ -34,7 +35,6 @@ import type { CaHandle } from '../plugins/ca.js';
 import { allowed, type DeviceEventKind, noteComplianceChange, refuse } from './events.js';
 
 /** The `typ` of a signed posture report (keeps a JWS made for something else from passing as one). */
-export const POSTURE_JWS_TYP = 'nevertrust-posture+jws';
 /** How far in the future a report's `collected_at` may be (clock skew), and how old. */
 export const POSTURE_FUTURE_SKEW_MS = 60_000;
 export const POSTURE_MAX_AGE_MS = 3600_000;

@@ -61,6 +61,8 @@ export interface Trust {
   tlsFor(dnsNames: string[]): { cert: string; key: string };
   /** The proxy's SVID (serving TLS for `hosts`, registering its assertion key). */
   proxySource(hosts: string[]): MemorySvidSource;
+  /** An X.509-SVID from the CA (a device's: `spiffe://example.org/device/<id>`), issued at `now`. */
+  mint(spiffeId: string, opts?: { ttlSeconds?: number; now?: Date }): { cert: string; key: string; serial: string };
   close(): Promise<void>;
 }
 
@@ -88,6 +90,14 @@ export async function startTrust(dir: string): Promise<Trust> {
       return { cert: s.certChainPem, key: s.privateKeyPem };
     },
     proxySource: (hosts) => new MemorySvidSource(mint(PROXY_ID, hosts), [bundle]),
+    mint(spiffeId, opts = {}) {
+      const m = ca.handle.current().mintX509Svid({ spiffeId, ttlSeconds: opts.ttlSeconds ?? 3600 }, opts.now);
+      return {
+        cert: certificatesToPem(m.chain),
+        key: m.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+        serial: m.serialHex,
+      };
+    },
     close: () => server.close(),
   };
 }

@@ -7,8 +7,8 @@ import type { PeerCertificate } from 'node:tls';
 import { Agent, request } from 'undici';
 import { NevertrustError } from '../errors.js';
 import type { z } from 'zod';
-import { errorBodySchema } from '../api/fields.js';
-import { parseWire } from '../api/parse.js';
+import { errorBodySchema } from './fields.js';
+import { parseWire } from './parse.js';
 
 export class ServerCallError extends NevertrustError<'ERR_SERVER_CALL_REFUSED'> {
   override readonly name = 'ServerCallError';
