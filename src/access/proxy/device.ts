@@ -9,7 +9,7 @@ import type { TLSSocket } from 'node:tls';
 import { DEVICE_ID_PATTERN, type DeviceRecord } from '../../api/devices.js';
 import type { AccessRequest } from '../../policy/request.js';
 import { peerChain } from '../../pep/mtls/index.js';
-import { type BundleSource, DEVICE_ID_PREFIX, verifyX509Svid, X509SvidError } from '../../spiffe/index.js';
+import { type BundleSource, DEVICE_ID_PREFIX, serialText, verifyX509Svid, X509SvidError } from '../../spiffe/index.js';
 
 /** Where the proxy reads devices (`store.devices`, wrapped by {@link cachedDeviceLookup}). */
 export interface DeviceLookup {
@@ -22,9 +22,6 @@ export type PeerDevice =
   | { kind: 'invalid'; reason: string }
   /** `serial`: lower-case hex without leading zeros; `notAfter`: ms since the epoch. */
   | { kind: 'device'; id: string; serial: string; notAfter: number };
-
-/** A certificate serial as the store keeps it: lower-case hex, no leading zeros. */
-export const serialText = (hex: string): string => hex.toLowerCase().replace(/^0+(?=.)/, '');
 
 // A connection's certificate does not change: verified once per TLS connection (keep-alive),
 // its expiry checked again on every request.
