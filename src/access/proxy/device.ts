@@ -6,10 +6,11 @@
  */
 import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
-import { DEVICE_ID_PATTERN, type DeviceRecord } from '../../api/devices.js';
+import type { DeviceRecord } from '../../api/devices.js';
 import type { AccessRequest } from '../../policy/request.js';
 import { peerChain } from '../../pep/mtls/index.js';
-import { type BundleSource, DEVICE_ID_PREFIX, serialText, verifyX509Svid, X509SvidError } from '../../spiffe/index.js';
+import { type BundleSource, serialText, verifyX509Svid, X509SvidError } from '../../spiffe/index.js';
+import { deviceIdOf } from '../device/key.js';
 
 /** Where the proxy reads devices (`store.devices`, wrapped by {@link cachedDeviceLookup}). */
 export interface DeviceLookup {
@@ -73,8 +74,8 @@ export function verifyDevice(
   if (id.trustDomain.name !== trustDomain) {
     return { kind: 'invalid', reason: `the certificate is of trust domain ${id.trustDomain.name}, not ${trustDomain}` };
   }
-  const deviceId = id.path.startsWith(DEVICE_ID_PREFIX) ? id.path.slice(DEVICE_ID_PREFIX.length) : '';
-  if (!DEVICE_ID_PATTERN.test(deviceId)) {
+  const deviceId = deviceIdOf(id);
+  if (deviceId === undefined) {
     return { kind: 'invalid', reason: `${id.toString()} is not a device ID (spiffe://${trustDomain}/device/<id>)` };
   }
   const leaf = new X509Certificate(chain[0] as Buffer);

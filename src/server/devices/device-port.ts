@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import { compactVerify, errors as joseErrors } from 'jose';
-import { isDeviceSpiffeId } from '../../access/device/key.js';
+import { deviceIdOf } from '../../access/device/key.js';
 import {
   type DeviceCertificateWire,
   type DeviceRecord,
@@ -213,11 +213,13 @@ async function authenticateDevice(
   const { events, store } = p.ctx;
   const socket = req.socket as TLSSocket;
   let spiffeId: string;
+  let id: string;
   try {
     const verified = verifyPeerSvid(socket, p.ca.current().bundle());
-    if (!isDeviceSpiffeId(verified.spiffeId))
-      throw new HttpError(403, 'not_a_device', `${verified.spiffeId.toString()} is not a device identity`);
     spiffeId = verified.spiffeId.toString();
+    const named = deviceIdOf(verified.spiffeId);
+    if (named === undefined) throw new HttpError(403, 'not_a_device', `${spiffeId} is not a device identity`);
+    id = named;
   } catch (e) {
     const reason = (e as Error).message;
     throw refuse(
@@ -229,7 +231,6 @@ async function authenticateDevice(
       reason,
     );
   }
-  const id = spiffeId.slice(spiffeId.lastIndexOf('/') + 1);
   const device = await store.devices.get(id);
   const who = { by: spiffeId, device: spiffeId };
   if (!device) throw refuse(events, req, kind, 403, 'device_unknown', `device ${id} is not enrolled`, who);
