@@ -4,7 +4,7 @@
  * unknown is never compliant: {@link postureFacts} turns only a definite `true` into a pass.
  */
 import { z } from 'zod';
-import { isoTime } from './fields.js';
+import { isoTime, toIso } from './fields.js';
 
 /** A device's own name: what follows `/device/` in its SPIFFE ID (`spiffe://<td>/device/<id>`). */
 export const DEVICE_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -234,7 +234,7 @@ export function postureFromReport(r: PostureReport, receivedAt: number): DeviceP
   return {
     source: 'collector',
     collected_at: r.collected_at,
-    received_at: new Date(receivedAt).toISOString(),
+    received_at: toIso(receivedAt),
     ...facts,
     unknown: f.unknown,
     compliant: isCompliant(facts),
@@ -272,7 +272,7 @@ export function postureFromMdm(m: MdmPosture, receivedAt: number): DevicePosture
   return {
     source: 'mdm',
     collected_at: m.collected_at,
-    received_at: new Date(receivedAt).toISOString(),
+    received_at: toIso(receivedAt),
     ...facts,
     unknown: [...unknown],
     compliant: isCompliant(facts),
@@ -313,17 +313,16 @@ export type DeviceWire = z.infer<typeof deviceSchema>;
 
 /** The one conversion of a kept device to the wire. */
 export function deviceToWire(d: DeviceRecord): DeviceWire {
-  const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
   return {
     id: d.id,
     owner: d.owner,
     name: d.name,
     spiffe_id: d.spiffeId,
-    enrolled_at: new Date(d.enrolledAt).toISOString(),
+    enrolled_at: toIso(d.enrolledAt),
     cert_serial: d.certSerial,
-    cert_expires_at: new Date(d.certNotAfter).toISOString(),
-    renewed_at: iso(d.renewedAt),
-    revoked_at: iso(d.revokedAt),
+    cert_expires_at: toIso(d.certNotAfter),
+    renewed_at: d.renewedAt === null ? null : toIso(d.renewedAt),
+    revoked_at: d.revokedAt === null ? null : toIso(d.revokedAt),
     revoked_reason: d.revokedReason,
     posture: d.posture,
   };

@@ -167,7 +167,14 @@ export async function readJson(req: IncomingMessage, limit = 1 << 20): Promise<u
   try {
     return JSON.parse(body.toString('utf8'));
   } catch (e) {
-    throw new HttpError(400, 'malformed_json', `request body is not valid JSON: ${(e as Error).message}`);
+    // V8 quotes up to ~20 characters of the body around an unexpected token: never echo them (into
+    // the answer or the audit log), a body can carry a secret (an enrollment token, a password).
+    const why = (e as Error).message;
+    throw new HttpError(
+      400,
+      'malformed_json',
+      `request body is not valid JSON: ${/["']/.test(why) ? 'unexpected token' : why}`,
+    );
   }
 }
 

@@ -9,6 +9,12 @@ import { OID } from './oid.js';
 
 export { OID } from './oid.js';
 
+/**
+ * A certificate serial as hex, the form stored and compared: lower-case, without leading zeros
+ * (node's `X509Certificate.serialNumber` is upper-case and may keep a leading zero byte).
+ */
+export const serialText = (hex: string): string => hex.toLowerCase().replace(/^0+(?=.)/, '');
+
 /** Key usage bits as masks over the first two content octets (RFC 5280 §4.2.1.3). */
 export const KU = {
   digitalSignature: 0x8000,

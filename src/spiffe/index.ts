@@ -54,6 +54,7 @@ export {
   type X509SvidErrorCode,
   type X509SvidValidationOptions,
 } from './x509svid.js';
+export { serialText } from './cert.js';
 export { certificatesFromPem, toPem } from './pem.js';
 export {
   AGENT_ID_PREFIX,

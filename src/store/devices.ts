@@ -1,13 +1,11 @@
-import { createHash } from 'node:crypto';
 import { type Kysely, PostgresAdapter } from 'kysely';
 import { type DevicePosture, type DeviceRecord, devicePostureSchema, type PostureSource } from '../api/devices.js';
+import { sha256Hex as hashToken } from './access-sessions.js';
 import { StoreConflictError } from './errors.js';
 import type { Database } from './schema.js';
 
 /** Reports kept per device; older ones are pruned when a new one arrives. */
 export const DEVICE_REPORTS_KEPT = 100;
-
-const hashToken = (secret: string): string => createHash('sha256').update(secret).digest('hex');
 
 /** What a consumed enrollment token grants: the owner and, when the admin fixed one, the device id. */
 export interface DeviceTokenGrant {

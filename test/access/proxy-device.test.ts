@@ -3,19 +3,20 @@
  * the owner), the lookup cache (at most a second, failures not kept), and the `max_posture_age`
  * config keys.
  */
-import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { createServer } from 'node:https';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { DevicePosture, DeviceRecord } from '../../src/api/devices.js';
-import { cachedDeviceLookup, deviceSource, NO_DEVICE_REASON, serialText } from '../../src/access/proxy/device.js';
+import { cachedDeviceLookup, deviceSource, NO_DEVICE_REASON } from '../../src/access/proxy/device.js';
+import { serialText } from '../../src/spiffe/index.js';
 import { parseAccessProxyConfig } from '../../src/access/proxy/index.js';
 import { servingTls } from '../../src/access/proxy/tls.js';
 import { CertificateAuthority, loadOrCreateKek, MemoryCaStateStore } from '../../src/ca/index.js';
 import { TrustBundle } from '../../src/spiffe/index.js';
 import { makePki } from '../pep/pki.js';
 import { tempDir } from '../support/tmp.js';
+import { acceptableCaNames } from '../support/tls.js';
 
 const NOW = Date.parse('2026-12-07T05:00:00Z');
 const posture = (ageS: number, facts: Partial<DevicePosture> = {}): DevicePosture => ({
@@ -141,22 +142,6 @@ describe('max_posture_age', () => {
     expect(() => parseAccessProxyConfig({ ...base, devices: { max_age: '1h' } }, 'p.yaml')).toThrow(/devices/);
   });
 });
-
-/** The CA names a TLS server's CertificateRequest lists (OpenSSL's client prints them); '' when none. */
-async function acceptableCaNames(port: number): Promise<string> {
-  const out = await new Promise<string>((res, rej) => {
-    const c = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`]);
-    let text = '';
-    c.stdout.on('data', (d: Buffer) => {
-      text += d.toString();
-    });
-    c.on('error', rej);
-    c.on('close', () => res(text));
-    c.stdin.end();
-  });
-  const at = out.indexOf('Acceptable client certificate CA names');
-  return at < 0 ? '' : out.slice(at, out.indexOf('---', at));
-}
 
 describe('servingTls with a public CA’s files', () => {
   it('asks for device certificates of the SVID source’s bundle, following it', async () => {

@@ -298,8 +298,6 @@ export async function collectDeviceReport(
   return collectPosture({ deviceId: info.device_id, edrProcessNames: opts.edrProcessNames });
 }
 
-/** The answer to `POST /device/v1/posture`: the posture as the server kept it. */
-
 /** Signs `report` with the device key and posts it over mTLS; returns the posture the server kept. */
 export async function sendDeviceReport(state: DeviceState, report: PostureReport): Promise<PostureAccepted> {
   const d = await loadEnrolled(state);

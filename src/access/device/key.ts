@@ -151,10 +151,12 @@ export function deviceSpiffeId(td: TrustDomain, deviceId: string): SpiffeId {
   return spiffeIdFromSegments(td, 'device', deviceId);
 }
 
-/** Whether a SPIFFE ID names a device (`/device/<id>` with a valid id). */
-export function isDeviceSpiffeId(id: SpiffeId): boolean {
-  const s = id.segments;
-  return s.length === 2 && s[0] === 'device' && DEVICE_ID_PATTERN.test(s[1] as string);
+/** The device id a SPIFFE ID names (`/device/<id>` with a valid id), or undefined when it names no device. */
+export function deviceIdOf(id: SpiffeId): string | undefined {
+  const [ns, deviceId, ...rest] = id.segments;
+  return ns === 'device' && rest.length === 0 && deviceId !== undefined && DEVICE_ID_PATTERN.test(deviceId)
+    ? deviceId
+    : undefined;
 }
 
 /**
@@ -168,7 +170,7 @@ export function isDeviceSpiffeId(id: SpiffeId): boolean {
  * @throws {DeviceError} ERR_DEVICE_ID_INVALID when `id` is not `spiffe://<td>/device/<id>`
  */
 export async function createDeviceCsr(key: DeviceKey, id: SpiffeId): Promise<Buffer> {
-  if (!isDeviceSpiffeId(id))
+  if (deviceIdOf(id) === undefined)
     throw new DeviceError(
       'ERR_DEVICE_ID_INVALID',
       `${id.toString()} is not a device SPIFFE ID (spiffe://<td>/device/<id>)`,

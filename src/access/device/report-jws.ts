@@ -7,7 +7,6 @@ import { POSTURE_JWS_TYP, type PostureReport, postureReportSchema } from '../../
 import { DeviceError } from './errors.js';
 import type { DeviceKey } from './key.js';
 
-/** The JWS `typ` of a posture report, so it cannot be confused with another token signed by the key. */
 /** Bytes of each of r and s for P-256. */
 const P256_SCALAR_BYTES = 32;
 

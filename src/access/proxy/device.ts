@@ -6,10 +6,11 @@
  */
 import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
-import { DEVICE_ID_PATTERN, type DeviceRecord } from '../../api/devices.js';
+import type { DeviceRecord } from '../../api/devices.js';
 import type { AccessRequest } from '../../policy/request.js';
 import { peerChain } from '../../pep/mtls/index.js';
-import { type BundleSource, DEVICE_ID_PREFIX, verifyX509Svid, X509SvidError } from '../../spiffe/index.js';
+import { type BundleSource, serialText, verifyX509Svid, X509SvidError } from '../../spiffe/index.js';
+import { deviceIdOf } from '../device/key.js';
 
 /** Where the proxy reads devices (`store.devices`, wrapped by {@link cachedDeviceLookup}). */
 export interface DeviceLookup {
@@ -22,9 +23,6 @@ export type PeerDevice =
   | { kind: 'invalid'; reason: string }
   /** `serial`: lower-case hex without leading zeros; `notAfter`: ms since the epoch. */
   | { kind: 'device'; id: string; serial: string; notAfter: number };
-
-/** A certificate serial as the store keeps it: lower-case hex, no leading zeros. */
-export const serialText = (hex: string): string => hex.toLowerCase().replace(/^0+(?=.)/, '');
 
 // A connection's certificate does not change: verified once per TLS connection (keep-alive),
 // its expiry checked again on every request.
@@ -76,8 +74,8 @@ export function verifyDevice(
   if (id.trustDomain.name !== trustDomain) {
     return { kind: 'invalid', reason: `the certificate is of trust domain ${id.trustDomain.name}, not ${trustDomain}` };
   }
-  const deviceId = id.path.startsWith(DEVICE_ID_PREFIX) ? id.path.slice(DEVICE_ID_PREFIX.length) : '';
-  if (!DEVICE_ID_PATTERN.test(deviceId)) {
+  const deviceId = deviceIdOf(id);
+  if (deviceId === undefined) {
     return { kind: 'invalid', reason: `${id.toString()} is not a device ID (spiffe://${trustDomain}/device/<id>)` };
   }
   const leaf = new X509Certificate(chain[0] as Buffer);

@@ -3,12 +3,12 @@
  * (its state directory: `--dir`, NEVERTRUST_DEVICE_DIR, default ~/.config/nevertrust/device); for
  * admins, `token create`, `list`, `show` and `revoke` through the admin API.
  */
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { DevicePosture, DeviceWire } from '../../api/devices.js';
 import { adminClient } from '../admin-client.js';
 import { confirm } from '../confirm.js';
 import { CliError } from '../errors.js';
+import { readPasswordFile } from '../password-file.js';
 import { printJson, table } from '../output.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -105,13 +105,7 @@ function promptHidden(question: string): Promise<string> {
 /** The export password: a file (first line), the environment, or asked twice on the terminal. */
 async function p12Password(o: { passwordFile?: string }): Promise<string> {
   if (o.passwordFile) {
-    let raw: string;
-    try {
-      raw = readFileSync(o.passwordFile, 'utf8');
-    } catch (e) {
-      throw new CliError(`--password-file: cannot read ${o.passwordFile} (${(e as NodeJS.ErrnoException).code})`, 2);
-    }
-    const pw = raw.replace(/\r?\n$/, '');
+    const pw = readPasswordFile(o.passwordFile);
     if (!pw) throw new CliError(`--password-file: ${o.passwordFile} is empty`, 2);
     return pw;
   }

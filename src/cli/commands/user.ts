@@ -2,12 +2,12 @@
  * `nevertrust user …`: the built-in OpenID provider's people, through the admin API. Passwords never
  * go on the command line: `--password-stdin`, `--password-file`, or a generated one printed once.
  */
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { UserWire } from '../../api/users.js';
 import { adminClient } from '../admin-client.js';
 import { confirm } from '../confirm.js';
 import { CliError } from '../errors.js';
+import { readPasswordFile } from '../password-file.js';
 import { printJson, table } from '../output.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -40,19 +40,8 @@ async function readStdin(): Promise<string> {
 /** The password from stdin or a file (one trailing newline dropped), or undefined for "generate one". */
 async function passwordFrom(o: { passwordStdin?: boolean; passwordFile?: string }): Promise<string | undefined> {
   if (o.passwordStdin && o.passwordFile) throw new CliError('give --password-stdin or --password-file, not both', 2);
-  let raw: string | undefined;
-  if (o.passwordStdin) raw = await readStdin();
-  else if (o.passwordFile) {
-    try {
-      raw = readFileSync(o.passwordFile, 'utf8');
-    } catch (e) {
-      throw new CliError(
-        `--password-file: cannot read ${o.passwordFile} (${(e as NodeJS.ErrnoException).code ?? 'error'})`,
-        2,
-      );
-    }
-  }
-  return raw?.replace(/\r?\n$/, '');
+  if (o.passwordStdin) return (await readStdin()).replace(/\r?\n$/, '');
+  return o.passwordFile === undefined ? undefined : readPasswordFile(o.passwordFile);
 }
 
 const PASSWORD_HELP =

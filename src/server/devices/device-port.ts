@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import { compactVerify, errors as joseErrors } from 'jose';
-import { isDeviceSpiffeId } from '../../access/device/key.js';
+import { deviceIdOf } from '../../access/device/key.js';
 import {
   type DeviceCertificateWire,
   type DeviceRecord,
@@ -24,7 +24,7 @@ import {
 import { firstIssue } from '../../api/parse.js';
 import { csrRequestedUris, type IssuedX509Svid, verifyCsrAsync } from '../../ca/index.js';
 import { isNevertrustError } from '../../errors.js';
-import { spiffeIdFromSegments, parseTrustDomain } from '../../spiffe/index.js';
+import { spiffeIdFromSegments, parseTrustDomain, serialText } from '../../spiffe/index.js';
 import { toPem } from '../../spiffe/pem.js';
 import { StoreConflictError } from '../../store/index.js';
 import { verifyPeerSvid } from '../peer-svid.js';
@@ -34,7 +34,6 @@ import type { ServerContext } from '../server.js';
 import type { CaHandle } from '../plugins/ca.js';
 import { allowed, type DeviceEventKind, noteComplianceChange, refuse } from './events.js';
 
-/** The `typ` of a signed posture report (keeps a JWS made for something else from passing as one). */
 /** How far in the future a report's `collected_at` may be (clock skew), and how old. */
 export const POSTURE_FUTURE_SKEW_MS = 60_000;
 export const POSTURE_MAX_AGE_MS = 3600_000;
@@ -44,8 +43,6 @@ export interface DevicePort {
   ca: CaHandle;
   enrollLimiter: RateLimiter;
 }
-
-const sameSerial = (a: string, b: string) => a.toLowerCase().replace(/^0+/, '') === b.toLowerCase().replace(/^0+/, '');
 
 /** `GET /device/v1/bundle`: the trust domain's roots, PEM. */
 export function bundle(p: DevicePort, _req: IncomingMessage, res: ServerResponse): void {
@@ -216,11 +213,13 @@ async function authenticateDevice(
   const { events, store } = p.ctx;
   const socket = req.socket as TLSSocket;
   let spiffeId: string;
+  let id: string;
   try {
     const verified = verifyPeerSvid(socket, p.ca.current().bundle());
-    if (!isDeviceSpiffeId(verified.spiffeId))
-      throw new HttpError(403, 'not_a_device', `${verified.spiffeId.toString()} is not a device identity`);
     spiffeId = verified.spiffeId.toString();
+    const named = deviceIdOf(verified.spiffeId);
+    if (named === undefined) throw new HttpError(403, 'not_a_device', `${spiffeId} is not a device identity`);
+    id = named;
   } catch (e) {
     const reason = (e as Error).message;
     throw refuse(
@@ -232,13 +231,12 @@ async function authenticateDevice(
       reason,
     );
   }
-  const id = spiffeId.slice(spiffeId.lastIndexOf('/') + 1);
   const device = await store.devices.get(id);
   const who = { by: spiffeId, device: spiffeId };
   if (!device) throw refuse(events, req, kind, 403, 'device_unknown', `device ${id} is not enrolled`, who);
   if (device.revokedAt !== null) throw refuse(events, req, kind, 403, 'device_revoked', `device ${id} is revoked`, who);
   const leaf = socket.getPeerX509Certificate();
-  if (!leaf || !sameSerial(leaf.serialNumber, device.certSerial))
+  if (!leaf || serialText(leaf.serialNumber) !== serialText(device.certSerial))
     throw refuse(
       events,
       req,

@@ -34,6 +34,7 @@ import {
   parseSpiffeId,
   reservedIdReason,
   SpiffeIdError,
+  serialText,
   serverSpiffeId,
   tryParseSpiffeId,
 } from '../../spiffe/index.js';
@@ -133,7 +134,7 @@ async function authenticateAgent(p: Port, req: IncomingMessage): Promise<{ agent
   if (!rec) throw new HttpError(403, 'unknown_agent', `${agentId} is not an attested agent`);
   if (rec.banned) throw new HttpError(403, 'agent_banned', `${agentId} is banned`);
   const leaf = (req.socket as TLSSocket).getPeerX509Certificate();
-  if (!leaf || leaf.serialNumber.toLowerCase().replace(/^0+/, '') !== rec.serial.toLowerCase().replace(/^0+/, '')) {
+  if (!leaf || serialText(leaf.serialNumber) !== serialText(rec.serial)) {
     throw new HttpError(403, 'stale_agent_svid', `${agentId} presented an SVID that is no longer its current one`);
   }
   return { agentId };

@@ -42,6 +42,20 @@ const report = (id: string, compliant = true): PostureReport => ({
   collector_version: 'nevertrust-linux/1',
 });
 
+/** A fresh directory with a self-signed P-256 certificate (c.pem) and its key (k.pem), made by OpenSSL. */
+function selfSigned(subject: string, extension: string): string {
+  const dir = tempDir();
+  execFileSync(
+    '/usr/bin/openssl',
+    [
+      ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1'],
+      ...['-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem'), '-subj', subject, '-addext', extension],
+    ],
+    { stdio: 'ignore' },
+  );
+  return dir;
+}
+
 describe('enrollment input', () => {
   it.each([
     ['My-Laptop.local', 'my-laptop.local'],
@@ -162,30 +176,7 @@ describe('device client on a real server', () => {
 
   it('a man in the middle serving the real bundle cannot pass: TLS to it fails against the pinned root, the token never reaches it', async () => {
     // A fake server with its own certificate relays the genuine bundle (public) so the pin matches.
-    const dir = tempDir();
-    execFileSync(
-      '/usr/bin/openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-days',
-        '1',
-        '-keyout',
-        join(dir, 'k.pem'),
-        '-out',
-        join(dir, 'c.pem'),
-        '-subj',
-        '/CN=mitm',
-        '-addext',
-        `subjectAltName=URI:spiffe://${TD}/nevertrust/server`,
-      ],
-      { stdio: 'ignore' },
-    );
+    const dir = selfSigned('/CN=mitm', `subjectAltName=URI:spiffe://${TD}/nevertrust/server`);
     const realBundle = await new Promise<string>((resolve, reject) => {
       const req = httpsRequest(`${agentUrl}/device/v1/bundle`, { rejectUnauthorized: false }, (res) => {
         let t = '';
@@ -227,30 +218,7 @@ describe('device client on a real server', () => {
   });
 
   it('refuses a pinned certificate that is not a CA, and an oversized bundle', async () => {
-    const dir = tempDir();
-    execFileSync(
-      '/usr/bin/openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-days',
-        '1',
-        '-keyout',
-        join(dir, 'k.pem'),
-        '-out',
-        join(dir, 'c.pem'),
-        '-subj',
-        '/CN=leaf',
-        '-addext',
-        'basicConstraints=critical,CA:FALSE',
-      ],
-      { stdio: 'ignore' },
-    );
+    const dir = selfSigned('/CN=leaf', 'basicConstraints=critical,CA:FALSE');
     const leafPem = readFileSync(join(dir, 'c.pem'), 'utf8');
     const leafPin = createHash('sha256').update(new X509Certificate(leafPem).raw).digest('hex');
     let answer = leafPem;

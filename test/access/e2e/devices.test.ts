@@ -5,7 +5,6 @@
  * device certificate (a Node client), and the portal's seed rules (portal.yaml, device.yaml) decide
  * with the device's posture.
  */
-import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
@@ -32,6 +31,7 @@ import { openStore, type Store } from '../../../src/store/index.js';
 import { CHROMIUM, hasChromium, launchBrowser } from '../../support/browser.js';
 import { freePort } from '../../support/cli.js';
 import { tempDir } from '../../support/tmp.js';
+import { acceptableCaNames } from '../../support/tls.js';
 import {
   type App,
   addPeople,
@@ -205,37 +205,15 @@ afterAll(async () => {
   await trust?.close();
 });
 
-/** The CA names the proxy's CertificateRequest lists (OpenSSL's client prints them). */
-async function acceptableCaNames(): Promise<string> {
-  // Not spawnSync: the proxy answers from this process's event loop.
-  const out = await new Promise<string>((res, rej) => {
-    const c = spawn('openssl', [
-      's_client',
-      '-connect',
-      `127.0.0.1:${port}`,
-      '-servername',
-      PORTAL,
-      '-CAfile',
-      trust.caFile,
-    ]);
-    let text = '';
-    c.stdout.on('data', (d: Buffer) => {
-      text += d.toString();
-    });
-    c.on('error', rej);
-    c.on('close', () => res(text));
-    c.stdin.end();
-  });
-  const at = out.indexOf('Acceptable client certificate CA names');
-  return at < 0 ? '' : out.slice(at, out.indexOf('---', at));
-}
+/** The CA names the proxy's CertificateRequest lists. */
+const proxyCaNames = () => acceptableCaNames(port, ['-servername', PORTAL, '-CAfile', trust.caFile]);
 
 /** What tells a root's name apart (its subject's serialNumber, as OpenSSL prints it). */
 const rootName = (pem: string) => /serialNumber=([0-9a-f]+)/.exec(new X509Certificate(pem).subject)?.[1] ?? pem;
 
 describe('the TLS handshake', () => {
   it('asks for a client certificate naming the trust domain roots, and does not require one', async () => {
-    expect(await acceptableCaNames()).toContain(rootName(trust.caPem));
+    expect(await proxyCaNames()).toContain(rootName(trust.caPem));
     // Without a certificate the handshake completes (the login page stays reachable).
     await new Promise<void>((res, rej) => {
       const s = tlsConnect({ host: '127.0.0.1', port, servername: PORTAL, ca: trust.caPem }, () => {
@@ -284,10 +262,10 @@ describe('the TLS handshake', () => {
       key: m.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
     };
     expect(json(await call('/home', { cert })).error).toBe('device_certificate_invalid');
-    const before = await acceptableCaNames();
+    const before = await proxyCaNames();
     source.set(source.svid, [TrustBundle.fromPem(TD, `${trust.caPem}\n${nextRoot}`)]);
     try {
-      const after = await acceptableCaNames();
+      const after = await proxyCaNames();
       expect(after).not.toBe(before);
       expect(after).toContain(rootName(nextRoot));
       expect(after).toContain(rootName(trust.caPem));

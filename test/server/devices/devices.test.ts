@@ -206,6 +206,16 @@ describe('devices on a real server', () => {
     expect(ok.body.owner).toBe('carol');
   });
 
+  it('never echoes a token from a body that is not JSON (into the answer or the audit log)', async () => {
+    // An unquoted token: V8's parse error would quote the body around it.
+    const secret = 'abcdef0123456789abcdef0123456789';
+    const r = await call(agentPort, '/device/v1/enroll', { ca, raw: `{"device_id":"j-1","token":${secret}}` });
+    expect([r.status, r.body.error]).toEqual([400, 'invalid_request']);
+    const reason = (lastEvent('device.enroll') as { reason: string }).reason;
+    expect(reason).toMatch(/not valid JSON/);
+    for (const seen of [r.text, reason]) expect(seen).not.toContain(secret.slice(0, 6));
+  });
+
   it('refuses a CSR asking for another identity or without proof of possession, without spending the token', async () => {
     const d = await newDevice();
     const secret = await token('alice');
