@@ -40,8 +40,14 @@ const rpGot: Array<{ type: string | undefined; body: string; auth: string | unde
 
 /** Until the server's signals plugin is wired in: keep the signal and say so, as its handle does. */
 let ctxRef: ServerContext | undefined;
+/** Makes the next raise fail, as a store that is down would. */
+let failNextRaise = false;
 const sink = {
   async raise(signal: Signal): Promise<number> {
+    if (failNextRaise) {
+      failNextRaise = false;
+      throw new Error('store unavailable');
+    }
     const seq = await server.store.signals.append(signal);
     ctxRef?.events.record({
       kind: 'signal',
@@ -150,7 +156,7 @@ const push = (jwt: string, headers: Record<string, string> = {}) =>
     body: jwt,
   });
 
-async function until<T>(f: () => T | Promise<T>, ms = 5000): Promise<T> {
+async function until<T>(f: () => T | undefined | Promise<T | undefined>, ms = 5000): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await f();
@@ -267,6 +273,23 @@ describe('SSF receiver (push, RFC 8935)', () => {
     expect(await server.store.signals.head()).toBe(before);
     // The same SET, delivered properly, is still accepted: a refused delivery spent no jti.
     expect((await push(jwt)).status).toBe(202);
+  });
+
+  it('answers 503 when a signal cannot be kept, and accepts the same SET when it is sent again', async () => {
+    await keysKnown();
+    const before = await server.store.signals.head();
+    const jwt = await pushTx.mint({
+      sub_id: { format: 'opaque', id: 's-retry' },
+      events: { [CAEP.sessionRevoked]: {} },
+    });
+    failNextRaise = true;
+    const first = await push(jwt);
+    expect(first.status).toBe(503);
+    expect(await server.store.signals.head()).toBe(before);
+    // Its jti was not spent: the transmitter's retry is not refused as a replay.
+    expect((await push(jwt)).status).toBe(202);
+    const got = await server.store.signals.after(before, 10);
+    expect(got.map((s) => s.signal)).toMatchObject([{ kind: 'session.revoked', sessionId: 's-retry' }]);
   });
 });
 
