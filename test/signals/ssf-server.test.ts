@@ -13,8 +13,10 @@ import { createRemoteJWKSet, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Signal } from '../../src/api/signals.js';
 import { configSchema } from '../../src/config/index.js';
-import type { RunningServer, ServerContext } from '../../src/server/index.js';
+import type { RunningServer } from '../../src/server/index.js';
 import { startServer } from '../../src/server/index.js';
+import { caPlugin } from '../../src/server/plugins/ca.js';
+import { type SignalsHandle, signalsPlugin } from '../../src/server/plugins/signals.js';
 import { ssfPlugin } from '../../src/server/plugins/ssf.js';
 import { discoverTransmitter } from '../../src/signals/ssf/discovery.js';
 import { CAEP, RISC } from '../../src/signals/ssf/events.js';
@@ -38,28 +40,21 @@ let rp: Server;
 let rpUrl: string;
 const rpGot: Array<{ type: string | undefined; body: string; auth: string | undefined }> = [];
 
-/** Until the server's signals plugin is wired in: keep the signal and say so, as its handle does. */
-let ctxRef: ServerContext | undefined;
 /** Makes the next raise fail, as a store that is down would. */
 let failNextRaise = false;
-const sink = {
+let signals: ReturnType<typeof signalsPlugin>;
+/** The signals handle the SSF plugin gets: the server's own, with a way to make one raise fail. */
+const handle: SignalsHandle = {
   async raise(signal: Signal): Promise<number> {
     if (failNextRaise) {
       failNextRaise = false;
       throw new Error('store unavailable');
     }
-    const seq = await server.store.signals.append(signal);
-    ctxRef?.events.record({
-      kind: 'signal',
-      outcome: 'deny',
-      source: { id: 'ssf' },
-      target: { id: signal.kind },
-      reason: signal.reason,
-      details: { seq },
-    });
-    return seq;
+    return signals.handle.raise(signal);
   },
+  onKept: (l) => signals.handle.onKept(l),
 };
+const sink = handle;
 
 const secret = (name: string, value: string): string => {
   const f = join(dir, name);
@@ -86,6 +81,8 @@ beforeAll(async () => {
   await new Promise<void>((r) => rp.listen(0, '127.0.0.1', r));
   rpUrl = `http://127.0.0.1:${(rp.address() as AddressInfo).port}/push`;
   const port = await freePort();
+  const ca = caPlugin();
+  signals = signalsPlugin({ ca: ca.handle });
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const keyFile = secret('ssf-key.pem', privateKey.export({ type: 'pkcs8', format: 'pem' }) as string);
   server = await startServer({
@@ -130,15 +127,7 @@ beforeAll(async () => {
       },
     }),
     logger: createLogger('silent'),
-    plugins: [
-      {
-        name: 'test-signals',
-        register: (ctx) => {
-          ctxRef = ctx;
-        },
-      },
-      ssfPlugin({ signals: () => sink }),
-    ],
+    plugins: [ca, signals, ssfPlugin({ signals: handle })],
   });
 }, 30_000);
 
@@ -185,8 +174,23 @@ describe('SSF receiver (push, RFC 8935)', () => {
     expect(pushTx.authorizations).toContain('Bearer idp-bearer');
   });
 
-  it('a CAEP session-revoked raises session.revoked (202)', async () => {
+  it('a CAEP session-revoked raises session.revoked (202) and ends the session', async () => {
     await keysKnown();
+    const now = Date.now();
+    await server.store.accessSessions.create('tok-sess-42', {
+      id: 'sess-42',
+      host: 'app.example.org',
+      issuer: 'https://accounts.example',
+      sub: 'u-42',
+      providerSid: null,
+      person: '{}',
+      tokens: 'sealed',
+      tokenExpiresAt: null,
+      createdAt: now,
+      expiresAt: now + 3_600_000,
+      lastSeenAt: now,
+      userName: 'u42',
+    });
     const before = await server.store.signals.head();
     const jwt = await pushTx.mint({
       sub_id: { format: 'opaque', id: 'sess-42' },
@@ -196,10 +200,26 @@ describe('SSF receiver (push, RFC 8935)', () => {
     expect(res.status).toBe(202);
     const got = await server.store.signals.after(before, 10);
     expect(got.map((s) => s.signal)).toMatchObject([{ kind: 'session.revoked', sessionId: 'sess-42', source: 'ssf' }]);
+    expect((await server.store.accessSessions.findById('sess-42'))?.endedAt).toBeTypeOf('number');
   });
 
-  it('a RISC account-disabled with iss_sub raises user.disabled naming issuer and sub', async () => {
+  it('a RISC account-disabled with iss_sub raises user.disabled naming issuer and sub, ending their sessions', async () => {
     await keysKnown();
+    const now = Date.now();
+    await server.store.accessSessions.create('tok-u7', {
+      id: 's-u7',
+      host: 'app.example.org',
+      issuer: 'https://accounts.example',
+      sub: 'u-7',
+      providerSid: null,
+      person: '{}',
+      tokens: 'sealed',
+      tokenExpiresAt: null,
+      createdAt: now,
+      expiresAt: now + 3_600_000,
+      lastSeenAt: now,
+      userName: 'someone-else-by-name',
+    });
     const before = await server.store.signals.head();
     const jwt = await pushTx.mint({
       sub_id: { format: 'iss_sub', iss: 'https://accounts.example', sub: 'u-7' },
@@ -214,6 +234,7 @@ describe('SSF receiver (push, RFC 8935)', () => {
         reason: 'left the company',
       },
     ]);
+    expect((await server.store.accessSessions.findById('s-u7'))?.endedAt).toBeTypeOf('number');
   });
 
   it('refuses forged and broken SETs with the RFC 8935 error and raises nothing', async () => {
