@@ -38,6 +38,8 @@ let server: RunningServer;
 let dir: string;
 let rp: Server;
 let rpUrl: string;
+/** The test receiver answers 503 to this many pushes first (a receiver that is down for a moment). */
+let rpFailures = 0;
 const rpGot: Array<{ type: string | undefined; body: string; auth: string | undefined }> = [];
 
 /** Makes the next raise fail, as a store that is down would. */
@@ -70,6 +72,11 @@ beforeAll(async () => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
+      if (rpFailures > 0) {
+        rpFailures--;
+        res.writeHead(503).end();
+        return;
+      }
       rpGot.push({
         type: req.headers['content-type'],
         body: Buffer.concat(chunks).toString('utf8'),
@@ -367,6 +374,27 @@ describe('SSF transmitter', () => {
       seen: createMemorySeenSet(),
     });
     expect(set.events).toMatchObject([{ type: CAEP.sessionRevoked, subject: { format: 'opaque', id: 'ours-1' } }]);
+  });
+
+  it('retries pushes the receiver could not take, keeping seq order; SSF-received signals are not sent on', async () => {
+    const n = rpGot.length;
+    rpFailures = 2;
+    const at = new Date().toISOString();
+    await sink.raise({ kind: 'session.revoked', sessionId: 'ord-1', reason: 'r', source: 'admin', at });
+    await sink.raise({ kind: 'session.revoked', sessionId: 'relayed', reason: 'r', source: 'ssf', at });
+    await sink.raise({ kind: 'session.revoked', sessionId: 'ord-2', reason: 'r', source: 'admin', at });
+    await until(() => rpGot.length >= n + 2);
+    await new Promise((r) => setTimeout(r, 200));
+    const ids = rpGot.slice(n).map((g) => {
+      const p = JSON.parse(Buffer.from(g.body.split('.')[1] ?? '', 'base64url').toString()) as {
+        sub_id: { id: string };
+        jti: string;
+      };
+      return [p.sub_id.id, p.jti];
+    });
+    expect(ids.map(([id]) => id)).toEqual(['ord-1', 'ord-2']);
+    expect(ids[0]?.[1]).toMatch(/^rp-\d+$/);
+    expect(rpFailures).toBe(0);
   });
 
   it('serves stream management to a receiver with its bearer token only, and a verification event', async () => {
