@@ -14,6 +14,7 @@ import { decisionPlugin } from '../server/plugins/decision.js';
 import { policyPlugin } from '../server/plugins/policy.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
 import { signalsPlugin } from '../server/plugins/signals.js';
+import { ssfPlugin } from '../server/plugins/ssf.js';
 import { usersPlugin } from '../server/plugins/users.js';
 
 /** The server's plugins for a given configuration (later issues add CA, policy, audit…). */
@@ -67,6 +68,8 @@ export function serverPlugins(config: Config): ServerPlugin[] {
       routes: [...assertionKeys.agentRoutes, ...devices.agentRoutes, ...signals.agentRoutes, ...audit.agentRoutes],
       policy: policy.handle,
     }),
+    // OpenID Shared Signals (signals.ssf): receives SETs into the signals handle, transmits what it keeps.
+    ssfPlugin({ signals: signals.handle }),
     policy,
     decision,
     audit,
