@@ -18,7 +18,7 @@ import {
 } from '../access/device/client.js';
 import { runDeviceDaemon } from '../access/device/daemon.js';
 import { DeviceState } from '../access/device/state.js';
-import { serialText } from '../access/proxy/device.js';
+import { serialText } from '../spiffe/index.js';
 import { deviceTokenSchema } from '../api/devices.js';
 import { parseWire } from '../api/parse.js';
 import { readAdminToken } from '../server/admin-auth.js';

@@ -16,6 +16,7 @@
  * ```
  */
 import type { Signal, SignalKind, UserRef } from '../api/signals.js';
+import { serialText } from '../spiffe/index.js';
 
 /** Subjects kept per question at most (see the module comment). */
 export const DEFAULT_STATE_CAP = 100_000;
@@ -44,9 +45,6 @@ export interface RiskScore {
 export type UserKey = string | { issuer: string; sub: string };
 /** What a risk score is about. */
 export type RiskSubject = { user: UserKey } | { deviceId: string };
-
-/** A hex serial as one key: lowercase, without leading zeros (CAs and tools differ on both). */
-export const normalizeSerial = (serial: string): string => serial.toLowerCase().replace(/^0+(?=.)/, '');
 
 const userKey = (u: UserKey): string => (typeof u === 'string' ? `name:${u}` : `iss:${u.issuer}\u0000${u.sub}`);
 const userKeys = (u: UserRef): string[] => [
@@ -153,7 +151,7 @@ export class RevocationState {
         this.#agents.set(signal.agentId, ref);
         return true;
       case 'svid.revoked':
-        this.#svids.set(normalizeSerial(signal.serial), ref);
+        this.#svids.set(serialText(signal.serial), ref);
         return true;
     }
   }
@@ -199,7 +197,7 @@ export class RevocationState {
 
   /** An SVID revoked by serial (hex, any case, leading zeros or not). */
   svidRevoked(serial: string): SignalRef | undefined {
-    return this.#svids.get(normalizeSerial(serial));
+    return this.#svids.get(serialText(serial));
   }
 
   /** A registration entry deleted (by entry id). */
