@@ -14,6 +14,7 @@ import { crlPlugin } from '../server/plugins/crl.js';
 import { decisionPlugin } from '../server/plugins/decision.js';
 import { policyPlugin } from '../server/plugins/policy.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
+import { signalsPlugin } from '../server/plugins/signals.js';
 import { usersPlugin } from '../server/plugins/users.js';
 
 /** The server's plugins for a given configuration (later issues add CA, policy, audit…). */
@@ -53,8 +54,11 @@ export function serverPlugins(config: Config): ServerPlugin[] {
   const assertionKeys = assertionKeysPlugin({ ca: ca.handle });
   const devices = devicesPlugin({ ca: ca.handle });
   const crl = crlPlugin({ ca: ca.handle });
+  // Revocation, risk and posture signals: kept, audited, streamed on the agent port (issue #23).
+  const signals = signalsPlugin({ ca: ca.handle });
   return [
     ca,
+    signals,
     registrationPlugin(),
     usersPlugin(),
     assertionKeys,
@@ -63,7 +67,13 @@ export function serverPlugins(config: Config): ServerPlugin[] {
     // Audit ingestion by SVID is answered 503 until the audit plugin, registered last, is ready.
     agentEndpointPlugin({
       ca: ca.handle,
-      routes: [...assertionKeys.agentRoutes, ...devices.agentRoutes, ...audit.agentRoutes, ...crl.agentRoutes],
+      routes: [
+        ...assertionKeys.agentRoutes,
+        ...devices.agentRoutes,
+        ...signals.agentRoutes,
+        ...audit.agentRoutes,
+        ...crl.agentRoutes,
+      ],
       policy: policy.handle,
     }),
     policy,
