@@ -14,6 +14,7 @@ import {
   type Socket,
 } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEventInput } from '../../src/audit/event.js';
 import { certificatesFromPem, spiffeIdFromCertificate, TrustBundle } from '../../src/spiffe/index.js';
@@ -201,11 +202,27 @@ describe('sidecar and revocation signals', { timeout: 60_000 }, () => {
     expect(await ping(sc.inboundPort as number, billing)).toBe(200);
     const live = h2(sc.inboundPort as number, billing);
     const liveClosed = new Promise((resolve) => live.once('close', resolve));
+    // And an HTTP/1.1 connection with a response in flight (a stream the app never ends).
+    const h1 = tlsConnect({
+      port: sc.inboundPort as number,
+      host: '127.0.0.1',
+      cert: billing.certChainPem,
+      key: billing.privateKeyPem,
+      ca: billing.bundlePem,
+      ALPNProtocols: ['http/1.1'],
+      checkServerIdentity: () => undefined,
+    });
+    h1.on('error', () => {});
+    h1.write('GET /v1/watch HTTP/1.1\r\nhost: inventory\r\n\r\n');
+    await new Promise((resolve) => h1.once('data', resolve));
+    const h1Closed = new Promise((resolve) => h1.once('close', resolve));
 
     const before = sc.signals?.lastSeq() ?? 0;
     await mesh.revokeSvid(billing.serial);
     await until(() => (sc.signals?.lastSeq() ?? 0) > before, 'the signal at the sidecar');
     await liveClosed;
+    await h1Closed;
+    expect(events.some((e) => e.details?.phase === 'live' && e.details?.protocol === 'http/1.1')).toBe(true);
     expect(await ping(sc.inboundPort as number, billing)).not.toBe(200);
     expect(await ping(sc.inboundPort as number, fresh)).toBe(200);
     const refused = await until(
