@@ -84,7 +84,15 @@ export const signalSchema = z.discriminatedUnion('kind', [
   z
     .object({ kind: z.literal('risk.set'), ...common, target: riskTargetSchema, score: z.number().min(0).max(1) })
     .strict(),
-  z.object({ kind: z.literal('workload.entry-deleted'), ...common, entryId: text }).strict(),
+  z
+    .object({
+      kind: z.literal('workload.entry-deleted'),
+      ...common,
+      entryId: text,
+      // The entry's SPIFFE ID, so a sidecar can cut its peers without having had the entry.
+      spiffeId: z.string().startsWith('spiffe://').max(2048).optional(),
+    })
+    .strict(),
   z.object({ kind: z.literal('agent.banned'), ...common, agentId: text }).strict(),
   // Hex serial as the CA writes it (case-insensitive; compared lowercased).
   z.object({ kind: z.literal('svid.revoked'), ...common, serial: z.string().regex(/^[0-9a-fA-F]{1,64}$/) }).strict(),
