@@ -48,6 +48,8 @@ export type Identification =
       person: PersonIdentity;
       /** A public handle of the session (not the cookie value): logs, audit, the assertion's `sid`. */
       sessionId: string;
+      /** When the session began, ms since the epoch: a person's signal cutoff ends sessions begun before it. */
+      startedAt?: number;
     }
   | { kind: 'bearer'; person: PersonIdentity }
   /** No credential presented: browsers go to login, API clients get 401. */

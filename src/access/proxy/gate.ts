@@ -308,7 +308,27 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
   };
   return {
     kind: 'forward',
-    target: { route, upstream, pathAndQuery, ip, credential, ...(assertion ? { assertion } : {}) },
+    target: {
+      route,
+      upstream,
+      pathAndQuery,
+      ip,
+      credential,
+      ...(assertion ? { assertion } : {}),
+      live: {
+        route,
+        host,
+        method,
+        path: normalized,
+        ip,
+        request,
+        person: who.person,
+        ...(who.kind === 'session'
+          ? { session: { id: who.sessionId, ...(who.startedAt !== undefined ? { startedAt: who.startedAt } : {}) } }
+          : {}),
+        ...(device ? { deviceId: device.id } : {}),
+      },
+    },
   };
 }
 
