@@ -109,6 +109,11 @@ export interface Authenticator {
   csrfToken?(req: IncomingMessage, purpose: string): string | undefined;
   close(): Promise<void>;
   /**
+   * Forgets a cached session at once (a signal revoked it): its next request reads the store, where
+   * the server has ended it too.
+   */
+  evict?(sessionId: string): void;
+  /**
    * Names of the cookies that carry this authenticator's credential (the session cookie): the proxy
    * removes them before forwarding, so an app never holds a session reference it could replay.
    */

@@ -775,6 +775,7 @@ export async function createOidcAuthenticator(
     elevate,
     csrfToken,
     kek,
+    evict,
     // The proxy strips these before forwarding: an app must never hold a session it could replay.
     credentialCookies: [cookieName, LOGIN_COOKIE],
     async close() {

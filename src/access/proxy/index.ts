@@ -21,7 +21,8 @@ import type { MfaService } from '../mfa/service.js';
 import type { AccessProxyConfig, RouteConfig } from './config.js';
 import { forwardRequest, forwardUpgrade, raw } from './forward.js';
 import { type GateDeps, gate, PEP_NAME, unparsedRequestRefusal } from './gate.js';
-import { LiveConnections } from './live.js';
+import { LiveConnections, type LiveSubject } from './live.js';
+import { type ProxySignals, riskScore, signalRefusal, startProxySignals } from './signals.js';
 import { refusalAnswer } from './pages.js';
 import { RouteTable } from './routes.js';
 import { servingTls } from './tls.js';
@@ -123,6 +124,52 @@ export async function startAccessProxy(
         })
         .catch((e: unknown) => log('re-deciding live connections failed', { error: (e as Error).message }));
     });
+    let signals: ProxySignals | undefined;
+    if (config.signals) {
+      const sigSource = source;
+      /** A live connection's verdict after a signal: what the signal takes away, else the policy with the new risk. */
+      const afterSignal = (c: LiveSubject): string | undefined => {
+        const s = signals as ProxySignals;
+        const no = signalRefusal(s.state, {
+          person: c.person,
+          ...(c.session ? { session: c.session } : {}),
+          ...(c.deviceId !== undefined ? { deviceId: c.deviceId } : {}),
+        });
+        if (no) return no.reason;
+        const snap = watcher.current;
+        const risk = riskScore(s.state, c.person, c.deviceId);
+        const request =
+          risk === undefined ? c.request : { ...c.request, source: { ...c.request.source, risk_score: risk } };
+        const d = decide(snap, request);
+        return d.decision === 'allow' ? undefined : d.reason;
+      };
+      signals = startProxySignals({
+        config: config.signals,
+        source: sigSource,
+        log,
+        onSignal: (seq, signal, subject) => {
+          if (signal.kind === 'session.revoked') opts.authenticator.evict?.(signal.sessionId);
+          void live
+            .recheck({ signal: { seq, kind: signal.kind, subject } }, afterSignal)
+            .catch((e: unknown) => log('re-deciding live connections failed', { error: (e as Error).message }));
+        },
+      });
+      const s = signals;
+      closers.push(() => s.stop());
+      // Silence past the bound: people's live connections on `deny` routes end too.
+      const bound = config.signals.max_disconnected;
+      const timer = setInterval(
+        () => {
+          if (!s.lost()) return;
+          void live.recheck({ signalsLost: true }, (c) =>
+            c.route.on_signals_lost === 'deny' ? 'signals_unavailable: no contact with the signal stream' : undefined,
+          );
+        },
+        Math.min(1000, bound * 1000),
+      );
+      timer.unref();
+      closers.push(() => clearInterval(timer));
+    }
     const shipping = opts.ship?.(source);
     if (shipping) closers.push(() => shipping.close());
     const a = config.assertion;
@@ -162,6 +209,7 @@ export async function startAccessProxy(
             },
           }
         : {}),
+      ...(signals ? { signals } : {}),
       log,
     };
     if (opts.mfa) {

@@ -5,7 +5,7 @@
  * a Node client's keep-alive connection is closed, and each cut is an `access.cut` audit event.
  */
 import { createHash } from 'node:crypto';
-import { cpSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { Agent, request as httpsRequest } from 'node:https';
 import { join, resolve } from 'node:path';
@@ -16,6 +16,7 @@ import type { OidcAuthenticator } from '../../../src/access/auth/index.js';
 import type { RunningIdentityProvider } from '../../../src/access/idp/index.js';
 import { parseAccessProxyConfig, type RunningAccessProxy, startAccessProxy } from '../../../src/access/proxy/index.js';
 import type { AuditEventInput } from '../../../src/audit/event.js';
+import type { AccessDecisionEvent } from '../../../src/pep/decision.js';
 import { openStore, type Store } from '../../../src/store/index.js';
 import { CHROMIUM, hasChromium, launchBrowser } from '../../support/browser.js';
 import { freePort } from '../../support/cli.js';
@@ -115,12 +116,13 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
   let port: number;
   let policies: string;
   const events: AuditEventInput[] = [];
+  const decisions: AccessDecisionEvent[] = [];
   /** When each cut was made (the proxy re-decides as the new policy comes into force). */
   const cutAt: number[] = [];
 
   beforeAll(async () => {
     const dir = tempDir();
-    trust = await startTrust(dir);
+    trust = await startTrust(dir, { signals: true });
     store = await openStore({ dataDir: join(dir, 'store') });
     await addPeople(store);
     app = await startWsApp();
@@ -135,11 +137,13 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
       listen: `127.0.0.1:${port}`,
       svid: { workload_api: 'unused' },
       policies,
+      signals: { server: trust.agentUrl, max_disconnected: 5 },
       routes: [{ name: 'live', from: { host: LIVE }, to: `http://127.0.0.1:${app.port}`, websockets: true }],
     });
     proxy = await startAccessProxy(config, {
       authenticator: auth,
       source: trust.proxySource([LIVE]),
+      recorder: { record: (e) => decisions.push(e) },
       audit: (e) => {
         events.push(e);
         if (e.kind === 'access.cut') cutAt.push(Date.now());
@@ -184,7 +188,9 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
   }
 
   const closedOf = (page: Page) =>
-    page.evaluate(() => (globalThis as unknown as { wsClosed?: { code: number; reason: string; at: number } }).wsClosed);
+    page.evaluate(
+      () => (globalThis as unknown as { wsClosed?: { code: number; reason: string; at: number } }).wsClosed,
+    );
 
   /**
    * A Node client's keep-alive connection with a request in flight (/slow, answered on `app.release`):
@@ -265,5 +271,153 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
     }
     expect(proxy.liveConnections).toBe(0);
     await page.context().close();
+    writeFileSync(join(policies, 'live.yaml'), livePolicy(['staff', 'admins']));
   }, 30_000);
+
+  /** A request of the session's owner through the proxy: status and the refusal's error code. */
+  async function get(cookie: string, path = '/'): Promise<{ status: number; error?: string }> {
+    return new Promise((res, rej) => {
+      const r = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port,
+          servername: LIVE,
+          ca: trust.caPem,
+          path,
+          agent: false,
+          headers: { host: `${LIVE}:${port}`, cookie, accept: 'application/json' },
+        },
+        (m) => {
+          let body = '';
+          m.setEncoding('utf8');
+          m.on('data', (c: string) => {
+            body += c;
+          });
+          m.on('end', () => {
+            let error: string | undefined;
+            try {
+              error = (JSON.parse(body) as { error?: string }).error;
+            } catch {}
+            res({ status: m.statusCode ?? 0, ...(error ? { error } : {}) });
+          });
+        },
+      );
+      r.on('error', rej);
+      r.end();
+    });
+  }
+
+  it('a session revoked through the server (admin route): the WebSocket closes 1008 within 1 s, the session is refused', async () => {
+    // The new policy (access restored) is in force again before the socket opens.
+    await until(async () => (await get('')).status !== 0, 5000);
+    let page: Page | undefined;
+    await until(async () => {
+      try {
+        page = (await openSocket()).page;
+        return true;
+      } catch {
+        await page?.context().close();
+        return false;
+      }
+    }, 15_000);
+    const p = page as Page;
+    const cookie = `${SESSION_COOKIE}=${(await p.context().cookies(origin)).find((c) => c.name === SESSION_COOKIE)?.value}`;
+    expect((await get(cookie)).status).toBe(200);
+    const session = (decisions.findLast((d) => d.target.path === '/ws')?.details as { session?: string })?.session;
+    expect(session).toBeTruthy();
+
+    const token = readFileSync(join(trust.serverDataDir, 'admin.token'), 'utf8').trim();
+    const before = Date.now();
+    const r = await fetch(`${trust.server.url}/v1/admin/revoke`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ session, reason: 'stolen laptop' }),
+    });
+    expect(r.status).toBeLessThan(300);
+    await until(async () => (await closedOf(p)) !== undefined, 3000);
+    const closed = await closedOf(p);
+    expect(closed?.code).toBe(1008);
+    expect(closed?.reason).toMatch(/^access revoked \(session\.revoked\): the session was revoked \(stolen laptop\)/);
+    expect((closed?.at ?? Infinity) - before).toBeLessThan(1000);
+    await until(() => app.open.size === 0, 2000);
+
+    // Its next request is refused, with the reason.
+    expect(await get(cookie)).toEqual({ status: 401, error: 'session_revoked' });
+    const cut = events.findLast(
+      (e) => e.kind === 'access.cut' && (e.details as { connection: string }).connection === 'websocket',
+    );
+    expect(
+      (cut?.details as { signal?: { kind: string; subject: string; seq: number } } | undefined)?.signal,
+    ).toMatchObject({
+      kind: 'session.revoked',
+      subject: `session:${session}`,
+    });
+    await p.context().close();
+  }, 40_000);
+
+  it('a proxy that cannot reach the signal stream past max_disconnected refuses people: signals_unavailable', async () => {
+    const lonePort = await freePort();
+    const config = parseAccessProxyConfig({
+      listen: `127.0.0.1:${lonePort}`,
+      svid: { workload_api: 'unused' },
+      policies,
+      // Nothing listens there: the stream is never reached.
+      signals: { server: `https://127.0.0.1:${await freePort()}`, max_disconnected: 1 },
+      routes: [
+        { name: 'live', from: { host: LIVE }, to: `http://127.0.0.1:${app.port}` },
+        {
+          name: 'open',
+          from: { host: LIVE, path_prefix: '/open' },
+          to: `http://127.0.0.1:${app.port}`,
+          target: { service: 'live' },
+          on_signals_lost: 'allow',
+        },
+      ],
+    });
+    const lone = await startAccessProxy(config, { authenticator: auth, source: trust.proxySource([LIVE]) });
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      const { cookie } = await (async () => {
+        const context = await browser.newContext({ ignoreHTTPSErrors: true });
+        const page = await context.newPage();
+        await page.goto(`${origin}/`);
+        await page.fill('#username', 'bob');
+        await page.fill('#password', PEOPLE.bob.password);
+        await Promise.all([page.waitForURL(`${origin}/`), page.click('button[type=submit]')]);
+        const c = (await context.cookies(origin)).find((x) => x.name === SESSION_COOKIE);
+        await context.close();
+        return { cookie: `${SESSION_COOKIE}=${c?.value}` };
+      })();
+      const call = (path: string) =>
+        new Promise<{ status: number; body: string }>((res, rej) => {
+          const r = httpsRequest(
+            {
+              host: '127.0.0.1',
+              port: lonePort,
+              servername: LIVE,
+              ca: trust.caPem,
+              path,
+              agent: false,
+              headers: { host: `${LIVE}:${port}`, cookie, accept: 'application/json' },
+            },
+            (m) => {
+              let body = '';
+              m.on('data', (c: Buffer) => {
+                body += c.toString();
+              });
+              m.on('end', () => res({ status: m.statusCode ?? 0, body }));
+            },
+          );
+          r.on('error', rej);
+          r.end();
+        });
+      const refused = await call('/');
+      expect(refused.status).toBe(503);
+      expect(JSON.parse(refused.body)).toMatchObject({ error: 'signals_unavailable' });
+      // A route set to `allow` goes on deciding (its policy refuses /open/x: a 403, not a 503).
+      expect((await call('/open/x')).status).toBe(403);
+    } finally {
+      await lone.close();
+    }
+  }, 40_000);
 });
