@@ -84,7 +84,15 @@ export const signalSchema = z.discriminatedUnion('kind', [
   z
     .object({ kind: z.literal('risk.set'), ...common, target: riskTargetSchema, score: z.number().min(0).max(1) })
     .strict(),
-  z.object({ kind: z.literal('workload.entry-deleted'), ...common, entryId: text }).strict(),
+  z
+    .object({
+      kind: z.literal('workload.entry-deleted'),
+      ...common,
+      entryId: text,
+      // The entry's SPIFFE ID, so a sidecar can cut its peers without having had the entry.
+      spiffeId: z.string().startsWith('spiffe://').max(2048).optional(),
+    })
+    .strict(),
   z.object({ kind: z.literal('agent.banned'), ...common, agentId: text }).strict(),
   // Hex serial as the CA writes it (case-insensitive; compared lowercased).
   z.object({ kind: z.literal('svid.revoked'), ...common, serial: z.string().regex(/^[0-9a-fA-F]{1,64}$/) }).strict(),
@@ -144,4 +152,57 @@ export function signalSubject(s: Signal): string {
     case 'svid.revoked':
       return `svid:${s.serial.toLowerCase()}`;
   }
+}
+
+/** Names exactly one of `keys` in `o`. */
+const exactlyOne = (o: Record<string, unknown>, keys: readonly string[]) =>
+  keys.filter((k) => o[k] !== undefined).length === 1;
+
+const REVOKE_TARGETS = ['session', 'user', 'device', 'svid'] as const;
+
+/**
+ * `POST /v1/admin/revoke` (`nevertrust revoke …`): exactly one of a session id, a person's name, a
+ * device id or an SVID serial (hex).
+ */
+export const revokeRequestSchema = z
+  .strictObject({
+    session: text.optional(),
+    user: text.optional(),
+    device: text.optional(),
+    svid: z
+      .string()
+      .regex(/^[0-9a-fA-F:]{1,95}$/, 'a hex serial, e.g. 3f9a01 (colons allowed)')
+      .transform((s) => s.replaceAll(':', ''))
+      .pipe(z.string().min(1).max(64))
+      .optional(),
+    reason: z.string().max(1024).optional(),
+  })
+  .refine((o) => exactlyOne(o, REVOKE_TARGETS), { message: 'name exactly one of session, user, device, svid' });
+export type RevokeRequest = z.infer<typeof revokeRequestSchema>;
+
+/** `POST /v1/admin/risk` (`nevertrust risk set …`): a score from 0 to 1 for a person or a device. */
+export const riskRequestSchema = z
+  .strictObject({
+    user: text.optional(),
+    device: text.optional(),
+    score: z.number().min(0, 'a score from 0 to 1').max(1, 'a score from 0 to 1'),
+    reason: z.string().max(1024).optional(),
+  })
+  .refine((o) => exactlyOne(o, ['user', 'device']), { message: 'name exactly one of user, device' });
+export type RiskRequest = z.infer<typeof riskRequestSchema>;
+
+/** The answer to `POST /v1/admin/revoke` and `POST /v1/admin/risk`. */
+export interface RaisedSignalWire {
+  seq: number;
+  kind: SignalKind;
+  subject: string;
+  /** Sessions the store ended because of it (session and person signals). */
+  ended_sessions: number;
+}
+
+/** `GET /v1/admin/signals?after=&limit=`. */
+export interface SignalListWire {
+  signals: SequencedSignal[];
+  head: number;
+  oldest: number;
 }

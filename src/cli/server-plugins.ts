@@ -13,6 +13,7 @@ import { caPlugin } from '../server/plugins/ca.js';
 import { decisionPlugin } from '../server/plugins/decision.js';
 import { policyPlugin } from '../server/plugins/policy.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
+import { signalsPlugin } from '../server/plugins/signals.js';
 import { usersPlugin } from '../server/plugins/users.js';
 
 /** The server's plugins for a given configuration (later issues add CA, policy, audit…). */
@@ -51,8 +52,11 @@ export function serverPlugins(config: Config): ServerPlugin[] {
   // Before the agent endpoint, which serves its registration route.
   const assertionKeys = assertionKeysPlugin({ ca: ca.handle });
   const devices = devicesPlugin({ ca: ca.handle });
+  // Revocation, risk and posture signals: kept, audited, streamed on the agent port (issue #23).
+  const signals = signalsPlugin({ ca: ca.handle });
   return [
     ca,
+    signals,
     registrationPlugin(),
     usersPlugin(),
     assertionKeys,
@@ -60,7 +64,7 @@ export function serverPlugins(config: Config): ServerPlugin[] {
     // Audit ingestion by SVID is answered 503 until the audit plugin, registered last, is ready.
     agentEndpointPlugin({
       ca: ca.handle,
-      routes: [...assertionKeys.agentRoutes, ...devices.agentRoutes, ...audit.agentRoutes],
+      routes: [...assertionKeys.agentRoutes, ...devices.agentRoutes, ...signals.agentRoutes, ...audit.agentRoutes],
       policy: policy.handle,
     }),
     policy,

@@ -143,6 +143,13 @@ export const configSchema = z.strictObject({
         .optional(),
     })
     .prefault({}),
+  /** Revocation, risk and posture signals (docs/signals.md). */
+  signals: z
+    .strictObject({
+      /** How long the server keeps signals for followers to catch up (the newest is always kept). */
+      retention: duration.default(24 * 3600),
+    })
+    .prefault({}),
 });
 
 export type ConfigInput = z.input<typeof configSchema>;

@@ -15,6 +15,8 @@ export interface ServerEvent {
     | 'jwt.issued'
     | 'policy.changed'
     | 'revocation'
+    // A revocation, risk or posture signal kept and streamed (src/server/plugins/signals.ts).
+    | 'signal'
     | 'access.decision'
     // People's second factors, recorded by the MFA service for admin calls (`mfa.reset`, `mfa.enroll_link`).
     | `mfa.${string}`

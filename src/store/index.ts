@@ -29,6 +29,7 @@ export {
   userAttemptKey,
 } from './mfa.js';
 export { OidcModelRepository, type OidcModelRow } from './oidc-models.js';
+export { SignalRepository } from './signals.js';
 export { DuplicateUserError, type NewUser, type UserChanges, type UserRecord, UserRepository } from './users.js';
 export {
   type Engine,

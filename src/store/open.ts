@@ -17,6 +17,7 @@ import { KvRepository } from './kv.js';
 import { MfaRepository } from './mfa.js';
 import { PolicySnapshotRepository } from './policy-snapshots.js';
 import { OidcModelRepository } from './oidc-models.js';
+import { SignalRepository } from './signals.js';
 import { UserRepository } from './users.js';
 import { migrations } from './migrations/index.js';
 import { LockingSqliteDialect } from './sqlite-migration-lock.js';
@@ -56,6 +57,8 @@ export interface Store {
   readonly mfa: MfaRepository;
   /** Enrolled devices, their enrollment tokens and posture reports (src/server/devices/). */
   readonly devices: DeviceRepository;
+  /** Revocation, risk and posture signals, numbered (issue #23, src/signals/). */
+  readonly signals: SignalRepository;
   /** Resolves when the database answers; used by /readyz. */
   ping(): Promise<void>;
   /** Names of applied migrations, oldest first. */
@@ -261,6 +264,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     accessSessions: new AccessSessionRepository(db),
     mfa: new MfaRepository(db),
     devices: new DeviceRepository(db),
+    signals: new SignalRepository(db),
     async ping() {
       await sql`select 1`.execute(db);
     },

@@ -9,6 +9,7 @@ import { agentToWire, banRequestSchema } from '../../api/agents.js';
 import { entryToWire, type RegistrationEntry } from '../../api/entries.js';
 import { joinTokenRequestSchema, joinTokenToWire } from '../../api/join-tokens.js';
 import { firstIssue } from '../../api/parse.js';
+import type { SignalOf } from '../../api/signals.js';
 import {
   checkTrustDomain,
   EntryValidationError,
@@ -67,6 +68,18 @@ function record(
   });
 }
 
+function entryDeletedSignal(entry: RegistrationEntry, who: AdminPrincipal): SignalOf<'workload.entry-deleted'> {
+  return {
+    kind: 'workload.entry-deleted',
+    entryId: entry.id,
+    spiffeId: entry.spiffeId,
+    reason: `entry ${entry.id} deleted`,
+    source: 'admin',
+    at: new Date().toISOString(),
+    origin: `admin:${who.id}`,
+  };
+}
+
 function changed(d: Deps, op: 'create' | 'update' | 'delete', entry: RegistrationEntry, who: AdminPrincipal): void {
   d.ctx.events.record({
     kind: 'entry.changed',
@@ -74,7 +87,14 @@ function changed(d: Deps, op: 'create' | 'update' | 'delete', entry: Registratio
     source: { id: who.id },
     target: { id: entry.id, resource: entry.spiffeId },
     reason: `entry ${op}d`,
-    details: { op, parent_id: entry.parentId, selectors: entry.selectors, revision: entry.revision },
+    details: {
+      op,
+      parent_id: entry.parentId,
+      selectors: entry.selectors,
+      revision: entry.revision,
+      // Raised as a signal by the signals plugin: sidecars cut this workload's connections.
+      ...(op === 'delete' && { signal: entryDeletedSignal(entry, who) }),
+    },
   });
   d.onEntryChange?.({ op, entry });
 }
@@ -263,6 +283,16 @@ const banAgent: AdminHandler = async (d, req, res, _url, who) => {
     source: { id: who.id },
     target: { id },
     reason: 'agent banned',
+    details: {
+      signal: {
+        kind: 'agent.banned',
+        agentId: id,
+        reason: 'agent banned',
+        source: 'admin',
+        at: new Date().toISOString(),
+        origin: `admin:${who.id}`,
+      } satisfies SignalOf<'agent.banned'>,
+    },
   });
   sendJson(res, 200, { banned: id });
 };

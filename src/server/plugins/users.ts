@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hashPassword } from '../../access/idp/password.js';
 import type { MfaService } from '../../access/mfa/service.js';
 import { toIso } from '../../api/fields.js';
+import type { SignalOf } from '../../api/signals.js';
 import {
   DEFAULT_ENROLL_LINK_TTL_S,
   ENROLL_LINK_PATH,
@@ -153,17 +154,43 @@ const updateUser: Handler = async (ctx, req, res, url, who) => {
     });
     if (!out) throw notFound(name);
     // Which fields changed, and the new groups/disabled (who may do what); never the password.
-    return { out, details: { changed: Object.keys(u).sort(), groups: out.groups, disabled: out.disabled } };
+    const signal = u.disabled
+      ? personSignal('user.disabled', name, 'disabled by an admin', who)
+      : u.password !== undefined
+        ? personSignal('user.credentials-changed', name, 'password changed by an admin', who)
+        : undefined;
+    return {
+      out,
+      details: {
+        changed: Object.keys(u).sort(),
+        groups: out.groups,
+        disabled: out.disabled,
+        ...(signal && { signal }),
+      },
+    };
   });
   sendJson(res, 200, userToWire(user));
 };
+
+/**
+ * The signal a change of a person carries in its event: the signals plugin raises it, ending their
+ * sessions everywhere (issue #23).
+ */
+function personSignal(
+  kind: 'user.disabled' | 'user.credentials-changed',
+  user: string,
+  reason: string,
+  who: AdminPrincipal,
+): SignalOf<typeof kind> {
+  return { kind, user: { user }, reason, source: 'admin', at: new Date().toISOString(), origin: `admin:${who.id}` };
+}
 
 /** `DELETE /v1/admin/users/<name>` */
 const removeUser: Handler = async (ctx, _req, res, url, who) => {
   const name = usernameOf(url);
   await guarded(ctx, who, 'user.remove', name, async () => {
     if (!(await ctx.store.users.remove(name))) throw notFound(name);
-    return { out: undefined };
+    return { out: undefined, details: { signal: personSignal('user.disabled', name, 'removed by an admin', who) } };
   });
   sendJson(res, 200, { deleted: name });
 };
