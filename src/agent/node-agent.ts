@@ -22,6 +22,7 @@ import { certificatesFromPem, serverSpiffeId, TrustBundle } from '../spiffe/inde
 import type { Logger } from '../util/logger.js';
 import type { z } from 'zod';
 import { agentSvidSchema, jwtSvidSchema, signResponseSchema } from '../api/attest.js';
+import { CRL_PATH, crlSetSchema } from '../api/ca.js';
 import type { EntryView } from '../api/entries.js';
 import type { JwksWire } from '../api/fields.js';
 import { parseWire, WireFormatError } from '../api/parse.js';
@@ -57,6 +58,8 @@ export interface NodeAgentOptions {
   maxBackoffMs?: number;
   /** Workload API connection limits (config `agent.workload_api`); defaults in {@link GrpcServerOptions}. */
   workloadApi?: WorkloadApiLimits;
+  /** How often the agent fetches the CRL of revoked SVIDs for the Workload API's `crl` fields (default 5 s). */
+  crlRefreshMs?: number;
 }
 
 /** Per-uid limits of the Workload API (see `GrpcServerOptions`). */
@@ -115,6 +118,10 @@ export class NodeAgent
   private stopped = false;
   private syncing: Promise<void> | undefined;
   private reconciling: Promise<void> | undefined;
+  /** The CRLs served in the Workload API's `crl` fields, and the number of the newest fetched. */
+  private crlDers: Uint8Array[] = [];
+  private crlNumber = -1n;
+  private crlFetchedAt = 0;
   connected = false;
 
   constructor(private readonly opts: NodeAgentOptions) {
@@ -495,6 +502,12 @@ export class NodeAgent
       this.opts.logger.warn({ err: (e as Error).message }, 'agent SVID renewal failed; will retry');
     }
     const now = Date.now();
+    if (now - this.crlFetchedAt >= (this.opts.crlRefreshMs ?? 5000)) {
+      this.crlFetchedAt = now;
+      await this.refreshCrl().catch((e: unknown) =>
+        this.opts.logger.warn({ err: (e as Error).message }, 'CRL fetch failed; serving the last one'),
+      );
+    }
     let expired = false;
     for (const [id, s] of this.svids) {
       if (s.notAfter <= now) {
@@ -588,6 +601,23 @@ export class NodeAgent
 
   bundles(): readonly TrustBundle[] {
     return [this.bundle];
+  }
+
+  crls(): readonly Uint8Array[] {
+    return this.crlDers;
+  }
+
+  /**
+   * Fetches the server's CRLs (over the agent's mTLS connection, the server's ID checked). A CRL
+   * number lower than the one held is a replay or a lagging server: ignored, never a rollback.
+   */
+  private async refreshCrl(): Promise<void> {
+    const r = await this.server().call('GET', `${CRL_PATH}?format=json`, undefined, crlSetSchema);
+    const n = BigInt(r.crl_number);
+    if (n <= this.crlNumber) return;
+    this.crlNumber = n;
+    this.crlDers = r.crls.map((c) => new Uint8Array(Buffer.from(c, 'base64')));
+    this.emit('change');
   }
 
   async mintJwtSvid(spiffeId: string, audience: readonly string[]): Promise<string> {

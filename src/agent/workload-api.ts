@@ -85,6 +85,11 @@ export interface WorkloadResolver {
    * caches per (identity, audiences) and refreshes before expiry.
    */
   mintJwtSvid(spiffeId: string, audience: readonly string[]): Promise<string>;
+  /**
+   * The trust domain's CRLs of revoked X.509-SVIDs (DER), sent in the `crl` fields (issue #23);
+   * none when the agent has not fetched them (or has no such resolver).
+   */
+  crls?(): readonly Uint8Array[];
   /** `change`: identities, SVIDs or bundles changed (rotation, entry change, bundle update). */
   on(event: 'change', listener: () => void): unknown;
   off(event: 'change', listener: () => void): unknown;
@@ -329,14 +334,14 @@ export class WorkloadApiHandlers {
     if (svids.length === 0) throw new GrpcError(Status.UNAVAILABLE, "no trust bundle yet for the caller's identities");
     const federated_bundles: Record<string, Uint8Array> = {};
     for (const [td, b] of federated) federated_bundles[`spiffe://${td}`] = b.toDer();
-    return { svids, crl: [], federated_bundles };
+    return { svids, crl: [...(this.resolver.crls?.() ?? [])], federated_bundles };
   }
 
   private async x509BundlesResponse(selectors: readonly Selector[]): Promise<X509BundlesResponseMessage> {
     const { own, federated } = this.bundlesFor(await this.identities(selectors));
     const bundles: Record<string, Uint8Array> = {};
     for (const [td, b] of [...own, ...federated]) bundles[`spiffe://${td}`] = b.toDer();
-    return { crl: [], bundles };
+    return { crl: [...(this.resolver.crls?.() ?? [])], bundles };
   }
 
   private async jwtBundlesResponse(selectors: readonly Selector[]): Promise<JWTBundlesResponseMessage> {
@@ -359,7 +364,7 @@ export class WorkloadApiHandlers {
     await this.streamState(
       call,
       () => this.x509BundlesResponse(selectors),
-      (m) => mapFingerprint(m.bundles),
+      (m) => `${mapFingerprint(m.bundles)}#${m.crl.map((c) => b64(c)).join(';')}`,
     );
   }
 
@@ -519,7 +524,9 @@ function x509Fingerprint(m: X509SVIDResponseMessage): string {
       .map((s) => `${s.spiffe_id}|${b64(s.x509_svid)}|${b64(s.x509_svid_key)}|${b64(s.bundle)}|${s.hint}`)
       .join(';') +
     '#' +
-    mapFingerprint(m.federated_bundles)
+    mapFingerprint(m.federated_bundles) +
+    '#' +
+    m.crl.map((c) => b64(c)).join(';')
   );
 }
 

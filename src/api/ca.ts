@@ -20,3 +20,29 @@ export const adminJwtSvidSchema = z.object({ token: z.string().min(1), spiffe_id
 
 /** `POST /v1/admin/ca/rotate`: whether anything changed, and the bundle sequence after (with the CA's state). */
 export const caRotateSchema = z.looseObject({ changed: z.boolean(), sequence: z.number().int().nonnegative() });
+
+/** The CRL's path on the API and agent ports. */
+export const CRL_PATH = '/v1/bundle/crl';
+
+/**
+ * `GET /v1/bundle/crl?format=json` (API and agent ports, public like the bundle): the CRLs of revoked
+ * X.509-SVID serials, one per CA generation that may have issued live SVIDs, the active one first;
+ * each DER, base64. Without `format` the route answers the active one as DER (`application/pkix-crl`).
+ */
+export const crlSetSchema = z.strictObject({
+  crls: z
+    .array(
+      z
+        .base64()
+        .min(1)
+        .max(4 * 1024 * 1024),
+    )
+    .min(1)
+    .max(16),
+  crl_number: z.string().regex(/^[0-9]+$/),
+  this_update: isoTime,
+  next_update: isoTime,
+  /** How many serials are listed. */
+  revoked: z.number().int().nonnegative(),
+});
+export type CrlSetWire = z.infer<typeof crlSetSchema>;

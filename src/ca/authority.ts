@@ -34,6 +34,7 @@ import {
   prepareLeaf,
 } from './issuance.js';
 import type { Kek } from './kek.js';
+import { buildCrl, type CrlEntry } from './crl.js';
 import { DEFAULT_KEY_TYPE, generatePrivateKey, type KeyType } from './keys.js';
 import { decodeState, encodeState, type StateOwner } from './persisted-state.js';
 import { advanceGenerations } from './rotation.js';
@@ -341,6 +342,42 @@ export class CertificateAuthority {
       this.#dirty = true;
     }
     return { token, spiffeId: id, expiresAt: new Date(expMs), kid: g.jwtKid };
+  }
+
+  /**
+   * One CRL per CA generation held (each signs only what it issued; serials are random, so listing
+   * every revoked serial under each issuer names nothing it did not issue). Nothing is persisted:
+   * the caller keeps the revoked serials and the CRL number.
+   *
+   * @example
+   * ```ts
+   * const crls = await ca.signCrls({ entries, crlNumber: 3n, validityMs: 3_600_000 });
+   * ```
+   */
+  async signCrls(o: {
+    entries: readonly CrlEntry[];
+    crlNumber: bigint;
+    validityMs: number;
+    now?: Date;
+  }): Promise<{ id: string; status: 'active' | 'retired'; der: Buffer }[]> {
+    const t = (o.now ?? this.#clock()).getTime();
+    const thisUpdate = new Date(floorSec(t));
+    const nextUpdate = new Date(floorSec(t + o.validityMs));
+    const out: { id: string; status: 'active' | 'retired'; der: Buffer }[] = [];
+    for (const g of this.#gens) {
+      if (g.status === 'prepared') continue; // has issued nothing yet
+      const der = await buildCrl({
+        caCert: g.caCert,
+        caKey: g.caKey,
+        crlNumber: o.crlNumber,
+        thisUpdate,
+        nextUpdate,
+        entries: o.entries,
+      });
+      out.push({ id: g.id, status: g.status, der });
+    }
+    // The active issuer's first: it signs what is issued now.
+    return out.sort((a, b) => (a.status === 'active' ? -1 : b.status === 'active' ? 1 : 0));
   }
 
   toJSON(): { trustDomain: string; sequence: number; authorities: AuthorityInfo[] } {

@@ -37,3 +37,4 @@ export {
   sharedSigningPool,
 } from './signing-pool.js';
 export { type CaStateStore, FileCaStateStore, MemoryCaStateStore } from './state.js';
+export { buildCrl, type BuildCrlOptions, type CrlEntry } from './crl.js';

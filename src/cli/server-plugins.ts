@@ -10,6 +10,7 @@ import { agentEndpointPlugin } from '../server/plugins/agent-endpoint.js';
 import { assertionKeysPlugin } from '../server/plugins/assertion-keys.js';
 import { auditPlugin } from '../server/plugins/audit.js';
 import { caPlugin } from '../server/plugins/ca.js';
+import { crlPlugin } from '../server/plugins/crl.js';
 import { decisionPlugin } from '../server/plugins/decision.js';
 import { policyPlugin } from '../server/plugins/policy.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
@@ -54,6 +55,7 @@ export function serverPlugins(config: Config): ServerPlugin[] {
   const devices = devicesPlugin({ ca: ca.handle });
   // Revocation, risk and posture signals: kept, audited, streamed on the agent port (issue #23).
   const signals = signalsPlugin({ ca: ca.handle });
+  const crl = crlPlugin({ ca: ca.handle });
   return [
     ca,
     signals,
@@ -61,10 +63,17 @@ export function serverPlugins(config: Config): ServerPlugin[] {
     usersPlugin(),
     assertionKeys,
     devices,
+    crl,
     // Audit ingestion by SVID is answered 503 until the audit plugin, registered last, is ready.
     agentEndpointPlugin({
       ca: ca.handle,
-      routes: [...assertionKeys.agentRoutes, ...devices.agentRoutes, ...signals.agentRoutes, ...audit.agentRoutes],
+      routes: [
+        ...assertionKeys.agentRoutes,
+        ...devices.agentRoutes,
+        ...signals.agentRoutes,
+        ...audit.agentRoutes,
+        ...crl.agentRoutes,
+      ],
       policy: policy.handle,
     }),
     policy,

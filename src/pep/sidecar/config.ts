@@ -66,6 +66,20 @@ export const svidSectionSchema = z.union([
   z.object({ workload_api: z.string() }).strict(),
 ]);
 
+/**
+ * Revocation signals (docs/signals.md): the sidecar follows the server's signal stream on the agent
+ * port with its own SVID, refuses revoked SVIDs at the handshake and cuts live connections of peers
+ * whose entry was deleted.
+ */
+export const signalsSectionSchema = z
+  .object({
+    /** The server's agent port (mTLS), e.g. https://127.0.0.1:8081. */
+    server: z.url().refine((u) => u.startsWith('https://'), 'must be an https:// URL (the agent port)'),
+    /** The SPIFFE ID the server must present (default spiffe://<trust domain>/nevertrust/server). */
+    server_id: z.string().startsWith('spiffe://').optional(),
+  })
+  .strict();
+
 /** The sidecar config file (YAML), validated. */
 export const SidecarConfigSchema = z
   .object({
@@ -84,6 +98,7 @@ export const SidecarConfigSchema = z
      * process uses one core.
      */
     workers: z.number().int().min(1).max(64).default(1),
+    signals: signalsSectionSchema.optional(),
     inbound: z
       .object({
         listen: hostPort,

@@ -26,6 +26,7 @@ import { forwardHeaders, JSON_TYPE, personAssertionPass, requestHead } from './h
 import { AppPool } from './app-pool.js';
 import { forwardToApp } from './h2-forward.js';
 import { Http1Connections, type Http1Request, type Http1Verdict } from './http1.js';
+import type { ConnectionGuard } from './revocation.js';
 import { splice, writeRawResponse } from './tunnel.js';
 import { listen } from '../../util/listen.js';
 
@@ -37,6 +38,8 @@ export interface InboundDeps {
   log: (msg: string, fields?: Record<string, unknown>) => void;
   /** The signed identity assertion for a caller (`x-nevertrust-assertion`); a failure refuses the request. */
   assert?: (identity: CallerIdentity) => Promise<string>;
+  /** Revocation signals: refuses revoked peers after the handshake and cuts live ones (./revocation.ts). */
+  guard?: ConnectionGuard;
 }
 
 export interface RunningLeg {
@@ -175,6 +178,12 @@ export async function startInbound(ib: InboundConfig, deps: InboundDeps): Promis
     server.on('secureConnection', (s: TLSSocket) => (s.alpnProtocol === 'h2' ? node.call(server, s) : conns.serve(s)));
   }
   attachMtls(server, source, { authorize: authorizeAny() });
+  const guard = deps.guard;
+  if (guard) {
+    // After the SPIFFE checks, still in the same tick as the handshake: nothing has been read yet.
+    server.on('session', (s: Http2Session) => guard.session(s));
+    server.on('secureConnection', (s: TLSSocket) => void guard.admit(s));
+  }
 
   // WebSocket: the handshake is an HTTP/1.1 request like any other — decided, stripped, asserted —
   // and once the app answers, the sidecar only copies bytes. Other upgrades (h2c) are refused.

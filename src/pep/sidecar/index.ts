@@ -17,6 +17,9 @@ import { MemorySvidSource, type X509SvidSource } from '../mtls/index.js';
 import type { SidecarConfig } from './config.js';
 import { startInbound } from './inbound.js';
 import { startOutbound } from './outbound.js';
+import { ConnectionGuard, followForSidecar } from './revocation.js';
+import type { AuditEventInput } from '../../audit/event.js';
+import type { SignalFollower } from '../../signals/follow.js';
 
 export { sidecarShipper } from './audit-shipping.js';
 export {
@@ -46,6 +49,8 @@ export interface SidecarOptions {
 export interface RunningSidecar {
   inboundPort?: number;
   outboundPort?: number;
+  /** The signal stream follower, when `signals` is configured. */
+  signals?: SignalFollower;
   close(): Promise<void>;
 }
 
@@ -134,6 +139,20 @@ export async function startSidecar(config: SidecarConfig, opts: SidecarOptions =
     const shipping = opts.ship?.(source);
     if (shipping) closers.push(() => shipping.close());
     const recorder = shipping?.recorder ?? opts.recorder;
+    let guard: ConnectionGuard | undefined;
+    if (config.signals) {
+      // The recorders a sidecar is given (audit shippers, AuditRecorder) take any audit event, not
+      // only decisions: the cuts go the same way as the decisions.
+      const sink = recorder as unknown as { record(e: AuditEventInput): void } | undefined;
+      guard = new ConnectionGuard({
+        self: () => String(source.svid.spiffeId),
+        record: sink ? (e) => sink.record(e) : undefined,
+        log,
+      });
+      const follower = followForSidecar(config.signals, source, guard, log);
+      out.signals = follower;
+      closers.push(() => follower.stop());
+    }
     if (config.inbound) {
       const a = config.inbound.assertion;
       // The first key is registered before the port opens: an app never sees a request it cannot verify.
@@ -153,6 +172,7 @@ export async function startSidecar(config: SidecarConfig, opts: SidecarOptions =
         recorder,
         log,
         assert: signer ? (identity) => signer.assertionFor(identity) : undefined,
+        guard,
       });
       out.inboundPort = leg.port;
       closers.push(() => leg.close());
