@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { trustedProxySchema } from '../pep/identity.js';
 import { PATH_NORMALIZATIONS } from '../policy/path.js';
 import { durationSchema } from '../util/duration.js';
+import { ssfConfigSchema } from './ssf.js';
 
 const duration = durationSchema;
 
@@ -148,6 +149,8 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** How long the server keeps signals for followers to catch up (the newest is always kept). */
       retention: duration.default(24 * 3600),
+      /** OpenID Shared Signals: transmitters we receive from, and our own transmitter (config/ssf.ts). */
+      ssf: ssfConfigSchema,
     })
     .prefault({}),
 });

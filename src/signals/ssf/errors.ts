@@ -42,6 +42,9 @@ export const SSF_ERROR_ERR = {
   // Our own transmitter's configuration (500: never the caller's fault).
   ERR_SSF_SIGNING_KEY: 'invalid_key',
   ERR_SSF_BAD_CONFIG: 'invalid_request',
+  // Talking to a transmitter (discovery, stream creation, polling) failed: 502, theirs or the network's.
+  ERR_SSF_DISCOVERY: 'invalid_request',
+  ERR_SSF_TRANSMITTER: 'invalid_request',
 } as const satisfies Record<`ERR_SSF_${string}`, SetDeliveryErr>;
 
 export type SsfErrorCode = keyof typeof SSF_ERROR_ERR;
@@ -53,6 +56,8 @@ const STATUS: Partial<Record<SsfErrorCode, number>> = {
   ERR_SSF_UNAUTHENTICATED: 401,
   ERR_SSF_SIGNING_KEY: 500,
   ERR_SSF_BAD_CONFIG: 500,
+  ERR_SSF_DISCOVERY: 502,
+  ERR_SSF_TRANSMITTER: 502,
 };
 
 /** A refused SET (or SSF input). `err` is the RFC 8935 value for a push answer. */
