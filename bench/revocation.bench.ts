@@ -140,7 +140,7 @@ inbound:
 const CHARGE =
   'POST /v1/charges HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n{"amount":1}';
 
-type Opened = { ok: true; socket: TLSSocket } | { ok: false };
+type Opened = { ok: true; socket: TLSSocket } | { ok: false; status?: string };
 interface Target {
   port: number;
   servername: string;
@@ -173,7 +173,7 @@ function open(t: Target, req: string, expect = 200): Promise<Opened> {
       if (buf.length < head + 4 + len) return;
       const ok = buf.startsWith(`HTTP/1.1 ${expect}`);
       if (!ok) s.destroy();
-      finish(ok ? { ok: true, socket: s } : { ok: false });
+      finish(ok ? { ok: true, socket: s } : { ok: false, status: buf.slice(0, buf.indexOf('\r\n')) });
     });
     s.on('error', () => finish({ ok: false }));
     s.on('close', () => finish({ ok: false }));
@@ -189,7 +189,7 @@ interface Live {
 const lives: Live[] = [];
 async function hold(t: Target, req: string, expect = 200, busy?: string): Promise<Live> {
   const r = await open(t, req, expect);
-  if (!r.ok) throw new Error(`a live connection to port ${t.port} was not answered ${expect}`);
+  if (!r.ok) throw new Error(`a live connection to port ${t.port} was not answered ${expect}: ${r.status ?? 'closed'}`);
   const l: Live = { socket: r.socket, busy };
   r.socket.on('error', () => {});
   r.socket.once('close', () => {
@@ -368,6 +368,7 @@ routes:
   - name: live
     from: { host: ${HOST} }
     to: http://127.0.0.1:${wsApp}
+    websockets: true
 `,
     );
     try {
@@ -405,14 +406,14 @@ routes:
   await proxyStore.close();
   const get = (cookie: string) =>
     `GET / HTTP/1.1\r\nhost: ${HOST}\r\ncookie: __Host-nevertrust_session=${cookie}\r\naccept: text/html\r\n\r\n`;
-  const upgrade = (cookie: string) =>
-    `GET /ws HTTP/1.1\r\nhost: ${HOST}\r\ncookie: __Host-nevertrust_session=${cookie}\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: ${randomBytes(16).toString('base64')}\r\norigin: https://${HOST}\r\n\r\n`;
+  const upgrade = (cookie: string, port: number) =>
+    `GET /ws HTTP/1.1\r\nhost: ${HOST}\r\ncookie: __Host-nevertrust_session=${cookie}\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: ${randomBytes(16).toString('base64')}\r\norigin: https://${HOST}:${port}\r\n\r\n`;
   const target = (i: number): Target => ({ port: proxyPorts[i % PROXIES] as number, servername: HOST });
   // Each session: its WebSocket through one proxy, its keep-alive connection through the next, and
   // the probes through a third: the revocation must reach every proxy.
   const held = [];
   for (const [i, s] of sessions.entries()) {
-    const ws = await hold(target(i), upgrade(s.cookie), 101);
+    const ws = await hold(target(i), upgrade(s.cookie, target(i).port), 101);
     const ka = await hold(target(i + 1), get(s.cookie), 200, get(s.cookie));
     held.push({ ...s, i, ws, ka });
   }
