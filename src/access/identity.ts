@@ -48,6 +48,8 @@ export type Identification =
       person: PersonIdentity;
       /** A public handle of the session (not the cookie value): logs, audit, the assertion's `sid`. */
       sessionId: string;
+      /** When the session began, ms since the epoch: a person's signal cutoff ends sessions begun before it. */
+      startedAt?: number;
     }
   | { kind: 'bearer'; person: PersonIdentity }
   /** No credential presented: browsers go to login, API clients get 401. */
@@ -106,6 +108,11 @@ export interface Authenticator {
    */
   csrfToken?(req: IncomingMessage, purpose: string): string | undefined;
   close(): Promise<void>;
+  /**
+   * Forgets a cached session at once (a signal revoked it): its next request reads the store, where
+   * the server has ended it too.
+   */
+  evict?(sessionId: string): void;
   /**
    * Names of the cookies that carry this authenticator's credential (the session cookie): the proxy
    * removes them before forwarding, so an app never holds a session reference it could replay.

@@ -4,6 +4,7 @@ import { type RunningServer, startServer } from '../../src/server/index.js';
 import { agentEndpointPlugin } from '../../src/server/plugins/agent-endpoint.js';
 import { assertionKeysPlugin } from '../../src/server/plugins/assertion-keys.js';
 import { caPlugin } from '../../src/server/plugins/ca.js';
+import { signalsPlugin } from '../../src/server/plugins/signals.js';
 import { createLogger } from '../../src/util/logger.js';
 import { tempDir } from '../support/tmp.js';
 
@@ -12,16 +13,33 @@ export interface AssertionServer {
   ca: ReturnType<typeof caPlugin>;
   /** The agent port, where sidecars register their keys: `https://127.0.0.1:<port>`. */
   agentUrl: string;
+  /** With `{signals: true}`: the signals plugin (stream on the agent port, admin routes). */
+  signals?: ReturnType<typeof signalsPlugin>;
+  dataDir: string;
 }
 
-export async function startAssertionServer(trustDomain: string): Promise<AssertionServer> {
+export async function startAssertionServer(
+  trustDomain: string,
+  opts: { signals?: boolean } = {},
+): Promise<AssertionServer> {
   const ca = caPlugin();
   const keys = assertionKeysPlugin({ ca: ca.handle });
-  const agent = agentEndpointPlugin({ ca: ca.handle, routes: keys.agentRoutes });
-  const server = await startServer({
-    config: configSchema.parse({ data_dir: tempDir(), trust_domain: trustDomain, server: { port: 0, agent_port: 0 } }),
-    logger: createLogger('silent'),
-    plugins: [ca, keys, agent],
+  const signals = opts.signals ? signalsPlugin({ ca: ca.handle, pingMs: 300 }) : undefined;
+  const agent = agentEndpointPlugin({
+    ca: ca.handle,
+    routes: [...keys.agentRoutes, ...(signals?.agentRoutes ?? [])],
   });
-  return { server, ca, agentUrl: `https://127.0.0.1:${agent.address()?.port}` };
+  const dataDir = tempDir();
+  const server = await startServer({
+    config: configSchema.parse({ data_dir: dataDir, trust_domain: trustDomain, server: { port: 0, agent_port: 0 } }),
+    logger: createLogger('silent'),
+    plugins: [ca, keys, ...(signals ? [signals] : []), agent],
+  });
+  return {
+    server,
+    ca,
+    agentUrl: `https://127.0.0.1:${agent.address()?.port}`,
+    ...(signals ? { signals } : {}),
+    dataDir,
+  };
 }

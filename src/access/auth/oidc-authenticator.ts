@@ -350,7 +350,7 @@ export async function createOidcAuthenticator(
       const tokens = unseal<ProviderTokens>(s.tokens, `session:${s.id}`);
       if (tokens.refresh_token) return refresh(entry, tokens, ctx);
     }
-    return { kind: 'session', person: entry.person, sessionId: s.id };
+    return { kind: 'session', person: entry.person, sessionId: s.id, startedAt: s.createdAt };
   };
 
   // A session bound to a device is used only with that device's certificate: a copied cookie is
@@ -406,7 +406,7 @@ export async function createOidcAuthenticator(
         await repo.updateTokens(id, seal(next, `session:${id}`), tokenExpiresAt);
         entry.record.tokens = seal(next, `session:${id}`);
         entry.record.tokenExpiresAt = tokenExpiresAt;
-        return { kind: 'session', person: entry.person, sessionId: id };
+        return { kind: 'session', person: entry.person, sessionId: id, startedAt: entry.record.createdAt };
       } catch (e) {
         // The provider refused (user disabled, refresh token revoked) or is unreachable: fail closed.
         log?.warn(
@@ -775,6 +775,7 @@ export async function createOidcAuthenticator(
     elevate,
     csrfToken,
     kek,
+    evict,
     // The proxy strips these before forwarding: an app must never hold a session it could replay.
     credentialCookies: [cookieName, LOGIN_COOKIE],
     async close() {

@@ -61,6 +61,12 @@ const routeSchema = z
     timeout_ms: z.number().int().positive().max(3_600_000).default(30_000),
     websockets: z.boolean().default(false),
     /**
+     * When the proxy has heard nothing from the signal stream for longer than `signals.max_disconnected`:
+     * `deny` (default) refuses people here with `signals_unavailable`; `allow` goes on deciding with
+     * the signals it has.
+     */
+    on_signals_lost: z.enum(['deny', 'allow']).default('deny'),
+    /**
      * The oldest device posture policy may use here (`15m`, seconds); older counts as unknown and
      * fails closed. Default: the proxy's `devices.max_posture_age`.
      */
@@ -149,6 +155,20 @@ export const AccessProxyConfigSchema = z
           .default({ rp_name: 'nevertrust' }),
         /** Failures before a person (`user`) or an address (`ip`) is locked out. */
         attempts: attemptLimitsSchema.optional(),
+      })
+      .optional(),
+    /**
+     * The server's signal stream (revoked sessions, people cut off, devices revoked or non-compliant,
+     * risk scores), followed with the proxy's SVID (docs/signals.md). Absent: no signals.
+     */
+    signals: z
+      .strictObject({
+        /** The server's agent port, e.g. https://127.0.0.1:8081. */
+        server: z.url().refine((u) => u.startsWith('https://'), 'must be an https:// URL (the agent port)'),
+        /** The SPIFFE ID the server must present (default spiffe://<trust domain>/nevertrust/server). */
+        server_id: z.string().startsWith('spiffe://').optional(),
+        /** Silence on the stream after which routes with `on_signals_lost: deny` refuse people. */
+        max_disconnected: durationSchema.default(30),
       })
       .optional(),
     /** Device certificates and posture (docs/people.md, "Devices"). */

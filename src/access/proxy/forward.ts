@@ -2,7 +2,8 @@
  * Passing an allowed request on to the app, streaming both ways: hop-by-hop and every client-sent
  * identity header (`x-nevertrust-*`, any case: node lower-cases names) dropped, `X-Forwarded-*` set
  * by us, `Host` rewritten unless `preserve_host`, the route's header edits, then our assertion.
- * WebSocket handshakes are passed on the same way and then tunnelled as raw bytes.
+ * WebSocket handshakes are passed on the same way and then tunnelled as raw bytes (the app's frame
+ * boundaries followed, so the proxy can end the socket with its own close frame: live.ts).
  */
 import {
   type ClientRequest,
@@ -16,8 +17,8 @@ import { request as httpsRequest } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { PERSON_ASSERTION_HEADER } from '../../pep/assertion/wire.js';
 import { forwardHeaders, rawResponse, responseHead } from '../../pep/sidecar/headers.js';
-import { splice } from '../../pep/sidecar/tunnel.js';
 import type { RouteConfig } from './config.js';
+import { joinWebSocket, type LiveSubject, type WebSocketJoin } from './live.js';
 import { type Answer, refusalAnswer } from './pages.js';
 import type { Upstream } from './upstream.js';
 
@@ -33,6 +34,8 @@ export interface ForwardTarget {
   assertion?: string;
   /** The person's credential, consumed here: never passed on (the assertion says who it is). */
   credential: { cookies: readonly string[]; authorization: boolean };
+  /** What was allowed, for the live-connection registry (decided again on a policy change or signal). */
+  live?: LiveSubject;
 }
 
 /** The `Cookie` header without the named cookies; undefined when none is left. */
@@ -163,6 +166,7 @@ export function forwardUpgrade(
   head: Buffer,
   t: ForwardTarget,
   log: (m: string, f?: Record<string, unknown>) => void,
+  onJoin?: (join: WebSocketJoin) => void,
 ): void {
   const out = upstreamRequest(req, t, true);
   const fail = (status: 502 | 504, why: string) => {
@@ -179,7 +183,7 @@ export function forwardUpgrade(
     socket.write(responseHead(101, r.statusMessage ?? '', downstreamHeaders(r.headers, t.credential, true)), 'latin1');
     if (upHead.length > 0) socket.write(upHead);
     if (head.length > 0) upSocket.write(head);
-    splice(socket, upSocket);
+    onJoin?.(joinWebSocket(socket, upSocket, upHead));
   });
   out.on('response', (r) => {
     // The app declined to switch: relay its status, then close.

@@ -25,6 +25,7 @@ import { hostOf, type RouteTable } from './routes.js';
 import { challengeLocation, insufficientAuthentication, MFA_PATH, returnPath } from './step-up.js';
 import type { ForwardTarget } from './forward.js';
 import type { Upstream } from './upstream.js';
+import { type ProxySignals, riskScore, signalRefusal } from './signals.js';
 
 /** The enforcement point's name in decisions and audit records. */
 export const PEP_NAME = 'access-proxy';
@@ -55,6 +56,8 @@ export interface GateDeps {
     /** Where `device.refused` events go. */
     record?: (e: AuditEventInput) => void;
   };
+  /** The signals followed from the server (revocations, risk); absent: none. */
+  signals?: ProxySignals;
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -224,6 +227,36 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
     return { kind: 'answer', answer: a };
   }
 
+  if (deps.signals) {
+    const sig = deps.signals;
+    if (route.on_signals_lost === 'deny' && sig.lost()) {
+      return refused(
+        503,
+        'signals_unavailable',
+        'the proxy has lost contact with the revocation signals; try again shortly',
+        bare,
+        { ...details, signals_unavailable: true },
+      );
+    }
+    const session =
+      who.kind === 'session'
+        ? { id: who.sessionId, ...(who.startedAt !== undefined ? { startedAt: who.startedAt } : {}) }
+        : undefined;
+    const no = signalRefusal(sig.state, {
+      person: who.person,
+      ...(session ? { session } : {}),
+      ...(device ? { device } : {}),
+    });
+    if (no) {
+      if (session && no.error !== 'device_non_compliant' && no.error !== 'device_revoked')
+        deps.authenticator.evict?.(session.id);
+      return refused(no.error.startsWith('device') ? 403 : 401, no.error, no.reason, bare, {
+        ...details,
+        ...(session ? { session: session.id } : {}),
+        signal: no.signal,
+      });
+    }
+  }
   const request = personRequest(
     who.person,
     route,
@@ -235,6 +268,8 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
       ? deviceSource(device, sourceUser(who.person), route.max_posture_age ?? deps.devices.maxPostureAge)
       : undefined,
   );
+  const risk = deps.signals ? riskScore(deps.signals.state, who.person, device?.id) : undefined;
+  if (risk !== undefined && request.source) request.source.risk_score = risk;
   const d = enforce(deps.snapshot, request, deps.recorder, {
     pep: PEP_NAME,
     ip,
@@ -308,7 +343,27 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
   };
   return {
     kind: 'forward',
-    target: { route, upstream, pathAndQuery, ip, credential, ...(assertion ? { assertion } : {}) },
+    target: {
+      route,
+      upstream,
+      pathAndQuery,
+      ip,
+      credential,
+      ...(assertion ? { assertion } : {}),
+      live: {
+        route,
+        host,
+        method,
+        path: normalized,
+        ip,
+        request,
+        person: who.person,
+        ...(who.kind === 'session'
+          ? { session: { id: who.sessionId, ...(who.startedAt !== undefined ? { startedAt: who.startedAt } : {}) } }
+          : {}),
+        ...(device ? { deviceId: device.id } : {}),
+      },
+    },
   };
 }
 

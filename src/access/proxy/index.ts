@@ -13,13 +13,16 @@ import { svidSourceFor } from '../../pep/sidecar/index.js';
 import { splitHostPort } from '../../pep/sidecar/config.js';
 import { pathOptionsFor } from '../../policy/path.js';
 import { PolicyWatcher } from '../../policy/watcher.js';
+import { decide } from '../../policy/evaluate.js';
 import type { AuditEventInput } from '../../audit/event.js';
 import type { Authenticator } from '../identity.js';
 import { createMfaHandler } from '../mfa/handler.js';
 import type { MfaService } from '../mfa/service.js';
 import type { AccessProxyConfig, RouteConfig } from './config.js';
 import { forwardRequest, forwardUpgrade, raw } from './forward.js';
-import { type GateDeps, gate, unparsedRequestRefusal } from './gate.js';
+import { type GateDeps, gate, PEP_NAME, unparsedRequestRefusal } from './gate.js';
+import { LiveConnections, type LiveSubject } from './live.js';
+import { type ProxySignals, riskScore, signalRefusal, startProxySignals } from './signals.js';
 import { refusalAnswer } from './pages.js';
 import { RouteTable } from './routes.js';
 import { servingTls } from './tls.js';
@@ -61,12 +64,14 @@ export interface AccessProxyOptions {
    * sees its posture (`source.device`). Absent: no device certificates are asked for.
    */
   devices?: DeviceLookup;
-  /** Where the proxy's own audit events go (`device.refused`). */
+  /** Where the proxy's own audit events go (`device.refused`, `access.cut`). */
   audit?: (e: AuditEventInput) => void;
 }
 
 export interface RunningAccessProxy {
   port: number;
+  /** Live keep-alive connections and WebSockets (decided again on every policy change and signal). */
+  readonly liveConnections: number;
   close(): Promise<void>;
 }
 
@@ -108,6 +113,63 @@ export async function startAccessProxy(
       log('policy change rejected; the last good snapshot stays in force', { issues: e.issues }),
     );
     closers.push(() => watcher.close());
+    const live = new LiveConnections({ enforcer: PEP_NAME, log, ...(opts.audit ? { record: opts.audit } : {}) });
+    // A new policy: every live connection is decided again as its last request was; what the new
+    // policy no longer allows ends now, not at its next request (a WebSocket has none).
+    watcher.on('reload', (snap) => {
+      void live
+        .recheck({ policyVersion: snap.version }, (c) => {
+          const d = decide(snap, c.request);
+          return d.decision === 'allow' ? undefined : d.reason;
+        })
+        .catch((e: unknown) => log('re-deciding live connections failed', { error: (e as Error).message }));
+    });
+    let signals: ProxySignals | undefined;
+    if (config.signals) {
+      const sigSource = source;
+      /** A live connection's verdict after a signal: what the signal takes away, else the policy with the new risk. */
+      const afterSignal = (c: LiveSubject): string | undefined => {
+        const s = signals as ProxySignals;
+        const no = signalRefusal(s.state, {
+          person: c.person,
+          ...(c.session ? { session: c.session } : {}),
+          ...(c.deviceId !== undefined ? { deviceId: c.deviceId } : {}),
+        });
+        if (no) return no.reason;
+        const snap = watcher.current;
+        const risk = riskScore(s.state, c.person, c.deviceId);
+        const request =
+          risk === undefined ? c.request : { ...c.request, source: { ...c.request.source, risk_score: risk } };
+        const d = decide(snap, request);
+        return d.decision === 'allow' ? undefined : d.reason;
+      };
+      signals = startProxySignals({
+        config: config.signals,
+        source: sigSource,
+        log,
+        onSignal: (seq, signal, subject) => {
+          if (signal.kind === 'session.revoked') opts.authenticator.evict?.(signal.sessionId);
+          void live
+            .recheck({ signal: { seq, kind: signal.kind, subject } }, afterSignal)
+            .catch((e: unknown) => log('re-deciding live connections failed', { error: (e as Error).message }));
+        },
+      });
+      const s = signals;
+      closers.push(() => s.stop());
+      // Silence past the bound: people's live connections on `deny` routes end too.
+      const bound = config.signals.max_disconnected;
+      const timer = setInterval(
+        () => {
+          if (!s.lost()) return;
+          void live.recheck({ signalsLost: true }, (c) =>
+            c.route.on_signals_lost === 'deny' ? 'signals_unavailable: no contact with the signal stream' : undefined,
+          );
+        },
+        Math.min(1000, bound * 1000),
+      );
+      timer.unref();
+      closers.push(() => clearInterval(timer));
+    }
     const shipping = opts.ship?.(source);
     if (shipping) closers.push(() => shipping.close());
     const a = config.assertion;
@@ -147,6 +209,7 @@ export async function startAccessProxy(
             },
           }
         : {}),
+      ...(signals ? { signals } : {}),
       log,
     };
     if (opts.mfa) {
@@ -175,8 +238,10 @@ export async function startAccessProxy(
       (req, res) => {
         gate(deps, req, res)
           .then((g) => {
-            if (g.kind === 'forward') forwardRequest(req, res, g.target, log);
-            else if (g.kind === 'answer' && !res.headersSent)
+            if (g.kind === 'forward') {
+              if (g.target.live) live.request(req.socket, res, g.target.live);
+              forwardRequest(req, res, g.target, log);
+            } else if (g.kind === 'answer' && !res.headersSent)
               res.writeHead(g.answer.status, g.answer.headers).end(g.answer.body);
           })
           .catch((e: unknown) => {
@@ -209,8 +274,12 @@ export async function startAccessProxy(
       socket.on('error', () => socket.destroy());
       gate(deps, req, undefined)
         .then((g) => {
-          if (g.kind === 'forward') forwardUpgrade(req, socket, head, g.target, log);
-          else if (g.kind === 'answer') socket.end(raw(g.answer), 'latin1');
+          if (g.kind === 'forward') {
+            const subject = g.target.live;
+            forwardUpgrade(req, socket, head, g.target, log, (join) => {
+              if (subject) live.websocket(socket, join, subject);
+            });
+          } else if (g.kind === 'answer') socket.end(raw(g.answer), 'latin1');
           else socket.destroy();
         })
         .catch((e: unknown) => {
@@ -236,7 +305,13 @@ export async function startAccessProxy(
     const bound = typeof addr === 'object' && addr ? addr.port : port;
     // Listening on port 0 (tests, `nevertrust up`): origins name the port actually bound.
     if (config.public_port === undefined) deps.publicPort = bound;
-    return { port: bound, close: closeAll };
+    return {
+      port: bound,
+      close: closeAll,
+      get liveConnections() {
+        return live.size;
+      },
+    };
   } catch (e) {
     await closeAll();
     throw e;

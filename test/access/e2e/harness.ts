@@ -54,6 +54,8 @@ export const PEOPLE = {
 export interface Trust {
   server: RunningServer;
   agentUrl: string;
+  /** The server's data directory (its `admin.token`). */
+  serverDataDir: string;
   caPem: string;
   /** The CA bundle as a file (the authenticator's `ca_file`). */
   caFile: string;
@@ -66,8 +68,8 @@ export interface Trust {
   close(): Promise<void>;
 }
 
-export async function startTrust(dir: string): Promise<Trust> {
-  const { server, ca, agentUrl } = await startAssertionServer(TD);
+export async function startTrust(dir: string, opts: { signals?: boolean } = {}): Promise<Trust> {
+  const { server, ca, agentUrl, dataDir } = await startAssertionServer(TD, opts);
   const bundle = ca.handle.current().bundle();
   const caPem = bundle.toPem();
   const caFile = join(dir, 'ca.pem');
@@ -83,6 +85,7 @@ export async function startTrust(dir: string): Promise<Trust> {
   return {
     server,
     agentUrl,
+    serverDataDir: dataDir,
     caPem,
     caFile,
     tlsFor(dnsNames) {

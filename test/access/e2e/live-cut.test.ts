@@ -1,0 +1,423 @@
+/**
+ * Continuous evaluation at the access proxy (issue #23) in a real browser: a signed-in Chromium page
+ * holds a WebSocket through the proxy to an app; when the policy changes so the person may no longer
+ * reach the app, the socket closes with 1008 and a reason within a second, the app's socket is closed,
+ * a Node client's keep-alive connection is closed, and each cut is an `access.cut` audit event.
+ */
+import { createHash } from 'node:crypto';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { Agent, request as httpsRequest } from 'node:https';
+import { join, resolve } from 'node:path';
+import type { Duplex } from 'node:stream';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { OidcAuthenticator } from '../../../src/access/auth/index.js';
+import type { RunningIdentityProvider } from '../../../src/access/idp/index.js';
+import { parseAccessProxyConfig, type RunningAccessProxy, startAccessProxy } from '../../../src/access/proxy/index.js';
+import type { AuditEventInput } from '../../../src/audit/event.js';
+import type { AccessDecisionEvent } from '../../../src/pep/decision.js';
+import { openStore, type Store } from '../../../src/store/index.js';
+import { CHROMIUM, hasChromium, launchBrowser } from '../../support/browser.js';
+import { freePort } from '../../support/cli.js';
+import { tempDir } from '../../support/tmp.js';
+import {
+  addPeople,
+  makeAuthenticator,
+  PEOPLE,
+  SESSION_COOKIE,
+  startBuiltinIdp,
+  startTrust,
+  type Trust,
+  until,
+} from './harness.js';
+
+const LIVE = 'live.localhost';
+
+/** The policy of the `live` app: the given groups may open its page and its WebSocket. */
+const livePolicy = (groups: string[]) => `apiVersion: nevertrust.dev/v1
+kind: AccessPolicy
+metadata:
+  name: live-app
+spec:
+  action: ALLOW
+  target:
+    services: [live]
+  rules:
+    - name: members
+      to:
+        - paths: [/, /ws, /slow, /favicon.ico]
+      when:
+        - key: request.auth.claims[groups]
+          values: [${groups.join(', ')}]
+`;
+
+/** An app with a page and a WebSocket at /ws that greets, then echoes nothing; it counts its open sockets. */
+interface WsApp {
+  port: number;
+  open: Set<Duplex>;
+  /** Answers the requests waiting at /slow. */
+  release(): void;
+  close(): void;
+}
+
+async function startWsApp(): Promise<WsApp> {
+  const open = new Set<Duplex>();
+  const waiting: (() => void)[] = [];
+  const server: Server = createServer((req, res) => {
+    if (req.url === '/slow') {
+      waiting.push(() => res.writeHead(200, { 'content-type': 'text/plain' }).end('slow'));
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>live</title><p>live</p>');
+  });
+  server.on('upgrade', (req, socket: Duplex) => {
+    const key = String(req.headers['sec-websocket-key'] ?? '');
+    const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
+    );
+    // An unmasked text frame "hello".
+    socket.write(Buffer.from([0x81, 5, ...Buffer.from('hello')]));
+    open.add(socket);
+    socket.on('data', () => {});
+    socket.on('error', () => {});
+    // The proxy closed its side (an http server's sockets are half-open until then).
+    socket.on('end', () => open.delete(socket));
+    socket.on('close', () => open.delete(socket));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as { port: number }).port,
+    open,
+    release() {
+      for (const w of waiting.splice(0)) w();
+    },
+    close() {
+      for (const s of open) s.destroy();
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
+const haveBrowser = hasChromium();
+if (!haveBrowser) console.warn(`SKIPPED: the live-connection browser tests need ${CHROMIUM}`);
+
+describe.skipIf(!haveBrowser)('access proxy: live connections are decided again (issue #23)', () => {
+  let trust: Trust;
+  let store: Store;
+  let app: WsApp;
+  let idp: RunningIdentityProvider;
+  let auth: OidcAuthenticator;
+  let proxy: RunningAccessProxy;
+  let browser: Browser;
+  let origin: string;
+  let port: number;
+  let policies: string;
+  const events: AuditEventInput[] = [];
+  const decisions: AccessDecisionEvent[] = [];
+  /** When each cut was made (the proxy re-decides as the new policy comes into force). */
+  const cutAt: number[] = [];
+
+  beforeAll(async () => {
+    const dir = tempDir();
+    trust = await startTrust(dir, { signals: true });
+    store = await openStore({ dataDir: join(dir, 'store') });
+    await addPeople(store);
+    app = await startWsApp();
+    port = await freePort();
+    origin = `https://${LIVE}:${port}`;
+    idp = await startBuiltinIdp(trust, store, [origin]);
+    auth = await makeAuthenticator(trust, idp.issuer, store, join(dir, 'auth'), []);
+    policies = join(dir, 'policies');
+    cpSync(resolve('examples/policies/people'), policies, { recursive: true });
+    writeFileSync(join(policies, 'live.yaml'), livePolicy(['staff', 'admins']));
+    const config = parseAccessProxyConfig({
+      listen: `127.0.0.1:${port}`,
+      svid: { workload_api: 'unused' },
+      policies,
+      signals: { server: trust.agentUrl, max_disconnected: 5 },
+      routes: [{ name: 'live', from: { host: LIVE }, to: `http://127.0.0.1:${app.port}`, websockets: true }],
+    });
+    proxy = await startAccessProxy(config, {
+      authenticator: auth,
+      source: trust.proxySource([LIVE]),
+      recorder: { record: (e) => decisions.push(e) },
+      audit: (e) => {
+        events.push(e);
+        if (e.kind === 'access.cut') cutAt.push(Date.now());
+      },
+    });
+    browser = await launchBrowser();
+  }, 60_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await proxy?.close();
+    await idp?.close();
+    app?.close();
+    await store?.close();
+    await trust?.close();
+  });
+
+  /** A signed-in page of bob (staff) with an open WebSocket through the proxy; resolves once it greeted. */
+  async function openSocket(): Promise<{ page: Page; cookie: string }> {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    await page.goto(`${origin}/`);
+    await page.fill('#username', 'bob');
+    await page.fill('#password', PEOPLE.bob.password);
+    await Promise.all([page.waitForURL(`${origin}/`), page.click('button[type=submit]')]);
+    const greeting = await page.evaluate(
+      (url) =>
+        new Promise<string>((res, rej) => {
+          const ws = new WebSocket(url);
+          const w = globalThis as unknown as { wsClosed?: { code: number; reason: string; at: number } };
+          ws.onmessage = (m) => res(String(m.data));
+          ws.onerror = () => rej(new Error('websocket error'));
+          ws.onclose = (e) => {
+            w.wsClosed = { code: e.code, reason: e.reason, at: Date.now() };
+          };
+        }),
+      `wss://${LIVE}:${port}/ws`,
+    );
+    expect(greeting).toBe('hello');
+    const session = (await context.cookies(origin)).find((c) => c.name === SESSION_COOKIE);
+    return { page, cookie: `${SESSION_COOKIE}=${session?.value}` };
+  }
+
+  const closedOf = (page: Page) =>
+    page.evaluate(
+      () => (globalThis as unknown as { wsClosed?: { code: number; reason: string; at: number } }).wsClosed,
+    );
+
+  /**
+   * A Node client's keep-alive connection with a request in flight (/slow, answered on `app.release`):
+   * resolves with its socket once the app has it, and `answer` with what the client got.
+   */
+  async function inFlight(
+    cookie: string,
+  ): Promise<{ socket: Duplex; answer: Promise<{ status: number; connection?: string }> }> {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    let socket: Duplex | undefined;
+    const answer = new Promise<{ status: number; connection?: string }>((res, rej) => {
+      const r = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port,
+          servername: LIVE,
+          ca: trust.caPem,
+          path: '/slow',
+          agent,
+          headers: { host: `${LIVE}:${port}`, cookie, accept: 'text/plain' },
+        },
+        (m) => {
+          m.resume();
+          m.on('end', () =>
+            res({ status: m.statusCode ?? 0, ...(m.headers.connection ? { connection: m.headers.connection } : {}) }),
+          );
+        },
+      );
+      r.on('socket', (s) => {
+        socket = s;
+      });
+      r.on('error', rej);
+      r.end();
+    });
+    await until(() => socket !== undefined && proxy.liveConnections >= 2, 5000);
+    return { socket: socket as Duplex, answer };
+  }
+
+  it('a policy change that removes the person: the WebSocket closes 1008 within 1 s, keep-alive closed, audited', async () => {
+    const { page, cookie } = await openSocket();
+    const busy = await inFlight(cookie);
+    let sockClosed = false;
+    busy.socket.on('close', () => {
+      sockClosed = true;
+    });
+    expect(app.open.size).toBe(1);
+
+    writeFileSync(join(policies, 'live.yaml'), livePolicy(['admins']));
+    await until(async () => (await closedOf(page)) !== undefined, 10_000);
+    const closed = await closedOf(page);
+    expect(closed?.code).toBe(1008);
+    expect(closed?.reason).toMatch(/^access revoked \(policy changed\)/);
+    expect(Buffer.byteLength(closed?.reason ?? '')).toBeLessThanOrEqual(123);
+    // Within a second of the new policy coming into force (the watcher's own pickup, a poll of up
+    // to a second and a load on a worker thread, comes before that).
+    expect((closed?.at ?? Infinity) - (cutAt[0] ?? 0)).toBeLessThan(1000);
+    await until(() => app.open.size === 0, 2000);
+    // The request in flight finishes, with Connection: close, and then its connection closes.
+    expect(sockClosed).toBe(false);
+    app.release();
+    expect(await busy.answer).toEqual({ status: 200, connection: 'close' });
+    await until(() => sockClosed, 2000);
+
+    const cuts = events.filter((e) => e.kind === 'access.cut');
+    // The WebSocket, the Node client's busy connection, and the browser's own keep-alive
+    // connection unless the server's keep-alive timeout closed it first.
+    const kinds = cuts.map((e) => (e.details as { connection: string }).connection);
+    expect(kinds.filter((k) => k === 'websocket')).toHaveLength(1);
+    expect(kinds.filter((k) => k === 'keep-alive').length).toBeGreaterThanOrEqual(1);
+    for (const c of cuts) {
+      expect(c).toMatchObject({
+        outcome: 'deny',
+        enforcer: 'access-proxy',
+        source: { user: 'bob@example.com' },
+        target: { host: LIVE, service: 'live' },
+      });
+      expect((c.details as { policy_version: string }).policy_version).toMatch(/^sha256:/);
+    }
+    expect(proxy.liveConnections).toBe(0);
+    await page.context().close();
+    writeFileSync(join(policies, 'live.yaml'), livePolicy(['staff', 'admins']));
+  }, 30_000);
+
+  /** A request of the session's owner through the proxy: status and the refusal's error code. */
+  async function get(cookie: string, path = '/'): Promise<{ status: number; error?: string }> {
+    return new Promise((res, rej) => {
+      const r = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port,
+          servername: LIVE,
+          ca: trust.caPem,
+          path,
+          agent: false,
+          headers: { host: `${LIVE}:${port}`, cookie, accept: 'application/json' },
+        },
+        (m) => {
+          let body = '';
+          m.setEncoding('utf8');
+          m.on('data', (c: string) => {
+            body += c;
+          });
+          m.on('end', () => {
+            let error: string | undefined;
+            try {
+              error = (JSON.parse(body) as { error?: string }).error;
+            } catch {}
+            res({ status: m.statusCode ?? 0, ...(error ? { error } : {}) });
+          });
+        },
+      );
+      r.on('error', rej);
+      r.end();
+    });
+  }
+
+  it('a session revoked through the server (admin route): the WebSocket closes 1008 within 1 s, the session is refused', async () => {
+    // The new policy (access restored) is in force again before the socket opens.
+    await until(async () => (await get('')).status !== 0, 5000);
+    let page: Page | undefined;
+    await until(async () => {
+      try {
+        page = (await openSocket()).page;
+        return true;
+      } catch {
+        await page?.context().close();
+        return false;
+      }
+    }, 15_000);
+    const p = page as Page;
+    const cookie = `${SESSION_COOKIE}=${(await p.context().cookies(origin)).find((c) => c.name === SESSION_COOKIE)?.value}`;
+    expect((await get(cookie)).status).toBe(200);
+    const session = (decisions.findLast((d) => d.target.path === '/ws')?.details as { session?: string })?.session;
+    expect(session).toBeTruthy();
+
+    const token = readFileSync(join(trust.serverDataDir, 'admin.token'), 'utf8').trim();
+    const before = Date.now();
+    const r = await fetch(`${trust.server.url}/v1/admin/revoke`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ session, reason: 'stolen laptop' }),
+    });
+    expect(r.status).toBeLessThan(300);
+    await until(async () => (await closedOf(p)) !== undefined, 3000);
+    const closed = await closedOf(p);
+    expect(closed?.code).toBe(1008);
+    expect(closed?.reason).toMatch(/^access revoked \(session\.revoked\): the session was revoked \(stolen laptop\)/);
+    expect((closed?.at ?? Infinity) - before).toBeLessThan(1000);
+    await until(() => app.open.size === 0, 2000);
+
+    // Its next request is refused, with the reason.
+    expect(await get(cookie)).toEqual({ status: 401, error: 'session_revoked' });
+    const cut = events.findLast(
+      (e) => e.kind === 'access.cut' && (e.details as { connection: string }).connection === 'websocket',
+    );
+    expect(
+      (cut?.details as { signal?: { kind: string; subject: string; seq: number } } | undefined)?.signal,
+    ).toMatchObject({
+      kind: 'session.revoked',
+      subject: `session:${session}`,
+    });
+    await p.context().close();
+  }, 40_000);
+
+  it('a proxy that cannot reach the signal stream past max_disconnected refuses people: signals_unavailable', async () => {
+    const lonePort = await freePort();
+    const config = parseAccessProxyConfig({
+      listen: `127.0.0.1:${lonePort}`,
+      svid: { workload_api: 'unused' },
+      policies,
+      // Nothing listens there: the stream is never reached.
+      signals: { server: `https://127.0.0.1:${await freePort()}`, max_disconnected: 1 },
+      routes: [
+        { name: 'live', from: { host: LIVE }, to: `http://127.0.0.1:${app.port}` },
+        {
+          name: 'open',
+          from: { host: LIVE, path_prefix: '/open' },
+          to: `http://127.0.0.1:${app.port}`,
+          target: { service: 'live' },
+          on_signals_lost: 'allow',
+        },
+      ],
+    });
+    const lone = await startAccessProxy(config, { authenticator: auth, source: trust.proxySource([LIVE]) });
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      const { cookie } = await (async () => {
+        const context = await browser.newContext({ ignoreHTTPSErrors: true });
+        const page = await context.newPage();
+        await page.goto(`${origin}/`);
+        await page.fill('#username', 'bob');
+        await page.fill('#password', PEOPLE.bob.password);
+        await Promise.all([page.waitForURL(`${origin}/`), page.click('button[type=submit]')]);
+        const c = (await context.cookies(origin)).find((x) => x.name === SESSION_COOKIE);
+        await context.close();
+        return { cookie: `${SESSION_COOKIE}=${c?.value}` };
+      })();
+      const call = (path: string) =>
+        new Promise<{ status: number; body: string }>((res, rej) => {
+          const r = httpsRequest(
+            {
+              host: '127.0.0.1',
+              port: lonePort,
+              servername: LIVE,
+              ca: trust.caPem,
+              path,
+              agent: false,
+              headers: { host: `${LIVE}:${port}`, cookie, accept: 'application/json' },
+            },
+            (m) => {
+              let body = '';
+              m.on('data', (c: Buffer) => {
+                body += c.toString();
+              });
+              m.on('end', () => res({ status: m.statusCode ?? 0, body }));
+            },
+          );
+          r.on('error', rej);
+          r.end();
+        });
+      const refused = await call('/');
+      expect(refused.status).toBe(503);
+      expect(JSON.parse(refused.body)).toMatchObject({ error: 'signals_unavailable' });
+      // A route set to `allow` goes on deciding (its policy refuses /open/x: a 403, not a 503).
+      expect((await call('/open/x')).status).toBe(403);
+    } finally {
+      await lone.close();
+    }
+  }, 40_000);
+});
