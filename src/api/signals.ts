@@ -192,17 +192,19 @@ export const riskRequestSchema = z
 export type RiskRequest = z.infer<typeof riskRequestSchema>;
 
 /** The answer to `POST /v1/admin/revoke` and `POST /v1/admin/risk`. */
-export interface RaisedSignalWire {
-  seq: number;
-  kind: SignalKind;
-  subject: string;
+export const raisedSignalSchema = z.strictObject({
+  seq: z.number().int().positive(),
+  kind: z.enum(SIGNAL_KINDS),
+  subject: z.string(),
   /** Sessions the store ended because of it (session and person signals). */
-  ended_sessions: number;
-}
+  ended_sessions: z.number().int().nonnegative(),
+});
+export type RaisedSignalWire = z.infer<typeof raisedSignalSchema>;
 
-/** `GET /v1/admin/signals?after=&limit=`. */
-export interface SignalListWire {
-  signals: SequencedSignal[];
-  head: number;
-  oldest: number;
-}
+/** `GET /v1/admin/signals?after=&limit=`: kept signals after a seq, oldest first. */
+export const signalListSchema = z.strictObject({
+  signals: z.array(sequencedSignalSchema),
+  head: z.number().int().nonnegative(),
+  oldest: z.number().int().nonnegative(),
+});
+export type SignalListWire = z.infer<typeof signalListSchema>;

@@ -17,6 +17,7 @@ import { registerIdpCommands } from './commands/idp.js';
 import { registerPolicyCommands } from './commands/policy.js';
 import { registerServerCommands } from './commands/server.js';
 import { registerSidecarCommands } from './commands/sidecar.js';
+import { registerSignalCommands } from './commands/signals.js';
 import { registerUpCommands } from './commands/up.js';
 import { registerUserCommands } from './commands/user.js';
 import { registerVersionCommand } from './commands/version.js';
@@ -66,5 +67,6 @@ Config: flags > NEVERTRUST_* environment variables (e.g. NEVERTRUST_SERVER_PORT=
   registerUserCommands(program);
   registerIdpCommands(program);
   registerDeviceCommands(program);
+  registerSignalCommands(program);
   return program;
 }

@@ -277,10 +277,23 @@ describe.each(engines)('signals on a server ($name)', ({ url }) => {
     const r4 = await admin('POST', '/v1/admin/risk', { device: 'laptop-7', score: 0.8 });
     expect(r4.body).toMatchObject({ kind: 'risk.set', subject: 'device:laptop-7' });
 
+    await server.store.devices.create({
+      id: 'laptop-alice',
+      owner: 'alice',
+      name: null,
+      spiffeId: 'spiffe://example.org/device/laptop-alice',
+      enrolledAt: Date.now(),
+      certSerial: '01',
+      certNotAfter: Date.now() + 3_600_000,
+    });
+    const r5 = await admin('POST', '/v1/admin/revoke', { device: 'laptop-alice', reason: 'lost on a train' });
+    expect(r5.body).toMatchObject({ kind: 'device.revoked', subject: 'device:laptop-alice' });
+    expect(await server.store.devices.get('laptop-alice')).toMatchObject({ revokedReason: 'lost on a train' });
+
     const listed = await admin('GET', `/v1/admin/signals?after=${Number(r1.body.seq) - 1}&limit=2`);
     expect(listed.status).toBe(200);
     expect((listed.body.signals as SequencedSignal[]).map((m) => m.seq)).toEqual([r1.body.seq, r2.body.seq]);
-    expect(listed.body.head).toBe(r4.body.seq);
+    expect(listed.body.head).toBe(r5.body.seq);
   });
 
   it('the admin routes refuse bad input with the field, record the refusal, and change nothing', async () => {
