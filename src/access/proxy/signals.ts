@@ -81,7 +81,7 @@ export function signalRefusal(state: RevocationState, s: SignalSubjectOf): Signa
     const nc = state.deviceNonCompliant(deviceId);
     // It stands until a compliant posture collected after it (there is no "compliant" signal).
     const p = s.device?.posture;
-    const newer = nc !== undefined && p != null && p.compliant && Date.parse(p.collected_at) > nc.atMs;
+    const newer = nc !== undefined && p?.compliant === true && Date.parse(p.collected_at) > nc.atMs;
     if (nc && !newer) {
       return {
         error: 'device_non_compliant',
