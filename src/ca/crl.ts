@@ -96,7 +96,8 @@ export async function buildCrl(o: BuildCrlOptions): Promise<Buffer> {
       signingKey: signingKey as unknown as Params['signingKey'],
       extensions: [aki, new x509.Extension(ID_CE_CRL_NUMBER, false, derInteger(o.crlNumber))],
       entries: o.entries.map((e) => ({
-        serialNumber: normalizeHexSerial(e.serial),
+        // @peculiar/x509 writes it as a minimal positive INTEGER (leading zeros, case, high bit).
+        serialNumber: e.serial,
         revocationDate: e.revokedAt,
         reason: x509.X509CrlReason.keyCompromise,
       })),
@@ -104,13 +105,4 @@ export async function buildCrl(o: BuildCrlOptions): Promise<Buffer> {
     crypto,
   );
   return Buffer.from(crl.rawData);
-}
-
-/** A hex serial with an even number of digits and no superfluous leading zeros (DER INTEGER body). */
-function normalizeHexSerial(serial: string): string {
-  let h = serial.toLowerCase().replace(/^0+(?=.)/, '');
-  if (h.length % 2) h = `0${h}`;
-  // A serial whose high bit is set is a positive INTEGER only with a leading zero octet.
-  if (Number.parseInt(h.slice(0, 2), 16) & 0x80) h = `00${h}`;
-  return h;
 }

@@ -66,13 +66,7 @@ describe('CRL of revoked SVIDs', { timeout: 60_000 }, () => {
     expect(before.status).toBe(200);
     expect(before.headers.get('content-type')).toBe('application/pkix-crl');
 
-    await mesh.raise({
-      kind: 'svid.revoked',
-      serial,
-      reason: 'key leaked',
-      source: 'admin',
-      at: new Date().toISOString(),
-    });
+    await mesh.revokeSvid(serial);
     const withSerial = await until(
       () =>
         seen.find((m) =>

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NodeAgent } from '../../src/agent/node-agent.js';
-import type { Signal } from '../../src/api/signals.js';
+import { createCsr, csrToPem, generatePrivateKey } from '../../src/ca/index.js';
 import { serverPlugins } from '../../src/cli/server-plugins.js';
 import { configSchema } from '../../src/config/index.js';
 import { type RunningServer, startServer } from '../../src/server/index.js';
@@ -21,8 +21,12 @@ export interface Mesh {
   dataDir: string;
   agentUrl: string;
   api(method: string, path: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }>;
-  /** Raises a signal: through the admin route when the server has one, else kept in the store directly. */
-  raise(signal: Signal): Promise<number>;
+  /** `POST /v1/admin/revoke {svid}`: revokes an SVID by serial, as `nevertrust revoke svid` does. */
+  revokeSvid(serial: string): Promise<void>;
+  /** An X.509-SVID minted by the server's CA for a key made here (`POST /v1/admin/x509/sign`). */
+  mint(
+    spiffeId: string,
+  ): Promise<{ spiffeId: string; certChainPem: string; privateKeyPem: string; bundlePem: string; serial: string }>;
   close(): Promise<void>;
 }
 
@@ -47,7 +51,22 @@ export async function startMesh(): Promise<Mesh> {
     dataDir,
     agentUrl,
     api,
-    raise: (signal) => server.store.signals.append(signal),
+    async revokeSvid(serial) {
+      const r = await api('POST', '/v1/admin/revoke', { svid: serial, reason: 'key leaked' });
+      if (r.status >= 300) throw new Error(`revoke: ${r.status} ${JSON.stringify(r.body)}`);
+    },
+    async mint(spiffeId) {
+      const key = generatePrivateKey('ec-p256');
+      const r = await api('POST', '/v1/admin/x509/sign', { csr: csrToPem(createCsr(key)), spiffe_id: spiffeId });
+      if (r.status !== 200) throw new Error(`mint: ${r.status} ${JSON.stringify(r.body)}`);
+      return {
+        spiffeId,
+        certChainPem: String(r.body.chain_pem),
+        privateKeyPem: key.export({ format: 'pem', type: 'pkcs8' }) as string,
+        bundlePem: String(r.body.bundle_pem),
+        serial: String(r.body.serial),
+      };
+    },
     close: () => server.close(),
   };
 }

@@ -14,13 +14,13 @@
  *
  * Each refusal and cut is an audit event `access.cut` naming the signal (kind, subject, seq).
  */
-import { X509Certificate } from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
 import { constants as h2, type Http2Session } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import type { Signal } from '../../api/signals.js';
 import type { AuditEventInput } from '../../audit/event.js';
 import { followSignals, type SignalFollower } from '../../signals/follow.js';
-import { RevocationState, type SignalRef } from '../../signals/state.js';
+import { normalizeSerial, RevocationState, type SignalRef } from '../../signals/state.js';
 import { spiffeIdFromCertificate } from '../../spiffe/index.js';
 import { tlsOptionsFrom, type X509SvidSource } from '../mtls/index.js';
 import { serverIdFor } from '../server-id.js';
@@ -117,7 +117,7 @@ export class ConnectionGuard {
   /** What forbids this peer, if anything. */
   #revoked(c: PeerConnection): (SignalRef & { subject: string }) | undefined {
     const bySerial = this.state.svidRevoked(c.serial);
-    if (bySerial) return { ...bySerial, subject: `svid:${c.serial.toLowerCase()}` };
+    if (bySerial) return { ...bySerial, subject: `svid:${normalizeSerial(c.serial)}` };
     // An SVID issued after the deletion belongs to an entry created again: not this signal's.
     const byEntry = this.state.spiffeIdCut(c.spiffeId);
     if (byEntry && c.notBeforeMs <= byEntry.atMs) return { ...byEntry, subject: c.spiffeId };
@@ -150,7 +150,7 @@ export class ConnectionGuard {
         signal_kind: why.kind,
         signal_seq: why.seq,
         signal_subject: why.subject,
-        serial: c.serial.toLowerCase(),
+        serial: normalizeSerial(c.serial),
       },
     });
   }
