@@ -15,6 +15,7 @@ import { decisionPlugin } from '../server/plugins/decision.js';
 import { policyPlugin } from '../server/plugins/policy.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
 import { signalsPlugin } from '../server/plugins/signals.js';
+import { ssfPlugin } from '../server/plugins/ssf.js';
 import { usersPlugin } from '../server/plugins/users.js';
 
 /** The server's plugins for a given configuration (later issues add CA, policy, audit…). */
@@ -76,6 +77,8 @@ export function serverPlugins(config: Config): ServerPlugin[] {
       ],
       policy: policy.handle,
     }),
+    // OpenID Shared Signals (signals.ssf): receives SETs into the signals handle, transmits what it keeps.
+    ssfPlugin({ signals: signals.handle }),
     policy,
     decision,
     audit,

@@ -13,8 +13,10 @@ import { createRemoteJWKSet, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Signal } from '../../src/api/signals.js';
 import { configSchema } from '../../src/config/index.js';
-import type { RunningServer, ServerContext } from '../../src/server/index.js';
+import type { RunningServer } from '../../src/server/index.js';
 import { startServer } from '../../src/server/index.js';
+import { caPlugin } from '../../src/server/plugins/ca.js';
+import { type SignalsHandle, signalsPlugin } from '../../src/server/plugins/signals.js';
 import { ssfPlugin } from '../../src/server/plugins/ssf.js';
 import { discoverTransmitter } from '../../src/signals/ssf/discovery.js';
 import { CAEP, RISC } from '../../src/signals/ssf/events.js';
@@ -36,30 +38,25 @@ let server: RunningServer;
 let dir: string;
 let rp: Server;
 let rpUrl: string;
+/** The test receiver answers 503 to this many pushes first (a receiver that is down for a moment). */
+let rpFailures = 0;
 const rpGot: Array<{ type: string | undefined; body: string; auth: string | undefined }> = [];
 
-/** Until the server's signals plugin is wired in: keep the signal and say so, as its handle does. */
-let ctxRef: ServerContext | undefined;
 /** Makes the next raise fail, as a store that is down would. */
 let failNextRaise = false;
-const sink = {
+let signals: ReturnType<typeof signalsPlugin>;
+/** The signals handle the SSF plugin gets: the server's own, with a way to make one raise fail. */
+const handle: SignalsHandle = {
   async raise(signal: Signal): Promise<number> {
     if (failNextRaise) {
       failNextRaise = false;
       throw new Error('store unavailable');
     }
-    const seq = await server.store.signals.append(signal);
-    ctxRef?.events.record({
-      kind: 'signal',
-      outcome: 'deny',
-      source: { id: 'ssf' },
-      target: { id: signal.kind },
-      reason: signal.reason,
-      details: { seq },
-    });
-    return seq;
+    return signals.handle.raise(signal);
   },
+  onKept: (l) => signals.handle.onKept(l),
 };
+const sink = handle;
 
 const secret = (name: string, value: string): string => {
   const f = join(dir, name);
@@ -75,6 +72,11 @@ beforeAll(async () => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
+      if (rpFailures > 0) {
+        rpFailures--;
+        res.writeHead(503).end();
+        return;
+      }
       rpGot.push({
         type: req.headers['content-type'],
         body: Buffer.concat(chunks).toString('utf8'),
@@ -86,6 +88,8 @@ beforeAll(async () => {
   await new Promise<void>((r) => rp.listen(0, '127.0.0.1', r));
   rpUrl = `http://127.0.0.1:${(rp.address() as AddressInfo).port}/push`;
   const port = await freePort();
+  const ca = caPlugin();
+  signals = signalsPlugin({ ca: ca.handle });
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const keyFile = secret('ssf-key.pem', privateKey.export({ type: 'pkcs8', format: 'pem' }) as string);
   server = await startServer({
@@ -130,15 +134,7 @@ beforeAll(async () => {
       },
     }),
     logger: createLogger('silent'),
-    plugins: [
-      {
-        name: 'test-signals',
-        register: (ctx) => {
-          ctxRef = ctx;
-        },
-      },
-      ssfPlugin({ signals: () => sink }),
-    ],
+    plugins: [ca, signals, ssfPlugin({ signals: handle })],
   });
 }, 30_000);
 
@@ -185,8 +181,23 @@ describe('SSF receiver (push, RFC 8935)', () => {
     expect(pushTx.authorizations).toContain('Bearer idp-bearer');
   });
 
-  it('a CAEP session-revoked raises session.revoked (202)', async () => {
+  it('a CAEP session-revoked raises session.revoked (202) and ends the session', async () => {
     await keysKnown();
+    const now = Date.now();
+    await server.store.accessSessions.create('tok-sess-42', {
+      id: 'sess-42',
+      host: 'app.example.org',
+      issuer: 'https://accounts.example',
+      sub: 'u-42',
+      providerSid: null,
+      person: '{}',
+      tokens: 'sealed',
+      tokenExpiresAt: null,
+      createdAt: now,
+      expiresAt: now + 3_600_000,
+      lastSeenAt: now,
+      userName: 'u42',
+    });
     const before = await server.store.signals.head();
     const jwt = await pushTx.mint({
       sub_id: { format: 'opaque', id: 'sess-42' },
@@ -196,10 +207,26 @@ describe('SSF receiver (push, RFC 8935)', () => {
     expect(res.status).toBe(202);
     const got = await server.store.signals.after(before, 10);
     expect(got.map((s) => s.signal)).toMatchObject([{ kind: 'session.revoked', sessionId: 'sess-42', source: 'ssf' }]);
+    expect((await server.store.accessSessions.findById('sess-42'))?.endedAt).toBeTypeOf('number');
   });
 
-  it('a RISC account-disabled with iss_sub raises user.disabled naming issuer and sub', async () => {
+  it('a RISC account-disabled with iss_sub raises user.disabled naming issuer and sub, ending their sessions', async () => {
     await keysKnown();
+    const now = Date.now();
+    await server.store.accessSessions.create('tok-u7', {
+      id: 's-u7',
+      host: 'app.example.org',
+      issuer: 'https://accounts.example',
+      sub: 'u-7',
+      providerSid: null,
+      person: '{}',
+      tokens: 'sealed',
+      tokenExpiresAt: null,
+      createdAt: now,
+      expiresAt: now + 3_600_000,
+      lastSeenAt: now,
+      userName: 'someone-else-by-name',
+    });
     const before = await server.store.signals.head();
     const jwt = await pushTx.mint({
       sub_id: { format: 'iss_sub', iss: 'https://accounts.example', sub: 'u-7' },
@@ -214,6 +241,7 @@ describe('SSF receiver (push, RFC 8935)', () => {
         reason: 'left the company',
       },
     ]);
+    expect((await server.store.accessSessions.findById('s-u7'))?.endedAt).toBeTypeOf('number');
   });
 
   it('refuses forged and broken SETs with the RFC 8935 error and raises nothing', async () => {
@@ -346,6 +374,27 @@ describe('SSF transmitter', () => {
       seen: createMemorySeenSet(),
     });
     expect(set.events).toMatchObject([{ type: CAEP.sessionRevoked, subject: { format: 'opaque', id: 'ours-1' } }]);
+  });
+
+  it('retries pushes the receiver could not take, keeping seq order; SSF-received signals are not sent on', async () => {
+    const n = rpGot.length;
+    rpFailures = 2;
+    const at = new Date().toISOString();
+    await sink.raise({ kind: 'session.revoked', sessionId: 'ord-1', reason: 'r', source: 'admin', at });
+    await sink.raise({ kind: 'session.revoked', sessionId: 'relayed', reason: 'r', source: 'ssf', at });
+    await sink.raise({ kind: 'session.revoked', sessionId: 'ord-2', reason: 'r', source: 'admin', at });
+    await until(() => rpGot.length >= n + 2);
+    await new Promise((r) => setTimeout(r, 200));
+    const ids = rpGot.slice(n).map((g) => {
+      const p = JSON.parse(Buffer.from(g.body.split('.')[1] ?? '', 'base64url').toString()) as {
+        sub_id: { id: string };
+        jti: string;
+      };
+      return [p.sub_id.id, p.jti];
+    });
+    expect(ids.map(([id]) => id)).toEqual(['ord-1', 'ord-2']);
+    expect(ids[0]?.[1]).toMatch(/^rp-\d+$/);
+    expect(rpFailures).toBe(0);
   });
 
   it('serves stream management to a receiver with its bearer token only, and a verification event', async () => {

@@ -25,7 +25,7 @@ import type { SsfReceiverConfig, SsfStreamConfig } from '../../config/ssf.js';
 import { ensureStream, pollSets, streamStatus } from '../../signals/ssf/client.js';
 import { discoverTransmitter, ssfWellKnownUrl, type TransmitterMetadata } from '../../signals/ssf/discovery.js';
 import { SsfError } from '../../signals/ssf/errors.js';
-import { createSetReceiver, type SignalSink } from '../../signals/ssf/receiver.js';
+import { createSetReceiver } from '../../signals/ssf/receiver.js';
 import { createMemorySeenSet, SET_MAX_BYTES } from '../../signals/ssf/set.js';
 import { createSetSigner, type SetSigningAlg, ssfConfiguration } from '../../signals/ssf/transmit.js';
 import {
@@ -37,6 +37,7 @@ import {
 } from '../../signals/ssf/transmitter.js';
 import { readBody, readJson, sendJson } from '../router.js';
 import type { ServerContext, ServerPlugin } from '../server.js';
+import type { SignalsHandle } from './signals.js';
 
 /** The push endpoint of a receiver. */
 export const ssfPushPath = (name: string): string => `/v1/ssf/push/${name}`;
@@ -91,7 +92,7 @@ interface RunningReceiver {
   stop(): Promise<void>;
 }
 
-function startReceiver(ctx: ServerContext, r: SsfReceiverConfig, sink: () => SignalSink): RunningReceiver {
+function startReceiver(ctx: ServerContext, r: SsfReceiverConfig, signals: SignalsHandle): RunningReceiver {
   const log = ctx.logger.child({ ssf_receiver: r.name });
   const token = r.token_file ? readSecretFile(r.token_file, `signals.ssf.receivers[${r.name}].token_file`) : undefined;
   const pushToken = r.push_token_file
@@ -115,7 +116,7 @@ function startReceiver(ctx: ServerContext, r: SsfReceiverConfig, sink: () => Sig
     keys: () => keys,
     maxAgeSeconds: r.max_age,
     seen: createMemorySeenSet(),
-    sink: { raise: (s) => sink().raise(s) },
+    sink: signals,
   });
 
   ctx.router.on('POST', ssfPushPath(r.name), async (req, res, url) => {
@@ -215,6 +216,7 @@ function readSigningKey(file: string): { key: KeyObject; alg: SetSigningAlg } {
 
 async function startTransmitter(
   ctx: ServerContext,
+  signals: SignalsHandle,
   cfg: { issuer: string; key_file: string; kid?: string; receivers: SsfStreamConfig[] },
 ): Promise<{ tx: SsfTransmitter; stop(): void }> {
   const log = ctx.logger.child({ ssf: 'transmitter' });
@@ -361,7 +363,8 @@ async function startTransmitter(
     authed((n, _u, b, res) => sendJson(res, 200, tx.poll(n, parse(pollRequestSchema, b))), true),
   );
 
-  // Our signals, in seq order, from the store: woken by each kept signal.
+  // Our signals, in seq order, read from the store after each one this server keeps (the store's
+  // order, not the order the listeners happen to run in).
   let cursor = await ctx.store.signals.head();
   let chain: Promise<void> = Promise.resolve();
   const drain = async () => {
@@ -371,47 +374,46 @@ async function startTransmitter(
       for (const s of batch) {
         cursor = s.seq;
         // Received over SSF: not sent on (two transmitters receiving from each other would echo).
-        if (s.signal.source !== 'ssf') await tx.publish(s.signal);
+        if (s.signal.source !== 'ssf') await tx.publish(s.signal, s.seq);
       }
     }
   };
-  const onEvent = (e: { kind: string }) => {
-    if (e.kind !== 'signal') return;
+  const unsubscribe = signals.onKept(() => {
     chain = chain.then(drain).catch((err: unknown) => log.error({ err }, 'publishing signals over SSF failed'));
-  };
-  ctx.events.on('event', onEvent);
+  });
   ctx.announce('SSF transmitter', `${cfg.issuer} (${cfg.receivers.length} receivers)`);
   return {
     tx,
     stop() {
-      ctx.events.off('event', onEvent);
+      unsubscribe();
       tx.close();
     },
   };
 }
 
 /**
- * The SSF plugin. `signals` is the server's signals handle (received SETs are raised through it);
- * it is read when a SET arrives, so the handle's plugin may register before or after this one.
+ * The SSF plugin. `signals` is the server's signals handle: received SETs are raised through it,
+ * and what it keeps is transmitted.
  *
  * @example
  * ```ts
- * const signals = signalsPlugin(...);
- * const plugins = [..., signals, ssfPlugin({ signals: () => signals.handle })];
+ * const signals = signalsPlugin({ ca: ca.handle });
+ * const plugins = [ca, signals, ..., ssfPlugin({ signals: signals.handle })];
  * ```
  */
 export function ssfPlugin(opts: {
-  signals: () => SignalSink;
+  signals: SignalsHandle;
 }): ServerPlugin & { transmitter(): SsfTransmitter | undefined } {
   const receivers: RunningReceiver[] = [];
   let transmitter: { tx: SsfTransmitter; stop(): void } | undefined;
   return {
     name: 'ssf',
+    dependsOn: ['signals'],
     transmitter: () => transmitter?.tx,
     async register(ctx) {
       const cfg = ctx.config.signals.ssf;
       for (const r of cfg.receivers) receivers.push(startReceiver(ctx, r, opts.signals));
-      if (cfg.transmitter) transmitter = await startTransmitter(ctx, cfg.transmitter);
+      if (cfg.transmitter) transmitter = await startTransmitter(ctx, opts.signals, cfg.transmitter);
     },
     async close() {
       transmitter?.stop();

@@ -250,20 +250,23 @@ export class SsfTransmitter {
     });
   }
 
-  /** Hands one of our signals to every stream that asked for its event (call in seq order). */
-  async publish(signal: Signal): Promise<void> {
+  /**
+   * Hands one of our signals to every stream that asked for its event (call in seq order). The
+   * `jti` is derived from the seq, so the same signal sent twice (two servers on one store) is
+   * refused by the receiver as a replay rather than acted on twice.
+   */
+  async publish(signal: Signal, seq: number): Promise<void> {
     const content = setForSignal(signal);
     if (!content) return;
     const [type] = Object.keys(content.events);
     for (const s of this.streams.values()) {
       if (s.id === undefined || s.status === 'disabled') continue;
       if (type === undefined || !this.delivered(s).includes(type)) continue;
-      await this.enqueue(s, content);
+      await this.enqueue(s, content, `${s.setup.name}-${seq}`);
     }
   }
 
-  private async enqueue(s: Stream, content: SetContent): Promise<void> {
-    const jti = randomUUID();
+  private async enqueue(s: Stream, content: SetContent, jti: string = randomUUID()): Promise<void> {
     const set = await signSet(this.opts.signer, { audience: s.setup.audience, jti, ...content });
     if (s.queue.size >= MAX_QUEUED) {
       const oldest = s.queue.keys().next().value as string;
