@@ -112,7 +112,7 @@ const server = await startServer({
     },
   }),
   logger: createLogger('silent'),
-  plugins: [ca, signals, agent, ssfPlugin({ signals: () => signals.handle })],
+  plugins: [ca, signals, agent, ssfPlugin({ signals: signals.handle })],
 });
 const adminToken = readFileSync(join(serverDir, 'admin.token'), 'utf8').trim();
 const agentUrl = `https://127.0.0.1:${agent.address()?.port}`;
