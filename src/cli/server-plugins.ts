@@ -54,9 +54,9 @@ export function serverPlugins(config: Config): ServerPlugin[] {
   // Before the agent endpoint, which serves its registration route.
   const assertionKeys = assertionKeysPlugin({ ca: ca.handle });
   const devices = devicesPlugin({ ca: ca.handle });
-  const crl = crlPlugin({ ca: ca.handle });
   // Revocation, risk and posture signals: kept, audited, streamed on the agent port (issue #23).
   const signals = signalsPlugin({ ca: ca.handle });
+  const crl = crlPlugin({ ca: ca.handle });
   return [
     ca,
     signals,
