@@ -5,8 +5,16 @@ import { agentEndpointPlugin } from '../../src/server/plugins/agent-endpoint.js'
 import { assertionKeysPlugin } from '../../src/server/plugins/assertion-keys.js';
 import { caPlugin } from '../../src/server/plugins/ca.js';
 import { signalsPlugin } from '../../src/server/plugins/signals.js';
+import { ssfPlugin } from '../../src/server/plugins/ssf.js';
 import { createLogger } from '../../src/util/logger.js';
 import { tempDir } from '../support/tmp.js';
+
+export interface AssertionServerOptions {
+  /** The signals plugin: the stream on the agent port and the admin routes. */
+  signals?: boolean;
+  /** With `signals`: SSF transmitters we receive SETs from (config `signals.ssf.receivers`). */
+  ssfReceivers?: unknown[];
+}
 
 export interface AssertionServer {
   server: RunningServer;
@@ -20,7 +28,7 @@ export interface AssertionServer {
 
 export async function startAssertionServer(
   trustDomain: string,
-  opts: { signals?: boolean } = {},
+  opts: AssertionServerOptions = {},
 ): Promise<AssertionServer> {
   const ca = caPlugin();
   const keys = assertionKeysPlugin({ ca: ca.handle });
@@ -31,9 +39,20 @@ export async function startAssertionServer(
   });
   const dataDir = tempDir();
   const server = await startServer({
-    config: configSchema.parse({ data_dir: dataDir, trust_domain: trustDomain, server: { port: 0, agent_port: 0 } }),
+    config: configSchema.parse({
+      data_dir: dataDir,
+      trust_domain: trustDomain,
+      server: { port: 0, agent_port: 0 },
+      ...(opts.ssfReceivers ? { signals: { ssf: { receivers: opts.ssfReceivers } } } : {}),
+    }),
     logger: createLogger('silent'),
-    plugins: [ca, keys, ...(signals ? [signals] : []), agent],
+    plugins: [
+      ca,
+      keys,
+      ...(signals ? [signals] : []),
+      ...(signals && opts.ssfReceivers ? [ssfPlugin({ signals: signals.handle })] : []),
+      agent,
+    ],
   });
   return {
     server,

@@ -21,6 +21,8 @@ import { openStore, type Store } from '../../../src/store/index.js';
 import { CHROMIUM, hasChromium, launchBrowser } from '../../support/browser.js';
 import { freePort } from '../../support/cli.js';
 import { tempDir } from '../../support/tmp.js';
+import { CAEP } from '../../../src/signals/ssf/events.js';
+import { type HttpTransmitter, startHttpTransmitter } from '../../signals/ssf-http.js';
 import {
   addPeople,
   makeAuthenticator,
@@ -33,6 +35,9 @@ import {
 } from './harness.js';
 
 const LIVE = 'live.localhost';
+/** Our audience at the test SSF transmitter, and the bearer it pushes SETs with. */
+const SSF_AUD = 'https://nevertrust.test/ssf';
+const PUSH_TOKEN = 'push-token-0123456789abcdef';
 
 /** The policy of the `live` app: the given groups may open its page and its WebSocket. */
 const livePolicy = (groups: string[]) => `apiVersion: nevertrust.dev/v1
@@ -115,6 +120,7 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
   let origin: string;
   let port: number;
   let policies: string;
+  let tx: HttpTransmitter;
   const events: AuditEventInput[] = [];
   const decisions: AccessDecisionEvent[] = [];
   /** When each cut was made (the proxy re-decides as the new policy comes into force). */
@@ -122,7 +128,16 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
 
   beforeAll(async () => {
     const dir = tempDir();
-    trust = await startTrust(dir, { signals: true });
+    // A transmitter with its own signing key, pushing SETs to our receiver `idp`.
+    tx = await startHttpTransmitter(SSF_AUD);
+    const pushTokenFile = join(dir, 'push.token');
+    writeFileSync(pushTokenFile, PUSH_TOKEN, { mode: 0o600 });
+    trust = await startTrust(dir, {
+      signals: true,
+      ssfReceivers: [
+        { name: 'idp', issuer: tx.issuer, audience: SSF_AUD, delivery: 'push', push_token_file: pushTokenFile },
+      ],
+    });
     store = await openStore({ dataDir: join(dir, 'store') });
     await addPeople(store);
     app = await startWsApp();
@@ -159,6 +174,7 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
     app?.close();
     await store?.close();
     await trust?.close();
+    await tx?.close();
   });
 
   /** A signed-in page of bob (staff) with an open WebSocket through the proxy; resolves once it greeted. */
@@ -307,8 +323,11 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
     });
   }
 
-  it('a session revoked through the server (admin route): the WebSocket closes 1008 within 1 s, the session is refused', async () => {
-    // The new policy (access restored) is in force again before the socket opens.
+  /**
+   * Once the policy lets bob in again: a signed-in page with an open WebSocket, its cookie, and the
+   * access session the proxy decided the socket's upgrade for.
+   */
+  async function openSessionSocket(): Promise<{ page: Page; cookie: string; session: string }> {
     await until(async () => (await get('')).status !== 0, 5000);
     let page: Page | undefined;
     await until(async () => {
@@ -325,6 +344,12 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
     expect((await get(cookie)).status).toBe(200);
     const session = (decisions.findLast((d) => d.target.path === '/ws')?.details as { session?: string })?.session;
     expect(session).toBeTruthy();
+    return { page: p, cookie, session: session as string };
+  }
+
+  it('a session revoked through the server (admin route): the WebSocket closes 1008 within 1 s, the session is refused', async () => {
+    // The new policy (access restored) is in force again before the socket opens.
+    const { page: p, cookie, session } = await openSessionSocket();
 
     const token = readFileSync(join(trust.serverDataDir, 'admin.token'), 'utf8').trim();
     const before = Date.now();
@@ -351,6 +376,42 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
     ).toMatchObject({
       kind: 'session.revoked',
       subject: `session:${session}`,
+    });
+    await p.context().close();
+  }, 40_000);
+
+  it('a CAEP session-revoked SET pushed by a transmitter: the WebSocket closes 1008 within 1 s, audited with the signal', async () => {
+    const { page: p, cookie, session } = await openSessionSocket();
+    // The session as an opaque subject: that is how a session event names one session.
+    const set = await tx.mint({
+      sub_id: { format: 'opaque', id: session },
+      events: {
+        [CAEP.sessionRevoked]: { event_timestamp: Math.floor(Date.now() / 1000), reason_admin: { en: 'token theft' } },
+      },
+    });
+    const before = Date.now();
+    const r = await fetch(`${trust.server.url}/v1/ssf/push/idp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/secevent+jwt', authorization: `Bearer ${PUSH_TOKEN}` },
+      body: set,
+    });
+    expect(r.status).toBe(202);
+    await until(async () => (await closedOf(p)) !== undefined, 3000);
+    const closed = await closedOf(p);
+    expect(closed?.code).toBe(1008);
+    expect(closed?.reason).toMatch(/^access revoked \(session\.revoked\): the session was revoked \(token theft\)/);
+    expect(Buffer.byteLength(closed?.reason ?? '')).toBeLessThanOrEqual(123);
+    expect((closed?.at ?? Infinity) - before).toBeLessThan(1000);
+    await until(() => app.open.size === 0, 2000);
+    expect(await get(cookie)).toEqual({ status: 401, error: 'session_revoked' });
+    const cut = events.findLast(
+      (e) => e.kind === 'access.cut' && (e.details as { connection: string }).connection === 'websocket',
+    );
+    expect(cut).toMatchObject({ outcome: 'deny', source: { user: 'bob@example.com' } });
+    expect((cut?.details as { signal?: Record<string, unknown> } | undefined)?.signal).toMatchObject({
+      kind: 'session.revoked',
+      subject: `session:${session}`,
+      seq: expect.any(Number),
     });
     await p.context().close();
   }, 40_000);
