@@ -1,6 +1,7 @@
 /** A real server with the CA, the identity-assertion key registry and the agent port (for assertion tests). */
 import { configSchema } from '../../src/config/index.js';
 import { type RunningServer, startServer } from '../../src/server/index.js';
+import { devicesPlugin } from '../../src/server/devices/plugin.js';
 import { agentEndpointPlugin } from '../../src/server/plugins/agent-endpoint.js';
 import { assertionKeysPlugin } from '../../src/server/plugins/assertion-keys.js';
 import { caPlugin } from '../../src/server/plugins/ca.js';
@@ -14,6 +15,8 @@ export interface AssertionServerOptions {
   signals?: boolean;
   /** With `signals`: SSF transmitters we receive SETs from (config `signals.ssf.receivers`). */
   ssfReceivers?: unknown[];
+  /** The devices plugin, with the MDM webhook's secret file (config `devices.mdm.secret_file`). */
+  devices?: { mdmSecretFile: string };
 }
 
 export interface AssertionServer {
@@ -33,9 +36,10 @@ export async function startAssertionServer(
   const ca = caPlugin();
   const keys = assertionKeysPlugin({ ca: ca.handle });
   const signals = opts.signals ? signalsPlugin({ ca: ca.handle, pingMs: 300 }) : undefined;
+  const devices = opts.devices ? devicesPlugin({ ca: ca.handle }) : undefined;
   const agent = agentEndpointPlugin({
     ca: ca.handle,
-    routes: [...keys.agentRoutes, ...(signals?.agentRoutes ?? [])],
+    routes: [...keys.agentRoutes, ...(signals?.agentRoutes ?? []), ...(devices?.agentRoutes ?? [])],
   });
   const dataDir = tempDir();
   const server = await startServer({
@@ -44,6 +48,7 @@ export async function startAssertionServer(
       trust_domain: trustDomain,
       server: { port: 0, agent_port: 0 },
       ...(opts.ssfReceivers ? { signals: { ssf: { receivers: opts.ssfReceivers } } } : {}),
+      ...(opts.devices ? { devices: { mdm: { secret_file: opts.devices.mdmSecretFile } } } : {}),
     }),
     logger: createLogger('silent'),
     plugins: [
@@ -51,6 +56,7 @@ export async function startAssertionServer(
       keys,
       ...(signals ? [signals] : []),
       ...(signals && opts.ssfReceivers ? [ssfPlugin({ signals: signals.handle })] : []),
+      ...(devices ? [devices] : []),
       agent,
     ],
   });

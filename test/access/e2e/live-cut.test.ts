@@ -4,17 +4,23 @@
  * reach the app, the socket closes with 1008 and a reason within a second, the app's socket is closed,
  * a Node client's keep-alive connection is closed, and each cut is an `access.cut` audit event.
  */
-import { createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { Agent, request as httpsRequest } from 'node:https';
 import { join, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
-import type { Browser, Page } from 'playwright-core';
+import type { Browser, BrowserContextOptions, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OidcAuthenticator } from '../../../src/access/auth/index.js';
 import type { RunningIdentityProvider } from '../../../src/access/idp/index.js';
-import { parseAccessProxyConfig, type RunningAccessProxy, startAccessProxy } from '../../../src/access/proxy/index.js';
+import {
+  cachedDeviceLookup,
+  parseAccessProxyConfig,
+  type RunningAccessProxy,
+  startAccessProxy,
+} from '../../../src/access/proxy/index.js';
+import { mdmSignature } from '../../../src/server/devices/mdm.js';
 import type { AuditEventInput } from '../../../src/audit/event.js';
 import type { AccessDecisionEvent } from '../../../src/pep/decision.js';
 import { openStore, type Store } from '../../../src/store/index.js';
@@ -30,6 +36,7 @@ import {
   SESSION_COOKIE,
   startBuiltinIdp,
   startTrust,
+  TD,
   type Trust,
   until,
 } from './harness.js';
@@ -106,6 +113,17 @@ async function startWsApp(): Promise<WsApp> {
   };
 }
 
+/** Where a page signs in: the route's host, and the browser context's options (a device certificate). */
+interface Site {
+  host: string;
+  context?: BrowserContextOptions;
+}
+const live: Site = { host: LIVE };
+/** The device's id in the server's registry and its SPIFFE ID (the certificate it presents). */
+const DEVICE = 'bobs-laptop';
+const DEVICE_ID = `spiffe://${TD}/device/${DEVICE}`;
+const MDM_SECRET = 'mdm-secret-0123456789abcdef0123456789abcdef';
+
 const haveBrowser = hasChromium();
 if (!haveBrowser) console.warn(`SKIPPED: the live-connection browser tests need ${CHROMIUM}`);
 
@@ -132,8 +150,11 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
     tx = await startHttpTransmitter(SSF_AUD);
     const pushTokenFile = join(dir, 'push.token');
     writeFileSync(pushTokenFile, PUSH_TOKEN, { mode: 0o600 });
+    const mdmSecretFile = join(dir, 'mdm.secret');
+    writeFileSync(mdmSecretFile, MDM_SECRET, { mode: 0o600 });
     trust = await startTrust(dir, {
       signals: true,
+      devices: { mdmSecretFile },
       ssfReceivers: [
         { name: 'idp', issuer: tx.issuer, audience: SSF_AUD, delivery: 'push', push_token_file: pushTokenFile },
       ],
@@ -143,7 +164,7 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
     app = await startWsApp();
     port = await freePort();
     origin = `https://${LIVE}:${port}`;
-    idp = await startBuiltinIdp(trust, store, [origin]);
+    idp = await startBuiltinIdp(trust, store, [origin, `https://localhost:${port}`]);
     auth = await makeAuthenticator(trust, idp.issuer, store, join(dir, 'auth'), []);
     policies = join(dir, 'policies');
     cpSync(resolve('examples/policies/people'), policies, { recursive: true });
@@ -153,11 +174,23 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
       svid: { workload_api: 'unused' },
       policies,
       signals: { server: trust.agentUrl, max_disconnected: 5 },
-      routes: [{ name: 'live', from: { host: LIVE }, to: `http://127.0.0.1:${app.port}`, websockets: true }],
+      routes: [
+        { name: 'live', from: { host: LIVE }, to: `http://127.0.0.1:${app.port}`, websockets: true },
+        // For Chromium with a client certificate: Playwright's certificate proxy resolves names with
+        // the system's resolver, which knows `localhost` but not `*.localhost`.
+        {
+          name: 'live-localhost',
+          from: { host: 'localhost' },
+          to: `http://127.0.0.1:${app.port}`,
+          target: { service: 'live' },
+          websockets: true,
+        },
+      ],
     });
     proxy = await startAccessProxy(config, {
       authenticator: auth,
-      source: trust.proxySource([LIVE]),
+      source: trust.proxySource([LIVE, 'localhost']),
+      devices: cachedDeviceLookup({ get: (id) => trust.server.store.devices.get(id) }),
       recorder: { record: (e) => decisions.push(e) },
       audit: (e) => {
         events.push(e);
@@ -178,9 +211,10 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
   });
 
   /** A signed-in page of bob (staff) with an open WebSocket through the proxy; resolves once it greeted. */
-  async function openSocket(): Promise<{ page: Page; cookie: string }> {
-    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  async function openSocket(at: Site = live): Promise<{ page: Page; cookie: string }> {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true, ...at.context });
     const page = await context.newPage();
+    const origin = `https://${at.host}:${port}`;
     await page.goto(`${origin}/`);
     await page.fill('#username', 'bob');
     await page.fill('#password', PEOPLE.bob.password);
@@ -196,7 +230,7 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
             w.wsClosed = { code: e.code, reason: e.reason, at: Date.now() };
           };
         }),
-      `wss://${LIVE}:${port}/ws`,
+      `wss://${at.host}:${port}/ws`,
     );
     expect(greeting).toBe('hello');
     const session = (await context.cookies(origin)).find((c) => c.name === SESSION_COOKIE);
@@ -327,12 +361,12 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
    * Once the policy lets bob in again: a signed-in page with an open WebSocket, its cookie, and the
    * access session the proxy decided the socket's upgrade for.
    */
-  async function openSessionSocket(): Promise<{ page: Page; cookie: string; session: string }> {
+  async function openSessionSocket(at: Site = live): Promise<{ page: Page; cookie: string; session: string }> {
     await until(async () => (await get('')).status !== 0, 5000);
     let page: Page | undefined;
     await until(async () => {
       try {
-        page = (await openSocket()).page;
+        page = (await openSocket(at)).page;
         return true;
       } catch {
         await page?.context().close();
@@ -340,8 +374,7 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
       }
     }, 15_000);
     const p = page as Page;
-    const cookie = `${SESSION_COOKIE}=${(await p.context().cookies(origin)).find((c) => c.name === SESSION_COOKIE)?.value}`;
-    expect((await get(cookie)).status).toBe(200);
+    const cookie = `${SESSION_COOKIE}=${(await p.context().cookies(`https://${at.host}:${port}`)).find((c) => c.name === SESSION_COOKIE)?.value}`;
     const session = (decisions.findLast((d) => d.target.path === '/ws')?.details as { session?: string })?.session;
     expect(session).toBeTruthy();
     return { page: p, cookie, session: session as string };
@@ -350,6 +383,7 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
   it('a session revoked through the server (admin route): the WebSocket closes 1008 within 1 s, the session is refused', async () => {
     // The new policy (access restored) is in force again before the socket opens.
     const { page: p, cookie, session } = await openSessionSocket();
+    expect((await get(cookie)).status).toBe(200);
 
     const token = readFileSync(join(trust.serverDataDir, 'admin.token'), 'utf8').trim();
     const before = Date.now();
@@ -382,6 +416,7 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
 
   it('a CAEP session-revoked SET pushed by a transmitter: the WebSocket closes 1008 within 1 s, audited with the signal', async () => {
     const { page: p, cookie, session } = await openSessionSocket();
+    expect((await get(cookie)).status).toBe(200);
     // The session as an opaque subject: that is how a session event names one session.
     const set = await tx.mint({
       sub_id: { format: 'opaque', id: session },
@@ -411,6 +446,75 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
     expect((cut?.details as { signal?: Record<string, unknown> } | undefined)?.signal).toMatchObject({
       kind: 'session.revoked',
       subject: `session:${session}`,
+      seq: expect.any(Number),
+    });
+    await p.context().close();
+  }, 40_000);
+
+  it('the device going non-compliant (MDM webhook): the WebSocket of a page with its certificate closes 1008 within 1 s', async () => {
+    // bob's laptop, enrolled at the server; the page presents its certificate.
+    const cert = trust.mint(DEVICE_ID);
+    await trust.server.store.devices.create({
+      id: DEVICE,
+      owner: 'bob',
+      name: DEVICE,
+      spiffeId: DEVICE_ID,
+      enrolledAt: Date.now(),
+      certSerial: cert.serial,
+      certNotAfter: Date.parse(new X509Certificate(cert.cert).validTo),
+    });
+    const certPath = join(tempDir(), 'device.crt');
+    const keyPath = join(tempDir(), 'device.key');
+    writeFileSync(certPath, cert.cert);
+    writeFileSync(keyPath, cert.key, { mode: 0o600 });
+    const laptop: Site = {
+      host: 'localhost',
+      context: { clientCertificates: [{ origin: `https://localhost:${port}`, certPath, keyPath }] },
+    };
+    const { page: p } = await openSessionSocket(laptop);
+    expect((decisions.findLast((d) => d.target.path === '/ws')?.details as { device?: string })?.device).toBe(DEVICE);
+
+    // The MDM reports the disk no longer encrypted.
+    const body = JSON.stringify({
+      device_id: DEVICE,
+      collected_at: new Date().toISOString(),
+      managed: true,
+      encrypted: false,
+      os_patched: true,
+      firewall_active: true,
+      edr_active: true,
+      vendor: 'intune',
+    });
+    const ts = String(Math.floor(Date.now() / 1000));
+    const r = await fetch(`${trust.server.url}/v1/devices/mdm`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'x-nevertrust-timestamp': ts,
+        'x-nevertrust-signature': mdmSignature(MDM_SECRET, ts, body),
+      },
+      body,
+    });
+    const answered = Date.now();
+    expect(r.status).toBeLessThan(300);
+    await until(async () => (await closedOf(p)) !== undefined, 3000);
+    const closed = await closedOf(p);
+    expect(closed?.code).toBe(1008);
+    expect(closed?.reason).toMatch(
+      new RegExp(
+        `^access revoked \\(device\\.non-compliant\\): device ${DEVICE} is not compliant \\(device ${DEVICE} is no longer compliant`,
+      ),
+    );
+    expect(Buffer.byteLength(closed?.reason ?? '')).toBeLessThanOrEqual(123);
+    expect((closed?.at ?? Infinity) - answered).toBeLessThan(1000);
+    await until(() => app.open.size === 0, 2000);
+    const cut = events.findLast(
+      (e) => e.kind === 'access.cut' && (e.details as { connection: string }).connection === 'websocket',
+    );
+    expect(cut).toMatchObject({ outcome: 'deny', source: { user: 'bob@example.com' } });
+    expect((cut?.details as { signal?: Record<string, unknown> } | undefined)?.signal).toMatchObject({
+      kind: 'device.non-compliant',
+      subject: `device:${DEVICE}`,
       seq: expect.any(Number),
     });
     await p.context().close();
