@@ -26,6 +26,7 @@ import type { AccessDecisionEvent } from '../../../src/pep/decision.js';
 import { openStore, type Store } from '../../../src/store/index.js';
 import { CHROMIUM, hasChromium, launchBrowser } from '../../support/browser.js';
 import { freePort } from '../../support/cli.js';
+import { relay } from '../../support/relay.js';
 import { tempDir } from '../../support/tmp.js';
 import { CAEP } from '../../../src/signals/ssf/events.js';
 import { type HttpTransmitter, startHttpTransmitter } from '../../signals/ssf-http.js';
@@ -139,6 +140,8 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
   let port: number;
   let policies: string;
   let tx: HttpTransmitter;
+  /** The authenticator's directory (its session key): a second proxy's reads the same cookies. */
+  let authDir: string;
   const events: AuditEventInput[] = [];
   const decisions: AccessDecisionEvent[] = [];
   /** When each cut was made (the proxy re-decides as the new policy comes into force). */
@@ -165,7 +168,8 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
     port = await freePort();
     origin = `https://${LIVE}:${port}`;
     idp = await startBuiltinIdp(trust, store, [origin, `https://localhost:${port}`]);
-    auth = await makeAuthenticator(trust, idp.issuer, store, join(dir, 'auth'), []);
+    authDir = join(dir, 'auth');
+    auth = await makeAuthenticator(trust, idp.issuer, store, authDir, []);
     policies = join(dir, 'policies');
     cpSync(resolve('examples/policies/people'), policies, { recursive: true });
     writeFileSync(join(policies, 'live.yaml'), livePolicy(['staff', 'admins']));
@@ -325,12 +329,12 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
   }, 30_000);
 
   /** A request of the session's owner through the proxy: status and the refusal's error code. */
-  async function get(cookie: string, path = '/'): Promise<{ status: number; error?: string }> {
+  async function get(cookie: string, path = '/', via = port): Promise<{ status: number; error?: string }> {
     return new Promise((res, rej) => {
       const r = httpsRequest(
         {
           host: '127.0.0.1',
-          port,
+          port: via,
           servername: LIVE,
           ca: trust.caPem,
           path,
@@ -519,6 +523,67 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
     });
     await p.context().close();
   }, 40_000);
+
+  it('a proxy cut off from the stream during two revocations catches up on reconnect: both sessions refused', async () => {
+    const r = await relay(trust.agentUrl);
+    const followerPort = await freePort();
+    const followerDecisions: AccessDecisionEvent[] = [];
+    const follower = await startAccessProxy(
+      parseAccessProxyConfig({
+        listen: `127.0.0.1:${followerPort}`,
+        svid: { workload_api: 'unused' },
+        policies,
+        // Long enough that the cut does not turn into signals_unavailable: only the catch-up refuses.
+        signals: { server: r.url, max_disconnected: 60 },
+        routes: [{ name: 'live', from: { host: LIVE }, to: `http://127.0.0.1:${app.port}` }],
+      }),
+      {
+        // Its own authenticator (closed with it) over the same sessions and session key.
+        authenticator: await makeAuthenticator(trust, idp.issuer, store, authDir, []),
+        source: trust.proxySource([LIVE]),
+        recorder: { record: (e) => followerDecisions.push(e) },
+      },
+    );
+    try {
+      const a = await openSessionSocket();
+      await a.page.context().close();
+      const b = await openSessionSocket();
+      await b.page.context().close();
+      for (const s of [a, b]) await until(async () => (await get(s.cookie, '/', followerPort)).status === 200, 5000);
+      expect(r.accepted).toBeGreaterThan(0);
+
+      r.down();
+      const token = readFileSync(join(trust.serverDataDir, 'admin.token'), 'utf8').trim();
+      for (const s of [a, b]) {
+        const res = await fetch(`${trust.server.url}/v1/admin/revoke`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ session: s.session, reason: 'while cut off' }),
+        });
+        expect(res.status).toBeLessThan(300);
+      }
+      // The connected proxy refuses them at once; the one cut off knows nothing of them yet.
+      for (const s of [a, b]) expect(await get(s.cookie)).toEqual({ status: 401, error: 'session_revoked' });
+      for (const s of [a, b]) expect((await get(s.cookie, '/', followerPort)).status).toBe(200);
+
+      r.up();
+      for (const s of [a, b]) {
+        await until(async () => (await get(s.cookie, '/', followerPort)).status === 401, 15_000);
+        expect(await get(s.cookie, '/', followerPort)).toEqual({ status: 401, error: 'session_revoked' });
+        const refusal = followerDecisions.findLast(
+          (d) => (d.details as { session?: string }).session === s.session && d.outcome === 'deny',
+        );
+        expect((refusal?.details as { signal?: Record<string, unknown> } | undefined)?.signal).toMatchObject({
+          kind: 'session.revoked',
+          subject: `session:${s.session}`,
+          seq: expect.any(Number),
+        });
+      }
+    } finally {
+      await follower.close();
+      r.close();
+    }
+  }, 90_000);
 
   it('a proxy that cannot reach the signal stream past max_disconnected refuses people: signals_unavailable', async () => {
     const lonePort = await freePort();
