@@ -528,6 +528,7 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
     const r = await relay(trust.agentUrl);
     const followerPort = await freePort();
     const followerDecisions: AccessDecisionEvent[] = [];
+    const followerEvents: AuditEventInput[] = [];
     const follower = await startAccessProxy(
       parseAccessProxyConfig({
         listen: `127.0.0.1:${followerPort}`,
@@ -535,18 +536,39 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
         policies,
         // Long enough that the cut does not turn into signals_unavailable: only the catch-up refuses.
         signals: { server: r.url, max_disconnected: 60 },
-        routes: [{ name: 'live', from: { host: LIVE }, to: `http://127.0.0.1:${app.port}` }],
+        routes: [{ name: 'live', from: { host: LIVE }, to: `http://127.0.0.1:${app.port}`, websockets: true }],
       }),
       {
         // Its own authenticator (closed with it) over the same sessions and session key.
         authenticator: await makeAuthenticator(trust, idp.issuer, store, authDir, []),
         source: trust.proxySource([LIVE]),
         recorder: { record: (e) => followerDecisions.push(e) },
+        audit: (e) => followerEvents.push(e),
       },
     );
     try {
       const a = await openSessionSocket();
-      await a.page.context().close();
+      // The same page also holds a WebSocket through the proxy that will be cut off (cookies are not
+      // bound to a port).
+      const greeting = await a.page.evaluate(
+        (url) =>
+          new Promise<string>((res, rej) => {
+            const ws = new WebSocket(url);
+            const w = globalThis as unknown as { followerClosed?: { code: number; reason: string; at: number } };
+            ws.onmessage = (m) => res(String(m.data));
+            ws.onerror = () => rej(new Error('websocket error'));
+            ws.onclose = (e) => {
+              w.followerClosed = { code: e.code, reason: e.reason, at: Date.now() };
+            };
+          }),
+        `wss://${LIVE}:${followerPort}/ws`,
+      );
+      expect(greeting).toBe('hello');
+      const followerClosed = () =>
+        a.page.evaluate(
+          () =>
+            (globalThis as unknown as { followerClosed?: { code: number; reason: string; at: number } }).followerClosed,
+        );
       const b = await openSessionSocket();
       await b.page.context().close();
       for (const s of [a, b]) await until(async () => (await get(s.cookie, '/', followerPort)).status === 200, 5000);
@@ -565,8 +587,24 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
       // The connected proxy refuses them at once; the one cut off knows nothing of them yet.
       for (const s of [a, b]) expect(await get(s.cookie)).toEqual({ status: 401, error: 'session_revoked' });
       for (const s of [a, b]) expect((await get(s.cookie, '/', followerPort)).status).toBe(200);
+      expect(await followerClosed()).toBeUndefined();
 
       r.up();
+      const upAt = Date.now();
+      await until(async () => (await followerClosed()) !== undefined, 15_000);
+      const closed = await followerClosed();
+      expect(closed?.code).toBe(1008);
+      expect(closed?.reason).toMatch(/^access revoked \(session\.revoked\): the session was revoked \(while cut off\)/);
+      // Within the follower's reconnect backoff (at most 5 s) and the 1 s bound after it.
+      expect((closed?.at ?? Infinity) - upAt).toBeLessThan(6000);
+      const cut = followerEvents.findLast(
+        (e) => e.kind === 'access.cut' && (e.details as { connection: string }).connection === 'websocket',
+      );
+      expect((cut?.details as { signal?: Record<string, unknown> } | undefined)?.signal).toMatchObject({
+        kind: 'session.revoked',
+        subject: `session:${a.session}`,
+      });
+      await a.page.context().close();
       for (const s of [a, b]) {
         await until(async () => (await get(s.cookie, '/', followerPort)).status === 401, 15_000);
         expect(await get(s.cookie, '/', followerPort)).toEqual({ status: 401, error: 'session_revoked' });
