@@ -7,12 +7,6 @@
 import { X509Certificate } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { type ClientHttp2Session, connect as http2Connect } from 'node:http2';
-import {
-  createServer as createTcpServer,
-  connect as netConnect,
-  type Server as TcpServer,
-  type Socket,
-} from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +15,7 @@ import { certificatesFromPem, spiffeIdFromCertificate, TrustBundle } from '../..
 import { MemorySvidSource } from '../../src/pep/mtls/index.js';
 import { type RunningSidecar, SidecarConfigSchema, startSidecar } from '../../src/pep/sidecar/index.js';
 import { id, ingressPolicyDir } from '../pep/pki.js';
+import { relay } from '../support/relay.js';
 import { tempDir } from '../support/tmp.js';
 import { type Mesh, startMesh, until } from './mesh-fixtures.js';
 
@@ -31,46 +26,6 @@ let app: Server;
 let policies: string;
 const sidecars: RunningSidecar[] = [];
 const sessions: ClientHttp2Session[] = [];
-
-/** A TCP relay in front of the agent port that the test can cut and restore (the stream's path only). */
-function relay(to: string): Promise<{ url: string; down(): void; up(): void; close(): void }> {
-  const target = new URL(to);
-  let open = true;
-  const live = new Set<Socket>();
-  const server: TcpServer = createTcpServer((c) => {
-    if (!open) return c.destroy();
-    const u = netConnect(Number(target.port), target.hostname);
-    live.add(c);
-    live.add(u);
-    c.pipe(u).pipe(c);
-    const end = () => {
-      c.destroy();
-      u.destroy();
-      live.delete(c);
-      live.delete(u);
-    };
-    c.on('error', end).on('close', end);
-    u.on('error', end).on('close', end);
-  });
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () =>
-      resolve({
-        url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
-        down() {
-          open = false;
-          for (const s of live) s.destroy();
-        },
-        up() {
-          open = true;
-        },
-        close() {
-          server.close();
-          for (const s of live) s.destroy();
-        },
-      }),
-    ),
-  );
-}
 
 async function sidecar(svid: Minted, signalsServer: string, events: AuditEventInput[]): Promise<RunningSidecar> {
   const spiffeId = spiffeIdFromCertificate(new X509Certificate(svid.certChainPem));

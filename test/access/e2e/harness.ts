@@ -28,7 +28,7 @@ import { MemorySvidSource } from '../../../src/pep/mtls/index.js';
 import { type PersonClient, parseForm } from '../../../src/mesh/people-client.js';
 import type { RunningServer } from '../../../src/server/index.js';
 import type { Store } from '../../../src/store/index.js';
-import { startAssertionServer } from '../../pep/assertion-server.js';
+import { type AssertionServerOptions, startAssertionServer } from '../../pep/assertion-server.js';
 import { freePort } from '../../support/cli.js';
 
 export const TD = 'example.org';
@@ -68,7 +68,7 @@ export interface Trust {
   close(): Promise<void>;
 }
 
-export async function startTrust(dir: string, opts: { signals?: boolean } = {}): Promise<Trust> {
+export async function startTrust(dir: string, opts: AssertionServerOptions = {}): Promise<Trust> {
   const { server, ca, agentUrl, dataDir } = await startAssertionServer(TD, opts);
   const bundle = ca.handle.current().bundle();
   const caPem = bundle.toPem();
