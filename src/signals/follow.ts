@@ -242,7 +242,9 @@ export function followSignals(opts: FollowSignalsOptions): SignalFollower {
           while (nl >= 0) {
             const line = buf.slice(0, nl).trim();
             buf = buf.slice(nl + 1);
-            if (line) chain = chain.then(() => handleLine(line));
+            // A callback that throws (onGap) ends the connection like a bad line: never a rejected
+            // chain, which would leave the lines after it unread and the rejection unhandled.
+            if (line) chain = chain.then(() => handleLine(line)).catch((e: unknown) => fail('a handler failed', e));
             nl = buf.indexOf('\n');
           }
           if (buf.length > MAX_LINE_BYTES) fail(`a line over ${MAX_LINE_BYTES} bytes`);
