@@ -40,25 +40,31 @@ export interface ServerClientOptions {
   key?: string;
 }
 
+/**
+ * A TLS `checkServerIdentity` that accepts exactly one URI SAN, `serverId`: Node verified the chain
+ * against `ca`; the name that matters is the SPIFFE ID, not the host.
+ */
+export function serverIdentityCheck(serverId: string): (host: string, cert: PeerCertificate) => Error | undefined {
+  return (_host, cert) => {
+    const uris = cert.subjectaltname
+      ?.split(', ')
+      .filter((s) => s.startsWith('URI:'))
+      .map((s) => s.slice(4));
+    if (uris?.length === 1 && uris[0] === serverId) return undefined;
+    return new Error(`the server presented ${uris?.join(',') || 'no SPIFFE ID'}, expected ${serverId}`);
+  };
+}
+
 /** One TLS configuration; make a new client when the bundle or the agent SVID changes. */
 export class ServerClient {
   private readonly dispatcher: Agent;
   constructor(readonly opts: ServerClientOptions) {
-    const serverId = opts.serverId;
     this.dispatcher = new Agent({
       connect: {
         ca: opts.caPem,
         cert: opts.cert,
         key: opts.key,
-        // Node verified the chain against `ca`; the name that matters is the SPIFFE ID.
-        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-          const uris = cert.subjectaltname
-            ?.split(', ')
-            .filter((s) => s.startsWith('URI:'))
-            .map((s) => s.slice(4));
-          if (uris?.length === 1 && uris[0] === serverId) return undefined;
-          return new Error(`the server presented ${uris?.join(',') || 'no SPIFFE ID'}, expected ${serverId}`);
-        },
+        checkServerIdentity: serverIdentityCheck(opts.serverId),
       },
       keepAliveTimeout: 30_000,
     });

@@ -26,7 +26,7 @@
  */
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type { PeerCertificate } from 'node:tls';
+import { serverIdentityCheck } from '../api/server-client.js';
 import { type SequencedSignal, signalStreamMessageSchema } from '../api/signals.js';
 
 /** The stream's path on the agent port (mTLS) and on the API port (admin token). */
@@ -153,16 +153,7 @@ export function followSignals(opts: FollowSignalsOptions): SignalFollower {
             key: material?.key,
             ca: material?.ca,
             agent: false,
-            ...(serverId !== undefined && {
-              checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-                const uris = cert.subjectaltname
-                  ?.split(', ')
-                  .filter((s) => s.startsWith('URI:'))
-                  .map((s) => s.slice(4));
-                if (uris?.length === 1 && uris[0] === serverId) return undefined;
-                return new Error(`the server presented ${uris?.join(',') || 'no SPIFFE ID'}, expected ${serverId}`);
-              },
-            }),
+            ...(serverId !== undefined && { checkServerIdentity: serverIdentityCheck(serverId) }),
           });
         } else {
           req = httpRequest(target, { method: 'GET', headers, agent: false });
@@ -242,7 +233,9 @@ export function followSignals(opts: FollowSignalsOptions): SignalFollower {
           while (nl >= 0) {
             const line = buf.slice(0, nl).trim();
             buf = buf.slice(nl + 1);
-            if (line) chain = chain.then(() => handleLine(line));
+            // A callback that throws (onGap) ends the connection like a bad line: never a rejected
+            // chain, which would leave the lines after it unread and the rejection unhandled.
+            if (line) chain = chain.then(() => handleLine(line)).catch((e: unknown) => fail('a handler failed', e));
             nl = buf.indexOf('\n');
           }
           if (buf.length > MAX_LINE_BYTES) fail(`a line over ${MAX_LINE_BYTES} bytes`);

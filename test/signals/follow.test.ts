@@ -103,6 +103,26 @@ describe('followSignals', () => {
     expect(afters.slice(0, 2)).toEqual(['10', '2']);
   });
 
+  it('an onGap that throws ends the connection (no unhandled rejection); the follower reconnects', async () => {
+    const { url, afters } = await scripted([(res) => res.write(hello(5, 3)), (res) => res.write(hello(5, 3) + sig(3))]);
+    const got: number[] = [];
+    let failOnce = true;
+    follower = followSignals({
+      url,
+      after: 0,
+      minBackoffMs: 10,
+      onSignal: (m) => void got.push(m.seq),
+      onGap: () => {
+        if (failOnce) {
+          failOnce = false;
+          throw new Error('re-reading the state failed');
+        }
+      },
+    });
+    await until(() => got.length === 1);
+    expect(afters.slice(0, 2)).toEqual(['0', '0']);
+  });
+
   it('a silent connection is dropped and reconnected; contact is reported', async () => {
     const { url, afters } = await scripted([(res) => res.write(hello(0, 0)), (res) => res.write(hello(0, 0))]);
     follower = followSignals({ url, after: 0, onSignal: () => {}, idleTimeoutMs: 200, minBackoffMs: 10 });

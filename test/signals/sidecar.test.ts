@@ -8,12 +8,13 @@ import { X509Certificate } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { type ClientHttp2Session, connect as http2Connect } from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEventInput } from '../../src/audit/event.js';
 import { certificatesFromPem, spiffeIdFromCertificate, TrustBundle } from '../../src/spiffe/index.js';
 import { MemorySvidSource } from '../../src/pep/mtls/index.js';
 import { type RunningSidecar, SidecarConfigSchema, startSidecar } from '../../src/pep/sidecar/index.js';
+import { ConnectionGuard } from '../../src/pep/sidecar/revocation.js';
 import { id, ingressPolicyDir } from '../pep/pki.js';
 import { relay } from '../support/relay.js';
 import { tempDir } from '../support/tmp.js';
@@ -188,6 +189,31 @@ describe('sidecar and revocation signals', { timeout: 60_000 }, () => {
       signal_kind: 'svid.revoked',
       serial: billing.serial.toLowerCase().replace(/^0+/, ''),
     });
+  });
+
+  it('an audit sink that throws does not stop the cuts: every live connection of a revoked SVID ends', async () => {
+    const peer = await mesh.mint(id('d'));
+    const guard = new ConnectionGuard({
+      self: () => id('inventory'),
+      log: () => {},
+      record: () => {
+        throw new Error('audit sink down');
+      },
+    });
+    const sockets = [1, 2].map((port) => ({
+      destroyed: false,
+      remotePort: port,
+      getPeerX509Certificate: () => new X509Certificate(peer.certChainPem),
+      once: () => {},
+      destroy() {
+        this.destroyed = true;
+      },
+    }));
+    for (const s of sockets) expect(guard.admit(s as unknown as TLSSocket)).toBe(true);
+    const at = new Date().toISOString();
+    guard.apply(1, { kind: 'svid.revoked', serial: peer.serial, reason: 'stolen', source: 'admin', at });
+    expect(sockets.map((s) => s.destroyed)).toEqual([true, true]);
+    expect(guard.size).toBe(0);
   });
 
   it('a sidecar cut off from the stream during revocations catches up on reconnect, none lost', async () => {

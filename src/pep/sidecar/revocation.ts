@@ -137,6 +137,21 @@ export class ConnectionGuard {
       signal: why.kind,
       seq: why.seq,
     });
+    // A failing audit sink must not stop the cuts after this one (the signal is applied once).
+    try {
+      this.#record(c, why, phase, protocol, reason);
+    } catch (e) {
+      this.opts.log('access.cut audit record failed', { error: (e as Error).message });
+    }
+  }
+
+  #record(
+    c: PeerConnection,
+    why: SignalRef & { subject: string },
+    phase: 'handshake' | 'live',
+    protocol: string,
+    reason: string,
+  ): void {
     this.opts.record?.({
       kind: 'access.cut',
       outcome: 'deny',

@@ -6,7 +6,9 @@
  *   SignalsHandle.raise(signal)        other plugins (SSF receiver…) raise a signal; returns its seq
  *   ServerEvents with details.signal   raised too (devices: device.revoke, device.non_compliant;
  *                                      registration: entry deleted, agent banned; users: disabled…)
- *   GET  /v1/signals/stream            agent port: mTLS, any X.509-SVID of the trust domain;
+ *   GET  /v1/signals/stream            agent port: mTLS, any X.509-SVID of the trust domain
+ *                                      (each reads every signal: user, device and session IDs,
+ *                                      reasons; documented in docs/signals.md);
  *                                      API port: the admin token (for tools)
  *   POST /v1/admin/revoke              {session|user|device|svid, reason?}
  *   POST /v1/admin/risk                {user|device, score, reason?}

@@ -35,6 +35,7 @@ import {
   type StreamStatus,
   streamRequestSchema,
 } from '../../signals/ssf/transmitter.js';
+import { sha256Hex } from '../../store/access-sessions.js';
 import { readBody, readJson, sendJson } from '../router.js';
 import type { ServerContext, ServerPlugin } from '../server.js';
 import type { SignalsHandle } from './signals.js';
@@ -68,10 +69,9 @@ function bearer(req: IncomingMessage): string | undefined {
   return m?.[1];
 }
 
+/** Constant time, length included: the digests are compared, never the tokens. */
 function sameSecret(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
+  return timingSafeEqual(Buffer.from(sha256Hex(a)), Buffer.from(sha256Hex(b)));
 }
 
 /** RFC 8935 §2.3 error answer. */
