@@ -44,6 +44,7 @@ import {
   type PeopleStepResult,
 } from './people-scenario.js';
 import { MeshDevice } from './people-device.js';
+import { LiveSession } from './people-live.js';
 import { cleanExit, serviceBinary, startChild, stopChild } from './processes.js';
 
 export {
@@ -198,6 +199,8 @@ export class People {
    */
   private aliceTotp: { secret: string; lastStep: number } | undefined;
   private stopping = false;
+  /** The session held open to be revoked (see openLive), once opened. */
+  live: LiveSession | undefined;
   private renewTimer: NodeJS.Timeout | undefined;
   /**
    * Serves the provider with a newly minted certificate (restarting it on its port; its sessions
@@ -340,6 +343,10 @@ export class People {
       policies: o.policies ?? join(root, 'examples', 'policies', 'people'),
       audit: { server: o.agentUrl, spill_dir: 'audit-spill' },
       assertion: { server: o.agentUrl },
+      // Revocations and other signals, followed with its SVID: a revoked session ends at once,
+      // its live connections too (docs/signals.md). This machine is rarely fully compliant (no
+      // EDR, say): the seed policies judge its posture (managed), not the four-fact rule.
+      signals: { server: o.agentUrl, device_non_compliant: 'policy' },
       auth: {
         issuer: idpOptions.issuer,
         client_id: 'access-proxy',
@@ -625,6 +632,26 @@ export class People {
     return { status: again.status, body: again.body };
   }
 
+  /**
+   * bob signs in from one more browser of his own and keeps one keep-alive connection open through
+   * the proxy, a request every 2 s: a live session for a person to revoke (`nevertrust revoke
+   * session ID`), which the proxy then cuts. His other browser's traffic is not affected.
+   */
+  async openLive(): Promise<LiveSession> {
+    const ca = readFileSync(join(this.dir, 'ca.pem'), 'utf8');
+    const c = new PersonClient({ ca });
+    try {
+      await c.signIn(`${this.url}/`, 'bob', this.credentials.bob);
+      const cookie = LiveSession.cookieOf(c.cookies(BACKOFFICE_HOST));
+      if (!cookie) throw new Error('bob signed in but holds no session cookie');
+      this.live?.stop();
+      this.live = await LiveSession.open({ origin: this.url, cookie, ca, store: this.o.server.store });
+      return this.live;
+    } finally {
+      await c.close().catch(() => {});
+    }
+  }
+
   /** The server's store (shared with the proxy). */
   get store(): Store {
     return this.o.server.store;
@@ -668,6 +695,7 @@ export class People {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.live?.stop();
     if (this.renewTimer) clearInterval(this.renewTimer);
     this.unsubscribeBundle?.();
     await this.renewCertificate().catch(() => {}); // lets a restart under way finish first

@@ -23,6 +23,17 @@ export interface PeopleStats {
     record: DeviceRecord | undefined;
     decisions: Partial<Record<'managed' | 'none', { outcome: string; reason: string }>>;
   };
+  /** When the proxy's `access.cut` event of the live session's connection says it cut it (ms), once in the audit log. */
+  liveCutAt?: number;
+}
+
+/** The time of the proxy's `access.cut` of session `id`, among the latest cuts. */
+async function auditedCut(people: People, id: string | undefined): Promise<number | undefined> {
+  if (id === undefined) return undefined;
+  const { queryAuditLog } = await import('../audit/index.js');
+  const { events } = await queryAuditLog(people.store, { kind: 'access.cut', limit: 100 });
+  const e = events.find((x) => (x.details as { session?: unknown } | undefined)?.session === id);
+  return e ? new Date(e.time).getTime() : undefined;
 }
 
 /** The audit log's decision `id` (outcome and reason), once it arrived. */
@@ -35,14 +46,17 @@ async function auditedDecision(people: People, id: string | undefined) {
 
 /** Reads what the people's lines show (the summary itself renders synchronously). */
 export async function peopleStats(people: People): Promise<PeopleStats> {
-  const [sessions, decisions, record, managed, none] = await Promise.all([
+  const live = people.live;
+  const [sessions, decisions, record, managed, none, liveCutAt] = await Promise.all([
     people.activeSessions(),
     people.decisions(),
     people.store.devices.get(people.device.id),
     auditedDecision(people, people.deviceAnswers.managed?.decisionId),
     auditedDecision(people, people.deviceAnswers.none?.decisionId),
+    live?.ended ? auditedCut(people, live.id) : undefined,
   ]);
   return {
+    ...(liveCutAt !== undefined ? { liveCutAt } : {}),
     sessions,
     decisions,
     device: { record, decisions: { ...(managed ? { managed } : {}), ...(none ? { none } : {}) } },
@@ -84,6 +98,31 @@ function deviceLines(people: People, stats: PeopleStats | undefined, dataDir: st
   }
   out.push(
     `  look at it: npx nevertrust device list --data-dir ${dataDir} · npx nevertrust device show ${people.device.id} --data-dir ${dataDir}`,
+  );
+  return out;
+}
+
+const hms = (ms: number) => new Date(ms).toISOString().slice(11, 23);
+
+/** The live session: who, since when, and the command that revokes it; once revoked, how fast its connection was cut. */
+function liveLines(people: People, stats: PeopleStats | undefined, apiUrl: string, dataDir: string): string[] {
+  const l = people.live;
+  if (!l) return [];
+  const out = [
+    "live sessions (a person's client holding a keep-alive connection through the proxy, a request every 2 s):",
+  ];
+  const who = `${l.id}  ${l.user}  device ${l.deviceId ?? '—'}  since ${hms(l.since)}Z`;
+  if (!l.ended) {
+    out.push(`  ● ${who}  ${l.requests} requests on ${l.connections} connection${l.connections === 1 ? '' : 's'}`);
+    out.push(`    revoke it: npx nevertrust revoke session ${l.id} --data-dir ${dataDir} --server ${apiUrl}`);
+    return out;
+  }
+  const e = l.ended;
+  out.push(`  ○ ${who}  ENDED: revoked at ${hms(e.revokedAt)}Z (signal ${e.seq}${e.reason ? `, "${e.reason}"` : ''})`);
+  const cut = stats?.liveCutAt;
+  const ms = (t: number) => `${Math.max(0, t - e.revokedAt)} ms`;
+  out.push(
+    `    ${e.closedAt - e.revokedAt <= 1000 ? '✓' : '✗'} connection cut ${ms(e.closedAt)} after the revocation (the client saw it close)${cut !== undefined ? ` · the proxy's access.cut audit event at ${hms(cut)}Z` : ''}; its cookie now gets ${l.afterStatus ?? '…'}`,
   );
   return out;
 }
@@ -169,7 +208,11 @@ export function renderSummary(
     );
   }
   if (mesh.people)
-    out.push(...peopleLines(mesh.people, extra.people), ...deviceLines(mesh.people, extra.people, extra.dataDir));
+    out.push(
+      ...peopleLines(mesh.people, extra.people),
+      ...liveLines(mesh.people, extra.people, extra.apiUrl, extra.dataDir),
+      ...deviceLines(mesh.people, extra.people, extra.dataDir),
+    );
   out.push('');
   out.push('latest denials:');
   const denials = mesh.decisions

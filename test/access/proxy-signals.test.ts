@@ -67,6 +67,17 @@ describe('signalRefusal', () => {
     expect(signalRefusal(s, { person: bob, device: newerGood })).toBeUndefined();
   });
 
+  it('device_non_compliant: policy: the signal refuses nothing by itself, a revoked device still is', () => {
+    const s = new RevocationState();
+    s.apply(1, { kind: 'device.non-compliant', deviceId: 'laptop-1', at: iso(T0), ...common } as Signal, T0);
+    const bad = device({ compliant: false, collected_at: iso(T0 + 1000) });
+    expect(signalRefusal(s, { person: bob, device: bad }, 'refuse')?.error).toBe('device_non_compliant');
+    expect(signalRefusal(s, { person: bob, device: bad }, 'policy')).toBeUndefined();
+    expect(signalRefusal(s, { person: bob, deviceId: 'laptop-1' }, 'policy')).toBeUndefined();
+    s.apply(2, { kind: 'device.revoked', deviceId: 'laptop-1', at: iso(T0), ...common } as Signal);
+    expect(signalRefusal(s, { person: bob, device: bad }, 'policy')?.error).toBe('device_revoked');
+  });
+
   it('a revoked device is refused whatever its posture', () => {
     const s = new RevocationState();
     s.apply(1, { kind: 'device.revoked', deviceId: 'laptop-1', at: iso(T0), ...common } as Signal);

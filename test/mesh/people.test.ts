@@ -4,7 +4,9 @@
  * proxy enforces a policy that wrongly lets staff use /admin.
  */
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serverPlugins } from '../../src/cli/server-plugins.js';
@@ -21,7 +23,7 @@ import {
   pageDecisionId,
 } from '../../src/mesh/people.js';
 import { NO_DEVICE_REASON } from '../../src/mesh/people-scenario.js';
-import { peopleStats } from '../../src/mesh/summary.js';
+import { peopleStats, renderSummary } from '../../src/mesh/summary.js';
 import { NO_DEVICE_REASON as PROXY_NO_DEVICE_REASON } from '../../src/access/proxy/device.js';
 import { MFA_CHALLENGE_PATH as PROXY_CHALLENGE_PATH } from '../../src/access/proxy/step-up.js';
 import { PersonClient } from '../../src/mesh/people-client.js';
@@ -107,6 +109,7 @@ describe('people’s files', () => {
 
 describe('people’s access in the local mesh', () => {
   let mesh: LocalMesh;
+  let dataDir: string;
   let policies: string;
   let doc: string;
   beforeAll(async () => {
@@ -128,6 +131,7 @@ describe('people’s access in the local mesh', () => {
       cwd: dir,
       overrides: { data_dir: join(dir, 'data'), server: { port: 0, agent_port: 0 } },
     });
+    dataDir = config.data_dir;
     mesh = await LocalMesh.start({
       config,
       logger: createLogger('error'),
@@ -251,4 +255,45 @@ describe('people’s access in the local mesh', () => {
     expect(revoked.asExpected).toBe(false);
     expect(revoked.detail).toContain(`device ${people.device.id} was revoked (lost on a train)`);
   }, 180_000);
+
+  it('a live session: the summary prints the command that revokes it; run, it cuts the connection within 1 s and shows so', async () => {
+    const people = mesh.people;
+    if (!people) throw new Error('people not started');
+    const live = await people.openLive();
+    expect(live.user).toBe('bob');
+    await new Promise((r) => setTimeout(r, 2500)); // a request or two on the one connection
+    expect(live.requests).toBeGreaterThanOrEqual(2);
+    expect(live.connections).toBe(1);
+    const summary = () =>
+      peopleStats(people).then((stats) =>
+        renderSummary(mesh, { anomalies: [], elapsedS: 0, apiUrl: mesh.server.url, dataDir, people: stats }),
+      );
+    const before = await summary();
+    expect(before).toContain(`● ${live.id}  bob`);
+    const command = /revoke it: npx nevertrust (revoke session \S+ --data-dir \S+ --server \S+)/.exec(before)?.[1];
+    expect(command).toBe(`revoke session ${live.id} --data-dir ${dataDir} --server ${mesh.server.url}`);
+    // The printed command, as a person runs it (the CLI → the admin API → the signal → the proxy).
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [join(packageRoot(), 'bin', 'nevertrust.js'), ...(command as string).split(' ')],
+      { timeout: 30_000 },
+    );
+    expect(stdout).toContain(`session.revoked session:${live.id} kept as signal`);
+    for (let i = 0; i < 50 && live.afterStatus === undefined; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(live.ended).toBeDefined();
+    const ended = live.ended as NonNullable<typeof live.ended>;
+    expect(ended.closedAt - ended.revokedAt).toBeLessThanOrEqual(1000);
+    expect(live.afterStatus).toBe(401);
+    expect((await people.store.accessSessions.findById(live.id))?.endedAt).not.toBeNull();
+    // The proxy's own account of the cut reaches the audit log, and the summary shows both.
+    let after = await summary();
+    for (let i = 0; i < 50 && !after.includes('access.cut'); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = await summary();
+    }
+    expect(after).toContain(`○ ${live.id}  bob`);
+    expect(after).toMatch(
+      /✓ connection cut \d+ ms after the revocation \(the client saw it close\) · the proxy's access\.cut audit event at [\d:.]+Z; its cookie now gets 401/,
+    );
+  }, 120_000);
 });

@@ -169,6 +169,12 @@ export const AccessProxyConfigSchema = z
         server_id: z.string().startsWith('spiffe://').optional(),
         /** Silence on the stream after which routes with `on_signals_lost: deny` refuse people. */
         max_disconnected: durationSchema.default(30),
+        /**
+         * What a device's `device.non-compliant` signal does: `refuse` its requests and cut its
+         * connections at once, or leave it to `policy` (the posture is in the request either way;
+         * live connections are still re-decided against policy on the signal).
+         */
+        device_non_compliant: z.enum(['refuse', 'policy']).default('refuse'),
       })
       .optional(),
     /** Device certificates and posture (docs/people.md, "Devices"). */

@@ -242,11 +242,15 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
       who.kind === 'session'
         ? { id: who.sessionId, ...(who.startedAt !== undefined ? { startedAt: who.startedAt } : {}) }
         : undefined;
-    const no = signalRefusal(sig.state, {
-      person: who.person,
-      ...(session ? { session } : {}),
-      ...(device ? { device } : {}),
-    });
+    const no = signalRefusal(
+      sig.state,
+      {
+        person: who.person,
+        ...(session ? { session } : {}),
+        ...(device ? { device } : {}),
+      },
+      sig.deviceNonCompliant,
+    );
     if (no) {
       if (session && no.error !== 'device_non_compliant' && no.error !== 'device_revoked')
         deps.authenticator.evict?.(session.id);

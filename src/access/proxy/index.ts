@@ -130,11 +130,15 @@ export async function startAccessProxy(
       /** A live connection's verdict after a signal: what the signal takes away, else the policy with the new risk. */
       const afterSignal = (c: LiveSubject): string | undefined => {
         const s = signals as ProxySignals;
-        const no = signalRefusal(s.state, {
-          person: c.person,
-          ...(c.session ? { session: c.session } : {}),
-          ...(c.deviceId !== undefined ? { deviceId: c.deviceId } : {}),
-        });
+        const no = signalRefusal(
+          s.state,
+          {
+            person: c.person,
+            ...(c.session ? { session: c.session } : {}),
+            ...(c.deviceId !== undefined ? { deviceId: c.deviceId } : {}),
+          },
+          s.deviceNonCompliant,
+        );
         if (no) return no.reason;
         const snap = watcher.current;
         const risk = riskScore(s.state, c.person, c.deviceId);

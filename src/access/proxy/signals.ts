@@ -41,7 +41,12 @@ const ref = (r: SignalRef, subject: string) => ({ seq: r.seq, kind: r.kind, subj
  * if (no) refuse(403, no.error, no.reason);
  * ```
  */
-export function signalRefusal(state: RevocationState, s: SignalSubjectOf): SignalRefusal | undefined {
+export function signalRefusal(
+  state: RevocationState,
+  s: SignalSubjectOf,
+  /** `policy`: a device's non-compliance refuses nothing by itself; the policies judge its posture. */
+  deviceNonCompliant: 'refuse' | 'policy' = 'refuse',
+): SignalRefusal | undefined {
   if (s.session) {
     const r = state.sessionRevoked(s.session.id);
     if (r) {
@@ -78,7 +83,7 @@ export function signalRefusal(state: RevocationState, s: SignalSubjectOf): Signa
         signal: ref(rv, `device:${deviceId}`),
       };
     }
-    const nc = state.deviceNonCompliant(deviceId);
+    const nc = deviceNonCompliant === 'refuse' ? state.deviceNonCompliant(deviceId) : undefined;
     // It stands until a compliant posture collected after it (there is no "compliant" signal).
     const p = s.device?.posture;
     const newer = nc !== undefined && p?.compliant === true && Date.parse(p.collected_at) > nc.atMs;
@@ -112,10 +117,13 @@ export interface ProxySignalsConfig {
   server_id?: string;
   /** Seconds without contact after which people's `on_signals_lost: deny` routes refuse. */
   max_disconnected: number;
+  device_non_compliant?: 'refuse' | 'policy';
 }
 
 export interface ProxySignals {
   readonly state: RevocationState;
+  /** What a `device.non-compliant` signal does: refuse the device's requests, or leave it to policy. */
+  readonly deviceNonCompliant: 'refuse' | 'policy';
   /** The stream has been silent longer than `max_disconnected` (or never answered). */
   lost(now?: number): boolean;
   stop(): Promise<void>;
@@ -159,6 +167,7 @@ export function startProxySignals(opts: {
   const boundMs = opts.config.max_disconnected * 1000;
   return {
     state,
+    deviceNonCompliant: opts.config.device_non_compliant ?? 'refuse',
     lost(now = Date.now()) {
       // Before the first contact, the bound runs from the start.
       const last = follower.lastContactAt() || startedAt;

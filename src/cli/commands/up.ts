@@ -102,6 +102,10 @@ Examples:
     .action(async (o: { interval: string }, cmd: Command) => {
       const interval = durationFlag('--interval', o.interval) * 1000;
       const { config, mesh } = await startMesh(cmd, plugins);
+      // A session held open for a person to revoke with the command the summary prints.
+      await mesh.people
+        ?.openLive()
+        .catch((err: unknown) => process.stderr.write(`live session not opened: ${(err as Error).message}\n`));
       const started = Date.now();
       let stop = false;
       const tty = process.stdout.isTTY;
