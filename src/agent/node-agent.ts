@@ -40,6 +40,8 @@ import type { Selector } from './unix-attestor.js';
 import { type WorkloadIdentity, type WorkloadResolver, WorkloadApiServer } from './workload-api.js';
 import { requirePeerCredentials } from './peercred.js';
 import { NevertrustError } from '../errors.js';
+import { followSignals, type SignalFollower } from '../signals/follow.js';
+import { RevocationState } from '../signals/state.js';
 
 export interface NodeAgentOptions {
   /** Agent port of the server, `https://127.0.0.1:8081`. */
@@ -122,6 +124,9 @@ export class NodeAgent
   private crlDers: Uint8Array[] = [];
   private crlNumber = -1n;
   private crlFetchedAt = 0;
+  /** What the signals followed over the agent port say (issue #23), for the decision listener. */
+  readonly revocations = new RevocationState();
+  private signals: SignalFollower | undefined;
   connected = false;
 
   constructor(private readonly opts: NodeAgentOptions) {
@@ -186,6 +191,7 @@ export class NodeAgent
     });
     await this.api.start();
     this.syncing = this.syncLoop();
+    this.signals = this.followSignals();
     this.timer = setInterval(() => void this.maintain(), 1000);
     this.timer.unref();
   }
@@ -194,6 +200,7 @@ export class NodeAgent
     this.stopped = true;
     this.abort.abort();
     if (this.timer) clearInterval(this.timer);
+    await this.signals?.stop();
     await this.api?.close();
     await this.syncing?.catch(() => {});
     await this.client?.close().catch(() => {});
@@ -479,6 +486,8 @@ export class NodeAgent
     this.opts.logger.error({ reason }, 'agent revoked by the server: dropping all identities');
     // Also on disk, and nothing cached again: a restart while the server is away must not bring them back.
     this.revoked = true;
+    // The server refuses a banned agent's stream: retrying it every 5 s would only fill the log.
+    void this.signals?.stop();
     if (this.cacheTimer) clearTimeout(this.cacheTimer);
     this.cacheTimer = undefined;
     try {
@@ -605,6 +614,32 @@ export class NodeAgent
 
   crls(): readonly Uint8Array[] {
     return this.crlDers;
+  }
+
+  /**
+   * Follows the server's signal stream with the agent's own SVID (read again on every connect, so
+   * renewal needs nothing), into `revocations`. An `svid.revoked` fetches the CRL at once, so the
+   * Workload API's `crl` fields do not wait for the next periodic refresh.
+   */
+  private followSignals(): SignalFollower {
+    const log = this.opts.logger;
+    return followSignals({
+      url: this.opts.serverUrl,
+      serverId: this.serverId,
+      tls: () => ({ cert: this.agentCert, key: this.agentKey, ca: this.bundle.toPem() }),
+      after: this.revocations.lastSeq,
+      onSignal: async (m) => {
+        this.revocations.apply(m.seq, m.signal, m.received_at);
+        if (m.signal.kind !== 'svid.revoked') return;
+        this.crlFetchedAt = Date.now();
+        // A failed fetch is retried by the periodic refresh; the signal itself is already applied.
+        await this.refreshCrl().catch((e: unknown) =>
+          log.warn({ err: (e as Error).message }, 'CRL fetch after a revocation failed; serving the last one'),
+        );
+      },
+      onGap: (g) => log.warn({ ...g }, 'signals were lost before this agent saw them (pruned or another store)'),
+      log: { info: (o, msg) => log.info(o, msg), warn: (o, msg) => log.warn(o, msg) },
+    });
   }
 
   /**

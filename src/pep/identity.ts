@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 /**
  * Who is calling, from what a proxy in front of us says: XFCC (Envoy's
  * `x-forwarded-client-cert`) or nginx's `X-Client-Cert` (`$ssl_client_escaped_cert`). Such headers
@@ -230,6 +231,9 @@ export type ProxyIdentity =
       spiffeId: string;
       via: 'xfcc' | 'x-client-cert' | 'envoy-principal';
       verified: boolean;
+      /** The verified leaf's serial (hex) and notBefore (ms), when a certificate was forwarded. */
+      serial?: string;
+      notBeforeMs?: number;
       /** Identity headers present but not believed (a form this proxy is not configured to send). */
       ignored?: string[];
     }
@@ -274,7 +278,15 @@ export function verifyForwardedCertificate(
   }
   try {
     const v = verifyX509Svid(pem, bundles);
-    return { kind: 'ok', spiffeId: v.spiffeId.toString(), via, verified: true };
+    const leaf = new X509Certificate(v.verifiedChain[0] as Buffer);
+    return {
+      kind: 'ok',
+      spiffeId: v.spiffeId.toString(),
+      via,
+      verified: true,
+      serial: leaf.serialNumber,
+      notBeforeMs: Date.parse(leaf.validFrom),
+    };
   } catch (e) {
     if (e instanceof X509SvidError) return { kind: 'invalid', reason: `x509svid_invalid: ${e.code}` };
     return { kind: 'invalid', reason: 'cert_malformed: the forwarded certificate could not be read' };

@@ -5,11 +5,12 @@
  */
 import { createServer } from 'node:http';
 import type { TrustedProxy } from '../pep/identity.js';
-import type { BundleSource } from '../spiffe/index.js';
+import type { RevocationState } from '../signals/state.js';
+import { type BundleSource, serialText } from '../spiffe/index.js';
 import { listen } from '../util/listen.js';
 import type { Logger } from '../util/logger.js';
 import { type ServerEvent, ServerEvents } from './events.js';
-import { decisionPlugin } from './plugins/decision.js';
+import { type CallerCertificate, decisionPlugin } from './plugins/decision.js';
 import type { PolicyHandle } from './plugins/policy.js';
 import { dispatch, Router, sendJson } from './router.js';
 
@@ -23,6 +24,11 @@ export interface DecisionListenerOptions {
   /** Proxies whose identity headers are believed, in the forms each is listed with (default: loopback, certificates only). */
   trustedProxies?: readonly TrustedProxy[];
   defaultTarget?: string;
+  /**
+   * Signals followed by the host (the node agent): a caller whose certificate's serial was revoked,
+   * or issued before its entry was deleted, is denied naming the signal, whatever the policy says.
+   */
+  revocations?: RevocationState;
   /** Every decision, allowed or denied. */
   record: (event: ServerEvent) => void;
   logger: Logger;
@@ -32,6 +38,22 @@ export interface RunningDecisionListener {
   readonly port: number;
   readonly url: string;
   close(): Promise<void>;
+}
+
+/**
+ * The reason a caller is refused by a signal, or undefined. Only a certificate tells its serial and
+ * when it was issued; an SVID issued after the deletion belongs to an entry created again.
+ */
+export function revokedBy(state: RevocationState): (c: CallerCertificate) => string | undefined {
+  return (c) => {
+    const bySerial = c.serial !== undefined ? state.svidRevoked(c.serial) : undefined;
+    const byEntry = c.notBeforeMs !== undefined ? state.spiffeIdCut(c.spiffeId) : undefined;
+    const why =
+      bySerial ?? (byEntry && c.notBeforeMs !== undefined && c.notBeforeMs <= byEntry.atMs ? byEntry : undefined);
+    if (!why) return undefined;
+    const subject = why === bySerial ? `svid ${serialText(c.serial ?? '')}` : c.spiffeId;
+    return `revoked: ${why.kind} (seq ${why.seq}) of ${subject}: ${why.reason}`.slice(0, 1024);
+  };
 }
 
 /**
@@ -53,6 +75,7 @@ export async function startDecisionListener(opts: DecisionListenerOptions): Prom
     bundles: opts.bundles,
     trustedProxies: opts.trustedProxies,
     defaultTarget: opts.defaultTarget,
+    ...(opts.revocations && { callerRevoked: revokedBy(opts.revocations) }),
   });
   await plugin.register({
     router,

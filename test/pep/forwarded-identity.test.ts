@@ -3,6 +3,7 @@
  * form it is listed with: certificates by default, a bare XFCC URI only when configured per proxy.
  * Real certificates, a real decision listener (the agent's) and the real config loader.
  */
+import { X509Certificate } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
@@ -25,6 +26,11 @@ beforeAll(async () => {
   pki = await makePki(dir);
 });
 
+/** What a verified forwarded certificate adds: its leaf's serial and notBefore (for revocation checks). */
+const leafOf = (pem: string) => {
+  const leaf = new X509Certificate(pem);
+  return { serial: leaf.serialNumber, notBeforeMs: Date.parse(leaf.validFrom) };
+};
 const bareUri = (name: string) => `By=${PAYMENT};Hash=abc;URI=${id(name)}`;
 const withCert = (pem: string, name: string) => `By=${PAYMENT};Cert="${encodeURIComponent(pem)}";URI=${id(name)}`;
 
@@ -40,7 +46,7 @@ describe('identityFromProxyHeaders: forms per trusted proxy', () => {
     );
     expect(
       identityFromProxyHeaders({ 'x-forwarded-client-cert': withCert(gw, 'api-gateway') }, '127.0.0.1', trust),
-    ).toEqual({ kind: 'ok', spiffeId: id('api-gateway'), via: 'xfcc', verified: true });
+    ).toEqual({ kind: 'ok', spiffeId: id('api-gateway'), via: 'xfcc', verified: true, ...leafOf(gw) });
     // The certificate decides, not the URI beside it.
     expect(
       identityFromProxyHeaders({ 'x-forwarded-client-cert': withCert(gw, 'admin') }, '::ffff:127.0.0.1', trust),
@@ -50,6 +56,7 @@ describe('identityFromProxyHeaders: forms per trusted proxy', () => {
       spiffeId: id('api-gateway'),
       via: 'x-client-cert',
       verified: true,
+      ...leafOf(gw),
     });
     // A certificate of another trust domain is refused, not believed.
     const foreign = pki.mint('api-gateway', { other: true }).certChainPem;
@@ -87,6 +94,7 @@ describe('identityFromProxyHeaders: forms per trusted proxy', () => {
       spiffeId: id('api-gateway'),
       via: 'x-client-cert',
       verified: true,
+      ...leafOf(decodeURIComponent(gw)),
       ignored: ['x-forwarded-client-cert'],
     });
     // A proxy listed only for a bare XFCC URI does not send X-Client-Cert.

@@ -193,6 +193,7 @@ Examples:
               bundles: () => a.trustBundle(),
               trustedProxies: config.decision.trusted_proxies,
               defaultTarget: config.decision.default_target,
+              revocations: a.revocations,
               logger,
               record: shipper
                 ? (e) => shipper.record(fromServerEvent({ ...e, enforcer: 'agent' }))

@@ -46,10 +46,23 @@ export interface DecisionPluginOptions {
    * trust domain) may ask.
    */
   grpc?: { host?: string; port: number; mtls?: { ca: CaHandle; clients?: readonly string[] } };
+  /**
+   * Why a caller identified by a certificate (forwarded or peer) is refused whatever the policy says
+   * (e.g. a revoked SVID, issue #23), or undefined. Checked before the policy; a refusal is recorded.
+   */
+  callerRevoked?: (caller: CallerCertificate) => string | undefined;
   /** Longest wait for a request body (default 2000 ms). */
   bodyTimeoutMs?: number;
   /** Largest request body (default 64 KiB). */
   maxBodyBytes?: number;
+}
+
+/** A caller as its verified certificate names it. */
+export interface CallerCertificate {
+  spiffeId: string;
+  /** Hex serial and notBefore (ms) of the leaf; absent when only a URI was forwarded. */
+  serial?: string;
+  notBeforeMs?: number;
 }
 
 const FLAT_KEYS = ['source_service', 'target_service', 'method', 'path'] as const;
@@ -101,6 +114,7 @@ interface DecisionDeps {
   trust(): ProxyTrust;
   bodyOpts: { limit: number; timeoutMs: number };
   defaultTarget: string | undefined;
+  callerRevoked?: (caller: CallerCertificate) => string | undefined;
 }
 
 /** The JSON body, or BODY_FAILED once a refusal (with its decision record) has been answered. */
@@ -237,6 +251,16 @@ function authzAnswer(
   if (who.kind === 'ok') {
     request.source = { spiffe_id: who.spiffeId, ip: clientIp };
     details.identity = who.via;
+    let revoked: string | undefined;
+    try {
+      revoked = deps.callerRevoked?.(who);
+    } catch (e) {
+      revoked = `revocation check failed: ${(e as Error).message}`; // fail closed
+    }
+    if (revoked !== undefined) {
+      deny(res, 403, 'forbidden', refuse(revoked, request, deps.events, { pep, ip: clientIp, details }));
+      return;
+    }
   } else if (clientIp) request.source = { ip: clientIp };
   const d = enforce(deps.snapshot, request, deps.events, { pep, ip: clientIp, details });
   if (!d.allow) {
@@ -310,6 +334,7 @@ export function decisionPlugin(opts: DecisionPluginOptions): ServerPlugin & {
           trust: () => ({ proxies, bundles: bundles() }),
           bodyOpts,
           defaultTarget: opts.defaultTarget,
+          callerRevoked: opts.callerRevoked,
         }),
       );
 
