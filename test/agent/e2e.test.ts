@@ -297,7 +297,7 @@ describe('agent and Workload API, end to end', () => {
   it('the server killed and restarted while a workload streams: no error reaches the workload', async () => {
     // The workload (uid 65534) holds a 1 h SVID, so the outage is well inside its validity.
     const lines: Record<string, unknown>[] = [];
-    const child = spawn(process.execPath, [CHILD, socket, '2'], {
+    const child = spawn(process.execPath, [CHILD, socket, '2', 'distinct'], {
       stdio: ['ignore', 'pipe', 'inherit'],
       uid: 65534,
       gid: 65534,
@@ -321,9 +321,11 @@ describe('agent and Workload API, end to end', () => {
     const id = (body.entries as { id: string }[])[0]?.id;
     expect((await api('PATCH', `/v1/admin/entries/${id}`, { hint: 'after-restart' })).status).toBe(200);
     await closed;
-    expect(lines).toHaveLength(2);
+    // The restarted server also signs its CRL anew, and the agent passes a new CRL on to open
+    // streams: a response with the same SVID may come between the two.
+    expect(lines.length).toBeGreaterThanOrEqual(2);
     expect(lines.filter((l) => l.error !== undefined)).toEqual([]);
-    expect(lines[1]?.serial).not.toBe(lines[0]?.serial);
+    expect(lines.at(-1)?.serial).not.toBe(lines[0]?.serial);
   });
 
   it('deleting the entry removes the SVID: the workload is denied', async () => {

@@ -145,11 +145,13 @@ describe('nevertrust CLI', () => {
 
   it('NEVERTRUST_SERVER_PORT picks the port', async () => {
     const port = await freePort();
+    // `up` enrolls this machine as a device and collects its posture (apt alone takes seconds under load).
     const srv = await startCli(['up', '--agent-port', '0', '--data-dir', tempDir()], /Ctrl-C to stop/, {
       env: { NEVERTRUST_SERVER_PORT: String(port) },
+      timeoutMs: 90_000,
     });
     expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
     srv.child.kill('SIGINT');
     expect(await srv.exited).toBe(0);
-  });
+  }, 120_000);
 });

@@ -1,6 +1,8 @@
 // A workload: a separate process that asks the Workload API for its X.509-SVID, using only
 // @grpc/grpc-js and the spec's .proto. Prints one JSON line per response (or the error), then exits
-// after `count` responses. Usage: node workload-child.mjs <socket> <count> [noheader]
+// after `count` responses. Usage: node workload-child.mjs <socket> <count> [noheader|distinct]
+// `distinct`: counts only responses whose SVID serial differs from the one before (a response that
+// carries only a new CRL for the same SVID is printed but not counted).
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -14,6 +16,7 @@ const client = new Api(`unix://${socket}`, grpc.credentials.createInsecure());
 const md = new grpc.Metadata();
 if (mode !== 'noheader') md.set('workload.spiffe.io', 'true');
 let left = Number(countArg || 1);
+let lastSerial;
 
 function splitDer(buf) {
   // Concatenated DER certificates: each is a SEQUENCE with a 2- or 3-byte long-form length.
@@ -55,7 +58,9 @@ stream.on('data', (res) => {
       bundle_certs: bundle.length,
     }),
   );
-  if (--left <= 0) {
+  const counted = mode !== 'distinct' || chain[0].serialNumber !== lastSerial;
+  lastSerial = chain[0].serialNumber;
+  if (counted && --left <= 0) {
     stream.cancel();
     client.close();
     process.exit(0);
