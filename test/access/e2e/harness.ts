@@ -28,7 +28,7 @@ import { MemorySvidSource } from '../../../src/pep/mtls/index.js';
 import { type PersonClient, parseForm } from '../../../src/mesh/people-client.js';
 import type { RunningServer } from '../../../src/server/index.js';
 import type { Store } from '../../../src/store/index.js';
-import { type AssertionServerOptions, startAssertionServer } from '../../pep/assertion-server.js';
+import { type AssertionServer, type AssertionServerOptions, startAssertionServer } from '../../pep/assertion-server.js';
 import { freePort } from '../../support/cli.js';
 
 export const TD = 'example.org';
@@ -69,7 +69,15 @@ export interface Trust {
 }
 
 export async function startTrust(dir: string, opts: AssertionServerOptions = {}): Promise<Trust> {
-  const { server, ca, agentUrl, dataDir } = await startAssertionServer(TD, opts);
+  return trustOf(await startAssertionServer(TD, opts), dir);
+}
+
+/**
+ * The {@link Trust} of a running server of {@link TD} with its CA plugin (the assertion server's, or
+ * one with every plugin): the bundle is written to `dir/ca.pem`.
+ */
+export function trustOf(s: Pick<AssertionServer, 'server' | 'ca' | 'agentUrl' | 'dataDir'>, dir: string): Trust {
+  const { server, ca, agentUrl, dataDir } = s;
   const bundle = ca.handle.current().bundle();
   const caPem = bundle.toPem();
   const caFile = join(dir, 'ca.pem');

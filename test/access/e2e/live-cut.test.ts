@@ -4,9 +4,8 @@
  * reach the app, the socket closes with 1008 and a reason within a second, the app's socket is closed,
  * a Node client's keep-alive connection is closed, and each cut is an `access.cut` audit event.
  */
-import { createHash, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
 import { Agent, request as httpsRequest } from 'node:https';
 import { join, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -28,6 +27,7 @@ import { CHROMIUM, hasChromium, launchBrowser } from '../../support/browser.js';
 import { freePort } from '../../support/cli.js';
 import { relay } from '../../support/relay.js';
 import { tempDir } from '../../support/tmp.js';
+import { startWsApp, type WsApp } from '../../support/ws-app.js';
 import { CAEP } from '../../../src/signals/ssf/events.js';
 import { type HttpTransmitter, startHttpTransmitter } from '../../signals/ssf-http.js';
 import {
@@ -64,55 +64,6 @@ spec:
         - key: request.auth.claims[groups]
           values: [${groups.join(', ')}]
 `;
-
-/** An app with a page and a WebSocket at /ws that greets, then echoes nothing; it counts its open sockets. */
-interface WsApp {
-  port: number;
-  open: Set<Duplex>;
-  /** Answers the requests waiting at /slow. */
-  release(): void;
-  close(): void;
-}
-
-async function startWsApp(): Promise<WsApp> {
-  const open = new Set<Duplex>();
-  const waiting: (() => void)[] = [];
-  const server: Server = createServer((req, res) => {
-    if (req.url === '/slow') {
-      waiting.push(() => res.writeHead(200, { 'content-type': 'text/plain' }).end('slow'));
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>live</title><p>live</p>');
-  });
-  server.on('upgrade', (req, socket: Duplex) => {
-    const key = String(req.headers['sec-websocket-key'] ?? '');
-    const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
-    socket.write(
-      `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
-    );
-    // An unmasked text frame "hello".
-    socket.write(Buffer.from([0x81, 5, ...Buffer.from('hello')]));
-    open.add(socket);
-    socket.on('data', () => {});
-    socket.on('error', () => {});
-    // The proxy closed its side (an http server's sockets are half-open until then).
-    socket.on('end', () => open.delete(socket));
-    socket.on('close', () => open.delete(socket));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as { port: number }).port,
-    open,
-    release() {
-      for (const w of waiting.splice(0)) w();
-    },
-    close() {
-      for (const s of open) s.destroy();
-      server.closeAllConnections();
-      server.close();
-    },
-  };
-}
 
 /** Where a page signs in: the route's host, and the browser context's options (a device certificate). */
 interface Site {

@@ -1,0 +1,307 @@
+/**
+ * The web console (#24) end to end, in Chromium (Debian's, driven by playwright-core) against a
+ * running mesh (./harness.ts): the console reached through the access proxy at console.localhost,
+ * people signed in at the built-in provider, MFA by TOTP at the proxy, the admin API behind it.
+ *
+ * 1. alice (admins) signs in through the real login, enrolls TOTP with a link from the admin API,
+ *    signs in anew and steps up with a code; she visits every page, each showing the data this
+ *    file created (registration entries through the admin API, decisions through `/v1/decide`, a
+ *    device enrolled and reporting posture, a deny spike the anomaly detector flags); screenshots of
+ *    every page go to test-output/console/; no console errors, no CSP violations.
+ * 2. bob (staff) is refused every console page and admin API call at the proxy (403, nothing of
+ *    the server's in the answer, the server never asked).
+ * 3. alice revokes bob's session on the People page: bob's WebSocket through the proxy closes
+ *    (1008) within 1.5 s of the revocation's answer.
+ * 4. A destructive call by alice without a fresh second factor: 401 insufficient_user_authentication,
+ *    and the console's step-up dialog.
+ *
+ * The browser trusts the proxy's and the provider's certificates by SPKI (no `ignoreHTTPSErrors`).
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PEOPLE, rawRequest, SESSION_COOKIE } from '../access/e2e/harness.js';
+import { TotpDevice, base32Decode } from '../access/e2e/mfa-harness.js';
+import { CHROMIUM, hasChromium, launchBrowser, trustSpkiArg } from '../support/browser.js';
+import { CONSOLE_HOST, type ConsoleMesh, type Seeded, seedMeshData, startConsoleMesh } from './harness.js';
+
+const haveBrowser = hasChromium();
+if (!haveBrowser) console.warn(`SKIPPED: the console's browser test needs ${CHROMIUM}`);
+
+const SHOTS = join(process.cwd(), 'test-output', 'console');
+
+/** What a page reported that it should not have: console errors, uncaught exceptions, CSP violations. */
+interface Troubles {
+  errors: string[];
+  violations: string[];
+}
+
+/** Collects a page's console errors, uncaught exceptions and CSP violations (reported from inside the page). */
+async function watch(context: BrowserContext, page: Page): Promise<Troubles> {
+  const t: Troubles = { errors: [], violations: [] };
+  await context.exposeBinding('__reportCsp', (_src, v: string) => {
+    t.violations.push(v);
+  });
+  // As a string: the page's DOM types are not this file's (no DOM lib in the tests' TypeScript).
+  await context.addInitScript({
+    content: `document.addEventListener('securitypolicyviolation', (e) =>
+      globalThis.__reportCsp(e.violatedDirective + ' blocked ' + e.blockedURI + ' (' + e.sourceFile + ':' + e.lineNumber + ')'));`,
+  });
+  page.on('console', (m) => {
+    if (m.type() === 'error') t.errors.push(m.text());
+  });
+  page.on('pageerror', (e) => t.errors.push(`uncaught: ${e.message}`));
+  return t;
+}
+
+describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) against a running mesh`, () => {
+  let mesh: ConsoleMesh;
+  let seeded: Seeded;
+  let browser: Browser;
+  let totp: TotpDevice;
+  let alice: { context: BrowserContext; page: Page; troubles: Troubles };
+  let bob: { context: BrowserContext; page: Page };
+
+  beforeAll(async () => {
+    mesh = await startConsoleMesh();
+    [seeded, browser] = await Promise.all([seedMeshData(mesh), launchBrowser([trustSpkiArg(mesh.servedCerts)])]);
+    mkdirSync(SHOTS, { recursive: true });
+  }, 90_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await seeded?.stop();
+    await mesh?.close();
+  }, 30_000);
+
+  /** Signs `who` in at `url` (a proxy page) through the provider's login form; resolves on the way back. */
+  async function signIn(page: Page, who: 'alice' | 'bob', url: string): Promise<void> {
+    await page.goto(url);
+    expect(page.url().startsWith(`${mesh.idp.issuer}/`)).toBe(true);
+    await page.fill('#username', who);
+    await page.fill('#password', PEOPLE[who].password);
+    await Promise.all([page.waitForURL(`${new URL(url).origin}/**`), page.click('button[type=submit]')]);
+  }
+
+  async function shot(page: Page, name: string): Promise<void> {
+    await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+  }
+
+  /** Opens `hash` and waits for its page to be ready (or fail: the test then says so). */
+  async function open(page: Page, name: string, hash: string): Promise<void> {
+    await page.goto(`${mesh.consoleOrigin}/console/${hash}`);
+    const main = page.locator(`main[data-page="${name}"]`);
+    await main.waitFor();
+    await page.waitForFunction(
+      `['ready', 'error'].includes(document.querySelector('main[data-page="${name}"]')?.getAttribute('data-state') ?? '')`,
+    );
+    const alert = await page.locator('[role=alert]').allTextContents();
+    expect(await main.getAttribute('data-state'), `${name}: ${alert.join(' ')}`).toBe('ready');
+  }
+
+  it('alice signs in, steps up with TOTP, and every page shows the mesh’s data; no errors, no CSP violations', async () => {
+    // 1. The real login at the provider, and a TOTP factor enrolled with a link from the admin API.
+    const first = await browser.newContext();
+    const p1 = await first.newPage();
+    await signIn(p1, 'alice', `${mesh.consoleOrigin}/console/`);
+    const link = await mesh.admin<{ path: string }>('POST', '/v1/admin/users/alice/mfa/enroll-link', { ttl: '10m' });
+    expect(link.status).toBe(201);
+    await p1.goto(`${mesh.consoleOrigin}${link.body.path}`);
+    await p1.fill('#totp-name', 'Phone');
+    await Promise.all([p1.waitForURL(`${mesh.consoleOrigin}/.nevertrust/mfa/totp`), p1.click('#totp-add')]);
+    totp = new TotpDevice(base32Decode((await p1.getAttribute('#totp-secret', 'data-secret')) ?? ''));
+    await p1.fill('#totp-code', totp.code());
+    await Promise.all([p1.waitForURL(`${mesh.consoleOrigin}/.nevertrust/mfa?done=added`), p1.click('#totp-confirm')]);
+    await first.close();
+
+    // 2. A new session: signed in, then the console's step-up path sends her through the challenge.
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const troubles = await watch(context, page);
+    alice = { context, page, troubles };
+    await signIn(page, 'alice', `${mesh.consoleOrigin}/console/#/graph`);
+    await page.goto(`${mesh.consoleOrigin}/console/step-up?return=${encodeURIComponent('/graph')}`);
+    expect(new URL(page.url()).pathname).toBe('/.nevertrust/mfa/challenge');
+    await page.fill('#totp-code', totp.code());
+    await Promise.all([page.waitForURL(`${mesh.consoleOrigin}/console/#/graph`), page.click('#totp-verify')]);
+    const whoami = await page.evaluate(() => fetch('/v1/admin/whoami').then((r) => r.json()));
+    expect(whoami).toMatchObject({ kind: 'person', user: 'alice', mfa_fresh: true });
+
+    // 3. Every page, with what this file put in the mesh.
+    await open(page, 'graph', '#/graph');
+    const edges = page.locator('[data-testid="graph-table"] [data-testid="row"]');
+    const edge = (from: string, to: string) =>
+      edges.filter({ hasText: from.split('/').at(-1) as string }).filter({ hasText: to.split('/').at(-1) as string });
+    await expect.poll(() => edge(seeded.gateway, seeded.payments).count()).toBeGreaterThan(0);
+    expect(await edge(seeded.gateway, seeded.payments).first().textContent()).toContain(String(seeded.allowed));
+    expect(await edge(seeded.gateway, seeded.audit).first().textContent()).toContain(String(seeded.denied));
+    await shot(page, 'graph');
+
+    await open(page, 'decisions', '#/decisions');
+    const decisionRows = page.locator('[data-testid="decisions-table"] [data-testid="row"]');
+    expect(await decisionRows.count()).toBeGreaterThan(0);
+    await shot(page, 'decisions');
+
+    await open(page, 'decision', `#/decisions/${seeded.decisionEventId}`);
+    const decision = await page.locator('main').textContent();
+    expect(decision).toContain(seeded.decisionEventId);
+    expect(decision).toContain('payment-service-ingress');
+    await shot(page, 'decision');
+
+    await open(page, 'people', '#/people');
+    const sessions = page.locator('[data-testid="people-table"] [data-testid="row"]');
+    expect(await sessions.filter({ hasText: 'alice' }).count()).toBeGreaterThan(0);
+    await shot(page, 'people');
+
+    await open(page, 'devices', '#/devices');
+    expect(
+      await page.locator(`[data-testid="devices-table"] [data-testid="row"][data-id="${seeded.deviceId}"]`).count(),
+    ).toBe(1);
+    await shot(page, 'devices');
+
+    await open(page, 'workloads', '#/workloads');
+    for (const id of seeded.entryIds)
+      expect(await page.locator(`[data-testid="row"][data-id="${id}"]`).count(), `entry ${id}`).toBe(1);
+    await shot(page, 'workloads');
+
+    await open(page, 'policy', '#/policy');
+    expect(await page.locator('main').textContent()).toContain('payment-service-ingress');
+    await shot(page, 'policy');
+
+    await open(page, 'anomalies', '#/anomalies');
+    expect(await page.locator('main').textContent()).toContain('deny_spike');
+    await shot(page, 'anomalies');
+
+    expect(troubles.violations).toEqual([]);
+    expect(troubles.errors).toEqual([]);
+  }, 90_000);
+
+  it('bob (staff) is refused every console page and admin API call at the proxy', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    bob = { context, page };
+    await signIn(page, 'bob', `${mesh.backofficeOrigin}/`);
+    const refused = await page.goto(`${mesh.consoleOrigin}/console/`);
+    expect(refused?.status()).toBe(403);
+    const cookie = (await context.cookies(mesh.consoleOrigin)).find((c) => c.name === SESSION_COOKIE);
+    expect(cookie).toBeDefined();
+    const calls: [string, string, string?][] = [
+      ['GET', '/console/'],
+      ['GET', '/console/assets/app.js'],
+      ['GET', '/console/step-up?return=%2Fgraph'],
+      ['GET', '/v1/admin/whoami'],
+      ['GET', '/v1/admin/sessions'],
+      ['GET', '/v1/admin/svids?within=24h'],
+      ['GET', '/v1/admin/graph?window=1h'],
+      ['GET', '/v1/admin/audit/events?kind=access.decision&limit=5'],
+      ['GET', `/v1/admin/audit/events/${seeded.decisionEventId}`],
+      ['GET', '/v1/admin/audit/checkpoints'],
+      ['GET', '/v1/admin/policy'],
+      ['GET', '/v1/admin/policy/snapshot'],
+      ['GET', '/v1/admin/policy/lint'],
+      ['GET', '/v1/admin/policy/dry-run?window=24h'],
+      ['GET', '/v1/admin/entries'],
+      ['GET', '/v1/admin/agents'],
+      ['GET', '/v1/admin/ca'],
+      ['GET', '/v1/admin/devices'],
+      ['GET', '/v1/admin/users'],
+      ['GET', '/v1/admin/users/alice/mfa'],
+      ['GET', '/v1/admin/signals'],
+      ['POST', '/v1/admin/revoke', JSON.stringify({ user: 'alice', reason: 'bob tries' })],
+      ['POST', '/v1/admin/agents/ban', JSON.stringify({ spiffe_id: 'spiffe://example.org/agent/x' })],
+      ['POST', '/v1/admin/users/alice/mfa/reset', '{}'],
+      ['POST', '/v1/admin/users/bob/mfa/enroll-link', '{}'],
+      ['POST', '/v1/admin/policy/evaluate', JSON.stringify({ target: { service: 'x' } })],
+      ['POST', '/v1/admin/audit/verify', '{}'],
+      ['POST', '/v1/admin/entries', '{}'],
+      ['DELETE', `/v1/admin/entries/${seeded.entryIds[0]}`],
+    ];
+    const port = new URL(mesh.consoleOrigin).port;
+    for (const [method, path, body] of calls) {
+      const r = await rawRequest(
+        mesh.trust.caPem,
+        Number(port),
+        path,
+        {
+          cookie: `${SESSION_COOKIE}=${cookie?.value}`,
+          accept: 'application/json',
+          origin: mesh.consoleOrigin,
+          ...(body ? { 'content-type': 'application/json' } : {}),
+        },
+        { method, host: CONSOLE_HOST, sni: CONSOLE_HOST, ...(body ? { body } : {}) },
+      );
+      expect(r.status, `${method} ${path}`).toBe(403);
+      const answer = JSON.parse(r.body) as { error: string; reason: string; decision_id: string };
+      expect(answer.error).toBe('forbidden');
+      expect(Object.keys(answer).sort()).toEqual(['decision_id', 'error', 'reason']);
+      for (const secret of [seeded.entryIds[0], 'spiffe://', 'alice@example.com'])
+        expect(r.body, `${method} ${path}`).not.toContain(secret);
+    }
+    // Nothing reached the server as bob: no admin action and no refusal of the server names him.
+    const byBob = await mesh.admin<{ events: unknown[] }>('GET', '/v1/admin/audit/events?source=person%3Abob&limit=10');
+    expect(byBob.status).toBe(200);
+    expect(byBob.body.events).toEqual([]);
+  }, 60_000);
+
+  it('alice revokes bob’s session on the People page: his WebSocket through the proxy closes (1008) within 1.5 s', async () => {
+    // From the back-office's page (the proxy's refusal page allows no connection: CSP default-src 'none').
+    await bob.page.goto(`${mesh.backofficeOrigin}/`);
+    const greeting = await bob.page.evaluate(
+      (url) =>
+        new Promise<string>((res, rej) => {
+          const ws = new WebSocket(url);
+          const w = globalThis as unknown as { wsClosed?: { code: number; reason: string; at: number } };
+          ws.onmessage = (m) => res(String(m.data));
+          ws.onerror = () => rej(new Error('websocket error'));
+          ws.onclose = (e) => {
+            w.wsClosed = { code: e.code, reason: e.reason, at: Date.now() };
+          };
+        }),
+      `wss://${new URL(mesh.backofficeOrigin).host}/reports/live`,
+    );
+    expect(greeting).toBe('hello');
+    const live = await mesh.admin<{ sessions: { id: string; host: string }[] }>('GET', '/v1/admin/sessions?user=bob');
+    const session = live.body.sessions.find((s) => s.host.startsWith('backoffice.localhost'));
+    expect(session).toBeDefined();
+    const id = session?.id as string;
+
+    const { page } = alice;
+    await open(page, 'people', '#/people');
+    await page.locator(`[data-testid="row"][data-id="${id}"] [data-action="revoke-session"]`).click();
+    await page.locator('dialog[data-testid="confirm"] [data-action="confirm"]').click();
+    const answer = await page.waitForResponse(
+      (r) => r.url().endsWith('/v1/admin/revoke') && r.request().method() === 'POST',
+    );
+    const answeredAt = Date.now();
+    expect(answer.status()).toBe(200);
+    await bob.page.waitForFunction(() => (globalThis as { wsClosed?: unknown }).wsClosed !== undefined, undefined, {
+      timeout: 5000,
+    });
+    const closed = await bob.page.evaluate(
+      () => (globalThis as unknown as { wsClosed: { code: number; reason: string; at: number } }).wsClosed,
+    );
+    expect(closed.code).toBe(1008);
+    expect(closed.at - answeredAt).toBeLessThanOrEqual(1500);
+    await shot(page, 'people-revoked');
+    expect(alice.troubles.violations).toEqual([]);
+    expect(alice.troubles.errors).toEqual([]);
+  }, 60_000);
+
+  it('a destructive call by alice without a fresh second factor: 401 insufficient_user_authentication, and the step-up dialog', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await signIn(page, 'alice', `${mesh.consoleOrigin}/console/#/workloads`);
+    const r = await page.evaluate(async () => {
+      const res = await fetch('/v1/admin/agents/ban', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ spiffe_id: 'spiffe://example.org/agent/nobody' }),
+      });
+      return { status: res.status, www: res.headers.get('www-authenticate') ?? '' };
+    });
+    expect(r.status).toBe(401);
+    expect(r.www).toContain('error="insufficient_user_authentication"');
+    await context.close();
+  }, 60_000);
+});
