@@ -23,8 +23,15 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PEOPLE, rawRequest, SESSION_COOKIE } from '../access/e2e/harness.js';
 import { TotpDevice, base32Decode } from '../access/e2e/mfa-harness.js';
-import { CHROMIUM, hasChromium, launchBrowser, trustSpkiArg } from '../support/browser.js';
-import { CONSOLE_HOST, type ConsoleMesh, type Seeded, seedMeshData, startConsoleMesh } from './harness.js';
+import {
+  CHROMIUM,
+  hasChromium,
+  launchBrowser,
+  openPageSocket,
+  socketClosed,
+  trustSpkiArg,
+} from '../support/browser.js';
+import { CONSOLE_HOST, type ConsoleMesh, eventually, type Seeded, seedMeshData, startConsoleMesh } from './harness.js';
 
 const haveBrowser = hasChromium();
 if (!haveBrowser) console.warn(`SKIPPED: the console's browser test needs ${CHROMIUM}`);
@@ -88,16 +95,23 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
     await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
   }
 
-  /** Opens `hash` and waits for its page to be ready (or fail: the test then says so). */
-  async function open(page: Page, name: string, hash: string): Promise<void> {
-    await page.goto(`${mesh.consoleOrigin}/console/${hash}`);
-    const main = page.locator(`main[data-page="${name}"]`);
-    await main.waitFor();
+  /**
+   * Waits for the page `name` (its `view`, e.g. one decision; else the list) to be ready (or fail:
+   * the test then says why, with the page's alerts).
+   */
+  async function ready(page: Page, name: string, view?: string): Promise<void> {
+    const sel = `main[data-page="${name}"]${view ? `[data-view="${view}"]` : ':not([data-view])'}`;
     await page.waitForFunction(
-      `['ready', 'error'].includes(document.querySelector('main[data-page="${name}"]')?.getAttribute('data-state') ?? '')`,
+      `['ready', 'error'].includes(document.querySelector('${sel}')?.getAttribute('data-state') ?? '')`,
     );
     const alert = await page.locator('[role=alert]').allTextContents();
-    expect(await main.getAttribute('data-state'), `${name}: ${alert.join(' ')}`).toBe('ready');
+    expect(await page.locator(sel).getAttribute('data-state'), `${name}: ${alert.join(' ')}`).toBe('ready');
+  }
+
+  /** Opens `hash` in the console and waits for its page. */
+  async function open(page: Page, name: string, hash: string, view?: string): Promise<void> {
+    await page.goto(`${mesh.consoleOrigin}/console/${hash}`);
+    await ready(page, name, view);
   }
 
   it('alice signs in, steps up with TOTP, and every page shows the mesh’s data; no errors, no CSP violations', async () => {
@@ -129,48 +143,93 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
     expect(whoami).toMatchObject({ kind: 'person', user: 'alice', mfa_fresh: true });
 
     // 3. Every page, with what this file put in the mesh.
+    const { gateway, payments, audit } = seeded;
+    const rowIn = (table: string, id: string) =>
+      page.locator(`[data-testid="${table}-table"] [data-testid="row"][data-id="${id}"]`);
+
+    // The graph: the two edges with their counts, the policy's unused edge; a row focused by keyboard lists its decisions.
     await open(page, 'graph', '#/graph');
-    const edges = page.locator('[data-testid="graph-table"] [data-testid="row"]');
-    const edge = (from: string, to: string) =>
-      edges.filter({ hasText: from.split('/').at(-1) as string }).filter({ hasText: to.split('/').at(-1) as string });
-    await expect.poll(() => edge(seeded.gateway, seeded.payments).count()).toBeGreaterThan(0);
-    expect(await edge(seeded.gateway, seeded.payments).first().textContent()).toContain(String(seeded.allowed));
-    expect(await edge(seeded.gateway, seeded.audit).first().textContent()).toContain(String(seeded.denied));
+    const edge = (from: string, to: string) => rowIn('graph', `${from} → ${to}`);
+    expect(await edge(gateway, payments).locator('td.num').allTextContents()).toEqual([String(seeded.allowed), '0']);
+    expect(await edge(gateway, audit).locator('td.num').allTextContents()).toEqual(['0', String(seeded.denied)]);
+    expect(await edge(payments, audit).getAttribute('class')).toContain('unused');
+    await edge(gateway, payments).focus();
+    const listed = page.locator('[data-testid="edge-decisions"] li a');
+    await expect.poll(() => listed.count()).toBe(seeded.allowed);
+    expect(await listed.first().getAttribute('href')).toBe(`#/decisions/${encodeURIComponent(seeded.decisionEventId)}`);
+    expect(await page.locator('.graph-canvas canvas').count()).toBeGreaterThan(0);
     await shot(page, 'graph');
 
-    await open(page, 'decisions', '#/decisions');
-    const decisionRows = page.locator('[data-testid="decisions-table"] [data-testid="row"]');
-    expect(await decisionRows.count()).toBeGreaterThan(0);
-    await shot(page, 'decisions');
-
-    await open(page, 'decision', `#/decisions/${seeded.decisionEventId}`);
-    const decision = await page.locator('main').textContent();
-    expect(decision).toContain(seeded.decisionEventId);
-    expect(decision).toContain('payment-service-ingress');
+    // One decision (the one the graph linked to): its explanation, and its inclusion proof checked in the browser.
+    await listed.first().click();
+    await ready(page, 'decisions', 'decision');
+    expect(await page.locator('h1').textContent()).toBe(`Decision ${seeded.decisionEventId}`);
+    const explanation = (await page.locator('[data-testid="explanation"]').textContent()) ?? '';
+    expect(explanation).toContain('payment-service-ingress');
+    expect(explanation).toContain('gateway-charges-and-refunds');
+    await page.locator('[data-testid="proof-check"][data-ok]').waitFor();
+    expect(await page.locator('[data-testid="proof-check"]').getAttribute('data-ok')).toBe('true');
     await shot(page, 'decision');
 
+    // Decisions: the search finds the denials of this file, and nothing else.
+    await open(page, 'decisions', '#/decisions');
+    const search = page.locator('[data-testid="decisions-search"]');
+    await search.locator('input[name="source"]').fill(gateway);
+    await search.locator('select[name="outcome"]').selectOption('deny');
+    await search.locator('button[type="submit"]').click();
+    const found = page.locator('[data-testid="decisions-table"] [data-testid="row"]');
+    await expect.poll(() => found.count()).toBe(seeded.denied);
+    expect(new Set(await found.locator('td:nth-child(5)').allTextContents())).toEqual(
+      new Set([`${audit} POST /v1/events`]),
+    );
+    await shot(page, 'decisions');
+
+    // People: alice's session with her second factor, and her TOTP factor.
+    const mine = await mesh.admin<{ sessions: { id: string; host: string }[] }>('GET', '/v1/admin/sessions?user=alice');
+    const current = mine.body.sessions.find((x) => x.host.startsWith(CONSOLE_HOST));
     await open(page, 'people', '#/people');
-    const sessions = page.locator('[data-testid="people-table"] [data-testid="row"]');
-    expect(await sessions.filter({ hasText: 'alice' }).count()).toBeGreaterThan(0);
+    expect(await rowIn('people', current?.id ?? 'none').textContent()).toContain('otp');
+    expect(await rowIn('users', 'alice').textContent()).toContain('“Phone”');
     await shot(page, 'people');
 
+    // Devices: alice's device, then its posture history.
     await open(page, 'devices', '#/devices');
-    expect(
-      await page.locator(`[data-testid="devices-table"] [data-testid="row"][data-id="${seeded.deviceId}"]`).count(),
-    ).toBe(1);
+    expect(await rowIn('devices', seeded.deviceId).textContent()).toContain('alice');
     await shot(page, 'devices');
+    await open(page, 'devices', `#/devices/${encodeURIComponent(seeded.deviceId)}`, 'device');
+    expect(await page.locator('[data-testid="devices-table"] [data-testid="row"]').count()).toBeGreaterThan(0);
+    await shot(page, 'device');
 
+    // Workloads: the entries, and the CA's generation.
     await open(page, 'workloads', '#/workloads');
-    for (const id of seeded.entryIds)
-      expect(await page.locator(`[data-testid="row"][data-id="${id}"]`).count(), `entry ${id}`).toBe(1);
+    for (const id of seeded.entryIds) expect(await rowIn('workloads', id).count(), `entry ${id}`).toBe(1);
+    expect(await page.locator('[data-testid="ca-table"] [data-testid="row"]').count()).toBeGreaterThan(0);
     await shot(page, 'workloads');
 
+    // Policy: the version in force, its documents, and the evaluate form's answer (a read-only POST).
+    const inForce = await mesh.admin<{ version: string }>('GET', '/v1/admin/policy');
     await open(page, 'policy', '#/policy');
-    expect(await page.locator('main').textContent()).toContain('payment-service-ingress');
+    expect(await page.locator('[data-testid="policy-version"]').textContent()).toBe(inForce.body.version);
+    for (const id of ['payment-service-ingress', 'audit-service-ingress'])
+      expect(await rowIn('policy', id).count()).toBe(1);
+    const form = page.locator('[data-testid="evaluate-form"]');
+    await form.locator('input[name="source"]').fill(gateway);
+    await form.locator('input[name="target"]').fill(payments);
+    await form.locator('input[name="method"]').fill('POST');
+    await form.locator('input[name="path"]').fill('/v1/charges');
+    await form.locator('button[type="submit"]').click();
+    const result = page.locator('[data-testid="evaluate-result"]');
+    await result.waitFor();
+    expect(await result.locator('p').textContent()).toMatch(
+      /^allow — policy payment-service-ingress, rule gateway-charges-and-refunds/,
+    );
     await shot(page, 'policy');
 
+    // Anomalies: the deny spike of api-gateway, with its evidence.
     await open(page, 'anomalies', '#/anomalies');
-    expect(await page.locator('main').textContent()).toContain('deny_spike');
+    const spike = page.locator('[data-testid="anomalies-table"] [data-testid="row"]', { hasText: 'deny_spike' });
+    expect(await spike.count()).toBeGreaterThan(0);
+    expect(await spike.first().textContent()).toContain(gateway);
     await shot(page, 'anomalies');
 
     expect(troubles.violations).toEqual([]);
@@ -247,19 +306,7 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
   it('alice revokes bob’s session on the People page: his WebSocket through the proxy closes (1008) within 1.5 s', async () => {
     // From the back-office's page (the proxy's refusal page allows no connection: CSP default-src 'none').
     await bob.page.goto(`${mesh.backofficeOrigin}/`);
-    const greeting = await bob.page.evaluate(
-      (url) =>
-        new Promise<string>((res, rej) => {
-          const ws = new WebSocket(url);
-          const w = globalThis as unknown as { wsClosed?: { code: number; reason: string; at: number } };
-          ws.onmessage = (m) => res(String(m.data));
-          ws.onerror = () => rej(new Error('websocket error'));
-          ws.onclose = (e) => {
-            w.wsClosed = { code: e.code, reason: e.reason, at: Date.now() };
-          };
-        }),
-      `wss://${new URL(mesh.backofficeOrigin).host}/reports/live`,
-    );
+    const greeting = await openPageSocket(bob.page, `wss://${new URL(mesh.backofficeOrigin).host}/reports/live`);
     expect(greeting).toBe('hello');
     const live = await mesh.admin<{ sessions: { id: string; host: string }[] }>('GET', '/v1/admin/sessions?user=bob');
     const session = live.body.sessions.find((s) => s.host.startsWith('backoffice.localhost'));
@@ -275,12 +322,7 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
     );
     const answeredAt = Date.now();
     expect(answer.status()).toBe(200);
-    await bob.page.waitForFunction(() => (globalThis as { wsClosed?: unknown }).wsClosed !== undefined, undefined, {
-      timeout: 5000,
-    });
-    const closed = await bob.page.evaluate(
-      () => (globalThis as unknown as { wsClosed: { code: number; reason: string; at: number } }).wsClosed,
-    );
+    const closed = await eventually('bob’s WebSocket closed', () => socketClosed(bob.page), 5000);
     expect(closed.code).toBe(1008);
     expect(closed.at - answeredAt).toBeLessThanOrEqual(1500);
     await shot(page, 'people-revoked');

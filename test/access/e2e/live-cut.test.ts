@@ -23,7 +23,7 @@ import { mdmSignature } from '../../../src/server/devices/mdm.js';
 import type { AuditEventInput } from '../../../src/audit/event.js';
 import type { AccessDecisionEvent } from '../../../src/pep/decision.js';
 import { openStore, type Store } from '../../../src/store/index.js';
-import { CHROMIUM, hasChromium, launchBrowser } from '../../support/browser.js';
+import { CHROMIUM, hasChromium, launchBrowser, openPageSocket, socketClosed } from '../../support/browser.js';
 import { freePort } from '../../support/cli.js';
 import { relay } from '../../support/relay.js';
 import { tempDir } from '../../support/tmp.js';
@@ -174,28 +174,13 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
     await page.fill('#username', 'bob');
     await page.fill('#password', PEOPLE.bob.password);
     await Promise.all([page.waitForURL(`${origin}/`), page.click('button[type=submit]')]);
-    const greeting = await page.evaluate(
-      (url) =>
-        new Promise<string>((res, rej) => {
-          const ws = new WebSocket(url);
-          const w = globalThis as unknown as { wsClosed?: { code: number; reason: string; at: number } };
-          ws.onmessage = (m) => res(String(m.data));
-          ws.onerror = () => rej(new Error('websocket error'));
-          ws.onclose = (e) => {
-            w.wsClosed = { code: e.code, reason: e.reason, at: Date.now() };
-          };
-        }),
-      `wss://${at.host}:${port}/ws`,
-    );
+    const greeting = await openPageSocket(page, `wss://${at.host}:${port}/ws`);
     expect(greeting).toBe('hello');
     const session = (await context.cookies(origin)).find((c) => c.name === SESSION_COOKIE);
     return { page, cookie: `${SESSION_COOKIE}=${session?.value}` };
   }
 
-  const closedOf = (page: Page) =>
-    page.evaluate(
-      () => (globalThis as unknown as { wsClosed?: { code: number; reason: string; at: number } }).wsClosed,
-    );
+  const closedOf = (page: Page) => socketClosed(page);
 
   /**
    * A Node client's keep-alive connection with a request in flight (/slow, answered on `app.release`):
@@ -501,25 +486,9 @@ describe.skipIf(!haveBrowser)('access proxy: live connections are decided again 
       const a = await openSessionSocket();
       // The same page also holds a WebSocket through the proxy that will be cut off (cookies are not
       // bound to a port).
-      const greeting = await a.page.evaluate(
-        (url) =>
-          new Promise<string>((res, rej) => {
-            const ws = new WebSocket(url);
-            const w = globalThis as unknown as { followerClosed?: { code: number; reason: string; at: number } };
-            ws.onmessage = (m) => res(String(m.data));
-            ws.onerror = () => rej(new Error('websocket error'));
-            ws.onclose = (e) => {
-              w.followerClosed = { code: e.code, reason: e.reason, at: Date.now() };
-            };
-          }),
-        `wss://${LIVE}:${followerPort}/ws`,
-      );
+      const greeting = await openPageSocket(a.page, `wss://${LIVE}:${followerPort}/ws`, 'follower');
       expect(greeting).toBe('hello');
-      const followerClosed = () =>
-        a.page.evaluate(
-          () =>
-            (globalThis as unknown as { followerClosed?: { code: number; reason: string; at: number } }).followerClosed,
-        );
+      const followerClosed = () => socketClosed(a.page, 'follower');
       const b = await openSessionSocket();
       await b.page.context().close();
       for (const s of [a, b]) await until(async () => (await get(s.cookie, '/', followerPort)).status === 200, 5000);
