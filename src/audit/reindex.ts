@@ -1,6 +1,7 @@
 /**
  * `audit reindex`: rebuilds the block query index (`audit_block`, `audit_block_column`) from the
- * rows, which are the truth — the repair for what `verify` reports as "the query index disagrees".
+ * rows, which are the truth — the repair for what `verify` reports as "the query index disagrees" —
+ * and drops the service graph's block summaries (`audit_block_edges`), made again on first use.
  * The index is not hashed, so rebuilding it changes nothing the log proves. Safe while a server
  * appends: each block is rebuilt in its own transaction that first takes the head-row lock, which
  * every appender takes too.
@@ -41,6 +42,8 @@ export async function reindexLog(store: Store): Promise<ReindexResult> {
       const rows = await blockEvents(trx, start, end);
       await trx.deleteFrom('audit_block_column').where('block', '=', block).execute();
       await trx.deleteFrom('audit_block').where('block', '=', block).execute();
+      // The graph's summary is derived from the same rows: dropped, made again on first use.
+      await trx.deleteFrom('audit_block_edges').where('block', '=', block).execute();
       if (rows.length > 0) {
         await writeBlocks(trx, builderFrom(start, rows, end).take());
         result.blocks++;
@@ -69,6 +72,10 @@ export async function reindexLog(store: Store): Promise<ReindexResult> {
       .execute();
     await trx
       .deleteFrom('audit_block')
+      .where((eb) => eb.or([eb('block', '<', low), eb('block', '>=', high)]))
+      .execute();
+    await trx
+      .deleteFrom('audit_block_edges')
       .where((eb) => eb.or([eb('block', '<', low), eb('block', '>=', high)]))
       .execute();
     result.removed += stray.length;

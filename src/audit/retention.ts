@@ -146,6 +146,7 @@ export async function sealSegments(log: AuditLog, opts: SealOptions): Promise<Se
       const sealedBlocks = Math.floor(to / BLOCK_EVENTS);
       await trx.deleteFrom('audit_block_column').where('block', '<', sealedBlocks).execute();
       await trx.deleteFrom('audit_block').where('block', '<', sealedBlocks).execute();
+      await trx.deleteFrom('audit_block_edges').where('block', '<', sealedBlocks).execute();
       await trx.updateTable('audit_head').set({ sealed_size: to }).where('id', '=', 1).execute();
     });
     out.push({ from, to, file: path, sha256, checkpoint });

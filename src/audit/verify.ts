@@ -19,6 +19,7 @@ import {
   mayContain,
   readColumn,
 } from '../store/audit-blocks.js';
+import { EdgeTally, encodeBlockEdges, outcomeClassOf, readBlockEdges } from '../store/audit-block-edges.js';
 import type { Store } from '../store/index.js';
 import type { AuditBlockTable } from '../store/schema.js';
 import type { StoredAuditEvent } from './event.js';
@@ -157,6 +158,68 @@ class BlockChecker {
     if (time < Number(b.min_time) || time > Number(b.max_time)) {
       return `${where}: its time is outside the block's time range, so time-filtered queries miss it`;
     }
+    return undefined;
+  }
+}
+
+async function hasEdgeSummaries(store: Store): Promise<boolean> {
+  try {
+    await store.db.selectFrom('audit_block_edges').select('block').limit(1).execute();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A row as the edge-summary check reads it: its term ids, time and the kind and outcome as text. */
+interface SummaryRow {
+  kind: string | null;
+  outcome: string | null;
+  source_term: number | string;
+  target_term: number | string;
+  time: number | string;
+}
+
+/**
+ * Checks the service graph's per-block edge summaries (`audit_block_edges`, migration 0011) against
+ * the rows: a block's decisions, counted again, must encode to the stored bytes. A summary edited to
+ * hide an edge (or a denial) would otherwise mislead every graph over its block.
+ */
+class EdgeSummaryChecker {
+  private block = -1;
+  private rows = 0;
+  private tally = new EdgeTally();
+
+  constructor(private readonly store: Store) {}
+
+  /** Adds the row at `seq` (in order); a message when the block it ends disagrees with its summary. */
+  async add(seq: number, row: SummaryRow): Promise<string | undefined> {
+    const block = Math.floor(seq / BLOCK_EVENTS);
+    const problem = block === this.block ? undefined : await this.finish();
+    if (block !== this.block) {
+      this.block = block;
+      this.rows = 0;
+      this.tally = new EdgeTally();
+    }
+    this.rows++;
+    if (row.kind === 'access.decision') {
+      const time = Number(row.time);
+      this.tally.add(Number(row.source_term), Number(row.target_term), outcomeClassOf(row.outcome), time, block);
+    }
+    return problem;
+  }
+
+  /** Compares the block being read with its stored summary, if it has one. */
+  async finish(): Promise<string | undefined> {
+    if (this.block < 0) return undefined;
+    const block = this.block;
+    this.block = -1;
+    const stored = (await readBlockEdges(this.store.db, [block])).get(block);
+    if (!stored) return undefined;
+    const where = `the service graph's edge summary of block ${block} (audit_block_edges)`;
+    if (this.rows !== BLOCK_EVENTS) return `${where} exists but its block is not full, so graphs over it miscount`;
+    if (!encodeBlockEdges(this.tally).equals(stored))
+      return `${where} disagrees with the block's decision events, so graphs over it miscount`;
     return undefined;
   }
 }
@@ -318,7 +381,13 @@ export async function verifyLog(store: Store, opts: VerifyOptions = {}): Promise
   // A database not migrated to 0005 yet (verify opens it as it is) has no block index to check.
   report.indexChecked = await hasBlockIndex(store);
   const blocks = new BlockChecker(store);
+  const summaries = (await hasEdgeSummaries(store)) ? new EdgeSummaryChecker(store) : undefined;
   let indexProblem: VerifyProblem | undefined;
+  const indexFinding = (index: number, message: string): VerifyProblem => ({
+    index,
+    kind: 'changed',
+    message: `${message} (the log itself verifies; \`nevertrust audit reindex\` rebuilds the index from the rows)`,
+  });
   outer: while (!report.firstBad) {
     // The row's terms as text, each joined only from its own field: a term id pointed at another
     // value (or at a term of another field, or at none) then disagrees with the hashed event.
@@ -391,14 +460,8 @@ export async function verifyLog(store: Store, opts: VerifyOptions = {}): Promise
       // that was tampered with also disagrees with the index, and the log's own finding (which
       // range, what kind) is the one to act on. Rows past the head were never appended at all.
       if (report.indexChecked && !indexProblem && p < headSize) {
-        const message = await blocks.check(p, row);
-        if (message) {
-          indexProblem = {
-            index: p,
-            kind: 'changed',
-            message: `${message} (the log itself verifies; \`nevertrust audit reindex\` rebuilds the index from the rows)`,
-          };
-        }
+        const message = (await blocks.check(p, row)) ?? (await summaries?.add(p, row));
+        if (message) indexProblem = indexFinding(p, message);
       }
       frontier.push(row.leaf_hash, onComplete);
       if (nodeProblem) {
@@ -425,6 +488,10 @@ export async function verifyLog(store: Store, opts: VerifyOptions = {}): Promise
       }
     }
     cursor = p;
+  }
+  if (report.indexChecked && !indexProblem && !report.firstBad) {
+    const message = await summaries?.finish();
+    if (message) indexProblem = indexFinding(p - 1, message);
   }
   report.treeSize = p;
   report.root = frontier.root().toString('hex');

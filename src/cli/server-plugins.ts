@@ -12,6 +12,7 @@ import { auditPlugin } from '../server/plugins/audit.js';
 import { caPlugin } from '../server/plugins/ca.js';
 import { crlPlugin } from '../server/plugins/crl.js';
 import { decisionPlugin } from '../server/plugins/decision.js';
+import { graphPlugin } from '../server/plugins/graph.js';
 import { policyPlugin } from '../server/plugins/policy.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
 import { signalsPlugin } from '../server/plugins/signals.js';
@@ -82,5 +83,7 @@ export function serverPlugins(config: Config): ServerPlugin[] {
     policy,
     decision,
     audit,
+    // The console's service graph over the audit log, with the policy in force overlaid.
+    graphPlugin({ audit: audit.handle, policy: policy.handle }),
   ];
 }

@@ -2,7 +2,7 @@
  * Who may call whom: edges from ALLOW rules (source principal or service → target), rendered
  * as JSON, Graphviz dot or Mermaid.
  */
-import { formatStringMatcher, type Policy, type StringMatcher } from './model.js';
+import { formatStringMatcher, type Policy, type Rule, type StringMatcher, type Target } from './model.js';
 
 export interface GraphEdge {
   from: string;
@@ -31,6 +31,58 @@ function targetLabel(p: Policy): string {
   return parts.length ? parts.join(',') : '*';
 }
 
+/** What an allowed caller is matched on, as the rule says it. Principals are Istio principals (no `spiffe://`). */
+export type AllowSource =
+  | { readonly by: 'principal' | 'service' | 'namespace' | 'request_principal'; readonly match: StringMatcher }
+  | { readonly by: 'any' };
+
+/** One (source, target) an enforced ALLOW rule permits, as matchers: for matching observed calls. */
+export interface AllowEdge {
+  /** The edge's `from` in {@link GraphEdge} form (`spiffe://…`, a service, `ns:…`, `jwt:…`, `*`). */
+  from: string;
+  source: AllowSource;
+  /** The edge's `to` in {@link GraphEdge} form. */
+  to: string;
+  /** The policy's target: every present field must hold. */
+  target: Target;
+  policy: Policy;
+  rule: Rule;
+}
+
+/**
+ * The (source, target) pairs of enforced ALLOW rules (dry-run policies left out), one per
+ * distinct source of each rule; {@link policyGraph} draws them, the console's service graph
+ * matches observed calls against them.
+ */
+export function allowEdges(policies: readonly Policy[]): AllowEdge[] {
+  const edges: AllowEdge[] = [];
+  for (const p of policies) {
+    if (p.action !== 'ALLOW' || p.dryRun) continue;
+    const to = targetLabel(p);
+    for (const rule of p.rules ?? []) {
+      const sources = new Map<string, AllowSource>();
+      for (const s of rule.from ?? [{}]) {
+        if (s.principals)
+          for (const m of s.principals)
+            sources.set(m.kind === 'presence' ? '*' : `spiffe://${formatStringMatcher(m)}`, {
+              by: 'principal',
+              match: m,
+            });
+        else if (s.services)
+          for (const m of s.services) sources.set(formatStringMatcher(m), { by: 'service', match: m });
+        else if (s.namespaces)
+          for (const m of s.namespaces) sources.set(`ns:${formatStringMatcher(m)}`, { by: 'namespace', match: m });
+        else if (s.requestPrincipals)
+          for (const m of s.requestPrincipals)
+            sources.set(`jwt:${formatStringMatcher(m)}`, { by: 'request_principal', match: m });
+        else sources.set('*', { by: 'any' });
+      }
+      for (const [from, source] of sources) edges.push({ from, source, to, target: p.target, policy: p, rule });
+    }
+  }
+  return edges;
+}
+
 /**
  * Builds the call graph of enforced ALLOW rules.
  *
@@ -38,28 +90,16 @@ function targetLabel(p: Policy): string {
  * toDot(policyGraph(snapshot.policies)) // 'digraph policy { … }'
  */
 export function policyGraph(policies: readonly Policy[]): PolicyGraph {
-  const edges: GraphEdge[] = [];
-  for (const p of policies) {
-    if (p.action !== 'ALLOW' || p.dryRun) continue;
-    const to = targetLabel(p);
-    for (const r of p.rules ?? []) {
-      const sources = r.from
-        ? r.from.flatMap((s) => {
-            if (s.principals)
-              return s.principals.map((m) => (m.kind === 'presence' ? '*' : `spiffe://${formatStringMatcher(m)}`));
-            if (s.services) return fmt(s.services);
-            if (s.namespaces) return fmt(s.namespaces).map((n) => `ns:${n}`);
-            if (s.requestPrincipals) return fmt(s.requestPrincipals).map((n) => `jwt:${n}`);
-            return ['*'];
-          })
-        : ['*'];
-      const operations = r.to
-        ? r.to.flatMap((o) => fmt(o.methods).flatMap((m) => fmt(o.paths).map((pa) => `${m} ${pa}`)))
-        : ['*'];
-      for (const from of [...new Set(sources)])
-        edges.push({ from, to, policy: p.id, rule: r.id, operations, conditional: r.when.length > 0 });
-    }
-  }
+  const edges: GraphEdge[] = allowEdges(policies).map(({ from, to, policy, rule }) => ({
+    from,
+    to,
+    policy: policy.id,
+    rule: rule.id,
+    operations: rule.to
+      ? rule.to.flatMap((o) => fmt(o.methods).flatMap((m) => fmt(o.paths).map((pa) => `${m} ${pa}`)))
+      : ['*'],
+    conditional: rule.when.length > 0,
+  }));
   const nodes = [...new Set(edges.flatMap((e) => [e.from, e.to]))].sort();
   return { nodes, edges };
 }

@@ -102,6 +102,12 @@ export interface AuditBlockColumnTable {
   ids: Buffer;
 }
 
+/** A full block's decision edges (migration 0011; format in src/store/audit-block-edges.ts). */
+export interface AuditBlockEdgesTable {
+  block: number;
+  data: Buffer;
+}
+
 export interface AuditNodeTable {
   level: number;
   idx: number;
@@ -309,6 +315,7 @@ export interface Database {
   audit_term: AuditTermTable;
   audit_block: AuditBlockTable;
   audit_block_column: AuditBlockColumnTable;
+  audit_block_edges: AuditBlockEdgesTable;
   audit_node: AuditNodeTable;
   audit_checkpoint: AuditCheckpointTable;
   audit_head: AuditHeadTable;

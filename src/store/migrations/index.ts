@@ -13,6 +13,7 @@ import * as m0007 from './0007_access_sessions.js';
 import * as m0008 from './0008_mfa.js';
 import * as m0009 from './0009_devices.js';
 import * as m0010 from './0010_signals.js';
+import * as m0011 from './0011_audit_block_edges.js';
 
 export const migrations: Record<string, Migration> = {
   '0001_kv': m0001,
@@ -25,4 +26,5 @@ export const migrations: Record<string, Migration> = {
   '0008_mfa': m0008,
   '0009_devices': m0009,
   '0010_signals': m0010,
+  '0011_audit_block_edges': m0011,
 };
