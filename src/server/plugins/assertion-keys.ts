@@ -15,7 +15,6 @@ import { createPublicKey } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { calculateJwkThumbprint } from 'jose';
-import { z } from 'zod';
 import {
   ASSERTION_JWKS_PATH,
   ASSERTION_KEYS_PATH,
@@ -35,8 +34,9 @@ import type { ServerContext, ServerPlugin } from '../server.js';
 import type { AgentPortRoute } from './agent-endpoint.js';
 import type { CaHandle } from './ca.js';
 import { RateLimiter } from '../rate-limiter.js';
+import { ASSERTION_KEYS_KV_NS, parseKeyDoc } from '../assertion-key-store.js';
 
-const KV_NS = 'assertion_keys';
+const KV_NS = ASSERTION_KEYS_KV_NS;
 const MAX_BODY_BYTES = 8 * 1024;
 const CAS_ATTEMPTS = 5;
 
@@ -61,19 +61,7 @@ export interface AssertionKeysOptions {
 }
 
 type StoredKey = AssertionKeyRecord;
-
-const StoredDoc = z.object({
-  keys: z.array(
-    z.object({ kid: z.string(), x: z.string(), y: z.string(), expires_at: z.number(), registered_at: z.number() }),
-  ),
-});
-
-function parseDoc(value: string | undefined, owner: string): StoredKey[] {
-  if (value === undefined) return [];
-  const r = StoredDoc.safeParse(JSON.parse(value));
-  if (!r.success) throw new Error(`stored assertion keys of ${owner} are malformed`);
-  return r.data.keys;
-}
+const parseDoc = parseKeyDoc;
 
 /**
  * The assertion-key registry: `POST /workload/v1/assertion-keys` on the agent port (pass
