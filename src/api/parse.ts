@@ -63,6 +63,10 @@ export class QueryParamError extends NevertrustError<'ERR_API_BAD_QUERY'> {
     super(`${field}: ${problem}`, { status: 400 });
   }
 
+  override get reason(): string {
+    return 'bad_query';
+  }
+
   override get details(): Record<string, unknown> {
     return { field: this.field };
   }
