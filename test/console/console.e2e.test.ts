@@ -31,7 +31,15 @@ import {
   socketClosed,
   trustSpkiArg,
 } from '../support/browser.js';
-import { CONSOLE_HOST, type ConsoleMesh, eventually, type Seeded, seedMeshData, startConsoleMesh } from './harness.js';
+import {
+  CONSOLE_HOST,
+  type ConsoleMesh,
+  TD,
+  eventually,
+  type Seeded,
+  seedMeshData,
+  startConsoleMesh,
+} from './harness.js';
 
 const haveBrowser = hasChromium();
 if (!haveBrowser) console.warn(`SKIPPED: the console's browser test needs ${CHROMIUM}`);
@@ -101,9 +109,8 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
    */
   async function ready(page: Page, name: string, view?: string): Promise<void> {
     const sel = `main[data-page="${name}"]${view ? `[data-view="${view}"]` : ':not([data-view])'}`;
-    await page.waitForFunction(
-      `['ready', 'error'].includes(document.querySelector('${sel}')?.getAttribute('data-state') ?? '')`,
-    );
+    // A locator, not waitForFunction: the console's CSP (no 'unsafe-eval') refuses a string predicate.
+    await page.locator(`${sel}[data-state="ready"], ${sel}[data-state="error"]`).waitFor();
     const alert = await page.locator('[role=alert]').allTextContents();
     expect(await page.locator(sel).getAttribute('data-state'), `${name}: ${alert.join(' ')}`).toBe('ready');
   }
@@ -316,10 +323,11 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
     const { page } = alice;
     await open(page, 'people', '#/people');
     await page.locator(`[data-testid="row"][data-id="${id}"] [data-action="revoke-session"]`).click();
-    await page.locator('dialog[data-testid="confirm"] [data-action="confirm"]').click();
-    const answer = await page.waitForResponse(
+    const answering = page.waitForResponse(
       (r) => r.url().endsWith('/v1/admin/revoke') && r.request().method() === 'POST',
     );
+    await page.locator('dialog[data-testid="confirm"] [data-action="confirm"]').click();
+    const answer = await answering;
     const answeredAt = Date.now();
     expect(answer.status()).toBe(200);
     const closed = await eventually('bob’s WebSocket closed', () => socketClosed(bob.page), 5000);
@@ -330,20 +338,47 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
     expect(alice.troubles.errors).toEqual([]);
   }, 60_000);
 
-  it('a destructive call by alice without a fresh second factor: 401 insufficient_user_authentication, and the step-up dialog', async () => {
+  it('alice without a fresh second factor: a destructive call gets 401 insufficient_user_authentication; the step-up dialog, the challenge, and the action done when repeated', async () => {
+    // A new session of alice: signed in, no second factor in it yet.
     const context = await browser.newContext();
     const page = await context.newPage();
-    await signIn(page, 'alice', `${mesh.consoleOrigin}/console/#/workloads`);
-    const r = await page.evaluate(async () => {
+    await signIn(page, 'alice', `${mesh.consoleOrigin}/console/`);
+    await open(page, 'people', '#/people');
+    const ban = JSON.stringify({ spiffe_id: `spiffe://${TD}/agent/nobody` });
+    const r = await page.evaluate(async (body) => {
       const res = await fetch('/v1/admin/agents/ban', {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ spiffe_id: 'spiffe://example.org/agent/nobody' }),
+        body,
       });
       return { status: res.status, www: res.headers.get('www-authenticate') ?? '' };
-    });
+    }, ban);
     expect(r.status).toBe(401);
     expect(r.www).toContain('error="insufficient_user_authentication"');
+    expect((await mesh.admin<{ agents: unknown[] }>('GET', '/v1/admin/agents')).body.agents).toEqual([]);
+
+    // In the console: reset bob's MFA → confirm → the step-up dialog; nothing was reset.
+    const resetBob = async () => {
+      await page
+        .locator('[data-testid="users-table"] [data-testid="row"][data-id="bob"] [data-action="reset-mfa"]')
+        .click();
+      const answering = page.waitForResponse((x) => x.url().endsWith('/v1/admin/users/bob/mfa/reset'));
+      await page.locator('dialog[data-testid="confirm"] [data-action="confirm"]').click();
+      return answering;
+    };
+    expect((await resetBob()).status()).toBe(401);
+    const dialog = page.locator('dialog[data-testid="step-up"]');
+    await dialog.waitFor();
+    await shot(page, 'step-up');
+    // "Verify now": the proxy's challenge, a TOTP code, and back to the same view; the action is not replayed.
+    await dialog.locator('[data-action="step-up"]').click();
+    await page.waitForURL(/\/\.nevertrust\/mfa\/challenge/);
+    await page.fill('#totp-code', totp.code());
+    await Promise.all([page.waitForURL(`${mesh.consoleOrigin}/console/#/people`), page.click('#totp-verify')]);
+    await ready(page, 'people');
+    const done = await resetBob();
+    expect(done.status()).toBe(200);
+    expect(await done.json()).toMatchObject({ user: 'bob', factors: 0 });
     await context.close();
   }, 60_000);
 });

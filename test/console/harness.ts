@@ -7,8 +7,9 @@
  * the people's example policies, routing `console.localhost` to the server's API port and
  * `backoffice.localhost` to an app with a WebSocket.
  */
+import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import type { OidcAuthenticator } from '../../src/access/auth/index.js';
@@ -27,6 +28,7 @@ import type { agentEndpointPlugin } from '../../src/server/plugins/agent-endpoin
 import type { auditPlugin } from '../../src/server/plugins/audit.js';
 import type { caPlugin } from '../../src/server/plugins/ca.js';
 import { createLogger } from '../../src/util/logger.js';
+import { packageRoot } from '../../src/util/package-root.js';
 import {
   addPeople,
   HOST as BACKOFFICE_HOST,
@@ -89,8 +91,28 @@ export function servedCertificate(port: number, servername: string): Promise<str
   });
 }
 
+/**
+ * Builds the console's assets (`node scripts/build-console.mjs`, what `npm run build` runs) when
+ * dist/console/app.js is missing or older than a source of src/console/web: the page under test is
+ * the current source's.
+ */
+export function buildConsoleIfStale(): void {
+  const root = packageRoot();
+  const built = join(root, 'dist', 'console', 'app.js');
+  const newest = (dir: string): number =>
+    Math.max(
+      0,
+      ...readdirSync(dir, { withFileTypes: true }).map((d) =>
+        d.isDirectory() ? newest(join(dir, d.name)) : statSync(join(dir, d.name)).mtimeMs,
+      ),
+    );
+  if (existsSync(built) && statSync(built).mtimeMs >= newest(join(root, 'src', 'console', 'web'))) return;
+  execFileSync(process.execPath, [join(root, 'scripts', 'build-console.mjs')], { stdio: 'pipe', timeout: 60_000 });
+}
+
 /** Starts the mesh; {@link ConsoleMesh.close} stops it. */
 export async function startConsoleMesh(): Promise<ConsoleMesh> {
+  buildConsoleIfStale();
   const dir = tempDir('nevertrust-console-');
   const dataDir = join(dir, 'server');
   mkdirSync(dataDir);
