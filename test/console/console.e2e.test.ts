@@ -121,6 +121,22 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
     await ready(page, name, view);
   }
 
+  /** One request to the console route as the holder of the session cookie `session`, outside the browser. */
+  function consoleCall(session: string, method: string, path: string, body?: string) {
+    return rawRequest(
+      mesh.trust.caPem,
+      Number(new URL(mesh.consoleOrigin).port),
+      path,
+      {
+        cookie: `${SESSION_COOKIE}=${session}`,
+        accept: 'application/json',
+        origin: mesh.consoleOrigin,
+        ...(body ? { 'content-type': 'application/json' } : {}),
+      },
+      { method, host: CONSOLE_HOST, sni: CONSOLE_HOST, ...(body ? { body } : {}) },
+    );
+  }
+
   it('alice signs in, steps up with TOTP, and every page shows the mesh’s data; no errors, no CSP violations', async () => {
     // 1. The real login at the provider, and a TOTP factor enrolled with a link from the admin API.
     const first = await browser.newContext();
@@ -243,6 +259,46 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
     expect(troubles.errors).toEqual([]);
   }, 90_000);
 
+  it('bad input from an admin through the proxy: 400 naming the field; a forged origin or no JSON is refused', async () => {
+    const session =
+      (await alice.context.cookies(mesh.consoleOrigin)).find((c) => c.name === SESSION_COOKIE)?.value ?? '';
+    for (const [path, field] of [
+      ['/v1/admin/graph?window=banana', 'window'],
+      ['/v1/admin/graph?window=1h&scope=everything', 'scope'],
+      [`/v1/admin/audit/events?reason=${'x'.repeat(201)}`, 'reason'],
+      ['/v1/admin/audit/events?user=alice&limit=100000', 'limit'],
+      ['/v1/admin/sessions?limit=5000', 'limit'],
+      ['/v1/admin/svids?within=forever', 'within'],
+      ['/v1/admin/policy/dry-run?window=-1h', 'window'],
+      ['/console/step-up?return=javascript:alert(1)', 'return'],
+    ] as const) {
+      const r = await consoleCall(session, 'GET', path);
+      expect(r.status, path).toBe(400);
+      expect(r.body, path).toContain(field);
+    }
+    // A person's write needs JSON and the console's own origin (CSRF), even with a fresh second factor.
+    const ban = JSON.stringify({ spiffe_id: `spiffe://${TD}/agent/nobody` });
+    const cross = await rawRequest(
+      mesh.trust.caPem,
+      Number(new URL(mesh.consoleOrigin).port),
+      '/v1/admin/agents/ban',
+      { cookie: `${SESSION_COOKIE}=${session}`, 'content-type': 'application/json', origin: 'https://evil.example' },
+      { method: 'POST', host: CONSOLE_HOST, sni: CONSOLE_HOST, body: ban },
+    );
+    expect(cross.status).toBe(403);
+    expect(cross.body).toContain('cross-site request refused');
+    const form = await rawRequest(
+      mesh.trust.caPem,
+      Number(new URL(mesh.consoleOrigin).port),
+      '/v1/admin/agents/ban',
+      { cookie: `${SESSION_COOKIE}=${session}`, 'content-type': 'text/plain', origin: mesh.consoleOrigin },
+      { method: 'POST', host: CONSOLE_HOST, sni: CONSOLE_HOST, body: ban },
+    );
+    expect(form.status).toBe(403);
+    expect(form.body).toContain('content-type: application/json is required');
+    expect((await mesh.admin<{ agents: unknown[] }>('GET', '/v1/admin/agents')).body.agents).toEqual([]);
+  }, 30_000);
+
   it('bob (staff) is refused every console page and admin API call at the proxy', async () => {
     const context = await browser.newContext();
     const page = await context.newPage();
@@ -283,28 +339,29 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
       ['POST', '/v1/admin/entries', '{}'],
       ['DELETE', `/v1/admin/entries/${seeded.entryIds[0]}`],
     ];
-    const port = new URL(mesh.consoleOrigin).port;
+    const decisionIds: string[] = [];
     for (const [method, path, body] of calls) {
-      const r = await rawRequest(
-        mesh.trust.caPem,
-        Number(port),
-        path,
-        {
-          cookie: `${SESSION_COOKIE}=${cookie?.value}`,
-          accept: 'application/json',
-          origin: mesh.consoleOrigin,
-          ...(body ? { 'content-type': 'application/json' } : {}),
-        },
-        { method, host: CONSOLE_HOST, sni: CONSOLE_HOST, ...(body ? { body } : {}) },
-      );
+      const r = await consoleCall(cookie?.value ?? '', method, path, body);
       expect(r.status, `${method} ${path}`).toBe(403);
       const answer = JSON.parse(r.body) as { error: string; reason: string; decision_id: string };
       expect(answer.error).toBe('forbidden');
       expect(Object.keys(answer).sort()).toEqual(['decision_id', 'error', 'reason']);
       for (const secret of [seeded.entryIds[0], 'spiffe://', 'alice@example.com'])
         expect(r.body, `${method} ${path}`).not.toContain(secret);
+      decisionIds.push(answer.decision_id);
     }
-    // Nothing reached the server as bob: no admin action and no refusal of the server names him.
+    // Each refusal is the proxy's decision (in the audit log, shipped by the proxy), naming bob and the console.
+    type Decisions = {
+      events: { outcome: string; enforcer?: string; source?: { user?: string }; target?: { service?: string } }[];
+    };
+    for (const id of decisionIds) {
+      const [d] = await eventually(`decision ${id} in the audit log`, async () => {
+        const r = await mesh.admin<Decisions>('GET', `/v1/admin/audit/events?decision_id=${encodeURIComponent(id)}`);
+        return r.body.events.length > 0 ? r.body.events : undefined;
+      });
+      expect(d).toMatchObject({ outcome: 'deny', source: { user: 'bob' }, target: { service: 'console' } });
+    }
+    // And nothing reached the server as bob: no admin action, no refusal of the server names him.
     const byBob = await mesh.admin<{ events: unknown[] }>('GET', '/v1/admin/audit/events?source=person%3Abob&limit=10');
     expect(byBob.status).toBe(200);
     expect(byBob.body.events).toEqual([]);
