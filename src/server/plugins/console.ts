@@ -10,7 +10,7 @@ import { readFile, stat } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { packageRoot } from '../../util/package-root.js';
-import { type Handler, HttpError } from '../router.js';
+import { type Handler, HttpError, sendJson } from '../router.js';
 import { type AdminHandler, adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
 
 /** The console's Content-Security-Policy, on every console response. */
@@ -94,8 +94,12 @@ export function consolePlugin(opts: ConsolePluginOptions = {}): ServerPlugin {
     return entry;
   };
 
-  const notBuilt = (dir: string) =>
-    new HttpError(503, 'console_not_built', `the console is not built (no ${dir}/app.js): run npm run build`);
+  // Answered, not thrown: a 5xx error's message is never shown, and this one tells the operator what to do.
+  const notBuilt = (res: ServerResponse, dir: string) =>
+    sendJson(res, 503, {
+      error: 'console_not_built',
+      message: `the console is not built (no ${dir}/app.js): run npm run build`,
+    });
 
   return {
     name: 'console',
@@ -114,7 +118,7 @@ export function consolePlugin(opts: ConsolePluginOptions = {}): ServerPlugin {
       const shell = page(async (_req, res) => {
         const js = await asset(dir, 'app.js');
         const css = await asset(dir, 'app.css');
-        if (!js || !css) throw notBuilt(dir);
+        if (!js || !css) return notBuilt(res, dir);
         const html =
           '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n' +
           '<meta name="viewport" content="width=device-width, initial-scale=1">\n' +
@@ -133,7 +137,7 @@ export function consolePlugin(opts: ConsolePluginOptions = {}): ServerPlugin {
           throw new HttpError(404, 'not_found', `no console asset ${name.slice(0, 80)}`);
         const a = await asset(dir, name);
         if (!a) {
-          if (!(await asset(dir, 'app.js'))) throw notBuilt(dir);
+          if (!(await asset(dir, 'app.js'))) return notBuilt(res, dir);
           throw new HttpError(404, 'not_found', `no console asset ${name}`);
         }
         // The shell names each asset with its content hash: that exact version never changes.
