@@ -5,8 +5,9 @@
  * edge table beside the canvas is the keyboard's way in: focusing a row selects that edge, and a
  * selected edge lists its decisions.
  */
-import cytoscape, { type Core, type ElementDefinition } from 'cytoscape';
-import ELK from 'elkjs';
+import type cytoscape from 'cytoscape';
+import type { Core, ElementDefinition, EventObject, StylesheetJson } from 'cytoscape';
+import type ELK from 'elkjs';
 import { html } from 'htm/preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, query } from '../api.js';
@@ -28,7 +29,20 @@ function edgeClass(e: GraphEdge): 'unused' | 'denied' | 'allowed' | 'other' {
   return 'other';
 }
 
-const STYLE: cytoscape.StylesheetJson = [
+/**
+ * Cytoscape (about 450 KB) and ELK (about 1.5 MB) load only for this page, each in a chunk of its
+ * own, while the graph's data is fetched: other pages never pay for them, and the graph is drawn
+ * as soon as cytoscape is there, then laid out again by ELK when it has loaded.
+ */
+let cytoscapeLib: Promise<typeof cytoscape> | undefined;
+let elkLib: Promise<typeof ELK> | undefined;
+function loadGraphLibs() {
+  cytoscapeLib ??= import('cytoscape').then((m) => m.default);
+  elkLib ??= import('elkjs').then((m) => m.default);
+  return { cytoscape: cytoscapeLib, elk: elkLib };
+}
+
+const STYLE: StylesheetJson = [
   {
     selector: 'node',
     style: {
@@ -66,9 +80,23 @@ const STYLE: cytoscape.StylesheetJson = [
   { selector: 'edge:selected', style: { 'line-color': '#1565c0', 'target-arrow-color': '#1565c0', width: 5 } },
 ];
 
+/**
+ * Cytoscape adds a `<style>` element to the page unless one with this id exists; the CSP
+ * (`style-src 'self'`) refuses inline styles, and app.css already gives the canvas what that style
+ * would (`position: relative`). A placeholder with the id keeps cytoscape from trying.
+ */
+function preventCytoscapeStyleTag(): void {
+  const id = '__________cytoscape_stylesheet';
+  if (document.getElementById(id)) return;
+  const placeholder = document.createElement('meta');
+  placeholder.id = id;
+  document.head.append(placeholder);
+}
+
 /** Node positions from ELK's layered layout (left to right), by node id. */
 async function layeredPositions(g: GraphWire): Promise<Map<string, { x: number; y: number }>> {
-  const elk = new ELK();
+  const Elk = await loadGraphLibs().elk;
+  const elk = new Elk();
   const laid = await elk.layout({
     id: 'root',
     layoutOptions: {
@@ -85,12 +113,11 @@ async function layeredPositions(g: GraphWire): Promise<Map<string, { x: number; 
   return out;
 }
 
-function elementsOf(g: GraphWire, pos: Map<string, { x: number; y: number }>): ElementDefinition[] {
+function elementsOf(g: GraphWire): ElementDefinition[] {
   const nodes: ElementDefinition[] = g.nodes.map((n) => ({
     group: 'nodes',
     data: { id: n.id, label: n.label },
     classes: n.kind,
-    position: pos.get(n.id) ?? { x: 0, y: 0 },
   }));
   const edges: ElementDefinition[] = g.edges.map((e) => ({
     group: 'edges',
@@ -109,23 +136,28 @@ function Canvas(props: { graph: GraphWire; selected: string | null; onSelect: (i
   onSelect.current = props.onSelect;
   useEffect(() => {
     let stop = false;
-    layeredPositions(props.graph).then(
-      (pos) => {
-        if (stop || !box.current) return;
-        const c = cytoscape({
-          container: box.current,
-          elements: elementsOf(props.graph, pos),
-          style: STYLE,
-          layout: { name: 'preset' },
-          boxSelectionEnabled: false,
-          autounselectify: false,
-        });
-        c.on('tap', 'edge', (ev) => onSelect.current(ev.target.id()));
-        c.fit(undefined, 30);
-        cy.current = c;
-      },
-      (e: unknown) => setError(`layout failed: ${(e as Error).message}`),
-    );
+    const fail = (e: unknown) => setError(`graph drawing failed: ${(e as Error).message}`);
+    const libs = loadGraphLibs();
+    // First view: cytoscape's own breadth-first layout, directed; then ELK's layered one.
+    libs.cytoscape.then((cytoscape) => {
+      if (stop || !box.current) return;
+      preventCytoscapeStyleTag();
+      const c = cytoscape({
+        container: box.current,
+        elements: elementsOf(props.graph),
+        style: STYLE,
+        layout: { name: 'breadthfirst', directed: true, padding: 30 },
+        boxSelectionEnabled: false,
+      });
+      c.on('tap', 'edge', (ev: EventObject) => onSelect.current(ev.target.id()));
+      cy.current = c;
+      box.current.dataset.layout = 'initial';
+      layeredPositions(props.graph).then((pos) => {
+        if (stop) return;
+        c.layout({ name: 'preset', positions: Object.fromEntries(pos), fit: true, padding: 30 }).run();
+        if (box.current) box.current.dataset.layout = 'elk';
+      }, fail);
+    }, fail);
     return () => {
       stop = true;
       cy.current?.destroy();
@@ -166,8 +198,8 @@ function EdgeDecisions(props: { edge: GraphEdge; graph: GraphWire }) {
     <ul class="plain">
       ${list.data?.events.map(
         (e) => html`<li>
-          <a href=${href('decisions', e.id)}>${fmtTime(e.time)} <span class=${`outcome ${e.outcome ?? ''}`}>${e.outcome}</span>
-            ${e.target?.method ?? ''} ${e.target?.path ?? ''}</a> ${e.rule ? html`· rule ${e.rule}` : null} · ${e.reason ?? ''}
+          <a href=${href('decisions', e.id)}>${fmtTime(e.time)} <span class=${`outcome ${e.outcome ?? ''}`}>${e.outcome}</span>${' '}
+            ${[e.target?.method, e.target?.path].filter(Boolean).join(' ')}</a>${e.rule ? ` · rule ${e.rule}` : ''} · ${e.reason ?? ''}
         </li>`,
       )}
     </ul>
@@ -212,6 +244,7 @@ function EdgeTable(props: { graph: GraphWire; selected: string | null; onSelect:
 export function GraphPage() {
   const [win, setWin] = useState<Window>('1h');
   const [selected, setSelected] = useState<string | null>(null);
+  useEffect(() => void loadGraphLibs(), []);
   const graph = useLoad((signal) => api<GraphWire>(`/v1/admin/graph${query({ window: win })}`, { signal }), [win]);
   const g = graph.data;
   const edge = g?.edges.find((e) => edgeId(e) === selected);
