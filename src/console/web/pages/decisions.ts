@@ -84,6 +84,19 @@ function useTail(paused: boolean, decisionsOnly: boolean) {
   return { events, error, state, clear: () => setEvents([]) };
 }
 
+/** One sentence of a verification report. */
+export function verifyText(r: VerifyReport): string {
+  const parts = [
+    `${r.ok ? 'Intact' : 'NOT intact'}: ${r.treeSize.toLocaleString()} events, root ${r.root.slice(0, 16)}…`,
+    `${r.checkpointsChecked} signed checkpoints and ${r.segmentsChecked} sealed segments checked`,
+  ];
+  if (r.firstBad) parts.push(`first problem at event ${r.firstBad.index} (${r.firstBad.kind}): ${r.firstBad.message}`);
+  if (r.badCheckpoints.length > 0) parts.push(`${r.badCheckpoints.length} bad checkpoints`);
+  if (r.unverifiedRanges.length > 0)
+    parts.push(`${r.unverifiedRanges.length} ranges unverified (segment files missing)`);
+  return `${parts.join('; ')}.`;
+}
+
 /** The log's verification (`POST /v1/admin/audit/verify`, read-only): recomputes every hash. */
 export function LogStatus() {
   const [report, setReport] = useState<VerifyReport | null>(null);
@@ -107,11 +120,7 @@ export function LogStatus() {
     ${
       report
         ? html`<p data-testid="verify-result" class=${report.ok ? 'ok' : 'bad'}>
-          ${report.ok ? 'Intact' : 'NOT intact'}: ${report.treeSize.toLocaleString()} events, root ${report.root.slice(0, 16)}…,
-          ${report.checkpointsChecked} checkpoints and ${report.segmentsChecked} sealed segments checked
-          ${report.firstBad ? html`; first problem at ${report.firstBad.index}: ${report.firstBad.message}` : null}
-          ${report.badCheckpoints.length > 0 ? html`; ${report.badCheckpoints.length} bad checkpoints` : null}
-          ${report.unverifiedRanges.length > 0 ? html`; ${report.unverifiedRanges.length} ranges unverified (segment files missing)` : null}
+          ${verifyText(report)}
         </p>`
         : null
     }

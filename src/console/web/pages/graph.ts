@@ -105,7 +105,7 @@ async function layeredPositions(g: GraphWire): Promise<Map<string, { x: number; 
       'elk.spacing.nodeNode': '40',
       'elk.layered.spacing.nodeNodeBetweenLayers': '120',
     },
-    children: g.nodes.map((n) => ({ id: n.id, width: 30, height: 30 })),
+    children: nodesOf(g).map((n) => ({ id: n.id, width: 30, height: 30 })),
     edges: g.edges.map((e, i) => ({ id: `e${i}`, sources: [e.source], targets: [e.target] })),
   });
   const out = new Map<string, { x: number; y: number }>();
@@ -113,8 +113,20 @@ async function layeredPositions(g: GraphWire): Promise<Map<string, { x: number; 
   return out;
 }
 
+/** The graph's nodes, plus any an edge names that the node list lacks (cytoscape refuses dangling edges). */
+function nodesOf(g: GraphWire): GraphWire['nodes'] {
+  const known = new Set(g.nodes.map((n) => n.id));
+  const extra: GraphWire['nodes'] = [];
+  for (const id of g.edges.flatMap((e) => [e.source, e.target])) {
+    if (known.has(id)) continue;
+    known.add(id);
+    extra.push({ id, label: id, kind: 'other' });
+  }
+  return [...g.nodes, ...extra];
+}
+
 function elementsOf(g: GraphWire): ElementDefinition[] {
-  const nodes: ElementDefinition[] = g.nodes.map((n) => ({
+  const nodes: ElementDefinition[] = nodesOf(g).map((n) => ({
     group: 'nodes',
     data: { id: n.id, label: n.label },
     classes: n.kind,
