@@ -6,8 +6,9 @@
 import { html } from 'htm/preact';
 import { useEffect, useState } from 'preact/hooks';
 import { api, followNdjson, messageOf, query } from '../api.js';
-import { href } from '../router.js';
+import { href } from '../routes.js';
 import { Alert, fmtTime, type LoadState, Page } from '../ui.js';
+import { verifyText } from '../verify-report.js';
 import type { AuditEvent, AuditPage, VerifyReport } from '../wire.js';
 
 /** Rows kept in the live view. */
@@ -68,7 +69,11 @@ function useTail(paused: boolean, decisionsOnly: boolean) {
       },
       ctl.signal,
     ).then(
-      () => setState('ready'),
+      () => {
+        if (ctl.signal.aborted) return;
+        setError('The server ended the live tail (a restart?): pause and resume to reconnect.');
+        setState('ready');
+      },
       (e: unknown) => {
         setError(`Live tail stopped: ${messageOf(e)}`);
         setState('error');
@@ -82,19 +87,6 @@ function useTail(paused: boolean, decisionsOnly: boolean) {
     };
   }, [paused, decisionsOnly]);
   return { events, error, state, clear: () => setEvents([]) };
-}
-
-/** One sentence of a verification report. */
-export function verifyText(r: VerifyReport): string {
-  const parts = [
-    `${r.ok ? 'Intact' : 'NOT intact'}: ${r.treeSize.toLocaleString()} events, root ${r.root.slice(0, 16)}…`,
-    `${r.checkpointsChecked} signed checkpoints and ${r.segmentsChecked} sealed segments checked`,
-  ];
-  if (r.firstBad) parts.push(`first problem at event ${r.firstBad.index} (${r.firstBad.kind}): ${r.firstBad.message}`);
-  if (r.badCheckpoints.length > 0) parts.push(`${r.badCheckpoints.length} bad checkpoints`);
-  if (r.unverifiedRanges.length > 0)
-    parts.push(`${r.unverifiedRanges.length} ranges unverified (segment files missing)`);
-  return `${parts.join('; ')}.`;
 }
 
 /** The log's verification (`POST /v1/admin/audit/verify`, read-only): recomputes every hash. */

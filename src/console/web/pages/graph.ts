@@ -11,7 +11,7 @@ import type ELK from 'elkjs';
 import { html } from 'htm/preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, query } from '../api.js';
-import { href } from '../router.js';
+import { href } from '../routes.js';
 import { Alert, fmtAge, fmtTime, Page, useLoad } from '../ui.js';
 import type { AuditPage, GraphEdge, GraphWire } from '../wire.js';
 

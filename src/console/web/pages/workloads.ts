@@ -6,27 +6,10 @@ import { html } from 'htm/preact';
 import { useState } from 'preact/hooks';
 import { api, query } from '../api.js';
 import { Alert, fmtAge, fmtTime, Notice, Page, stateOf, useActions, useLoad } from '../ui.js';
+import { nextRotation } from '../ca-schedule.js';
 import type { AgentWire, CaState, EntryWire, SvidExpiry } from '../wire.js';
 
 const WITHIN = ['1h', '24h', '7d'] as const;
-
-/**
- * The next step of the CA's rotation schedule, as src/ca/rotation.ts runs it (the admin API does
- * not state it): with no prepared generation, one is prepared at half the active one's lifetime;
- * a prepared one is activated when a sixth of the active one's lifetime is left.
- */
-export function nextRotation(gens: CaState['authorities']): { step: string; at: string } | null {
-  const active = gens.find((g) => g.status === 'active');
-  if (!active) return null;
-  const from = Date.parse(active.notBefore);
-  const to = Date.parse(active.notAfter);
-  const prepared = gens.some((g) => g.status === 'prepared');
-  const at = prepared ? to - (to - from) / 6 : from + (to - from) / 2;
-  return {
-    step: prepared ? 'activate the prepared generation' : 'prepare the next generation',
-    at: new Date(at).toISOString(),
-  };
-}
 
 /** `#/workloads`. */
 export function WorkloadsPage() {
