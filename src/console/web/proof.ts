@@ -4,7 +4,7 @@
  * checkpoint's Ed25519 signature under the log's public key (WebCrypto). The server's own answer is
  * not trusted for any of it: only its public key, which the operator can compare out of band.
  */
-import type { AuditEvent, Checkpoint } from './wire.js';
+import type { AuditEvent, Checkpoint, InclusionProofResult } from './wire.js';
 
 /** The outcome of each step; `ok` only when all hold. */
 export interface ProofCheck {
@@ -127,7 +127,7 @@ export async function verifyCheckpointSignature(
  */
 export async function checkInclusion(
   event: AuditEvent,
-  inclusion: { seq: number; tree_size: number; leaf_hash: string; proof: string[]; checkpoint: Checkpoint },
+  inclusion: InclusionProofResult,
   publicKeyPem: string,
 ): Promise<ProofCheck> {
   try {
