@@ -27,6 +27,9 @@ const options = {
   sourcemap: true,
   target: 'es2022',
   format: 'esm',
+  // The graph page's libraries (cytoscape, elkjs) are a chunk of their own, loaded by that page.
+  splitting: true,
+  chunkNames: 'chunk-[hash]',
   platform: 'browser',
   // elkjs's package entry (main.js) looks for a Worker; its bundled build lays out in the page.
   alias: { elkjs: 'elkjs/lib/elk.bundled.js' },

@@ -5,7 +5,7 @@
 import { html } from 'htm/preact';
 import type { ComponentChildren } from 'preact';
 import { api } from './api.js';
-import { href, PAGES, type PageName } from './router.js';
+import { href, PAGES, type PageName } from './routes.js';
 import { fmtAge, useLoad } from './ui.js';
 import type { Whoami } from './wire.js';
 

@@ -14,7 +14,8 @@ import { GraphPage } from './pages/graph.js';
 import { PeoplePage } from './pages/people.js';
 import { PolicyPage } from './pages/policy.js';
 import { WorkloadsPage } from './pages/workloads.js';
-import { type Route, useRoute } from './router.js';
+import { useRoute } from './router.js';
+import type { Route } from './routes.js';
 import { Dialogs } from './ui.js';
 
 function pageOf(r: Route) {

@@ -4,7 +4,7 @@
  * checkpoint's Ed25519 signature under the log's public key (WebCrypto). The server's own answer is
  * not trusted for any of it: only its public key, which the operator can compare out of band.
  */
-import type { AuditEvent, Checkpoint } from './wire.js';
+import type { AuditEvent, Checkpoint, InclusionProofResult } from './wire.js';
 
 /** The outcome of each step; `ok` only when all hold. */
 export interface ProofCheck {
@@ -107,7 +107,7 @@ export async function verifyCheckpointSignature(
 ): Promise<{ signature: boolean | 'unsupported'; keyId: boolean }> {
   const der = pemToDer(publicKeyPem);
   const keyId = hex(await sha256(der)).slice(0, 16) === cp.key_id;
-  let key: CryptoKey;
+  let key: Awaited<ReturnType<typeof crypto.subtle.importKey>>;
   try {
     key = await crypto.subtle.importKey('spki', der, { name: 'Ed25519' }, false, ['verify']);
   } catch (e) {
@@ -127,7 +127,7 @@ export async function verifyCheckpointSignature(
  */
 export async function checkInclusion(
   event: AuditEvent,
-  inclusion: { seq: number; tree_size: number; leaf_hash: string; proof: string[]; checkpoint: Checkpoint },
+  inclusion: InclusionProofResult,
   publicKeyPem: string,
 ): Promise<ProofCheck> {
   try {
@@ -142,7 +142,7 @@ export async function checkInclusion(
     const { signature, keyId } = await verifyCheckpointSignature(cp, publicKeyPem);
     const ok = leaf && path && signature === true && keyId;
     const message = ok
-      ? `Event ${event.seq} is leaf ${event.seq} of the ${cp.tree_size}-leaf log signed at checkpoint ${cp.key_id}.`
+      ? `Event ${event.seq} is leaf ${event.seq} of the ${cp.tree_size}-leaf log, whose root the log's key ${cp.key_id} signed.`
       : [
           leaf ? '' : 'the event does not hash to the proof’s leaf',
           path ? '' : 'the path does not lead to the checkpoint’s root',

@@ -1,16 +1,28 @@
 /**
  * The shapes the console reads from the admin API. Existing contracts come from src/api/ (types
- * only: nothing of the server is bundled). The audit log's answers and the console's new endpoints
- * (docs: console-design, "New admin endpoints") have no zod contract in src/api/ the browser could
- * import yet; they are described here, as the server sends them, until src/api/console.ts,
- * sessions.ts, graph.ts and policy-tools.ts land and these become `import type` from there.
+ * only: nothing of the server is bundled), the audit log's among them (src/api/audit.ts). The
+ * stored event, the policy snapshot's fields it shows, and the console's new endpoints (docs:
+ * console-design, "New admin endpoints") are described here as the server sends them, until
+ * src/api/ holds their contracts (console.ts, sessions.ts, graph.ts, policy-tools.ts) and these
+ * become `import type` from there.
  */
 import type { AgentWire } from '../../api/agents.js';
+import type { Checkpoint, InclusionProofResult, VerifyReport } from '../../api/audit.js';
 import type { DevicePosture, DeviceWire } from '../../api/devices.js';
 import type { EntryWire } from '../../api/entries.js';
 import type { MfaFactorWire, UserWire } from '../../api/users.js';
 
-export type { AgentWire, DevicePosture, DeviceWire, EntryWire, MfaFactorWire, UserWire };
+export type {
+  AgentWire,
+  Checkpoint,
+  DevicePosture,
+  DeviceWire,
+  EntryWire,
+  InclusionProofResult,
+  MfaFactorWire,
+  UserWire,
+  VerifyReport,
+};
 
 /** `GET /v1/admin/whoami`. */
 export interface Whoami {
@@ -51,19 +63,10 @@ export interface AuditPage {
   scan_limited?: boolean;
 }
 
-/** A signed checkpoint (src/audit/signer.ts): Ed25519 over `checkpointMessage`. */
-export interface Checkpoint {
-  tree_size: number;
-  root_hash: string;
-  time: number;
-  key_id: string;
-  signature: string;
-}
-
 /** `GET /v1/admin/audit/events/<id>`. */
 export interface EventWithProof {
   event: AuditEvent;
-  inclusion: { seq: number; tree_size: number; leaf_hash: string; proof: string[]; checkpoint: Checkpoint } | null;
+  inclusion: InclusionProofResult | null;
   public_key?: string;
   note?: string;
 }
@@ -73,21 +76,6 @@ export interface CheckpointList {
   checkpoints: Checkpoint[];
   key_id: string;
   public_key: string;
-}
-
-/** `POST /v1/admin/audit/verify` (src/audit/verify.ts `VerifyReport`). */
-export interface VerifyReport {
-  ok: boolean;
-  treeSize: number;
-  headSize: number;
-  root: string;
-  checkpointsChecked: number;
-  externalCheckpointsChecked: number;
-  segmentsChecked: number;
-  indexChecked: boolean;
-  unverifiedRanges: [number, number][];
-  firstBad?: { index: number; kind: string; message: string };
-  badCheckpoints: { tree_size: number; source: string; message: string }[];
 }
 
 /** One live access-proxy session (`GET /v1/admin/sessions`). */

@@ -1,7 +1,7 @@
 /** Anomalies: the audit log's anomaly events (lateral movement, deny spikes…) with their evidence. */
 import { html } from 'htm/preact';
 import { api } from '../api.js';
-import { href } from '../router.js';
+import { href } from '../routes.js';
 import { Alert, fmtTime, Page, useLoad } from '../ui.js';
 import type { AuditPage } from '../wire.js';
 import { sourceText, targetText } from './decisions.js';

@@ -7,7 +7,7 @@ import { html } from 'htm/preact';
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { checkInclusion, type ProofCheck } from '../proof.js';
-import { href } from '../router.js';
+import { href } from '../routes.js';
 import { Alert, fmtTime, Page, stateOf, useLoad } from '../ui.js';
 import type { CheckpointList, EventWithProof } from '../wire.js';
 import { LogStatus, sourceText, targetText } from './decisions.js';

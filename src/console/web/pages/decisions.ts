@@ -6,8 +6,9 @@
 import { html } from 'htm/preact';
 import { useEffect, useState } from 'preact/hooks';
 import { api, followNdjson, messageOf, query } from '../api.js';
-import { href } from '../router.js';
+import { href } from '../routes.js';
 import { Alert, fmtTime, type LoadState, Page } from '../ui.js';
+import { verifyText } from '../verify-report.js';
 import type { AuditEvent, AuditPage, VerifyReport } from '../wire.js';
 
 /** Rows kept in the live view. */
@@ -68,7 +69,11 @@ function useTail(paused: boolean, decisionsOnly: boolean) {
       },
       ctl.signal,
     ).then(
-      () => setState('ready'),
+      () => {
+        if (ctl.signal.aborted) return;
+        setError('The server ended the live tail (a restart?): pause and resume to reconnect.');
+        setState('ready');
+      },
       (e: unknown) => {
         setError(`Live tail stopped: ${messageOf(e)}`);
         setState('error');
@@ -107,11 +112,7 @@ export function LogStatus() {
     ${
       report
         ? html`<p data-testid="verify-result" class=${report.ok ? 'ok' : 'bad'}>
-          ${report.ok ? 'Intact' : 'NOT intact'}: ${report.treeSize.toLocaleString()} events, root ${report.root.slice(0, 16)}…,
-          ${report.checkpointsChecked} checkpoints and ${report.segmentsChecked} sealed segments checked
-          ${report.firstBad ? html`; first problem at ${report.firstBad.index}: ${report.firstBad.message}` : null}
-          ${report.badCheckpoints.length > 0 ? html`; ${report.badCheckpoints.length} bad checkpoints` : null}
-          ${report.unverifiedRanges.length > 0 ? html`; ${report.unverifiedRanges.length} ranges unverified (segment files missing)` : null}
+          ${verifyText(report)}
         </p>`
         : null
     }

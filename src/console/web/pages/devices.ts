@@ -1,7 +1,7 @@
 /** Devices: the enrolled devices with their latest posture, one device's posture history, revoke. */
 import { html } from 'htm/preact';
 import { api } from '../api.js';
-import { href } from '../router.js';
+import { href } from '../routes.js';
 import { Alert, fmtAge, fmtTime, Notice, Page, useActions, useLoad, yesNo } from '../ui.js';
 import type { DevicePosture, DeviceWire } from '../wire.js';
 

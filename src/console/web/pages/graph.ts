@@ -5,12 +5,13 @@
  * edge table beside the canvas is the keyboard's way in: focusing a row selects that edge, and a
  * selected edge lists its decisions.
  */
-import cytoscape, { type Core, type ElementDefinition } from 'cytoscape';
-import ELK from 'elkjs';
+import type cytoscape from 'cytoscape';
+import type { Core, ElementDefinition, EventObject, StylesheetJson } from 'cytoscape';
+import type ELK from 'elkjs';
 import { html } from 'htm/preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, query } from '../api.js';
-import { href } from '../router.js';
+import { href } from '../routes.js';
 import { Alert, fmtAge, fmtTime, Page, useLoad } from '../ui.js';
 import type { AuditPage, GraphEdge, GraphWire } from '../wire.js';
 
@@ -28,7 +29,20 @@ function edgeClass(e: GraphEdge): 'unused' | 'denied' | 'allowed' | 'other' {
   return 'other';
 }
 
-const STYLE: cytoscape.StylesheetJson = [
+/**
+ * Cytoscape (about 450 KB) and ELK (about 1.5 MB) load only for this page, each in a chunk of its
+ * own, while the graph's data is fetched: other pages never pay for them, and the graph is drawn
+ * as soon as cytoscape is there, then laid out again by ELK when it has loaded.
+ */
+let cytoscapeLib: Promise<typeof cytoscape> | undefined;
+let elkLib: Promise<typeof ELK> | undefined;
+function loadGraphLibs() {
+  cytoscapeLib ??= import('cytoscape').then((m) => m.default);
+  elkLib ??= import('elkjs').then((m) => m.default);
+  return { cytoscape: cytoscapeLib, elk: elkLib };
+}
+
+const STYLE: StylesheetJson = [
   {
     selector: 'node',
     style: {
@@ -66,9 +80,23 @@ const STYLE: cytoscape.StylesheetJson = [
   { selector: 'edge:selected', style: { 'line-color': '#1565c0', 'target-arrow-color': '#1565c0', width: 5 } },
 ];
 
+/**
+ * Cytoscape adds a `<style>` element to the page unless one with this id exists; the CSP
+ * (`style-src 'self'`) refuses inline styles, and app.css already gives the canvas what that style
+ * would (`position: relative`). A placeholder with the id keeps cytoscape from trying.
+ */
+function preventCytoscapeStyleTag(): void {
+  const id = '__________cytoscape_stylesheet';
+  if (document.getElementById(id)) return;
+  const placeholder = document.createElement('meta');
+  placeholder.id = id;
+  document.head.append(placeholder);
+}
+
 /** Node positions from ELK's layered layout (left to right), by node id. */
 async function layeredPositions(g: GraphWire): Promise<Map<string, { x: number; y: number }>> {
-  const elk = new ELK();
+  const Elk = await loadGraphLibs().elk;
+  const elk = new Elk();
   const laid = await elk.layout({
     id: 'root',
     layoutOptions: {
@@ -77,7 +105,7 @@ async function layeredPositions(g: GraphWire): Promise<Map<string, { x: number; 
       'elk.spacing.nodeNode': '40',
       'elk.layered.spacing.nodeNodeBetweenLayers': '120',
     },
-    children: g.nodes.map((n) => ({ id: n.id, width: 30, height: 30 })),
+    children: nodesOf(g).map((n) => ({ id: n.id, width: 30, height: 30 })),
     edges: g.edges.map((e, i) => ({ id: `e${i}`, sources: [e.source], targets: [e.target] })),
   });
   const out = new Map<string, { x: number; y: number }>();
@@ -85,12 +113,23 @@ async function layeredPositions(g: GraphWire): Promise<Map<string, { x: number; 
   return out;
 }
 
-function elementsOf(g: GraphWire, pos: Map<string, { x: number; y: number }>): ElementDefinition[] {
-  const nodes: ElementDefinition[] = g.nodes.map((n) => ({
+/** The graph's nodes, plus any an edge names that the node list lacks (cytoscape refuses dangling edges). */
+function nodesOf(g: GraphWire): GraphWire['nodes'] {
+  const known = new Set(g.nodes.map((n) => n.id));
+  const extra: GraphWire['nodes'] = [];
+  for (const id of g.edges.flatMap((e) => [e.source, e.target])) {
+    if (known.has(id)) continue;
+    known.add(id);
+    extra.push({ id, label: id, kind: 'other' });
+  }
+  return [...g.nodes, ...extra];
+}
+
+function elementsOf(g: GraphWire): ElementDefinition[] {
+  const nodes: ElementDefinition[] = nodesOf(g).map((n) => ({
     group: 'nodes',
     data: { id: n.id, label: n.label },
     classes: n.kind,
-    position: pos.get(n.id) ?? { x: 0, y: 0 },
   }));
   const edges: ElementDefinition[] = g.edges.map((e) => ({
     group: 'edges',
@@ -109,23 +148,28 @@ function Canvas(props: { graph: GraphWire; selected: string | null; onSelect: (i
   onSelect.current = props.onSelect;
   useEffect(() => {
     let stop = false;
-    layeredPositions(props.graph).then(
-      (pos) => {
-        if (stop || !box.current) return;
-        const c = cytoscape({
-          container: box.current,
-          elements: elementsOf(props.graph, pos),
-          style: STYLE,
-          layout: { name: 'preset' },
-          boxSelectionEnabled: false,
-          autounselectify: false,
-        });
-        c.on('tap', 'edge', (ev) => onSelect.current(ev.target.id()));
-        c.fit(undefined, 30);
-        cy.current = c;
-      },
-      (e: unknown) => setError(`layout failed: ${(e as Error).message}`),
-    );
+    const fail = (e: unknown) => setError(`graph drawing failed: ${(e as Error).message}`);
+    const libs = loadGraphLibs();
+    // First view: cytoscape's own breadth-first layout, directed; then ELK's layered one.
+    libs.cytoscape.then((cytoscape) => {
+      if (stop || !box.current) return;
+      preventCytoscapeStyleTag();
+      const c = cytoscape({
+        container: box.current,
+        elements: elementsOf(props.graph),
+        style: STYLE,
+        layout: { name: 'breadthfirst', directed: true, padding: 30 },
+        boxSelectionEnabled: false,
+      });
+      c.on('tap', 'edge', (ev: EventObject) => onSelect.current(ev.target.id()));
+      cy.current = c;
+      box.current.dataset.layout = 'initial';
+      layeredPositions(props.graph).then((pos) => {
+        if (stop) return;
+        c.layout({ name: 'preset', positions: Object.fromEntries(pos), fit: true, padding: 30 }).run();
+        if (box.current) box.current.dataset.layout = 'elk';
+      }, fail);
+    }, fail);
     return () => {
       stop = true;
       cy.current?.destroy();
@@ -166,8 +210,8 @@ function EdgeDecisions(props: { edge: GraphEdge; graph: GraphWire }) {
     <ul class="plain">
       ${list.data?.events.map(
         (e) => html`<li>
-          <a href=${href('decisions', e.id)}>${fmtTime(e.time)} <span class=${`outcome ${e.outcome ?? ''}`}>${e.outcome}</span>
-            ${e.target?.method ?? ''} ${e.target?.path ?? ''}</a> ${e.rule ? html`· rule ${e.rule}` : null} · ${e.reason ?? ''}
+          <a href=${href('decisions', e.id)}>${fmtTime(e.time)} <span class=${`outcome ${e.outcome ?? ''}`}>${e.outcome}</span>${' '}
+            ${[e.target?.method, e.target?.path].filter(Boolean).join(' ')}</a>${e.rule ? ` · rule ${e.rule}` : ''} · ${e.reason ?? ''}
         </li>`,
       )}
     </ul>
@@ -212,6 +256,7 @@ function EdgeTable(props: { graph: GraphWire; selected: string | null; onSelect:
 export function GraphPage() {
   const [win, setWin] = useState<Window>('1h');
   const [selected, setSelected] = useState<string | null>(null);
+  useEffect(() => void loadGraphLibs(), []);
   const graph = useLoad((signal) => api<GraphWire>(`/v1/admin/graph${query({ window: win })}`, { signal }), [win]);
   const g = graph.data;
   const edge = g?.edges.find((e) => edgeId(e) === selected);

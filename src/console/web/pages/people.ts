@@ -4,7 +4,7 @@
  */
 import { html } from 'htm/preact';
 import { api } from '../api.js';
-import { href } from '../router.js';
+import { href } from '../routes.js';
 import { Alert, fmtAge, fmtTime, Notice, Page, stateOf, useActions, useLoad, yesNo } from '../ui.js';
 import type { MfaFactorWire, SessionWire, UserWire } from '../wire.js';
 

@@ -5,23 +5,10 @@
 import { html } from 'htm/preact';
 import { useState } from 'preact/hooks';
 import { api, messageOf, query } from '../api.js';
-import { href } from '../router.js';
+import { requestOf } from '../evaluate-request.js';
+import { href } from '../routes.js';
 import { Alert, fmtTime, Page, stateOf, useLoad } from '../ui.js';
 import type { DryRunWire, EvaluateAnswer, LintFinding, PolicyStatus, SnapshotPolicy } from '../wire.js';
-
-/** The request the evaluate form builds: the decision API's shape, only the fields filled in. */
-export function requestOf(f: Record<string, string>): Record<string, unknown> {
-  const pick = (o: Record<string, unknown>) =>
-    Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined && v !== ''));
-  const source = pick({ spiffe_id: f.source, user: f.user, ip: f.ip, mfa: f.mfa === 'on' ? true : undefined });
-  const target = pick({ spiffe_id: f.target, service: f.service, host: f.host });
-  const request = pick({ method: f.method, path: f.path });
-  return pick({
-    source: Object.keys(source).length ? source : undefined,
-    target: Object.keys(target).length ? target : undefined,
-    request: Object.keys(request).length ? request : undefined,
-  });
-}
 
 function Evaluate() {
   const [answer, setAnswer] = useState<EvaluateAnswer | null>(null);

@@ -6,27 +6,10 @@ import { html } from 'htm/preact';
 import { useState } from 'preact/hooks';
 import { api, query } from '../api.js';
 import { Alert, fmtAge, fmtTime, Notice, Page, stateOf, useActions, useLoad } from '../ui.js';
+import { nextRotation } from '../ca-schedule.js';
 import type { AgentWire, CaState, EntryWire, SvidExpiry } from '../wire.js';
 
 const WITHIN = ['1h', '24h', '7d'] as const;
-
-/**
- * The next step of the CA's rotation schedule, as src/ca/rotation.ts runs it (the admin API does
- * not state it): with no prepared generation, one is prepared at half the active one's lifetime;
- * a prepared one is activated when a sixth of the active one's lifetime is left.
- */
-export function nextRotation(gens: CaState['authorities']): { step: string; at: string } | null {
-  const active = gens.find((g) => g.status === 'active');
-  if (!active) return null;
-  const from = Date.parse(active.notBefore);
-  const to = Date.parse(active.notAfter);
-  const prepared = gens.some((g) => g.status === 'prepared');
-  const at = prepared ? to - (to - from) / 6 : from + (to - from) / 2;
-  return {
-    step: prepared ? 'activate the prepared generation' : 'prepare the next generation',
-    at: new Date(at).toISOString(),
-  };
-}
 
 /** `#/workloads`. */
 export function WorkloadsPage() {
@@ -57,7 +40,7 @@ export function WorkloadsPage() {
         <thead><tr><th>SPIFFE ID</th><th>Parent</th><th>Selectors</th><th>X.509 TTL</th><th>Admin</th><th>Expires</th><th>Updated</th></tr></thead>
         <tbody>${entries.data?.entries.map(
           (e) => html`<tr data-testid="row" data-id=${e.id}>
-            <td><code>${e.spiffe_id}</code></td><td><code>${e.parent_id}</code></td>
+            <td class="id"><code>${e.spiffe_id}</code></td><td class="id"><code>${e.parent_id}</code></td>
             <td class="wrap">${e.selectors.join(', ')}</td><td>${e.x509_svid_ttl}s</td><td>${e.admin ? 'yes' : ''}</td>
             <td>${fmtTime(e.expires_at)}</td><td>${fmtAge(e.updated_at)}</td>
           </tr>`,
@@ -71,7 +54,7 @@ export function WorkloadsPage() {
         <thead><tr><th>SPIFFE ID</th><th>Attestation</th><th>Address</th><th>Attested</th><th>SVID expires</th><th>Status</th><th></th></tr></thead>
         <tbody>${agents.data?.agents.map(
           (a) => html`<tr data-testid="row" data-id=${a.spiffe_id}>
-            <td><code>${a.spiffe_id}</code></td><td>${a.attestation}</td><td>${a.remote_addr}</td>
+            <td class="id"><code>${a.spiffe_id}</code></td><td>${a.attestation}</td><td>${a.remote_addr}</td>
             <td>${fmtTime(a.attested_at)}</td><td>${fmtAge(a.expires_at)}</td><td>${a.banned ? 'BANNED' : 'active'}</td>
             <td>${
               a.banned
@@ -92,7 +75,7 @@ export function WorkloadsPage() {
         <thead><tr><th>SPIFFE ID</th><th>Kind</th><th>Serial</th><th>Expires</th></tr></thead>
         <tbody>${svids.data?.svids.map(
           (s) => html`<tr data-testid="row" data-id=${s.serial}>
-            <td><code>${s.spiffe_id}</code></td><td>${s.kind}</td><td><code>${s.serial}</code></td>
+            <td class="id"><code>${s.spiffe_id}</code></td><td>${s.kind}</td><td><code>${s.serial}</code></td>
             <td>${fmtTime(s.expires_at)} (${fmtAge(s.expires_at)})</td>
           </tr>`,
         )}</tbody>
