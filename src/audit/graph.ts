@@ -58,6 +58,10 @@ type Columns = [Int32Array, Int32Array, Int32Array, Int32Array];
 // Blocks whose summaries (or columns) are read per round trip.
 const PAGE = 128;
 const COLUMN_PAGE = 16;
+// Full blocks never change: the merged tally of CHUNK consecutive ones is kept (at most MAX_CHUNKS,
+// ~1,500 edges each), so a warm graph over millions of events merges a few dozen tallies.
+const CHUNK = 64;
+const MAX_CHUNKS = 4096;
 // Node kinds remembered per process (term ids never change meaning); beyond this the cache starts over.
 const MAX_KINDS = 100_000;
 
@@ -67,10 +71,18 @@ const MAX_KINDS = 100_000;
  */
 export class ServiceGraph {
   private readonly kinds = new Map<string, NodeKind>();
+  private readonly chunks = new Map<number, EdgeTally>();
   private overlay: { version: string; overlay: PolicyOverlay } | undefined;
 
-  /** The graph over `store`'s audit log. */
-  constructor(private readonly store: Store) {}
+  private readonly chunk: number;
+
+  /** The graph over `store`'s audit log; `chunkBlocks` (default 64) is for tests of the in-memory roll-up. */
+  constructor(
+    private readonly store: Store,
+    opts: { chunkBlocks?: number } = {},
+  ) {
+    this.chunk = opts.chunkBlocks ?? CHUNK;
+  }
 
   /**
    * The graph of decisions in `[req.from, req.to)`.
@@ -133,6 +145,19 @@ export class ServiceGraph {
       else cut.push(Number(m.block));
     }
     const classes = await this.outcomeClasses();
+    // Runs of `chunk` whole blocks in one span: their merged tally, kept in memory after the first use.
+    const chunks = new Map<number, EdgeTally>();
+    for (const [b, span] of whole) {
+      const c = Math.floor(b / this.chunk);
+      if (b % this.chunk !== 0 || chunks.has(c)) continue;
+      let all = true;
+      for (let k = b; k < b + this.chunk && all; k++) all = whole.get(k) === span;
+      if (!all) continue;
+      const cached = this.chunks.get(c);
+      if (cached) span.tally.mergeTally(cached);
+      else chunks.set(c, new EdgeTally());
+      for (let k = b; k < b + this.chunk; k++) if (cached) whole.delete(k);
+    }
     const blocks = [...whole.keys()];
     for (let i = 0; i < blocks.length; i += PAGE) {
       const page = blocks.slice(i, i + PAGE);
@@ -141,11 +166,19 @@ export class ServiceGraph {
       for (const [b, data] of await this.build(kind, missing, classes)) stored.set(b, data);
       for (const b of page) {
         const data = stored.get(b);
-        if (data) (whole.get(b) as Span).tally.merge(data, b);
-        // A full block whose rows are not all there (part of it sealed): counted from what is.
-        else cut.push(b);
+        const chunk = chunks.get(Math.floor(b / this.chunk));
+        if (data) {
+          (whole.get(b) as Span).tally.merge(data, b);
+          chunk?.merge(data, b);
+        } else {
+          // A full block whose rows are not all there (part of it sealed): counted from what is.
+          cut.push(b);
+          chunks.delete(Math.floor(b / this.chunk));
+        }
       }
     }
+    if (this.chunks.size + chunks.size > MAX_CHUNKS) this.chunks.clear();
+    for (const [c, tally] of chunks) this.chunks.set(c, tally);
     for (let i = 0; i < cut.length; i += COLUMN_PAGE) {
       const page = cut.slice(i, i + COLUMN_PAGE);
       const cols = await this.columns(page);

@@ -81,6 +81,18 @@ export class EdgeTally {
     }
   }
 
+  /** Adds another tally's counts. */
+  mergeTally(other: EdgeTally): void {
+    for (const [s, t, o] of other.edges()) {
+      const c = this.slot(s, t, o.block);
+      c.allow += o.allow;
+      c.deny += o.deny;
+      c.other += o.other;
+      if (o.first < c.first) c.first = o.first;
+      if (o.last > c.last) c.last = o.last;
+    }
+  }
+
   /** Every edge: [source, target, counts]. */
   *edges(): Generator<[number, number, EdgeCounts]> {
     for (const [s, m] of this.bySource) for (const [t, c] of m) yield [s, t, c];

@@ -208,6 +208,14 @@ describe.each(engines)('service graph on $name', ({ open }) => {
     const [, from, to] = WINDOWS[1] as [string, number, number];
     const again = await new ServiceGraph(store).graph({ from, to, scope: 'all' });
     expect(observed(again)).toEqual((await reference(store, from, to)).sort(byEnds));
+    // The in-memory roll-up of runs of whole blocks (one block per run here): built, then used.
+    const rolled = new ServiceGraph(store, { chunkBlocks: 1 });
+    for (let round = 0; round < 2; round++) {
+      for (const [, from, to] of WINDOWS) {
+        const g = await rolled.graph({ from, to, scope: 'all' });
+        expect(observed(g)).toEqual((await reference(store, from, to)).sort(byEnds));
+      }
+    }
     // Some edges of the late window really are new, and some are not.
     const late = await graph.graph({ from: T0 + 90_000, to: T0 + 120_000, scope: 'all' });
     expect(late.edges.filter((e) => e.new).map((e) => e.source)).toContain(svc(30));
