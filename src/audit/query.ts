@@ -199,6 +199,8 @@ async function filteredPage(
     const next = (page[page.length - 1] as StoredAuditEvent).seq;
     return { events: page, next_cursor: next, scan_limited: false, examined: uptoLast };
   }
+  // At the bound exactly where the rows end: one look below says whether anything is left.
+  if (!ended && lastSeq !== undefined && (await fetch(lastSeq, 1)).length === 0) ended = true;
   if (ended || lastSeq === undefined) return { events, scan_limited: false, examined };
   // Stopped at the bound: the next page starts below the last row looked at.
   return { events, next_cursor: lastSeq, scan_limited: true, examined };
