@@ -157,12 +157,16 @@ function rowFilter(q: Parsed, extra: ScanOptions['match']): ((e: StoredAuditEven
   return (e) => tests.every((t) => t(e));
 }
 
-/** Rows read per round trip of a row-filtered query. */
-const FILTER_PAGE = 1000;
+/**
+ * Rows read by the first round trip of a row-filtered query, and the most by any: a search that
+ * matches often ends within the first, one that rarely does pays for few round trips.
+ */
+const FILTER_PAGE_FIRST = 1000;
+const FILTER_PAGE_MAX = 16_000;
 
 /**
- * A page of a row-filtered query: rows from `fetch`, newest first, in round trips of
- * {@link FILTER_PAGE}, until `limit` + 1 match, the rows end, or `maxExamined` were looked at.
+ * A page of a row-filtered query: rows from `fetch`, newest first, in round trips that double from
+ * {@link FILTER_PAGE_FIRST}, until `limit` + 1 match, the rows end, or `maxExamined` were looked at.
  */
 async function filteredPage(
   q: Parsed,
@@ -177,8 +181,10 @@ async function filteredPage(
   let uptoLast = 0;
   let lastSeq: number | undefined;
   let ended = false;
+  let size = FILTER_PAGE_FIRST;
   while (events.length <= q.limit && examined < maxExamined) {
-    const want = Math.min(FILTER_PAGE, maxExamined - examined);
+    const want = Math.min(size, maxExamined - examined);
+    size = Math.min(2 * size, FILTER_PAGE_MAX);
     const rows = await fetch(cursor, want);
     for (const r of rows) {
       examined++;
@@ -199,6 +205,8 @@ async function filteredPage(
     const next = (page[page.length - 1] as StoredAuditEvent).seq;
     return { events: page, next_cursor: next, scan_limited: false, examined: uptoLast };
   }
+  // At the bound exactly where the rows end: one look below says whether anything is left.
+  if (!ended && lastSeq !== undefined && (await fetch(lastSeq, 1)).length === 0) ended = true;
   if (ended || lastSeq === undefined) return { events, scan_limited: false, examined };
   // Stopped at the bound: the next page starts below the last row looked at.
   return { events, next_cursor: lastSeq, scan_limited: true, examined };

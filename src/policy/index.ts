@@ -35,7 +35,6 @@ export { type DecideOptions, type Decision, type DecisionKind, type DryRunRecord
 export { type Explanation, explain, type PolicyExplanation, type RuleExplanation } from './explain.js';
 export {
   type AccessRequest,
-  AccessRequestError,
   accessRequestJsonSchema,
   type FlatAccessRequest,
   parseAccessRequest,

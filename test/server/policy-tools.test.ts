@@ -388,3 +388,34 @@ describe('policy tools over the admin API', () => {
     }
   });
 });
+
+describe('policy tools with no policy in force', () => {
+  it('lint has nothing to say, evaluate denies as the decision API would, dry-run lists nothing', async () => {
+    const dir = tempDir();
+    const bare = await startServer({
+      config: configSchema.parse({ data_dir: dir, server: { port: 0, host: '127.0.0.1' } }),
+      logger: createLogger('silent'),
+      plugins: [auditPlugin({ checkpointIntervalMs: 0, anomaly: false }), policyPlugin()],
+    });
+    try {
+      const auth = { authorization: `Bearer ${readFileSync(join(dir, 'admin.token'), 'utf8').trim()}` };
+      const lint = await fetch(`${bare.url}/v1/admin/policy/lint`, { headers: auth });
+      expect(parseWire(lintAnswerSchema, await lint.json(), 'lint')).toEqual({ version: null, findings: [] });
+      const ev = await fetch(`${bare.url}/v1/admin/policy/evaluate`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify(call(GATEWAY, PAYMENTS, 'POST', '/v1/charges')),
+      });
+      const a = parseWire(evaluateAnswerSchema, await ev.json(), 'evaluate');
+      expect(a.decision).toMatchObject({ allow: false, outcome: 'deny', version: null });
+      expect(a.decision.reason).toMatch(/no policy snapshot in force/);
+      const dry = await fetch(`${bare.url}/v1/admin/policy/dry-run`, { headers: auth });
+      expect(parseWire(dryRunAnswerSchema, await dry.json(), 'dry-run')).toMatchObject({
+        policies: [],
+        scan_limited: false,
+      });
+    } finally {
+      await bare.close();
+    }
+  });
+});
