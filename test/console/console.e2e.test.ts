@@ -21,6 +21,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CONSOLE_CSP } from '../../src/server/plugins/console.js';
 import { PEOPLE, rawRequest, SESSION_COOKIE } from '../access/e2e/harness.js';
 import { TotpDevice, base32Decode } from '../access/e2e/mfa-harness.js';
 import {
@@ -64,7 +65,7 @@ async function watch(context: BrowserContext, page: Page): Promise<Troubles> {
       globalThis.__reportCsp(e.violatedDirective + ' blocked ' + e.blockedURI + ' (' + e.sourceFile + ':' + e.lineNumber + ')'));`,
   });
   page.on('console', (m) => {
-    if (m.type() === 'error') t.errors.push(m.text());
+    if (m.type() === 'error') t.errors.push(`${m.text()} (${m.location().url})`);
   });
   page.on('pageerror', (e) => t.errors.push(`uncaught: ${e.message}`));
   return t;
@@ -155,15 +156,26 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
     // 2. A new session: signed in, then the console's step-up path sends her through the challenge.
     const context = await browser.newContext();
     const page = await context.newPage();
-    const troubles = await watch(context, page);
-    alice = { context, page, troubles };
     await signIn(page, 'alice', `${mesh.consoleOrigin}/console/#/graph`);
     await page.goto(`${mesh.consoleOrigin}/console/step-up?return=${encodeURIComponent('/graph')}`);
     expect(new URL(page.url()).pathname).toBe('/.nevertrust/mfa/challenge');
     await page.fill('#totp-code', totp.code());
     await Promise.all([page.waitForURL(`${mesh.consoleOrigin}/console/#/graph`), page.click('#totp-verify')]);
+    // From here on the console's own pages (the proxy's login and challenge pages are not the console's).
+    const troubles = await watch(context, page);
+    alice = { context, page, troubles };
     const whoami = await page.evaluate(() => fetch('/v1/admin/whoami').then((r) => r.json()));
     expect(whoami).toMatchObject({ kind: 'person', user: 'alice', mfa_fresh: true });
+
+    // The shell, through the proxy, with the console's headers.
+    const shell = await page.goto(`${mesh.consoleOrigin}/console/`);
+    expect(shell?.status()).toBe(200);
+    expect(await shell?.allHeaders()).toMatchObject({
+      'content-security-policy': CONSOLE_CSP,
+      'x-content-type-options': 'nosniff',
+      'referrer-policy': 'same-origin',
+      'cache-control': 'no-store',
+    });
 
     // 3. Every page, with what this file put in the mesh.
     const { gateway, payments, audit } = seeded;
