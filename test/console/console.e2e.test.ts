@@ -122,6 +122,19 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
     await ready(page, name, view);
   }
 
+  /** A TOTP code of a time step not used yet: the window's (±1 step) may be spent, then the next 30-s step comes. */
+  async function totpCode(): Promise<string> {
+    const end = Date.now() + 35_000;
+    for (;;) {
+      try {
+        return totp.code();
+      } catch (e) {
+        if (Date.now() > end) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+
   /** One request to the console route as the holder of the session cookie `session`, outside the browser. */
   function consoleCall(session: string, method: string, path: string, body?: string) {
     return rawRequest(
@@ -149,7 +162,7 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
     await p1.fill('#totp-name', 'Phone');
     await Promise.all([p1.waitForURL(`${mesh.consoleOrigin}/.nevertrust/mfa/totp`), p1.click('#totp-add')]);
     totp = new TotpDevice(base32Decode((await p1.getAttribute('#totp-secret', 'data-secret')) ?? ''));
-    await p1.fill('#totp-code', totp.code());
+    await p1.fill('#totp-code', await totpCode());
     await Promise.all([p1.waitForURL(`${mesh.consoleOrigin}/.nevertrust/mfa?done=added`), p1.click('#totp-confirm')]);
     await first.close();
 
@@ -159,7 +172,7 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
     await signIn(page, 'alice', `${mesh.consoleOrigin}/console/#/graph`);
     await page.goto(`${mesh.consoleOrigin}/console/step-up?return=${encodeURIComponent('/graph')}`);
     expect(new URL(page.url()).pathname).toBe('/.nevertrust/mfa/challenge');
-    await page.fill('#totp-code', totp.code());
+    await page.fill('#totp-code', await totpCode());
     await Promise.all([page.waitForURL(`${mesh.consoleOrigin}/console/#/graph`), page.click('#totp-verify')]);
     // From here on the console's own pages (the proxy's login and challenge pages are not the console's).
     const troubles = await watch(context, page);
@@ -239,6 +252,10 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
     await open(page, 'workloads', '#/workloads');
     for (const id of seeded.entryIds) expect(await rowIn('workloads', id).count(), `entry ${id}`).toBe(1);
     expect(await page.locator('[data-testid="ca-table"] [data-testid="row"]').count()).toBeGreaterThan(0);
+    // alice's device certificate (a day long) is among the certificates expiring within 24 h.
+    const devices = await mesh.admin<{ devices: { id: string; cert_serial: string }[] }>('GET', '/v1/admin/devices');
+    const serial = devices.body.devices.find((d) => d.id === seeded.deviceId)?.cert_serial ?? 'none';
+    expect(await rowIn('svids', serial).textContent()).toContain(`spiffe://${TD}/device/${seeded.deviceId}`);
     await shot(page, 'workloads');
 
     // Policy: the version in force, its documents, and the evaluate form's answer (a read-only POST).
@@ -401,7 +418,20 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
     expect(answer.status()).toBe(200);
     const closed = await eventually('bob’s WebSocket closed', () => socketClosed(bob.page), 5000);
     expect(closed.code).toBe(1008);
+    // The reason the console gave travels with the revocation to the proxy, and to bob's browser.
+    expect(closed.reason).toMatch(
+      /^access revoked \(session\.revoked\): the session was revoked \(revoked in the console\)/,
+    );
     expect(closed.at - answeredAt).toBeLessThanOrEqual(1500);
+    // The signal is in the audit log, raised by alice as a person (not by a token).
+    const signal = await eventually('the revocation in the audit log', async () => {
+      const r = await mesh.admin<{ events: { target?: { user?: string } }[] }>(
+        'GET',
+        `/v1/admin/audit/events?kind=signal&source=${encodeURIComponent('admin:person:alice')}&limit=50`,
+      );
+      return r.body.events.find((e) => JSON.stringify(e.target ?? {}).includes(id));
+    });
+    expect(signal).toMatchObject({ outcome: 'allow', reason: 'session.revoked: revoked in the console' });
     await shot(page, 'people-revoked');
     expect(alice.troubles.violations).toEqual([]);
     expect(alice.troubles.errors).toEqual([]);
@@ -442,7 +472,7 @@ describe.skipIf(!haveBrowser)(`the console in a real browser (${CHROMIUM}) again
     // "Verify now": the proxy's challenge, a TOTP code, and back to the same view; the action is not replayed.
     await dialog.locator('[data-action="step-up"]').click();
     await page.waitForURL(/\/\.nevertrust\/mfa\/challenge/);
-    await page.fill('#totp-code', totp.code());
+    await page.fill('#totp-code', await totpCode());
     await Promise.all([page.waitForURL(`${mesh.consoleOrigin}/console/#/people`), page.click('#totp-verify')]);
     await ready(page, 'people');
     const done = await resetBob();
