@@ -61,7 +61,6 @@ export interface AssertionKeysOptions {
 }
 
 type StoredKey = AssertionKeyRecord;
-const parseDoc = parseKeyDoc;
 
 /**
  * The assertion-key registry: `POST /workload/v1/assertion-keys` on the agent port (pass
@@ -162,11 +161,11 @@ export function assertionKeysPlugin(opts: AssertionKeysOptions): ServerPlugin & 
     for (let attempt = 0; attempt < CAS_ATTEMPTS && !outcome; attempt++) {
       // A kid names one owner: another workload re-registering a published public key is refused.
       for (const doc of await store.kv.list(KV_NS)) {
-        if (doc.key !== owner && parseDoc(doc.value, doc.key).some((k) => k.kid === kid && k.expires_at > now))
+        if (doc.key !== owner && parseKeyDoc(doc.value, doc.key).some((k) => k.kid === kid && k.expires_at > now))
           refuse(409, 'kid_in_use', `kid ${kid} is registered by another workload`, { kid });
       }
       const entry = await store.kv.get(KV_NS, owner);
-      const live = parseDoc(entry?.value, owner).filter((k) => k.expires_at > now);
+      const live = parseKeyDoc(entry?.value, owner).filter((k) => k.expires_at > now);
       // The same key again (a retry after a lost answer) only moves its expiry.
       const created = !live.some((k) => k.kid === kid);
       const keys = live.filter((k) => k.kid !== kid);
@@ -216,7 +215,7 @@ export function assertionKeysPlugin(opts: AssertionKeysOptions): ServerPlugin & 
       for (const d of await store.kv.list(KV_NS)) docs.push({ owner: d.key, value: d.value });
     }
     const keys: AssertionJwk[] = docs.flatMap((d) =>
-      parseDoc(d.value, d.owner)
+      parseKeyDoc(d.value, d.owner)
         .filter((k) => k.expires_at > now)
         .map((k) => assertionKeyToJwk(d.owner, k)),
     );
@@ -231,7 +230,7 @@ export function assertionKeysPlugin(opts: AssertionKeysOptions): ServerPlugin & 
     for (const d of await store.kv.list(KV_NS)) {
       let keys: StoredKey[];
       try {
-        keys = parseDoc(d.value, d.key);
+        keys = parseKeyDoc(d.value, d.key);
       } catch (e) {
         ctx.logger.error({ err: e, owner: d.key }, 'assertion keys: malformed document');
         continue;
