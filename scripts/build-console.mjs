@@ -7,8 +7,9 @@
  *
  * Run by `npm run build` after tsc; `node scripts/build-console.mjs --watch` rebuilds on change.
  */
-import { build, context } from 'esbuild';
+import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { build, context } from 'esbuild';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -42,6 +43,8 @@ if (process.argv.includes('--watch')) {
   await ctx.watch();
   console.log(`watching src/console/web → ${outdir}`);
 } else {
+  // Chunk names carry a content hash: start clean so that no stale chunk is shipped.
+  rmSync(outdir, { recursive: true, force: true });
   const result = await build({ ...options, metafile: true });
   for (const [file, out] of Object.entries(result.metafile.outputs)) {
     if (!file.endsWith('.map')) console.log(`${file} ${(out.bytes / 1024).toFixed(0)} KiB`);

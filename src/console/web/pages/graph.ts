@@ -17,6 +17,9 @@ import type { AuditPage, GraphEdge, GraphWire } from '../wire.js';
 
 const WINDOWS = ['1h', '24h', '7d'] as const;
 type Window = (typeof WINDOWS)[number];
+/** Which callers the graph shows: everyone, workloads (SPIFFE IDs) or people. */
+const SCOPES = ['all', 'workloads', 'people'] as const;
+type Scope = (typeof SCOPES)[number];
 
 /** An edge's one id, in the table (`data-id`) and in the canvas. */
 export const edgeId = (e: Pick<GraphEdge, 'source' | 'target'>): string => `${e.source} → ${e.target}`;
@@ -255,9 +258,13 @@ function EdgeTable(props: { graph: GraphWire; selected: string | null; onSelect:
 /** `#/graph`. */
 export function GraphPage() {
   const [win, setWin] = useState<Window>('1h');
+  const [scope, setScope] = useState<Scope>('all');
   const [selected, setSelected] = useState<string | null>(null);
   useEffect(() => void loadGraphLibs(), []);
-  const graph = useLoad((signal) => api<GraphWire>(`/v1/admin/graph${query({ window: win })}`, { signal }), [win]);
+  const graph = useLoad(
+    (signal) => api<GraphWire>(`/v1/admin/graph${query({ window: win, scope })}`, { signal }),
+    [win, scope],
+  );
   const g = graph.data;
   const edge = g?.edges.find((e) => edgeId(e) === selected);
   return html`<${Page} name="graph" title="Service graph" state=${graph.state}>
@@ -266,6 +273,10 @@ export function GraphPage() {
         setSelected(null);
         setWin((e.target as HTMLSelectElement).value as Window);
       }}>${WINDOWS.map((w) => html`<option value=${w}>${w}</option>`)}</select></label>
+      <label>Callers <select value=${scope} onChange=${(e: Event) => {
+        setSelected(null);
+        setScope((e.target as HTMLSelectElement).value as Scope);
+      }}>${SCOPES.map((c) => html`<option value=${c}>${c}</option>`)}</select></label>
       ${g ? html`<span>${g.events.toLocaleString()} events, ${fmtTime(g.from)} – ${fmtTime(g.to)}, computed in ${g.computed_ms} ms</span>` : null}
       <span class="legend"><span class="allowed">allowed</span> <span class="denied">denied</span>
         <span class="unused">allowed by policy, unused</span> <span class="new">new (thick)</span></span>
