@@ -17,3 +17,4 @@ export * from './ca.js';
 export * from './users.js';
 export * from './devices.js';
 export * from './signals.js';
+export * from './graph.js';
