@@ -5,6 +5,7 @@
  *
  * The log: 200 workloads in 5 namespaces, 1,500 (source, target) edges with a skewed traffic mix
  * (a few hot edges, a long tail), 1,350 of them allowed by the policy and 150 not (always denied),
+ * and 100 more pairs the policy allows that never call (unused edges),
  * 2 % denials on allowed edges, 5 % of the traffic from 40 people to 10 apps; spread evenly over 7
  * days, every 97th event 30 s late. Appended through the log's batch path (`AuditLog.append`, 20,000
  * per batch), so rows, Merkle tree, terms and block index are the real ones. Then the graph plugin's
@@ -44,6 +45,7 @@ const T_START = T_END - 7 * DAY;
 const WORKLOADS = 200;
 const EDGES = 1500;
 const FORBIDDEN = 150;
+const UNUSED = 100;
 const PEOPLE = 40;
 const APPS = 10;
 
@@ -121,6 +123,17 @@ function writePolicies(dir: string): void {
   mkdirSync(dir, { recursive: true });
   const callers = new Map<number, number[]>();
   for (const [s, t] of edges.slice(0, EDGES - FORBIDDEN)) callers.set(t, [...(callers.get(t) ?? []), s]);
+  // And UNUSED allowed pairs that never call: least-privilege candidates.
+  const called = new Set(edges.map(([s, t]) => `${s}>${t}`));
+  const r = rng(99);
+  for (let added = 0; added < UNUSED; ) {
+    const s = Math.floor(r() * WORKLOADS);
+    const t = Math.floor(r() * WORKLOADS);
+    if (s === t || called.has(`${s}>${t}`)) continue;
+    called.add(`${s}>${t}`);
+    callers.set(t, [...(callers.get(t) ?? []), s]);
+    added++;
+  }
   const docs = [...callers].map(
     ([t, ss]) => `apiVersion: nevertrust.dev/v1
 kind: AccessPolicy
