@@ -10,10 +10,12 @@ import { agentEndpointPlugin } from '../server/plugins/agent-endpoint.js';
 import { assertionKeysPlugin } from '../server/plugins/assertion-keys.js';
 import { auditPlugin } from '../server/plugins/audit.js';
 import { caPlugin } from '../server/plugins/ca.js';
+import { consolePlugin } from '../server/plugins/console.js';
 import { crlPlugin } from '../server/plugins/crl.js';
 import { decisionPlugin } from '../server/plugins/decision.js';
 import { policyPlugin } from '../server/plugins/policy.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
+import { sessionsPlugin } from '../server/plugins/sessions.js';
 import { signalsPlugin } from '../server/plugins/signals.js';
 import { ssfPlugin } from '../server/plugins/ssf.js';
 import { usersPlugin } from '../server/plugins/users.js';
@@ -82,5 +84,8 @@ export function serverPlugins(config: Config): ServerPlugin[] {
     policy,
     decision,
     audit,
+    // The web console (docs/console.md): its pages and the admin views it adds.
+    sessionsPlugin(),
+    consolePlugin(),
   ];
 }
