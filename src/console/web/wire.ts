@@ -133,4 +133,3 @@ export interface SnapshotPolicy {
   loc?: { file: string; line: number };
   rules: { id: string }[];
 }
-
