@@ -11,6 +11,7 @@ export * from './entries.js';
 export * from './fields.js';
 export * from './join-tokens.js';
 export * from './parse.js';
+export * from './policy-tools.js';
 export * from './sync.js';
 export * from './ca.js';
 export * from './users.js';

@@ -47,3 +47,49 @@ export function parseWire<S extends z.ZodType>(schema: S, value: unknown, what: 
   const { field, message } = firstIssue(r.error);
   throw new WireFormatError(what, field, message);
 }
+
+/**
+ * A query string that does not fit its contract: the caller's fault, a 400 (`bad_query`) naming the
+ * parameter in its message and in `field`.
+ */
+export class QueryParamError extends NevertrustError<'ERR_API_BAD_QUERY'> {
+  override readonly name = 'QueryParamError';
+  readonly code = 'ERR_API_BAD_QUERY';
+  constructor(
+    readonly field: string,
+    /** What is wrong with `field`. */
+    readonly problem: string,
+  ) {
+    super(`${field}: ${problem}`, { status: 400 });
+  }
+
+  override get reason(): string {
+    return 'bad_query';
+  }
+
+  override get details(): Record<string, unknown> {
+    return { field: this.field };
+  }
+}
+
+/**
+ * A request's query parameters checked against `schema` (an object of string fields, transformed as
+ * it likes); a parameter given twice is refused rather than half-read. Throws {@link QueryParamError}.
+ *
+ * @example
+ * ```ts
+ * const { window } = parseQuery(dryRunQuerySchema, url.searchParams); // ?window=24h → 86400
+ * ```
+ */
+export function parseQuery<S extends z.ZodType>(schema: S, params: URLSearchParams): z.output<S> {
+  // Null prototype: `__proto__` is a parameter like any other (and refused as unknown).
+  const raw = Object.create(null) as Record<string, string>;
+  for (const [k, v] of params) {
+    if (Object.hasOwn(raw, k)) throw new QueryParamError(k, 'given more than once');
+    raw[k] = v;
+  }
+  const r = schema.safeParse(raw);
+  if (r.success) return r.data;
+  const { field, message } = firstIssue(r.error);
+  throw new QueryParamError(field, message);
+}

@@ -9,8 +9,9 @@
  * per-decision object (retained ones get promoted, and V8 then pretenures their allocation site:
  * every decision pays for old-space allocation and major GCs).
  */
+import type { DryRunNote } from '../api/policy-tools.js';
 import { clipText as clip } from './clip.js';
-import { REASON_MAX, SOURCE_LIMITS, TARGET_LIMITS } from './event.js';
+import { REASON_MAX, SHORT_TEXT_MAX, SOURCE_LIMITS, TARGET_LIMITS } from './event.js';
 
 export type DecisionOutcome = 'allow' | 'deny' | 'step_up' | 'error';
 
@@ -30,7 +31,6 @@ export interface DecisionRequest {
   request?: { path?: string; method?: string };
 }
 
-/** The enforcement point that decided, the caller's address, and extra facts (never secrets). */
 /** Where a decision was made: what enforcement points pass to `enforce()` (pep's `DecisionContext`). */
 export interface DecisionSite {
   /** Which enforcement point decided, e.g. `decide-api`, `nginx`, `envoy-grpc`, `middleware`, `sidecar`. */
@@ -159,4 +159,40 @@ export function decisionEvent(
     r.request?.path,
     r.request?.method,
   );
+}
+
+/**
+ * What one dry-run policy would have decided, as a decision event keeps it: `details.dry_run` is a
+ * list of these (`GET /v1/admin/policy/dry-run` adds them up). Recorded only when a dry-run policy
+ * selected the request's workload.
+ */
+export type { DryRunNote };
+
+/** The key of the dry-run notes in a decision event's `details`. */
+export const DRY_RUN_DETAIL = 'dry_run';
+
+// Notes kept per event: a decision event must stay within the log's size limit (16 KiB) whatever
+// the policy set; the ones past it are counted in `dry_run_omitted`.
+const MAX_DRY_RUN_NOTES = 8;
+
+/**
+ * `details` with the dry-run notes of a decision added (a new object: the site's details are not
+ * changed). Policy and rule names are clipped to the schema's limit.
+ *
+ * @example
+ * site.details = withDryRunNotes(site.details, [{ policy: 'new-deny', rule: 'r1', decision: 'deny', changed: true }]);
+ */
+export function withDryRunNotes(
+  details: Record<string, unknown> | undefined,
+  notes: readonly DryRunNote[],
+): Record<string, unknown> {
+  const kept = notes.slice(0, MAX_DRY_RUN_NOTES).map((n) => ({
+    policy: clip(n.policy, SHORT_TEXT_MAX) as string,
+    rule: n.rule === null ? null : (clip(n.rule, SHORT_TEXT_MAX) as string),
+    decision: n.decision,
+    changed: n.changed,
+  }));
+  const out: Record<string, unknown> = { ...details, [DRY_RUN_DETAIL]: kept };
+  if (notes.length > kept.length) out.dry_run_omitted = notes.length - kept.length;
+  return out;
 }

@@ -10,6 +10,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { InclusionProofResult } from '../api/audit.js';
 import { loadBlockBuilder } from '../store/audit-blocks.js';
 import type { Store } from '../store/index.js';
 import { AuditEventError, AuditProofError } from './errors.js';
@@ -63,14 +64,7 @@ export interface AppendResult {
   checkpoint?: Checkpoint;
 }
 
-export interface InclusionProofResult {
-  seq: number;
-  tree_size: number;
-  leaf_hash: string;
-  /** Sibling hashes (hex), leaf upwards, RFC 6962 §2.1.1. */
-  proof: string[];
-  checkpoint: Checkpoint;
-}
+export type { InclusionProofResult };
 
 export interface ConsistencyProofResult {
   from: Checkpoint;

@@ -20,24 +20,15 @@ import {
 } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Checkpoint } from '../api/audit.js';
 import type { Store } from '../store/index.js';
 import { AuditKeyError } from './errors.js';
+
+export type { Checkpoint };
 
 export const AUDIT_KEY_FILE = 'audit-signing.key';
 const KV_NS = 'audit';
 const KV_KEY = 'signing_key';
-
-/** A signed statement: "the log had `tree_size` leaves with root `root_hash` at `time`". */
-export interface Checkpoint {
-  tree_size: number;
-  /** Hex MTH of the first `tree_size` leaves. */
-  root_hash: string;
-  /** Epoch milliseconds. */
-  time: number;
-  key_id: string;
-  /** Base64 Ed25519 signature over {@link checkpointMessage}. */
-  signature: string;
-}
 
 /**
  * The signed bytes: a small text note, in the spirit of C2SP signed-note checkpoints.

@@ -19,6 +19,7 @@ import {
   mayContain,
   readColumn,
 } from '../store/audit-blocks.js';
+import type { ProblemKind, VerifyProblem, VerifyReport } from '../api/audit.js';
 import { EdgeTally, encodeBlockEdges, outcomeClassOf, readBlockEdges } from '../store/audit-block-edges.js';
 import type { Store } from '../store/index.js';
 import type { AuditBlockTable } from '../store/schema.js';
@@ -30,33 +31,7 @@ import { leafHash, MerkleFrontier } from './merkle.js';
 import { segmentPath, verifySegmentFile } from './retention.js';
 import { AuditSigner, type Checkpoint, keyIdOf, verifyCheckpoint } from './signer.js';
 
-export type ProblemKind = 'changed' | 'removed' | 'inserted';
-
-export interface VerifyProblem {
-  /** The first leaf index that was changed, removed or inserted. */
-  index: number;
-  kind: ProblemKind;
-  message: string;
-}
-
-export interface VerifyReport {
-  ok: boolean;
-  /** Leaves the verifier accounted for. */
-  treeSize: number;
-  /** Tree size recorded in the head row. */
-  headSize: number;
-  root: string;
-  checkpointsChecked: number;
-  externalCheckpointsChecked: number;
-  segmentsChecked: number;
-  /** Whether the block query index was checked against the rows (false: the database predates it). */
-  indexChecked: boolean;
-  /** Sealed ranges whose files were not available, trusted from stored subtree roots. */
-  unverifiedRanges: [number, number][];
-  firstBad?: VerifyProblem;
-  /** Checkpoints whose signature or key is wrong (forged or tampered rows). */
-  badCheckpoints: { tree_size: number; source: 'database' | 'external'; message: string }[];
-}
+export type { ProblemKind, VerifyProblem, VerifyReport };
 
 export interface VerifyOptions {
   /** PEM public key to trust; default: the key in the store (and the external file's, which must agree). */

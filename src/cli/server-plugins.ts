@@ -10,11 +10,13 @@ import { agentEndpointPlugin } from '../server/plugins/agent-endpoint.js';
 import { assertionKeysPlugin } from '../server/plugins/assertion-keys.js';
 import { auditPlugin } from '../server/plugins/audit.js';
 import { caPlugin } from '../server/plugins/ca.js';
+import { consolePlugin } from '../server/plugins/console.js';
 import { crlPlugin } from '../server/plugins/crl.js';
 import { decisionPlugin } from '../server/plugins/decision.js';
 import { graphPlugin } from '../server/plugins/graph.js';
 import { policyPlugin } from '../server/plugins/policy.js';
 import { registrationPlugin } from '../server/plugins/registration.js';
+import { sessionsPlugin } from '../server/plugins/sessions.js';
 import { signalsPlugin } from '../server/plugins/signals.js';
 import { ssfPlugin } from '../server/plugins/ssf.js';
 import { usersPlugin } from '../server/plugins/users.js';
@@ -85,5 +87,8 @@ export function serverPlugins(config: Config): ServerPlugin[] {
     audit,
     // The console's service graph over the audit log, with the policy in force overlaid.
     graphPlugin({ audit: audit.handle, policy: policy.handle }),
+    // The web console (docs/console.md): its pages and the admin views it adds.
+    sessionsPlugin(),
+    consolePlugin(),
   ];
 }

@@ -3,6 +3,7 @@
  * local use needs no file. Unknown keys are errors: a typo must not silently fall back to a default.
  */
 import { z } from 'zod';
+import { spiffeIdText } from '../api/fields.js';
 import { trustedProxySchema } from '../pep/identity.js';
 import { PATH_NORMALIZATIONS } from '../policy/path.js';
 import { durationSchema } from '../util/duration.js';
@@ -151,6 +152,34 @@ export const configSchema = z.strictObject({
       retention: duration.default(24 * 3600),
       /** OpenID Shared Signals: transmitters we receive from, and our own transmitter (config/ssf.ts). */
       ssf: ssfConfigSchema,
+    })
+    .prefault({}),
+  /**
+   * The web console (docs/console.md): reached through access proxies that vouch for people with a
+   * signed person assertion. No proxies: only the admin token opens it.
+   */
+  console: z
+    .strictObject({
+      /** Serve `/console/` and its assets (the admin API is there either way). */
+      enabled: z.boolean().default(true),
+      /** SPIFFE IDs of the access proxies trusted to vouch for people (their registered keys verify). */
+      proxies: z.array(spiffeIdText).default([]),
+      /** The console route's `aud`, `https://<host><path prefix>` (e.g. https://console.localhost). */
+      audience: z
+        .url({ protocol: /^https$/, error: 'an https URL, the console route of the access proxy (https://<host>)' })
+        .optional(),
+      /** The group (of the assertion's `groups`) a person needs to administer. */
+      admin_group: z.string().min(1).max(256).default('admins'),
+      /** How old a second factor may be for a destructive call (anything but GET and the read-only POSTs). */
+      mfa_max_age: duration.default(300),
+    })
+    .superRefine((c, ctx) => {
+      if (c.proxies.length > 0 && c.audience === undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['audience'],
+          message: 'required with console.proxies: the console route audience, e.g. https://console.localhost',
+        });
     })
     .prefault({}),
 });

@@ -21,7 +21,7 @@ import { packageRoot } from '../util/package-root.js';
 import { listen } from '../util/listen.js';
 import type { Logger } from '../util/logger.js';
 import { judge, SERVICES, type ServiceName, type Step, type StepResult } from './scenario.js';
-import { People } from './people.js';
+import { meshConsole, People } from './people.js';
 import { cleanExit, ServiceStartError, serviceBinary } from './processes.js';
 
 export { ServiceStartError } from './processes.js';
@@ -135,7 +135,13 @@ export class LocalMesh {
     // The in-process agent attests the services by SO_PEERCRED: without the addon nothing could
     // start, so say what to build before starting anything (not after 30 s of denied workloads).
     requirePeerCredentials();
-    const server = await startServer({ config: { ...config, policies }, logger, plugins: opts.plugins });
+    // With people's access, the mesh's access proxy vouches for console admins (docs/console.md).
+    const serverConfig: Config = {
+      ...config,
+      policies,
+      ...(opts.people === false ? {} : { console: meshConsole(config.console, config.trust_domain) }),
+    };
+    const server = await startServer({ config: serverConfig, logger, plugins: opts.plugins });
     try {
       // Workloads reach the socket in <data-dir>/public; the data dir is traverse-only for others.
       mkdirSync(join(dataDir, 'public'), { recursive: true, mode: 0o755 });
@@ -211,6 +217,7 @@ export class LocalMesh {
                 app: await choosePort(),
               },
               svidTtl: { x509: config.ca.x509_svid_ttl, jwt: config.ca.jwt_svid_ttl },
+              consoleUpstream: `http://127.0.0.1:${server.port}`,
               logger,
             }).then((p) => {
               mesh.people = p;

@@ -58,6 +58,29 @@ export {
 } from './people-scenario.js';
 
 export const BACKOFFICE_HOST = 'backoffice.localhost';
+/** The web console's host at the mesh's access proxy: it forwards to the server's API port. */
+export const CONSOLE_HOST = 'console.localhost';
+
+/** The access proxy's SPIFFE ID in the mesh (the server trusts it to vouch for console admins). */
+export function meshProxyId(trustDomain: string): string {
+  return `spiffe://${trustDomain}/ns/people/sa/access-proxy`;
+}
+
+/**
+ * The server's `console` settings in the mesh: the mesh's proxy vouches for people, with the console
+ * route's audience; the rest (group, MFA age) as configured.
+ *
+ * @example
+ * startServer({ config: { ...config, console: meshConsole(config.console, config.trust_domain) }, … });
+ */
+export function meshConsole<C extends { proxies: string[]; audience?: string }>(c: C, trustDomain: string): C {
+  const proxy = meshProxyId(trustDomain);
+  return {
+    ...c,
+    proxies: c.proxies.includes(proxy) ? c.proxies : [...c.proxies, proxy],
+    audience: `https://${CONSOLE_HOST}`,
+  };
+}
 /** Who owns the mesh's managed device (this machine): her client presents its certificate. */
 export const DEVICE_OWNER: Person = 'alice';
 /** How long a step from the managed device waits for the device's first posture report (a collection takes seconds). */
@@ -95,6 +118,8 @@ export interface PeopleStartOptions {
   bundlePem: string;
   policies?: string;
   ports: { proxy: number; idp: number; app: number };
+  /** The server's API, `http://127.0.0.1:<port>`: the console route's upstream. */
+  consoleUpstream: string;
   svidTtl: { x509: number; jwt: number };
   logger: Logger;
 }
@@ -246,6 +271,11 @@ export class People {
     return this.aliceTotp?.secret;
   }
 
+  /** `https://console.localhost:<port>/console/`: the web console, through the proxy. */
+  get consoleUrl(): string {
+    return `https://${CONSOLE_HOST}:${this.o.ports.proxy}/console/`;
+  }
+
   /** `https://backoffice.localhost:<port>` */
   get url(): string {
     return `https://${BACKOFFICE_HOST}:${this.o.ports.proxy}`;
@@ -283,6 +313,7 @@ export class People {
     }
 
     const proxyOrigin = `https://${BACKOFFICE_HOST}:${o.ports.proxy}`;
+    const consoleOrigin = `https://${CONSOLE_HOST}:${o.ports.proxy}`;
     const { kek } = await loadOrCreateKek({ file: o.kekFile });
     const idpOptions = {
       kek,
@@ -293,8 +324,11 @@ export class People {
         {
           client_id: 'access-proxy',
           client_secret: clientSecret,
-          redirect_uris: [`${proxyOrigin}/.nevertrust/callback`],
-          post_logout_redirect_uris: [`${proxyOrigin}/.nevertrust/signed_out`],
+          redirect_uris: [`${proxyOrigin}/.nevertrust/callback`, `${consoleOrigin}/.nevertrust/callback`],
+          post_logout_redirect_uris: [
+            `${proxyOrigin}/.nevertrust/signed_out`,
+            `${consoleOrigin}/.nevertrust/signed_out`,
+          ],
           backchannel_logout_uri: `${proxyOrigin}/.nevertrust/backchannel-logout`,
         },
       ],
@@ -315,10 +349,12 @@ export class People {
       };
     };
     const root = packageRoot();
-    const proxyId = `spiffe://${o.trustDomain}/ns/people/sa/access-proxy`;
+    const proxyId = meshProxyId(o.trustDomain);
     const uid = process.getuid?.() ?? 0;
     const proxyBinary = serviceBinary(o.binDir, 'access-proxy');
     const appBinary = serviceBinary(o.binDir, 'backoffice');
+    // Its serving certificate (the SVID) names the hosts browsers use.
+    const dnsNames = [BACKOFFICE_HOST, CONSOLE_HOST];
     try {
       await o.server.store.entries.create({
         spiffeId: proxyId,
@@ -326,14 +362,18 @@ export class People {
         selectors: [`unix:uid:${uid}`, `unix:path:${proxyBinary}`],
         x509SvidTtl: o.svidTtl.x509,
         jwtSvidTtl: o.svidTtl.jwt,
-        // Its serving certificate (the SVID) names the host browsers use.
-        dnsNames: [BACKOFFICE_HOST],
+        dnsNames,
         hint: 'access-proxy',
         admin: false,
         expiresAt: null,
       });
     } catch (e) {
       if (!(e instanceof DuplicateEntryError)) throw e;
+      // A data dir of an earlier version: its entry lacks the console's host.
+      for (const entry of await o.server.store.entries.list({ spiffeId: proxyId, parentId: o.agentId })) {
+        if (!dnsNames.every((n) => entry.dnsNames.includes(n)))
+          await o.server.store.entries.update(entry.id, { dnsNames: [...new Set([...entry.dnsNames, ...dnsNames])] });
+      }
     }
 
     const configFile = join(dir, 'access-proxy.yaml');
@@ -360,7 +400,11 @@ export class People {
       // Local MFA (TOTP, WebAuthn, recovery codes) at /.nevertrust/mfa; enrollment by one-time link.
       mfa: {},
       store: { data_dir: o.dataDir },
-      routes: [{ name: 'backoffice', from: { host: BACKOFFICE_HOST }, to: `http://127.0.0.1:${o.ports.app}` }],
+      routes: [
+        { name: 'backoffice', from: { host: BACKOFFICE_HOST }, to: `http://127.0.0.1:${o.ports.app}` },
+        // The web console and its admin API: the server verifies the assertion again (docs/console.md).
+        { name: 'console', from: { host: CONSOLE_HOST }, to: o.consoleUpstream },
+      ],
     };
     writeFileSync(
       configFile,

@@ -136,6 +136,8 @@ function peopleLines(people: People, stats: PeopleStats | undefined): string[] {
   out.push(
     `  ${up(people.app)} ${'backoffice'.padEnd(16)} the example app, only through the proxy (verifies its assertion)`,
   );
+  // The admins of the people's scenario may use the console; a destructive action asks for a fresh factor.
+  out.push(`console: ${people.consoleUrl} (alice, after MFA)`);
   out.push(`people's sessions: ${stats ? stats.sessions : '…'} active (in the store)`);
   out.push(
     `people's decisions: ${stats ? `${stats.decisions.allow} allowed, ${stats.decisions.stepUp} sent to MFA, ${stats.decisions.deny} denied` : '…'} (the access proxy's audit events)`,

@@ -10,10 +10,12 @@ import {
   type DecisionOutcome,
   type DecisionRequest,
   type DecisionSite,
+  type DryRunNote,
   decisionEvent,
+  withDryRunNotes,
 } from '../audit/decision-event.js';
 import { newEventId } from '../audit/event.js';
-import { type Decision, decide } from '../policy/evaluate.js';
+import { type Decision, type DryRunRecord, decide } from '../policy/evaluate.js';
 import type { AccessRequest } from '../policy/request.js';
 import type { PolicySnapshot } from '../policy/snapshot.js';
 
@@ -88,6 +90,7 @@ export function enforce(
   const id = newDecisionId();
   let out: EnforcedDecision;
   let outcome: AccessDecisionEvent['outcome'];
+  let site = ctx;
   try {
     const snap = snapshot();
     if (!snap) {
@@ -95,6 +98,9 @@ export function enforce(
       outcome = 'deny';
     } else {
       const d = decide(snap, request);
+      // What dry-run policies would have decided goes into the record (rare: only when one selects
+      // the workload), so `GET /v1/admin/policy/dry-run` can count it.
+      if (d.dryRun) site = withDryRun(ctx, d.dryRun);
       out = {
         decision: d.decision,
         allow: d.decision === 'allow',
@@ -111,8 +117,23 @@ export function enforce(
     out = deny(id, `decision failed: ${(e as Error).message}`);
     outcome = 'error';
   }
-  recordDecision(recorder, out, request, ctx, outcome);
+  recordDecision(recorder, out, request, site, outcome);
   return out;
+}
+
+/** `ctx` with the dry-run records of a decision in its details. */
+function withDryRun(ctx: DecisionContext, dry: readonly DryRunRecord[]): DecisionContext {
+  return { ...ctx, details: withDryRunNotes(ctx.details, dryRunNotes(dry)) };
+}
+
+/**
+ * A decision's dry-run records as decision events and the admin API write them.
+ *
+ * @example
+ * dryRunNotes(decide(snap, request).dryRun ?? []); // [{ policy: 'new-deny', rule: 'r1', decision: 'deny', changed: true }]
+ */
+export function dryRunNotes(dry: readonly DryRunRecord[]): DryRunNote[] {
+  return dry.map((r) => ({ policy: r.policy, rule: r.rule, decision: r.wouldDecide, changed: r.wouldChange }));
 }
 
 /**

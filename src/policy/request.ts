@@ -4,6 +4,7 @@
  * `normalizeRequest` is on the hot path, so it is hand-written rather than zod-driven.
  */
 import { z } from 'zod';
+import { NevertrustError } from '../errors.js';
 import { SpiffeIdError } from '../spiffe/id.js';
 import { istioPrincipal, spiffePartsOrError } from './identity.js';
 import { parseIp } from './match.js';
@@ -115,7 +116,7 @@ export function fromFlat(input: AccessRequest | FlatAccessRequest): AccessReques
 }
 
 /**
- * Validates untrusted JSON as an access request (either shape). Throws an Error naming the field.
+ * Validates untrusted JSON as an access request (either shape). Throws {@link AccessRequestError} naming the field.
  *
  * @example
  * parseAccessRequest({ source_service: 'api-gateway', target_service: 'payment-service', method: 'POST', path: '/v1/charges' })
@@ -131,9 +132,32 @@ export function parseAccessRequest(input: unknown): AccessRequest {
     const again = (flat ? FlatRequestSchema : FullRequestSchema).safeParse(input);
     const issue = again.success ? r.error.issues[0] : again.error.issues[0];
     const field = issue ? issue.path.join('.') || '(root)' : '(root)';
-    throw new Error(`invalid access request: ${field}: ${issue?.message ?? 'invalid'}`);
+    throw new AccessRequestError(field, issue?.message ?? 'invalid');
   }
   return fromFlat(r.data);
+}
+
+/**
+ * An access request that does not fit the schema: a 400 (`invalid_request`) naming the first wrong
+ * field (`source.device.managed`, or `(root)`) in its message and in `field`.
+ */
+export class AccessRequestError extends NevertrustError<'ERR_ACCESS_REQUEST_INVALID'> {
+  override readonly name = 'AccessRequestError';
+  readonly code = 'ERR_ACCESS_REQUEST_INVALID';
+  constructor(
+    readonly field: string,
+    readonly problem: string,
+  ) {
+    super(`invalid access request: ${field}: ${problem}`, { status: 400 });
+  }
+
+  override get reason(): string {
+    return 'invalid_request';
+  }
+
+  override get details(): Record<string, unknown> {
+    return { field: this.field };
+  }
 }
 
 /** The attributes rules read, derived once per decision. */

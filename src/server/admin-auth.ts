@@ -9,7 +9,11 @@ import { closeSync, openSync, readFileSync, statSync, writeSync } from 'node:fs'
 import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import type { Store } from '../store/index.js';
-import { NevertrustError } from '../errors.js';
+import { AdminAuthError } from './admin-auth-error.js';
+import { type AdminPerson, type ConsoleConfig, hasPersonAssertion, PersonAdmin } from './person-admin.js';
+
+export { AdminAuthError, type AdminAuthErrorOptions } from './admin-auth-error.js';
+export type { AdminPerson } from './person-admin.js';
 
 export const ADMIN_TOKEN_FILE = 'admin.token';
 const KV_NS = 'admin';
@@ -17,20 +21,13 @@ const KV_KEY = 'token_hashes';
 
 export interface AdminPrincipal {
   kind: 'admin';
-  /** How the caller proved it: `token:<first 8 hex of its hash>` or `svid:<spiffe id>`. */
+  /**
+   * How the caller proved it: `token:<first 8 hex of its hash>`, `svid:<spiffe id>`, or
+   * `person:<user>` for a person an access proxy vouched for (the console).
+   */
   id: string;
-}
-
-export class AdminAuthError extends NevertrustError<'ERR_ADMIN_AUTH'> {
-  override readonly name = 'AdminAuthError';
-  readonly code = 'ERR_ADMIN_AUTH';
-  constructor(message: string, status: 401 | 403 = 401) {
-    super(message, { status });
-  }
-
-  override get reason(): string {
-    return 'unauthenticated';
-  }
+  /** The person, when a console proxy vouched for one. */
+  person?: AdminPerson;
 }
 
 function sha256(text: string): Buffer {
@@ -59,11 +56,21 @@ export class AdminAuth {
   private lastRefresh = 0;
   private pending: Promise<void> | undefined;
 
-  private constructor(private readonly store: Store) {}
+  private readonly people: PersonAdmin | undefined;
 
-  /** Ensures a bootstrap token exists in the data dir and that the store knows its hash. */
-  static async init(store: Store, dataDir: string): Promise<AdminAuth> {
-    const auth = new AdminAuth(store);
+  private constructor(
+    private readonly store: Store,
+    consoleConfig: ConsoleConfig | undefined,
+  ) {
+    this.people = consoleConfig ? new PersonAdmin(store, consoleConfig) : undefined;
+  }
+
+  /**
+   * Ensures a bootstrap token exists in the data dir and that the store knows its hash. With the
+   * `console` settings, people vouched for by the listed access proxies are admins too.
+   */
+  static async init(store: Store, dataDir: string, consoleConfig?: ConsoleConfig): Promise<AdminAuth> {
+    const auth = new AdminAuth(store, consoleConfig);
     let token = readAdminToken(dataDir);
     if (token === undefined) {
       token = randomBytes(32).toString('base64url');
@@ -116,9 +123,19 @@ export class AdminAuth {
     return ok;
   }
 
-  /** Authenticates an admin request or throws AdminAuthError (401). */
+  /**
+   * Authenticates an admin request: the Bearer admin token, else a console proxy's person assertion
+   * (checked for this request's method and path: group, CSRF, MFA freshness).
+   *
+   * @throws {AdminAuthError} 401 or 403, with the reason
+   */
   async authenticate(req: IncomingMessage): Promise<AdminPrincipal> {
     const header = req.headers.authorization;
+    if (header === undefined && this.people && hasPersonAssertion(req)) {
+      const path = new URL(req.url ?? '/', 'http://local').pathname;
+      const person = await this.people.authenticate(req, req.method ?? 'GET', path);
+      return { kind: 'admin', id: `person:${person.user}`, person };
+    }
     const m = header ? /^Bearer\s+([A-Za-z0-9_-]{16,128})\s*$/.exec(header) : null;
     if (!m?.[1])
       throw new AdminAuthError('admin credential required: Authorization: Bearer <token from data_dir/admin.token>');

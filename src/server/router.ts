@@ -96,6 +96,15 @@ export class Router {
     return this;
   }
 
+  /** Every route, exact and prefix (for listings and tests that must cover each one). */
+  routes(): { method: string; path: string; prefix: boolean }[] {
+    const exact = [...this.exact.keys()].map((k) => {
+      const at = k.indexOf(' ');
+      return { method: k.slice(0, at), path: k.slice(at + 1), prefix: false };
+    });
+    return [...exact, ...this.prefixes.map((p) => ({ method: p.method, path: p.prefix, prefix: true }))];
+  }
+
   /** Returns the handler, `405` when the path exists for another method, or undefined (404). */
   match(method: string, pathname: string): Handler | 405 | undefined {
     const h = this.exact.get(`${method} ${pathname}`);

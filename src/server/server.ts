@@ -209,7 +209,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   try {
     store = await openStore({ url: config.database.url, dataDir: config.data_dir });
     warnLooseDataDir(config.data_dir, logger);
-    const admin = await AdminAuth.init(store, config.data_dir);
+    const admin = await AdminAuth.init(store, config.data_dir, config.console);
     const ctx: ServerContext = {
       config,
       logger,
@@ -292,7 +292,12 @@ export function adminRoute(ctx: Pick<ServerContext, 'admin'>, handler: AdminHand
       who = await ctx.admin.authenticate(req);
     } catch (e) {
       // dispatch() answers it (401, reason `unauthenticated`) and the router's refusal hook records it.
-      if (e instanceof AdminAuthError) throw refusal(e, { log: 'admin request refused' });
+      if (e instanceof AdminAuthError)
+        throw refusal(e, {
+          log: 'admin request refused',
+          ...(e.options.by !== undefined ? { by: e.options.by } : {}),
+          ...(e.options.headers ? { headers: e.options.headers } : {}),
+        });
       throw e;
     }
     return handler(req, res, url, who);

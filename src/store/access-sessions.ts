@@ -128,6 +128,21 @@ export class AccessSessionRepository {
     return Number(r.n);
   }
 
+  /**
+   * Live sessions at `now` (ms): not ended, before their absolute expiry; most recently seen first,
+   * at most `limit`, optionally only those of one user name (the admin console's list).
+   */
+  async listLive(now: number, opts: { userName?: string; limit: number }): Promise<AccessSessionRecord[]> {
+    let q = this.db
+      .selectFrom('access_sessions')
+      .selectAll()
+      .where('ended_at', 'is', null)
+      .where('expires_at', '>', now);
+    if (opts.userName !== undefined) q = q.where('user_name', '=', opts.userName);
+    const rows = await q.orderBy('last_seen_at', 'desc').orderBy('id').limit(opts.limit).execute();
+    return rows.map(fromRow);
+  }
+
   /** Last-seen is written behind and not a change: other proxies re-read before refusing as idle. */
   async touch(id: string, at: number): Promise<void> {
     await this.db

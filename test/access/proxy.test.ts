@@ -499,12 +499,22 @@ describe('access proxy: forwarding', () => {
     expect(protectedHeader.alg).toBe('ES256');
     expect(payload).toMatchObject({
       sub: 'bob',
+      user: 'bob@example.test',
       email: 'bob@example.test',
       groups: ['staff', 'admins'],
       amr: ['pwd', 'otp'],
       auth_time: 1_780_000_000,
+      mfa_at: 1_780_000_000,
       idp: ISSUER,
     });
+    // No verified device came with the request: no device claim (never a guess).
+    expect(payload.device).toBeUndefined();
+    // A person without a second factor carries no mfa_at: the console then refuses destructive calls.
+    await call('wiki.example.test', '/three', ALICE);
+    const t3 = (seen.at(-1) as Seen).headers['x-nevertrust-jwt-assertion'] as string;
+    const alice = await verifyPersonAssertion(t3, keys, { issuer: PROXY_ID, audience: 'https://wiki.example.test' });
+    expect(alice).toMatchObject({ subject: 'alice', user: 'alice@example.test' });
+    expect(alice.mfaAt).toBeUndefined();
     expect((payload.exp as number) - (payload.iat as number)).toBe(30);
     expect(events.some((e) => e.decision_id === payload.decision_id && e.outcome === 'allow')).toBe(true);
     // A person assertion is no workload assertion: the workload verifier refuses it by typ.
@@ -534,7 +544,14 @@ describe('access proxy: forwarding', () => {
       issuer: PROXY_ID,
       audience: 'https://wiki.example.test/admin',
     });
-    expect(who).toMatchObject({ subject: 'bob', email: 'bob@example.test', sessionId: 'sid-bob', idp: ISSUER });
+    expect(who).toMatchObject({
+      subject: 'bob',
+      user: 'bob@example.test',
+      email: 'bob@example.test',
+      sessionId: 'sid-bob',
+      idp: ISSUER,
+      mfaAt: 1_780_000_000,
+    });
     expect(events.some((e) => e.decision_id === who.decisionId)).toBe(true);
     // A token for /admin replayed to the app of the / route.
     await expect(

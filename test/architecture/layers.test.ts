@@ -19,6 +19,9 @@ const RANK: Record<string, number> = {
   policy: 2,
   ca: 2,
   registration: 3,
+  // console: browser code; imports only wire-contract types (`import type` from src/api/), bundled by
+  // scripts/build-console.mjs for the browser.
+  console: 3,
   store: 4,
   audit: 5,
   workload: 5,
@@ -80,5 +83,24 @@ describe('folders depend downward', () => {
       }
     }
     expect(upward).toEqual([]);
+  });
+});
+
+describe('the console is browser code', () => {
+  const CONSOLE = resolve(SRC, 'console');
+
+  it('takes nothing but types from the rest of src/ (only wire contracts, from src/api/)', () => {
+    const bad: string[] = [];
+    for (const file of tsFiles(CONSOLE)) {
+      const text = readFileSync(file, 'utf8');
+      for (const spec of relativeImports(text)) {
+        const to = resolve(dirname(file), spec);
+        if (to.startsWith(`${CONSOLE}/`)) continue;
+        const escaped = spec.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+        const typeOnly = new RegExp(`(?:import|export)\\s+type\\s[^'"\`;]*?from\\s*['"]${escaped}['"]`).test(text);
+        if (!typeOnly || folderOf(to) !== 'api') bad.push(`${relative(SRC, file)} → ${spec}`);
+      }
+    }
+    expect(bad).toEqual([]);
   });
 });

@@ -126,6 +126,9 @@ describe('people’s access in the local mesh', () => {
     expect(wrong).toContain('values: [admins, staff]');
     expect(wrong).not.toContain('action: STEP_UP');
     writeFileSync(join(policies, 'backoffice.yaml'), wrong);
+    // The console's policy as shipped.
+    const consolePolicy = join(packageRoot(), 'examples', 'policies', 'people', 'console.yaml');
+    writeFileSync(join(policies, 'console.yaml'), readFileSync(consolePolicy, 'utf8'));
     const config = loadConfig({
       env: {},
       cwd: dir,
@@ -255,6 +258,44 @@ describe('people’s access in the local mesh', () => {
     expect(revoked.asExpected).toBe(false);
     expect(revoked.detail).toContain(`device ${people.device.id} was revoked (lost on a train)`);
   }, 180_000);
+
+  it('the console: the proxy routes console.localhost to the server, which takes alice as an admin; bob is refused', async () => {
+    const people = mesh.people;
+    if (!people) throw new Error('people not started');
+    const port = new URL(people.url).port;
+    const stats = await peopleStats(people);
+    const summary = renderSummary(mesh, {
+      anomalies: [],
+      elapsedS: 0,
+      apiUrl: mesh.server.url,
+      dataDir,
+      people: stats,
+    });
+    expect(summary).toContain(`console: https://console.localhost:${port}/console/ (alice, after MFA)`);
+    const ca = readFileSync(join(people.dir, 'ca.pem'), 'utf8');
+    const whoami = `https://console.localhost:${port}/v1/admin/whoami`;
+    const alice = new PersonClient({ ca });
+    const bob = new PersonClient({ ca });
+    try {
+      // The whole chain: the proxy's TLS for console.localhost, login, policy, the assertion, the server's checks.
+      const a = await alice.signIn(whoami, 'alice', people.credentials.alice);
+      expect(a.status, a.body).toBe(200);
+      expect(JSON.parse(a.body)).toMatchObject({ id: 'person:alice', kind: 'person', user: 'alice' });
+      // A destructive call without a fresh second factor: the proxy asks for one (RFC 9470), nothing reaches the server.
+      const revoke = await alice.send('POST', `https://console.localhost:${port}/v1/admin/revoke`, {
+        headers: { accept: 'application/json', 'content-type': 'application/json' },
+        body: JSON.stringify({ session: 'nope' }),
+      });
+      expect(revoke.status).toBe(401);
+      expect(String(revoke.headers['www-authenticate'])).toContain('insufficient_user_authentication');
+      // Staff: refused by the proxy's policy.
+      const b = await bob.signIn(whoami, 'bob', people.credentials.bob);
+      expect(b.status).toBe(403);
+    } finally {
+      await alice.close();
+      await bob.close();
+    }
+  }, 120_000);
 
   it('a live session: the summary prints the command that revokes it; run, it cuts the connection within 1 s and shows so', async () => {
     const people = mesh.people;

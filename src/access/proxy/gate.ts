@@ -332,7 +332,7 @@ export async function gate(deps: GateDeps, req: IncomingMessage, res: ServerResp
   let assertion: string | undefined;
   if (deps.signer) {
     try {
-      assertion = await signPersonAssertion(deps.signer, who, route, d.decision_id, deps.assertionTtl);
+      assertion = await signPersonAssertion(deps.signer, who, route, d.decision_id, deps.assertionTtl, device?.id);
     } catch (e) {
       // The app must never get a request we cannot vouch for.
       deps.log('person assertion failed', { route: route.name, error: (e as Error).message });

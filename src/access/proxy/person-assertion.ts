@@ -8,6 +8,7 @@ import type { JWTPayload } from 'jose';
 import type { AssertionSigner } from '../../pep/assertion/signer.js';
 import { PERSON_ASSERTION_TYP } from '../../pep/assertion/wire.js';
 import type { Identification } from '../identity.js';
+import { sourceUser } from './access-request.js';
 import type { RouteConfig } from './config.js';
 
 /**
@@ -24,19 +25,28 @@ export function routeAudience(route: RouteConfig): string {
   return `https://${route.from.host}${p}`;
 }
 
-/** The claims vouched for (no tokens, no secrets). */
+/**
+ * The claims vouched for (no tokens, no secrets). `user` is the person's name at this proxy (what
+ * policy and audit call them), `mfa_at` the time of their last second factor when known (an app such
+ * as the console demands a fresh one for destructive calls), `device` the device the request came
+ * with, when one was verified.
+ */
 export function personClaims(
   who: Extract<Identification, { kind: 'session' | 'bearer' }>,
   decisionId: string,
+  deviceId?: string,
 ): JWTPayload {
   const p = who.person;
   return {
     sub: p.sub,
+    user: sourceUser(p),
     ...(p.email ? { email: p.email } : {}),
     groups: p.groups,
     amr: p.amr,
     ...(p.authTime !== undefined ? { auth_time: p.authTime } : {}),
+    ...(p.mfaAt !== undefined ? { mfa_at: p.mfaAt } : {}),
     ...(who.kind === 'session' ? { sid: who.sessionId } : {}),
+    ...(deviceId !== undefined ? { device: deviceId } : {}),
     idp: p.issuer,
     decision_id: decisionId,
   };
@@ -53,8 +63,9 @@ export function signPersonAssertion(
   route: RouteConfig,
   decisionId: string,
   ttlSeconds?: number,
+  deviceId?: string,
 ): Promise<string> {
-  return signer.signClaims(personClaims(who, decisionId), {
+  return signer.signClaims(personClaims(who, decisionId, deviceId), {
     typ: PERSON_ASSERTION_TYP,
     audience: routeAudience(route),
     ttlSeconds,

@@ -108,6 +108,10 @@ Examples:
       .addOption(new Option('--outcome <outcome>', 'decision outcome').choices([...OUTCOMES]))
       .option('--kind <kind>', 'event kind, e.g. access.decision, admin.action, anomaly')
       .option('--decision-id <id>', 'one decision')
+      .option('--user <user>', "the caller's user, exactly (source.user)")
+      .option('--device <id>', "the device, exactly (source.device_id, or the access proxy's details.device)")
+      .option('--rule <rule>', 'the rule that decided, exactly')
+      .option('--reason <text>', 'a part of the reason, in any case')
       .option('--since <time>', 'from: 1h, 30m, 2d (ago) or ISO-8601')
       .option('--until <time>', 'until (exclusive): same forms')
       .option('--limit <n>', 'at most n events (1–1000, default 50)', '50')
@@ -122,7 +126,11 @@ Examples:
 Examples:
   $ nevertrust audit query --target payments --outcome deny --since 1h --limit 20
   $ nevertrust audit query --source spiffe://example.org/ns/prod/sa/api --format ndjson > api.ndjson
-  $ nevertrust audit query --decision-id "$ID"   # ID: the x-nevertrust-decision-id a caller got`,
+  $ nevertrust audit query --decision-id "$ID"   # ID: the x-nevertrust-decision-id a caller got
+  $ nevertrust audit query --kind access.decision --user alice --reason "default deny" --since 24h
+
+--user, --device, --rule and --reason are checked on the events the other filters find, at most
+100,000 per page: when a page stops there, it says so and gives the cursor to go on from.`,
     )
     .action(async (o: Record<string, string | undefined>, cmd: Command) => {
       // An empty filter (an unset shell variable, say) would silently match everything.
@@ -131,6 +139,10 @@ Examples:
         target: o.target,
         kind: o.kind,
         'decision-id': o.decisionId,
+        user: o.user,
+        device: o.device,
+        rule: o.rule,
+        reason: o.reason,
       })) {
         if (v !== undefined && v.trim() === '') throw new CliError(`--${flag}: empty value`, 2);
       }
@@ -140,6 +152,8 @@ Examples:
       if (o.outcome) p.set('outcome', o.outcome);
       if (o.kind) p.set('kind', o.kind);
       if (o.decisionId) p.set('decision_id', o.decisionId);
+      // Their length (≤ 200) is the server's to check: it answers a 400 naming the parameter.
+      for (const k of ['user', 'device', 'rule', 'reason'] as const) if (o[k]) p.set(k, o[k]);
       if (o.since) p.set('since', String(parseTimeFlag('--since', o.since)));
       if (o.until) p.set('until', String(parseTimeFlag('--until', o.until)));
       if (!/^\d+$/.test(o.limit ?? '')) throw new CliError(`--limit: not a number: ${o.limit}`, 2);
@@ -148,13 +162,20 @@ Examples:
       const r = (await (await adminClient(cmd)).callUnchecked('GET', `/v1/admin/audit/events?${p}`)) as {
         events: StoredAuditEvent[];
         next_cursor?: number;
+        scan_limited?: boolean;
+        examined?: number;
       };
       if (o.format === 'json') out(`${JSON.stringify(r, null, 2)}\n`);
       else if (o.format === 'ndjson') for (const e of r.events) out(`${JSON.stringify(e)}\n`);
       else {
         out(table(r.events));
-        if (r.next_cursor !== undefined) out(`(more: --cursor ${r.next_cursor})\n`);
+        if (r.scan_limited)
+          out(`(searched ${r.examined ?? 'the bound of'} events and stopped; more: --cursor ${r.next_cursor})\n`);
+        else if (r.next_cursor !== undefined) out(`(more: --cursor ${r.next_cursor})\n`);
       }
+      // ndjson is for pipes: the note goes to stderr there, so a search that stopped early is not mistaken for complete.
+      if (o.format === 'ndjson' && r.scan_limited)
+        process.stderr.write(`searched ${r.examined} events and stopped; more: --cursor ${r.next_cursor}\n`);
     });
 
   withServer(

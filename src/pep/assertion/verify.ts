@@ -270,6 +270,12 @@ export interface VerifiedPersonAssertion {
   sessionId?: string;
   /** The provider's issuer. */
   idp?: string;
+  /** The person's name at the proxy (`user`: what its policy and audit call them). */
+  user?: string;
+  /** Seconds since the epoch of the person's last second factor (`mfa_at`), when known. */
+  mfaAt?: number;
+  /** The verified device the request came with (`device`). */
+  device?: string;
   decisionId: string;
   kid: string;
   issuedAt: Date;
@@ -304,7 +310,10 @@ export async function verifyPersonAssertion(
 ): Promise<VerifiedPersonAssertion> {
   if (opts?.audience === undefined) fail('ERR_ASSERTION_INVALID_REQUEST', "audience (the route's) is required");
   const { claims, kid } = await verifySigned(token, keys, opts, PERSON_ASSERTION_TYP);
-  const { sub, email, groups, amr, auth_time, sid, idp, decision_id } = claims as Record<string, unknown>;
+  const { sub, email, groups, amr, auth_time, sid, idp, decision_id, user, mfa_at, device } = claims as Record<
+    string,
+    unknown
+  >;
   if (typeof sub !== 'string' || sub.length === 0) return fail('ERR_ASSERTION_SUBJECT_INVALID', 'sub is empty');
   if (!strings(groups) || !strings(amr) || typeof decision_id !== 'string')
     return fail('ERR_ASSERTION_IDENTITY_INVALID', 'groups and amr must be lists of strings, decision_id a string');
@@ -317,6 +326,9 @@ export async function verifyPersonAssertion(
     ...(typeof auth_time === 'number' ? { authTime: auth_time } : {}),
     ...(typeof sid === 'string' ? { sessionId: sid } : {}),
     ...(typeof idp === 'string' ? { idp } : {}),
+    ...(typeof user === 'string' ? { user } : {}),
+    ...(typeof mfa_at === 'number' && Number.isFinite(mfa_at) ? { mfaAt: mfa_at } : {}),
+    ...(typeof device === 'string' ? { device } : {}),
     decisionId: decision_id,
     kid,
     issuedAt: new Date((claims.iat as number) * 1000),

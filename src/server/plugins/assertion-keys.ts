@@ -15,7 +15,6 @@ import { createPublicKey } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { calculateJwkThumbprint } from 'jose';
-import { z } from 'zod';
 import {
   ASSERTION_JWKS_PATH,
   ASSERTION_KEYS_PATH,
@@ -35,8 +34,9 @@ import type { ServerContext, ServerPlugin } from '../server.js';
 import type { AgentPortRoute } from './agent-endpoint.js';
 import type { CaHandle } from './ca.js';
 import { RateLimiter } from '../rate-limiter.js';
+import { ASSERTION_KEYS_KV_NS, parseKeyDoc } from '../assertion-key-store.js';
 
-const KV_NS = 'assertion_keys';
+const KV_NS = ASSERTION_KEYS_KV_NS;
 const MAX_BODY_BYTES = 8 * 1024;
 const CAS_ATTEMPTS = 5;
 
@@ -61,19 +61,6 @@ export interface AssertionKeysOptions {
 }
 
 type StoredKey = AssertionKeyRecord;
-
-const StoredDoc = z.object({
-  keys: z.array(
-    z.object({ kid: z.string(), x: z.string(), y: z.string(), expires_at: z.number(), registered_at: z.number() }),
-  ),
-});
-
-function parseDoc(value: string | undefined, owner: string): StoredKey[] {
-  if (value === undefined) return [];
-  const r = StoredDoc.safeParse(JSON.parse(value));
-  if (!r.success) throw new Error(`stored assertion keys of ${owner} are malformed`);
-  return r.data.keys;
-}
 
 /**
  * The assertion-key registry: `POST /workload/v1/assertion-keys` on the agent port (pass
@@ -174,11 +161,11 @@ export function assertionKeysPlugin(opts: AssertionKeysOptions): ServerPlugin & 
     for (let attempt = 0; attempt < CAS_ATTEMPTS && !outcome; attempt++) {
       // A kid names one owner: another workload re-registering a published public key is refused.
       for (const doc of await store.kv.list(KV_NS)) {
-        if (doc.key !== owner && parseDoc(doc.value, doc.key).some((k) => k.kid === kid && k.expires_at > now))
+        if (doc.key !== owner && parseKeyDoc(doc.value, doc.key).some((k) => k.kid === kid && k.expires_at > now))
           refuse(409, 'kid_in_use', `kid ${kid} is registered by another workload`, { kid });
       }
       const entry = await store.kv.get(KV_NS, owner);
-      const live = parseDoc(entry?.value, owner).filter((k) => k.expires_at > now);
+      const live = parseKeyDoc(entry?.value, owner).filter((k) => k.expires_at > now);
       // The same key again (a retry after a lost answer) only moves its expiry.
       const created = !live.some((k) => k.kid === kid);
       const keys = live.filter((k) => k.kid !== kid);
@@ -228,7 +215,7 @@ export function assertionKeysPlugin(opts: AssertionKeysOptions): ServerPlugin & 
       for (const d of await store.kv.list(KV_NS)) docs.push({ owner: d.key, value: d.value });
     }
     const keys: AssertionJwk[] = docs.flatMap((d) =>
-      parseDoc(d.value, d.owner)
+      parseKeyDoc(d.value, d.owner)
         .filter((k) => k.expires_at > now)
         .map((k) => assertionKeyToJwk(d.owner, k)),
     );
@@ -243,7 +230,7 @@ export function assertionKeysPlugin(opts: AssertionKeysOptions): ServerPlugin & 
     for (const d of await store.kv.list(KV_NS)) {
       let keys: StoredKey[];
       try {
-        keys = parseDoc(d.value, d.key);
+        keys = parseKeyDoc(d.value, d.key);
       } catch (e) {
         ctx.logger.error({ err: e, owner: d.key }, 'assertion keys: malformed document');
         continue;

@@ -10,7 +10,8 @@
  *   POST /agent/v1/audit/events                the same on the agent port (`agentRoutes`), authenticated by the
  *                                              enforcement point's X.509-SVID: no token to hand out; each event
  *                                              is stamped with the SVID's ID as `details.reported_by`
- *   GET  /v1/admin/audit/events?source=…       query (source, target, outcome, kind, decision_id, since, until, limit, cursor)
+ *   GET  /v1/admin/audit/events?source=…       query (source, target, outcome, kind, decision_id, since, until, limit, cursor;
+ *                                              user, device, rule, reason: checked on rows, bounded, `scan_limited`)
  *   GET  /v1/admin/audit/events/<id|seq>       one event with its inclusion proof against the latest checkpoint
  *   GET  /v1/admin/audit/tail?last=N&follow=1  NDJSON stream of events, live with follow=1
  *   POST /v1/admin/audit/verify                recompute everything; body `{checkpoints?: [...]}` (external checkpoints)
@@ -31,6 +32,7 @@ import {
   AnomalyDetector,
   type AnomalySignal,
   type AuditEventInput,
+  AuditEventError,
   AuditLog,
   type AuditLogOptions,
   AuditProofError,
@@ -255,7 +257,8 @@ function queryEvents({ ctx }: AuditRouteDeps): AdminHandler {
     try {
       q = parseQueryParams(url.searchParams);
     } catch (e) {
-      return sendJson(res, 400, { error: 'bad_query', message: (e as Error).message });
+      const field = e instanceof AuditEventError ? e.path : undefined;
+      return sendJson(res, 400, { error: 'bad_query', message: (e as Error).message, ...(field ? { field } : {}) });
     }
     sendJson(res, 200, await queryAuditLog(ctx.store, q));
   };

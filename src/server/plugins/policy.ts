@@ -4,7 +4,8 @@
  * decisions keep being answered (from the previous snapshot) while a large policy set is parsed.
  * Every accepted snapshot is stored with its version (content hash) and recorded as a
  * `policy.changed` event; a rejected change is recorded too, with the file, line and column of the
- * mistake. `GET /v1/admin/policy` shows the last error, warnings and the state of the watch.
+ * mistake. `GET /v1/admin/policy` shows the last error, warnings and the state of the watch; lint,
+ * evaluate and dry-run over the snapshot in force are in policy-tools.ts.
  */
 import { resolve } from 'node:path';
 import type { PolicyLimits } from '../../policy/load.js';
@@ -12,6 +13,7 @@ import { pathOptionsFor } from '../../policy/path.js';
 import type { PolicySnapshot } from '../../policy/snapshot.js';
 import { PolicyWatcher } from '../../policy/watcher.js';
 import { formatIssue } from '../../policy/yamldoc.js';
+import { policyToolRoutes } from './policy-tools.js';
 import { type Route, sendJson } from '../router.js';
 import { type AdminHandler, adminRoute, type ServerContext, type ServerPlugin } from '../server.js';
 
@@ -59,6 +61,7 @@ function policyRoutes(ctx: ServerContext, state: PolicyState): Route[] {
   return [
     { method: 'GET', path: '/v1/admin/policy', handler: adminRoute(ctx, showPolicy(state)) },
     { method: 'GET', path: '/v1/admin/policy/snapshot', handler: adminRoute(ctx, showSnapshot(state)) },
+    ...policyToolRoutes(ctx, { snapshot: () => state.watcher()?.current }),
   ];
 }
 
