@@ -13,8 +13,8 @@
  *
  * Measured through a real server (policy + audit + graph plugins, admin token, HTTP on 127.0.0.1):
  * (a) the graph over 24 h and 7 d, cold (the first query after the server starts) and warm (median
- * of 5), beside the SQL peer (median of 3); (b) first view in Chromium: not measured here yet (the
- * console page is another branch's), printed as such.
+ * of 5), beside the SQL peer (median of 3); (b) first view in Chromium: not measured yet (the
+ * console page's windows are relative to now, this log ends on a fixed date), printed as such.
  *
  * Run: node --import tsx --expose-gc bench/console-graph.bench.ts   (~10 minutes and ~7 GB of disk at
  *      10,000,000 on 2 cores; CONSOLE_GRAPH_EVENTS=1000000 for a quick run; CONSOLE_GRAPH_DIR=<dir> keeps
@@ -321,7 +321,7 @@ try {
     `block summaries stored: ${size}; summarizer: ${blocks} blocks in ${(summarizeMs / 1000).toFixed(1)} s\n`,
   );
   process.stdout.write(
-    '(b) first view in Chromium: not measured (the console page, branches wt/conui and wt/conauth, is not merged here)\n',
+    '(b) first view in Chromium: not measured (the console page windows are relative to now; this log ends on a fixed date)\n',
   );
 } finally {
   if (!keep) rmSync(dataDir, { recursive: true, force: true });
