@@ -5,6 +5,7 @@
  *
  * The log: 200 workloads in 5 namespaces, 1,500 (source, target) edges with a skewed traffic mix
  * (a few hot edges, a long tail), 1,350 of them allowed by the policy and 150 not (always denied),
+ * and 100 more pairs the policy allows that never call (unused edges),
  * 2 % denials on allowed edges, 5 % of the traffic from 40 people to 10 apps; spread evenly over 7
  * days, every 97th event 30 s late. Appended through the log's batch path (`AuditLog.append`, 20,000
  * per batch), so rows, Merkle tree, terms and block index are the real ones. Then the graph plugin's
@@ -12,8 +13,8 @@
  *
  * Measured through a real server (policy + audit + graph plugins, admin token, HTTP on 127.0.0.1):
  * (a) the graph over 24 h and 7 d, cold (the first query after the server starts) and warm (median
- * of 5), beside the SQL peer (median of 3); (b) first view in Chromium: not measured here yet (the
- * console page is another branch's), printed as such.
+ * of 5), beside the SQL peer (median of 3); (b) first view in Chromium: not measured yet (the
+ * console page's windows are relative to now, this log ends on a fixed date), printed as such.
  *
  * Run: node --import tsx --expose-gc bench/console-graph.bench.ts   (~10 minutes and ~7 GB of disk at
  *      10,000,000 on 2 cores; CONSOLE_GRAPH_EVENTS=1000000 for a quick run; CONSOLE_GRAPH_DIR=<dir> keeps
@@ -44,6 +45,7 @@ const T_START = T_END - 7 * DAY;
 const WORKLOADS = 200;
 const EDGES = 1500;
 const FORBIDDEN = 150;
+const UNUSED = 100;
 const PEOPLE = 40;
 const APPS = 10;
 
@@ -121,6 +123,17 @@ function writePolicies(dir: string): void {
   mkdirSync(dir, { recursive: true });
   const callers = new Map<number, number[]>();
   for (const [s, t] of edges.slice(0, EDGES - FORBIDDEN)) callers.set(t, [...(callers.get(t) ?? []), s]);
+  // And UNUSED allowed pairs that never call: least-privilege candidates.
+  const called = new Set(edges.map(([s, t]) => `${s}>${t}`));
+  const r = rng(99);
+  for (let added = 0; added < UNUSED; ) {
+    const s = Math.floor(r() * WORKLOADS);
+    const t = Math.floor(r() * WORKLOADS);
+    if (s === t || called.has(`${s}>${t}`)) continue;
+    called.add(`${s}>${t}`);
+    callers.set(t, [...(callers.get(t) ?? []), s]);
+    added++;
+  }
   const docs = [...callers].map(
     ([t, ss]) => `apiVersion: nevertrust.dev/v1
 kind: AccessPolicy
@@ -308,7 +321,7 @@ try {
     `block summaries stored: ${size}; summarizer: ${blocks} blocks in ${(summarizeMs / 1000).toFixed(1)} s\n`,
   );
   process.stdout.write(
-    '(b) first view in Chromium: not measured (the console page, branches wt/conui and wt/conauth, is not merged here)\n',
+    '(b) first view in Chromium: not measured (the console page windows are relative to now; this log ends on a fixed date)\n',
   );
 } finally {
   if (!keep) rmSync(dataDir, { recursive: true, force: true });

@@ -62,6 +62,8 @@ const COLUMN_PAGE = 16;
 // ~1,500 edges each), so a warm graph over millions of events merges a few dozen tallies.
 const CHUNK = 64;
 const MAX_CHUNKS = 4096;
+// Times of full blocks kept (32 KiB each): the few a window's edges cut, read again by the next graph.
+const MAX_TIMES = 64;
 // Node kinds remembered per process (term ids never change meaning); beyond this the cache starts over.
 const MAX_KINDS = 100_000;
 
@@ -72,6 +74,7 @@ const MAX_KINDS = 100_000;
 export class ServiceGraph {
   private readonly kinds = new Map<string, NodeKind>();
   private readonly chunks = new Map<number, EdgeTally>();
+  private readonly fullTimes = new Map<number, Float64Array>();
   private overlay: { version: string; overlay: PolicyOverlay } | undefined;
 
   private readonly chunk: number;
@@ -243,6 +246,9 @@ export class ServiceGraph {
 
   /** The time of each position of `block` that has a row (NaN where none), and how many have one. */
   private async times(block: number): Promise<{ times: Float64Array; found: number }> {
+    // A full block's times never change: the blocks a window's edges cut are read once.
+    const cached = this.fullTimes.get(block);
+    if (cached) return { times: cached, found: BLOCK_EVENTS };
     const start = block * BLOCK_EVENTS;
     const rows = await this.store.db
       .selectFrom('audit_event')
@@ -252,6 +258,10 @@ export class ServiceGraph {
       .execute();
     const times = new Float64Array(BLOCK_EVENTS).fill(Number.NaN);
     for (const r of rows) times[Number(r.seq) - start] = Number(r.time);
+    if (rows.length === BLOCK_EVENTS) {
+      if (this.fullTimes.size >= MAX_TIMES) this.fullTimes.clear();
+      this.fullTimes.set(block, times);
+    }
     return { times, found: rows.length };
   }
 

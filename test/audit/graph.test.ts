@@ -5,6 +5,7 @@
  * summary edited with SQL is named by verify and dropped by reindex, after which the graph is right
  * again; the policy overlay, unused edges, scope and the bound.
  */
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compile, parsePolicyText } from '../../src/policy/index.js';
 import {
@@ -12,6 +13,7 @@ import {
   AuditLog,
   normalizeEvent,
   reindexLog,
+  sealSegments,
   type StoredAuditEvent,
   verifyLog,
 } from '../../src/audit/index.js';
@@ -175,6 +177,10 @@ describe.each(engines)('service graph on $name', ({ open }) => {
 
   /** A store with the log filled (batches that end inside blocks and span them). */
   async function filled(): Promise<Store> {
+    return (await filledLog()).store;
+  }
+
+  async function filledLog(): Promise<{ store: Store; log: AuditLog; dataDir: string }> {
     const where = await open();
     const store = await openStore(where);
     stores.push(store);
@@ -182,7 +188,7 @@ describe.each(engines)('service graph on $name', ({ open }) => {
     logs.push(log);
     for (let i = 0; i < N; i += 1500)
       await log.append(Array.from({ length: Math.min(1500, N - i) }, (_, k) => normalizeEvent(ev(i + k))));
-    return store;
+    return { store, log, dataDir: where.dataDir };
   }
 
   const summaries = async (store: Store) =>
@@ -338,5 +344,22 @@ describe.each(engines)('service graph on $name', ({ open }) => {
       .values({ block: 3, data: Buffer.alloc(0) })
       .execute();
     expect((await verifyLog(store)).firstBad?.message).toMatch(/block 3 .* not full/);
+  });
+
+  it('sealing part of a summarized block: verify still passes, and sealed blocks lose their summaries', async () => {
+    const { store, log, dataDir } = await filledLog();
+    expect(await new ServiceGraph(store).summarize()).toBe(3);
+    const dir = join(dataDir, 'segments');
+    // Events before ~6,000 sealed: block 0 whole, block 1 in part.
+    await sealSegments(log, { dir, hotWindowMs: 1000, now: T0 + 61_000, maxSegmentEvents: 8192 });
+    const sealed = Number(
+      (await store.db.selectFrom('audit_head').select('sealed_size').executeTakeFirstOrThrow()).sealed_size,
+    );
+    expect(sealed).toBeGreaterThan(BLOCK_EVENTS);
+    expect(sealed % BLOCK_EVENTS).not.toBe(0);
+    expect(await summaries(store)).toEqual([1, 2]);
+    const report = await verifyLog(store, { segmentDir: dir });
+    expect(report.firstBad).toBeUndefined();
+    expect(report.ok).toBe(true);
   });
 });

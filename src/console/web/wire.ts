@@ -10,6 +10,8 @@ import type { AgentWire } from '../../api/agents.js';
 import type { Checkpoint, InclusionProofResult, VerifyReport } from '../../api/audit.js';
 import type { DevicePosture, DeviceWire } from '../../api/devices.js';
 import type { EntryWire } from '../../api/entries.js';
+import type { DryRunAnswer, EvaluateAnswer, LintFindingWire } from '../../api/policy-tools.js';
+import type { SessionWire, SvidExpiryWire, WhoamiWire } from '../../api/sessions.js';
 import type { MfaFactorWire, UserWire } from '../../api/users.js';
 
 export type {
@@ -22,17 +24,13 @@ export type {
   MfaFactorWire,
   UserWire,
   VerifyReport,
+  EvaluateAnswer,
+  SessionWire,
 };
-
-/** `GET /v1/admin/whoami`. */
-export interface Whoami {
-  id: string;
-  kind: 'token' | 'person';
-  user?: string;
-  groups?: string[];
-  mfa_at?: string;
-  mfa_fresh: boolean;
-}
+export type Whoami = WhoamiWire;
+export type SvidExpiry = SvidExpiryWire;
+export type LintFinding = LintFindingWire;
+export type DryRunWire = DryRunAnswer;
 
 /** An audit event as stored (src/audit/event.ts `StoredAuditEvent`); times in epoch ms. */
 export interface AuditEvent {
@@ -76,37 +74,6 @@ export interface CheckpointList {
   checkpoints: Checkpoint[];
   key_id: string;
   public_key: string;
-}
-
-/** One live access-proxy session (`GET /v1/admin/sessions`). */
-export interface SessionWire {
-  id: string;
-  user: string;
-  person: string;
-  issuer: string;
-  host: string;
-  created_at: string;
-  last_seen_at: string;
-  expires_at: string;
-  mfa: { at: string; methods: string[] } | null;
-  device: {
-    id: string;
-    owner: string;
-    compliant: boolean | null;
-    posture_age_s: number | null;
-    managed: boolean;
-    encrypted: boolean;
-    os_patched: boolean;
-    edr_active: boolean;
-  } | null;
-}
-
-/** `GET /v1/admin/svids?within=`. */
-export interface SvidExpiry {
-  spiffe_id: string;
-  serial: string;
-  expires_at: string;
-  kind: 'workload' | 'agent' | 'device';
 }
 
 /** `GET /v1/admin/ca` (the CA's `toJSON()`). */
@@ -165,55 +132,4 @@ export interface SnapshotPolicy {
   dryRun: boolean;
   loc?: { file: string; line: number };
   rules: { id: string }[];
-}
-
-/** `GET /v1/admin/policy/lint` (src/policy/lint.ts `LintFinding`). */
-export interface LintFinding {
-  severity: 'error' | 'warning';
-  code: string;
-  file: string;
-  line: number;
-  column: number;
-  policy: string;
-  rule?: string;
-  message: string;
-}
-
-/** `POST /v1/admin/policy/evaluate`: the decision and src/policy/explain.ts's explanation. */
-export interface EvaluateAnswer {
-  decision: {
-    allow?: boolean;
-    outcome?: string;
-    decision?: string;
-    policy: string | null;
-    rule: string | null;
-    reason: string;
-  };
-  explanation: {
-    request?: Record<string, unknown>;
-    notSelected?: number;
-    candidates: {
-      policy: string;
-      action: string;
-      dryRun: boolean;
-      file: string;
-      line: number;
-      rules: { rule: string; line: number; result: string; why: string[] }[];
-    }[];
-  };
-}
-
-/** `GET /v1/admin/policy/dry-run?window=`. */
-export interface DryRunWire {
-  from: string;
-  to: string;
-  policies: {
-    policy: string;
-    since?: string;
-    decisions: number;
-    would_deny_allowed: number;
-    would_allow_denied: number;
-    agree: number;
-    examples: { event_id: string; time: string; source: string; target: string; enforced: string; dry_run: string }[];
-  }[];
 }

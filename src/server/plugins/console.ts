@@ -123,7 +123,8 @@ export function consolePlugin(opts: ConsolePluginOptions = {}): ServerPlugin {
           '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n' +
           '<meta name="viewport" content="width=device-width, initial-scale=1">\n' +
           '<title>nevertrust console</title>\n' +
-          '<link rel="icon" href="data:,">\n' + // no icon: the browser then asks for no /favicon.ico (403 at the proxy)
+          // No favicon request: the browser would log its 404 as a console error.
+          '<link rel="icon" href="data:,">\n' +
           `<link rel="stylesheet" href="${CONSOLE_ASSETS_PATH}app.css?v=${css.hash}">\n` +
           `<script type="module" src="${CONSOLE_ASSETS_PATH}app.js?v=${js.hash}"></script>\n` +
           '</head>\n<body>\n<div id="app"></div>\n<noscript>The console needs JavaScript.</noscript>\n</body>\n</html>\n';

@@ -30,7 +30,7 @@ function Evaluate() {
     }
   };
   const d = answer?.decision;
-  const verdict = d ? (d.outcome ?? d.decision ?? (d.allow ? 'allow' : 'deny')) : '';
+  const verdict = d ? d.outcome : '';
   return html`<section aria-labelledby="evaluate">
     <h2 id="evaluate">Evaluate a request</h2>
     <form class="search" data-testid="evaluate-form" onSubmit=${submit}>
@@ -55,13 +55,13 @@ function Evaluate() {
             <tbody>${answer.explanation.candidates.flatMap((c) =>
               (c.rules.length ? c.rules : [{ rule: '(no rules)', line: c.line, result: 'no_match', why: [] }]).map(
                 (r) => html`<tr class=${r.result === 'match' ? 'match' : ''}>
-                  <td title=${`${c.file}:${r.line}`}>${c.policy}${c.dryRun ? ' (dry run)' : ''}</td><td>${c.action}</td>
+                  <td title=${`${c.file}:${r.line}`}>${c.policy}${c.dry_run ? ' (dry run)' : ''}</td><td>${c.action}</td>
                   <td>${r.rule}</td><td>${r.result.replace('_', ' ')}</td><td class="wrap">${r.why.join('; ')}</td>
                 </tr>`,
               ),
             )}</tbody>
           </table>
-          ${answer.explanation.notSelected ? html`<p>${answer.explanation.notSelected} policies do not select this target.</p>` : null}
+          ${answer.explanation.not_selected ? html`<p>${answer.explanation.not_selected} policies do not select this target.</p>` : null}
         </div>`
         : null
     }
