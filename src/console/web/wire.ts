@@ -10,6 +10,7 @@ import type { AgentWire } from '../../api/agents.js';
 import type { Checkpoint, InclusionProofResult, VerifyReport } from '../../api/audit.js';
 import type { DevicePosture, DeviceWire } from '../../api/devices.js';
 import type { EntryWire } from '../../api/entries.js';
+import type { GraphEdge, GraphResponse } from '../../api/graph.js';
 import type { DryRunAnswer, EvaluateAnswer, LintFindingWire } from '../../api/policy-tools.js';
 import type { SessionWire, SvidExpiryWire, WhoamiWire } from '../../api/sessions.js';
 import type { MfaFactorWire, UserWire } from '../../api/users.js';
@@ -27,6 +28,8 @@ export type {
   EvaluateAnswer,
   SessionWire,
 };
+export type { GraphEdge };
+export type GraphWire = GraphResponse;
 export type Whoami = WhoamiWire;
 export type SvidExpiry = SvidExpiryWire;
 export type LintFinding = LintFindingWire;
@@ -88,30 +91,6 @@ export interface CaState {
     x509Fingerprint?: string;
     jwtKid?: string;
   }[];
-}
-
-/** `GET /v1/admin/graph`. */
-export interface GraphWire {
-  from: string;
-  to: string;
-  events: number;
-  computed_ms: number;
-  policy_version: string | null;
-  nodes: { id: string; label: string; kind: 'workload' | 'person' | 'other' }[];
-  edges: GraphEdge[];
-}
-
-export interface GraphEdge {
-  source: string;
-  target: string;
-  allowed: number;
-  denied: number;
-  other: number;
-  first_seen: string | null;
-  last_seen: string | null;
-  new: boolean;
-  policy: 'allowed' | 'not_allowed' | 'unknown';
-  unused: boolean;
 }
 
 /** `GET /v1/admin/policy`. */
