@@ -11,7 +11,7 @@ import type ELK from 'elkjs';
 import { html } from 'htm/preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, query } from '../api.js';
-import { href } from '../routes.js';
+import { href, parseGraphRange } from '../routes.js';
 import { Alert, fmtAge, fmtTime, Page, useLoad } from '../ui.js';
 import type { AuditPage, GraphEdge, GraphWire } from '../wire.js';
 
@@ -255,24 +255,35 @@ function EdgeTable(props: { graph: GraphWire; selected: string | null; onSelect:
   </table>`;
 }
 
-/** `#/graph`. */
-export function GraphPage() {
+/**
+ * `#/graph`, or `#/graph/<from ISO>..<to ISO>` for a fixed window (a link that shows the same
+ * edges later; the window selector says `custom` then, and choosing another leaves it).
+ */
+export function GraphPage(props: { range?: string }) {
   const [win, setWin] = useState<Window>('1h');
   const [scope, setScope] = useState<Scope>('all');
   const [selected, setSelected] = useState<string | null>(null);
   useEffect(() => void loadGraphLibs(), []);
+  const range = props.range === undefined ? undefined : parseGraphRange(props.range);
   const graph = useLoad(
-    (signal) => api<GraphWire>(`/v1/admin/graph${query({ window: win, scope })}`, { signal }),
-    [win, scope],
+    (signal) => {
+      if (range && 'error' in range) return Promise.reject(new Error(range.error));
+      const when = range ? { from: range.from, to: range.to } : { window: win };
+      return api<GraphWire>(`/v1/admin/graph${query({ ...when, scope })}`, { signal });
+    },
+    [win, scope, props.range],
   );
   const g = graph.data;
   const edge = g?.edges.find((e) => edgeId(e) === selected);
   return html`<${Page} name="graph" title="Service graph" state=${graph.state}>
     <form class="toolbar" onSubmit=${(e: Event) => e.preventDefault()}>
-      <label>Window <select value=${win} onChange=${(e: Event) => {
+      <label>Window <select value=${range ? 'custom' : win} onChange=${(e: Event) => {
+        const v = (e.target as HTMLSelectElement).value;
+        if (v === 'custom') return;
         setSelected(null);
-        setWin((e.target as HTMLSelectElement).value as Window);
-      }}>${WINDOWS.map((w) => html`<option value=${w}>${w}</option>`)}</select></label>
+        setWin(v as Window);
+        if (range) location.hash = href('graph');
+      }}>${range ? html`<option value="custom">custom</option>` : null}${WINDOWS.map((w) => html`<option value=${w}>${w}</option>`)}</select></label>
       <label>Callers <select value=${scope} onChange=${(e: Event) => {
         setSelected(null);
         setScope((e.target as HTMLSelectElement).value as Scope);
@@ -283,7 +294,7 @@ export function GraphPage() {
     </form>
     <${Alert} error=${graph.error} />
     ${
-      g
+      g && graph.state !== 'error'
         ? html`<div class="graph-layout">
             <${Canvas} graph=${g} selected=${selected} onSelect=${setSelected} />
             <div class="graph-side">
