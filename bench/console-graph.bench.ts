@@ -13,12 +13,14 @@
  *
  * Measured through a real server (policy + audit + graph plugins, admin token, HTTP on 127.0.0.1):
  * (a) the graph over 24 h and 7 d, cold (the first query after the server starts) and warm (median
- * of 5), beside the SQL peer (median of 3); (b) first view in Chromium: not measured yet (the
- * console page's windows are relative to now, this log ends on a fixed date), printed as such.
+ * of 5), beside the SQL peer (median of 3); (b) the console's graph page in headless Chromium at
+ * `#/graph/<from>..<to>` (console plugin added, the admin token on every request): from navigation
+ * start to the first drawn frame and to the ELK-laid-out one, cold and warm (p50 of 5 reloads),
+ * with the graph call's Resource Timing; target ≤ 2 s first view. No peer: a table of its own.
  *
  * Run: node --import tsx --expose-gc bench/console-graph.bench.ts   (~10 minutes and ~7 GB of disk at
  *      10,000,000 on 2 cores; CONSOLE_GRAPH_EVENTS=1000000 for a quick run; CONSOLE_GRAPH_DIR=<dir> keeps
- *      the filled data directory and reuses it on the next run)
+ *      the filled data directory and reuses it on the next run; CONSOLE_GRAPH_PARTS=b runs part (b) only)
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
