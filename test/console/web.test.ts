@@ -9,7 +9,7 @@ import type { Generation } from '../../src/ca/generation.js';
 import { advanceGenerations } from '../../src/ca/rotation.js';
 import { nextRotation } from '../../src/console/web/ca-schedule.js';
 import { requestOf } from '../../src/console/web/evaluate-request.js';
-import { href, PAGES, parseRoute } from '../../src/console/web/routes.js';
+import { graphRangeHref, href, PAGES, parseGraphRange, parseRoute } from '../../src/console/web/routes.js';
 import { verifyText } from '../../src/console/web/verify-report.js';
 
 describe('hash routes', () => {
@@ -31,6 +31,57 @@ describe('hash routes', () => {
 
   it('shows the list for a mangled escape instead of failing', () => {
     expect(parseRoute('#/decisions/%E0%A4%A')).toEqual({ page: 'decisions' });
+  });
+});
+
+describe('the graph window in the route', () => {
+  const from = Date.UTC(2026, 10, 30);
+  const to = Date.UTC(2026, 11, 1);
+
+  it('reads #/graph/<from>..<to> as the graph page with the window as its id, in epoch ms', () => {
+    const r = parseRoute('#/graph/2026-11-30T00:00:00Z..2026-12-01T00:00:00Z');
+    expect(r).toEqual({ page: 'graph', id: '2026-11-30T00:00:00Z..2026-12-01T00:00:00Z' });
+    expect(parseGraphRange(r.id as string)).toEqual({ from, to });
+  });
+
+  it('takes milliseconds, offsets and minutes-only times, and round-trips its own links', () => {
+    expect(parseGraphRange('2026-11-30T01:00+01:00..2026-12-01T00:00:00.000Z')).toEqual({ from, to });
+    const link = graphRangeHref({ from: from + 1, to });
+    expect(parseGraphRange(parseRoute(link).id as string)).toEqual({ from: from + 1, to });
+    // Escaped in a pasted link: parseRoute decodes it first.
+    expect(parseGraphRange(parseRoute('#/graph/2026-11-30T00%3A00%3A00Z..2026-12-01T00%3A00Z').id as string)).toEqual({
+      from,
+      to,
+    });
+  });
+
+  it('refuses a window backwards or empty, naming why', () => {
+    expect(parseGraphRange('2026-12-01T00:00:00Z..2026-11-30T00:00:00Z')).toEqual({
+      error: 'window: from must be before to',
+    });
+    expect(parseGraphRange('2026-12-01T00:00:00Z..2026-12-01T00:00:00Z')).toHaveProperty('error');
+  });
+
+  it('refuses times without a zone, impossible dates, numbers, junk and oversized text', () => {
+    const bad = [
+      '',
+      '..',
+      '2026-11-30..2026-12-01',
+      '2026-11-30T00:00:00..2026-12-01T00:00:00',
+      '2026-02-30T00:00:00Z..2026-03-05T00:00:00Z',
+      '2026-13-01T00:00:00Z..2026-12-01T00:00:00Z',
+      '2026-11-30T24:00:00Z..2026-12-01T00:00:00Z',
+      '2026-11-30T00:00:00+25:00..2026-12-01T00:00:00Z',
+      '1795996800000..1796083200000',
+      '2026-11-30T00:00:00Z..2026-12-01T00:00:00Z..2026-12-02T00:00:00Z',
+      '2026-11-30T00:00:00Z',
+      '<script>..</script>',
+      `2026-11-30T00:00:00Z..2026-12-01T00:00:00Z${' '.repeat(100)}`,
+    ];
+    for (const t of bad) expect(parseGraphRange(t), t).toHaveProperty('error');
+    expect(parseGraphRange('2026-11-30T00:00:00Z..tomorrow')).toEqual({
+      error: 'window: to is not an ISO-8601 time with a zone: tomorrow',
+    });
   });
 });
 

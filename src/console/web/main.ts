@@ -21,7 +21,7 @@ import { Dialogs } from './ui.js';
 function pageOf(r: Route) {
   switch (r.page) {
     case 'graph':
-      return html`<${GraphPage} />`;
+      return html`<${GraphPage} range=${r.id} />`;
     case 'decisions':
       return r.id ? html`<${DecisionPage} id=${r.id} key=${r.id} />` : html`<${DecisionsPage} />`;
     case 'people':
