@@ -125,14 +125,16 @@ export class AdminAuth {
 
   /**
    * Authenticates an admin request: the Bearer admin token, else a console proxy's person assertion
-   * (checked for this request's method and path: group, CSRF, MFA freshness).
+   * (checked for this request's method and path: group, CSRF, MFA freshness). `url`: the one
+   * dispatch parsed, so the path decided is the path routed.
    *
    * @throws {AdminAuthError} 401 or 403, with the reason
    */
-  async authenticate(req: IncomingMessage): Promise<AdminPrincipal> {
+  async authenticate(req: IncomingMessage, url?: URL): Promise<AdminPrincipal> {
     const header = req.headers.authorization;
     if (header === undefined && this.people && hasPersonAssertion(req)) {
-      const path = new URL(req.url ?? '/', 'http://local').pathname;
+      // The path the router matched (dispatch parsed it once): MFA freshness is decided on that path.
+      const path = (url ?? new URL(req.url ?? '/', 'http://local')).pathname;
       const person = await this.people.authenticate(req, req.method ?? 'GET', path);
       return { kind: 'admin', id: `person:${person.user}`, person };
     }

@@ -289,7 +289,7 @@ export function adminRoute(ctx: Pick<ServerContext, 'admin'>, handler: AdminHand
   return async (req, res, url) => {
     let who: AdminPrincipal;
     try {
-      who = await ctx.admin.authenticate(req);
+      who = await ctx.admin.authenticate(req, url);
     } catch (e) {
       // dispatch() answers it (401, reason `unauthenticated`) and the router's refusal hook records it.
       if (e instanceof AdminAuthError)
